@@ -1,0 +1,183 @@
+"""The ``stagewatch`` command: replay (backtest), simulate, evaluate."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+__all__ = ["main"]
+
+
+def _add_replay(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "replay",
+        help="run the detector over log files (backtest)",
+        description="Replay LogEntry JSON lines (plain, .gz, or - for stdin) through the detection core in "
+        "event-time order and write anomalies as JSON lines.",
+    )
+    p.add_argument("logs", nargs="+", help="log files: plain JSON lines, .gz, or - for stdin")
+    p.add_argument("-o", "--output", default="-", help="anomalies JSONL (default: stdout)")
+    p.add_argument("--traces", help="write one trace summary per file (JSONL) here")
+    p.add_argument("--dead-letters", help="write rejected lines with their reason (JSONL) here")
+    p.add_argument("--summary-json", help="write the closing summary as JSON here")
+    p.add_argument("--stages", help="stage order, comma-separated (a trailing ? marks a stage optional); "
+                   "inferred from the data when absent")
+    p.add_argument("--config", help="TOML config file (stages, field paths, detector and baseline settings)")
+    p.add_argument("--allowed-lateness", type=float, metavar="SECONDS",
+                   help="out-of-orderness tolerated behind the newest event (default 60)")
+    p.add_argument("--stall-factor", type=float, help="stall deadline = this x the next stage's alert line "
+                   "(default 8)")
+    p.add_argument("--half-life", type=float, metavar="SECONDS", help="baseline half-life (default 10800)")
+    p.add_argument("--warmup", type=float, metavar="N", help="samples a baseline needs before it judges "
+                   "(default 30)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--progress", dest="progress", action="store_true", default=None,
+                   help="show a progress bar on stderr (default: when stderr is a terminal)")
+    g.add_argument("--no-progress", dest="progress", action="store_false")
+    p.set_defaults(func=_cmd_replay)
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from stagewatch.config import load_settings
+    from stagewatch.events import Parser
+    from stagewatch.replay import progress_reader, replay, stderr_is_tty, summary_text, writer
+
+    for path in args.logs:
+        if path != "-" and not Path(path).is_file():
+            raise ValueError(f"input {path} does not exist")
+    settings = load_settings(
+        args.config,
+        args.stages,
+        detector_overrides={"allowed_lateness_s": args.allowed_lateness, "stall_factor": args.stall_factor},
+        baseline_overrides={"half_life_s": args.half_life, "warmup_n": args.warmup},
+    )
+    progress = stderr_is_tty() if args.progress is None else args.progress
+    lines, close_bar = progress_reader(args.logs, progress)
+    anomalies = writer(args.output, default_stdout=True)
+    traces = writer(args.traces) if args.traces else None
+    dead = writer(args.dead_letters) if args.dead_letters else None
+    try:
+        stats = replay(
+            lines,
+            order=settings.order,
+            parser=Parser(settings.mapping),
+            cfg=settings.detector,
+            on_anomaly=lambda a: anomalies.write(a.to_dict()),
+            on_summary=(lambda s: traces.write(s.to_dict())) if traces else None,
+            on_dead_letter=dead.write if dead else None,
+        )
+    finally:
+        close_bar()
+        for w in (anomalies, traces, dead):
+            if w is not None:
+                w.close()
+    print(summary_text(stats), file=sys.stderr)
+    if args.summary_json:
+        Path(args.summary_json).write_bytes(orjson.dumps(stats.to_dict(), option=orjson.OPT_INDENT_2))
+    return 0
+
+
+def _add_simulate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "simulate",
+        help="write a realistic simulated log stream with injected faults and labels",
+        description="Write OUTDIR/logs.jsonl (LogEntry lines in delivery order), OUTDIR/labels.jsonl (the "
+        "injected faults' expected anomalies) and OUTDIR/manifest.json. Seeded: same seed, same output.",
+    )
+    p.add_argument("outdir")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--hours", type=float, default=24.0, help="simulated span (default 24)")
+    p.add_argument("--rate", type=float, default=30.0, help="files per minute at the daily peak (default 30)")
+    p.add_argument("--start", default="2026-06-06T00:00:00Z", help="RFC 3339 start of the simulated span")
+    p.add_argument("--no-faults", action="store_true", help="normal behaviour only")
+    p.set_defaults(func=_cmd_simulate)
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from stagewatch.simulate import SimConfig, simulate_to_dir
+    from stagewatch.timeutil import parse_rfc3339_us
+
+    parse_rfc3339_us(args.start)
+    cfg = SimConfig(seed=args.seed, start=args.start, hours=args.hours, peak_rate_per_min=args.rate)
+    if args.no_faults:
+        cfg = SimConfig(seed=args.seed, start=args.start, hours=args.hours, peak_rate_per_min=args.rate,
+                        faults=())
+    manifest = simulate_to_dir(cfg, Path(args.outdir))
+    print(
+        f"stagewatch simulate: {manifest['files']:,} files, {manifest['lines']:,} lines, "
+        f"{manifest['labels']:,} labels, {len(manifest['faults'])} faults -> {args.outdir}/logs.jsonl",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="score anomalies against labels (trace-level precision / recall / F1 per kind)",
+    )
+    p.add_argument("labels", help="labels JSONL (e.g. from stagewatch simulate)")
+    p.add_argument("anomalies", help="anomalies JSONL (e.g. from stagewatch replay)")
+    p.add_argument("--json", action="store_true", help="print the scores as JSON")
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _read_jsonl(path: str) -> list[dict[str, Any]]:
+    rows = []
+    with open(path, "rb") as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    rows.append(orjson.loads(line))
+                except orjson.JSONDecodeError as exc:
+                    raise ValueError(f"{path}:{n} is not JSON: {exc}") from exc
+    return rows
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from stagewatch.evaluate import score_kinds
+
+    scores, delay = score_kinds(_read_jsonl(args.labels), _read_jsonl(args.anomalies))
+    if args.json:
+        print(orjson.dumps({"kinds": [s.to_dict() for s in scores], "stall_delay": delay}).decode())
+        return 0
+    print(f"{'kind':<12} {'tp':>6} {'fp':>6} {'fn':>6} {'precision':>10} {'recall':>8} {'f1':>6}")
+    for s in scores:
+        print(f"{s.kind:<12} {s.tp:>6} {s.fp:>6} {s.fn:>6} {s.precision:>10.3f} {s.recall:>8.3f} {s.f1:>6.3f}")
+    if delay["n"]:
+        print(f"stall detection delay after the file's last event: median {delay['median_s']} s, "
+              f"p95 {delay['p95_s']} s, max {delay['max_s']} s (n={delay['n']})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stagewatch",
+        description="Per-file latency anomaly detection for multi-service pipelines.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_replay(sub)
+    _add_simulate(sub)
+    _add_evaluate(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ValueError as exc:
+        print(f"stagewatch {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""Scoring anomalies against labels: trace-level precision / recall / F1 per kind, and stall detection delay.
+
+A label and a verdict match when they name the same file (uid) and the same kind; for ``slow_stage`` and
+``stalled`` the stage must match too (a stall reported at the wrong stage sends people to the wrong service).
+Several verdicts of one kind on one file count once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from stagewatch.records import KINDS
+from stagewatch.timeutil import parse_rfc3339_us
+
+__all__ = ["KindScore", "prf", "score_kinds"]
+
+_STAGED = frozenset({"slow_stage", "stalled", "failed"})
+
+
+@dataclass(frozen=True)
+class KindScore:
+    kind: str
+    tp: int
+    fp: int
+    fn: int
+
+    @property
+    def precision(self) -> float:
+        return prf(self.tp, self.fp, self.fn)[0]
+
+    @property
+    def recall(self) -> float:
+        return prf(self.tp, self.fp, self.fn)[1]
+
+    @property
+    def f1(self) -> float:
+        return prf(self.tp, self.fp, self.fn)[2]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind, "tp": self.tp, "fp": self.fp, "fn": self.fn,
+            "precision": round(self.precision, 4), "recall": round(self.recall, 4), "f1": round(self.f1, 4),
+        }
+
+
+def prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
+    """Precision, recall, F1; a kind with nothing to find and nothing found scores 1.0 (nothing missed)."""
+    precision = tp / (tp + fp) if tp + fp else 1.0
+    recall = tp / (tp + fn) if tp + fn else 1.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return precision, recall, f1
+
+
+def _key(row: dict[str, Any]) -> tuple[str, str, str]:
+    kind = row["kind"]
+    stage = (row.get("stage") or "") if kind in _STAGED else ""
+    return (row["uid"], kind, stage)
+
+
+def score_kinds(
+    labels: Iterable[dict[str, Any]], anomalies: Iterable[dict[str, Any]]
+) -> tuple[list[KindScore], dict[str, float | int | None]]:
+    """Per-kind scores, and stall detection delay (seconds from the file's last event to the verdict)."""
+    truth = {_key(r): r for r in labels}
+    found: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for a in anomalies:
+        found.setdefault(_key(a), a)
+    scores = []
+    kinds = list(KINDS) + sorted({k[1] for k in truth} - set(KINDS))
+    for kind in kinds:
+        t = {k for k in truth if k[1] == kind}
+        f = {k for k in found if k[1] == kind}
+        scores.append(KindScore(kind, len(t & f), len(f - t), len(t - f)))
+    delays = []
+    for key in truth.keys() & found.keys():
+        if key[1] == "stalled":
+            label, verdict = truth[key], found[key]
+            delays.append((parse_rfc3339_us(verdict["detected_at"]) - parse_rfc3339_us(label["time"])) / 1e6)
+    delay: dict[str, float | int | None] = {"n": len(delays), "median_s": None, "p95_s": None, "max_s": None}
+    if delays:
+        arr = np.asarray(delays)
+        delay.update(
+            median_s=round(float(np.median(arr)), 1),
+            p95_s=round(float(np.percentile(arr, 95)), 1),
+            max_s=round(float(arr.max()), 1),
+        )
+    return scores, delay

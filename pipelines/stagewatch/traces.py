@@ -1,0 +1,424 @@
+"""One file's journey: the per-UID state machine that turns ordered stage events into durations and verdicts.
+
+A ``Trace`` is small and picklable so that the Beam driver can keep one per UID in keyed state; the backtest
+keeps them in a dict. Both feed it events in event-time order (``add``) and wake it when the watermark passes
+its timer (``on_timer``). Everything it concludes goes to an ``Outbox``.
+
+Durations follow the *stage order*, not arrival: a stage's duration is the time since the event of the stage
+before it. When that earlier stage has not been seen yet (clock skew between a customer's host and ours puts
+``register`` before ``upload``), the stage is *held* for up to ``hold_s`` of event time: if the earlier stage
+turns up, both durations are computed against each other (the inverted gap is clamped to 0 and counted, never
+reported as slowness); if not (a lost log line), the stage is measured from the nearest stage that was seen.
+
+Timeline of a stall (next stage ``download`` after ``enqueue`` at 12:00:00, download's threshold 20 s,
+``stall_factor`` 3)::
+
+    12:00:00  enqueue arrives   -> deadline = 12:00:00 + 3 x 20 s = 12:01:00, timer set
+    12:01:00  watermark passes  -> on_timer: "stalled", stage=download, last_stage=enqueue; trace released
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from stagewatch.baselines import END_TO_END, Snapshot
+from stagewatch.events import StageEvent
+from stagewatch.records import Anomaly, StageTiming, TraceSummary, anomaly_id, slow_message, stall_message
+from stagewatch.stages import StageOrder
+from stagewatch.timeutil import US_PER_MS, US_PER_S, format_duration_ms, format_rfc3339
+
+__all__ = ["BaselineAccess", "Outbox", "Trace", "TraceRules"]
+
+_MISSING = -2  # predecessor is a required stage not seen yet: hold
+_NONE = -1  # no earlier stage at all: this is where the trace starts
+
+
+class BaselineAccess(Protocol):
+    """What a trace needs from the baselines: judge a value, learn a value (the store clips it)."""
+
+    def lookup(self, stage: str, tenant: str | None) -> tuple[Snapshot | None, bool]: ...
+
+    def learn(self, stage: str, tenant: str | None, value_ms: float) -> None: ...
+
+
+@dataclass(frozen=True)
+class TraceRules:
+    order: StageOrder
+    hold_s: float = 30.0
+    stall_factor: float = 8.0
+    # Never declare a stall sooner than this: clocks of different hosts disagree by seconds.
+    min_stall_s: float = 10.0
+    ttl_s: float = 6 * 3600.0
+
+    def __post_init__(self) -> None:
+        if self.hold_s < 0 or self.stall_factor < 1 or self.ttl_s <= 0 or self.min_stall_s < 0:
+            raise ValueError("hold_s >= 0, stall_factor >= 1, min_stall_s >= 0 and ttl_s > 0 are required")
+        # Derived lookups, computed once (frozen, so via object.__setattr__).
+        object.__setattr__(self, "index", self.order.index)
+        object.__setattr__(self, "names", self.order.stages)
+        object.__setattr__(self, "optional", tuple(s in self.order.optional for s in self.order.stages))
+        object.__setattr__(self, "terminal_i", self.order.index[self.order.terminal])
+        object.__setattr__(self, "hold_us", int(self.hold_s * US_PER_S))
+        object.__setattr__(self, "ttl_us", int(self.ttl_s * US_PER_S))
+        object.__setattr__(self, "min_stall_ms", self.min_stall_s * 1000.0)
+
+    index: dict[str, int] = field(init=False, repr=False, compare=False)
+    names: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    optional: tuple[bool, ...] = field(init=False, repr=False, compare=False)
+    terminal_i: int = field(init=False, repr=False, compare=False)
+    hold_us: int = field(init=False, repr=False, compare=False)
+    ttl_us: int = field(init=False, repr=False, compare=False)
+    min_stall_ms: float = field(init=False, repr=False, compare=False)
+
+
+class Outbox:
+    """Collects what traces conclude; the driver drains it. ``summaries`` is None when nobody wants them."""
+
+    __slots__ = ("anomalies", "counts", "summaries")
+
+    def __init__(self, keep_summaries: bool = True) -> None:
+        self.anomalies: list[Anomaly] = []
+        self.summaries: list[TraceSummary] | None = [] if keep_summaries else None
+        self.counts: dict[str, int] = {}
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counts[name] = self.counts.get(name, 0) + n
+
+
+class Trace:
+    __slots__ = (
+        "deadline",
+        "durs",
+        "first_t",
+        "furthest",
+        "held",
+        "last_t",
+        "lot",
+        "neg_gaps",
+        "reported",
+        "stall_info",
+        "status",
+        "tenant",
+        "times",
+        "uid",
+        "unordered",
+        "verdicts",
+    )
+
+    def __init__(self, uid: str, n_stages: int) -> None:
+        self.uid = uid
+        self.tenant: str | None = None
+        self.lot: str | None = None
+        self.times: list[int | None] = [None] * n_stages
+        self.durs: list[float | None] = [None] * n_stages
+        self.verdicts: list[str] = [""] * n_stages
+        self.held: dict[int, int] | None = None  # stage index -> hold expiry
+        self.first_t = 0
+        self.last_t = 0
+        self.furthest = -1
+        self.neg_gaps = 0
+        self.deadline: int | None = None  # stall deadline for the next stage
+        # (next stage index, its median, the allowed wait, baseline n, judged by the tenant's own baseline)
+        self.stall_info: tuple[int, float, float, int, bool] | None = None
+        self.unordered: list[tuple[str, int]] | None = None  # events of stages outside the order
+        self.reported: list[float | None] | None = None  # latencies the log lines reported, by stage
+        self.status = "open"  # set when the trace closes: complete, stalled, failed or open (evicted / end)
+
+    # -- driving ---------------------------------------------------------------------------------------
+
+    def add(self, ev: StageEvent, rules: TraceRules, base: BaselineAccess, now: int, out: Outbox) -> bool:
+        """Take one event (in event-time order). Returns True when the trace closed."""
+        t = ev.t_us
+        if self.last_t == 0:
+            self.first_t = self.last_t = t
+        else:
+            if t < self.first_t:
+                self.first_t = t
+            if t > self.last_t:
+                self.last_t = t
+        if self.tenant is None:
+            self.tenant = ev.tenant
+        if self.lot is None:
+            self.lot = ev.lot
+        i = rules.index.get(ev.stage)
+        if i is None:
+            if self.unordered is None:
+                self.unordered = []
+            self.unordered.append((ev.stage, t))
+            out.count("unknown_stage")
+            return False
+        if self.times[i] is not None:
+            out.count("repeated_stage")
+            return False
+        self.times[i] = t
+        if ev.reported_ms is not None:
+            if self.reported is None:
+                self.reported = [None] * len(self.times)
+            self.reported[i] = ev.reported_ms
+        if i > self.furthest:
+            self.furthest = i
+        if ev.failed:
+            return self._fail(i, ev, rules, now, out)
+        j = self._pred(i, rules, strict=True)
+        if j == _MISSING:
+            if self.held is None:
+                self.held = {}
+            self.held[i] = t + rules.hold_us
+        else:
+            self._measure(i, j, rules, base, now, out)
+        if self.held:
+            self._release_held(rules, base, now, out, expire_before=None)
+        return self._after_change(rules, base, now, out)
+
+    def next_timer(self, rules: TraceRules) -> int:
+        """The earliest event time at which this trace needs waking."""
+        t = self.last_t + rules.ttl_us
+        if self.deadline is not None and self.deadline < t:
+            t = self.deadline
+        if self.held:
+            t = min(t, min(self.held.values()))
+        return t
+
+    def on_timer(self, rules: TraceRules, base: BaselineAccess, now: int, out: Outbox) -> bool:
+        """The watermark reached ``now``: expire holds, declare a stall, or evict. True when closed."""
+        if self.held:
+            self._release_held(rules, base, now, out, expire_before=now)
+            if self._after_change(rules, base, now, out):
+                return True
+        if self.deadline is not None and self.deadline <= now and self.stall_info is not None:
+            self._stall(rules, now, out)
+            return True
+        if self.last_t + rules.ttl_us <= now:
+            out.count("traces_evicted")
+            self._close("open", rules, now, out)
+            return True
+        return False
+
+    def close_open(self, rules: TraceRules, now: int, out: Outbox) -> None:
+        """End of a finite input: still in flight, reported open (not stalled)."""
+        self._close("open", rules, now, out)
+
+    # -- internals -------------------------------------------------------------------------------------
+
+    def _pred(self, i: int, rules: TraceRules, strict: bool) -> int:
+        times, optional = self.times, rules.optional
+        for j in range(i - 1, -1, -1):
+            if times[j] is not None:
+                return j
+            if strict and not optional[j]:
+                return _MISSING
+        return _NONE
+
+    def _measure(self, i: int, j: int, rules: TraceRules, base: BaselineAccess, now: int, out: Outbox) -> None:
+        if j == _NONE:
+            self.verdicts[i] = "start"
+            return
+        ti, tj = self.times[i], self.times[j]
+        assert ti is not None and tj is not None
+        gap = (ti - tj) / US_PER_MS
+        if gap < 0:
+            # Clock skew between hosts: an inverted pair is not slowness, and not a duration to learn from
+            # either (a baseline of zeros would alert on the first honest gap). Clamp, count, move on.
+            self.durs[i] = 0.0
+            self.verdicts[i] = "skew"
+            self.neg_gaps += 1
+            out.count("negative_gaps")
+            return
+        self.durs[i] = gap
+        stage = rules.names[i]
+        snap, by_tenant = base.lookup(stage, self.tenant)
+        if snap is None:
+            self.verdicts[i] = "warmup"
+            out.count("verdicts_warmup")
+        elif gap > snap.threshold_ms:
+            self.verdicts[i] = "slow"
+            self._emit_slow("slow_stage", stage, ti, gap, snap, by_tenant, rules, now, out)
+        else:
+            self.verdicts[i] = "ok"
+        base.learn(stage, self.tenant, gap)
+
+    def _release_held(
+        self, rules: TraceRules, base: BaselineAccess, now: int, out: Outbox, expire_before: int | None
+    ) -> None:
+        held = self.held
+        assert held is not None
+        progress = True
+        while progress and held:
+            progress = False
+            for i in sorted(held):
+                expired = expire_before is not None and held[i] <= expire_before
+                j = self._pred(i, rules, strict=not expired)
+                if j != _MISSING:
+                    del held[i]
+                    self._measure(i, j, rules, base, now, out)
+                    progress = True
+
+    def _after_change(self, rules: TraceRules, base: BaselineAccess, now: int, out: Outbox) -> bool:
+        term = rules.terminal_i
+        if self.times[term] is not None and not self.held:
+            self._complete(rules, base, now, out)
+            return True
+        # The stall deadline: the next required stage after the furthest one seen, judged by its own baseline.
+        nxt = self.furthest + 1
+        while nxt <= term and rules.optional[nxt]:
+            nxt += 1
+        self.deadline = None
+        self.stall_info = None
+        if nxt <= term:
+            snap, by_tenant = base.lookup(rules.names[nxt], self.tenant)
+            if snap is not None:
+                last = self.times[self.furthest]
+                assert last is not None
+                allowed_ms = max(rules.stall_factor * snap.threshold_ms, rules.min_stall_ms)
+                self.deadline = last + int(allowed_ms * US_PER_MS)
+                self.stall_info = (nxt, snap.median_ms, allowed_ms, int(snap.n), by_tenant)
+        return False
+
+    def _complete(self, rules: TraceRules, base: BaselineAccess, now: int, out: Outbox) -> None:
+        t_term = self.times[rules.terminal_i]
+        assert t_term is not None
+        e2e = (t_term - self.first_t) / US_PER_MS
+        snap, by_tenant = base.lookup(END_TO_END, self.tenant)
+        if snap is not None and e2e > snap.threshold_ms:
+            self._emit_slow("slow_trace", END_TO_END, t_term, e2e, snap, by_tenant, rules, now, out)
+        base.learn(END_TO_END, self.tenant, e2e)
+        self._close("complete", rules, now, out, e2e)
+
+    def _fail(self, i: int, ev: StageEvent, rules: TraceRules, now: int, out: Outbox) -> bool:
+        j = self._pred(i, rules, strict=False)
+        observed = None
+        if j >= 0:
+            tj = self.times[j]
+            assert tj is not None
+            observed = max(0.0, (ev.t_us - tj) / US_PER_MS)
+            self.durs[i] = observed
+        self.verdicts[i] = "failed"
+        stage = rules.names[i]
+        after = f" after {format_duration_ms(observed)}" if observed is not None else ""
+        out.anomalies.append(
+            Anomaly(
+                anomaly_id=anomaly_id("failed", self.uid, stage, ev.t_us),
+                kind="failed",
+                uid=self.uid,
+                stage=stage,
+                last_stage=rules.names[j] if j >= 0 else None,
+                tenant=self.tenant,
+                lot=self.lot,
+                event_time=format_rfc3339(ev.t_us),
+                detected_at=format_rfc3339(now),
+                observed_ms=observed,
+                expected_ms=None,
+                threshold_ms=None,
+                score=None,
+                baseline_n=None,
+                baseline=None,
+                severity="error",
+                message=f"{stage} of {self.uid} failed{after}",
+            )
+        )
+        self._close("failed", rules, now, out)
+        return True
+
+    def _stall(self, rules: TraceRules, now: int, out: Outbox) -> None:
+        assert self.stall_info is not None and self.deadline is not None
+        nxt, median, allowed_ms, n, by_tenant = self.stall_info
+        last_i = self.furthest
+        last_t = self.times[last_i]
+        assert last_t is not None
+        waited = (now - last_t) / US_PER_MS
+        missing, last = rules.names[nxt], rules.names[last_i]
+        out.anomalies.append(
+            Anomaly(
+                anomaly_id=anomaly_id("stalled", self.uid, missing, self.deadline),
+                kind="stalled",
+                uid=self.uid,
+                stage=missing,
+                last_stage=last,
+                tenant=self.tenant,
+                lot=self.lot,
+                event_time=format_rfc3339(self.deadline),
+                detected_at=format_rfc3339(now),
+                observed_ms=waited,
+                expected_ms=median,
+                threshold_ms=allowed_ms,
+                score=waited / allowed_ms if allowed_ms > 0 else None,
+                baseline_n=n,
+                baseline="tenant" if by_tenant else "stage",
+                severity="critical",
+                message=stall_message(self.uid, missing, last, waited, median, allowed_ms),
+            )
+        )
+        self._close("stalled", rules, now, out)
+
+    def _emit_slow(
+        self, kind: str, stage: str, t: int, observed: float, snap: Snapshot, by_tenant: bool,
+        rules: TraceRules, now: int, out: Outbox,
+    ) -> None:
+        ratio = observed / snap.threshold_ms
+        out.anomalies.append(
+            Anomaly(
+                anomaly_id=anomaly_id(kind, self.uid, stage, t),
+                kind=kind,
+                uid=self.uid,
+                stage=stage,
+                last_stage=rules.names[self.furthest] if self.furthest >= 0 else None,
+                tenant=self.tenant,
+                lot=self.lot,
+                event_time=format_rfc3339(t),
+                detected_at=format_rfc3339(now),
+                observed_ms=observed,
+                expected_ms=snap.median_ms,
+                threshold_ms=snap.threshold_ms,
+                score=ratio,
+                baseline_n=int(snap.n),
+                baseline="tenant" if by_tenant else "stage",
+                severity="critical" if ratio >= 2 else "warning",
+                message=slow_message(
+                    stage, self.uid, observed, snap.median_ms, snap.threshold_ms, by_tenant, self.tenant
+                ),
+            )
+        )
+
+    def _close(self, status: str, rules: TraceRules, now: int, out: Outbox, e2e: float | None = None) -> None:
+        self.status = status
+        out.count("traces_" + status)
+        if out.summaries is None:
+            return
+        stages = []
+        reported = self.reported
+        for i, t in enumerate(self.times):
+            if t is not None:
+                stages.append(
+                    StageTiming(
+                        rules.names[i],
+                        format_rfc3339(t),
+                        self.durs[i],
+                        reported[i] if reported is not None else None,
+                        self.verdicts[i] or "held",
+                    )
+                )
+        if self.unordered:
+            for name, t in self.unordered:
+                stages.append(StageTiming(name, format_rfc3339(t), None, None, "unordered"))
+        stages.sort(key=lambda s: s.time)
+        missing = tuple(
+            rules.names[i]
+            for i in range(self.furthest)
+            if self.times[i] is None and not rules.optional[i]
+        )
+        out.summaries.append(
+            TraceSummary(
+                uid=self.uid,
+                tenant=self.tenant,
+                lot=self.lot,
+                status=status,
+                first_time=format_rfc3339(self.first_t),
+                last_time=format_rfc3339(self.last_t),
+                end_to_end_ms=e2e,
+                stages=tuple(stages),
+                missing_stages=missing,
+                negative_gaps=self.neg_gaps,
+                closed_at=format_rfc3339(now),
+            )
+        )
