@@ -55,13 +55,14 @@ _HALF_IQR_TO_SIGMA = 0.6744898
 
 @dataclass(frozen=True)
 class BaselineConfig:
-    interval_s: int = 60
+    interval_s: int = 300
     half_life_s: float = 3 * 3600.0
     warmup_n: float = 30.0
     k: float = 4.5
     min_ratio: float = 2.0
     anomaly_weight: float = 0.1
     chronic_n: float = 5.0
+    prior_n: float = 100.0
     tenant_baselines: bool = True
     max_tenants: int = 5000
 
@@ -92,14 +93,23 @@ class Snapshot(NamedTuple):
     warm_until: int  # last interval in which n stays >= warmup_n without new data; -1 if cold
 
 
-def make_snapshot(hist: DecayedHistogram, step: int, cfg: BaselineConfig) -> Snapshot:
+def make_snapshot(
+    hist: DecayedHistogram, step: int, cfg: BaselineConfig, prior: Snapshot | None = None
+) -> Snapshot:
+    """Median, spread and alert line of one key. ``prior`` is the stage-wide snapshot for a tenant's key."""
     n = hist.total
     q25, q50 = hist.quantiles((0.25, 0.5))
     floor = 1.0  # ms: below a millisecond, log spreads are clock resolution, not behaviour
     spread = (math.log(max(q50, floor)) - math.log(max(q25, floor))) / _HALF_IQR_TO_SIGMA
+    weight = n
+    if prior is not None:
+        # A young tenant's quartiles are noisy (with 40 samples the spread came out at half its true value
+        # and the line at 2x the median); it borrows the stage-wide spread, as much as ``prior_n`` samples.
+        spread = (n * spread + cfg.prior_n * prior.spread) / (n + cfg.prior_n)
+        weight = n + cfg.prior_n
     # A quartile estimated from few samples is noisy (relative error ~1/sqrt(n)); widen the line accordingly
     # so that a young baseline errs towards silence rather than towards false alarms.
-    spread *= 1.0 + 2.0 / math.sqrt(max(n, 1.0))
+    spread *= 1.0 + 2.0 / math.sqrt(max(weight, 1.0))
     base = max(q50, floor)
     threshold = max(base * math.exp(cfg.k * spread), base * cfg.min_ratio)
     if n >= cfg.warmup_n:
@@ -165,14 +175,17 @@ class BaselineStore:
 
     def _roll(self, step: int) -> None:
         factor = self.cfg.decay_per_interval
-        for key, counts in self.pending.items():
+        # Stage-wide keys first: a tenant's snapshot borrows from its stage's new one.
+        for key in sorted(self.pending, key=lambda k: k[1] is not None):
+            counts = self.pending[key]
             hist = self.hists.get(key)
             if hist is None:
                 hist = self.hists[key] = DecayedHistogram()
                 hist.step = step
             hist.decay_to(step, factor)
             hist.add_counts(counts)
-            self.snaps[key] = make_snapshot(hist, step, self.cfg)
+            prior = self.snaps.get((key[0], None)) if key[1] is not None else None
+            self.snaps[key] = make_snapshot(hist, step, self.cfg, prior)
         self.pending.clear()
         self.step = step
 
@@ -195,11 +208,21 @@ class BaselineStore:
         return judge(self.snaps, self.step, stage, tenant, self.cfg.chronic_n)
 
     def learn(self, stage: str, tenant: str | None, value_ms: float) -> None:
-        pending = self.pending
-        for key, b, w in learn_bins(
-            self.snaps, self.step, stage, tenant, value_ms, self.tenant_allowed(tenant), self.cfg.anomaly_weight
-        ):
+        # learn_bins, inlined: this runs for every duration of every file.
+        pending, snaps, step = self.pending, self.snaps, self.step
+        b = bin_of(value_ms)
+        key: BaselineKey = (stage, None)
+        for _ in (0, 1):
+            snap = snaps.get(key)
+            w = (
+                self.cfg.anomaly_weight
+                if snap is not None and snap.warm_until >= step and value_ms > snap.threshold_ms
+                else 1.0
+            )
             counts = pending.get(key)
             if counts is None:
                 counts = pending[key] = {}
             counts[b] = counts.get(b, 0.0) + w
+            if tenant is None or not self.tenant_allowed(tenant):
+                break
+            key = (stage, tenant)

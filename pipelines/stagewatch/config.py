@@ -41,7 +41,7 @@ class Settings:
 
 
 def _only_known(table: dict[str, Any], cls: type, where: str) -> dict[str, Any]:
-    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    known = {f.name for f in fields(cls)}
     unknown = set(table) - known
     if unknown:
         raise ValueError(f"[{where}] has unknown keys {sorted(unknown)}; known: {sorted(known)}")

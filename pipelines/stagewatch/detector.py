@@ -17,15 +17,24 @@ up to the last event time actually seen, and reports files still in flight as ``
 from __future__ import annotations
 
 import heapq
+from bisect import bisect_right
 from collections import deque
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 from stagewatch.baselines import BaselineConfig, BaselineStore
 from stagewatch.events import StageEvent
-from stagewatch.traces import Outbox, Trace, TraceRules
 from stagewatch.timeutil import US_PER_S
+from stagewatch.traces import Outbox, Trace, TraceRules
 
 __all__ = ["Detector", "DetectorConfig"]
+
+_event_time = itemgetter(2)  # StageEvent.t_us, as a C-level key function
+# Release buffered events in batches: a sort of a nearly sorted list is cheaper than a heap push and pop per
+# event, and the order of processing is the same (event time, then arrival).
+_RELEASE_EVERY = 512
+# ... or when the watermark moved this far: a verdict waits at most this long (event time) for its batch.
+_RELEASE_AFTER_US = 5_000_000
 
 
 @dataclass(frozen=True)
@@ -56,8 +65,9 @@ class Detector:
         self.max_seen = -1
         self.watermark = -1
         self._lateness_us = int(self.cfg.allowed_lateness_s * US_PER_S)
-        self._buffer: list[tuple[int, int, StageEvent]] = []
-        self._seq = 0
+        self._buffer: list[StageEvent] = []
+        self._release_at = _RELEASE_EVERY
+        self._released_wm = -1
         self._timers: list[tuple[int, str]] = []
         self._timer_of: dict[str, int] = {}
         # Dedup: two generations of keys, rotated every horizon of event time: O(1) per event, bounded.
@@ -84,13 +94,15 @@ class Detector:
         if t > self._gen_end:
             self._rotate_dedup(t)
         self._seen_now.add(key)
-        self._seq += 1
-        heapq.heappush(self._buffer, (t, self._seq, ev))
+        buffer = self._buffer
+        buffer.append(ev)
         if t > self.max_seen:
             self.max_seen = t
             wm = t - self._lateness_us
             if wm > self.watermark:
-                self._advance(wm)
+                self.watermark = wm
+        if len(buffer) >= self._release_at or self.watermark - self._released_wm >= _RELEASE_AFTER_US:
+            self._advance(self.watermark)
 
     def finish(self) -> None:
         """End of input: process what is buffered, then report the files still in flight as open."""
@@ -115,16 +127,24 @@ class Detector:
             self._gen_end += self._dedup_us
 
     def _advance(self, wm: int) -> None:
-        self.watermark = wm
-        buffer, timers = self._buffer, self._timers
-        while buffer and buffer[0][0] <= wm:
-            t, _, ev = heapq.heappop(buffer)
-            if timers and timers[0][0] < t:
-                self._fire_timers(t, strict=True)
-            self._process(ev)
-        if timers and timers[0][0] <= wm:
+        """Process buffered events up to ``wm`` in event-time order, timers interleaved, then due timers."""
+        self.watermark = self._released_wm = wm
+        buffer = self._buffer
+        buffer.sort(key=_event_time)
+        cut = bisect_right(buffer, wm, key=_event_time)
+        if cut:
+            self._buffer = buffer[cut:]
+            timers = self._timers
+            process = self._process
+            for ev in buffer[:cut] if cut < len(buffer) else buffer:
+                if timers and timers[0][0] < ev.t_us:
+                    self._fire_timers(ev.t_us, strict=True)
+                process(ev)
+        if self._timers and self._timers[0][0] <= wm:
             self._fire_timers(wm, strict=False)
         self._forget_closed(wm)
+        # What stays buffered is within the allowed lateness; wait for a batch's worth of new events.
+        self._release_at = len(self._buffer) + _RELEASE_EVERY
 
     def _process(self, ev: StageEvent) -> None:
         self.base.advance(ev.t_us)
@@ -142,8 +162,11 @@ class Detector:
             self._schedule(uid, trace)
 
     def _schedule(self, uid: str, trace: Trace) -> None:
+        # Lazy: a trace's timer mostly moves later with each event. Only an *earlier* timer is pushed now;
+        # when an entry comes due early, it is re-pushed at the trace's current timer (see _fire_timers).
         nt = trace.next_timer(self.rules)
-        if self._timer_of.get(uid) != nt:
+        current = self._timer_of.get(uid)
+        if current is None or nt < current:
             self._timer_of[uid] = nt
             heapq.heappush(self._timers, (nt, uid))
 
@@ -152,11 +175,17 @@ class Detector:
         while timers and (timers[0][0] < limit if strict else timers[0][0] <= limit):
             t, uid = heapq.heappop(timers)
             if timer_of.get(uid) != t:
-                continue  # superseded by a later schedule
-            del timer_of[uid]
+                continue  # superseded by an earlier schedule
             trace = traces.get(uid)
             if trace is None:
+                del timer_of[uid]
                 continue
+            due = trace.next_timer(self.rules)
+            if due > t:  # the trace moved on since this entry was pushed
+                timer_of[uid] = due
+                heapq.heappush(timers, (due, uid))
+                continue
+            del timer_of[uid]
             self.base.advance(t)
             if trace.on_timer(self.rules, self.base, self.watermark, self.out):
                 self._closed_trace(uid, closed_at=t, status=trace.status)

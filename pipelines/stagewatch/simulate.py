@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -120,8 +120,8 @@ class SimConfig:
     duplicate_rate: float = 0.01
     junk_rate: float = 0.002
     max_delivery_delay_s: float = 45.0
+    clock_skew: bool = True
     project: str = "demo-proj"
-    extra_junk: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
         if self.hours <= 0 or self.peak_rate_per_min <= 0:
@@ -227,7 +227,7 @@ class Simulation:
             )
         for stage, true_t in times.items():
             on_customer_host = _SERVICE[stage] == "uploader"
-            logged_t = true_t + (skew if on_customer_host else 0.0)
+            logged_t = true_t + (skew if on_customer_host and self.cfg.clock_skew else 0.0)
             entry = self._entry(uid, tenant, lot, stage, logged_t, stage == failed_at, times, size_mb)
             delivery = true_t + min(rng.expovariate(1 / 2.0), self.cfg.max_delivery_delay_s)
             yield delivery, entry

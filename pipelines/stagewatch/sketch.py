@@ -23,7 +23,7 @@ MAX_MS = 30 * 24 * 3600 * 1000.0  # 30 days; longer values share the last bin
 _LOG_GAMMA = math.log(GAMMA)
 _INV_LOG_GAMMA = 1.0 / _LOG_GAMMA
 _LOG_MIN = math.log(MIN_MS)
-N_BINS = int(math.ceil((math.log(MAX_MS) - _LOG_MIN) * _INV_LOG_GAMMA)) + 2
+N_BINS = math.ceil((math.log(MAX_MS) - _LOG_MIN) * _INV_LOG_GAMMA) + 2
 _LAST = N_BINS - 1
 # Representative value of each bin: its geometric middle; bin 0 stands for "at most MIN_MS".
 _VALUES = np.concatenate(([MIN_MS], MIN_MS * np.exp((np.arange(1, N_BINS) - 0.5) * _LOG_GAMMA)))
