@@ -33,6 +33,8 @@ setup(
             "hypothesis>=6.100",
             "ruff>=0.6",
             "mypy>=1.10",
+            # The BigQuery emulator (DuckDB-backed) for integration tests; started by .ci/run or the fixtures.
+            "bqemulator==1.4.0",  # pinned: tests/bq_emulator_launcher.py patches one of its private methods
         ],
     },
     entry_points={"console_scripts": ["stagewatch=stagewatch.cli:main"]},

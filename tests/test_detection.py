@@ -113,7 +113,7 @@ def test_files_in_flight_at_end_of_input_are_open_not_stalled() -> None:
 
 def test_shuffle_within_lateness_and_duplicates_give_the_same_anomalies() -> None:
     def slow(stage: str, t: int) -> float:
-        return 10.0 if stage == "process" and T0 + 3 * 3600 * S <= t < T0 + int(3.3 * 3600 * S) else 1.0
+        return 6.0 if stage == "process" and T0 + 3 * 3600 * S <= t < T0 + int(3.3 * 3600 * S) else 1.0
 
     drops = {f"u{k:06d}": "publish" for k in range(1300, 1310)}
     ordered = steady_stream(PIPE, hours=5, every_s=10, seed=6, factor=slow, drops=drops)

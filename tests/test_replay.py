@@ -73,11 +73,14 @@ def test_tenant_fault_is_judged_by_the_tenant_baseline(day: Path) -> None:
     assert "usually" in uploads[0]["message"] and "alert above" in uploads[0]["message"]
 
 
-def test_simulated_diurnal_day_without_faults_has_no_anomalies(tmp_path: Path) -> None:
-    simulate_to_dir(SimConfig(seed=4, peak_rate_per_min=12, faults=(), clock_skew=False), tmp_path)
+def test_simulated_normal_day_has_almost_no_anomalies(tmp_path: Path) -> None:
+    # A simulated day without faults: diurnal load, twelve tenants, heavy-tailed uploads. The pure diurnal
+    # pattern yields none at all (test_detection). Here one false alarm in 2,000 files is the budget: the
+    # first files of a tenant whose host clock is 2 s behind look slow to register until its baseline is warm.
+    manifest = simulate_to_dir(SimConfig(seed=4, peak_rate_per_min=12, faults=()), tmp_path)
     stats, anomalies, _, _ = _replay_dir(tmp_path)
     assert stats.events > 50_000
-    assert anomalies == []
+    assert len(anomalies) <= manifest["files"] / 2000, [a["message"] for a in anomalies]
 
 
 def test_simulation_is_reproducible(tmp_path: Path) -> None:

@@ -58,11 +58,11 @@ class BaselineConfig:
     interval_s: int = 300
     half_life_s: float = 3 * 3600.0
     warmup_n: float = 30.0
-    k: float = 4.5
+    k: float = 4.0
     min_ratio: float = 2.0
     anomaly_weight: float = 0.1
     chronic_n: float = 5.0
-    prior_n: float = 100.0
+    prior_n: float = 50.0
     tenant_baselines: bool = True
     max_tenants: int = 5000
 

@@ -1,7 +1,8 @@
 """Scoring anomalies against labels: trace-level precision / recall / F1 per kind, and stall detection delay.
 
-A label and a verdict match when they name the same file (uid) and the same kind; for ``slow_stage`` and
-``stalled`` the stage must match too (a stall reported at the wrong stage sends people to the wrong service).
+A label and a verdict match when they name the same file (uid) and the same kind; for ``slow_stage``,
+``stalled`` and ``failed`` the stage must match too (a verdict at the wrong stage sends people to the wrong
+service). A verdict of a kind nobody labelled counts as a false positive of that kind.
 Several verdicts of one kind on one file count once.
 """
 
@@ -70,7 +71,7 @@ def score_kinds(
     for a in anomalies:
         found.setdefault(_key(a), a)
     scores = []
-    kinds = list(KINDS) + sorted({k[1] for k in truth} - set(KINDS))
+    kinds = list(KINDS) + sorted(({k[1] for k in truth} | {k[1] for k in found}) - set(KINDS))
     for kind in kinds:
         t = {k for k in truth if k[1] == kind}
         f = {k for k in found if k[1] == kind}

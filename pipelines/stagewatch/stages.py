@@ -40,7 +40,7 @@ class StageOrder:
     def parse(cls, text: str) -> StageOrder:
         """``"a,b,c?"``: comma-separated names; a trailing ``?`` marks a stage optional."""
         names = [n.strip() for n in text.split(",") if n.strip()]
-        if not names:
+        if not names or any(not n.rstrip("?") for n in names):
             raise ValueError("--stages needs a comma-separated list of stage names, e.g. upload,register,done")
         optional = frozenset(n[:-1] for n in names if n.endswith("?"))
         return cls(tuple(n.rstrip("?") for n in names), optional)

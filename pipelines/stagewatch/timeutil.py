@@ -7,6 +7,8 @@ drivers compare verdicts), cheap to compare, and the precision Beam timestamps c
 from __future__ import annotations
 
 import calendar
+import math
+import re
 from datetime import UTC, datetime
 
 __all__ = [
@@ -27,11 +29,15 @@ _MINUTE_CACHE: dict[str, int] = {}
 _MINUTE_CACHE_MAX = 50_000
 
 
+_MINUTE_SHAPE = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}", re.ASCII)
+_TAIL_SHAPE = re.compile(r":\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})", re.ASCII)
+
+
 def _minute_us(prefix: str) -> int:
     cached = _MINUTE_CACHE.get(prefix)
     if cached is not None:
         return cached
-    if prefix[4] != "-" or prefix[7] != "-" or prefix[10] not in "Tt " or prefix[13] != ":":
+    if not _MINUTE_SHAPE.fullmatch(prefix):  # int() alone would admit spaces, signs and non-ASCII digits
         raise ValueError(prefix)
     year, month, day = int(prefix[0:4]), int(prefix[5:7]), int(prefix[8:10])
     hour, minute = int(prefix[11:13]), int(prefix[14:16])
@@ -64,7 +70,7 @@ def parse_rfc3339_us(text: str) -> int:
 
 def _parse_rfc3339_slow(text: str) -> int:
     n = len(text)
-    if n < 20 or text[16] != ":":
+    if n < 20 or not _TAIL_SHAPE.fullmatch(text, 16):
         raise ValueError(f"not an RFC 3339 timestamp: {text[:40]!r}")
     base = _minute_us(text[:16])
     sec_text = text[17:19]
@@ -88,6 +94,8 @@ def _parse_rfc3339_slow(text: str) -> int:
     if zone in ("Z", "z"):
         offset_us = 0
     elif len(zone) == 6 and zone[0] in "+-" and zone[3] == ":" and zone[1:3].isdigit() and zone[4:].isdigit():
+        if int(zone[1:3]) > 23 or int(zone[4:6]) > 59:
+            raise ValueError(f"not an RFC 3339 offset: {text[:40]!r}")
         offset_us = (int(zone[1:3]) * 3600 + int(zone[4:6]) * 60) * US_PER_S
         if zone[0] == "+":
             offset_us = -offset_us
@@ -106,28 +114,36 @@ def format_rfc3339(t_us: int) -> str:
     if prefix is None:
         if len(_FORMAT_CACHE) >= _MINUTE_CACHE_MAX:
             _FORMAT_CACHE.clear()
-        prefix = _FORMAT_CACHE[minute] = datetime.fromtimestamp(minute * 60, UTC).strftime("%Y-%m-%dT%H:%M:")
+        d = datetime.fromtimestamp(minute * 60, UTC)
+        # Not strftime: glibc does not zero-pad years below 1000, and the text must parse back.
+        prefix = _FORMAT_CACHE[minute] = f"{d.year:04d}-{d.month:02d}-{d.day:02d}T{d.hour:02d}:{d.minute:02d}:"
     seconds, micros = divmod(rest, US_PER_S)
     return f"{prefix}{seconds:02d}.{micros:06d}Z"
 
 
 def parse_duration_s(text: str) -> float:
-    """Parse a protobuf Duration string as Cloud Logging writes it (``"1.234s"``) into seconds."""
+    """Parse a protobuf Duration string as Cloud Logging writes it (``"1.234s"``) into seconds (finite, >= 0)."""
     if not text.endswith("s"):
         raise ValueError(f"not a duration: {text!r}")
-    return float(text[:-1])
+    value = float(text[:-1])
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"not a duration: {text!r}")
+    return value
 
 
 def format_duration_ms(ms: float) -> str:
     """A duration as a support person reads it: ``340 ms``, ``8.4 s``, ``84 s``, ``12 min``, ``2.5 h``."""
-    if ms < 1000:
+    # Each unit is chosen on the value as it will be printed, so 999.6 ms reads "1.0 s", not "1000 ms".
+    if round(ms) < 1000:
         return f"{ms:.0f} ms"
     seconds = ms / 1000
-    if seconds < 10:
+    if round(seconds, 1) < 10:
         return f"{seconds:.1f} s"
-    if seconds < 90:
+    if round(seconds) < 90:
         return f"{seconds:.0f} s"
     minutes = seconds / 60
-    if minutes < 90:
-        return f"{minutes:.0f} min" if minutes >= 10 else f"{minutes:.1f} min"
+    if round(minutes, 1) < 10:
+        return f"{minutes:.1f} min"
+    if round(minutes) < 90:
+        return f"{minutes:.0f} min"
     return f"{minutes / 60:.1f} h"

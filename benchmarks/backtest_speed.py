@@ -1,0 +1,139 @@
+"""Backtest speed and memory, as ratios against a baseline measured in the same run.
+
+    python benchmarks/backtest_speed.py [--events 1000000] [--workdir DIR]
+
+1. Simulates a log stream of about ``--events`` lines (seed 42), once, into the work directory.
+2. Times, over the same file and alternating three times each (these machines are shared and noisy; the best
+   of three is reported): reading + ``orjson.loads`` of every line (the JSON library alone), and
+   ``stagewatch replay`` in-process (parse, dedup, ordering, traces, baselines, verdicts; no output files).
+3. Peak RSS of a ``stagewatch replay`` subprocess over the whole file.
+4. Memory per open trace: tracemalloc over 20,000 traces held open (three stages seen of eight).
+
+Prints a table; ``--json FILE`` writes the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import orjson
+
+from stagewatch.detector import Detector
+from stagewatch.events import StageEvent
+from stagewatch.replay import iter_lines, replay
+from stagewatch.simulate import STAGES, SimConfig, simulate_to_dir
+from stagewatch.stages import StageOrder
+from stagewatch.traces import TraceRules
+
+
+def parse_only(path: Path) -> tuple[int, float]:
+    started = time.perf_counter()
+    n = 0
+    loads, err = orjson.loads, orjson.JSONDecodeError
+    for line in iter_lines([str(path)]):
+        n += 1
+        try:  # noqa: SIM105 - contextlib.suppress costs more than the parse being measured
+            loads(line)
+        except err:
+            pass
+    return n, time.perf_counter() - started
+
+
+def backtest(path: Path) -> tuple[int, float]:
+    started = time.perf_counter()
+    stats = replay(iter_lines([str(path)]), on_anomaly=lambda a: None)
+    return stats.lines, time.perf_counter() - started
+
+
+_CHILD = """
+import sys
+from stagewatch.cli import main
+main(["replay", sys.argv[1], "-o", "/dev/null", "--no-progress"])
+for line in open("/proc/self/status"):
+    if line.startswith("VmHWM:"):
+        print(int(line.split()[1]) / 1024)
+"""
+
+
+def peak_rss_mb(path: Path) -> float:
+    """Peak RSS of a separate ``stagewatch replay`` process, read from its own /proc/self/status (VmHWM).
+
+    Not getrusage(RUSAGE_CHILDREN): that counts the forked copy of this process before exec.
+    """
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(path)], check=True, stderr=subprocess.DEVNULL, capture_output=False,
+        stdout=subprocess.PIPE, text=True,
+    )
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def bytes_per_open_trace(n: int = 20_000) -> float:
+    rules = TraceRules(StageOrder(STAGES))
+    det = Detector(rules, keep_summaries=False)
+    t0 = 1_780_000_000_000_000
+    events = [
+        StageEvent(f"f-{k:07d}", stage, t0 + k * 1000 + i * 10, "tenant-a", f"lot-{k // 20}", f"{k}-{i}", False, 12.5)
+        for k in range(n)
+        for i, stage in enumerate(STAGES[:3])
+    ]
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for ev in events:
+        det.push(ev)
+    det._advance(det.max_seen)  # release everything (the watermark normally trails by the allowed lateness)
+    gc.collect()
+    after = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    assert len(det.traces) == n, len(det.traces)
+    return (after - before) / n
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--workdir", default="/tmp/stagewatch-bench")
+    ap.add_argument("--json", help="write the figures here")
+    args = ap.parse_args()
+    work = Path(args.workdir) / f"sim-{args.events}"
+    logs = work / "logs.jsonl"
+    if not logs.exists():
+        # About 8.1 lines per file over a simulated day; the peak rate sets the volume.
+        rate = args.events / 8.1 / (24 * 60 * 0.45)
+        simulate_to_dir(SimConfig(seed=42, peak_rate_per_min=rate), work)
+    parse_runs, replay_runs = [], []
+    for _ in range(3):
+        parse_runs.append(parse_only(logs))
+        replay_runs.append(backtest(logs))
+    n_lines = parse_runs[0][0]
+    parse_rate = n_lines / min(t for _, t in parse_runs)
+    replay_rate = n_lines / min(t for _, t in replay_runs)
+    rss = peak_rss_mb(logs)
+    per_trace = bytes_per_open_trace()
+    figures = {
+        "lines": n_lines,
+        "parse_only_lines_per_s": round(parse_rate),
+        "backtest_lines_per_s": round(replay_rate),
+        "ratio": round(replay_rate / parse_rate, 3),
+        "peak_rss_mb": round(rss, 1),
+        "bytes_per_open_trace": round(per_trace),
+    }
+    print(f"lines                         {n_lines:,}")
+    print(f"parse only (orjson) lines/s   {parse_rate:,.0f}")
+    print(f"backtest lines/s              {replay_rate:,.0f}")
+    print(f"backtest / parse-only         {replay_rate / parse_rate:.3f}  (target >= 0.25)")
+    print(f"peak RSS of the backtest      {rss:,.1f} MB  (target <= 300 MB)")
+    print(f"memory per open trace         {per_trace:,.0f} bytes")
+    if args.json:
+        Path(args.json).write_bytes(orjson.dumps(figures, option=orjson.OPT_INDENT_2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
