@@ -161,6 +161,7 @@ class BaselineStore:
     def __init__(self, cfg: BaselineConfig | None = None) -> None:
         self.cfg = cfg or BaselineConfig()
         self.step = -1  # current interval index; -1 before the first event
+        self.next_boundary_us = -1  # event time at which the next interval starts (drivers test it inline)
         self.hists: dict[BaselineKey, DecayedHistogram] = {}
         self.snaps: dict[BaselineKey, Snapshot] = {}
         self.pending: dict[BaselineKey, dict[int, float]] = {}
@@ -188,12 +189,13 @@ class BaselineStore:
             self.snaps[key] = make_snapshot(hist, step, self.cfg, prior)
         self.pending.clear()
         self.step = step
+        self.next_boundary_us = (step + 1) * self.cfg.interval_us
 
     def tenant_allowed(self, tenant: str | None) -> bool:
-        if not tenant or not self.cfg.tenant_baselines:
-            return False
         if tenant in self.tenants:
             return True
+        if not tenant or not self.cfg.tenant_baselines:
+            return False
         if len(self.tenants) >= self.cfg.max_tenants:
             self.tenants_over_limit += 1
             return False

@@ -147,7 +147,9 @@ class Detector:
         self._release_at = len(self._buffer) + _RELEASE_EVERY
 
     def _process(self, ev: StageEvent) -> None:
-        self.base.advance(ev.t_us)
+        base = self.base
+        if ev.t_us >= base.next_boundary_us:
+            base.advance(ev.t_us)
         uid = ev.uid
         trace = self.traces.get(uid)
         if trace is None:
@@ -156,7 +158,7 @@ class Detector:
                 self.out.count("after_" + closed)
                 return
             trace = self.traces[uid] = Trace(uid, len(self.rules.names))
-        if trace.add(ev, self.rules, self.base, self.watermark, self.out):
+        if trace.add(ev, self.rules, base, self.watermark, self.out):
             self._closed_trace(uid, closed_at=ev.t_us, status=trace.status)
         else:
             self._schedule(uid, trace)

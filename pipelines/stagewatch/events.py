@@ -296,9 +296,19 @@ class Parser:
             failed = flag is True
         else:
             failed = self._is_failed(obj)
-        return _new_event(
-            StageEvent, (uid, stage, t_us, tenant, lot, insert_id, failed, self._reported_ms(obj))
-        )
+        # Reported latency, the common "1.234s" inlined; anything else through the general path.
+        latency = http.get("latency")
+        reported: float | None = None
+        if type(latency) is str and latency[-1:] == "s":
+            try:
+                reported = float(latency[:-1]) * 1000.0
+            except ValueError:
+                reported = None
+            if reported is not None and not 0 <= reported < math.inf:
+                reported = None
+        if reported is None and (latency is not None or "duration_ms" in jp or "duration_ms" in obj):
+            reported = self._reported_ms(obj)
+        return _new_event(StageEvent, (uid, stage, t_us, tenant, lot, insert_id, failed, reported))
 
     def _is_failed(self, obj: dict[str, Any]) -> bool:
         severity = self._severity(obj)

@@ -129,7 +129,7 @@ class Trace:
 
     def add(self, ev: StageEvent, rules: TraceRules, base: BaselineAccess, now: int, out: Outbox) -> bool:
         """Take one event (in event-time order). Returns True when the trace closed."""
-        t = ev.t_us
+        _, stage, t, tenant, lot, _, failed, reported = ev  # one unpack: cheaper than eight attribute loads
         if self.last_t == 0:
             self.first_t = self.last_t = t
         else:
@@ -138,29 +138,31 @@ class Trace:
             if t > self.last_t:
                 self.last_t = t
         if self.tenant is None:
-            self.tenant = ev.tenant
+            self.tenant = tenant
         if self.lot is None:
-            self.lot = ev.lot
-        i = rules.index.get(ev.stage)
+            self.lot = lot
+        i = rules.index.get(stage)
         if i is None:
             if self.unordered is None:
                 self.unordered = []
-            self.unordered.append((ev.stage, t))
+            self.unordered.append((stage, t))
             out.count("unknown_stage")
             return False
-        if self.times[i] is not None:
+        times = self.times
+        if times[i] is not None:
             out.count("repeated_stage")
             return False
-        self.times[i] = t
-        if ev.reported_ms is not None:
+        times[i] = t
+        if reported is not None:
             if self.reported is None:
-                self.reported = [None] * len(self.times)
-            self.reported[i] = ev.reported_ms
+                self.reported = [None] * len(times)
+            self.reported[i] = reported
         if i > self.furthest:
             self.furthest = i
-        if ev.failed:
+        if failed:
             return self._fail(i, ev, rules, now, out)
-        j = self._pred(i, rules, strict=True)
+        # The usual case, inlined: the stage before this one is already there.
+        j = i - 1 if i and times[i - 1] is not None else self._pred(i, rules, strict=True)
         if j == _MISSING:
             if self.held is None:
                 self.held = {}
