@@ -28,11 +28,10 @@ Semantics both drivers reproduce exactly (the backtest in-process, the Beam job 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from stagewatch.sketch import DecayedHistogram, bin_of
+from stagewatch.sketch import FLAGGED, SEEN, DecayedHistogram, bin_of
 
 __all__ = [
     "END_TO_END",
@@ -41,7 +40,7 @@ __all__ = [
     "BaselineStore",
     "Snapshot",
     "judge",
-    "learn_bins",
+    "learn_weight",
     "make_snapshot",
 ]
 
@@ -59,10 +58,11 @@ class BaselineConfig:
     half_life_s: float = 3 * 3600.0
     warmup_n: float = 30.0
     k: float = 4.0
-    min_ratio: float = 2.0
+    min_ratio: float = 2.0  # the line is at least this x the 70th percentile (1 - max_anomaly_share)
     anomaly_weight: float = 0.1
     chronic_n: float = 5.0
     prior_n: float = 50.0
+    max_anomaly_share: float = 0.3
     tenant_baselines: bool = True
     max_tenants: int = 5000
 
@@ -91,6 +91,7 @@ class Snapshot(NamedTuple):
     n: float  # decayed sample count
     spread: float  # robust sigma of log-durations
     warm_until: int  # last interval in which n stays >= warmup_n without new data; -1 if cold
+    flagged_share: float  # decayed share of recent samples that were over the line
 
 
 def make_snapshot(
@@ -98,7 +99,7 @@ def make_snapshot(
 ) -> Snapshot:
     """Median, spread and alert line of one key. ``prior`` is the stage-wide snapshot for a tenant's key."""
     n = hist.total
-    q25, q50 = hist.quantiles((0.25, 0.5))
+    q25, q50, q_upper = hist.quantiles((0.25, 0.5, 1.0 - cfg.max_anomaly_share))
     floor = 1.0  # ms: below a millisecond, log spreads are clock resolution, not behaviour
     spread = (math.log(max(q50, floor)) - math.log(max(q25, floor))) / _HALF_IQR_TO_SIGMA
     weight = n
@@ -111,12 +112,14 @@ def make_snapshot(
     # so that a young baseline errs towards silence rather than towards false alarms.
     spread *= 1.0 + 2.0 / math.sqrt(max(weight, 1.0))
     base = max(q50, floor)
-    threshold = max(base * math.exp(cfg.k * spread), base * cfg.min_ratio)
+    # Never below min_ratio x the 70th percentile: a stage's own history cannot be more than 30 % anomalous.
+    # A second mode that common (a cache miss, another code path) is its normal, not an incident.
+    threshold = max(base * math.exp(cfg.k * spread), max(q_upper, floor) * cfg.min_ratio)
     if n >= cfg.warmup_n:
         warm_until = step + int(math.log(cfg.warmup_n / n) / math.log(cfg.decay_per_interval))
     else:
         warm_until = -1
-    return Snapshot(q50, threshold, n, spread, warm_until)
+    return Snapshot(q50, threshold, n, spread, warm_until, hist.flagged_share)
 
 
 def judge(
@@ -137,22 +140,16 @@ def judge(
     return snap, False
 
 
-def learn_bins(
-    snaps: dict[BaselineKey, Snapshot], step: int, stage: str, tenant: str | None, value_ms: float,
-    tenant_allowed: bool, anomaly_weight: float,
-) -> Iterator[tuple[BaselineKey, int, float]]:
-    """The (key, bin, weight) triples one observation adds: stage-wide and tenant, each weighed by whether
-    the value is anomalous for that key."""
-    b = bin_of(value_ms)
-    keys: tuple[BaselineKey, ...] = ((stage, None), (stage, tenant)) if tenant and tenant_allowed else (
-        (stage, None),
-    )
-    for key in keys:
-        snap = snaps.get(key)
-        if snap is not None and snap.warm_until >= step and value_ms > snap.threshold_ms:
-            yield key, b, anomaly_weight
-        else:
-            yield key, b, 1.0
+def learn_weight(snap: Snapshot | None, step: int, value_ms: float, cfg: BaselineConfig) -> tuple[float, bool]:
+    """How much one observation weighs in a key's baseline, and whether it was over that key's line.
+
+    Over the line: ``anomaly_weight`` -- unless the key already flags more than ``max_anomaly_share`` of what
+    it sees, in which case those values are no longer rare, they are how the stage behaves now (the way out of
+    a baseline that learned only one mode of two at its start), and they count in full.
+    """
+    if snap is not None and snap.warm_until >= step and value_ms > snap.threshold_ms:
+        return (cfg.anomaly_weight if snap.flagged_share < cfg.max_anomaly_share else 1.0), True
+    return 1.0, False
 
 
 class BaselineStore:
@@ -210,21 +207,18 @@ class BaselineStore:
         return judge(self.snaps, self.step, stage, tenant, self.cfg.chronic_n)
 
     def learn(self, stage: str, tenant: str | None, value_ms: float) -> None:
-        # learn_bins, inlined: this runs for every duration of every file.
-        pending, snaps, step = self.pending, self.snaps, self.step
+        pending, snaps, step, cfg = self.pending, self.snaps, self.step, self.cfg
         b = bin_of(value_ms)
         key: BaselineKey = (stage, None)
         for _ in (0, 1):
-            snap = snaps.get(key)
-            w = (
-                self.cfg.anomaly_weight
-                if snap is not None and snap.warm_until >= step and value_ms > snap.threshold_ms
-                else 1.0
-            )
+            w, flagged = learn_weight(snaps.get(key), step, value_ms, cfg)
             counts = pending.get(key)
             if counts is None:
                 counts = pending[key] = {}
             counts[b] = counts.get(b, 0.0) + w
+            counts[SEEN] = counts.get(SEEN, 0.0) + 1.0
+            if flagged:
+                counts[FLAGGED] = counts.get(FLAGGED, 0.0) + 1.0
             if tenant is None or not self.tenant_allowed(tenant):
                 break
             key = (stage, tenant)

@@ -53,6 +53,9 @@ class Anomaly:
     baseline_n: int | None  # (decayed) number of samples behind the baseline
     baseline: str | None  # "tenant" when the tenant's own baseline judged, "stage" for the stage-wide one
     severity: str  # "warning", "error" or "critical"
+    # What was measured: "wait" (since the previous stage's event), "latency" (reported by the log line),
+    # "end_to_end", "deadline" (a stall); None for a failure.
+    measure: str | None
     message: str
 
     def to_dict(self) -> dict[str, Any]:
@@ -97,11 +100,13 @@ def dumps(record: Anomaly | TraceSummary | dict[str, Any]) -> bytes:
 
 def slow_message(
     stage: str, uid: str, observed_ms: float, median_ms: float, threshold_ms: float, tenant_baseline: bool,
-    tenant: str | None,
+    tenant: str | None, measure: str = "wait",
 ) -> str:
     whose = f" for {tenant}" if tenant_baseline and tenant else ""
     if stage == "end_to_end":
         head = f"{uid} took {format_duration_ms(observed_ms)} end to end"
+    elif measure == "latency":
+        head = f"{stage} of {uid} took {format_duration_ms(observed_ms)} (as its log line reports)"
     else:
         head = f"{stage} of {uid} took {format_duration_ms(observed_ms)}"
     return (

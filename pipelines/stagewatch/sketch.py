@@ -15,7 +15,12 @@ import math
 
 import numpy as np
 
-__all__ = ["GAMMA", "MAX_MS", "MIN_MS", "N_BINS", "DecayedHistogram", "bin_of", "value_of"]
+__all__ = ["FLAGGED", "GAMMA", "MAX_MS", "MIN_MS", "N_BINS", "SEEN", "DecayedHistogram", "bin_of", "value_of"]
+
+# Pseudo-bins in a counts dictionary: how many samples were seen, and how many of them were over the line
+# (both at weight 1, whatever weight their value was learned with).
+SEEN = -1
+FLAGGED = -2
 
 GAMMA = 1.04  # relative bin width: quantiles are exact to about ±2 %
 MIN_MS = 0.1  # values below (including clamped zero gaps) share bin 0
@@ -44,21 +49,35 @@ def value_of(b: int) -> float:
 class DecayedHistogram:
     """Weights per log bin, decayed by ``decay`` per elapsed step. Small and picklable."""
 
-    __slots__ = ("step", "weights")
+    __slots__ = ("flagged", "seen", "step", "weights")
 
     def __init__(self) -> None:
         self.weights = np.zeros(N_BINS, dtype=np.float64)
         self.step = 0  # the step the weights are decayed to
+        self.seen = 0.0  # decayed count of samples
+        self.flagged = 0.0  # decayed count of samples that were over the line when learned
 
     def decay_to(self, step: int, factor_per_step: float) -> None:
         if step > self.step:
-            self.weights *= factor_per_step ** (step - self.step)
+            f = factor_per_step ** (step - self.step)
+            self.weights *= f
+            self.seen *= f
+            self.flagged *= f
             self.step = step
 
     def add_counts(self, counts: dict[int, float]) -> None:
         w = self.weights
         for b, c in counts.items():
-            w[b] += c
+            if b >= 0:
+                w[b] += c
+            elif b == SEEN:
+                self.seen += c
+            else:
+                self.flagged += c
+
+    @property
+    def flagged_share(self) -> float:
+        return self.flagged / self.seen if self.seen > 0 else 0.0
 
     @property
     def total(self) -> float:
@@ -73,9 +92,9 @@ class DecayedHistogram:
         idx = np.searchsorted(cum, np.asarray(qs) * total, side="left")
         return [float(_VALUES[min(int(i), _LAST)]) for i in idx]
 
-    def __getstate__(self) -> tuple[bytes, int]:
-        return (self.weights.tobytes(), self.step)
+    def __getstate__(self) -> tuple[bytes, int, float, float]:
+        return (self.weights.tobytes(), self.step, self.seen, self.flagged)
 
-    def __setstate__(self, state: tuple[bytes, int]) -> None:
+    def __setstate__(self, state: tuple[bytes, int, float, float]) -> None:
         self.weights = np.frombuffer(state[0], dtype=np.float64).copy()
-        self.step = state[1]
+        self.step, self.seen, self.flagged = state[1], state[2], state[3]

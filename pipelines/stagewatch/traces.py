@@ -57,6 +57,8 @@ class TraceRules:
         # Derived lookups, computed once (frozen, so via object.__setattr__).
         object.__setattr__(self, "index", self.order.index)
         object.__setattr__(self, "names", self.order.stages)
+        # Reported latencies are learned under their own key: "upload" waits and "upload" RPC times differ.
+        object.__setattr__(self, "latency_names", tuple(f"{s} (reported)" for s in self.order.stages))
         object.__setattr__(self, "optional", tuple(s in self.order.optional for s in self.order.stages))
         object.__setattr__(self, "terminal_i", self.order.index[self.order.terminal])
         object.__setattr__(self, "hold_us", int(self.hold_s * US_PER_S))
@@ -65,6 +67,7 @@ class TraceRules:
 
     index: dict[str, int] = field(init=False, repr=False, compare=False)
     names: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    latency_names: tuple[str, ...] = field(init=False, repr=False, compare=False)
     optional: tuple[bool, ...] = field(init=False, repr=False, compare=False)
     terminal_i: int = field(init=False, repr=False, compare=False)
     hold_us: int = field(init=False, repr=False, compare=False)
@@ -97,6 +100,7 @@ class Trace:
         "lot",
         "neg_gaps",
         "reported",
+        "slow",
         "stall_info",
         "status",
         "tenant",
@@ -124,6 +128,7 @@ class Trace:
         self.unordered: list[tuple[str, int]] | None = None  # events of stages outside the order
         self.reported: list[float | None] | None = None  # latencies the log lines reported, by stage
         self.status = "open"  # set when the trace closes: complete, stalled, failed or open (evicted / end)
+        self.slow = 0  # bit i set: stage i already reported slow (by its wait or its reported latency)
 
     # -- driving ---------------------------------------------------------------------------------------
 
@@ -153,14 +158,15 @@ class Trace:
             out.count("repeated_stage")
             return False
         times[i] = t
-        if reported is not None:
-            if self.reported is None:
-                self.reported = [None] * len(times)
-            self.reported[i] = reported
         if i > self.furthest:
             self.furthest = i
         if failed:
             return self._fail(i, ev, rules, now, out)
+        if reported is not None:
+            if self.reported is None:
+                self.reported = [None] * len(times)
+            self.reported[i] = reported
+            self._judge_latency(i, t, reported, rules, base, now, out)
         # The usual case, inlined: the stage before this one is already there.
         j = i - 1 if i and times[i - 1] is not None else self._pred(i, rules, strict=True)
         if j == _MISSING:
@@ -235,10 +241,23 @@ class Trace:
             out.count("verdicts_warmup")
         elif gap > snap.threshold_ms:
             self.verdicts[i] = "slow"
-            self._emit_slow("slow_stage", stage, ti, gap, snap, by_tenant, rules, now, out)
+            if not (self.slow >> i) & 1:  # one slow_stage per stage, whichever measure saw it first
+                self.slow |= 1 << i
+                self._emit_slow("slow_stage", stage, "wait", ti, gap, snap, by_tenant, rules, now, out)
         else:
             self.verdicts[i] = "ok"
         base.learn(stage, self.tenant, gap)
+
+    def _judge_latency(
+        self, i: int, t: int, reported: float, rules: TraceRules, base: BaselineAccess, now: int, out: Outbox
+    ) -> None:
+        """The latency the log line itself reports (an RPC's response time) has its own baseline."""
+        key = rules.latency_names[i]
+        snap, by_tenant = base.lookup(key, self.tenant)
+        if snap is not None and reported > snap.threshold_ms:
+            self.slow |= 1 << i
+            self._emit_slow("slow_stage", rules.names[i], "latency", t, reported, snap, by_tenant, rules, now, out)
+        base.learn(key, self.tenant, reported)
 
     def _release_held(
         self, rules: TraceRules, base: BaselineAccess, now: int, out: Outbox, expire_before: int | None
@@ -283,7 +302,7 @@ class Trace:
         e2e = (t_term - self.first_t) / US_PER_MS
         snap, by_tenant = base.lookup(END_TO_END, self.tenant)
         if snap is not None and e2e > snap.threshold_ms:
-            self._emit_slow("slow_trace", END_TO_END, t_term, e2e, snap, by_tenant, rules, now, out)
+            self._emit_slow("slow_trace", END_TO_END, "end_to_end", t_term, e2e, snap, by_tenant, rules, now, out)
         base.learn(END_TO_END, self.tenant, e2e)
         self._close("complete", rules, now, out, e2e)
 
@@ -316,6 +335,7 @@ class Trace:
                 baseline_n=None,
                 baseline=None,
                 severity="error",
+                measure=None,
                 message=f"{stage} of {self.uid} failed{after}",
             )
         )
@@ -348,13 +368,14 @@ class Trace:
                 baseline_n=n,
                 baseline="tenant" if by_tenant else "stage",
                 severity="critical",
+                measure="deadline",
                 message=stall_message(self.uid, missing, last, waited, median, allowed_ms),
             )
         )
         self._close("stalled", rules, now, out)
 
     def _emit_slow(
-        self, kind: str, stage: str, t: int, observed: float, snap: Snapshot, by_tenant: bool,
+        self, kind: str, stage: str, measure: str, t: int, observed: float, snap: Snapshot, by_tenant: bool,
         rules: TraceRules, now: int, out: Outbox,
     ) -> None:
         ratio = observed / snap.threshold_ms
@@ -376,8 +397,9 @@ class Trace:
                 baseline_n=int(snap.n),
                 baseline="tenant" if by_tenant else "stage",
                 severity="critical" if ratio >= 2 else "warning",
+                measure=measure,
                 message=slow_message(
-                    stage, self.uid, observed, snap.median_ms, snap.threshold_ms, by_tenant, self.tenant
+                    stage, self.uid, observed, snap.median_ms, snap.threshold_ms, by_tenant, self.tenant, measure
                 ),
             )
         )
@@ -397,7 +419,7 @@ class Trace:
                         format_rfc3339(t),
                         self.durs[i],
                         reported[i] if reported is not None else None,
-                        self.verdicts[i] or "held",
+                        "slow" if (self.slow >> i) & 1 else self.verdicts[i] or "held",
                     )
                 )
         if self.unordered:
