@@ -119,11 +119,17 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate",
-        help="score anomalies against labels (trace-level precision / recall / F1 per kind)",
+        help="score anomalies against labels, or measure detection on public labelled data",
+        description="stagewatch evaluate LABELS ANOMALIES: trace-level precision / recall / F1 per kind. "
+        "stagewatch evaluate delag CSV...: per-request scores on DeLag files, beside static p99 and Beam's "
+        "RobustZScore and ZScore.",
     )
-    p.add_argument("labels", help="labels JSONL (e.g. from stagewatch simulate)")
-    p.add_argument("anomalies", help="anomalies JSONL (e.g. from stagewatch replay)")
+    p.add_argument("inputs", nargs="+", metavar="ARG",
+                   help="LABELS ANOMALIES; or: delag CSV... (DeLag files, e.g. ../shared/data/delag/*/0*.csv); "
+                   "or: nab [NAB_DIR] (default ../shared/data/nab)")
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
+    p.add_argument("--no-beam", action="store_true", help="delag: skip the Beam detectors (they take minutes)")
+    p.add_argument("--markdown", help="delag: write the tables here (markdown)")
     p.set_defaults(func=_cmd_evaluate)
 
 
@@ -139,10 +145,49 @@ def _read_jsonl(path: str) -> list[dict[str, Any]]:
     return rows
 
 
+def _cmd_evaluate_delag(args: argparse.Namespace) -> int:
+    from stagewatch.delag_eval import evaluate_delag, markdown
+
+    paths = args.inputs[1:]
+    if not paths:
+        raise ValueError("evaluate delag needs DeLag CSV files, e.g. ../shared/data/delag/trainticket/0*.csv")
+    for path in paths:
+        if not Path(path).is_file():
+            raise ValueError(f"{path} does not exist")
+    res = evaluate_delag(paths, beam=not args.no_beam)
+    command = "stagewatch evaluate delag " + " ".join(paths) + (" --no-beam" if args.no_beam else "")
+    text = markdown(res, command)
+    if args.markdown:
+        Path(args.markdown).write_text(text, encoding="utf-8")
+    print(text)
+    return 0
+
+
+def _cmd_evaluate_nab(args: argparse.Namespace) -> int:
+    from stagewatch.nab import evaluate_nab, markdown
+
+    root = args.inputs[1] if len(args.inputs) > 1 else "../shared/data/nab"
+    if not (Path(root) / "labels" / "combined_windows.json").is_file():
+        raise ValueError(f"{root} is not a NAB data folder (labels/combined_windows.json missing)")
+    res = evaluate_nab(root)
+    text = markdown(res, "stagewatch evaluate nab " + root)
+    if args.markdown:
+        Path(args.markdown).write_text(text, encoding="utf-8")
+    print(text)
+    return 0
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from stagewatch.evaluate import score_kinds
 
-    scores, delay = score_kinds(_read_jsonl(args.labels), _read_jsonl(args.anomalies))
+    if args.inputs[0] == "delag":
+        return _cmd_evaluate_delag(args)
+    if args.inputs[0] == "nab":
+        return _cmd_evaluate_nab(args)
+    if len(args.inputs) != 2:
+        raise ValueError("evaluate takes LABELS ANOMALIES, or: delag CSV...")
+    labels, anomalies = args.inputs
+    scores, delay = score_kinds(_read_jsonl(labels), _read_jsonl(anomalies))
     if args.json:
         print(orjson.dumps({"kinds": [s.to_dict() for s in scores], "stall_delay": delay}).decode())
         return 0
