@@ -50,6 +50,7 @@ BaselineKey = tuple[str, str | None]  # (stage or END_TO_END, tenant or None for
 
 # Distance from the first quartile to the median of a standard normal: turns it into a sigma.
 _HALF_IQR_TO_SIGMA = 0.6744898
+_Q90_TO_SIGMA = 1.2815516  # the 90th percentile of a standard normal
 
 
 @dataclass(frozen=True)
@@ -99,9 +100,13 @@ def make_snapshot(
 ) -> Snapshot:
     """Median, spread and alert line of one key. ``prior`` is the stage-wide snapshot for a tenant's key."""
     n = hist.total
-    q25, q50, q_upper = hist.quantiles((0.25, 0.5, 1.0 - cfg.max_anomaly_share))
+    q25, q50, q_upper, q90 = hist.quantiles((0.25, 0.5, 1.0 - cfg.max_anomaly_share, 0.9))
     floor = 1.0  # ms: below a millisecond, log spreads are clock resolution, not behaviour
     spread = (math.log(max(q50, floor)) - math.log(max(q25, floor))) / _HALF_IQR_TO_SIGMA
+    if q25 == q50:
+        # The lower half sits in one bin: durations logged in whole milliseconds (a 2 ms call is 2 ms a
+        # quarter of the time and half of the time). Its spread is not measurable there; the upper side's is.
+        spread = (math.log(max(q90, floor)) - math.log(max(q50, floor))) / _Q90_TO_SIGMA
     weight = n
     if prior is not None:
         # A young tenant's quartiles are noisy (with 40 samples the spread came out at half its true value
