@@ -50,7 +50,6 @@ BaselineKey = tuple[str, str | None]  # (stage or END_TO_END, tenant or None for
 
 # Distance from the first quartile to the median of a standard normal: turns it into a sigma.
 _HALF_IQR_TO_SIGMA = 0.6744898
-_Q90_TO_SIGMA = 1.2815516  # the 90th percentile of a standard normal
 
 
 @dataclass(frozen=True)
@@ -59,7 +58,9 @@ class BaselineConfig:
     half_life_s: float = 3 * 3600.0
     warmup_n: float = 30.0
     k: float = 4.0
-    min_ratio: float = 2.0  # the line is at least this x the 70th percentile (1 - max_anomaly_share)
+    min_ratio: float = 1.65  # the line is at least this x the 70th percentile (1 - max_anomaly_share)
+    # ... and at least this far above the median: a 2 ms call taking 6 ms is not what anyone gets paged for.
+    min_excess_ms: float = 5.0
     anomaly_weight: float = 0.1
     chronic_n: float = 5.0
     prior_n: float = 50.0
@@ -100,13 +101,15 @@ def make_snapshot(
 ) -> Snapshot:
     """Median, spread and alert line of one key. ``prior`` is the stage-wide snapshot for a tenant's key."""
     n = hist.total
-    q25, q50, q_upper, q90 = hist.quantiles((0.25, 0.5, 1.0 - cfg.max_anomaly_share, 0.9))
+    q25, q50, q_upper, q75 = hist.quantiles((0.25, 0.5, 1.0 - cfg.max_anomaly_share, 0.75))
     floor = 1.0  # ms: below a millisecond, log spreads are clock resolution, not behaviour
     spread = (math.log(max(q50, floor)) - math.log(max(q25, floor))) / _HALF_IQR_TO_SIGMA
     if q25 == q50:
         # The lower half sits in one bin: durations logged in whole milliseconds (a 2 ms call is 2 ms a
-        # quarter of the time and half of the time). Its spread is not measurable there; the upper side's is.
-        spread = (math.log(max(q90, floor)) - math.log(max(q50, floor))) / _Q90_TO_SIGMA
+        # quarter of the time and half of the time). Its spread is not measurable there; the third quartile
+        # is, and stays clear of anomalies as long as they are under a quarter of the samples (q90 did not:
+        # an anomaly type slowing 10 % of requests sat right on it).
+        spread = (math.log(max(q75, floor)) - math.log(max(q50, floor))) / _HALF_IQR_TO_SIGMA
     weight = n
     if prior is not None:
         # A young tenant's quartiles are noisy (with 40 samples the spread came out at half its true value
@@ -119,7 +122,9 @@ def make_snapshot(
     base = max(q50, floor)
     # Never below min_ratio x the 70th percentile: a stage's own history cannot be more than 30 % anomalous.
     # A second mode that common (a cache miss, another code path) is its normal, not an incident.
-    threshold = max(base * math.exp(cfg.k * spread), max(q_upper, floor) * cfg.min_ratio)
+    threshold = max(
+        base * math.exp(cfg.k * spread), max(q_upper, floor) * cfg.min_ratio, q50 + cfg.min_excess_ms
+    )
     if n >= cfg.warmup_n:
         warm_until = step + int(math.log(cfg.warmup_n / n) / math.log(cfg.decay_per_interval))
     else:

@@ -129,7 +129,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                    "or: nab [NAB_DIR] (default ../shared/data/nab)")
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
     p.add_argument("--no-beam", action="store_true", help="delag: skip the Beam detectors (they take minutes)")
-    p.add_argument("--markdown", help="delag: write the tables here (markdown)")
+    p.add_argument("--markdown", help="delag, nab: write the tables here (markdown)")
+    p.add_argument("--beam-cache", metavar="DIR",
+                   help="delag: keep the Beam detectors' verdicts here and reuse them (they take minutes)")
     p.set_defaults(func=_cmd_evaluate)
 
 
@@ -154,7 +156,7 @@ def _cmd_evaluate_delag(args: argparse.Namespace) -> int:
     for path in paths:
         if not Path(path).is_file():
             raise ValueError(f"{path} does not exist")
-    res = evaluate_delag(paths, beam=not args.no_beam)
+    res = evaluate_delag(paths, beam=not args.no_beam, cache=args.beam_cache)
     command = "stagewatch evaluate delag " + " ".join(paths) + (" --no-beam" if args.no_beam else "")
     text = markdown(res, command)
     if args.markdown:

@@ -8,8 +8,11 @@ severe slow stage is a call that request's anomaly type slowed (read off the dat
 from __future__ import annotations
 
 import datetime
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import orjson
 
 from stagewatch.delag import read_delag, slowed_calls, to_log_lines
 from stagewatch.evaluate import prf
@@ -81,9 +84,28 @@ def _stagewatch(path: str) -> tuple[set[int], Tally]:
     return flagged, tally
 
 
-def evaluate_delag(paths: list[str], beam: bool = True) -> DelagResult:
+def _beam_flags_cached(paths: list[str], detector: str, cache: Path | None) -> dict[str, set[int]]:
+    """Beam's verdicts do not depend on stagewatch: keep them, keyed by detector and the files' contents."""
+    if cache is None:
+        return beam_flags(paths, detector)
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(Path(path).read_bytes())
+    entry = cache / f"beam-{detector}-{digest.hexdigest()[:16]}.json"
+    if entry.is_file():
+        return {k: set(v) for k, v in orjson.loads(entry.read_bytes()).items()}
+    flags = beam_flags(paths, detector)
+    cache.mkdir(parents=True, exist_ok=True)
+    entry.write_bytes(orjson.dumps({k: sorted(v) for k, v in flags.items()}))
+    return flags
+
+
+def evaluate_delag(paths: list[str], beam: bool = True, cache: str | Path | None = None) -> DelagResult:
     res = DelagResult(files=sorted(paths))
-    beam_by_detector = {det: beam_flags(res.files, det) for det in BEAM_DETECTORS} if beam else {}
+    cache_dir = Path(cache) if cache else None
+    beam_by_detector = (
+        {det: _beam_flags_cached(res.files, det, cache_dir) for det in BEAM_DETECTORS} if beam else {}
+    )
     for path in res.files:
         d = read_delag(path)
         labels = [int(x) for x in d.labels]
