@@ -1,0 +1,112 @@
+"""The alert line of a baseline: modes, whole-millisecond logging, anomalies' weight, tenants, warm-up."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from stagewatch.baselines import BaselineConfig, BaselineStore, learn_weight
+from stagewatch.sketch import DecayedHistogram, bin_of, value_of
+
+pytestmark = pytest.mark.unit
+
+S = 1_000_000
+
+
+def feed(store: BaselineStore, values: list[float], start_s: int = 0, every_s: float = 5.0,
+         stage: str = "call", tenant: str | None = None) -> int:
+    t = start_s
+    for v in values:
+        store.advance(int(t * S))
+        store.learn(stage, tenant, v)
+        t += every_s
+    t += 600  # past the next snapshot boundary, so what was learned is in the snapshot
+    store.advance(int(t * S))
+    return int(t)
+
+
+def line(store: BaselineStore, stage: str = "call", tenant: str | None = None) -> float:
+    snap, _ = store.lookup(stage, tenant)
+    assert snap is not None
+    return snap.threshold_ms
+
+
+def test_sketch_quantiles_are_within_two_percent() -> None:
+    h = DecayedHistogram()
+    rng = random.Random(1)
+    values = sorted(rng.lognormvariate(3, 1) for _ in range(20_000))
+    counts: dict[int, float] = {}
+    for v in values:
+        counts[bin_of(v)] = counts.get(bin_of(v), 0) + 1
+    h.add_counts(counts)
+    for q in (0.1, 0.25, 0.5, 0.9, 0.99):
+        assert h.quantiles((q,))[0] == pytest.approx(values[int(q * len(values))], rel=0.03)
+    assert value_of(bin_of(1234.0)) == pytest.approx(1234.0, rel=0.021)
+
+
+def test_a_common_second_mode_is_normal_not_an_incident() -> None:
+    rng = random.Random(2)
+    store = BaselineStore()
+    # A cache: 60 % hits at ~5 ms, 40 % misses at ~141 ms.
+    feed(store, [rng.choice([5, 5, 5, 141, 141]) + rng.random() for _ in range(2000)])
+    assert 141 * 1.3 < line(store) < 500
+
+
+def test_a_baseline_that_learned_one_mode_adopts_the_second_when_it_becomes_common() -> None:
+    rng = random.Random(3)
+    store = BaselineStore()
+    end = feed(store, [2.0 + rng.random() for _ in range(500)])
+    assert line(store) < 47  # 47 ms is an anomaly for a 2 ms call
+    feed(store, [rng.choice([2.0, 47.0]) + rng.random() for _ in range(3000)], start_s=end)
+    assert line(store) > 48  # half the calls take 47 ms now: that is how this call behaves
+
+
+def test_whole_millisecond_logging_does_not_make_every_millisecond_an_alert() -> None:
+    rng = random.Random(4)
+    store = BaselineStore()
+    feed(store, [float(rng.choice([2, 2, 2, 3])) for _ in range(2000)])
+    assert 7 <= line(store) < 20  # 6 ms on a 2 ms call pages nobody; 20 ms does
+
+
+def test_flagged_values_weigh_a_tenth_until_they_are_common() -> None:
+    cfg = BaselineConfig()
+    store = BaselineStore(cfg)
+    rng = random.Random(5)
+    feed(store, [100 * rng.lognormvariate(0, 0.2) for _ in range(1000)])
+    snap, _ = store.lookup("call", None)
+    assert snap is not None
+    assert learn_weight(snap, store.step, snap.threshold_ms * 2, cfg) == (cfg.anomaly_weight, True)
+    assert learn_weight(snap, store.step, snap.median_ms, cfg) == (1.0, False)
+    common = snap._replace(flagged_share=0.5)
+    assert learn_weight(common, store.step, snap.threshold_ms * 2, cfg) == (1.0, True)
+
+
+def test_warm_up_and_going_cold_after_a_long_silence() -> None:
+    store = BaselineStore(BaselineConfig(warmup_n=30))
+    end = feed(store, [10.0] * 20)
+    assert store.lookup("call", None)[0] is None  # 20 samples: still warming up
+    end = feed(store, [10.0] * 20, start_s=end)
+    assert store.lookup("call", None)[0] is not None
+    store.advance(int((end + 5 * 3 * 3600) * S))  # five half-lives later, 40 samples weigh about 1
+    assert store.lookup("call", None)[0] is None
+
+
+def test_tenant_baseline_judges_when_warm_and_chronic_tenant_is_not_an_incident() -> None:
+    rng = random.Random(6)
+    store = BaselineStore()
+    t = 0
+    for k in range(3000):
+        tenant = "slowhome" if k % 10 == 0 else f"t{k % 3}"
+        value = (50_000 if tenant == "slowhome" else 5_000) * rng.lognormvariate(0, 0.2)
+        store.advance(t * S)
+        store.learn("upload", tenant, value)
+        t += 5
+        if k == 45:  # slowhome has 5 samples, far above the stage-wide line: it is warming up
+            store.advance((t + 300) * S)
+            assert store.lookup("upload", "slowhome") == (None, False)
+    store.advance((t + 300) * S)
+    snap, by_tenant = store.lookup("upload", "slowhome")
+    assert by_tenant and snap is not None and 40_000 < snap.median_ms < 60_000
+    stage_snap, by_tenant = store.lookup("upload", "new-tenant")
+    assert not by_tenant and stage_snap is not None and stage_snap.median_ms < 10_000
