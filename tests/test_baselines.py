@@ -7,7 +7,7 @@ import random
 import pytest
 
 from stagewatch.baselines import BaselineConfig, BaselineStore, learn_weight
-from stagewatch.sketch import DecayedHistogram, bin_of, value_of
+from stagewatch.sketch import HistogramBank, bin_of, value_of
 
 pytestmark = pytest.mark.unit
 
@@ -32,16 +32,24 @@ def line(store: BaselineStore, stage: str = "call", tenant: str | None = None) -
     return snap.threshold_ms
 
 
-def test_sketch_quantiles_are_within_two_percent() -> None:
-    h = DecayedHistogram()
+def test_sketch_quantiles_are_within_two_percent_and_decay_per_row() -> None:
+    bank = HistogramBank(capacity=1)  # grows as keys arrive
     rng = random.Random(1)
-    values = sorted(rng.lognormvariate(3, 1) for _ in range(20_000))
-    counts: dict[int, float] = {}
-    for v in values:
-        counts[bin_of(v)] = counts.get(bin_of(v), 0) + 1
-    h.add_counts(counts)
-    for q in (0.1, 0.25, 0.5, 0.9, 0.99):
-        assert h.quantiles((q,))[0] == pytest.approx(values[int(q * len(values))], rel=0.03)
+    pending: dict[object, dict[int, float]] = {}
+    columns = {key: sorted(rng.lognormvariate(mu, 1) for _ in range(20_000)) for key, mu in (("a", 3), ("b", 6))}
+    for key, values in columns.items():
+        counts = pending.setdefault(key, {})
+        for v in values:
+            counts[bin_of(v)] = counts.get(bin_of(v), 0) + 1
+    rows = bank.fold(pending, step=0, factor_per_step=0.5)
+    totals, q = bank.quantiles(rows, (0.1, 0.25, 0.5, 0.9, 0.99))
+    assert totals.tolist() == [20_000, 20_000]
+    for r, values in enumerate(columns.values()):
+        for j, p in enumerate((0.1, 0.25, 0.5, 0.9, 0.99)):
+            assert q[r, j] == pytest.approx(values[int(p * len(values))], rel=0.03)
+    rows = bank.fold({"a": {0: 1.0}}, step=2, factor_per_step=0.5)  # only "a" is touched and decayed
+    totals, _ = bank.quantiles(bank.fold({"b": {}}, step=2, factor_per_step=0.5), (0.5,))
+    assert bank.quantiles(rows, (0.5,))[0].tolist() == [5_001] and totals.tolist() == [5_000]
     assert value_of(bin_of(1234.0)) == pytest.approx(1234.0, rel=0.021)
 
 

@@ -31,7 +31,9 @@ import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from stagewatch.sketch import FLAGGED, SEEN, DecayedHistogram, bin_of
+import numpy as np
+
+from stagewatch.sketch import FLAGGED, SEEN, HistogramBank, bin_of
 
 __all__ = [
     "END_TO_END",
@@ -41,7 +43,7 @@ __all__ = [
     "Snapshot",
     "judge",
     "learn_weight",
-    "make_snapshot",
+    "make_snapshots",
 ]
 
 END_TO_END = "end_to_end"  # the pseudo-stage under which end-to-end durations are learned and reported
@@ -96,40 +98,50 @@ class Snapshot(NamedTuple):
     flagged_share: float  # decayed share of recent samples that were over the line
 
 
-def make_snapshot(
-    hist: DecayedHistogram, step: int, cfg: BaselineConfig, prior: Snapshot | None = None
-) -> Snapshot:
-    """Median, spread and alert line of one key. ``prior`` is the stage-wide snapshot for a tenant's key."""
-    n = hist.total
-    q25, q50, q_upper, q75 = hist.quantiles((0.25, 0.5, 1.0 - cfg.max_anomaly_share, 0.75))
+def make_snapshots(
+    bank: HistogramBank, rows: np.ndarray, step: int, cfg: BaselineConfig, prior_spread: np.ndarray
+) -> list[Snapshot]:
+    """Median, spread and alert line of each row. ``prior_spread`` is NaN for a stage-wide key and the
+    stage-wide key's spread for a tenant's key (a young tenant borrows it)."""
     floor = 1.0  # ms: below a millisecond, log spreads are clock resolution, not behaviour
-    spread = (math.log(max(q50, floor)) - math.log(max(q25, floor))) / _HALF_IQR_TO_SIGMA
-    if q25 == q50:
-        # The lower half sits in one bin: durations logged in whole milliseconds (a 2 ms call is 2 ms a
-        # quarter of the time and half of the time). Its spread is not measurable there; the third quartile
-        # is, and stays clear of anomalies as long as they are under a quarter of the samples (q90 did not:
-        # an anomaly type slowing 10 % of requests sat right on it).
-        spread = (math.log(max(q75, floor)) - math.log(max(q50, floor))) / _HALF_IQR_TO_SIGMA
-    weight = n
-    if prior is not None:
-        # A young tenant's quartiles are noisy (with 40 samples the spread came out at half its true value
-        # and the line at 2x the median); it borrows the stage-wide spread, as much as ``prior_n`` samples.
-        spread = (n * spread + cfg.prior_n * prior.spread) / (n + cfg.prior_n)
-        weight = n + cfg.prior_n
+    n, q = bank.quantiles(rows, (0.25, 0.5, 1.0 - cfg.max_anomaly_share, 0.75))
+    q25, q50, q_upper, q75 = (np.maximum(q[:, j], floor) for j in range(4))
+    spread = (np.log(q50) - np.log(q25)) / _HALF_IQR_TO_SIGMA
+    # The lower half sits in one bin: durations logged in whole milliseconds (a 2 ms call is 2 ms a quarter
+    # of the time and half of the time). Its spread is not measurable there; the third quartile's is, and
+    # stays clear of anomalies while they are under a quarter of the samples (q90 did not: an anomaly type
+    # slowing 10 % of requests sat right on it).
+    spread = np.where(q[:, 0] == q[:, 1], (np.log(q75) - np.log(q50)) / _HALF_IQR_TO_SIGMA, spread)
+    # A young tenant's quartiles are noisy (with 40 samples the spread came out at half its true value and
+    # the line at 2x the median); it borrows the stage-wide spread, as much as ``prior_n`` samples.
+    has_prior = ~np.isnan(prior_spread)
+    prior = np.where(has_prior, prior_spread, 0.0)
+    spread = np.where(has_prior, (n * spread + cfg.prior_n * prior) / (n + cfg.prior_n), spread)
+    weight = np.where(has_prior, n + cfg.prior_n, n)
     # A quartile estimated from few samples is noisy (relative error ~1/sqrt(n)); widen the line accordingly
     # so that a young baseline errs towards silence rather than towards false alarms.
-    spread *= 1.0 + 2.0 / math.sqrt(max(weight, 1.0))
-    base = max(q50, floor)
-    # Never below min_ratio x the 70th percentile: a stage's own history cannot be more than 30 % anomalous.
-    # A second mode that common (a cache miss, another code path) is its normal, not an incident.
-    threshold = max(
-        base * math.exp(cfg.k * spread), max(q_upper, floor) * cfg.min_ratio, q50 + cfg.min_excess_ms
+    spread = spread * (1.0 + 2.0 / np.sqrt(np.maximum(weight, 1.0)))
+    # Never below min_ratio x the 70th percentile: a stage's own history cannot be more than 30 % anomalous;
+    # a second mode that common (a cache miss, another code path) is its normal, not an incident. And never
+    # within min_excess_ms of the median.
+    threshold = np.maximum.reduce(
+        [q50 * np.exp(cfg.k * spread), q_upper * cfg.min_ratio, q[:, 1] + cfg.min_excess_ms]
     )
-    if n >= cfg.warmup_n:
-        warm_until = step + int(math.log(cfg.warmup_n / n) / math.log(cfg.decay_per_interval))
-    else:
-        warm_until = -1
-    return Snapshot(q50, threshold, n, spread, warm_until, hist.flagged_share)
+    warm = n >= cfg.warmup_n
+    warm_until = np.where(
+        warm,
+        step + np.floor(np.log(cfg.warmup_n / np.maximum(n, 1e-300)) / math.log(cfg.decay_per_interval)),
+        -1,
+    )
+    seen = bank.seen[rows]
+    share = np.where(seen > 0, bank.flagged[rows] / np.maximum(seen, 1e-300), 0.0)
+    return [
+        Snapshot(*values)
+        for values in zip(
+            q[:, 1].tolist(), threshold.tolist(), n.tolist(), spread.tolist(),
+            warm_until.astype(np.int64).tolist(), share.tolist(), strict=True,
+        )
+    ]
 
 
 def judge(
@@ -169,7 +181,7 @@ class BaselineStore:
         self.cfg = cfg or BaselineConfig()
         self.step = -1  # current interval index; -1 before the first event
         self.next_boundary_us = -1  # event time at which the next interval starts (drivers test it inline)
-        self.hists: dict[BaselineKey, DecayedHistogram] = {}
+        self.bank = HistogramBank()
         self.snaps: dict[BaselineKey, Snapshot] = {}
         self.pending: dict[BaselineKey, dict[int, float]] = {}
         self.tenants: set[str] = set()
@@ -182,18 +194,24 @@ class BaselineStore:
             self._roll(step)
 
     def _roll(self, step: int) -> None:
-        factor = self.cfg.decay_per_interval
-        # Stage-wide keys first: a tenant's snapshot borrows from its stage's new one.
-        for key in sorted(self.pending, key=lambda k: k[1] is not None):
-            counts = self.pending[key]
-            hist = self.hists.get(key)
-            if hist is None:
-                hist = self.hists[key] = DecayedHistogram()
-                hist.step = step
-            hist.decay_to(step, factor)
-            hist.add_counts(counts)
-            prior = self.snaps.get((key[0], None)) if key[1] is not None else None
-            self.snaps[key] = make_snapshot(hist, step, self.cfg, prior)
+        if self.pending:
+            rows = self.bank.fold(self.pending, step, self.cfg.decay_per_interval)  # type: ignore[arg-type]
+            keys = list(self.pending)
+            # Stage-wide keys first: a tenant's snapshot borrows the spread of its stage's new one.
+            stage_wide = np.array([k[1] is None for k in keys])
+            for part in (stage_wide, ~stage_wide):
+                if not part.any():
+                    continue
+                part_keys = [k for k, p in zip(keys, part.tolist(), strict=True) if p]
+                prior = np.array(
+                    [
+                        np.nan if k[1] is None or (k[0], None) not in self.snaps else self.snaps[(k[0], None)].spread
+                        for k in part_keys
+                    ]
+                )
+                for key, snap in zip(part_keys, make_snapshots(self.bank, rows[part], step, self.cfg, prior),
+                                     strict=True):
+                    self.snaps[key] = snap
         self.pending.clear()
         self.step = step
         self.next_boundary_us = (step + 1) * self.cfg.interval_us

@@ -3,10 +3,11 @@
 Why not a library sketch (DDSketch, t-digest, KLL)? A rolling baseline must forget: yesterday's traffic must
 weigh less than the last hour's. Those sketches only grow; decaying them means rebuilding. Log-spaced bins with
 a relative width ``GAMMA`` give the same guarantee as DDSketch (every quantile within ±2 % of the true value),
-and decay is one vector multiply. Memory is fixed: ``N_BINS`` float64 (~3 KiB) per sketch whatever the traffic.
+and decay is one vector multiply. Memory is fixed: ``N_BINS`` float64 (~5 KiB) per key whatever the traffic.
 
-Counts arrive as sparse ``{bin: count}`` dictionaries (one interval's learning) and are merged with
-``add_counts``; merging is commutative, which lets a distributed driver combine partial counts in any order.
+Counts arrive as sparse ``{bin: count}`` dictionaries (one interval's learning) and are folded in with
+``HistogramBank.fold``; adding counts is commutative, which lets a distributed driver combine partial counts
+in any order.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import math
 
 import numpy as np
 
-__all__ = ["FLAGGED", "GAMMA", "MAX_MS", "MIN_MS", "N_BINS", "SEEN", "DecayedHistogram", "bin_of", "value_of"]
+__all__ = ["FLAGGED", "GAMMA", "MAX_MS", "MIN_MS", "N_BINS", "SEEN", "HistogramBank", "bin_of", "value_of"]
 
 # Pseudo-bins in a counts dictionary: how many samples were seen, and how many of them were over the line
 # (both at weight 1, whatever weight their value was learned with).
@@ -46,55 +47,64 @@ def value_of(b: int) -> float:
     return float(_VALUES[b])
 
 
-class DecayedHistogram:
-    """Weights per log bin, decayed by ``decay`` per elapsed step. Small and picklable."""
+class HistogramBank:
+    """Many decayed histograms as the rows of one matrix, so that an interval's roll is a few numpy calls.
 
-    __slots__ = ("flagged", "seen", "step", "weights")
+    Row ``r`` holds one key's bin weights, decayed to ``steps[r]``, with ``seen`` and ``flagged`` (decayed
+    counts, see ``SEEN`` / ``FLAGGED``). Folding a whole interval's learning into every touched row and
+    reading their quantiles costs about a millisecond for a few hundred keys, where a row at a time cost
+    25 us each: the rolls were half of a backtest's time.
+    """
 
-    def __init__(self) -> None:
-        self.weights = np.zeros(N_BINS, dtype=np.float64)
-        self.step = 0  # the step the weights are decayed to
-        self.seen = 0.0  # decayed count of samples
-        self.flagged = 0.0  # decayed count of samples that were over the line when learned
+    __slots__ = ("flagged", "rows", "seen", "steps", "weights")
 
-    def decay_to(self, step: int, factor_per_step: float) -> None:
-        if step > self.step:
-            f = factor_per_step ** (step - self.step)
-            self.weights *= f
-            self.seen *= f
-            self.flagged *= f
-            self.step = step
+    def __init__(self, capacity: int = 64) -> None:
+        self.weights = np.zeros((capacity, N_BINS), dtype=np.float64)
+        self.steps = np.zeros(capacity, dtype=np.int64)
+        self.seen = np.zeros(capacity, dtype=np.float64)
+        self.flagged = np.zeros(capacity, dtype=np.float64)
+        self.rows: dict[object, int] = {}
 
-    def add_counts(self, counts: dict[int, float]) -> None:
-        w = self.weights
-        for b, c in counts.items():
-            if b >= 0:
-                w[b] += c
-            elif b == SEEN:
-                self.seen += c
-            else:
-                self.flagged += c
+    def _row(self, key: object, step: int) -> int:
+        r = self.rows.get(key)
+        if r is None:
+            r = self.rows[key] = len(self.rows)
+            if r >= len(self.steps):
+                grow = len(self.steps)
+                self.weights = np.vstack([self.weights, np.zeros((grow, N_BINS))])
+                self.steps = np.concatenate([self.steps, np.zeros(grow, dtype=np.int64)])
+                self.seen = np.concatenate([self.seen, np.zeros(grow)])
+                self.flagged = np.concatenate([self.flagged, np.zeros(grow)])
+            self.steps[r] = step
+        return r
 
-    @property
-    def flagged_share(self) -> float:
-        return self.flagged / self.seen if self.seen > 0 else 0.0
+    def fold(self, pending: dict[object, dict[int, float]], step: int, factor_per_step: float) -> np.ndarray:
+        """Decay every key in ``pending`` to ``step``, add its counts; returns their rows, in ``pending`` order."""
+        rows = np.fromiter((self._row(key, step) for key in pending), dtype=np.int64, count=len(pending))
+        decay = factor_per_step ** (step - self.steps[rows]).astype(np.float64)
+        self.weights[rows] *= decay[:, None]
+        self.seen[rows] *= decay
+        self.flagged[rows] *= decay
+        self.steps[rows] = step
+        ri: list[int] = []
+        bi: list[int] = []
+        ci: list[float] = []
+        for r, counts in zip(rows.tolist(), pending.values(), strict=True):
+            for b, c in counts.items():
+                if b >= 0:
+                    ri.append(r)
+                    bi.append(b)
+                    ci.append(c)
+                elif b == SEEN:
+                    self.seen[r] += c
+                else:
+                    self.flagged[r] += c
+        np.add.at(self.weights, (np.asarray(ri, dtype=np.int64), np.asarray(bi, dtype=np.int64)), ci)
+        return rows
 
-    @property
-    def total(self) -> float:
-        return float(self.weights.sum())
-
-    def quantiles(self, qs: tuple[float, ...]) -> list[float]:
-        """Values at the given quantiles (bin representatives); raises if empty."""
-        cum = np.cumsum(self.weights)
-        total = cum[-1]
-        if total <= 0:
-            raise ValueError("empty histogram")
-        idx = np.searchsorted(cum, np.asarray(qs) * total, side="left")
-        return [float(_VALUES[min(int(i), _LAST)]) for i in idx]
-
-    def __getstate__(self) -> tuple[bytes, int, float, float]:
-        return (self.weights.tobytes(), self.step, self.seen, self.flagged)
-
-    def __setstate__(self, state: tuple[bytes, int, float, float]) -> None:
-        self.weights = np.frombuffer(state[0], dtype=np.float64).copy()
-        self.step, self.seen, self.flagged = state[1], state[2], state[3]
+    def quantiles(self, rows: np.ndarray, qs: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """(totals, values): each row's total weight, and its value at each quantile (rows x len(qs))."""
+        cum = np.cumsum(self.weights[rows], axis=1)
+        totals = cum[:, -1]
+        idx = np.stack([(cum < q * totals[:, None]).sum(axis=1) for q in qs], axis=1)
+        return totals, _VALUES[np.minimum(idx, _LAST)]
