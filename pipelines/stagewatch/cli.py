@@ -157,7 +157,10 @@ def _cmd_evaluate_delag(args: argparse.Namespace) -> int:
         if not Path(path).is_file():
             raise ValueError(f"{path} does not exist")
     res = evaluate_delag(paths, beam=not args.no_beam, cache=args.beam_cache)
-    command = "stagewatch evaluate delag " + " ".join(paths) + (" --no-beam" if args.no_beam else "")
+    # The command as a person types it: one glob per folder rather than forty file names.
+    folders = sorted({str(Path(p).parent) for p in paths})
+    shown = " ".join(f"{f}/*.csv" for f in folders) if len(paths) > 2 * len(folders) else " ".join(paths)
+    command = "stagewatch evaluate delag " + shown + (" --no-beam" if args.no_beam else "")
     text = markdown(res, command)
     if args.markdown:
         Path(args.markdown).write_text(text, encoding="utf-8")
