@@ -100,3 +100,7 @@ def run(
     det.finish()
     assert det.out.summaries is not None
     return det.out.anomalies, det.out.summaries, det
+
+
+# A small three-stage pipeline for tests that need a few real records.
+PIPE_FOR_TABLES = Pipeline(stages=("a", "b", "c"), medians={"b": 2.0, "c": 1.0})

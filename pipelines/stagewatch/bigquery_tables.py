@@ -1,0 +1,184 @@
+"""The BigQuery tables stagewatch writes: schemas, partitioning, clustering, row shapes and their checks.
+
+One module owns them so that the streaming job's sink, the table creation, and the queries that read them
+(reports, views) agree. Every table is partitioned by day on its event-time column and clustered for the
+questions people ask of it ("which stage", "which kind").
+
+Rows are checked here before they are sent (``row_problems``): the BigQuery emulator answers an invalid row
+with an HTTP 500 that the client retries for minutes, and in production a rejected row must reach the
+dead-letter path with its reason rather than vanish.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from stagewatch.records import Anomaly, TraceSummary
+from stagewatch.timeutil import parse_rfc3339_us
+
+__all__ = ["TABLES", "Field", "Table", "anomaly_row", "create_tables", "dead_letter_row", "row_problems", "trace_row"]
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    type: str  # STRING, FLOAT, INTEGER, TIMESTAMP, RECORD
+    mode: str = "NULLABLE"  # NULLABLE, REQUIRED, REPEATED
+    fields: tuple[Field, ...] = ()
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    fields: tuple[Field, ...]
+    partition_field: str
+    clustering: tuple[str, ...]
+    description: str
+
+
+_ANOMALY = (
+    Field("anomaly_id", "STRING", "REQUIRED"),
+    Field("kind", "STRING", "REQUIRED"),
+    Field("uid", "STRING", "REQUIRED"),
+    Field("stage", "STRING", "REQUIRED"),
+    Field("last_stage", "STRING"),
+    Field("tenant", "STRING"),
+    Field("lot", "STRING"),
+    Field("event_time", "TIMESTAMP", "REQUIRED"),
+    Field("detected_at", "TIMESTAMP", "REQUIRED"),
+    Field("observed_ms", "FLOAT"),
+    Field("expected_ms", "FLOAT"),
+    Field("threshold_ms", "FLOAT"),
+    Field("score", "FLOAT"),
+    Field("baseline_n", "INTEGER"),
+    Field("baseline", "STRING"),
+    Field("severity", "STRING", "REQUIRED"),
+    Field("measure", "STRING"),
+    Field("message", "STRING", "REQUIRED"),
+)
+_STAGE = (
+    Field("stage", "STRING", "REQUIRED"),
+    Field("time", "TIMESTAMP", "REQUIRED"),
+    Field("duration_ms", "FLOAT"),
+    Field("reported_ms", "FLOAT"),
+    Field("verdict", "STRING"),
+)
+_TRACE = (
+    Field("uid", "STRING", "REQUIRED"),
+    Field("tenant", "STRING"),
+    Field("lot", "STRING"),
+    Field("status", "STRING", "REQUIRED"),
+    Field("first_time", "TIMESTAMP", "REQUIRED"),
+    Field("last_time", "TIMESTAMP", "REQUIRED"),
+    Field("end_to_end_ms", "FLOAT"),
+    Field("stages", "RECORD", "REPEATED", _STAGE),
+    Field("missing_stages", "STRING", "REPEATED"),
+    Field("negative_gaps", "INTEGER"),
+    Field("closed_at", "TIMESTAMP", "REQUIRED"),
+)
+_DEAD_LETTER = (
+    Field("reason", "STRING", "REQUIRED"),
+    Field("detail", "STRING"),
+    Field("line", "STRING"),
+    Field("received_at", "TIMESTAMP", "REQUIRED"),
+    Field("source", "STRING"),  # which step rejected it: parse, late, bigquery:<table>
+)
+
+TABLES: dict[str, Table] = {
+    t.name: t
+    for t in (
+        Table("anomalies", _ANOMALY, "event_time", ("kind", "stage"), "One row per anomaly verdict."),
+        Table("traces", _TRACE, "first_time", ("status", "tenant"), "One row per file's journey, when it closed."),
+        Table("dead_letters", _DEAD_LETTER, "received_at", ("reason",), "Input that was not used, and why."),
+    )
+}
+
+
+def anomaly_row(a: Anomaly) -> dict[str, Any]:
+    return a.to_dict()
+
+
+def trace_row(s: TraceSummary) -> dict[str, Any]:
+    row = s.to_dict()
+    row["missing_stages"] = list(s.missing_stages)
+    row["stages"] = [dict(st) for st in row["stages"]]
+    return row
+
+
+def dead_letter_row(reason: str, detail: str, line: str, received_at: str, source: str) -> dict[str, Any]:
+    return {"reason": reason, "detail": detail, "line": line[:10_000], "received_at": received_at, "source": source}
+
+
+_PY_TYPES: dict[str, tuple[type, ...]] = {
+    "STRING": (str,),
+    "FLOAT": (int, float),
+    "INTEGER": (int,),
+    "TIMESTAMP": (str,),
+    "RECORD": (dict,),
+}
+
+
+def _problems(fields: tuple[Field, ...], row: dict[str, Any], path: str) -> list[str]:
+    out = []
+    known = {f.name for f in fields}
+    out += [f"{path}{k}: not in the schema" for k in row if k not in known]
+    for f in fields:
+        value = row.get(f.name)
+        where = f"{path}{f.name}"
+        if value is None:
+            if f.mode == "REQUIRED":
+                out.append(f"{where}: required")
+            continue
+        values = value if f.mode == "REPEATED" else [value]
+        if f.mode == "REPEATED" and not isinstance(value, list):
+            out.append(f"{where}: expected a list")
+            continue
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, _PY_TYPES[f.type]):
+                out.append(f"{where}: expected {f.type}, got {type(v).__name__}")
+            elif f.type == "TIMESTAMP":
+                try:
+                    parse_rfc3339_us(v)
+                except ValueError:
+                    out.append(f"{where}: not an RFC 3339 timestamp")
+            elif f.type == "FLOAT" and v != v:
+                out.append(f"{where}: NaN")
+            elif f.type == "RECORD":
+                out += _problems(f.fields, v, where + ".")
+    return out
+
+
+def row_problems(table: str, row: dict[str, Any]) -> list[str]:
+    """Why BigQuery would reject ``row`` for ``table``; empty when it fits the schema."""
+    return _problems(TABLES[table].fields, row, "")
+
+
+def _schema(fields: tuple[Field, ...]) -> list[Any]:
+    from google.cloud import bigquery
+
+    return [bigquery.SchemaField(f.name, f.type, mode=f.mode, fields=_schema(f.fields)) for f in fields]
+
+
+def create_tables(client: Any, dataset: str) -> list[str]:
+    """Create the dataset and any missing table (partitioned, clustered); returns the tables it created."""
+    from google.api_core.exceptions import NotFound
+    from google.cloud import bigquery
+
+    client.create_dataset(dataset, exists_ok=True)
+    created = []
+    for t in TABLES.values():
+        table_id = f"{dataset}.{t.name}"
+        try:
+            client.get_table(table_id)
+            continue
+        except NotFound:
+            pass
+        table = bigquery.Table(table_id, schema=_schema(t.fields))
+        table.time_partitioning = bigquery.TimePartitioning(type_=bigquery.TimePartitioningType.DAY,
+                                                            field=t.partition_field)
+        table.clustering_fields = list(t.clustering)
+        table.description = t.description
+        client.create_table(table)
+        created.append(t.name)
+    return created
