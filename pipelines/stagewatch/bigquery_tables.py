@@ -130,7 +130,7 @@ def _problems(fields: tuple[Field, ...], row: dict[str, Any], path: str) -> list
             if f.mode == "REQUIRED":
                 out.append(f"{where}: required")
             continue
-        values = value if f.mode == "REPEATED" else [value]
+        values: list[Any] = value if f.mode == "REPEATED" else [value]
         if f.mode == "REPEATED" and not isinstance(value, list):
             out.append(f"{where}: expected a list")
             continue
