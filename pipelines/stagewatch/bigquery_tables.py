@@ -12,7 +12,7 @@ dead-letter path with its reason rather than vanish.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from stagewatch.records import Anomaly, TraceSummary
 from stagewatch.timeutil import parse_rfc3339_us
@@ -139,13 +139,13 @@ def _problems(fields: tuple[Field, ...], row: dict[str, Any], path: str) -> list
                 out.append(f"{where}: expected {f.type}, got {type(v).__name__}")
             elif f.type == "TIMESTAMP":
                 try:
-                    parse_rfc3339_us(v)
+                    parse_rfc3339_us(str(v))
                 except ValueError:
                     out.append(f"{where}: not an RFC 3339 timestamp")
             elif f.type == "FLOAT" and v != v:
                 out.append(f"{where}: NaN")
             elif f.type == "RECORD":
-                out += _problems(f.fields, v, where + ".")
+                out += _problems(f.fields, cast(dict[str, Any], v), where + ".")
     return out
 
 
