@@ -20,7 +20,7 @@ Timeline of a stall (next stage ``download`` after ``enqueue`` at 12:00:00, down
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from stagewatch.baselines import END_TO_END, Snapshot
 from stagewatch.events import StageEvent
@@ -318,16 +318,8 @@ class Trace:
         stage = rules.names[i]
         after = f" after {format_duration_ms(observed)}" if observed is not None else ""
         out.anomalies.append(
-            Anomaly(
-                anomaly_id=anomaly_id("failed", self.uid, stage, ev.t_us),
-                kind="failed",
-                uid=self.uid,
-                stage=stage,
-                last_stage=rules.names[j] if j >= 0 else None,
-                tenant=self.tenant,
-                lot=self.lot,
-                event_time=format_rfc3339(ev.t_us),
-                detected_at=format_rfc3339(now),
+            self._anomaly(
+                "failed", stage, rules.names[j] if j >= 0 else None, ev.t_us, now,
                 observed_ms=observed,
                 expected_ms=None,
                 threshold_ms=None,
@@ -342,6 +334,23 @@ class Trace:
         self._close("failed", rules, now, out)
         return True
 
+    def _anomaly(
+        self, kind: str, stage: str, last_stage: str | None, t: int, now: int, **verdict: Any
+    ) -> Anomaly:
+        """An anomaly about this file: who, where and when are the trace's; ``verdict`` is the rest."""
+        return Anomaly(
+            anomaly_id=anomaly_id(kind, self.uid, stage, t),
+            kind=kind,
+            uid=self.uid,
+            stage=stage,
+            last_stage=last_stage,
+            tenant=self.tenant,
+            lot=self.lot,
+            event_time=format_rfc3339(t),
+            detected_at=format_rfc3339(now),
+            **verdict,
+        )
+
     def _stall(self, rules: TraceRules, now: int, out: Outbox) -> None:
         assert self.stall_info is not None and self.deadline is not None
         nxt, median, allowed_ms, n, by_tenant = self.stall_info
@@ -351,16 +360,8 @@ class Trace:
         waited = (now - last_t) / US_PER_MS
         missing, last = rules.names[nxt], rules.names[last_i]
         out.anomalies.append(
-            Anomaly(
-                anomaly_id=anomaly_id("stalled", self.uid, missing, self.deadline),
-                kind="stalled",
-                uid=self.uid,
-                stage=missing,
-                last_stage=last,
-                tenant=self.tenant,
-                lot=self.lot,
-                event_time=format_rfc3339(self.deadline),
-                detected_at=format_rfc3339(now),
+            self._anomaly(
+                "stalled", missing, last, self.deadline, now,
                 observed_ms=waited,
                 expected_ms=median,
                 threshold_ms=allowed_ms,
@@ -380,16 +381,8 @@ class Trace:
     ) -> None:
         ratio = observed / snap.threshold_ms
         out.anomalies.append(
-            Anomaly(
-                anomaly_id=anomaly_id(kind, self.uid, stage, t),
-                kind=kind,
-                uid=self.uid,
-                stage=stage,
-                last_stage=rules.names[self.furthest] if self.furthest >= 0 else None,
-                tenant=self.tenant,
-                lot=self.lot,
-                event_time=format_rfc3339(t),
-                detected_at=format_rfc3339(now),
+            self._anomaly(
+                kind, stage, rules.names[self.furthest] if self.furthest >= 0 else None, t, now,
                 observed_ms=observed,
                 expected_ms=snap.median_ms,
                 threshold_ms=snap.threshold_ms,

@@ -14,6 +14,7 @@ from apache_beam.coders import BooleanCoder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from stagewatch.events import REJECT_REASONS, Parser, StageEvent
@@ -35,10 +36,10 @@ class _ParseFn(beam.DoFn):
 
     def process(self, raw: bytes | str, ts: Any = beam.DoFn.TimestampParam) -> Iterator[Any]:
         parsed = self._parser.parse(raw)
-        if type(parsed) is StageEvent:
+        if isinstance(parsed, StageEvent):
             self._parsed.inc()
             # A file source has no event time of its own; Pub/Sub with the timestamp attribute already does.
-            yield beam.window.TimestampedValue(parsed, parsed.t_us / US_PER_S) if self._stamp else parsed
+            yield TimestampedValue(parsed, parsed.t_us / US_PER_S) if self._stamp else parsed
             return
         self._rejected[parsed.reason].inc()
         yield beam.pvalue.TaggedOutput(
