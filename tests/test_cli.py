@@ -1,0 +1,89 @@
+"""The command line as a person uses it: files, .gz, stdin, outputs, the closing summary, bad arguments."""
+
+from __future__ import annotations
+
+import gzip
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from stagewatch.cli import main
+
+pytestmark = pytest.mark.cli
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("cli")
+    assert main(["simulate", str(out), "--seed", "7", "--hours", "12", "--rate", "8"]) == 0
+    return out
+
+
+def _lines(path: Path) -> list[dict]:
+    return [orjson.loads(x) for x in path.read_bytes().splitlines() if x.strip()]
+
+
+def test_replay_plain_gz_and_stdin_agree(sim: Path, tmp_path: Path) -> None:
+    logs = sim / "logs.jsonl"
+    gz = tmp_path / "logs.jsonl.gz"
+    gz.write_bytes(gzip.compress(logs.read_bytes()))
+    assert main(["replay", str(logs), "-o", str(tmp_path / "a.jsonl"), "--traces", str(tmp_path / "t.jsonl"),
+                 "--dead-letters", str(tmp_path / "d.jsonl"), "--summary-json", str(tmp_path / "s.json")]) == 0
+    assert main(["replay", str(gz), "-o", str(tmp_path / "b.jsonl")]) == 0
+    done = subprocess.run(
+        [sys.executable, "-m", "stagewatch", "replay", "-", "--no-progress"],
+        input=logs.read_bytes(), capture_output=True, check=True,
+    )
+    plain = _lines(tmp_path / "a.jsonl")
+    assert plain and plain == _lines(tmp_path / "b.jsonl")
+    assert plain == [orjson.loads(x) for x in done.stdout.splitlines()]
+    summary = done.stderr.decode()
+    assert "stagewatch replay:" in summary and "rejected" in summary and "anomalies" in summary
+    stats = orjson.loads((tmp_path / "s.json").read_bytes())
+    assert sum(stats["traces"].values()) == len(_lines(tmp_path / "t.jsonl"))
+    assert sum(stats["rejected"].values()) == len(_lines(tmp_path / "d.jsonl"))
+
+
+def test_evaluate_prints_scores_per_kind(sim: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["replay", str(sim / "logs.jsonl"), "-o", str(tmp_path / "a.jsonl")]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(sim / "labels.jsonl"), str(tmp_path / "a.jsonl"), "--json"]) == 0
+    scores = orjson.loads(capsys.readouterr().out)
+    assert {k["kind"] for k in scores["kinds"]} >= {"slow_stage", "slow_trace", "stalled", "failed"}
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["replay", "no-such-file.jsonl"], "does not exist"),
+        (["replay", "-", "--stages", ","], "--stages needs"),
+        (["replay", "-", "--config", "no-such.toml"], "does not exist"),
+        (["evaluate", "one.jsonl"], "LABELS ANOMALIES"),
+    ],
+)
+def test_bad_arguments_get_a_clear_error(argv: list[str], says: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    assert says in capsys.readouterr().err
+
+
+def test_config_file_sets_stages_fields_and_settings(tmp_path: Path) -> None:
+    cfg = tmp_path / "stagewatch.toml"
+    cfg.write_text('[stages]\norder = ["in", "out"]\n[fields]\nuid = "jsonPayload.file_id"\n'
+                   '[detector]\nallowed_lateness_s = 5\n[baseline]\nhalf_life_s = 600\n')
+    logs = tmp_path / "logs.jsonl"
+    logs.write_bytes(b"\n".join(
+        orjson.dumps({"timestamp": f"2026-06-06T00:{k // 60:02d}:{k % 60:02d}Z",
+                      "jsonPayload": {"file_id": f"f{k // 2}", "stage": ("in", "out")[k % 2]}})
+        for k in range(200)
+    ))
+    assert main(["replay", str(logs), "--config", str(cfg), "-o", str(tmp_path / "a.jsonl"),
+                 "--summary-json", str(tmp_path / "s.json")]) == 0
+    stats = orjson.loads((tmp_path / "s.json").read_bytes())
+    assert stats["stage_order"] == "in,out" and not stats["stage_order_inferred"]
+    assert stats["traces"]["complete"] == 100
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[baseline]\nhalflife = 1\n")
+    assert main(["replay", str(logs), "--config", str(bad)]) == 2
