@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 
-from stagewatch.baselines import BaselineConfig, BaselineStore, learn_weight
+from stagewatch.baselines import BaselineConfig, BaselineStore
 from stagewatch.sketch import HistogramBank, bin_of, value_of
 
 pytestmark = pytest.mark.unit
@@ -41,15 +42,20 @@ def test_sketch_quantiles_are_within_two_percent_and_decay_per_row() -> None:
         counts = pending.setdefault(key, {})
         for v in values:
             counts[bin_of(v)] = counts.get(bin_of(v), 0) + 1
-    rows = bank.fold(pending, step=0, factor_per_step=0.5)
+    never, full = np.array([1 << 30, 1 << 30]), np.ones(2)
+    rows = bank.fold(pending, 0, 0.5, never, full)
     totals, q = bank.quantiles(rows, (0.1, 0.25, 0.5, 0.9, 0.99))
     assert totals.tolist() == [20_000, 20_000]
     for r, values in enumerate(columns.values()):
         for j, p in enumerate((0.1, 0.25, 0.5, 0.9, 0.99)):
             assert q[r, j] == pytest.approx(values[int(p * len(values))], rel=0.03)
-    rows = bank.fold({"a": {0: 1.0}}, step=2, factor_per_step=0.5)  # only "a" is touched and decayed
-    totals, _ = bank.quantiles(bank.fold({"b": {}}, step=2, factor_per_step=0.5), (0.5,))
+    rows = bank.fold({"a": {0: 1.0}}, 2, 0.5, never[:1], full[:1])  # only "a" is touched and decayed
+    totals, _ = bank.quantiles(bank.fold({"b": {}}, 2, 0.5, never[:1], full[:1]), (0.5,))
     assert bank.quantiles(rows, (0.5,))[0].tolist() == [5_001] and totals.tolist() == [5_000]
+    # Counts above a key's line weigh what the caller says, and are counted as flagged.
+    row = bank.fold({"c": {10: 4.0, 500: 2.0}}, 2, 0.5, np.array([100]), np.array([0.1]))
+    assert bank.quantiles(row, (0.5,))[0].tolist() == [pytest.approx(4.2)]
+    assert bank.seen[row].tolist() == [6.0] and bank.flagged[row].tolist() == [2.0]
     assert value_of(bin_of(1234.0)) == pytest.approx(1234.0, rel=0.021)
 
 
@@ -78,16 +84,20 @@ def test_whole_millisecond_logging_does_not_make_every_millisecond_an_alert() ->
 
 
 def test_flagged_values_weigh_a_tenth_until_they_are_common() -> None:
-    cfg = BaselineConfig()
-    store = BaselineStore(cfg)
+    store = BaselineStore()
     rng = random.Random(5)
-    feed(store, [100 * rng.lognormvariate(0, 0.2) for _ in range(1000)])
-    snap, _ = store.lookup("call", None)
-    assert snap is not None
-    assert learn_weight(snap, store.step, snap.threshold_ms * 2, cfg) == (cfg.anomaly_weight, True)
-    assert learn_weight(snap, store.step, snap.median_ms, cfg) == (1.0, False)
-    common = snap._replace(flagged_share=0.5)
-    assert learn_weight(common, store.step, snap.threshold_ms * 2, cfg) == (1.0, True)
+    end = feed(store, [100 * rng.lognormvariate(0, 0.2) for _ in range(1000)])
+    before = store.lookup("call", None)[0]
+    assert before is not None
+    bank, row = store.bank, store.bank.rows[("call", None)]
+    total, step = float(bank.weights[row].sum()), int(bank.steps[row])
+    feed(store, [before.threshold_ms * 3] * 20, start_s=end, every_s=1)  # 20 s: one interval, one fold
+    after = store.lookup("call", None)[0]
+    assert after is not None
+    decay = store.cfg.decay_per_interval ** (int(bank.steps[row]) - step)
+    assert float(bank.weights[row].sum()) == pytest.approx(total * decay + 20 * 0.1, rel=1e-6)
+    assert after.flagged_share > 0
+    assert after.threshold_ms == pytest.approx(before.threshold_ms, rel=0.05)
 
 
 def test_warm_up_and_going_cold_after_a_long_silence() -> None:

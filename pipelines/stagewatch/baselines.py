@@ -5,7 +5,7 @@ Semantics both drivers reproduce exactly (the backtest in-process, the Beam job 
 * Time is cut into intervals of ``interval_s`` of event time. Verdicts made during interval ``k`` use the
   *snapshot* taken at the start of ``k``: everything learned in intervals ``< k``, decayed to ``k``.
   Learning within an interval is a sum of bin counts, so its order does not matter.
-* Score first, then learn. A value above the key's threshold is learned at a tenth of the weight
+* Score first, then learn. A value above the key's threshold (above its bin) is learned at a tenth of the weight
   (``anomaly_weight``). That is why an incident stays flagged: when a stage turns 8x slower for 30 minutes,
   the baseline has seen those values as a couple of percent of its mass, and its quantiles barely move.
   (Clipping them at the threshold instead, at full weight, raised the threshold 2x within the 30 minutes of a
@@ -33,7 +33,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from stagewatch.sketch import FLAGGED, SEEN, HistogramBank, bin_of
+from stagewatch.sketch import HistogramBank, bin_of
 
 __all__ = [
     "END_TO_END",
@@ -42,7 +42,6 @@ __all__ = [
     "BaselineStore",
     "Snapshot",
     "judge",
-    "learn_weight",
     "make_snapshots",
 ]
 
@@ -162,18 +161,6 @@ def judge(
     return snap, False
 
 
-def learn_weight(snap: Snapshot | None, step: int, value_ms: float, cfg: BaselineConfig) -> tuple[float, bool]:
-    """How much one observation weighs in a key's baseline, and whether it was over that key's line.
-
-    Over the line: ``anomaly_weight`` -- unless the key already flags more than ``max_anomaly_share`` of what
-    it sees, in which case those values are no longer rare, they are how the stage behaves now (the way out of
-    a baseline that learned only one mode of two at its start), and they count in full.
-    """
-    if snap is not None and snap.warm_until >= step and value_ms > snap.threshold_ms:
-        return (cfg.anomaly_weight if snap.flagged_share < cfg.max_anomaly_share else 1.0), True
-    return 1.0, False
-
-
 class BaselineStore:
     """All baselines of one stream, for the in-process driver. The Beam driver keeps the same per-key state."""
 
@@ -195,7 +182,22 @@ class BaselineStore:
 
     def _roll(self, step: int) -> None:
         if self.pending:
-            rows = self.bank.fold(self.pending, step, self.cfg.decay_per_interval)  # type: ignore[arg-type]
+            # What was learned during the interval that ends now was judged against the lines in force during
+            # it: values over a warm key's line weigh ``anomaly_weight`` -- unless that key already flags more
+            # than ``max_anomaly_share`` of what it sees: then those values are how the stage behaves now (the
+            # way out of a baseline that learned one mode of two at its start), and they count in full.
+            cfg, old = self.cfg, self.step
+            over_bin = np.full(len(self.pending), 1 << 30, dtype=np.int64)
+            over_weight = np.ones(len(self.pending))
+            for k, key in enumerate(self.pending):
+                snap = self.snaps.get(key)
+                if snap is not None and snap.warm_until >= old:
+                    over_bin[k] = bin_of(snap.threshold_ms)
+                    if snap.flagged_share < cfg.max_anomaly_share:
+                        over_weight[k] = cfg.anomaly_weight
+            rows = self.bank.fold(
+                self.pending, step, cfg.decay_per_interval, over_bin, over_weight  # type: ignore[arg-type]
+            )
             keys = list(self.pending)
             # Stage-wide keys first: a tenant's snapshot borrows the spread of its stage's new one.
             stage_wide = np.array([k[1] is None for k in keys])
@@ -235,18 +237,16 @@ class BaselineStore:
         return judge(self.snaps, self.step, stage, tenant, self.cfg.chronic_n)
 
     def learn(self, stage: str, tenant: str | None, value_ms: float) -> None:
-        pending, snaps, step, cfg = self.pending, self.snaps, self.step, self.cfg
+        """Count one observation for the stage-wide key and the tenant's; how much it weighs is decided when
+        the interval is folded in, against the line in force during the interval (see ``_roll``)."""
+        pending = self.pending
         b = bin_of(value_ms)
-        key: BaselineKey = (stage, None)
-        for _ in (0, 1):
-            w, flagged = learn_weight(snaps.get(key), step, value_ms, cfg)
-            counts = pending.get(key)
+        counts = pending.get((stage, None))
+        if counts is None:
+            counts = pending[(stage, None)] = {}
+        counts[b] = counts.get(b, 0.0) + 1.0
+        if tenant is not None and (tenant in self.tenants or self.tenant_allowed(tenant)):
+            counts = pending.get((stage, tenant))
             if counts is None:
-                counts = pending[key] = {}
-            counts[b] = counts.get(b, 0.0) + w
-            counts[SEEN] = counts.get(SEEN, 0.0) + 1.0
-            if flagged:
-                counts[FLAGGED] = counts.get(FLAGGED, 0.0) + 1.0
-            if tenant is None or not self.tenant_allowed(tenant):
-                break
-            key = (stage, tenant)
+                counts = pending[(stage, tenant)] = {}
+            counts[b] = counts.get(b, 0.0) + 1.0

@@ -16,12 +16,7 @@ import math
 
 import numpy as np
 
-__all__ = ["FLAGGED", "GAMMA", "MAX_MS", "MIN_MS", "N_BINS", "SEEN", "HistogramBank", "bin_of", "value_of"]
-
-# Pseudo-bins in a counts dictionary: how many samples were seen, and how many of them were over the line
-# (both at weight 1, whatever weight their value was learned with).
-SEEN = -1
-FLAGGED = -2
+__all__ = ["GAMMA", "MAX_MS", "MIN_MS", "N_BINS", "HistogramBank", "bin_of", "value_of"]
 
 GAMMA = 1.04  # relative bin width: quantiles are exact to about ±2 %
 MIN_MS = 0.1  # values below (including clamped zero gaps) share bin 0
@@ -50,10 +45,11 @@ def value_of(b: int) -> float:
 class HistogramBank:
     """Many decayed histograms as the rows of one matrix, so that an interval's roll is a few numpy calls.
 
-    Row ``r`` holds one key's bin weights, decayed to ``steps[r]``, with ``seen`` and ``flagged`` (decayed
-    counts, see ``SEEN`` / ``FLAGGED``). Folding a whole interval's learning into every touched row and
-    reading their quantiles costs about a millisecond for a few hundred keys, where a row at a time cost
-    25 us each: the rolls were half of a backtest's time.
+    Row ``r`` holds one key's bin weights, decayed to ``steps[r]``, with ``seen`` and ``flagged``: decayed
+    counts of the samples learned and of those that were over the line, at weight 1 whatever their weight.
+    Folding a whole interval's learning into every touched row and reading their quantiles costs about a
+    millisecond for a few hundred keys, where a row at a time cost 25 us each: the rolls were half of a
+    backtest's time.
     """
 
     __slots__ = ("flagged", "rows", "seen", "steps", "weights")
@@ -78,28 +74,39 @@ class HistogramBank:
             self.steps[r] = step
         return r
 
-    def fold(self, pending: dict[object, dict[int, float]], step: int, factor_per_step: float) -> np.ndarray:
-        """Decay every key in ``pending`` to ``step``, add its counts; returns their rows, in ``pending`` order."""
+    def fold(
+        self,
+        pending: dict[object, dict[int, float]],
+        step: int,
+        factor_per_step: float,
+        over_bin: np.ndarray,
+        over_weight: np.ndarray,
+    ) -> np.ndarray:
+        """Decay every key in ``pending`` to ``step`` and add its raw counts ``{bin: n}``; returns their rows.
+
+        Per key (in ``pending`` order): counts in bins above ``over_bin`` were over that key's line while
+        they were learned; they count ``over_weight`` each and as flagged. Everything counts as seen.
+        """
         rows = np.fromiter((self._row(key, step) for key in pending), dtype=np.int64, count=len(pending))
         decay = factor_per_step ** (step - self.steps[rows]).astype(np.float64)
         self.weights[rows] *= decay[:, None]
         self.seen[rows] *= decay
         self.flagged[rows] *= decay
         self.steps[rows] = step
-        ri: list[int] = []
-        bi: list[int] = []
-        ci: list[float] = []
-        for r, counts in zip(rows.tolist(), pending.values(), strict=True):
-            for b, c in counts.items():
-                if b >= 0:
-                    ri.append(r)
-                    bi.append(b)
-                    ci.append(c)
-                elif b == SEEN:
-                    self.seen[r] += c
-                else:
-                    self.flagged[r] += c
-        np.add.at(self.weights, (np.asarray(ri, dtype=np.int64), np.asarray(bi, dtype=np.int64)), ci)
+        which: list[int] = []
+        bins: list[int] = []
+        counts: list[float] = []
+        for k, entry in enumerate(pending.values()):
+            which.extend([k] * len(entry))
+            bins.extend(entry.keys())
+            counts.extend(entry.values())
+        kk = np.asarray(which, dtype=np.int64)
+        bb = np.asarray(bins, dtype=np.int64)
+        cc = np.asarray(counts, dtype=np.float64)
+        over = bb > over_bin[kk]
+        np.add.at(self.weights, (rows[kk], bb), np.where(over, cc * over_weight[kk], cc))
+        np.add.at(self.seen, rows[kk], cc)
+        np.add.at(self.flagged, rows[kk], np.where(over, cc, 0.0))
         return rows
 
     def quantiles(self, rows: np.ndarray, qs: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
