@@ -1,0 +1,153 @@
+"""Where the streaming job's records go: Pub/Sub, BigQuery, and local JSONL files named for their tables.
+
+BigQuery rows are written with the BigQuery client's streaming inserts from a DoFn rather than Beam's
+``WriteToBigQuery``: that one has no endpoint option (so it cannot reach the emulator), and its Storage Write
+path needs a Java expansion service. Rows are checked against the table's schema first (``row_problems``);
+a row that fails the check, or that BigQuery rejects, becomes a dead letter with the reason — never lost.
+Transient errors (429, 5xx) raise, so the runner retries the bundle.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import apache_beam as beam
+import orjson
+from apache_beam.io.gcp.pubsub import PubsubMessage
+from apache_beam.metrics import Metrics
+
+from stagewatch.bigquery_tables import dead_letter_row, row_problems
+from stagewatch.timeutil import US_PER_S, format_rfc3339
+
+__all__ = ["BIGQUERY_DEAD", "PublishAnomalies", "WriteJsonl", "WriteTableRows", "pubsub_message"]
+
+BIGQUERY_DEAD = "bigquery_dead_letters"
+_ATTRIBUTES = ("kind", "stage", "tenant", "severity")
+
+
+def pubsub_message(record: dict[str, Any]) -> PubsubMessage:
+    """JSON body; ``kind``, ``stage``, ``tenant``, ``severity`` as attributes so subscribers can filter."""
+    attributes = {k: str(record[k]) for k in _ATTRIBUTES if record.get(k) is not None}
+    return PubsubMessage(orjson.dumps(record), attributes)
+
+
+class PublishAnomalies(beam.PTransform):
+    def __init__(self, topic: str) -> None:
+        super().__init__()
+        self._topic = topic
+
+    def expand(self, records: beam.PCollection) -> Any:
+        return (
+            records
+            | "ToPubsubMessage" >> beam.Map(pubsub_message)
+            | "PublishToTopic" >> beam.io.WriteToPubSub(self._topic, with_attributes=True)
+        )
+
+
+class WriteJsonl(beam.PTransform):
+    """Local runs: ``<output_dir>/<table>*.jsonl``, read later like the BigQuery table of the same name."""
+
+    def __init__(self, output_dir: str, table: str) -> None:
+        super().__init__()
+        self._prefix = os.path.join(output_dir, table)
+
+    def expand(self, records: beam.PCollection) -> Any:
+        return (
+            records
+            | "ToJsonLine" >> beam.Map(lambda r: orjson.dumps(r).decode())
+            | "WriteJsonLines" >> beam.io.WriteToText(self._prefix, file_name_suffix=".jsonl")
+        )
+
+
+class _InsertRowsFn(beam.DoFn):
+    """Checked streaming inserts in batches; what does not fit or is rejected goes out tagged with the reason."""
+
+    def __init__(self, table_id: str, table: str, batch: int = 500) -> None:
+        self._table_id = table_id
+        self._table = table
+        self._batch_size = batch
+        self._rejected = Metrics.counter("stagewatch", f"bigquery_rejected_{table}")
+        self._written = Metrics.counter("stagewatch", f"bigquery_rows_{table}")
+        self._client: Any = None
+        self._rows: list[dict[str, Any]] = []
+
+    def setup(self) -> None:
+        from google.api_core.client_options import ClientOptions
+        from google.cloud import bigquery
+
+        endpoint = os.environ.get("BIGQUERY_EMULATOR_HOST")
+        if endpoint:  # the emulator: anonymous, at its own address
+            from google.auth.credentials import AnonymousCredentials
+
+            project = self._table_id.split(".")[0]
+            self._client = bigquery.Client(
+                project=project,
+                credentials=AnonymousCredentials(),
+                client_options=ClientOptions(api_endpoint=endpoint),
+            )
+        else:
+            self._client = bigquery.Client()
+
+    def start_bundle(self) -> None:
+        self._rows = []
+
+    def process(self, row: dict[str, Any]) -> Iterator[Any]:
+        problems = row_problems(self._table, row)
+        if problems:
+            self._rejected.inc()
+            yield beam.pvalue.TaggedOutput(BIGQUERY_DEAD, _dead(self._table, "; ".join(problems), row))
+            return
+        self._rows.append(row)
+        if len(self._rows) >= self._batch_size:
+            for dead in self._flush():
+                yield beam.pvalue.TaggedOutput(BIGQUERY_DEAD, dead)
+
+    def finish_bundle(self) -> Iterator[Any]:
+        from apache_beam.transforms.window import GlobalWindow
+        from apache_beam.utils.timestamp import MAX_TIMESTAMP
+        from apache_beam.utils.windowed_value import WindowedValue
+
+        for dead in self._flush():
+            # Outside process() there is no element to inherit a window from.
+            yield beam.pvalue.TaggedOutput(
+                BIGQUERY_DEAD, WindowedValue(dead, MAX_TIMESTAMP - 1, (GlobalWindow(),))
+            )
+
+    def _flush(self) -> list[dict[str, Any]]:
+        rows, self._rows = self._rows, []
+        if not rows:
+            return []
+        errors = self._client.insert_rows_json(self._table_id, rows)
+        self._written.inc(len(rows) - len(errors))
+        dead = []
+        for err in errors:
+            self._rejected.inc()
+            row = rows[err.get("index", 0)]
+            reason = "; ".join(e.get("message", "rejected") for e in err.get("errors", [])) or "rejected"
+            dead.append(_dead(self._table, reason, row))
+        return dead
+
+
+def _dead(table: str, reason: str, row: dict[str, Any]) -> dict[str, Any]:
+    return dead_letter_row(
+        "bigquery_rejected", reason[:1000], orjson.dumps(row).decode(), format_rfc3339(int(time.time() * US_PER_S)),
+        f"bigquery:{table}",
+    )
+
+
+class WriteTableRows(beam.PTransform):
+    """Rows into ``dataset.table``; returns the dead letters (tagged ``BIGQUERY_DEAD``) for the dead-letter sink."""
+
+    def __init__(self, dataset: str, table: str) -> None:
+        super().__init__()
+        self._dataset = dataset
+        self._table = table
+
+    def expand(self, rows: beam.PCollection) -> Any:
+        out = rows | "InsertCheckedRows" >> beam.ParDo(
+            _InsertRowsFn(f"{self._dataset}.{self._table}", self._table)
+        ).with_outputs(BIGQUERY_DEAD, main="written")
+        return out[BIGQUERY_DEAD]
