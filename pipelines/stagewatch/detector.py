@@ -24,6 +24,7 @@ from operator import itemgetter
 
 from stagewatch.baselines import BaselineConfig, BaselineStore
 from stagewatch.events import StageEvent
+from stagewatch.judge import Judge
 from stagewatch.timeutil import US_PER_S
 from stagewatch.traces import Outbox, Trace, TraceRules
 
@@ -59,6 +60,7 @@ class Detector:
         self.rules = rules
         self.cfg = cfg or DetectorConfig()
         self.base = BaselineStore(self.cfg.baseline)
+        self.judge = Judge(rules, self.base)
         self.out = Outbox(keep_summaries)
         self.late: list[StageEvent] = []
         self.traces: dict[str, Trace] = {}
@@ -158,7 +160,7 @@ class Detector:
                 self.out.count("after_" + closed)
                 return
             trace = self.traces[uid] = Trace(uid, len(self.rules.names))
-        if trace.add(ev, self.rules, base, self.watermark, self.out):
+        if trace.add(ev, self.rules, self.judge, self.watermark, self.out):
             self._closed_trace(uid, closed_at=ev.t_us, status=trace.status)
         else:
             self._schedule(uid, trace)
@@ -189,7 +191,7 @@ class Detector:
                 continue
             del timer_of[uid]
             self.base.advance(t)
-            if trace.on_timer(self.rules, self.base, self.watermark, self.out):
+            if trace.on_timer(self.rules, self.judge, self.watermark, self.out):
                 self._closed_trace(uid, closed_at=t, status=trace.status)
             else:
                 self._schedule(uid, trace)

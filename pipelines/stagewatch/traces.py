@@ -1,8 +1,9 @@
-"""One file's journey: the per-UID state machine that turns ordered stage events into durations and verdicts.
+"""One file's journey: the per-UID state machine that turns ordered stage events into measurements.
 
 A ``Trace`` is small and picklable so that the Beam driver can keep one per UID in keyed state; the backtest
 keeps them in a dict. Both feed it events in event-time order (``add``) and wake it when the watermark passes
-its timer (``on_timer``). Everything it concludes goes to an ``Outbox``.
+its timer (``on_timer``). It knows nothing of baselines: each wait, reported latency and end-to-end duration
+goes to a ``Judging`` (``judge.Judge`` in the backtest), and failures, stalls and summaries to an ``Outbox``.
 
 Durations follow the *stage order*, not arrival: a stage's duration is the time since the event of the stage
 before it. When that earlier stage has not been seen yet (clock skew between a customer's host and ours puts
@@ -20,26 +21,44 @@ Timeline of a stall (next stage ``download`` after ``enqueue`` at 12:00:00, down
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
-from stagewatch.baselines import END_TO_END, Snapshot
 from stagewatch.events import StageEvent
-from stagewatch.records import Anomaly, StageTiming, TraceSummary, anomaly_id, slow_message, stall_message
+from stagewatch.records import Anomaly, StageTiming, TraceSummary, anomaly_id, stall_message
 from stagewatch.stages import StageOrder
 from stagewatch.timeutil import US_PER_MS, US_PER_S, format_duration_ms, format_rfc3339
 
-__all__ = ["BaselineAccess", "Outbox", "Trace", "TraceRules"]
+__all__ = ["Judging", "Measurement", "Outbox", "StallInfo", "Trace", "TraceRules"]
 
 _MISSING = -2  # predecessor is a required stage not seen yet: hold
 _NONE = -1  # no earlier stage at all: this is where the trace starts
 
 
-class BaselineAccess(Protocol):
-    """What a trace needs from the baselines: judge a value, learn a value (the store clips it)."""
+class Measurement(NamedTuple):
+    """One thing a trace measured: a stage's ``wait`` or reported ``latency`` (``stage_i``), or the
+    ``end_to_end`` duration (``stage_i`` -1), at event time ``t_us``."""
 
-    def lookup(self, stage: str, tenant: str | None) -> tuple[Snapshot | None, bool]: ...
+    measure: str
+    stage_i: int
+    value_ms: float
+    t_us: int
 
-    def learn(self, stage: str, tenant: str | None, value_ms: float) -> None: ...
+
+# (next stage index, its median, the allowed wait in ms, baseline n, judged by the tenant's own baseline)
+StallInfo = tuple[int, float, float, int, bool]
+
+
+class Judging(Protocol):
+    """What a trace hands its measurements to. The backtest judges them on the spot (``judge.Judge``); the
+    streaming job emits them, to be judged downstream against the baselines of their interval."""
+
+    def measure(self, trace: Trace, m: Measurement, now: int, out: Outbox) -> str:
+        """Judge (or pass on) one measurement; returns the stage's verdict: ok, slow, warmup or pending."""
+        ...
+
+    def stall_deadline(self, trace: Trace, next_i: int, last_t: int) -> tuple[int, StallInfo] | None:
+        """When the next stage is overdue, and what to say then; None when no baseline can tell yet."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -124,7 +143,7 @@ class Trace:
         self.neg_gaps = 0
         self.deadline: int | None = None  # stall deadline for the next stage
         # (next stage index, its median, the allowed wait, baseline n, judged by the tenant's own baseline)
-        self.stall_info: tuple[int, float, float, int, bool] | None = None
+        self.stall_info: StallInfo | None = None
         self.unordered: list[tuple[str, int]] | None = None  # events of stages outside the order
         self.reported: list[float | None] | None = None  # latencies the log lines reported, by stage
         self.status = "open"  # set when the trace closes: complete, stalled, failed or open (evicted / end)
@@ -132,7 +151,7 @@ class Trace:
 
     # -- driving ---------------------------------------------------------------------------------------
 
-    def add(self, ev: StageEvent, rules: TraceRules, base: BaselineAccess, now: int, out: Outbox) -> bool:
+    def add(self, ev: StageEvent, rules: TraceRules, judging: Judging, now: int, out: Outbox) -> bool:
         """Take one event (in event-time order). Returns True when the trace closed."""
         _, stage, t, tenant, lot, _, failed, reported = ev  # one unpack: cheaper than eight attribute loads
         if self.last_t == 0:
@@ -166,7 +185,8 @@ class Trace:
             if self.reported is None:
                 self.reported = [None] * len(times)
             self.reported[i] = reported
-            self._judge_latency(i, t, reported, rules, base, now, out)
+            # The latency the log line itself reports (an RPC's own time) is judged on its own baseline.
+            judging.measure(self, Measurement("latency", i, reported, t), now, out)
         # The usual case, inlined: the stage before this one is already there.
         j = i - 1 if i and times[i - 1] is not None else self._pred(i, rules, strict=True)
         if j == _MISSING:
@@ -174,10 +194,10 @@ class Trace:
                 self.held = {}
             self.held[i] = t + rules.hold_us
         else:
-            self._measure(i, j, rules, base, now, out)
+            self._measure(i, j, rules, judging, now, out)
         if self.held:
-            self._release_held(rules, base, now, out, expire_before=None)
-        return self._after_change(rules, base, now, out)
+            self._release_held(rules, judging, now, out, expire_before=None)
+        return self._after_change(rules, judging, now, out)
 
     def next_timer(self, rules: TraceRules) -> int:
         """The earliest event time at which this trace needs waking."""
@@ -188,11 +208,11 @@ class Trace:
             t = min(t, min(self.held.values()))
         return t
 
-    def on_timer(self, rules: TraceRules, base: BaselineAccess, now: int, out: Outbox) -> bool:
+    def on_timer(self, rules: TraceRules, judging: Judging, now: int, out: Outbox) -> bool:
         """The watermark reached ``now``: expire holds, declare a stall, or evict. True when closed."""
         if self.held:
-            self._release_held(rules, base, now, out, expire_before=now)
-            if self._after_change(rules, base, now, out):
+            self._release_held(rules, judging, now, out, expire_before=now)
+            if self._after_change(rules, judging, now, out):
                 return True
         if self.deadline is not None and self.deadline <= now and self.stall_info is not None:
             self._stall(rules, now, out)
@@ -218,7 +238,7 @@ class Trace:
                 return _MISSING
         return _NONE
 
-    def _measure(self, i: int, j: int, rules: TraceRules, base: BaselineAccess, now: int, out: Outbox) -> None:
+    def _measure(self, i: int, j: int, rules: TraceRules, judging: Judging, now: int, out: Outbox) -> None:
         if j == _NONE:
             self.verdicts[i] = "start"
             return
@@ -234,33 +254,10 @@ class Trace:
             out.count("negative_gaps")
             return
         self.durs[i] = gap
-        stage = rules.names[i]
-        snap, by_tenant = base.lookup(stage, self.tenant)
-        if snap is None:
-            self.verdicts[i] = "warmup"
-            out.count("verdicts_warmup")
-        elif gap > snap.threshold_ms:
-            self.verdicts[i] = "slow"
-            if not (self.slow >> i) & 1:  # one slow_stage per stage, whichever measure saw it first
-                self.slow |= 1 << i
-                self._emit_slow("slow_stage", stage, "wait", ti, gap, snap, by_tenant, rules, now, out)
-        else:
-            self.verdicts[i] = "ok"
-        base.learn(stage, self.tenant, gap)
-
-    def _judge_latency(
-        self, i: int, t: int, reported: float, rules: TraceRules, base: BaselineAccess, now: int, out: Outbox
-    ) -> None:
-        """The latency the log line itself reports (an RPC's response time) has its own baseline."""
-        key = rules.latency_names[i]
-        snap, by_tenant = base.lookup(key, self.tenant)
-        if snap is not None and reported > snap.threshold_ms:
-            self.slow |= 1 << i
-            self._emit_slow("slow_stage", rules.names[i], "latency", t, reported, snap, by_tenant, rules, now, out)
-        base.learn(key, self.tenant, reported)
+        self.verdicts[i] = judging.measure(self, Measurement("wait", i, gap, ti), now, out)
 
     def _release_held(
-        self, rules: TraceRules, base: BaselineAccess, now: int, out: Outbox, expire_before: int | None
+        self, rules: TraceRules, judging: Judging, now: int, out: Outbox, expire_before: int | None
     ) -> None:
         held = self.held
         assert held is not None
@@ -272,13 +269,13 @@ class Trace:
                 j = self._pred(i, rules, strict=not expired)
                 if j != _MISSING:
                     del held[i]
-                    self._measure(i, j, rules, base, now, out)
+                    self._measure(i, j, rules, judging, now, out)
                     progress = True
 
-    def _after_change(self, rules: TraceRules, base: BaselineAccess, now: int, out: Outbox) -> bool:
+    def _after_change(self, rules: TraceRules, judging: Judging, now: int, out: Outbox) -> bool:
         term = rules.terminal_i
         if self.times[term] is not None and not self.held:
-            self._complete(rules, base, now, out)
+            self._complete(rules, judging, now, out)
             return True
         # The stall deadline: the next required stage after the furthest one seen, judged by its own baseline.
         nxt = self.furthest + 1
@@ -287,23 +284,18 @@ class Trace:
         self.deadline = None
         self.stall_info = None
         if nxt <= term:
-            snap, by_tenant = base.lookup(rules.names[nxt], self.tenant)
-            if snap is not None:
-                last = self.times[self.furthest]
-                assert last is not None
-                allowed_ms = max(rules.stall_factor * snap.threshold_ms, rules.min_stall_ms)
-                self.deadline = last + int(allowed_ms * US_PER_MS)
-                self.stall_info = (nxt, snap.median_ms, allowed_ms, int(snap.n), by_tenant)
+            last = self.times[self.furthest]
+            assert last is not None
+            found = judging.stall_deadline(self, nxt, last)
+            if found is not None:
+                self.deadline, self.stall_info = found
         return False
 
-    def _complete(self, rules: TraceRules, base: BaselineAccess, now: int, out: Outbox) -> None:
+    def _complete(self, rules: TraceRules, judging: Judging, now: int, out: Outbox) -> None:
         t_term = self.times[rules.terminal_i]
         assert t_term is not None
         e2e = (t_term - self.first_t) / US_PER_MS
-        snap, by_tenant = base.lookup(END_TO_END, self.tenant)
-        if snap is not None and e2e > snap.threshold_ms:
-            self._emit_slow("slow_trace", END_TO_END, "end_to_end", t_term, e2e, snap, by_tenant, rules, now, out)
-        base.learn(END_TO_END, self.tenant, e2e)
+        judging.measure(self, Measurement("end_to_end", -1, e2e, t_term), now, out)
         self._close("complete", rules, now, out, e2e)
 
     def _fail(self, i: int, ev: StageEvent, rules: TraceRules, now: int, out: Outbox) -> bool:
@@ -318,7 +310,7 @@ class Trace:
         stage = rules.names[i]
         after = f" after {format_duration_ms(observed)}" if observed is not None else ""
         out.anomalies.append(
-            self._anomaly(
+            self.anomaly(
                 "failed", stage, rules.names[j] if j >= 0 else None, ev.t_us, now,
                 observed_ms=observed,
                 expected_ms=None,
@@ -334,7 +326,7 @@ class Trace:
         self._close("failed", rules, now, out)
         return True
 
-    def _anomaly(
+    def anomaly(
         self, kind: str, stage: str, last_stage: str | None, t: int, now: int, **verdict: Any
     ) -> Anomaly:
         """An anomaly about this file: who, where and when are the trace's; ``verdict`` is the rest."""
@@ -360,7 +352,7 @@ class Trace:
         waited = (now - last_t) / US_PER_MS
         missing, last = rules.names[nxt], rules.names[last_i]
         out.anomalies.append(
-            self._anomaly(
+            self.anomaly(
                 "stalled", missing, last, self.deadline, now,
                 observed_ms=waited,
                 expected_ms=median,
@@ -374,28 +366,6 @@ class Trace:
             )
         )
         self._close("stalled", rules, now, out)
-
-    def _emit_slow(
-        self, kind: str, stage: str, measure: str, t: int, observed: float, snap: Snapshot, by_tenant: bool,
-        rules: TraceRules, now: int, out: Outbox,
-    ) -> None:
-        ratio = observed / snap.threshold_ms
-        out.anomalies.append(
-            self._anomaly(
-                kind, stage, rules.names[self.furthest] if self.furthest >= 0 else None, t, now,
-                observed_ms=observed,
-                expected_ms=snap.median_ms,
-                threshold_ms=snap.threshold_ms,
-                score=ratio,
-                baseline_n=int(snap.n),
-                baseline="tenant" if by_tenant else "stage",
-                severity="critical" if ratio >= 2 else "warning",
-                measure=measure,
-                message=slow_message(
-                    stage, self.uid, observed, snap.median_ms, snap.threshold_ms, by_tenant, self.tenant, measure
-                ),
-            )
-        )
 
     def _close(self, status: str, rules: TraceRules, now: int, out: Outbox, e2e: float | None = None) -> None:
         self.status = status
