@@ -30,6 +30,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "BIGQUERY_ENV",
@@ -91,6 +92,19 @@ def pubsub_host() -> str:
 def bigquery_host() -> str:
     """Endpoint URL of the BigQuery emulator (``BIGQUERY_EMULATOR_HOST``, e.g. ``http://127.0.0.1:9050``)."""
     return _env_or_raise(BIGQUERY_ENV, "BigQuery")
+
+
+def bigquery_client() -> Any:
+    """A google-cloud-bigquery client on the emulator: anonymous, at the emulator's endpoint."""
+    from google.api_core.client_options import ClientOptions
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import bigquery
+
+    return bigquery.Client(
+        project=PROJECT,
+        credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+        client_options=ClientOptions(api_endpoint=bigquery_host()),
+    )
 
 
 def _http_get(url: str, timeout: float = 3.0) -> tuple[int, str]:

@@ -13,13 +13,11 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
-from google.api_core.client_options import ClientOptions
-from google.auth.credentials import AnonymousCredentials
-from google.cloud import bigquery, pubsub_v1
+from google.cloud import pubsub_v1
 
 from stagewatch.beam.sinks import PublishAnomalies, WriteJsonl, WriteTableRows, pubsub_message
 from stagewatch.bigquery_tables import anomaly_row, create_tables
-from tests.emulators import PROJECT, bigquery_host
+from tests.emulators import PROJECT, bigquery_client
 from tests.streams import PIPE_FOR_TABLES, run, steady_stream
 
 
@@ -59,8 +57,7 @@ def test_local_jsonl_files_are_named_for_their_table(tmp_path: Path) -> None:
 
 @pytest.mark.integration
 def test_bigquery_rows_written_and_bad_rows_dead_lettered_on_the_emulator() -> None:
-    client = bigquery.Client(project=PROJECT, credentials=AnonymousCredentials(),
-                             client_options=ClientOptions(api_endpoint=bigquery_host()))
+    client = bigquery_client()
     dataset = f"{PROJECT}.stagewatch_sink_{uuid.uuid4().hex[:8]}"
     try:
         create_tables(client, dataset)

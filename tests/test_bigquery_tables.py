@@ -5,13 +5,10 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from google.api_core.client_options import ClientOptions
-from google.auth.credentials import AnonymousCredentials
-from google.cloud import bigquery
 
 from stagewatch.bigquery_tables import TABLES, anomaly_row, create_tables, dead_letter_row, row_problems, trace_row
 from stagewatch.detector import DetectorConfig
-from tests.emulators import PROJECT, bigquery_host
+from tests.emulators import PROJECT, bigquery_client
 from tests.streams import PIPE_FOR_TABLES, run, steady_stream
 
 
@@ -51,11 +48,7 @@ def test_row_problems_name_what_bigquery_would_reject() -> None:
 
 @pytest.mark.integration
 def test_tables_created_partitioned_clustered_and_queryable_on_the_emulator() -> None:
-    client = bigquery.Client(
-        project=PROJECT,
-        credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
-        client_options=ClientOptions(api_endpoint=bigquery_host()),
-    )
+    client = bigquery_client()
     dataset = f"{PROJECT}.stagewatch_tables_{uuid.uuid4().hex[:8]}"
     try:
         assert sorted(create_tables(client, dataset)) == sorted(TABLES)

@@ -11,11 +11,9 @@ import time
 import uuid
 
 import pytest
-from google.api_core.client_options import ClientOptions
-from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery, pubsub_v1
 
-from tests.emulators import PROJECT, bigquery_host
+from tests.emulators import PROJECT, bigquery_client
 
 pytestmark = pytest.mark.integration
 
@@ -54,11 +52,7 @@ def test_pubsub_emulator_publish_and_pull() -> None:
 
 
 def test_bigquery_emulator_insert_and_query() -> None:
-    client = bigquery.Client(
-        project=PROJECT,
-        credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
-        client_options=ClientOptions(api_endpoint=bigquery_host()),
-    )
+    client = bigquery_client()
     dataset_id = f"{PROJECT}.stagewatch_it_{_suffix()}"
     try:
         client.create_dataset(dataset_id)
