@@ -175,12 +175,18 @@ class BaselineStore:
         self.tenants_over_limit = 0
 
     def advance(self, t_us: int) -> None:
-        """Move to the interval holding ``t_us``; at a boundary, fold what was learned into the snapshots."""
+        """Move to the interval holding ``t_us``. What was learned in the interval just left is folded in as of
+        the end of *that* interval, whenever the next event comes: the snapshots do not depend on the gap to
+        it, which is what a streaming driver folding at each interval's end also computes."""
         step = t_us // self.cfg.interval_us
         if step > self.step:
-            self._roll(step)
+            if self.pending:
+                self._roll(self.step + 1)
+            self.step = step
+            self.next_boundary_us = (step + 1) * self.cfg.interval_us
 
     def _roll(self, step: int) -> None:
+        """Fold ``pending`` (learned during ``self.step``) into the histograms as of ``step``; new snapshots."""
         if self.pending:
             # What was learned during the interval that ends now was judged against the lines in force during
             # it: values over a warm key's line weigh ``anomaly_weight`` -- unless that key already flags more
@@ -215,8 +221,6 @@ class BaselineStore:
                                      strict=True):
                     self.snaps[key] = snap
         self.pending.clear()
-        self.step = step
-        self.next_boundary_us = (step + 1) * self.cfg.interval_us
 
     def tenant_allowed(self, tenant: str | None) -> bool:
         if tenant in self.tenants:
