@@ -1,0 +1,77 @@
+"""LearnBaselines in streaming gives, interval by interval, the snapshots of the in-process BaselineStore."""
+
+from __future__ import annotations
+
+import random
+
+import apache_beam as beam
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.test_stream import TestStream
+from apache_beam.testing.util import assert_that
+from apache_beam.transforms.window import TimestampedValue
+
+from stagewatch.baselines import BaselineConfig, BaselineStore
+from stagewatch.beam.learn import LearnBaselines, baseline_stage_of
+from stagewatch.stages import StageOrder
+from stagewatch.traces import TraceRules
+
+pytestmark = pytest.mark.pipeline
+
+RULES = TraceRules(StageOrder(("a", "b", "c")))
+CFG = BaselineConfig()
+T0 = 1_780_000_200_000_000  # on an interval boundary
+S = 1_000_000
+
+
+def _measurements() -> list[dict]:
+    rng = random.Random(4)
+    out = []
+    for k in range(2400):  # 2 hours, one every 3 s
+        t = T0 + k * 3 * S
+        for stage_i, median in ((1, 2000.0), (2, 30_000.0)):
+            value = median * rng.lognormvariate(0, 0.3) * (8 if stage_i == 2 and 1800 < k < 1900 else 1)
+            out.append({"uid": f"u{k}", "tenant": rng.choice(["t1", "t2", None]), "measure": "wait",
+                        "stage_i": stage_i, "value_ms": value, "t_us": t + stage_i})
+    return out
+
+
+def _reference(ms: list[dict]) -> dict[int, dict]:
+    store, by_step = BaselineStore(CFG), {}
+    for m in ms:
+        store.advance(m["t_us"])
+        by_step[store.step] = dict(store.snaps)
+        store.learn(baseline_stage_of(m, RULES), m["tenant"], m["value_ms"])
+    return by_step
+
+
+def test_snapshots_per_interval_match_the_in_process_store() -> None:
+    ms = _measurements()
+    want = _reference(ms)
+    stream = TestStream()
+    for i in range(0, len(ms), 500):
+        stream = stream.add_elements([TimestampedValue(m, m["t_us"] / S) for m in ms[i:i + 500]])
+        stream = stream.advance_watermark_to((ms[min(i + 500, len(ms)) - 1]["t_us"] // 1000) / 1000)
+    stream = stream.advance_watermark_to((ms[-1]["t_us"] + 600 * S) // 1000 / 1000).advance_watermark_to_infinity()
+    opts = PipelineOptions()
+    opts.view_as(StandardOptions).streaming = True
+
+    def check(got: list) -> None:
+        by_step: dict[int, dict] = {}
+        for (key, snap), step in got:
+            by_step.setdefault(step, {})[key] = snap
+        compared = 0
+        for step, snaps in want.items():
+            if not snaps or step not in by_step:
+                continue
+            assert set(by_step[step]) == set(snaps), step
+            for key, snap in snaps.items():
+                assert by_step[step][key] == pytest.approx(snap, rel=1e-9), (step, key)
+            compared += 1
+        assert compared >= 20, compared
+
+    with TestPipeline(options=opts) as p:
+        snaps = p | stream | LearnBaselines(RULES, CFG)
+        stamped = snaps | beam.Map(lambda kv, ts=beam.DoFn.TimestampParam: (kv, int(ts.micros) // CFG.interval_us))
+        assert_that(stamped, check)
