@@ -75,3 +75,51 @@ def test_snapshots_per_interval_match_the_in_process_store() -> None:
         snaps = p | stream | LearnBaselines(RULES, CFG)
         stamped = snaps | beam.Map(lambda kv, ts=beam.DoFn.TimestampParam: (kv, int(ts.micros) // CFG.interval_us))
         assert_that(stamped, check)
+
+
+def _reference_anomalies(ms: list[dict]) -> set[tuple]:
+    from stagewatch.beam.judging import stand_in
+    from stagewatch.judge import judge_measurement
+    from stagewatch.traces import Measurement
+
+    store, out = BaselineStore(CFG), set()
+    for m in ms:
+        store.advance(m["t_us"])
+        stage = baseline_stage_of(m, RULES)
+        snap, by_tenant = store.lookup(stage, m["tenant"])
+        _, a = judge_measurement(stand_in(m, RULES), Measurement(m["measure"], m["stage_i"], m["value_ms"],
+                                                                  m["t_us"]), snap, by_tenant, RULES, 0)
+        if a is not None:
+            out.add((a.anomaly_id, a.kind, a.uid, a.stage, round(a.observed_ms or 0, 3)))
+        store.learn(stage, m["tenant"], m["value_ms"])
+    return out
+
+
+def test_judged_anomalies_match_the_in_process_judge() -> None:
+    from stagewatch.beam.judging import JudgeMeasurements
+
+    ms = [{**m, "lot": None, "last_stage": "c"} for m in _measurements()]
+    want = _reference_anomalies(ms)
+    assert len(want) > 50  # the 8x slowdown of stage c
+    shuffled = ms[:]
+    random.Random(9).shuffle(shuffled)
+    stream = TestStream()
+    for i in range(0, len(ms), 500):
+        chunk = sorted(ms[i:i + 500], key=lambda m: m["uid"])  # out of order within each chunk
+        stream = stream.add_elements([TimestampedValue(m, m["t_us"] / S) for m in chunk])
+        stream = stream.advance_watermark_to((ms[min(i + 500, len(ms)) - 1]["t_us"] // 1000) / 1000)
+    stream = stream.advance_watermark_to((ms[-1]["t_us"] + 900 * S) // 1000 / 1000).advance_watermark_to_infinity()
+    opts = PipelineOptions()
+    opts.view_as(StandardOptions).streaming = True
+    with TestPipeline(options=opts) as p:
+        records = p | stream
+        snaps = records | LearnBaselines(RULES, CFG)
+        anomalies, _ = (records, snaps) | JudgeMeasurements(RULES, CFG)
+        got = anomalies | beam.Map(
+            lambda a: (a["anomaly_id"], a["kind"], a["uid"], a["stage"], round(a["observed_ms"] or 0, 3))
+        )
+
+        def check(items: list) -> None:
+            assert set(items) == want
+
+        assert_that(got, check)

@@ -1,0 +1,91 @@
+"""``JudgeMeasurements``: each measurement judged against the snapshots of its own interval.
+
+Measurements and snapshots are both windowed by interval; the snapshots are a side input. Beam holds a
+main-input element of window *k* until the side input for *k* is ready (checked on the DirectRunner in
+streaming), so a verdict is made against exactly the snapshot the backtest would use, whatever the arrival
+order — at the price of waiting for the end of the previous interval.
+
+A stage's wait and its reported latency may both cross their lines: they make the same anomaly id, and the
+latency's is kept (the backtest judges it first, when the line arrives).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.transforms.window import FixedWindows
+
+from stagewatch.baselines import BaselineConfig, judge
+from stagewatch.beam.learn import baseline_stage_of
+from stagewatch.judge import judge_measurement, stall_deadline
+from stagewatch.traces import Measurement, Trace, TraceRules
+
+__all__ = ["DEADLINES", "JudgeMeasurements", "stand_in"]
+
+DEADLINES = "deadlines"
+
+
+def stand_in(m: dict[str, Any], rules: TraceRules) -> Trace:
+    """A trace carrying just what an anomaly names: uid, tenant, lot, last stage."""
+    trace = Trace(m["uid"], len(rules.names))
+    trace.tenant, trace.lot = m["tenant"], m["lot"]
+    trace.furthest = rules.index.get(m["last_stage"], -1) if m["last_stage"] is not None else -1
+    return trace
+
+
+class _JudgeFn(beam.DoFn):
+    def __init__(self, rules: TraceRules, cfg: BaselineConfig) -> None:
+        self._rules = rules
+        self._cfg = cfg
+
+    def process(self, m: dict[str, Any], snaps: dict[Any, Any], w: Any = beam.DoFn.WindowParam) -> Iterator[Any]:
+        rules, cfg = self._rules, self._cfg
+        step = int(w.start.micros) // cfg.interval_us
+        now = int(w.end.micros)
+        trace = stand_in(m, rules)
+        if "next_i" in m:  # progress: when is the next stage overdue?
+            snap, by_tenant = judge(snaps, step, rules.names[m["next_i"]], m["tenant"], cfg.chronic_n)
+            found = stall_deadline(m["next_i"], m["last_t_us"], snap, by_tenant, rules)
+            if found is not None:
+                yield beam.pvalue.TaggedOutput(DEADLINES, {**m, "deadline_us": found[0], "stall_info": found[1]})
+            return
+        stage = baseline_stage_of(m, rules)
+        snap, by_tenant = judge(snaps, step, stage, m["tenant"], cfg.chronic_n)
+        measurement = Measurement(m["measure"], m["stage_i"], m["value_ms"], m["t_us"])
+        _, anomaly = judge_measurement(trace, measurement, snap, by_tenant, rules, now)
+        if anomaly is not None:
+            yield anomaly.to_dict()
+
+
+def _prefer_latency(anomalies: list[dict[str, Any]]) -> dict[str, Any]:
+    return min(anomalies, key=lambda a: (a["measure"] != "latency", a["measure"] or ""))
+
+
+class JudgeMeasurements(beam.PTransform):
+    """(measurements and progress, snapshots) → anomalies (main) and stall deadlines (tagged ``DEADLINES``)."""
+
+    def __init__(self, rules: TraceRules, cfg: BaselineConfig | None = None) -> None:
+        super().__init__()
+        self._rules = rules
+        self._cfg = cfg or BaselineConfig()
+
+    def expand(self, inputs: tuple[beam.PCollection, beam.PCollection]) -> tuple[Any, Any]:
+        records, snapshots = inputs
+        interval = self._cfg.interval_s
+        side = snapshots | "SnapshotWindows" >> beam.WindowInto(FixedWindows(interval))
+        judged = (
+            records
+            | "MeasurementWindows" >> beam.WindowInto(FixedWindows(interval))
+            | "JudgeAgainstSnapshots" >> beam.ParDo(
+                _JudgeFn(self._rules, self._cfg), beam.pvalue.AsDict(side)
+            ).with_outputs(DEADLINES, main="anomalies")
+        )
+        anomalies = (
+            judged.anomalies
+            | "KeyByAnomalyId" >> beam.Map(lambda a: (a["anomaly_id"], a))
+            | "OnePerId" >> beam.CombinePerKey(_prefer_latency)
+            | "DropKey" >> beam.Values()
+        )
+        return anomalies, judged[DEADLINES]
