@@ -181,9 +181,17 @@ class BaselineStore:
         step = t_us // self.cfg.interval_us
         if step > self.step:
             if self.pending:
-                self._roll(self.step + 1)
+                self.fold_interval(self.step, self.pending)
             self.step = step
             self.next_boundary_us = (step + 1) * self.cfg.interval_us
+
+    def fold_interval(self, step: int, counts: dict[BaselineKey, dict[int, float]]) -> None:
+        """Fold the raw bin counts learned during interval ``step`` as of its end; the store is then at the
+        next interval. The streaming job's per-stage roll calls this with one interval's combined counts."""
+        self.step, self.pending = step, counts
+        self._roll(step + 1)
+        self.step = step + 1
+        self.next_boundary_us = (step + 2) * self.cfg.interval_us
 
     def _roll(self, step: int) -> None:
         """Fold ``pending`` (learned during ``self.step``) into the histograms as of ``step``; new snapshots."""

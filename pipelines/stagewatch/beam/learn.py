@@ -121,14 +121,13 @@ class _RollFn(beam.DoFn):
             pending.add(e)
         # Same steps as the in-process store: learn during interval k, fold as of k + 1.
         for k, counts in due:
-            store.step = k
-            store.pending = {}
+            by_key: dict[tuple[str, str | None], dict[int, float]] = {}
             for (tenant, b), n in counts.items():
-                bucket = store.pending.setdefault((key, tenant), {})
+                bucket = by_key.setdefault((key, tenant), {})
                 bucket[b] = bucket.get(b, 0.0) + n
-            store._roll(k + 1)
+            store.fold_interval(k, by_key)
             last_data.write(k)
-        store.step = now_step
+        store.advance(now_step * interval)
         store_state.write(store)
         for k2, snap in store.snaps.items():
             yield TimestampedValue((k2, snap), now_step * interval / US_PER_S)
