@@ -33,7 +33,7 @@ def _measurements() -> list[dict]:
         for stage_i, median in ((1, 2000.0), (2, 30_000.0)):
             value = median * rng.lognormvariate(0, 0.3) * (8 if stage_i == 2 and 1800 < k < 1900 else 1)
             out.append({"uid": f"u{k}", "tenant": rng.choice(["t1", "t2", None]), "measure": "wait",
-                        "stage_i": stage_i, "value_ms": value, "t_us": t + stage_i})
+                        "stage_i": stage_i, "value_ms": value, "t_us": t + stage_i, "now_us": t + stage_i})
     return out
 
 

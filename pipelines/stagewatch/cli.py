@@ -205,6 +205,28 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    from stagewatch.beam.options import PARAMETERS
+
+    p = sub.add_parser(
+        "run",
+        help="run the streaming job (DirectRunner locally over --input_file, or Dataflow from Pub/Sub)",
+        description="Build and run the Beam pipeline. Locally: --input_file LOGS.jsonl --output_dir DIR. "
+        "In production: --input_subscription projects/P/subscriptions/S with --output_topic and/or "
+        "--bigquery_dataset, plus Beam's own options (--runner DataflowRunner, --project, --region, ...).",
+    )
+    for param in PARAMETERS:
+        p.add_argument(f"--{param.name}", help=param.help + (f" (default {param.default})" if param.default else ""))
+    p.set_defaults(func=_cmd_run, beam_args=[])
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from stagewatch.beam.pipeline import run
+
+    run(list(args.beam_args))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stagewatch",
@@ -214,10 +236,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_replay(sub)
     _add_simulate(sub)
     _add_evaluate(sub)
+    _add_run(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["run"] and not {"-h", "--help"} & set(argv[1:]):
+        # Everything after "run" is a pipeline option (ours and Beam's): Beam parses it, not argparse.
+        try:
+            return _cmd_run(argparse.Namespace(beam_args=argv[1:]))
+        except ValueError as exc:
+            print(f"stagewatch run: error: {exc}", file=sys.stderr)
+            return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -43,21 +43,30 @@ LATE = "late"
 
 
 class _Recorder:
-    """The ``Judging`` of the streaming job: records what to judge, decides nothing."""
+    """The ``Judging`` of the streaming job: records what to judge, decides nothing.
+
+    Each record carries ``now_us``, the event-time clock of the step when the trace made it (the event's time,
+    or a timer's): the backtest judges and learns a measurement at that moment, against the snapshot of that
+    moment's interval, so downstream windows it by ``now_us`` -- and emitting at ``now_us`` is never behind
+    this step's output watermark (a held stage measured at its event time would be).
+    """
 
     def __init__(self, rules: TraceRules) -> None:
         self.rules = rules
+        self.now = 0  # set by the driver before each call into the trace
         self.measurements: list[dict[str, Any]] = []
         self.progress: list[dict[str, Any]] = []
 
     def measure(self, trace: Trace, m: Measurement, now: int, out: Outbox) -> str:
         self.measurements.append(_context(trace, self.rules) | {
-            "measure": m.measure, "stage_i": m.stage_i, "value_ms": m.value_ms, "t_us": m.t_us,
+            "measure": m.measure, "stage_i": m.stage_i, "value_ms": m.value_ms, "t_us": m.t_us, "now_us": now,
         })
         return "pending"
 
     def stall_deadline(self, trace: Trace, next_i: int, last_t: int) -> tuple[int, StallInfo] | None:
-        self.progress.append(_context(trace, self.rules) | {"next_i": next_i, "last_t_us": last_t})
+        self.progress.append(
+            _context(trace, self.rules) | {"next_i": next_i, "last_t_us": last_t, "now_us": self.now}
+        )
         return None
 
 
@@ -73,13 +82,18 @@ def _ts(t_us: int) -> Timestamp:
 
 
 class _AssembleFn(beam.DoFn):
+    """One timer per UID, at the earlier of its next buffered event and its trace's own timer. When it fires
+    at ``now`` it does for this file what the backtest's ``Detector._advance(now)`` does for all: release the
+    buffered events up to ``now`` in event-time order, waking the trace first whenever its timer falls
+    strictly before the next event, then wake it if its timer is due by ``now``. (Two timers -- one for
+    releases, one for wakes -- fired out of this order when the watermark jumped past both.)"""
+
     BUFFER = BagStateSpec("buffer", PickleCoder())
     TRACE = ReadModifyWriteStateSpec("trace", PickleCoder())
     RELEASED = ReadModifyWriteStateSpec("released_us", VarIntCoder())
-    NEXT_RELEASE = ReadModifyWriteStateSpec("next_release_us", VarIntCoder())
+    NEXT = ReadModifyWriteStateSpec("next_fire_us", VarIntCoder())
     CLOSED = ReadModifyWriteStateSpec("closed", StrUtf8Coder())
-    RELEASE = TimerSpec("release", TimeDomain.WATERMARK)
-    WAKE = TimerSpec("wake", TimeDomain.WATERMARK)
+    FIRE = TimerSpec("fire", TimeDomain.WATERMARK)
 
     def __init__(self, rules: TraceRules) -> None:
         self.rules = rules
@@ -91,111 +105,112 @@ class _AssembleFn(beam.DoFn):
         element: tuple[str, StageEvent],
         buffer: Any = beam.DoFn.StateParam(BUFFER),
         released: Any = beam.DoFn.StateParam(RELEASED),
-        next_release: Any = beam.DoFn.StateParam(NEXT_RELEASE),
+        next_fire: Any = beam.DoFn.StateParam(NEXT),
         closed: Any = beam.DoFn.StateParam(CLOSED),
-        release: Any = beam.DoFn.TimerParam(RELEASE),
+        fire: Any = beam.DoFn.TimerParam(FIRE),
     ) -> Iterator[Any]:
         ev = element[1]
         done = released.read()
         if done is not None and ev.t_us <= done:
             self._late.inc()
-            yield beam.pvalue.TaggedOutput(LATE, {
-                "reason": "late", "detail": f"event time {format_rfc3339(ev.t_us)} is behind what this file "
-                f"already released ({format_rfc3339(done)})", "line": repr(ev), "received_at":
-                format_rfc3339(ev.t_us), "source": "assemble"})
+            yield beam.pvalue.TaggedOutput(LATE, _dead_letter(
+                ev, "late", f"event time {format_rfc3339(ev.t_us)} is behind what this file already "
+                f"processed ({format_rfc3339(done)}): it arrived after the watermark had passed it"))
             return
-        if closed.read():
+        status = closed.read()
+        if status:
             self._after_close.inc()
+            yield beam.pvalue.TaggedOutput(LATE, _dead_letter(
+                ev, "after_close", f"the file's trace already closed ({status}); this event came after it"))
             return
         buffer.add(ev)
-        pending = next_release.read()
+        pending = next_fire.read()
         if pending is None or ev.t_us < pending:
-            next_release.write(ev.t_us)
-            release.set(_ts(ev.t_us))
+            next_fire.write(ev.t_us)
+            fire.set(_ts(ev.t_us))
 
-    @on_timer(RELEASE)
-    def _release(
+    @on_timer(FIRE)
+    def _fire(
         self,
         key: Any = beam.DoFn.KeyParam,
-        fire: Any = beam.DoFn.TimestampParam,
+        fire_ts: Any = beam.DoFn.TimestampParam,
         buffer: Any = beam.DoFn.StateParam(BUFFER),
         trace_state: Any = beam.DoFn.StateParam(TRACE),
         released: Any = beam.DoFn.StateParam(RELEASED),
-        next_release: Any = beam.DoFn.StateParam(NEXT_RELEASE),
+        next_fire: Any = beam.DoFn.StateParam(NEXT),
         closed: Any = beam.DoFn.StateParam(CLOSED),
-        release: Any = beam.DoFn.TimerParam(RELEASE),
-        wake: Any = beam.DoFn.TimerParam(WAKE),
+        fire: Any = beam.DoFn.TimerParam(FIRE),
     ) -> Iterator[Any]:
-        now = int(fire.micros)
+        now = int(fire_ts.micros)
+        rules = self.rules
         events = sorted(buffer.read(), key=lambda e: e.t_us)
-        due, rest = [e for e in events if e.t_us <= now], [e for e in events if e.t_us > now]
-        buffer.clear()
-        for e in rest:
-            buffer.add(e)
-        if rest:
-            next_release.write(rest[0].t_us)
-            release.set(_ts(rest[0].t_us))
-        else:
-            next_release.clear()
-        released.write(max(now, released.read() or now))
-        if closed.read():
-            self._after_close.inc(len(due))
+        due = [e for e in events if e.t_us <= now]
+        rest = [e for e in events if e.t_us > now]
+        if due:
+            buffer.clear()
+            for e in rest:
+                buffer.add(e)
+            released.write(max(due[-1].t_us, released.read() or 0))
+        trace: Trace | None = trace_state.read()
+        if trace is None and closed.read():
+            # Only the closed marker is left; it lasts the TTL so stragglers are dead-lettered, then goes.
+            closed.clear()
+            released.clear()
+            next_fire.clear()
             return
-        trace = trace_state.read() or Trace(key, len(self.rules.names))
-        rec, out = _Recorder(self.rules), Outbox()
-        is_closed = False
-        for ev in due:
-            if is_closed:
-                self._after_close.inc()
-                continue
-            # The backtest wakes a trace before an event later than its timer; so does this step.
-            if trace.last_t and trace.next_timer(self.rules) < ev.t_us:
-                is_closed = trace.on_timer(self.rules, rec, ev.t_us, out)
-                if is_closed:
-                    self._after_close.inc()
-                    continue
-            is_closed = trace.add(ev, self.rules, rec, ev.t_us, out)
-        yield from self._emit(trace, rec, out, is_closed, trace_state, closed, wake)
-
-    @on_timer(WAKE)
-    def _wake(
-        self,
-        fire: Any = beam.DoFn.TimestampParam,
-        trace_state: Any = beam.DoFn.StateParam(TRACE),
-        closed: Any = beam.DoFn.StateParam(CLOSED),
-        wake: Any = beam.DoFn.TimerParam(WAKE),
-    ) -> Iterator[Any]:
-        trace = trace_state.read()
         if trace is None:
-            if closed.read():  # the TTL of the closed marker
-                closed.clear()
+            trace = Trace(key, len(rules.names))
+        rec, out = _Recorder(rules), Outbox()
+        is_closed, stragglers = False, rest
+        for i, ev in enumerate(due):
+            if trace.last_t and trace.next_timer(rules) < ev.t_us:
+                rec.now = trace.next_timer(rules)
+                if trace.on_timer(rules, rec, rec.now, out):
+                    is_closed, stragglers = True, due[i:] + rest
+                    break
+            rec.now = ev.t_us
+            if trace.add(ev, rules, rec, ev.t_us, out):
+                is_closed, stragglers = True, due[i + 1:] + rest
+                break
+        if not is_closed and trace.last_t and trace.next_timer(rules) <= now:
+            rec.now = now
+            is_closed = trace.on_timer(rules, rec, now, out)
+        yield from self._emit(rec, out)
+        if is_closed:
+            for e in stragglers:
+                self._after_close.inc()
+                yield beam.pvalue.TaggedOutput(LATE, _dead_letter(
+                    e, "after_close", f"the file's trace already closed ({trace.status}); this event came after it"))
+            buffer.clear()
+            trace_state.clear()
+            closed.write(trace.status)
+            forget = max(now, trace.last_t + rules.ttl_us)
+            next_fire.write(forget)
+            fire.set(_ts(forget))
             return
-        now = int(fire.micros)
-        if trace.next_timer(self.rules) > now:
-            wake.set(_ts(trace.next_timer(self.rules)))
-            return
-        rec, out = _Recorder(self.rules), Outbox()
-        is_closed = trace.on_timer(self.rules, rec, now, out)
-        yield from self._emit(trace, rec, out, is_closed, trace_state, closed, wake)
+        if trace.last_t:
+            trace_state.write(trace)
+        wake = ([trace.next_timer(rules)] if trace.last_t else []) + [e.t_us for e in rest[:1]]
+        if wake:
+            next_fire.write(min(wake))
+            fire.set(_ts(min(wake)))
+        else:
+            next_fire.clear()
 
-    def _emit(
-        self, trace: Trace, rec: _Recorder, out: Outbox, is_closed: bool, trace_state: Any, closed: Any, wake: Any
-    ) -> Iterator[Any]:
+    def _emit(self, rec: _Recorder, out: Outbox) -> Iterator[Any]:
         for m in rec.measurements:
-            yield TimestampedValue(m, m["t_us"] / US_PER_S)
+            yield TimestampedValue(m, m["now_us"] / US_PER_S)
         for p in rec.progress:
-            yield beam.pvalue.TaggedOutput(PROGRESS, TimestampedValue(p, p["last_t_us"] / US_PER_S))
+            yield beam.pvalue.TaggedOutput(PROGRESS, TimestampedValue(p, p["now_us"] / US_PER_S))
         for a in out.anomalies:
             yield beam.pvalue.TaggedOutput(FAILURES, a.to_dict())
         for s in out.summaries or ():
             yield beam.pvalue.TaggedOutput(SUMMARIES, s.to_dict())
-        if is_closed:
-            trace_state.clear()
-            closed.write(trace.status)
-            wake.set(_ts(trace.last_t + self.rules.ttl_us))  # then forget the closed marker
-        else:
-            trace_state.write(trace)
-            wake.set(_ts(trace.next_timer(self.rules)))
+
+
+def _dead_letter(ev: StageEvent, reason: str, detail: str) -> dict[str, Any]:
+    return {"reason": reason, "detail": detail, "line": repr(ev), "received_at": format_rfc3339(ev.t_us),
+            "source": "assemble"}
 
 
 class AssembleTraces(beam.PTransform):

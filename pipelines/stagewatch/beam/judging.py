@@ -5,8 +5,8 @@ main-input element of window *k* until the side input for *k* is ready (checked 
 streaming), so a verdict is made against exactly the snapshot the backtest would use, whatever the arrival
 order — at the price of waiting for the end of the previous interval.
 
-A stage's wait and its reported latency may both cross their lines: they make the same anomaly id, and the
-latency's is kept (the backtest judges it first, when the line arrives).
+A stage's wait and its reported latency may both cross their lines: they make the same anomaly id; the
+per-file step downstream (``WatchStalls``) passes the first of them, as the backtest does.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
+from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import FixedWindows
 
 from stagewatch.baselines import BaselineConfig, judge
@@ -39,32 +40,33 @@ class _JudgeFn(beam.DoFn):
     def __init__(self, rules: TraceRules, cfg: BaselineConfig) -> None:
         self._rules = rules
         self._cfg = cfg
+        self._verdicts = {v: Metrics.counter("stagewatch", f"verdicts_{v}") for v in ("ok", "slow", "warmup")}
+        self._deadlines = Metrics.counter("stagewatch", "stall_deadlines")
 
     def process(self, m: dict[str, Any], snaps: dict[Any, Any], w: Any = beam.DoFn.WindowParam) -> Iterator[Any]:
         rules, cfg = self._rules, self._cfg
         step = int(w.start.micros) // cfg.interval_us
-        now = int(w.end.micros)
+        now = m["now_us"]  # when the trace made it: the backtest's clock at the verdict
         trace = stand_in(m, rules)
         if "next_i" in m:  # progress: when is the next stage overdue?
             snap, by_tenant = judge(snaps, step, rules.names[m["next_i"]], m["tenant"], cfg.chronic_n)
             found = stall_deadline(m["next_i"], m["last_t_us"], snap, by_tenant, rules)
             if found is not None:
+                self._deadlines.inc()
                 yield beam.pvalue.TaggedOutput(DEADLINES, {**m, "deadline_us": found[0], "stall_info": found[1]})
             return
         stage = baseline_stage_of(m, rules)
         snap, by_tenant = judge(snaps, step, stage, m["tenant"], cfg.chronic_n)
         measurement = Measurement(m["measure"], m["stage_i"], m["value_ms"], m["t_us"])
-        _, anomaly = judge_measurement(trace, measurement, snap, by_tenant, rules, now)
+        verdict, anomaly = judge_measurement(trace, measurement, snap, by_tenant, rules, now)
+        self._verdicts[verdict].inc()
         if anomaly is not None:
             yield anomaly.to_dict()
 
 
-def _prefer_latency(anomalies: list[dict[str, Any]]) -> dict[str, Any]:
-    return min(anomalies, key=lambda a: (a["measure"] != "latency", a["measure"] or ""))
-
-
 class JudgeMeasurements(beam.PTransform):
-    """(measurements and progress, snapshots) → anomalies (main) and stall deadlines (tagged ``DEADLINES``)."""
+    """(measurements and progress, snapshots) → anomalies (main; a stage's wait and latency may both be there)
+    and stall deadlines (tagged ``DEADLINES``)."""
 
     def __init__(self, rules: TraceRules, cfg: BaselineConfig | None = None) -> None:
         super().__init__()
@@ -82,10 +84,4 @@ class JudgeMeasurements(beam.PTransform):
                 _JudgeFn(self._rules, self._cfg), beam.pvalue.AsDict(side)
             ).with_outputs(DEADLINES, main="anomalies")
         )
-        anomalies = (
-            judged.anomalies
-            | "KeyByAnomalyId" >> beam.Map(lambda a: (a["anomaly_id"], a))
-            | "OnePerId" >> beam.CombinePerKey(_prefer_latency)
-            | "DropKey" >> beam.Values()
-        )
-        return anomalies, judged[DEADLINES]
+        return judged.anomalies, judged[DEADLINES]

@@ -19,9 +19,10 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.coders import PickleCoder, VarIntCoder
 from apache_beam.transforms.timeutil import TimeDomain
-from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.transforms.trigger import AccumulationMode, AfterCount, AfterWatermark
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.transforms.window import FixedWindows, GlobalWindows, TimestampedValue
-from apache_beam.utils.timestamp import Timestamp
+from apache_beam.utils.timestamp import Duration, Timestamp
 
 from stagewatch.baselines import END_TO_END, BaselineConfig, BaselineStore
 from stagewatch.sketch import bin_of
@@ -74,15 +75,24 @@ class _WithInterval(beam.DoFn):
 
 
 class _RollFn(beam.DoFn):
+    """Per baseline stage: the interval counts, folded ``grace`` after each interval's end.
+
+    Counts arrive as accumulating panes (an on-time pane, then late panes that include it); the largest pane
+    of an interval is kept. The fold waits ``grace`` past the interval's end for the late panes: measurements
+    emitted by a timer can reach the combine after the watermark passed their window (the in-process runner
+    does not hold a stateful step's output watermark for its timers), and a fold must not miss them.
+    """
+
     STORE = ReadModifyWriteStateSpec("store", PickleCoder())
-    PENDING = BagStateSpec("pending", PickleCoder())
+    PENDING = ReadModifyWriteStateSpec("pending", PickleCoder())
     NEXT = ReadModifyWriteStateSpec("next_fire_us", VarIntCoder())
     LAST_DATA = ReadModifyWriteStateSpec("last_data_step", VarIntCoder())
     FIRE = TimerSpec("fire", TimeDomain.WATERMARK)
 
-    def __init__(self, cfg: BaselineConfig, quiet_steps: int) -> None:
+    def __init__(self, cfg: BaselineConfig, quiet_steps: int, grace_us: int) -> None:
         self._cfg = cfg
         self._quiet_steps = quiet_steps
+        self._grace_us = grace_us
 
     def process(
         self,
@@ -92,12 +102,16 @@ class _RollFn(beam.DoFn):
         fire: Any = beam.DoFn.TimerParam(FIRE),
     ) -> None:
         k, counts = kv[1]
-        pending.add((k, counts))
-        end = (k + 1) * self._cfg.interval_us
+        by_step: dict[int, dict[tuple[str | None, int], float]] = pending.read() or {}
+        held = by_step.get(k)
+        if held is None or sum(counts.values()) > sum(held.values()):
+            by_step[k] = counts
+            pending.write(by_step)
+        due = (k + 1) * self._cfg.interval_us + self._grace_us
         current = next_fire.read()
-        if current is None or end < current:
-            next_fire.write(end)
-            fire.set(Timestamp(micros=end))
+        if current is None or due < current:
+            next_fire.write(due)
+            fire.set(Timestamp(micros=due))
 
     @on_timer(FIRE)
     def _fire(
@@ -111,31 +125,27 @@ class _RollFn(beam.DoFn):
         fire: Any = beam.DoFn.TimerParam(FIRE),
     ) -> Iterator[Any]:
         interval = self._cfg.interval_us
-        now_step = int(ts.micros) // interval  # the interval that starts now
+        now_step = (int(ts.micros) - self._grace_us) // interval  # the interval that started `grace` ago
         store: BaselineStore = store_state.read() or BaselineStore(self._cfg)
-        entries = sorted(pending.read(), key=lambda e: e[0])
-        due = [e for e in entries if e[0] < now_step]
-        later = [e for e in entries if e[0] >= now_step]
-        pending.clear()
-        for e in later:
-            pending.add(e)
+        by_step: dict[int, dict[tuple[str | None, int], float]] = pending.read() or {}
+        due = sorted(k for k in by_step if k < now_step)
         # Same steps as the in-process store: learn during interval k, fold as of k + 1.
-        for k, counts in due:
+        for k in due:
             by_key: dict[tuple[str, str | None], dict[int, float]] = {}
-            for (tenant, b), n in counts.items():
+            for (tenant, b), n in by_step.pop(k).items():
                 bucket = by_key.setdefault((key, tenant), {})
                 bucket[b] = bucket.get(b, 0.0) + n
             store.fold_interval(k, by_key)
             last_data.write(k)
+        pending.write(by_step)
         store.advance(now_step * interval)
         store_state.write(store)
         for k2, snap in store.snaps.items():
             yield TimestampedValue((k2, snap), now_step * interval / US_PER_S)
         quiet_since = last_data.read()
-        nxt = min(
-            [(now_step + 1) * interval] + [(e[0] + 1) * interval for e in later]
-        )
-        if later or (quiet_since is not None and now_step - quiet_since < self._quiet_steps):
+        steps = [now_step + 1] + [k + 1 for k in by_step]
+        if by_step or (quiet_since is not None and now_step - quiet_since < self._quiet_steps):
+            nxt = min(steps) * interval + self._grace_us
             next_fire.write(nxt)
             fire.set(Timestamp(micros=nxt))
         else:
@@ -143,12 +153,18 @@ class _RollFn(beam.DoFn):
 
 
 class LearnBaselines(beam.PTransform):
-    """Measurements (timestamped at their event time) → per-interval snapshots of every baseline key."""
+    """Measurements (timestamped when they were made) → per-interval snapshots of every baseline key.
 
-    def __init__(self, rules: TraceRules, cfg: BaselineConfig | None = None) -> None:
+    ``grace_s``: how long after an interval's end its late counts are still taken (default half an
+    interval); a local run's watermark must move in steps shorter than ``interval - grace`` (see
+    ``pipeline._file_stream``).
+    """
+
+    def __init__(self, rules: TraceRules, cfg: BaselineConfig | None = None, grace_s: float | None = None) -> None:
         super().__init__()
         self._rules = rules
         self._cfg = cfg or BaselineConfig()
+        self._grace_s = self._cfg.interval_s / 2 if grace_s is None else grace_s
 
     def expand(self, measurements: beam.PCollection) -> beam.PCollection:
         rules, cfg = self._rules, self._cfg
@@ -156,10 +172,15 @@ class LearnBaselines(beam.PTransform):
         return (
             measurements
             | "KeyByBaseline" >> beam.Map(lambda m: (baseline_stage_of(m, rules), (m["tenant"], m["value_ms"])))
-            | "IntervalWindows" >> beam.WindowInto(FixedWindows(cfg.interval_s))
+            | "IntervalWindows" >> beam.WindowInto(
+                FixedWindows(cfg.interval_s),
+                trigger=AfterWatermark(late=AfterCount(1)),
+                allowed_lateness=Duration(seconds=self._grace_s),
+                accumulation_mode=AccumulationMode.ACCUMULATING,
+            )
             | "CountBins" >> beam.CombinePerKey(_CountBins())
             | "TagInterval" >> beam.ParDo(_WithInterval(cfg.interval_us))
             | "Rewindow" >> beam.WindowInto(GlobalWindows())
             | "Typed" >> beam.Map(lambda kv: kv).with_output_types(tuple[str, Any])
-            | "RollPerStage" >> beam.ParDo(_RollFn(cfg, quiet))
+            | "RollPerStage" >> beam.ParDo(_RollFn(cfg, quiet, int(self._grace_s * US_PER_S)))
         )

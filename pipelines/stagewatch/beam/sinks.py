@@ -10,22 +10,39 @@ Transient errors (429, 5xx) raise, so the runner retries the bundle.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import apache_beam as beam
 import orjson
 from apache_beam.io.gcp.pubsub import PubsubMessage
 from apache_beam.metrics import Metrics
+from apache_beam.options.pipeline_options import StandardOptions
 
 from stagewatch.bigquery_tables import dead_letter_row, row_problems
 from stagewatch.timeutil import US_PER_S, format_rfc3339
 
-__all__ = ["BIGQUERY_DEAD", "PublishAnomalies", "WriteJsonl", "WriteTableRows", "pubsub_message"]
+__all__ = ["BIGQUERY_DEAD", "PublishAnomalies", "WriteJsonl", "WriteTableRows", "bigquery_client", "pubsub_message"]
 
 BIGQUERY_DEAD = "bigquery_dead_letters"
 _ATTRIBUTES = ("kind", "stage", "tenant", "severity")
+
+
+def bigquery_client(project: str) -> Any:
+    """A BigQuery client; against the emulator (anonymous) when ``BIGQUERY_EMULATOR_HOST`` is set."""
+    from google.cloud import bigquery
+
+    endpoint = os.environ.get("BIGQUERY_EMULATOR_HOST")
+    if not endpoint:
+        return bigquery.Client(project=project)
+    from google.api_core.client_options import ClientOptions
+    from google.auth.credentials import AnonymousCredentials
+
+    return bigquery.Client(
+        project=project, credentials=AnonymousCredentials(), client_options=ClientOptions(api_endpoint=endpoint)
+    )
 
 
 def pubsub_message(record: dict[str, Any]) -> PubsubMessage:
@@ -55,11 +72,48 @@ class WriteJsonl(beam.PTransform):
         self._prefix = os.path.join(output_dir, table)
 
     def expand(self, records: beam.PCollection) -> Any:
-        return (
-            records
-            | "ToJsonLine" >> beam.Map(lambda r: orjson.dumps(r).decode())
-            | "WriteJsonLines" >> beam.io.WriteToText(self._prefix, file_name_suffix=".jsonl")
-        )
+        if records.pipeline._options.view_as(StandardOptions).streaming:
+            # A local stream: each writer appends to its own file. (Beam's streaming text sink writes a
+            # window at a time and drops what a timer emits after its window closed.)
+            return records | "AppendJsonLines" >> beam.ParDo(_AppendJsonl(self._prefix))
+        lines = records | "ToJsonLine" >> beam.Map(lambda r: orjson.dumps(r).decode())
+        return lines | "WriteJsonLines" >> beam.io.WriteToText(self._prefix, file_name_suffix=".jsonl")
+
+
+class _AppendJsonl(beam.DoFn):
+    """Local runs only: every record appended to one ``<prefix>-<pid>.jsonl`` per process.
+
+    The in-process runner makes a fresh DoFn instance for every bundle, so the file is shared by the process
+    (opened once, written under a lock, flushed at each bundle's end), not owned by an instance.
+    """
+
+    _files: ClassVar[dict[str, tuple[Any, threading.Lock]]] = {}
+    _opening = threading.Lock()
+
+    def __init__(self, prefix: str) -> None:
+        self._prefix = prefix
+
+    def _file(self) -> tuple[Any, threading.Lock]:
+        with _AppendJsonl._opening:
+            entry = _AppendJsonl._files.get(self._prefix)
+            if entry is None:
+                path = f"{self._prefix}-{os.getpid()}.jsonl"
+                entry = _AppendJsonl._files[self._prefix] = (open(path, "ab"), threading.Lock())  # noqa: SIM115
+            return entry
+
+    def start_bundle(self) -> None:
+        self._lines: list[bytes] = []
+
+    def process(self, record: dict[str, Any]) -> None:
+        self._lines.append(orjson.dumps(record) + b"\n")
+
+    def finish_bundle(self) -> None:
+        if self._lines:
+            f, lock = self._file()
+            with lock:
+                f.write(b"".join(self._lines))
+                f.flush()
+            self._lines = []
 
 
 class _InsertRowsFn(beam.DoFn):
@@ -75,21 +129,7 @@ class _InsertRowsFn(beam.DoFn):
         self._rows: list[dict[str, Any]] = []
 
     def setup(self) -> None:
-        from google.api_core.client_options import ClientOptions
-        from google.cloud import bigquery
-
-        endpoint = os.environ.get("BIGQUERY_EMULATOR_HOST")
-        if endpoint:  # the emulator: anonymous, at its own address
-            from google.auth.credentials import AnonymousCredentials
-
-            project = self._table_id.split(".")[0]
-            self._client = bigquery.Client(
-                project=project,
-                credentials=AnonymousCredentials(),
-                client_options=ClientOptions(api_endpoint=endpoint),
-            )
-        else:
-            self._client = bigquery.Client()
+        self._client = bigquery_client(self._table_id.split(".")[0])
 
     def start_bundle(self) -> None:
         self._rows = []

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.coders import BooleanCoder
+from apache_beam.coders import PickleCoder, VarIntCoder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
@@ -74,32 +74,46 @@ class ParseEvents(beam.PTransform):
 
 
 class _FirstSeenFn(beam.DoFn):
-    """Per dedup key: pass the first event, count the rest; forget the key ``horizon_s`` of event time later."""
+    """Per UID: pass the first event of each dedup key, count the rest; forget the UID's keys ``horizon_s``
+    of event time after its newest event.
 
-    SEEN = ReadModifyWriteStateSpec("seen", BooleanCoder())
+    Keyed by UID, not by dedup key: a local run's runner scans every key it has ever held each time the
+    watermark moves, so a key per line made a day's run crawl; per UID the state is one small set.
+    """
+
+    SEEN = ReadModifyWriteStateSpec("seen", PickleCoder())
+    NEWEST = ReadModifyWriteStateSpec("newest_us", VarIntCoder())
     EXPIRE = TimerSpec("expire", TimeDomain.WATERMARK)
 
     def __init__(self, horizon_s: float) -> None:
-        self._horizon_s = horizon_s
+        self._horizon_us = int(horizon_s * US_PER_S)
         self._duplicates = Metrics.counter("stagewatch", "duplicates")
 
     def process(
         self,
-        element: tuple[Any, StageEvent],
-        ts: Any = beam.DoFn.TimestampParam,
+        element: tuple[str, StageEvent],
         seen: Any = beam.DoFn.StateParam(SEEN),
+        newest: Any = beam.DoFn.StateParam(NEWEST),
         expire: Any = beam.DoFn.TimerParam(EXPIRE),
     ) -> Iterator[StageEvent]:
-        if seen.read():
+        ev = element[1]
+        key = ev.dedup_key()
+        keys: set[Any] = seen.read() or set()
+        if key in keys:
             self._duplicates.inc()
             return
-        seen.write(True)
-        expire.set(ts + self._horizon_s)
-        yield element[1]
+        keys.add(key)
+        seen.write(keys)
+        latest = newest.read()
+        if latest is None or ev.t_us > latest:
+            newest.write(ev.t_us)
+            expire.set(Timestamp(micros=ev.t_us + self._horizon_us))
+        yield ev
 
     @on_timer(EXPIRE)
-    def _forget(self, seen: Any = beam.DoFn.StateParam(SEEN)) -> None:
+    def _forget(self, seen: Any = beam.DoFn.StateParam(SEEN), newest: Any = beam.DoFn.StateParam(NEWEST)) -> None:
         seen.clear()
+        newest.clear()
 
 
 class Dedup(beam.PTransform):
@@ -110,7 +124,5 @@ class Dedup(beam.PTransform):
         self._horizon_s = horizon_s
 
     def expand(self, events: beam.PCollection) -> beam.PCollection:
-        keyed = events | "KeyByDedupId" >> beam.Map(lambda ev: (repr(ev.dedup_key()), ev)).with_output_types(
-            tuple[str, Any]
-        )
+        keyed = events | "KeyByUid" >> beam.Map(lambda ev: (ev.uid, ev)).with_output_types(tuple[str, Any])
         return keyed | "KeepFirstSeen" >> beam.ParDo(_FirstSeenFn(self._horizon_s))

@@ -1,0 +1,183 @@
+"""The streaming job: ``build`` wires the steps onto a PCollection of raw lines (I/O-free, so TestStream can
+stand in for Pub/Sub); ``run`` attaches the sources and sinks the options ask for and runs it.
+
+    lines → ParseEvents → Dedup → AssembleTraces ─ measurements ─┬→ LearnBaselines → snapshots ─┐
+                 │                     │    │  │                 └→ JudgeMeasurements ←─────────┘
+                 │                     │    │  └ progress ───────────────────┐   │ anomalies, deadlines
+                 │                     │    └ summaries ──→ WatchStalls ←────┴───┘
+                 └ dead letters        └ failures              │ stalls, final summaries
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from stagewatch.baselines import BaselineConfig
+from stagewatch.beam.assemble import FAILURES, LATE, PROGRESS, SUMMARIES, AssembleTraces
+from stagewatch.beam.judging import JudgeMeasurements
+from stagewatch.beam.learn import LearnBaselines
+from stagewatch.beam.options import ValidatedOptions, validate
+from stagewatch.beam.sinks import PublishAnomalies, WriteJsonl, WriteTableRows
+from stagewatch.beam.stalls import STALLED_SUMMARIES, WatchStalls
+from stagewatch.beam.transforms import DEAD_LETTERS, Dedup, ParseEvents
+from stagewatch.events import Parser, StageEvent
+from stagewatch.stages import StageOrder
+from stagewatch.traces import TraceRules
+
+__all__ = ["Outputs", "build", "run"]
+
+
+@dataclass
+class Outputs:
+    anomalies: beam.PCollection
+    traces: beam.PCollection
+    dead_letters: beam.PCollection
+
+
+def build(
+    lines: beam.PCollection, rules: TraceRules, baseline: BaselineConfig, stamp: bool = True,
+    end_us: int | None = None,
+) -> Outputs:
+    """The detection graph on ``lines``; ``end_us``: a finite input's last event time (in-flight files at the
+    end are open, not stalled, as in the backtest)."""
+    parsed = lines | "Parse" >> ParseEvents(Parser(), stamp=stamp)
+    events = parsed.events | "Dedup" >> Dedup()
+    assembled = events | "Assemble" >> AssembleTraces(rules)
+    # Re-bundled before the side-input step: elements a timer emitted, fed into a ParDo with a side input,
+    # crash the bundle-based DirectRunner (executor.py: "NoneType has no attribute max_timestamp").
+    measurements = assembled.measurements | "Rebundle" >> beam.Reshuffle()
+    progress = assembled[PROGRESS] | "RebundleProgress" >> beam.Reshuffle()
+    snapshots = measurements | "Learn" >> LearnBaselines(rules, baseline)
+    to_judge = (measurements, progress) | "ToJudge" >> beam.Flatten()
+    verdicts, deadlines = (to_judge, snapshots) | "Judge" >> JudgeMeasurements(rules, baseline)
+    if end_us is not None:
+        deadlines = deadlines | "UntilEndOfInput" >> beam.Filter(lambda d: d["deadline_us"] <= end_us)
+    watched = (progress, deadlines, assembled[SUMMARIES], verdicts) | "Stalls" >> WatchStalls(rules)
+    anomalies = (assembled[FAILURES], watched.stalls) | "AllAnomalies" >> beam.Flatten()
+    dead = (parsed[DEAD_LETTERS], assembled[LATE]) | "AllDeadLetters" >> beam.Flatten()
+    return Outputs(anomalies, watched[STALLED_SUMMARIES], dead)
+
+
+def _file_stream(
+    path: str, lateness_us: int, step_us: int, chunk: int = 2000
+) -> tuple[Any, list[tuple[int, str, str]], int]:
+    """A local file as a stream: lines in file order, each at its event time, the watermark following the
+    newest event time minus the allowed lateness — what a Pub/Sub source with a timestamp attribute does.
+
+    The watermark moves at least every ``step_us`` of event time (and every ``chunk`` lines): a jump larger
+    than a baseline interval would close many intervals at once, and the snapshots of an interval would
+    reach the judging step after the watermark had already let it judge that interval without them.
+
+    Beam's in-process streaming runner cannot read files (its file source is splittable, which that runner
+    does not run), and the runner that can downloads a binary first; so the file becomes a ``TestStream``.
+    Returns (stream, events as (t_us, uid-stage) for stage inference, last event time).
+    """
+    from apache_beam.testing.test_stream import TestStream
+    from apache_beam.transforms.window import TimestampedValue
+
+    from stagewatch.replay import iter_lines
+
+    parser = Parser()
+    stream = TestStream()
+    batch: list[Any] = []
+    seen: list[tuple[int, str, str]] = []
+    newest = 0
+    advanced = -1
+    for raw in iter_lines([path]):
+        ev = parser.parse(raw)
+        if isinstance(ev, StageEvent):
+            newest = max(newest, ev.t_us)
+            seen.append((ev.t_us, ev.uid, ev.stage))
+            batch.append(TimestampedValue(raw, ev.t_us / 1e6))
+        else:
+            batch.append(TimestampedValue(raw, max(newest, 1) / 1e6))  # rejected downstream, never late
+        watermark = max(0, newest - lateness_us) // 1000 * 1000  # TestStream keeps whole milliseconds
+        if len(batch) >= chunk or (advanced >= 0 and watermark - advanced >= step_us) or advanced < 0 < watermark:
+            stream = stream.add_elements(batch)
+            batch = []
+            if watermark > advanced:
+                stream = stream.advance_watermark_to(watermark / 1e6)
+                advanced = watermark
+    if newest == 0:
+        raise ValueError(f"{path} holds no stage events")
+    if batch:
+        stream = stream.add_elements(batch)
+    # Past the last event, then the end: timers due by the last event fire before the stream closes.
+    stream = stream.advance_watermark_to(newest // 1000 / 1000).advance_watermark_to_infinity()
+    return stream, seen, newest
+
+
+def _infer(seen: list[tuple[int, str, str]]) -> StageOrder:
+    from stagewatch.replay import INFER_SAMPLE
+    from stagewatch.stages import infer_stage_order
+
+    by_uid: dict[str, list[tuple[int, str]]] = {}
+    for t, uid, stage in seen[:INFER_SAMPLE]:
+        by_uid.setdefault(uid, []).append((t, stage))
+    return infer_stage_order(by_uid.values())
+
+
+def run(argv: list[str] | None = None, wait: bool = True) -> Any:
+    """Validate, build, attach I/O, run. A flex-template launch passes ``wait=False``: submit and return."""
+    options = PipelineOptions(argv)
+    opts: ValidatedOptions = validate(options)
+    baseline = BaselineConfig(half_life_s=opts.half_life_s)
+    end_us = None
+    if opts.local:
+        assert opts.input_file is not None
+        if not os.path.isfile(opts.input_file):
+            raise ValueError(f"--input_file {opts.input_file} does not exist")
+        stream, seen, end_us = _file_stream(
+            opts.input_file, int(opts.allowed_lateness_s * 1e6), baseline.interval_us // 3
+        )
+        order = opts.stages or _infer(seen)
+        options.view_as(StandardOptions).streaming = True
+    else:
+        if opts.stages is None:
+            raise ValueError("a streaming job from Pub/Sub needs --stages a,b,c (it cannot read ahead to infer them)")
+        order = opts.stages
+        options.view_as(StandardOptions).streaming = True
+    rules = TraceRules(order, stall_factor=opts.stall_factor, ttl_s=opts.session_gap_s)
+    runner = None
+    if options.view_as(StandardOptions).runner in (None, "DirectRunner"):
+        # The DirectRunner hands a pipeline to Prism when it can, and Prism downloads a binary first (it hangs
+        # offline); the bundle-based DirectRunner runs streaming pipelines in process.
+        from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
+
+        runner = BundleBasedDirectRunner()
+    p = beam.Pipeline(runner=runner, options=options)
+    if opts.local:
+        lines = p | "ReadLogFile" >> stream
+        out = build(lines, rules, baseline, stamp=True, end_us=end_us)
+    else:
+        lines = p | "ReadLogEntries" >> beam.io.ReadFromPubSub(
+            subscription=opts.input_subscription, timestamp_attribute=opts.timestamp_attribute
+        )
+        out = build(lines, rules, baseline, stamp=False)
+    if opts.output_dir:
+        os.makedirs(opts.output_dir, exist_ok=True)
+        out.anomalies | "WriteAnomaliesJsonl" >> WriteJsonl(opts.output_dir, "anomalies")
+        out.traces | "WriteTracesJsonl" >> WriteJsonl(opts.output_dir, "traces")
+        out.dead_letters | "WriteDeadLettersJsonl" >> WriteJsonl(opts.output_dir, "dead_letters")
+    if opts.output_topic:
+        out.anomalies | "PublishAnomalies" >> PublishAnomalies(opts.output_topic)
+    if opts.bigquery_dataset:
+        from stagewatch.beam.sinks import bigquery_client
+        from stagewatch.bigquery_tables import create_tables
+
+        create_tables(bigquery_client(opts.bigquery_dataset.split(".")[0]), opts.bigquery_dataset)
+        rejected = [
+            pc | f"WriteBigQuery{name.title()}" >> WriteTableRows(opts.bigquery_dataset, name)
+            for name, pc in (("anomalies", out.anomalies), ("traces", out.traces))
+        ]
+        dead = ([out.dead_letters, *rejected]) | "AllBigQueryDeadLetters" >> beam.Flatten()
+        dead | "WriteBigQueryDeadLetters" >> WriteTableRows(opts.bigquery_dataset, "dead_letters")
+    result = p.run()
+    if wait:
+        result.wait_until_finish()
+    return result

@@ -1,0 +1,164 @@
+"""``WatchStalls``: per UID, an event-time timer at the next stage's deadline; the stall when it fires.
+
+Three inputs, keyed by UID:
+
+* progress, straight from ``AssembleTraces`` (no judging delay): the file moved on;
+* deadlines, from ``JudgeMeasurements``: when the next stage after a given progress is overdue;
+* summaries, from ``AssembleTraces``: the file closed (complete, failed, or open after its TTL).
+
+A deadline counts only if no newer progress arrived since the one it was computed for (the judging step
+delivers deadlines up to an interval late; progress is never late, so the check is exact). A fired stall
+closes the watch; the file's summary, when it comes, is reported ``stalled``. Timeline::
+
+    12:00:00  progress(enqueue, t=12:00:00)          -> remembered
+    12:05:00  deadline(for 12:00:00) = 12:01:00       -> timer 12:01:00 (already due: fires now)
+              no newer progress                       -> "stalled": download after enqueue
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.coders import PickleCoder, VarIntCoder
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.transforms.window import GlobalWindows
+from apache_beam.utils.timestamp import Timestamp
+
+from stagewatch.beam.judging import stand_in
+from stagewatch.records import stall_message
+from stagewatch.traces import TraceRules
+
+__all__ = ["STALLED_SUMMARIES", "WatchStalls"]
+
+STALLED_SUMMARIES = "summaries"
+
+
+class _WatchFn(beam.DoFn):
+    LATEST = ReadModifyWriteStateSpec("latest_progress_us", VarIntCoder())
+    PENDING = ReadModifyWriteStateSpec("deadline", PickleCoder())
+    STALLED = ReadModifyWriteStateSpec("stalled", PickleCoder())
+    REPORTED = ReadModifyWriteStateSpec("reported", PickleCoder())
+    CLOSED = ReadModifyWriteStateSpec("closed", VarIntCoder())
+    FIRE = TimerSpec("fire", TimeDomain.WATERMARK)
+    FORGET = TimerSpec("forget", TimeDomain.WATERMARK)
+
+    def __init__(self, rules: TraceRules) -> None:
+        self._rules = rules
+
+    def process(
+        self,
+        kv: tuple[str, tuple[str, dict[str, Any]]],
+        ts: Any = beam.DoFn.TimestampParam,
+        latest: Any = beam.DoFn.StateParam(LATEST),
+        pending: Any = beam.DoFn.StateParam(PENDING),
+        stalled: Any = beam.DoFn.StateParam(STALLED),
+        closed: Any = beam.DoFn.StateParam(CLOSED),
+        reported: Any = beam.DoFn.StateParam(REPORTED),
+        fire: Any = beam.DoFn.TimerParam(FIRE),
+        forget: Any = beam.DoFn.TimerParam(FORGET),
+    ) -> Iterator[Any]:
+        what, record = kv[1]
+        if what == "anomaly":
+            # One anomaly per (kind, stage) of a file: a stage's wait and its reported latency can both be
+            # over their lines; the first to arrive is reported, as in the backtest.
+            seen: set[tuple[str, str]] = reported.read() or set()
+            mark = (record["kind"], record["stage"])
+            if mark not in seen:
+                seen.add(mark)
+                reported.write(seen)
+                yield record
+            return
+        if what == "progress":
+            if record["last_t_us"] > (latest.read() or -1):
+                latest.write(record["last_t_us"])
+        elif what == "deadline":
+            # Deadlines come through the judging step, up to an interval after the progress they answer: one
+            # that arrives after the file closed (or after its stall) is moot.
+            if stalled.read() is None and closed.read() is None:
+                current = pending.read()
+                if current is None or record["last_t_us"] >= current["last_t_us"]:
+                    pending.write(record)
+                    fire.set(Timestamp(micros=record["deadline_us"]))
+        else:  # a summary: the file closed
+            status = stalled.read()
+            if status is not None:
+                record = {**record, "status": "stalled"}
+            yield beam.pvalue.TaggedOutput(STALLED_SUMMARIES, record)
+            pending.clear()
+            closed.write(1)
+            # Keep the closed mark for as long as a deadline can still be on its way (an interval, and the
+            # trace TTL for good measure), then forget the file.
+            forget.set(Timestamp(micros=max(int(ts.micros), latest.read() or 0) + self._rules.ttl_us))
+
+    @on_timer(FORGET)
+    def _forget(
+        self,
+        latest: Any = beam.DoFn.StateParam(LATEST),
+        pending: Any = beam.DoFn.StateParam(PENDING),
+        stalled: Any = beam.DoFn.StateParam(STALLED),
+        closed: Any = beam.DoFn.StateParam(CLOSED),
+        reported: Any = beam.DoFn.StateParam(REPORTED),
+    ) -> None:
+        for state in (latest, pending, stalled, closed, reported):
+            state.clear()
+
+    @on_timer(FIRE)
+    def _fire(
+        self,
+        ts: Any = beam.DoFn.TimestampParam,
+        latest: Any = beam.DoFn.StateParam(LATEST),
+        pending: Any = beam.DoFn.StateParam(PENDING),
+        stalled: Any = beam.DoFn.StateParam(STALLED),
+    ) -> Iterator[Any]:
+        record = pending.read()
+        if record is None or stalled.read() is not None:
+            return
+        if (latest.read() or -1) > record["last_t_us"]:
+            return  # the file moved on; the deadline for its new progress will come
+        if record["deadline_us"] > int(ts.micros):
+            return  # superseded by a later deadline; its own timer will fire
+        rules = self._rules
+        nxt, median, allowed_ms, n, by_tenant = record["stall_info"]
+        now = int(ts.micros)
+        waited = (now - record["last_t_us"]) / 1000
+        missing, last = rules.names[nxt], record["last_stage"]
+        anomaly = stand_in(record, rules).anomaly(
+            "stalled", missing, last, record["deadline_us"], now,
+            observed_ms=waited, expected_ms=median, threshold_ms=allowed_ms,
+            score=waited / allowed_ms if allowed_ms > 0 else None, baseline_n=n,
+            baseline="tenant" if by_tenant else "stage", severity="critical", measure="deadline",
+            message=stall_message(record["uid"], missing, last, waited, median, allowed_ms),
+        )
+        stalled.write(anomaly.anomaly_id)
+        pending.clear()
+        yield anomaly.to_dict()
+
+
+class WatchStalls(beam.PTransform):
+    """(progress, deadlines, summaries, judged anomalies) → anomalies (main: stalls, and the judged ones, one
+    per kind and stage of a file) and final summaries (``STALLED_SUMMARIES``)."""
+
+    def __init__(self, rules: TraceRules) -> None:
+        super().__init__()
+        self._rules = rules
+
+    def expand(
+        self, inputs: tuple[beam.PCollection, beam.PCollection, beam.PCollection, beam.PCollection]
+    ) -> Any:
+        progress, deadlines, summaries, anomalies = inputs
+        tagged = [
+            pc | f"Tag{name.title()}" >> beam.Map(lambda r, n=name: (r["uid"], (n, r)))
+            | f"Global{name.title()}" >> beam.WindowInto(GlobalWindows())
+            for name, pc in (
+                ("progress", progress), ("deadline", deadlines), ("summary", summaries), ("anomaly", anomalies)
+            )
+        ]
+        return (
+            tagged
+            | "MergeByUid" >> beam.Flatten()
+            | "Typed" >> beam.Map(lambda kv: kv).with_output_types(tuple[str, Any])
+            | "WatchPerUid" >> beam.ParDo(_WatchFn(self._rules)).with_outputs(STALLED_SUMMARIES, main="stalls")
+        )
