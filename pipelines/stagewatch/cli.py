@@ -91,22 +91,26 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("outdir")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--hours", type=float, default=24.0, help="simulated span (default 24)")
+    p.add_argument("--hours", type=float, help="simulated span (default 24; 3 with --short)")
     p.add_argument("--rate", type=float, default=30.0, help="files per minute at the daily peak (default 30)")
-    p.add_argument("--start", default="2026-06-06T00:00:00Z", help="RFC 3339 start of the simulated span")
-    p.add_argument("--no-faults", action="store_true", help="normal behaviour only")
+    p.add_argument("--start", help="RFC 3339 start of the simulated span (default 2026-06-06T00:00:00Z; "
+                   "midday with --short)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--no-faults", action="store_true", help="normal behaviour only")
+    g.add_argument("--short", action="store_true",
+                   help="three hours from midday with the five standard faults packed into them (a quick demo)")
     p.set_defaults(func=_cmd_simulate)
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from stagewatch.simulate import SimConfig, simulate_to_dir
+    from stagewatch.simulate import SHORT_FAULTS, SHORT_HOURS, SHORT_START, STANDARD_FAULTS, SimConfig, simulate_to_dir
     from stagewatch.timeutil import parse_rfc3339_us
 
-    parse_rfc3339_us(args.start)
-    cfg = SimConfig(seed=args.seed, start=args.start, hours=args.hours, peak_rate_per_min=args.rate)
-    if args.no_faults:
-        cfg = SimConfig(seed=args.seed, start=args.start, hours=args.hours, peak_rate_per_min=args.rate,
-                        faults=())
+    start = args.start or (SHORT_START if args.short else "2026-06-06T00:00:00Z")
+    hours = args.hours or (SHORT_HOURS if args.short else 24.0)
+    parse_rfc3339_us(start)
+    faults = () if args.no_faults else SHORT_FAULTS if args.short else STANDARD_FAULTS
+    cfg = SimConfig(seed=args.seed, start=start, hours=hours, peak_rate_per_min=args.rate, faults=faults)
     manifest = simulate_to_dir(cfg, Path(args.outdir))
     print(
         f"stagewatch simulate: {manifest['files']:,} files, {manifest['lines']:,} lines, "
@@ -221,9 +225,20 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from stagewatch.beam.pipeline import run
+    import time
 
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from stagewatch.beam.options import StagewatchOptions
+    from stagewatch.beam.pipeline import run
+    from stagewatch.beam.sinks import local_output_summary
+
+    started = time.monotonic()
     run(list(args.beam_args))
+    opts = PipelineOptions(list(args.beam_args)).view_as(StagewatchOptions)
+    if opts.input_file and opts.output_dir:
+        print(f"stagewatch run: {opts.input_file} in {time.monotonic() - started:.0f} s -> {opts.output_dir}\n"
+              + local_output_summary(opts.output_dir), file=sys.stderr)
     return 0
 
 

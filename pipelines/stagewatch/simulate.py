@@ -109,6 +109,18 @@ STANDARD_FAULTS = (
     Fault("missing_completion", 16.0, 30, "stalled", "lot_check"),
 )
 
+# The same five faults packed into three hours from midday: a demo and a streaming-equivalence test that runs
+# in a minute or two rather than a day's worth of input.
+SHORT_FAULTS = (
+    Fault("stage_slowdown", 1.0, 20, "slow_stage", "analyse"),
+    Fault("lost_messages", 1.5, 10, "stalled", "download"),
+    Fault("tenant_slow_upload", 1.75, 30, "slow_stage", "upload"),
+    Fault("failure_burst", 2.25, 10, "failed", "analyse"),
+    Fault("missing_completion", 2.5, 15, "stalled", "lot_check"),
+)
+SHORT_START = "2026-06-06T12:00:00Z"
+SHORT_HOURS = 3.0
+
 
 @dataclass(frozen=True)
 class SimConfig:

@@ -21,15 +21,20 @@ from stagewatch.baselines import BaselineConfig
 from stagewatch.beam.assemble import FAILURES, LATE, PROGRESS, SUMMARIES, AssembleTraces
 from stagewatch.beam.judging import JudgeMeasurements
 from stagewatch.beam.learn import LearnBaselines
+from stagewatch.beam.local import local_runner
 from stagewatch.beam.options import ValidatedOptions, validate
-from stagewatch.beam.sinks import PublishAnomalies, WriteJsonl, WriteTableRows
+from stagewatch.beam.sinks import PublishAnomalies, WriteJsonl, WriteTableRows, clear_local_output
 from stagewatch.beam.stalls import STALLED_SUMMARIES, WatchStalls
 from stagewatch.beam.transforms import DEAD_LETTERS, Dedup, ParseEvents
 from stagewatch.events import Parser, StageEvent
 from stagewatch.stages import StageOrder
+from stagewatch.timeutil import US_PER_S
 from stagewatch.traces import TraceRules
 
-__all__ = ["Outputs", "build", "run"]
+__all__ = ["Outputs", "build", "construct", "run"]
+
+
+REBUNDLE_BUCKETS = 256
 
 
 @dataclass
@@ -50,8 +55,10 @@ def build(
     assembled = events | "Assemble" >> AssembleTraces(rules)
     # Re-bundled before the side-input step: elements a timer emitted, fed into a ParDo with a side input,
     # crash the bundle-based DirectRunner (executor.py: "NoneType has no attribute max_timestamp").
-    measurements = assembled.measurements | "Rebundle" >> beam.Reshuffle()
-    progress = assembled[PROGRESS] | "RebundleProgress" >> beam.Reshuffle()
+    # A bounded number of buckets: the in-process runner keeps (and scans at every watermark move) a state
+    # per key it has ever seen, and the default key space gives nearly every element its own.
+    measurements = assembled.measurements | "Rebundle" >> beam.Reshuffle(num_buckets=REBUNDLE_BUCKETS)
+    progress = assembled[PROGRESS] | "RebundleProgress" >> beam.Reshuffle(num_buckets=REBUNDLE_BUCKETS)
     snapshots = measurements | "Learn" >> LearnBaselines(rules, baseline)
     to_judge = (measurements, progress) | "ToJudge" >> beam.Flatten()
     verdicts, deadlines = (to_judge, snapshots) | "Judge" >> JudgeMeasurements(rules, baseline)
@@ -122,34 +129,29 @@ def _infer(seen: list[tuple[int, str, str]]) -> StageOrder:
     return infer_stage_order(by_uid.values())
 
 
-def run(argv: list[str] | None = None, wait: bool = True) -> Any:
-    """Validate, build, attach I/O, run. A flex-template launch passes ``wait=False``: submit and return."""
+def construct(argv: list[str] | None = None) -> tuple[beam.Pipeline, ValidatedOptions]:
+    """Validate the options and build the whole job, sources and sinks included, without running it or
+    touching anything outside (the step-name test and ``run`` share it)."""
     options = PipelineOptions(argv)
     opts: ValidatedOptions = validate(options)
     baseline = BaselineConfig(half_life_s=opts.half_life_s)
+    options.view_as(StandardOptions).streaming = True
     end_us = None
     if opts.local:
         assert opts.input_file is not None
         if not os.path.isfile(opts.input_file):
             raise ValueError(f"--input_file {opts.input_file} does not exist")
+        # Watermark steps shorter than interval - grace (LearnBaselines): a third of an interval.
         stream, seen, end_us = _file_stream(
-            opts.input_file, int(opts.allowed_lateness_s * 1e6), baseline.interval_us // 3
+            opts.input_file, int(opts.allowed_lateness_s * US_PER_S), baseline.interval_us // 3
         )
         order = opts.stages or _infer(seen)
-        options.view_as(StandardOptions).streaming = True
     else:
         if opts.stages is None:
             raise ValueError("a streaming job from Pub/Sub needs --stages a,b,c (it cannot read ahead to infer them)")
         order = opts.stages
-        options.view_as(StandardOptions).streaming = True
     rules = TraceRules(order, stall_factor=opts.stall_factor, ttl_s=opts.session_gap_s)
-    runner = None
-    if options.view_as(StandardOptions).runner in (None, "DirectRunner"):
-        # The DirectRunner hands a pipeline to Prism when it can, and Prism downloads a binary first (it hangs
-        # offline); the bundle-based DirectRunner runs streaming pipelines in process.
-        from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
-
-        runner = BundleBasedDirectRunner()
+    runner = local_runner() if options.view_as(StandardOptions).runner in (None, "DirectRunner") else None
     p = beam.Pipeline(runner=runner, options=options)
     if opts.local:
         lines = p | "ReadLogFile" >> stream
@@ -160,23 +162,33 @@ def run(argv: list[str] | None = None, wait: bool = True) -> Any:
         )
         out = build(lines, rules, baseline, stamp=False)
     if opts.output_dir:
-        os.makedirs(opts.output_dir, exist_ok=True)
         out.anomalies | "WriteAnomaliesJsonl" >> WriteJsonl(opts.output_dir, "anomalies")
         out.traces | "WriteTracesJsonl" >> WriteJsonl(opts.output_dir, "traces")
         out.dead_letters | "WriteDeadLettersJsonl" >> WriteJsonl(opts.output_dir, "dead_letters")
     if opts.output_topic:
         out.anomalies | "PublishAnomalies" >> PublishAnomalies(opts.output_topic)
     if opts.bigquery_dataset:
-        from stagewatch.beam.sinks import bigquery_client
-        from stagewatch.bigquery_tables import create_tables
-
-        create_tables(bigquery_client(opts.bigquery_dataset.split(".")[0]), opts.bigquery_dataset)
         rejected = [
             pc | f"WriteBigQuery{name.title()}" >> WriteTableRows(opts.bigquery_dataset, name)
             for name, pc in (("anomalies", out.anomalies), ("traces", out.traces))
         ]
         dead = ([out.dead_letters, *rejected]) | "AllBigQueryDeadLetters" >> beam.Flatten()
         dead | "WriteBigQueryDeadLetters" >> WriteTableRows(opts.bigquery_dataset, "dead_letters")
+    return p, opts
+
+
+def run(argv: list[str] | None = None, wait: bool = True) -> Any:
+    """Validate, build, prepare the outputs, run. A flex-template launch passes ``wait=False``: submit and
+    return."""
+    p, opts = construct(argv)
+    if opts.output_dir:
+        os.makedirs(opts.output_dir, exist_ok=True)
+        clear_local_output(opts.output_dir)  # the local writers append; a new run replaces the old one's files
+    if opts.bigquery_dataset:
+        from stagewatch.beam.sinks import bigquery_client
+        from stagewatch.bigquery_tables import create_tables
+
+        create_tables(bigquery_client(opts.bigquery_dataset.split(".")[0]), opts.bigquery_dataset)
     result = p.run()
     if wait:
         result.wait_until_finish()

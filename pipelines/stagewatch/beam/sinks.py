@@ -24,10 +24,53 @@ from apache_beam.options.pipeline_options import StandardOptions
 from stagewatch.bigquery_tables import dead_letter_row, row_problems
 from stagewatch.timeutil import US_PER_S, format_rfc3339
 
-__all__ = ["BIGQUERY_DEAD", "PublishAnomalies", "WriteJsonl", "WriteTableRows", "bigquery_client", "pubsub_message"]
+__all__ = [
+    "BIGQUERY_DEAD",
+    "LOCAL_TABLES",
+    "PublishAnomalies",
+    "WriteJsonl",
+    "WriteTableRows",
+    "bigquery_client",
+    "clear_local_output",
+    "local_output_summary",
+    "pubsub_message",
+]
 
 BIGQUERY_DEAD = "bigquery_dead_letters"
 _ATTRIBUTES = ("kind", "stage", "tenant", "severity")
+
+
+LOCAL_TABLES = ("anomalies", "traces", "dead_letters")
+
+
+def clear_local_output(output_dir: str) -> list[str]:
+    """Remove a previous run's ``<table>*.jsonl`` files (a local run appends); returns what was removed."""
+    import glob
+
+    removed = []
+    for table in LOCAL_TABLES:
+        for path in glob.glob(os.path.join(glob.escape(output_dir), f"{table}*.jsonl")):
+            os.remove(path)
+            removed.append(path)
+    return removed
+
+
+def local_output_summary(output_dir: str) -> str:
+    """What a local run wrote, counted from its files: anomalies by kind, traces by status, dead letters by
+    reason."""
+    import glob
+    from collections import Counter
+
+    field = {"anomalies": "kind", "traces": "status", "dead_letters": "reason"}
+    lines = []
+    for table in LOCAL_TABLES:
+        counts: Counter[str] = Counter()
+        for path in sorted(glob.glob(os.path.join(glob.escape(output_dir), f"{table}*.jsonl"))):
+            with open(path, "rb") as f:
+                counts.update(str(orjson.loads(line).get(field[table])) for line in f if line.strip())
+        detail = " · ".join(f"{k} {v:,}" for k, v in sorted(counts.items()))
+        lines.append(f"  {table:<13}{sum(counts.values()):>8,}" + (f": {detail}" if detail else ""))
+    return "\n".join(lines)
 
 
 def bigquery_client(project: str) -> Any:
