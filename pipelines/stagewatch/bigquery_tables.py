@@ -100,10 +100,7 @@ def anomaly_row(a: Anomaly) -> dict[str, Any]:
 
 
 def trace_row(s: TraceSummary) -> dict[str, Any]:
-    row = s.to_dict()
-    row["missing_stages"] = list(s.missing_stages)
-    row["stages"] = [dict(st) for st in row["stages"]]
-    return row
+    return s.to_dict()
 
 
 def dead_letter_row(reason: str, detail: str, line: str, received_at: str, source: str) -> dict[str, Any]:

@@ -88,7 +88,11 @@ class TraceSummary:
     closed_at: str  # watermark when the summary was made
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """JSON-shaped: lists, not tuples (a BigQuery REPEATED field takes a list)."""
+        row = asdict(self)
+        row["missing_stages"] = list(self.missing_stages)
+        row["stages"] = list(row["stages"])
+        return row
 
 
 def dumps(record: Anomaly | TraceSummary | dict[str, Any]) -> bytes:
