@@ -55,6 +55,24 @@ def test_evaluate_prints_scores_per_kind(sim: Path, tmp_path: Path, capsys: pyte
     assert {k["kind"] for k in scores["kinds"]} >= {"slow_stage", "slow_trace", "stalled", "failed"}
 
 
+def test_evaluate_reads_a_run_output_folder(sim: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``stagewatch run`` writes ``anomalies-<writer>.jsonl`` files; evaluate takes the folder as they are."""
+    assert main(["replay", str(sim / "logs.jsonl"), "-o", str(tmp_path / "a.jsonl")]) == 0
+    rows = (tmp_path / "a.jsonl").read_bytes().splitlines(keepends=True)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "anomalies-1.jsonl").write_bytes(b"".join(rows[: len(rows) // 2]))
+    (run_dir / "anomalies-2.jsonl").write_bytes(b"".join(rows[len(rows) // 2:]))
+    (run_dir / "traces-1.jsonl").write_bytes(b"{}\n")  # not anomalies: ignored
+    capsys.readouterr()
+    assert main(["evaluate", str(sim / "labels.jsonl"), str(tmp_path / "a.jsonl"), "--json"]) == 0
+    from_file = orjson.loads(capsys.readouterr().out)
+    assert main(["evaluate", str(sim / "labels.jsonl"), str(run_dir), "--json"]) == 0
+    assert orjson.loads(capsys.readouterr().out) == from_file
+    assert main(["evaluate", str(sim / "labels.jsonl"), str(tmp_path)]) == 2  # a folder without anomalies*
+    assert "without anomalies" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("argv", "says"),
     [
@@ -62,6 +80,9 @@ def test_evaluate_prints_scores_per_kind(sim: Path, tmp_path: Path, capsys: pyte
         (["replay", "-", "--stages", ","], "--stages needs"),
         (["replay", "-", "--config", "no-such.toml"], "does not exist"),
         (["evaluate", "one.jsonl"], "LABELS ANOMALIES"),
+        (["run", "--input_file", "no-such-file.jsonl", "--output_dir", "out"], "does not exist"),
+        (["run", "--output_dir", "out"], "give exactly one input"),
+        (["run", "--input_file", "x.jsonl", "--output_dir", "out", "--session_gap_s", "0"], "session_gap_s"),
     ],
 )
 def test_bad_arguments_get_a_clear_error(argv: list[str], says: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import glob
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -129,7 +131,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         "RobustZScore and ZScore.",
     )
     p.add_argument("inputs", nargs="+", metavar="ARG",
-                   help="LABELS ANOMALIES; or: delag CSV... (DeLag files, e.g. ../shared/data/delag/*/0*.csv); "
+                   help="LABELS ANOMALIES (a JSONL file, or the --output_dir of stagewatch run); or: delag CSV... "
+                   "(DeLag files, e.g. ../shared/data/delag/*/0*.csv); "
                    "or: nab [NAB_DIR] (default ../shared/data/nab)")
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
     p.add_argument("--no-beam", action="store_true", help="delag: skip the Beam detectors (they take minutes)")
@@ -137,6 +140,16 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--beam-cache", metavar="DIR",
                    help="delag: keep the Beam detectors' verdicts here and reuse them (they take minutes)")
     p.set_defaults(func=_cmd_evaluate)
+
+
+def _read_anomalies(path: str) -> list[dict[str, Any]]:
+    """A JSONL file, or the output folder of ``stagewatch run`` (its ``anomalies*.jsonl``)."""
+    if not os.path.isdir(path):
+        return _read_jsonl(path)
+    files = sorted(glob.glob(os.path.join(glob.escape(path), "anomalies*.jsonl")))
+    if not files:
+        raise ValueError(f"{path} is a folder without anomalies*.jsonl (the output folder of stagewatch run?)")
+    return [row for f in files for row in _read_jsonl(f)]
 
 
 def _read_jsonl(path: str) -> list[dict[str, Any]]:
@@ -196,7 +209,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if len(args.inputs) != 2:
         raise ValueError("evaluate takes LABELS ANOMALIES, or: delag CSV...")
     labels, anomalies = args.inputs
-    scores, delay = score_kinds(_read_jsonl(labels), _read_jsonl(anomalies))
+    scores, delay = score_kinds(_read_jsonl(labels), _read_anomalies(anomalies))
     if args.json:
         print(orjson.dumps({"kinds": [s.to_dict() for s in scores], "stall_delay": delay}).decode())
         return 0
