@@ -338,7 +338,7 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         "",
         f"Produced by `{meta['command']}` on {meta['date']}.",
         "",
-        f"Input: `stagewatch simulate --short --rate {meta['rate']} --seed {meta['seed']}` — "
+        f"Input: `stagewatch simulate --short --rate {meta['rate']:g} --seed {meta['seed']}` — "
         f"{meta['lines']:,} lines, the same `TestStream` (event times, watermark steps of 100 s, allowed "
         "lateness 60 s) for every pipeline. Each run is a fresh process; wall clock around "
         "`p.run().wait_until_finish()` only; best of "
@@ -352,8 +352,31 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         "",
         *ratio_lines(summary),
         "",
+        *notes(summary),
     ]
     return "\n".join(lines) + "\n"
+
+
+def notes(summary: dict[str, Any]) -> list[str]:
+    best = summary["best"]
+    out = ["Notes:", ""]
+    for name, t in summary["targets"].items():
+        if t["ratio"] is not None:
+            verdict = "met" if t["met"] else "not met"
+            out.append(f"* {name}: {t['ratio']:.3f}× against a target of ≥ {t['target']}× — **{verdict}**.")
+    for kind in ("bare", "stagewatch", "robustzscore"):
+        a, b = best.get(kind, {}), best.get(f"{kind}-nocache", {})
+        if a.get("status") == "ok" and b.get("status") == "ok":
+            out.append(f"* The spec cache of `local_runner`: {kind} {b['best_seconds']:.1f} s without it, "
+                       f"{a['best_seconds']:.1f} s with it ({b['best_seconds'] / a['best_seconds']:.2f}×).")
+    out += [
+        "* The RobustZScore pipeline re-windows the durations into the global window before `AnomalyDetection`: "
+        "its model is keyed state, and state is per key and window, so left in the UID session windows every "
+        "session would score its handful of durations against an empty model of its own.",
+        "* Outputs are counted in the child process, not with Beam counters: in streaming mode this runner's "
+        "metrics keep only the first bundle of each step.",
+    ]
+    return out
 
 
 def main() -> int:

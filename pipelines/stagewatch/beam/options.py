@@ -59,10 +59,14 @@ PARAMETERS: tuple[Parameter, ...] = (
               "Comma-separated stage names in order (a trailing ? marks a stage optional). Inferred from the "
               "data when empty.", r"^[^,]+(,[^,]+)*$"),
     Parameter("session_gap_s", "Trace session gap (seconds)",
-              "Silence after which a file's events are a new session.", _NUMBER_RE, "3600", float),
+              "Silence after which a file's trace is closed as open (its session ends) and its state freed; "
+              "events of the file within another gap after that are dead-lettered (after_close).",
+              _NUMBER_RE, "3600", float),
     Parameter("allowed_lateness_s", "Allowed lateness (seconds)",
-              "How late (behind the watermark) an event may arrive and still count; later ones are "
-              "dead-lettered with reason late.", _NUMBER_RE, "60", float),
+              "Local runs (--input_file): the watermark trails the newest event time by this much, as the "
+              "backtest's does (from Pub/Sub the watermark is the runner's estimate). Either way, an event "
+              "older than what its file already processed is dead-lettered with reason late.",
+              _NUMBER_RE, "60", float),
     Parameter("stall_factor", "Stall factor",
               "A file is stalled when its next stage has not arrived within this many times that stage's "
               "alert line.", _NUMBER_RE, "8", float),
