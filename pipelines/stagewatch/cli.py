@@ -26,6 +26,7 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", default="-", help="anomalies JSONL (default: stdout)")
     p.add_argument("--traces", help="write one trace summary per file (JSONL) here")
     p.add_argument("--dead-letters", help="write rejected lines with their reason (JSONL) here")
+    p.add_argument("--incidents", help="write incident events (opened / updated / resolved; JSONL) here")
     p.add_argument("--summary-json", help="write the closing summary as JSON here")
     p.add_argument("--stages", help="stage order, comma-separated (a trailing ? marks a stage optional); "
                    "inferred from the data when absent")
@@ -47,6 +48,8 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:
 def _cmd_replay(args: argparse.Namespace) -> int:
     from stagewatch.config import load_settings
     from stagewatch.events import Parser
+    from stagewatch.incidents import IncidentTracker
+    from stagewatch.records import Anomaly, TraceSummary
     from stagewatch.replay import progress_reader, replay, stderr_is_tty, summary_text, writer
 
     for path in args.logs:
@@ -63,19 +66,36 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     anomalies = writer(args.output, default_stdout=True)
     traces = writer(args.traces) if args.traces else None
     dead = writer(args.dead_letters) if args.dead_letters else None
+    incidents = writer(args.incidents) if args.incidents else None
+    tracker = IncidentTracker() if incidents else None
+
+    def on_anomaly(a: Anomaly) -> None:
+        anomalies.write(a.to_dict())
+        if tracker is not None and incidents is not None:
+            for event in tracker.add(a):
+                incidents.write(event)
+
+    def on_summary(s: TraceSummary) -> None:
+        row = s.to_dict()
+        if traces is not None:
+            traces.write(row)
+        if tracker is not None and incidents is not None:
+            for event in tracker.observe_summary(row):
+                incidents.write(event)
+
     try:
         stats = replay(
             lines,
             order=settings.order,
             parser=Parser(settings.mapping),
             cfg=settings.detector,
-            on_anomaly=lambda a: anomalies.write(a.to_dict()),
-            on_summary=(lambda s: traces.write(s.to_dict())) if traces else None,
+            on_anomaly=on_anomaly,
+            on_summary=on_summary if traces or tracker else None,
             on_dead_letter=dead.write if dead else None,
         )
     finally:
         close_bar()
-        for w in (anomalies, traces, dead):
+        for w in (anomalies, traces, dead, incidents):
             if w is not None:
                 w.close()
     print(summary_text(stats), file=sys.stderr)

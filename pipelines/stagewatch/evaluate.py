@@ -17,7 +17,7 @@ import numpy as np
 from stagewatch.records import KINDS
 from stagewatch.timeutil import parse_rfc3339_us
 
-__all__ = ["KindScore", "prf", "score_kinds"]
+__all__ = ["IncidentMatch", "KindScore", "prf", "score_incidents", "score_kinds"]
 
 _STAGED = frozenset({"slow_stage", "stalled", "failed"})
 
@@ -90,3 +90,46 @@ def score_kinds(
             max_s=round(float(arr.max()), 1),
         )
     return scores, delay
+
+
+@dataclass(frozen=True)
+class IncidentMatch:
+    """How one injected fault showed up as incidents."""
+
+    fault: str
+    incidents: int  # incidents of the fault's kind, stage and scope that opened during it
+    scope_ok: bool  # the matching incident names the right scope (the tenant for a tenant fault, else global)
+    opened_after_s: float | None  # from the fault's start to the incident's opening
+    resolved_after_end_s: float | None  # from the fault's end to the incident's resolution (None: unresolved)
+
+
+def score_incidents(
+    events: Iterable[dict[str, Any]], faults: Iterable[dict[str, Any]], slack_s: float = 900.0
+) -> tuple[list[IncidentMatch], list[dict[str, Any]]]:
+    """Match ``opened`` incidents to the manifest's faults: same kind and stage, opened between the fault's
+    start and its end + ``slack_s``. Returns one row per fault and the spurious incidents (matching none)."""
+    events = list(events)
+    opened = [e for e in events if e["event"] == "opened"]
+    resolved = {e["incident_id"]: e for e in events if e["event"] == "resolved"}
+    used: set[str] = set()
+    rows = []
+    for f in faults:
+        start, end = parse_rfc3339_us(f["start"]), parse_rfc3339_us(f["end"])
+        hits = [
+            e for e in opened
+            if e["kind"] == f["kind"] and e["stage"] == f["stage"]
+            and start <= parse_rfc3339_us(e["at"]) <= end + slack_s * 1e6
+        ]
+        used.update(e["incident_id"] for e in hits)
+        first = min(hits, key=lambda e: e["at"]) if hits else None
+        want = ("tenant", f["tenant"]) if f.get("tenant") else ("global", None)
+        done = resolved.get(first["incident_id"]) if first else None
+        rows.append(IncidentMatch(
+            fault=f["name"],
+            incidents=len(hits),
+            scope_ok=first is not None and (first["scope"], first["scope_key"]) == want,
+            opened_after_s=(parse_rfc3339_us(first["at"]) - start) / 1e6 if first else None,
+            resolved_after_end_s=(parse_rfc3339_us(done["resolved_at"]) - end) / 1e6 if done else None,
+        ))
+    spurious = [e for e in opened if e["incident_id"] not in used]
+    return rows, spurious

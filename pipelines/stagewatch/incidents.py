@@ -1,0 +1,246 @@
+"""Incidents: per-file anomalies grouped into what people act on — one slowdown, one incident, with a scope.
+
+An ``IncidentTracker`` is fed anomalies in the order they are detected (the backtest's order; event time)
+and emits incident events: ``opened`` when enough anomalies of one kind and stage concentrate, ``updated``
+(rate-limited) as files join, ``resolved`` when none has joined for ``quiet_s`` of event time.
+
+Scope comes from where the opening anomalies concentrate, not from one file: when one tenant accounts for
+``tenant_share`` of them the incident is that tenant's (a slow home network, a wrong client setting) and
+only that tenant's files join it; else one lot's; else ``global`` (many tenants), with affected and active
+tenant counts. A slow end-to-end time is a consequence, not a cause: a ``slow_trace`` joins an open incident
+that already holds its file, or else an open incident whose scope covers it, and opens its own only when
+``slow_trace_factor`` times as many gather with no stage to explain them.
+
+Timeline (open_count 5, window 15 min, quiet 15 min)::
+
+    10:00-10:03  5 slow analyse from 4 tenants       -> opened  (global, analyse, 5 files)
+    10:03-10:30  more slow analyse, slow end to end   -> updated (at most every update_every_s)
+    10:45        nothing new for 15 min               -> resolved (resolved_at 10:45, files 211)
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from stagewatch.records import Anomaly
+from stagewatch.timeutil import US_PER_S, format_duration_ms, format_rfc3339, parse_rfc3339_us
+
+__all__ = ["Incident", "IncidentConfig", "IncidentTracker"]
+
+
+@dataclass(frozen=True)
+class IncidentConfig:
+    open_count: int = 5  # anomalies of one kind and stage within open_window_s that open an incident
+    open_window_s: float = 900.0
+    quiet_s: float = 900.0  # resolved when no anomaly joined for this long (event time)
+    tenant_share: float = 0.8  # one tenant's share of the opening anomalies that makes it a tenant incident
+    lot_share: float = 0.8
+    update_every_s: float = 300.0  # at most one "updated" event per incident per this long
+    # slow_trace needs this many times open_count to open an incident of its own: a slow end to end is
+    # usually a slow stage's consequence, and that stage's incident (which it then joins) should open first.
+    slow_trace_factor: int = 3
+
+    def __post_init__(self) -> None:
+        if self.open_count < 1 or self.open_window_s <= 0 or self.quiet_s <= 0:
+            raise ValueError("open_count >= 1, open_window_s > 0 and quiet_s > 0 are required")
+
+
+@dataclass
+class Incident:
+    incident_id: str
+    kind: str
+    stage: str
+    scope: str  # trace, lot, tenant, global
+    scope_key: str | None  # the tenant or lot, for those scopes
+    started_us: int
+    last_us: int
+    uids: set[str] = field(default_factory=set)
+    tenants: Counter[str] = field(default_factory=Counter)
+    worst_observed_ms: float | None = None
+    expected_ms: float | None = None
+    last_update_us: int = 0
+    resolved_us: int | None = None
+
+    def covers(self, a: Anomaly) -> bool:
+        if self.scope == "tenant":
+            return a.tenant == self.scope_key
+        if self.scope == "lot":
+            return a.lot == self.scope_key
+        if self.scope == "trace":
+            return a.uid in self.uids
+        return True
+
+    def join(self, a: Anomaly, t_us: int) -> None:
+        self.uids.add(a.uid)
+        if a.tenant:
+            self.tenants[a.tenant] += 1
+        self.last_us = max(self.last_us, t_us)
+        if a.kind == self.kind and a.observed_ms is not None and (
+            self.worst_observed_ms is None or a.observed_ms > self.worst_observed_ms
+        ):
+            self.worst_observed_ms = a.observed_ms
+            self.expected_ms = a.expected_ms
+
+
+def _event_us(a: Anomaly) -> int:
+    return parse_rfc3339_us(a.detected_at)
+
+
+class IncidentTracker:
+    """Anomalies in (detection order) → incident events (dicts, the README's "Incident events")."""
+
+    def __init__(self, cfg: IncidentConfig | None = None) -> None:
+        self.cfg = cfg or IncidentConfig()
+        self.open: list[Incident] = []
+        self.resolved: list[Incident] = []
+        self._candidates: dict[tuple[str, str], deque[tuple[int, Anomaly]]] = {}
+        self._by_uid: dict[str, Incident] = {}
+        self._active: dict[str, int] = {}  # tenant -> last time it had any anomaly or file (active tenants)
+        self.events: list[dict[str, Any]] = []
+
+    # -- input -------------------------------------------------------------------------------------------
+
+    def seen_tenant(self, tenant: str | None, t_us: int) -> None:
+        """A file of ``tenant`` was seen (any trace summary): the denominator of a global incident's reach."""
+        if tenant:
+            self._active[tenant] = max(self._active.get(tenant, 0), t_us)
+
+    def observe_summary(self, summary: dict[str, Any]) -> list[dict[str, Any]]:
+        """A trace closed: its tenant is active, and event time has reached its close (quiet incidents
+        resolve even when no anomaly follows them)."""
+        t = parse_rfc3339_us(summary["closed_at"])
+        self.seen_tenant(summary.get("tenant"), t)
+        return self.advance(t)
+
+    def add(self, a: Anomaly) -> list[dict[str, Any]]:
+        """One anomaly; returns the incident events it caused (also kept in ``events``)."""
+        t = _event_us(a)
+        out = self.advance(t)
+        self.seen_tenant(a.tenant, t)
+        home = self._home(a)
+        if home is not None:
+            home.join(a, t)
+            self._by_uid[a.uid] = home
+            if t - home.last_update_us >= self.cfg.update_every_s * US_PER_S:
+                out.append(self._event(home, "updated", t))
+            return out
+        key = (a.kind, a.stage)
+        queue = self._candidates.setdefault(key, deque())
+        queue.append((t, a))
+        horizon = t - int(self.cfg.open_window_s * US_PER_S)
+        while queue and queue[0][0] < horizon:
+            queue.popleft()
+        needed = self.cfg.open_count * (self.cfg.slow_trace_factor if a.kind == "slow_trace" else 1)
+        if len(queue) >= needed:
+            opened = self._open(key, list(queue), t)
+            if opened is not None:
+                members = {id(m) for _, m in queue if opened.covers(m)}
+                self._candidates[key] = deque((tq, m) for tq, m in queue if id(m) not in members)
+                out.append(self._event(opened, "opened", t))
+        return out
+
+    def advance(self, t_us: int) -> list[dict[str, Any]]:
+        """Event time moved to ``t_us``: resolve incidents that went quiet."""
+        out = []
+        quiet = int(self.cfg.quiet_s * US_PER_S)
+        for inc in [i for i in self.open if t_us - i.last_us >= quiet]:
+            inc.resolved_us = inc.last_us + quiet
+            self.open.remove(inc)
+            self.resolved.append(inc)
+            out.append(self._event(inc, "resolved", inc.resolved_us))
+        return out
+
+    def finish(self, t_us: int | None = None) -> list[dict[str, Any]]:
+        """End of input: what is quiet by ``t_us`` (default: the last anomaly + quiet) resolves; the rest stays
+        open (a finite input's end is not the passage of time)."""
+        if t_us is None:
+            return []
+        return self.advance(t_us)
+
+    # -- internals ---------------------------------------------------------------------------------------
+
+    def _home(self, a: Anomaly) -> Incident | None:
+        inc = self._by_uid.get(a.uid)
+        if inc is not None and inc in self.open:
+            return inc
+        same = [i for i in self.open if i.kind == a.kind and i.stage == a.stage and i.covers(a)]
+        if same:
+            return same[0]
+        if a.kind == "slow_trace":
+            # A slow end to end during an open slowdown whose scope covers the file is that slowdown's.
+            covering = [i for i in self.open if i.kind in ("slow_stage", "stalled") and i.covers(a)]
+            if covering:
+                return covering[0]
+        return None
+
+    def _open(self, key: tuple[str, str], members: list[tuple[int, Anomaly]], t: int) -> Incident | None:
+        cfg = self.cfg
+        tenants = Counter(m.tenant for _, m in members)
+        lots = Counter(m.lot for _, m in members)
+        uids = {m.uid for _, m in members}
+        top_tenant, n_tenant = tenants.most_common(1)[0]
+        top_lot, n_lot = lots.most_common(1)[0]
+        if len(uids) == 1:
+            scope, scope_key = "trace", next(iter(uids))
+        elif top_tenant is not None and n_tenant >= cfg.tenant_share * len(members):
+            if n_tenant < cfg.open_count:
+                return None  # the tenant's own anomalies are not yet enough
+            scope, scope_key = "tenant", top_tenant
+        elif top_lot is not None and n_lot >= cfg.lot_share * len(members):
+            if n_lot < cfg.open_count:
+                return None
+            scope, scope_key = "lot", top_lot
+        else:
+            scope, scope_key = "global", None
+        first = min(tq for tq, _ in members)
+        inc = Incident(
+            incident_id=f"{key[0]}-{key[1]}-{scope}-{scope_key or 'all'}-{format_rfc3339(first)}",
+            kind=key[0], stage=key[1], scope=scope, scope_key=scope_key, started_us=first, last_us=t,
+        )
+        for tq, m in members:
+            if inc.covers(m):
+                inc.join(m, tq)
+                self._by_uid[m.uid] = inc
+        self.open.append(inc)
+        return inc
+
+    def _event(self, inc: Incident, event: str, t_us: int) -> dict[str, Any]:
+        inc.last_update_us = t_us
+        quiet_since = t_us - int(self.cfg.quiet_s * US_PER_S)
+        active = sum(1 for last in self._active.values() if last >= min(inc.started_us, quiet_since))
+        record = {
+            "incident_id": inc.incident_id,
+            "event": event,
+            "kind": inc.kind,
+            "stage": inc.stage,
+            "scope": inc.scope,
+            "scope_key": inc.scope_key,
+            "tenants": sorted(inc.tenants),
+            "affected_tenants": len(inc.tenants),
+            "active_tenants": active,
+            "started_at": format_rfc3339(inc.started_us),
+            "resolved_at": format_rfc3339(inc.resolved_us) if inc.resolved_us is not None else None,
+            "at": format_rfc3339(t_us),
+            "files": len(inc.uids),
+            "worst_observed_ms": inc.worst_observed_ms,
+            "expected_ms": inc.expected_ms,
+            "message": _message(inc, event),
+        }
+        self.events.append(record)
+        return record
+
+
+def _message(inc: Incident, event: str) -> str:
+    where = {"global": "everyone", "tenant": f"tenant {inc.scope_key}", "lot": f"lot {inc.scope_key}",
+             "trace": f"file {inc.scope_key}"}[inc.scope]
+    what = {"slow_stage": f"{inc.stage} is slow", "slow_trace": "files are slow end to end",
+            "stalled": f"files stall before {inc.stage}", "failed": f"{inc.stage} fails"}.get(inc.kind, inc.kind)
+    how = ""
+    if inc.worst_observed_ms is not None and inc.expected_ms:
+        how = (f"; worst {format_duration_ms(inc.worst_observed_ms)}, usually "
+               f"{format_duration_ms(inc.expected_ms)}")
+    files = f"{len(inc.uids)} file{'s' if len(inc.uids) != 1 else ''}"
+    head = {"opened": "", "updated": "still: ", "resolved": "resolved: "}[event]
+    return f"{head}{what} for {where} ({files}, {len(inc.tenants)} tenants){how}"
