@@ -49,6 +49,7 @@ def test_production_options() -> None:
         (["--input_file", "x", "--output_dir", "o", "--allowed_lateness_s", "soon"], "must be a number"),
         (["--input_file", "x", "--output_dir", "o", "--stall_factor", "0.5"], "--stall_factor must be >= 1"),
         (["--input_file", "x", "--output_dir", "o", "--stages", ",?"], "--stages needs"),
+        (["--input_file", "x", "--output_dir", "o", "--publish_anomalies", "yes"], "must be true or false"),
     ],
 )
 def test_bad_options_say_what_to_type(argv: list[str], says: str) -> None:

@@ -203,3 +203,13 @@ def test_run_and_replay_report_the_same_anomalies(tmp_path: Path) -> None:
     assert {k for k, _, _ in replayed} == {"slow_stage", "slow_trace", "stalled", "failed"}
     agreement = _agreement(replayed, streamed)
     assert agreement >= 0.99, (agreement, sorted(replayed - streamed)[:10], sorted(streamed - replayed)[:10])
+    # Incidents too: the same ones open and resolve with the same files (ids come from the anomalies' times).
+    assert main(["replay", logs, "-o", str(tmp_path / "a.jsonl"), "--incidents", str(tmp_path / "i.jsonl")]) == 0
+
+    def milestones(rows: list[dict[str, Any]]) -> set[tuple[Any, ...]]:
+        return {(e["event"], e["incident_id"], e["scope"], e["files"]) for e in rows if e["event"] != "updated"}
+
+    want = milestones([orjson.loads(x) for x in (tmp_path / "i.jsonl").read_bytes().splitlines()])
+    got = milestones([orjson.loads(x) for f in (tmp_path / "out").glob("incidents*.jsonl")
+                      for x in f.read_bytes().splitlines()])
+    assert len(want) >= 6 and got == want

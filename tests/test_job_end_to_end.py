@@ -55,7 +55,7 @@ def test_logentries_in_anomalies_out_through_pubsub_and_bigquery(tmp_path: Path)
     bq = bigquery_client()
     result = run([
         "--input_subscription", logs_sub, "--output_topic", out_topic, "--bigquery_dataset", dataset,
-        "--stages", "a,b,c", "--output_dir", str(tmp_path),
+        "--stages", "a,b,c", "--output_dir", str(tmp_path), "--publish_anomalies", "true",
     ], wait=False)
     try:
         # The local runner's Pub/Sub watermark is the wall clock: entries of a few seconds ago are on time.
@@ -63,7 +63,10 @@ def test_logentries_in_anomalies_out_through_pubsub_and_bigquery(tmp_path: Path)
         messages = [
             _entry("ok-1", "a", now - 30 * US_PER_S), _entry("ok-1", "b", now - 28 * US_PER_S),
             _entry("ok-1", "c", now - 25 * US_PER_S),
-            _entry("bad-1", "a", now - 20 * US_PER_S), _entry("bad-1", "b", now - 15 * US_PER_S, "ERROR"),
+            *[entry for i in range(1, 6) for entry in (
+                _entry(f"bad-{i}", "a", now - (21 - i) * US_PER_S),
+                _entry(f"bad-{i}", "b", now - (16 - i) * US_PER_S, "ERROR"),
+            )],
             (b"{this is not json", {}),
         ]
         for data, attrs in messages:
@@ -75,12 +78,26 @@ def test_logentries_in_anomalies_out_through_pubsub_and_bigquery(tmp_path: Path)
                 subscriber.acknowledge(subscription=out_sub, ack_ids=[m.ack_id for m in resp.received_messages])
             return list(resp.received_messages)
 
-        received = _until("the failed anomaly on the anomaly topic", pulled)
-        body = orjson.loads(received[0].message.data)
+        received: list[Any] = []
+
+        def anomalies_and_incident() -> bool:
+            received.extend(pulled())
+            bodies = [orjson.loads(m.message.data) for m in received]
+            return len([b for b in bodies if "anomaly_id" in b]) >= 5 and any("incident_id" in b for b in bodies)
+
+        _until("five failed anomalies and an incident on the topic", anomalies_and_incident)
+        first = next(m for m in received if orjson.loads(m.message.data).get("uid") == "bad-1")
+        body = orjson.loads(first.message.data)
         assert (body["kind"], body["uid"], body["stage"], body["last_stage"]) == ("failed", "bad-1", "b", "a")
-        assert dict(received[0].message.attributes) == {
+        assert dict(first.message.attributes) == {
             "kind": "failed", "stage": "b", "tenant": "acme", "severity": body["severity"]
         }
+        incident = next(m for m in received if "incident_id" in orjson.loads(m.message.data))
+        opened = orjson.loads(incident.message.data)
+        assert (opened["event"], opened["kind"], opened["stage"], opened["scope"], opened["scope_key"]) == (
+            "opened", "failed", "b", "tenant", "acme")
+        assert dict(incident.message.attributes) == {"kind": "failed", "stage": "b", "event": "opened",
+                                                     "scope": "tenant"}
 
         def rows(sql: str, at_least: int = 1) -> list[Any]:
             got = list(bq.query(sql).result(timeout=60))
@@ -89,15 +106,19 @@ def test_logentries_in_anomalies_out_through_pubsub_and_bigquery(tmp_path: Path)
         anomalies = _until("the anomaly in BigQuery", lambda: rows(
             f"SELECT anomaly_id, kind, uid FROM `{dataset}.anomalies` WHERE uid = 'bad-1'"))
         assert [(r["anomaly_id"], r["kind"]) for r in anomalies] == [(body["anomaly_id"], "failed")]
-        traces = _until("both trace summaries in BigQuery", lambda: rows(
-            f"SELECT uid, status FROM `{dataset}.traces` ORDER BY uid", at_least=2))
-        assert [(r["uid"], r["status"]) for r in traces] == [("bad-1", "failed"), ("ok-1", "complete")]
+        traces = _until("the trace summaries in BigQuery", lambda: rows(
+            f"SELECT uid, status FROM `{dataset}.traces` ORDER BY uid", at_least=6))
+        assert [(r["uid"], r["status"]) for r in traces] == [
+            *[(f"bad-{i}", "failed") for i in range(1, 6)], ("ok-1", "complete")]
+        stored = _until("the incident in BigQuery", lambda: rows(
+            f"SELECT incident_id, event, files FROM `{dataset}.incidents` WHERE event = 'opened'"))
+        assert [(r["incident_id"], r["files"]) for r in stored] == [(opened["incident_id"], 5)]
         dead = _until("the malformed message as a dead letter", lambda: rows(
             f"SELECT reason, source FROM `{dataset}.dead_letters`"))
         assert [(r["reason"], r["source"]) for r in dead] == [("invalid_json", "parse")]
         # The local output folder (given too) holds the same, as JSONL named for the tables.
         local = [orjson.loads(line) for f in tmp_path.glob("anomalies*.jsonl") for line in f.read_bytes().splitlines()]
-        assert [a["anomaly_id"] for a in local] == [body["anomaly_id"]]
+        assert sorted(a["uid"] for a in local) == [f"bad-{i}" for i in range(1, 6)]
     except AssertionError:
         # Say what the job did write, locally: the BigQuery dead letters tell why rows were refused.
         for f in sorted(tmp_path.glob("*.jsonl")):

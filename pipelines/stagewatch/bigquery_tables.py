@@ -85,12 +85,32 @@ _DEAD_LETTER = (
     Field("source", "STRING"),  # which step rejected it: parse, late, bigquery:<table>
 )
 
+_INCIDENT = (
+    Field("incident_id", "STRING", "REQUIRED"),
+    Field("event", "STRING", "REQUIRED"),  # opened, updated, resolved
+    Field("kind", "STRING", "REQUIRED"),
+    Field("stage", "STRING", "REQUIRED"),
+    Field("scope", "STRING", "REQUIRED"),  # trace, lot, tenant, global
+    Field("scope_key", "STRING"),
+    Field("tenants", "STRING", "REPEATED"),
+    Field("affected_tenants", "INTEGER"),
+    Field("active_tenants", "INTEGER"),
+    Field("started_at", "TIMESTAMP", "REQUIRED"),
+    Field("resolved_at", "TIMESTAMP"),
+    Field("at", "TIMESTAMP", "REQUIRED"),
+    Field("files", "INTEGER"),
+    Field("worst_observed_ms", "FLOAT"),
+    Field("expected_ms", "FLOAT"),
+    Field("message", "STRING", "REQUIRED"),
+)
+
 TABLES: dict[str, Table] = {
     t.name: t
     for t in (
         Table("anomalies", _ANOMALY, "event_time", ("kind", "stage"), "One row per anomaly verdict."),
         Table("traces", _TRACE, "first_time", ("status", "tenant"), "One row per file's journey, when it closed."),
         Table("dead_letters", _DEAD_LETTER, "received_at", ("reason",), "Input that was not used, and why."),
+        Table("incidents", _INCIDENT, "at", ("kind", "stage"), "Incident events: opened, updated, resolved."),
     )
 }
 

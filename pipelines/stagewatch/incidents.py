@@ -194,7 +194,8 @@ class IncidentTracker:
             scope, scope_key = "lot", top_lot
         else:
             scope, scope_key = "global", None
-        first = min(tq for tq, _ in members)
+        # The first anomaly's own time (not when it was detected): the same id in the backtest and the stream.
+        first = min(parse_rfc3339_us(m.event_time) for _, m in members)
         inc = Incident(
             incident_id=f"{key[0]}-{key[1]}-{scope}-{scope_key or 'all'}-{format_rfc3339(first)}",
             kind=key[0], stage=key[1], scope=scope, scope_key=scope_key, started_us=first, last_us=t,

@@ -47,14 +47,19 @@ PARAMETERS: tuple[Parameter, ...] = (
     Parameter("timestamp_attribute", "Event-time attribute",
               "Pub/Sub message attribute holding the event time, so the watermark follows the logs' time.",
               r"^[^\s]+$", "logging.googleapis.com/timestamp"),
-    Parameter("output_topic", "Anomaly topic",
-              "Pub/Sub topic for anomaly events (JSON body; attributes kind, stage, tenant, severity), e.g. "
+    Parameter("output_topic", "Incident topic",
+              "Pub/Sub topic for incident events (and per-file anomalies with publish_anomalies; JSON body; "
+              "attributes kind, stage, tenant, severity, event, scope), e.g. "
               "projects/my-proj/topics/stagewatch-anomalies.", TOPIC_RE),
+    Parameter("publish_anomalies", "Publish per-file anomalies",
+              "true: the topic carries every per-file anomaly as well as the incident events (off by default: "
+              "one slowdown can make thousands).", r"^(true|false)$", "false"),
     Parameter("bigquery_dataset", "BigQuery dataset",
-              "Dataset for the anomalies, traces and dead_letters tables (created when missing), e.g. "
+              "Dataset for the anomalies, traces, dead_letters and incidents tables (created when missing), e.g. "
               "my-proj.stagewatch.", DATASET_RE),
     Parameter("output_dir", "Local output folder",
-              "Folder for anomalies*.jsonl, traces*.jsonl and dead_letters*.jsonl (local runs).", _PATH_RE),
+              "Folder for anomalies*.jsonl, traces*.jsonl, dead_letters*.jsonl and incidents*.jsonl (local "
+              "runs).", _PATH_RE),
     Parameter("stages", "Stage order",
               "Comma-separated stage names in order (a trailing ? marks a stage optional). Inferred from the "
               "data when empty.", r"^[^,]+(,[^,]+)*$"),
@@ -90,6 +95,7 @@ class ValidatedOptions:
     input_file: str | None
     timestamp_attribute: str
     output_topic: str | None
+    publish_anomalies: bool
     bigquery_dataset: str | None  # "project.dataset"
     output_dir: str | None
     stages: StageOrder | None
@@ -112,6 +118,13 @@ def _number(name: str, raw: Any, minimum: float, strict: bool) -> float:
         rel = ">" if strict else ">="
         raise ValueError(f"--{name} must be {rel} {minimum:g}, got {raw!r}")
     return value
+
+
+def _flag(name: str, raw: Any) -> bool:
+    text = str(raw if raw is not None else "false").strip().lower()
+    if text not in ("true", "false"):
+        raise ValueError(f"--{name} must be true or false, got {raw!r}")
+    return text == "true"
 
 
 def validate(opts: PipelineOptions) -> ValidatedOptions:
@@ -149,6 +162,7 @@ def validate(opts: PipelineOptions) -> ValidatedOptions:
         input_file=path,
         timestamp_attribute=attribute,
         output_topic=topic,
+        publish_anomalies=_flag("publish_anomalies", o.get("publish_anomalies")),
         bigquery_dataset=dataset,
         output_dir=out_dir,
         stages=stages,

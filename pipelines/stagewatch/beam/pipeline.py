@@ -19,6 +19,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from stagewatch.baselines import BaselineConfig
 from stagewatch.beam.assemble import FAILURES, LATE, PROGRESS, SUMMARIES, AssembleTraces
+from stagewatch.beam.incidents import TrackIncidents
 from stagewatch.beam.judging import JudgeMeasurements
 from stagewatch.beam.learn import LearnBaselines
 from stagewatch.beam.local import local_runner
@@ -42,6 +43,7 @@ class Outputs:
     anomalies: beam.PCollection
     traces: beam.PCollection
     dead_letters: beam.PCollection
+    incidents: beam.PCollection
 
 
 def build(
@@ -67,7 +69,9 @@ def build(
     watched = (progress, deadlines, assembled[SUMMARIES], verdicts) | "Stalls" >> WatchStalls(rules)
     anomalies = (assembled[FAILURES], watched.stalls) | "AllAnomalies" >> beam.Flatten()
     dead = (parsed[DEAD_LETTERS], assembled[LATE]) | "AllDeadLetters" >> beam.Flatten()
-    return Outputs(anomalies, watched[STALLED_SUMMARIES], dead)
+    traces = watched[STALLED_SUMMARIES]
+    incidents = (anomalies, traces) | "Incidents" >> TrackIncidents(interval_s=baseline.interval_s, end_us=end_us)
+    return Outputs(anomalies, traces, dead, incidents)
 
 
 def _file_stream(
@@ -165,12 +169,17 @@ def construct(argv: list[str] | None = None) -> tuple[beam.Pipeline, ValidatedOp
         out.anomalies | "WriteAnomaliesJsonl" >> WriteJsonl(opts.output_dir, "anomalies")
         out.traces | "WriteTracesJsonl" >> WriteJsonl(opts.output_dir, "traces")
         out.dead_letters | "WriteDeadLettersJsonl" >> WriteJsonl(opts.output_dir, "dead_letters")
+        out.incidents | "WriteIncidentsJsonl" >> WriteJsonl(opts.output_dir, "incidents")
     if opts.output_topic:
-        out.anomalies | "PublishAnomalies" >> PublishAnomalies(opts.output_topic)
+        # The topic carries incident events; per-file anomalies only when asked (they can be thousands).
+        published = out.incidents
+        if opts.publish_anomalies:
+            published = (out.incidents, out.anomalies) | "IncidentsAndAnomalies" >> beam.Flatten()
+        published | "PublishAnomalies" >> PublishAnomalies(opts.output_topic)
     if opts.bigquery_dataset:
         rejected = [
             pc | f"WriteBigQuery{name.title()}" >> WriteTableRows(opts.bigquery_dataset, name)
-            for name, pc in (("anomalies", out.anomalies), ("traces", out.traces))
+            for name, pc in (("anomalies", out.anomalies), ("traces", out.traces), ("incidents", out.incidents))
         ]
         dead = ([out.dead_letters, *rejected]) | "AllBigQueryDeadLetters" >> beam.Flatten()
         dead | "WriteBigQueryDeadLetters" >> WriteTableRows(opts.bigquery_dataset, "dead_letters")

@@ -37,10 +37,10 @@ __all__ = [
 ]
 
 BIGQUERY_DEAD = "bigquery_dead_letters"
-_ATTRIBUTES = ("kind", "stage", "tenant", "severity")
+_ATTRIBUTES = ("kind", "stage", "tenant", "severity", "event", "scope")
 
 
-LOCAL_TABLES = ("anomalies", "traces", "dead_letters")
+LOCAL_TABLES = ("anomalies", "traces", "dead_letters", "incidents")
 
 
 def clear_local_output(output_dir: str) -> list[str]:
@@ -61,7 +61,7 @@ def local_output_summary(output_dir: str) -> str:
     import glob
     from collections import Counter
 
-    field = {"anomalies": "kind", "traces": "status", "dead_letters": "reason"}
+    field = {"anomalies": "kind", "traces": "status", "dead_letters": "reason", "incidents": "event"}
     lines = []
     for table in LOCAL_TABLES:
         counts: Counter[str] = Counter()
@@ -89,7 +89,8 @@ def bigquery_client(project: str) -> Any:
 
 
 def pubsub_message(record: dict[str, Any]) -> PubsubMessage:
-    """JSON body; ``kind``, ``stage``, ``tenant``, ``severity`` as attributes so subscribers can filter."""
+    """JSON body; ``kind``, ``stage``, ``tenant``, ``severity`` (anomalies) and ``event``, ``scope``
+    (incidents) as attributes, when present, so subscribers can filter."""
     attributes = {k: str(record[k]) for k in _ATTRIBUTES if record.get(k) is not None}
     return PubsubMessage(orjson.dumps(record), attributes)
 
