@@ -99,6 +99,7 @@ _INCIDENT = (
     Field("resolved_at", "TIMESTAMP"),
     Field("at", "TIMESTAMP", "REQUIRED"),
     Field("files", "INTEGER"),
+    Field("sample_uids", "STRING", "REPEATED"),
     Field("worst_observed_ms", "FLOAT"),
     Field("expected_ms", "FLOAT"),
     Field("message", "STRING", "REQUIRED"),

@@ -275,6 +275,74 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_notify_slack(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "notify-slack",
+        help="post the job's incident events to Slack (Block Kit, via an incoming webhook)",
+        description="Pull incident events from a subscription of the job's topic and post each to Slack. The "
+        "webhook URL comes from ${STAGEWATCH_SLACK_WEBHOOK} or --webhook-secret (Secret Manager) and is never "
+        "printed. 429 and 5xx are retried with backoff; other 4xx are counted and reported.",
+    )
+    p.add_argument("--subscription", required=True, help="projects/P/subscriptions/S (of the incident topic)")
+    p.add_argument("--webhook-secret", help="Secret Manager secret holding the webhook URL: projects/P/secrets/S")
+    p.add_argument("--project", help="project for the Cloud Logging links (default: the subscription's)")
+    p.add_argument("--max-messages", type=int, help="stop after this many messages (default: run until stopped)")
+    p.add_argument("--idle-exit", type=float, metavar="SECONDS", help="stop after this long with no message")
+    p.set_defaults(func=_cmd_notify_slack)
+
+
+def _cmd_notify_slack(args: argparse.Namespace) -> int:
+    import re
+    import time
+
+    from google.cloud import pubsub_v1  # type: ignore[attr-defined]
+
+    from stagewatch.slack import Webhook, format_incident, webhook_url
+
+    match = re.match(r"^projects/([^/]+)/subscriptions/[^/]+$", args.subscription)
+    if not match:
+        raise ValueError(f"--subscription must look like projects/PROJECT/subscriptions/NAME, got "
+                         f"{args.subscription!r}")
+    project = args.project or match.group(1)
+    hook = Webhook(webhook_url(args.webhook_secret))
+    subscriber = pubsub_v1.SubscriberClient()
+    seen = skipped = 0
+    last_message = time.monotonic()
+    try:
+        while args.max_messages is None or seen < args.max_messages:
+            if args.idle_exit is not None and time.monotonic() - last_message > args.idle_exit:
+                break
+            resp = subscriber.pull(subscription=args.subscription, max_messages=10, timeout=30)
+            ack = []
+            for received in resp.received_messages:
+                seen += 1
+                last_message = time.monotonic()
+                try:
+                    event = orjson.loads(received.message.data)
+                except orjson.JSONDecodeError:
+                    event = None
+                if not isinstance(event, dict) or "incident_id" not in event:
+                    skipped += 1  # a per-file anomaly (--publish_anomalies) or a stranger: not for Slack
+                    ack.append(received.ack_id)
+                    continue
+                failed_before = sum(v for k, v in hook.stats.items() if k.startswith("failed_"))
+                ok = hook.post(format_incident(event, project))
+                failed_now = sum(v for k, v in hook.stats.items() if k.startswith("failed_"))
+                print(f"stagewatch notify-slack: {'posted' if ok else 'NOT posted'} {event['event']} "
+                      f"{event['incident_id']}", file=sys.stderr)
+                if ok or failed_now > failed_before:
+                    ack.append(received.ack_id)  # posted, or refused for good (counted): do not loop on it
+            if ack:
+                subscriber.acknowledge(subscription=args.subscription, ack_ids=ack)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        subscriber.close()
+    counts = " · ".join(f"{k} {v}" for k, v in sorted(hook.stats.items())) or "nothing posted"
+    print(f"stagewatch notify-slack: {seen} messages, {skipped} not incidents; {counts}", file=sys.stderr)
+    return 0 if not any(k.startswith("failed_") for k in hook.stats) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stagewatch",
@@ -285,6 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_simulate(sub)
     _add_evaluate(sub)
     _add_run(sub)
+    _add_notify_slack(sub)
     return parser
 
 

@@ -27,7 +27,9 @@ from typing import Any
 from stagewatch.records import Anomaly
 from stagewatch.timeutil import US_PER_S, format_duration_ms, format_rfc3339, parse_rfc3339_us
 
-__all__ = ["Incident", "IncidentConfig", "IncidentTracker"]
+__all__ = ["SAMPLE_UIDS", "Incident", "IncidentConfig", "IncidentTracker"]
+
+SAMPLE_UIDS = 10  # files named in an incident event, so a Logging link can show them
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class Incident:
     started_us: int
     last_us: int
     uids: set[str] = field(default_factory=set)
+    first_uids: list[str] = field(default_factory=list)  # the first files, in order (for a Logging link)
     tenants: Counter[str] = field(default_factory=Counter)
     worst_observed_ms: float | None = None
     expected_ms: float | None = None
@@ -73,6 +76,8 @@ class Incident:
         return True
 
     def join(self, a: Anomaly, t_us: int) -> None:
+        if a.uid not in self.uids and len(self.first_uids) < SAMPLE_UIDS:
+            self.first_uids.append(a.uid)
         self.uids.add(a.uid)
         if a.tenant:
             self.tenants[a.tenant] += 1
@@ -225,6 +230,7 @@ class IncidentTracker:
             "resolved_at": format_rfc3339(inc.resolved_us) if inc.resolved_us is not None else None,
             "at": format_rfc3339(t_us),
             "files": len(inc.uids),
+            "sample_uids": sorted(inc.first_uids),
             "worst_observed_ms": inc.worst_observed_ms,
             "expected_ms": inc.expected_ms,
             "message": _message(inc, event),

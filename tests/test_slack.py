@@ -1,0 +1,157 @@
+"""Slack: Block Kit messages, retries on 429/5xx only, the webhook URL kept secret, and the notifier end to end
+(incident events through the Pub/Sub emulator to a local HTTP server standing in for Slack)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any
+
+import orjson
+import pytest
+
+from stagewatch.slack import WEBHOOK_ENV, Webhook, format_incident, logging_link, webhook_url
+
+EVENT = {
+    "incident_id": "slow_stage-analyse-global-all-2026-06-06T10:00:01.000000Z", "event": "opened",
+    "kind": "slow_stage", "stage": "analyse", "scope": "global", "scope_key": None, "tenants": ["a", "b"],
+    "affected_tenants": 2, "active_tenants": 12, "started_at": "2026-06-06T10:00:01.000000Z", "resolved_at": None,
+    "at": "2026-06-06T10:04:00.000000Z", "files": 7, "sample_uids": ["f-1", "f-2"], "worst_observed_ms": 240_000.0,
+    "expected_ms": 30_000.0,
+    "message": "analyse is slow for everyone (7 files, 2 tenants); worst 4.0 min, usually 30 s",
+}
+
+
+class _FakeSlack:
+    """A local HTTP server standing in for Slack: replies with the queued statuses, then 200."""
+
+    def __init__(self, statuses: list[int]) -> None:
+        self.statuses = list(statuses)
+        self.received: list[dict[str, Any]] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                fake.received.append(json.loads(body))
+                status = fake.statuses.pop(0) if fake.statuses else 200
+                self.send_response(status)
+                if status == 429:
+                    self.send_header("Retry-After", "0")
+                self.end_headers()
+                self.wfile.write(b"ok" if status == 200 else b"error")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/services/T000/B000/{uuid.uuid4().hex}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def fake_slack() -> Iterator[_FakeSlack]:
+    fake = _FakeSlack([500, 429])
+    yield fake
+    fake.close()
+
+
+@pytest.mark.unit
+def test_block_kit_message_says_what_where_how_bad_how_many_since() -> None:
+    msg = format_incident(EVENT, "demo-proj")
+    assert msg["text"].startswith(":rotating_light: OPENED: analyse is slow for everyone")
+    fields = " ".join(f["text"] for f in msg["blocks"][1]["fields"])
+    for part in ("slow_stage at *analyse*", "everyone", "worst 4.0 min (usually 30 s)", "7 files, 2 tenants of 12",
+                 "2026-06-06T10:00:01.000000Z", EVENT["incident_id"]):
+        assert part in fields, part
+    link = msg["blocks"][2]["elements"][0]["url"]
+    assert link == logging_link(EVENT, "demo-proj")
+    assert "f-1" in link and "project=demo-proj" in link and link.startswith("https://console.cloud.google.com/logs/")
+
+
+@pytest.mark.unit
+def test_retries_429_and_5xx_with_backoff_but_not_other_4xx(fake_slack: _FakeSlack) -> None:
+    slept: list[float] = []
+    hook = Webhook(fake_slack.url, sleep=slept.append)
+    assert hook.post({"text": "x"}) is True
+    assert hook.stats == {"posted": 1, "retried": 2}
+    assert slept == [1.0, 0.0]  # exponential backoff for the 500; the 429's Retry-After
+    fake_slack.statuses = [404]
+    assert hook.post({"text": "y"}) is False
+    assert hook.stats["failed_404"] == 1 and hook.stats["retried"] == 2  # not retried
+    assert fake_slack.url not in repr(hook)
+
+
+@pytest.mark.unit
+def test_webhook_url_from_env_or_secret_manager_never_in_errors() -> None:
+    assert webhook_url(env={WEBHOOK_ENV: " https://hooks.slack.com/services/X "}) == "https://hooks.slack.com/services/X"
+    with pytest.raises(ValueError, match=WEBHOOK_ENV):
+        webhook_url(env={})
+
+    class Resp:
+        def __init__(self, status: int, data: str = "") -> None:
+            self.status_code = status
+            self._data = data
+
+        def json(self) -> dict[str, Any]:
+            return {"payload": {"data": base64.b64encode(self._data.encode()).decode()}}
+
+    class Session:
+        def __init__(self, resp: Resp) -> None:
+            self.resp, self.urls = resp, []
+
+        def get(self, url: str, timeout: float) -> Resp:
+            self.urls.append(url)
+            return self.resp
+
+    ok = Session(Resp(200, "https://hooks.slack.com/services/SECRET\n"))
+    assert webhook_url("projects/p/secrets/slack", session=ok) == "https://hooks.slack.com/services/SECRET"
+    assert ok.urls == ["https://secretmanager.googleapis.com/v1/projects/p/secrets/slack/versions/latest:access"]
+    with pytest.raises(ValueError, match="HTTP 403"):
+        webhook_url("projects/p/secrets/slack/versions/3", session=Session(Resp(403)))
+
+
+@pytest.mark.integration
+def test_notifier_end_to_end_through_pubsub_to_a_local_slack(
+    fake_slack: _FakeSlack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from google.cloud import pubsub_v1
+
+    from stagewatch.cli import main
+    from tests.emulators import PROJECT
+
+    monkeypatch.setenv(WEBHOOK_ENV, fake_slack.url)
+    monkeypatch.setattr("stagewatch.slack.time.sleep", lambda s: None)  # the backoff, not the test, waits
+    suffix = uuid.uuid4().hex[:8]
+    publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+    topic = publisher.topic_path(PROJECT, f"incidents-{suffix}")
+    sub = subscriber.subscription_path(PROJECT, f"incidents-{suffix}")
+    publisher.create_topic(name=topic)
+    subscriber.create_subscription(name=sub, topic=topic)
+    try:
+        resolved = {**EVENT, "event": "resolved", "resolved_at": "2026-06-06T10:45:00.000000Z", "files": 211,
+                    "message": "resolved: analyse is slow for everyone (211 files, 12 tenants)"}
+        anomaly = {"anomaly_id": "a1", "kind": "failed", "uid": "f-9", "stage": "b"}  # not an incident: skipped
+        for record in (EVENT, anomaly, resolved):
+            publisher.publish(topic, orjson.dumps(record)).result(timeout=30)
+        assert main(["notify-slack", "--subscription", sub, "--max-messages", "3", "--idle-exit", "60"]) == 0
+    finally:
+        subscriber.delete_subscription(subscription=sub)
+        publisher.delete_topic(topic=topic)
+    # The first post met a 500, then a 429: posted on the third try; the resolution straight away.
+    texts = [m["text"] for m in fake_slack.received]
+    assert len(texts) == 4 and texts[0] == texts[1] == texts[2]
+    assert {t.split(":")[1] for t in texts} == {"rotating_light", "white_check_mark"}
+    for m in fake_slack.received:
+        assert [b["type"] for b in m["blocks"]] == ["section", "section", "actions"]
+    out = capsys.readouterr()
+    assert fake_slack.url not in out.out + out.err
+    assert "posted opened" in out.err and "posted resolved" in out.err and "retried 2" in out.err
