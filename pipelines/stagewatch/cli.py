@@ -27,6 +27,7 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--traces", help="write one trace summary per file (JSONL) here")
     p.add_argument("--dead-letters", help="write rejected lines with their reason (JSONL) here")
     p.add_argument("--incidents", help="write incident events (opened / updated / resolved; JSONL) here")
+    p.add_argument("--lots", help="write lot_incomplete and lot_slow records (JSONL) here")
     p.add_argument("--summary-json", help="write the closing summary as JSON here")
     p.add_argument("--stages", help="stage order, comma-separated (a trailing ? marks a stage optional); "
                    "inferred from the data when absent")
@@ -49,6 +50,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from stagewatch.config import load_settings
     from stagewatch.events import Parser
     from stagewatch.incidents import IncidentTracker
+    from stagewatch.lots import LotTracker
     from stagewatch.records import Anomaly, TraceSummary
     from stagewatch.replay import progress_reader, replay, stderr_is_tty, summary_text, writer
 
@@ -68,6 +70,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     dead = writer(args.dead_letters) if args.dead_letters else None
     incidents = writer(args.incidents) if args.incidents else None
     tracker = IncidentTracker() if incidents else None
+    lots = writer(args.lots) if args.lots else None
+    lot_tracker = LotTracker() if lots else None
 
     def on_anomaly(a: Anomaly) -> None:
         anomalies.write(a.to_dict())
@@ -82,6 +86,9 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         if tracker is not None and incidents is not None:
             for event in tracker.observe_summary(row):
                 incidents.write(event)
+        if lot_tracker is not None and lots is not None:
+            for record in lot_tracker.observe(row):
+                lots.write(record)
 
     try:
         stats = replay(
@@ -90,12 +97,12 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             parser=Parser(settings.mapping),
             cfg=settings.detector,
             on_anomaly=on_anomaly,
-            on_summary=on_summary if traces or tracker else None,
+            on_summary=on_summary if traces or tracker or lot_tracker else None,
             on_dead_letter=dead.write if dead else None,
         )
     finally:
         close_bar()
-        for w in (anomalies, traces, dead, incidents):
+        for w in (anomalies, traces, dead, incidents, lots):
             if w is not None:
                 w.close()
     print(summary_text(stats), file=sys.stderr)
