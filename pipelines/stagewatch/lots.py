@@ -21,12 +21,14 @@ from typing import Any
 
 from stagewatch.timeutil import US_PER_MS, US_PER_S, format_duration_ms, format_rfc3339, parse_rfc3339_us
 
-__all__ = ["LotConfig", "LotTracker"]
+__all__ = ["LotConfig", "LotJudge", "LotTracker", "add_file"]
 
 
 @dataclass(frozen=True)
 class LotConfig:
-    quiet_s: float = 3600.0
+    # Two hours: longer than a trace's TTL (1 h), after which every file of the lot has closed and said how
+    # (a stalled file's summary can come up to the TTL after its last event).
+    quiet_s: float = 7200.0
     factor: float = 3.0
     warmup: int = 10
     history: int = 200
@@ -37,43 +39,37 @@ class LotConfig:
 
 
 @dataclass
-class _Lot:
+class Lot:
+    """What is known of one batch: its files' outcomes and its span."""
+
     first_us: int
     last_us: int
     submitted_us: int  # the latest first event of its files: the whole batch is in from then on
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-class LotTracker:
+def add_file(lot: Lot | None, summary: dict[str, Any]) -> Lot:
+    """``lot`` with one more closed file (a trace summary) — a new lot when ``lot`` is None."""
+    first, last = parse_rfc3339_us(summary["first_time"]), parse_rfc3339_us(summary["last_time"])
+    if lot is None:
+        lot = Lot(first, last, first)
+    lot.first_us, lot.last_us = min(lot.first_us, first), max(lot.last_us, last)
+    lot.submitted_us = max(lot.submitted_us, first)
+    stages = summary.get("stages") or []
+    lot.files[summary["uid"]] = {"uid": summary["uid"], "status": summary["status"], "tenant": summary.get("tenant"),
+                                 "last_stage": stages[-1]["stage"] if stages else None}
+    return lot
+
+
+class LotJudge:
+    """Judges quiet lots, in the order they went quiet, against the history of lots of their size."""
+
     def __init__(self, cfg: LotConfig | None = None) -> None:
         self.cfg = cfg or LotConfig()
-        self._lots: dict[str, _Lot] = {}
         self._durations: dict[int, deque[float]] = {}
         self.judged = 0
 
-    def observe(self, summary: dict[str, Any]) -> list[dict[str, Any]]:
-        """One closed file; returns the lot records that the time of its close made due."""
-        out = self.advance(parse_rfc3339_us(summary["closed_at"]))
-        lot_id = summary.get("lot")
-        if lot_id:
-            first, last = parse_rfc3339_us(summary["first_time"]), parse_rfc3339_us(summary["last_time"])
-            lot = self._lots.get(lot_id)
-            if lot is None:
-                lot = self._lots[lot_id] = _Lot(first, last, first)
-            lot.first_us, lot.last_us = min(lot.first_us, first), max(lot.last_us, last)
-            lot.submitted_us = max(lot.submitted_us, first)
-            stages = summary.get("stages") or []
-            lot.files[summary["uid"]] = {"uid": summary["uid"], "status": summary["status"],
-                                         "tenant": summary.get("tenant"),
-                                         "last_stage": stages[-1]["stage"] if stages else None}
-        return out
-
-    def advance(self, t_us: int) -> list[dict[str, Any]]:
-        quiet = int(self.cfg.quiet_s * US_PER_S)
-        due = [lot_id for lot_id, lot in self._lots.items() if t_us - lot.last_us >= quiet]
-        return [r for r in (self._judge(lot_id, self._lots.pop(lot_id)) for lot_id in due) if r is not None]
-
-    def _judge(self, lot_id: str, lot: _Lot) -> dict[str, Any] | None:
+    def judge(self, lot_id: str, lot: Lot) -> dict[str, Any] | None:
         self.judged += 1
         size = len(lot.files)
         duration_ms = (lot.last_us - lot.submitted_us) / US_PER_MS
@@ -95,3 +91,31 @@ class LotTracker:
                     "message": f"lot {lot_id} ({size} files) took {format_duration_ms(duration_ms)} to finish after "
                     f"its last file came in; lots of its size usually take {format_duration_ms(expected)}"}
         return None
+
+
+class LotTracker:
+    """The backtest's lots: every closed file in, lot records out as lots go quiet."""
+
+    def __init__(self, cfg: LotConfig | None = None) -> None:
+        self.cfg = cfg or LotConfig()
+        self._lots: dict[str, Lot] = {}
+        self._judge = LotJudge(self.cfg)
+
+    @property
+    def judged(self) -> int:
+        return self._judge.judged
+
+    def observe(self, summary: dict[str, Any]) -> list[dict[str, Any]]:
+        """One closed file; returns the lot records that the time of its close made due."""
+        out = self.advance(parse_rfc3339_us(summary["closed_at"]))
+        lot_id = summary.get("lot")
+        if lot_id:
+            self._lots[lot_id] = add_file(self._lots.get(lot_id), summary)
+        return out
+
+    def advance(self, t_us: int) -> list[dict[str, Any]]:
+        quiet = int(self.cfg.quiet_s * US_PER_S)
+        # In the order they went quiet (then by id): the streaming job judges them in the same order.
+        due = sorted((lot.last_us + quiet, lot_id) for lot_id, lot in self._lots.items() if t_us - lot.last_us >= quiet)
+        records = (self._judge.judge(lot_id, self._lots.pop(lot_id)) for _, lot_id in due)
+        return [r for r in records if r is not None]

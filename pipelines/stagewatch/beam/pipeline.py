@@ -23,6 +23,7 @@ from stagewatch.beam.incidents import TrackIncidents
 from stagewatch.beam.judging import JudgeMeasurements
 from stagewatch.beam.learn import LearnBaselines
 from stagewatch.beam.local import local_runner
+from stagewatch.beam.lots import TrackLots
 from stagewatch.beam.options import ValidatedOptions, validate
 from stagewatch.beam.sinks import PublishAnomalies, WriteJsonl, WriteTableRows, clear_local_output
 from stagewatch.beam.stalls import STALLED_SUMMARIES, WatchStalls
@@ -44,6 +45,7 @@ class Outputs:
     traces: beam.PCollection
     dead_letters: beam.PCollection
     incidents: beam.PCollection
+    lots: beam.PCollection
 
 
 def build(
@@ -71,7 +73,8 @@ def build(
     dead = (parsed[DEAD_LETTERS], assembled[LATE]) | "AllDeadLetters" >> beam.Flatten()
     traces = watched[STALLED_SUMMARIES]
     incidents = (anomalies, traces) | "Incidents" >> TrackIncidents(interval_s=baseline.interval_s, end_us=end_us)
-    return Outputs(anomalies, traces, dead, incidents)
+    lots = traces | "Lots" >> TrackLots(end_us=end_us)
+    return Outputs(anomalies, traces, dead, incidents, lots)
 
 
 def _file_stream(
@@ -170,6 +173,7 @@ def construct(argv: list[str] | None = None) -> tuple[beam.Pipeline, ValidatedOp
         out.traces | "WriteTracesJsonl" >> WriteJsonl(opts.output_dir, "traces")
         out.dead_letters | "WriteDeadLettersJsonl" >> WriteJsonl(opts.output_dir, "dead_letters")
         out.incidents | "WriteIncidentsJsonl" >> WriteJsonl(opts.output_dir, "incidents")
+        out.lots | "WriteLotsJsonl" >> WriteJsonl(opts.output_dir, "lots")
     if opts.output_topic:
         # The topic carries incident events; per-file anomalies only when asked (they can be thousands).
         published = out.incidents

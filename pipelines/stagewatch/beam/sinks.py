@@ -40,7 +40,7 @@ BIGQUERY_DEAD = "bigquery_dead_letters"
 _ATTRIBUTES = ("kind", "stage", "tenant", "severity", "event", "scope")
 
 
-LOCAL_TABLES = ("anomalies", "traces", "dead_letters", "incidents")
+LOCAL_TABLES = ("anomalies", "traces", "dead_letters", "incidents", "lots")
 
 
 def clear_local_output(output_dir: str) -> list[str]:
@@ -61,7 +61,7 @@ def local_output_summary(output_dir: str) -> str:
     import glob
     from collections import Counter
 
-    field = {"anomalies": "kind", "traces": "status", "dead_letters": "reason", "incidents": "event"}
+    field = {"anomalies": "kind", "traces": "status", "dead_letters": "reason", "incidents": "event", "lots": "kind"}
     lines = []
     for table in LOCAL_TABLES:
         counts: Counter[str] = Counter()
