@@ -58,8 +58,8 @@ PARAMETERS: tuple[Parameter, ...] = (
               "Dataset for the anomalies, traces, dead_letters and incidents tables (created when missing), e.g. "
               "my-proj.stagewatch.", DATASET_RE),
     Parameter("output_dir", "Local output folder",
-              "Folder for anomalies*.jsonl, traces*.jsonl, dead_letters*.jsonl and incidents*.jsonl (local "
-              "runs).", _PATH_RE),
+              "Folder for anomalies*.jsonl, traces*.jsonl, dead_letters*.jsonl, incidents*.jsonl and "
+              "lots*.jsonl (local runs).", _PATH_RE),
     Parameter("stages", "Stage order",
               "Comma-separated stage names in order (a trailing ? marks a stage optional). Inferred from the "
               "data when empty.", r"^[^,]+(,[^,]+)*$"),
