@@ -350,6 +350,24 @@ def _cmd_notify_slack(args: argparse.Namespace) -> int:
     return 0 if not any(k.startswith("failed_") for k in hook.stats) else 1
 
 
+def _add_explain(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "explain",
+        help="one file's timeline: each stage, when, how long, what is usual at that hour, the verdict",
+        description="Read a local output folder (stagewatch run --output_dir) and print one file's journey.",
+    )
+    p.add_argument("uid")
+    p.add_argument("--input", required=True, metavar="DIR", help="the --output_dir of stagewatch run")
+    p.set_defaults(func=_cmd_explain)
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from stagewatch.explain import explain
+
+    print(explain(args.uid, args.input))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stagewatch",
@@ -361,6 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(sub)
     _add_run(sub)
     _add_notify_slack(sub)
+    _add_explain(sub)
     return parser
 
 
