@@ -28,8 +28,8 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.transforms.window import TimestampedValue
-from apache_beam.utils.timestamp import Timestamp
 
+from stagewatch.beam.timers import fire_at, fire_no_later_than, take_due
 from stagewatch.events import StageEvent
 from stagewatch.timeutil import US_PER_S, format_rfc3339
 from stagewatch.traces import Measurement, Outbox, StallInfo, Trace, TraceRules
@@ -77,8 +77,8 @@ def _context(trace: Trace, rules: TraceRules) -> dict[str, Any]:
     }
 
 
-def _ts(t_us: int) -> Timestamp:
-    return Timestamp(micros=t_us)
+def _event_time(ev: StageEvent) -> int:
+    return ev.t_us
 
 
 class _AssembleFn(beam.DoFn):
@@ -124,10 +124,7 @@ class _AssembleFn(beam.DoFn):
                 ev, "after_close", f"the file's trace already closed ({status}); this event came after it"))
             return
         buffer.add(ev)
-        pending = next_fire.read()
-        if pending is None or ev.t_us < pending:
-            next_fire.write(ev.t_us)
-            fire.set(_ts(ev.t_us))
+        fire_no_later_than(next_fire, fire, ev.t_us)
 
     @on_timer(FIRE)
     def _fire(
@@ -143,13 +140,8 @@ class _AssembleFn(beam.DoFn):
     ) -> Iterator[Any]:
         now = int(fire_ts.micros)
         rules = self.rules
-        events = sorted(buffer.read(), key=lambda e: e.t_us)
-        due = [e for e in events if e.t_us <= now]
-        rest = [e for e in events if e.t_us > now]
+        due, rest = take_due(buffer, now, _event_time, _event_time)
         if due:
-            buffer.clear()
-            for e in rest:
-                buffer.add(e)
             released.write(max(due[-1].t_us, released.read() or 0))
         trace: Trace | None = trace_state.read()
         if trace is None and closed.read():
@@ -184,18 +176,11 @@ class _AssembleFn(beam.DoFn):
             buffer.clear()
             trace_state.clear()
             closed.write(trace.status)
-            forget = max(now, trace.last_t + rules.ttl_us)
-            next_fire.write(forget)
-            fire.set(_ts(forget))
+            fire_at(next_fire, fire, [max(now, trace.last_t + rules.ttl_us)])
             return
         if trace.last_t:
             trace_state.write(trace)
-        wake = ([trace.next_timer(rules)] if trace.last_t else []) + [e.t_us for e in rest[:1]]
-        if wake:
-            next_fire.write(min(wake))
-            fire.set(_ts(min(wake)))
-        else:
-            next_fire.clear()
+        fire_at(next_fire, fire, ([trace.next_timer(rules)] if trace.last_t else []) + [e.t_us for e in rest[:1]])
 
     def _emit(self, rec: _Recorder, out: Outbox) -> Iterator[Any]:
         for m in rec.measurements:

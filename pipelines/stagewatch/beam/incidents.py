@@ -21,8 +21,8 @@ from apache_beam.coders import PickleCoder, VarIntCoder
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.transforms.window import FixedWindows, GlobalWindows
-from apache_beam.utils.timestamp import Timestamp
 
+from stagewatch.beam.timers import fire_at, fire_no_later_than, take_due
 from stagewatch.incidents import IncidentConfig, IncidentTracker
 from stagewatch.records import Anomaly
 from stagewatch.timeutil import US_PER_S, parse_rfc3339_us
@@ -53,10 +53,7 @@ class _TrackFn(beam.DoFn):
         what, record = kv[1]
         t = parse_rfc3339_us(record["detected_at"]) if what == "anomaly" else record["t_us"]
         buffer.add((t, what, record))
-        pending = next_fire.read()
-        if pending is None or t < pending:
-            next_fire.write(t)
-            fire.set(Timestamp(micros=t))
+        fire_no_later_than(next_fire, fire, t)
 
     @on_timer(FIRE)
     def _fire(
@@ -69,11 +66,9 @@ class _TrackFn(beam.DoFn):
     ) -> Iterator[dict[str, Any]]:
         now = int(ts.micros)
         tracker: IncidentTracker = tracker_state.read() or IncidentTracker(self._cfg)
-        items = sorted(buffer.read(), key=lambda item: (item[0], item[1] != "tenants"))
-        due, rest = [i for i in items if i[0] <= now], [i for i in items if i[0] > now]
-        buffer.clear()
-        for item in rest:
-            buffer.add(item)
+        # Tenants' activity of a moment before the anomalies of that moment.
+        due: list[tuple[int, str, Any]]
+        due, rest = take_due(buffer, now, lambda item: item[0], lambda item: (item[0], item[1] != "tenants"))
         for t, what, record in due:
             if what == "tenants":
                 for tenant in record["tenants"]:
@@ -86,11 +81,7 @@ class _TrackFn(beam.DoFn):
         wake = [rest[0][0]] if rest else []
         if tracker.open and (self._end_us is None or now + TICK_US <= self._end_us):
             wake.append(now + TICK_US)
-        if wake:
-            next_fire.write(min(wake))
-            fire.set(Timestamp(micros=min(wake)))
-        else:
-            next_fire.clear()
+        fire_at(next_fire, fire, wake)
 
 
 class TrackIncidents(beam.PTransform):

@@ -22,9 +22,10 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.trigger import AccumulationMode, AfterCount, AfterWatermark
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.transforms.window import FixedWindows, GlobalWindows, TimestampedValue
-from apache_beam.utils.timestamp import Duration, Timestamp
+from apache_beam.utils.timestamp import Duration
 
 from stagewatch.baselines import END_TO_END, BaselineConfig, BaselineStore
+from stagewatch.beam.timers import fire_at, fire_no_later_than
 from stagewatch.sketch import bin_of
 from stagewatch.timeutil import US_PER_S
 from stagewatch.traces import TraceRules
@@ -107,11 +108,7 @@ class _RollFn(beam.DoFn):
         if held is None or sum(counts.values()) > sum(held.values()):
             by_step[k] = counts
             pending.write(by_step)
-        due = (k + 1) * self._cfg.interval_us + self._grace_us
-        current = next_fire.read()
-        if current is None or due < current:
-            next_fire.write(due)
-            fire.set(Timestamp(micros=due))
+        fire_no_later_than(next_fire, fire, (k + 1) * self._cfg.interval_us + self._grace_us)
 
     @on_timer(FIRE)
     def _fire(
@@ -143,13 +140,9 @@ class _RollFn(beam.DoFn):
         for k2, snap in store.snaps.items():
             yield TimestampedValue((k2, snap), now_step * interval / US_PER_S)
         quiet_since = last_data.read()
-        steps = [now_step + 1] + [k + 1 for k in by_step]
-        if by_step or (quiet_since is not None and now_step - quiet_since < self._quiet_steps):
-            nxt = min(steps) * interval + self._grace_us
-            next_fire.write(nxt)
-            fire.set(Timestamp(micros=nxt))
-        else:
-            next_fire.clear()
+        looping = by_step or (quiet_since is not None and now_step - quiet_since < self._quiet_steps)
+        steps = [now_step + 1] + [k + 1 for k in by_step] if looping else []
+        fire_at(next_fire, fire, [step * interval + self._grace_us for step in steps])
 
 
 class LearnBaselines(beam.PTransform):

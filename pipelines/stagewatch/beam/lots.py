@@ -17,6 +17,7 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.utils.timestamp import Timestamp
 
+from stagewatch.beam.timers import fire_at, fire_no_later_than, take_due
 from stagewatch.lots import Lot, LotConfig, LotJudge, add_file
 from stagewatch.timeutil import US_PER_S
 
@@ -71,11 +72,7 @@ class _JudgeLotsFn(beam.DoFn):
         fire: Any = beam.DoFn.TimerParam(FIRE),
     ) -> None:
         buffer.add(kv[1])
-        due = kv[1][0]
-        pending = next_fire.read()
-        if pending is None or due < pending:
-            next_fire.write(due)
-            fire.set(Timestamp(micros=due))
+        fire_no_later_than(next_fire, fire, kv[1][0])
 
     @on_timer(FIRE)
     def _fire(
@@ -87,22 +84,15 @@ class _JudgeLotsFn(beam.DoFn):
         fire: Any = beam.DoFn.TimerParam(FIRE),
     ) -> Iterator[dict[str, Any]]:
         now = int(ts.micros)
-        items = sorted(buffer.read(), key=lambda item: (item[0], item[1]))
-        due, rest = [i for i in items if i[0] <= now], [i for i in items if i[0] > now]
-        buffer.clear()
-        for item in rest:
-            buffer.add(item)
+        due: list[tuple[int, str, Lot]]
+        due, rest = take_due(buffer, now, lambda item: item[0], lambda item: (item[0], item[1]))
         judge: LotJudge = judge_state.read() or LotJudge(self._cfg)
         for _, lot_id, lot in due:
             record = judge.judge(lot_id, lot)
             if record is not None:
                 yield record
         judge_state.write(judge)
-        if rest:
-            next_fire.write(rest[0][0])
-            fire.set(Timestamp(micros=rest[0][0]))
-        else:
-            next_fire.clear()
+        fire_at(next_fire, fire, [item[0] for item in rest[:1]])
 
 
 class TrackLots(beam.PTransform):
