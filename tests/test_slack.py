@@ -81,11 +81,11 @@ def test_block_kit_message_says_what_where_how_bad_how_many_since() -> None:
 def test_retries_429_and_5xx_with_backoff_but_not_other_4xx(fake_slack: _FakeSlack) -> None:
     slept: list[float] = []
     hook = Webhook(fake_slack.url, sleep=slept.append)
-    assert hook.post({"text": "x"}) is True
+    assert hook.post({"text": "x"}) == "posted"
     assert hook.stats == {"posted": 1, "retried": 2}
     assert slept == [1.0, 0.0]  # exponential backoff for the 500; the 429's Retry-After
     fake_slack.statuses = [404]
-    assert hook.post({"text": "y"}) is False
+    assert hook.post({"text": "y"}) == "refused"
     assert hook.stats["failed_404"] == 1 and hook.stats["retried"] == 2  # not retried
     assert fake_slack.url not in repr(hook)
 

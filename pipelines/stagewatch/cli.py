@@ -300,47 +300,21 @@ def _add_notify_slack(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_notify_slack(args: argparse.Namespace) -> int:
     import re
-    import time
 
     from google.cloud import pubsub_v1  # type: ignore[attr-defined]
 
-    from stagewatch.slack import Webhook, format_incident, webhook_url
+    from stagewatch.slack import Webhook, notify, webhook_url
 
     match = re.match(r"^projects/([^/]+)/subscriptions/[^/]+$", args.subscription)
     if not match:
         raise ValueError(f"--subscription must look like projects/PROJECT/subscriptions/NAME, got "
                          f"{args.subscription!r}")
-    project = args.project or match.group(1)
     hook = Webhook(webhook_url(args.webhook_secret))
     subscriber = pubsub_v1.SubscriberClient()
     seen = skipped = 0
-    last_message = time.monotonic()
     try:
-        while args.max_messages is None or seen < args.max_messages:
-            if args.idle_exit is not None and time.monotonic() - last_message > args.idle_exit:
-                break
-            resp = subscriber.pull(subscription=args.subscription, max_messages=10, timeout=30)
-            ack = []
-            for received in resp.received_messages:
-                seen += 1
-                last_message = time.monotonic()
-                try:
-                    event = orjson.loads(received.message.data)
-                except orjson.JSONDecodeError:
-                    event = None
-                if not isinstance(event, dict) or "incident_id" not in event:
-                    skipped += 1  # a per-file anomaly (--publish_anomalies) or a stranger: not for Slack
-                    ack.append(received.ack_id)
-                    continue
-                failed_before = sum(v for k, v in hook.stats.items() if k.startswith("failed_"))
-                ok = hook.post(format_incident(event, project))
-                failed_now = sum(v for k, v in hook.stats.items() if k.startswith("failed_"))
-                print(f"stagewatch notify-slack: {'posted' if ok else 'NOT posted'} {event['event']} "
-                      f"{event['incident_id']}", file=sys.stderr)
-                if ok or failed_now > failed_before:
-                    ack.append(received.ack_id)  # posted, or refused for good (counted): do not loop on it
-            if ack:
-                subscriber.acknowledge(subscription=args.subscription, ack_ids=ack)
+        seen, skipped = notify(subscriber, args.subscription, hook, args.project or match.group(1),
+                               args.max_messages, args.idle_exit, log=lambda line: print(line, file=sys.stderr))
     except KeyboardInterrupt:
         pass
     finally:

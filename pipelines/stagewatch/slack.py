@@ -26,7 +26,7 @@ from typing import Any
 
 from stagewatch.timeutil import format_duration_ms
 
-__all__ = ["WEBHOOK_ENV", "Webhook", "format_incident", "logging_link", "webhook_url"]
+__all__ = ["WEBHOOK_ENV", "Webhook", "format_incident", "logging_link", "notify", "webhook_url"]
 
 WEBHOOK_ENV = "STAGEWATCH_SLACK_WEBHOOK"
 _EMOJI = {"opened": ":rotating_light:", "updated": ":hourglass_flowing_sand:", "resolved": ":white_check_mark:"}
@@ -117,23 +117,24 @@ class Webhook:
     def __repr__(self) -> str:  # the URL is the credential
         return f"Webhook(url=<redacted>, stats={dict(self.stats)})"
 
-    def post(self, payload: dict[str, Any]) -> bool:
-        """True when Slack took it; False when it refused it for good (a 4xx other than 429, or retries
-        exhausted). Never raises with the URL in the message."""
+    def post(self, payload: dict[str, Any]) -> str:
+        """``posted``; ``refused`` (a 4xx other than 429: retrying will not help); or ``gave_up`` (429, 5xx or
+        the network, retries exhausted: worth another try later). Never raises with the URL in the message."""
         body = json.dumps(payload).encode()
         for attempt in range(1, self.max_attempts + 1):
             status, retry_after = self._send(body)
             if 200 <= status < 300:
                 self.stats["posted"] += 1
-                return True
+                return "posted"
             retryable = status == 429 or status >= 500 or status == 0
             if not retryable or attempt == self.max_attempts:
                 self.stats[f"failed_{status or 'network'}"] += 1
-                return False
+                return "gave_up" if retryable else "refused"
             self.stats["retried"] += 1
             delay = retry_after if retry_after is not None else self.base_delay_s * 2 ** (attempt - 1)
             self.sleep(min(delay, self.max_delay_s))
-        return False
+        return "gave_up"
+
 
     def _send(self, body: bytes) -> tuple[int, float | None]:
         req = urllib.request.Request(self.url, data=body, headers={"Content-Type": "application/json"})
@@ -145,3 +146,40 @@ class Webhook:
             return err.code, float(retry) if retry and retry.replace(".", "", 1).isdigit() else None
         except (urllib.error.URLError, TimeoutError, OSError):
             return 0, None  # network trouble: retried; the error text (which can hold the URL) is dropped
+
+
+def notify(
+    subscriber: Any, subscription: str, hook: Webhook, project: str | None, max_messages: int | None = None,
+    idle_exit_s: float | None = None, log: Callable[[str], None] = print,
+) -> tuple[int, int]:
+    """Pull incident events from ``subscription`` and post each; returns (messages, skipped non-incidents).
+
+    A message is acknowledged once posted, or refused for good (counted in ``hook.stats``); one Slack gave up
+    on after retries is left for Pub/Sub to deliver again. Stops after ``max_messages``, or after
+    ``idle_exit_s`` without a message; else runs until interrupted.
+    """
+    seen = skipped = 0
+    last_message = time.monotonic()
+    while max_messages is None or seen < max_messages:
+        if idle_exit_s is not None and time.monotonic() - last_message > idle_exit_s:
+            break
+        resp = subscriber.pull(subscription=subscription, max_messages=10, timeout=30)
+        ack = []
+        for received in resp.received_messages:
+            seen += 1
+            last_message = time.monotonic()
+            try:
+                event = json.loads(received.message.data)
+            except ValueError:
+                event = None
+            if not isinstance(event, dict) or "incident_id" not in event:
+                skipped += 1  # a per-file anomaly (--publish_anomalies) or a stranger: not for Slack
+                ack.append(received.ack_id)
+                continue
+            outcome = hook.post(format_incident(event, project))
+            log(f"stagewatch notify-slack: {outcome} {event['event']} {event['incident_id']}")
+            if outcome != "gave_up":
+                ack.append(received.ack_id)
+        if ack:
+            subscriber.acknowledge(subscription=subscription, ack_ids=ack)
+    return seen, skipped
