@@ -83,6 +83,6 @@ class Judge:
         self.base.learn(stage, trace.tenant, m.value_ms)
         return verdict
 
-    def stall_deadline(self, trace: Trace, next_i: int, last_t: int) -> tuple[int, StallInfo] | None:
+    def stall_deadline(self, trace: Trace, next_i: int, last_t: int, now: int) -> tuple[int, StallInfo] | None:
         snap, by_tenant = self.base.lookup(self.rules.names[next_i], trace.tenant)
         return stall_deadline(next_i, last_t, snap, by_tenant, self.rules)

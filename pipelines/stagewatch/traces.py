@@ -56,7 +56,7 @@ class Judging(Protocol):
         """Judge (or pass on) one measurement; returns the stage's verdict: ok, slow, warmup or pending."""
         ...
 
-    def stall_deadline(self, trace: Trace, next_i: int, last_t: int) -> tuple[int, StallInfo] | None:
+    def stall_deadline(self, trace: Trace, next_i: int, last_t: int, now: int) -> tuple[int, StallInfo] | None:
         """When the next stage is overdue, and what to say then; None when no baseline can tell yet."""
         ...
 
@@ -223,6 +223,23 @@ class Trace:
             return True
         return False
 
+    def release(
+        self, events: list[StageEvent], now: int, rules: TraceRules, judging: Judging, out: Outbox
+    ) -> list[StageEvent] | None:
+        """One file's share of the watermark reaching ``now``: its events up to ``now`` (sorted), each after
+        any of its timers that falls strictly before it, then its timer if due by ``now`` — the order the
+        backtest's ``Detector`` keeps for all files at once. None while the trace stays open; when it closes,
+        the events it did not take."""
+        for i, ev in enumerate(events):
+            wake = self.next_timer(rules)
+            if self.last_t and wake < ev.t_us and self.on_timer(rules, judging, wake, out):
+                return events[i:]
+            if self.add(ev, rules, judging, ev.t_us, out):
+                return events[i + 1:]
+        if self.last_t and self.next_timer(rules) <= now and self.on_timer(rules, judging, now, out):
+            return []
+        return None
+
     def close_open(self, rules: TraceRules, now: int, out: Outbox) -> None:
         """End of a finite input: still in flight, reported open (not stalled)."""
         self._close("open", rules, now, out)
@@ -286,7 +303,7 @@ class Trace:
         if nxt <= term:
             last = self.times[self.furthest]
             assert last is not None
-            found = judging.stall_deadline(self, nxt, last)
+            found = judging.stall_deadline(self, nxt, last, now)
             if found is not None:
                 self.deadline, self.stall_info = found
         return False

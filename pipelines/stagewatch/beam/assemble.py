@@ -53,7 +53,6 @@ class _Recorder:
 
     def __init__(self, rules: TraceRules) -> None:
         self.rules = rules
-        self.now = 0  # set by the driver before each call into the trace
         self.measurements: list[dict[str, Any]] = []
         self.progress: list[dict[str, Any]] = []
 
@@ -63,10 +62,8 @@ class _Recorder:
         })
         return "pending"
 
-    def stall_deadline(self, trace: Trace, next_i: int, last_t: int) -> tuple[int, StallInfo] | None:
-        self.progress.append(
-            _context(trace, self.rules) | {"next_i": next_i, "last_t_us": last_t, "now_us": self.now}
-        )
+    def stall_deadline(self, trace: Trace, next_i: int, last_t: int, now: int) -> tuple[int, StallInfo] | None:
+        self.progress.append(_context(trace, self.rules) | {"next_i": next_i, "last_t_us": last_t, "now_us": now})
         return None
 
 
@@ -153,23 +150,10 @@ class _AssembleFn(beam.DoFn):
         if trace is None:
             trace = Trace(key, len(rules.names))
         rec, out = _Recorder(rules), Outbox()
-        is_closed, stragglers = False, rest
-        for i, ev in enumerate(due):
-            if trace.last_t and trace.next_timer(rules) < ev.t_us:
-                rec.now = trace.next_timer(rules)
-                if trace.on_timer(rules, rec, rec.now, out):
-                    is_closed, stragglers = True, due[i:] + rest
-                    break
-            rec.now = ev.t_us
-            if trace.add(ev, rules, rec, ev.t_us, out):
-                is_closed, stragglers = True, due[i + 1:] + rest
-                break
-        if not is_closed and trace.last_t and trace.next_timer(rules) <= now:
-            rec.now = now
-            is_closed = trace.on_timer(rules, rec, now, out)
+        stragglers = trace.release(due, now, rules, rec, out)
         yield from self._emit(rec, out)
-        if is_closed:
-            for e in stragglers:
+        if stragglers is not None:  # closed
+            for e in stragglers + rest:
                 self._after_close.inc()
                 yield beam.pvalue.TaggedOutput(LATE, _dead_letter(
                     e, "after_close", f"the file's trace already closed ({trace.status}); this event came after it"))
