@@ -105,6 +105,26 @@ _INCIDENT = (
     Field("message", "STRING", "REQUIRED"),
 )
 
+_UNFINISHED = (
+    Field("uid", "STRING", "REQUIRED"),
+    Field("status", "STRING", "REQUIRED"),
+    Field("tenant", "STRING"),
+    Field("last_stage", "STRING"),
+)
+_LOT = (
+    Field("lot", "STRING", "REQUIRED"),
+    Field("kind", "STRING", "REQUIRED"),  # lot_incomplete, lot_slow
+    Field("tenants", "STRING", "REPEATED"),
+    Field("files", "INTEGER", "REQUIRED"),
+    Field("started_at", "TIMESTAMP", "REQUIRED"),
+    Field("submitted_at", "TIMESTAMP", "REQUIRED"),
+    Field("finished_at", "TIMESTAMP", "REQUIRED"),
+    Field("duration_ms", "FLOAT"),
+    Field("expected_ms", "FLOAT"),
+    Field("unfinished", "RECORD", "REPEATED", _UNFINISHED),
+    Field("message", "STRING", "REQUIRED"),
+)
+
 TABLES: dict[str, Table] = {
     t.name: t
     for t in (
@@ -112,6 +132,7 @@ TABLES: dict[str, Table] = {
         Table("traces", _TRACE, "first_time", ("status", "tenant"), "One row per file's journey, when it closed."),
         Table("dead_letters", _DEAD_LETTER, "received_at", ("reason",), "Input that was not used, and why."),
         Table("incidents", _INCIDENT, "at", ("kind", "stage"), "Incident events: opened, updated, resolved."),
+        Table("lots", _LOT, "finished_at", ("kind",), "Batches that did not complete or took far too long."),
     )
 }
 

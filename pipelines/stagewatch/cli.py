@@ -337,8 +337,9 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_explain(args: argparse.Namespace) -> int:
     from stagewatch.explain import explain
+    from stagewatch.tables import LocalTables
 
-    print(explain(args.uid, args.input))
+    print(explain(args.uid, LocalTables(args.input)))
     return 0
 
 

@@ -1,36 +1,22 @@
-"""``stagewatch explain UID``: one file's journey as a terminal timeline, read from a local output folder.
+"""``stagewatch explain UID``: one file's journey as a terminal timeline, read from a run's tables.
 
-The folder is what ``stagewatch run --output_dir`` writes (``traces*.jsonl``, ``anomalies*.jsonl``) or
-``replay``'s files put together there. For each stage: when it was logged, how long the file waited for it,
-what is usual for that stage at that hour (the median wait of the other files that reached it within an hour
-either side, from the same folder), and the verdict: the file's anomalies, or the trace's own.
+The tables are a local output folder (what ``stagewatch run --output_dir`` writes) or the BigQuery dataset
+of the streaming job (see ``stagewatch.tables``). For each stage: when it was logged, how long the file
+waited for it, what is usual for that stage at that hour (the median wait of the other files that reached
+it within an hour either side, from the same tables), and the verdict: the file's anomalies, or the trace's own.
 """
 
 from __future__ import annotations
 
-import glob
-import os
 import statistics
-from collections.abc import Iterator
 from typing import Any
 
-import orjson
-
+from stagewatch.tables import Tables
 from stagewatch.timeutil import US_PER_S, format_duration_ms, parse_rfc3339_us
 
-__all__ = ["explain", "read_table"]
+__all__ = ["explain"]
 
 HOUR_US = 3600 * US_PER_S
-
-
-def read_table(folder: str, table: str) -> Iterator[dict[str, Any]]:
-    """The rows of ``<table>*.jsonl`` in ``folder`` (a local run's stand-in for the BigQuery table)."""
-    paths = sorted(glob.glob(os.path.join(glob.escape(folder), f"{table}*.jsonl")))
-    for path in paths:
-        with open(path, "rb") as f:
-            for line in f:
-                if line.strip():
-                    yield orjson.loads(line)
 
 
 def _usual(traces: list[dict[str, Any]], uid: str, stage: str, t_us: int) -> tuple[float, int] | None:
@@ -44,18 +30,17 @@ def _usual(traces: list[dict[str, Any]], uid: str, stage: str, t_us: int) -> tup
     return (statistics.median(waits), len(waits)) if len(waits) >= 5 else None
 
 
-def explain(uid: str, folder: str) -> str:
-    """The timeline of ``uid``; raises ``ValueError`` when the folder has no such file."""
-    if not os.path.isdir(folder):
-        raise ValueError(f"{folder} is not a folder (give the --output_dir of stagewatch run)")
-    traces = list(read_table(folder, "traces"))
-    if not traces:
-        raise ValueError(f"{folder} has no traces*.jsonl (give the --output_dir of stagewatch run)")
-    mine = [t for t in traces if t["uid"] == uid]
+def explain(uid: str, tables: Tables) -> str:
+    """The timeline of ``uid``; raises ``ValueError`` when the tables have no such file."""
+    mine = list(tables.rows("traces", uid=uid))
     if not mine:
-        raise ValueError(f"no file {uid!r} in {folder} ({len(traces):,} files there)")
+        raise ValueError(f"no file {uid!r} in {tables.where}")
     trace = mine[-1]
-    anomalies = [a for a in read_table(folder, "anomalies") if a["uid"] == uid]
+    # The other files near it in time, for "usual at that hour": a trace is partitioned by its first event,
+    # which comes at most a TTL (an hour) before its last.
+    first, last = parse_rfc3339_us(trace["first_time"]), parse_rfc3339_us(trace["last_time"])
+    traces = list(tables.rows("traces", since_us=first - 2 * HOUR_US, until_us=last + HOUR_US))
+    anomalies = list(tables.rows("anomalies", uid=uid))
     by_stage = {a["stage"]: a for a in anomalies}
     lines = [f"{uid} · tenant {trace['tenant'] or '-'} · lot {trace['lot'] or '-'} · {trace['status'].upper()}"]
     lines.append(f"  {'stage':<14}{'logged at':<28}{'waited':>10}  {'usual at that hour':<22}verdict")
