@@ -207,7 +207,8 @@ def test_run_and_replay_report_the_same_anomalies(tmp_path: Path) -> None:
     assert main(["replay", logs, "-o", str(tmp_path / "a.jsonl"), "--incidents", str(tmp_path / "i.jsonl")]) == 0
 
     def milestones(rows: list[dict[str, Any]]) -> set[tuple[Any, ...]]:
-        return {(e["event"], e["incident_id"], e["scope"], e["files"]) for e in rows if e["event"] != "updated"}
+        return {(e["event"], e["incident_id"], e["scope"], e["files"], e["arrived"], tuple(e["lots"]))
+                for e in rows if e["event"] != "updated"}
 
     want = milestones([orjson.loads(x) for x in (tmp_path / "i.jsonl").read_bytes().splitlines()])
     got = milestones([orjson.loads(x) for f in (tmp_path / "out").glob("incidents*.jsonl")

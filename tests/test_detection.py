@@ -99,6 +99,22 @@ def test_stall_fires_when_the_deadline_passes_not_at_the_end_of_input() -> None:
     assert waited_s < 60 + 30
 
 
+def test_a_stalled_file_that_logs_again_is_reported_as_arrived() -> None:
+    """After its stall the trace is closed; its next line is not a new trace but an arrival (incidents of
+    stalls resolve when their files arrive)."""
+    pipe = Pipeline(stages=("a", "b", "c"), medians={"b": 1.0, "c": 1.0})
+    rng = random.Random(5)
+    events = steady_stream(pipe, hours=2, every_s=10, seed=5)
+    t_stuck = T0 + 2 * 3600 * S
+    late = file_events(pipe, "late", t_stuck, rng, factor=lambda stage, t: 600.0 if stage == "b" else 1.0)
+    events += late + [e for k in range(90) for e in file_events(pipe, f"n{k}", t_stuck + (k + 1) * 10 * S, rng)]
+    events.sort(key=lambda e: e.t_us)
+    anomalies, summaries, det = run(events, pipe.stages)
+    assert [(a.kind, a.uid, a.stage) for a in anomalies if a.uid == "late"] == [("stalled", "late", "b")]
+    assert det.out.arrivals[0] == ("late", "b", late[1].t_us)
+    assert [s.status for s in summaries if s.uid == "late"] == ["stalled"]
+
+
 def test_files_in_flight_at_end_of_input_are_open_not_stalled() -> None:
     pipe = Pipeline(stages=("a", "b", "c"), medians={"b": 1.0, "c": 600.0})
     events = steady_stream(pipe, hours=3, every_s=15, seed=5)

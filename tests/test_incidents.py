@@ -89,6 +89,98 @@ def test_resolved_after_quiet_and_not_at_the_end_of_input() -> None:
 
 
 @pytest.mark.unit
+def test_a_stall_incident_resolves_when_its_files_arrive_after_all() -> None:
+    tracker = IncidentTracker(IncidentConfig(settle_s=120))
+    events = _feed(tracker, [_a("stalled", f"f{i}", "download", T0 + i * 10 * US_PER_S, f"t{i % 4}")
+                             for i in range(6)])
+    assert [e["event"] for e in events] == ["opened"]
+    for i in range(5):  # a queue drains its backlog: the stalled files come through, one is still missing
+        assert tracker.arrived(f"f{i}", T0 + (2 + i) * MIN) == []
+    assert tracker.advance(T0 + 10 * MIN) == []
+    assert tracker.arrived("never-stalled", T0 + 10 * MIN) == []  # not this incident's: ignored
+    done = tracker.arrived("f5", T0 + 11 * MIN)
+    assert [(e["event"], e["resolved_at"], e["arrived"]) for e in done] == [
+        ("resolved", format_rfc3339(T0 + 11 * MIN), 6)]
+    assert "all 6 held-up files arrived" in done[0]["message"]
+
+
+@pytest.mark.unit
+def test_stalls_that_keep_coming_do_not_resolve_on_arrivals() -> None:
+    tracker = IncidentTracker(IncidentConfig(settle_s=120))
+    _feed(tracker, [_a("stalled", f"f{i}", "download", T0 + i * 10 * US_PER_S, "t1" if i % 2 else "t2")
+                    for i in range(5)])
+    for i in range(5):
+        tracker.arrived(f"f{i}", T0 + MIN)
+    # Every stalled file arrived at +1 min, but another stalls at +1.5 min: not over.
+    assert [e["event"] for e in tracker.add(_a("stalled", "g", "download", T0 + 90 * US_PER_S, "t1"))] == []
+    tracker.arrived("g", T0 + 2 * MIN)
+    assert tracker.advance(T0 + 3 * MIN) == []  # settling: the last stall was 90 s ago
+    (done,) = tracker.advance(T0 + 4 * MIN)
+    assert done["resolved_at"] == format_rfc3339(T0 + 210 * US_PER_S)  # last stall + settle_s
+
+
+@pytest.mark.unit
+def test_a_slowdown_resolves_by_quiet_even_when_its_stalled_files_arrive() -> None:
+    tracker = IncidentTracker(IncidentConfig(quiet_s=600, settle_s=60))
+    _feed(tracker, [_a("slow_stage", f"f{i}", "upload", T0 + i * MIN, "wayne") for i in range(6)])
+    tracker.add(_a("stalled", "s1", "upload", T0 + 7 * MIN, "wayne"))  # so slow it was called stalled
+    assert tracker.open[0].uids >= {"s1"}
+    tracker.arrived("s1", T0 + 9 * MIN)
+    assert tracker.advance(T0 + 12 * MIN) == []
+    (done,) = tracker.advance(T0 + 17 * MIN)
+    assert done["resolved_at"] == format_rfc3339(T0 + 17 * MIN)  # quiet: 10 min after the last join
+
+
+def _lot_record(lot: str, kind: str, finished_us: int, unfinished: list[str], tenant: str = "acme") -> dict[str, Any]:
+    return {"lot": lot, "kind": kind, "tenants": [tenant], "files": 10, "started_at": format_rfc3339(finished_us - MIN),
+            "submitted_at": format_rfc3339(finished_us - MIN), "finished_at": format_rfc3339(finished_us),
+            "judged_at": format_rfc3339(finished_us + 120 * MIN), "duration_ms": 60_000.0,
+            "expected_ms": 10_000.0 if kind == "lot_slow" else None,
+            "unfinished": [{"uid": u, "status": "stalled", "tenant": tenant, "last_stage": "store_result"}
+                           for u in unfinished], "message": f"lot {lot}"}
+
+
+@pytest.mark.unit
+def test_a_lot_left_incomplete_by_a_known_incident_opens_nothing_new() -> None:
+    tracker = IncidentTracker()
+    _feed(tracker, [_a("stalled", f"f{i}", "lot_check", T0 + i * MIN, f"t{i % 4}") for i in range(8)])
+    assert len(tracker.open) == 1
+    # Judged two hours later, long after the stall incident resolved: its casualty, not a new incident.
+    events = tracker.add_lot(_lot_record("lot-9", "lot_incomplete", T0 + 5 * MIN, ["f1", "f2", "x"]))
+    assert [(e["event"], e["kind"]) for e in events] == [("resolved", "stalled")]  # time passed; nothing opened
+    assert tracker.explained_lots == 1 and tracker.open == [] and "lot-9" in tracker.resolved[0].lots
+
+
+@pytest.mark.unit
+def test_unexplained_lots_open_a_lot_incident_that_widens_and_resolves_when_files_arrive() -> None:
+    tracker = IncidentTracker()
+    (opened,) = tracker.add_lot(_lot_record("lot-1", "lot_incomplete", T0, ["a1"], tenant="acme"))
+    assert (opened["event"], opened["scope"], opened["scope_key"], opened["stage"]) == (
+        "opened", "lot", "lot-1", "lot")
+    assert opened["lots"] == ["lot-1"] and opened["files"] == 1 and "lot lot-1" in opened["message"]
+    (updated,) = tracker.add_lot(_lot_record("lot-2", "lot_incomplete", T0 + 6 * MIN, ["a2", "a3"], tenant="acme"))
+    assert (updated["event"], updated["scope"], updated["scope_key"], updated["files"]) == (
+        "updated", "tenant", "acme", 3)
+    tracker.add_lot(_lot_record("lot-3", "lot_incomplete", T0 + 7 * MIN, ["b1"], tenant="hooli"))
+    assert (tracker.open[0].scope, tracker.open[0].scope_key) == ("global", None)
+    for uid in ("a1", "a2", "a3"):
+        assert tracker.arrived(uid, T0 + 130 * MIN) == []
+    (done,) = tracker.arrived("b1", T0 + 131 * MIN)
+    assert done["event"] == "resolved" and done["arrived"] == 4
+    assert done["resolved_at"] == format_rfc3339(T0 + 131 * MIN)
+
+
+@pytest.mark.unit
+def test_a_slow_lot_alone_is_a_lot_incident_that_resolves_when_quiet() -> None:
+    tracker = IncidentTracker(IncidentConfig(quiet_s=600))
+    (opened,) = tracker.add_lot(_lot_record("lot-7", "lot_slow", T0, []))
+    assert (opened["kind"], opened["scope"], opened["files"], opened["worst_observed_ms"]) == (
+        "lot_slow", "lot", 10, 60_000.0)
+    (done,) = tracker.advance(T0 + 200 * MIN)
+    assert done["event"] == "resolved" and done["resolved_at"] == format_rfc3339(T0 + 130 * MIN)
+
+
+@pytest.mark.unit
 def test_bad_settings_are_refused() -> None:
     with pytest.raises(ValueError):
         IncidentConfig(open_count=0)

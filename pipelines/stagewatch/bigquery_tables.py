@@ -100,6 +100,8 @@ _INCIDENT = (
     Field("at", "TIMESTAMP", "REQUIRED"),
     Field("files", "INTEGER"),
     Field("sample_uids", "STRING", "REPEATED"),
+    Field("lots", "STRING", "REPEATED"),  # batches it left incomplete or slow
+    Field("arrived", "INTEGER"),  # held-up files that arrived after all
     Field("worst_observed_ms", "FLOAT"),
     Field("expected_ms", "FLOAT"),
     Field("message", "STRING", "REQUIRED"),
@@ -119,6 +121,7 @@ _LOT = (
     Field("started_at", "TIMESTAMP", "REQUIRED"),
     Field("submitted_at", "TIMESTAMP", "REQUIRED"),
     Field("finished_at", "TIMESTAMP", "REQUIRED"),
+    Field("judged_at", "TIMESTAMP", "REQUIRED"),  # when it had been quiet long enough to judge
     Field("duration_ms", "FLOAT"),
     Field("expected_ms", "FLOAT"),
     Field("unfinished", "RECORD", "REPEATED", _UNFINISHED),

@@ -53,6 +53,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from stagewatch.lots import LotTracker
     from stagewatch.records import Anomaly, TraceSummary
     from stagewatch.replay import progress_reader, replay, stderr_is_tty, summary_text, writer
+    from stagewatch.timeutil import parse_rfc3339_us
 
     for path in args.logs:
         if path != "-" and not Path(path).is_file():
@@ -71,24 +72,40 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     incidents = writer(args.incidents) if args.incidents else None
     tracker = IncidentTracker() if incidents else None
     lots = writer(args.lots) if args.lots else None
-    lot_tracker = LotTracker() if lots else None
+    # Lots feed the incidents too (a batch left incomplete with no incident to explain it opens one).
+    lot_tracker = LotTracker() if lots or tracker else None
+
+    def emit(events: list[dict[str, Any]]) -> None:
+        if incidents is not None:
+            for event in events:
+                incidents.write(event)
+
+    def judged_lots(records: list[dict[str, Any]]) -> None:
+        for record in records:
+            if lots is not None:
+                lots.write(record)
+            if tracker is not None:
+                emit(tracker.add_lot(record))
 
     def on_anomaly(a: Anomaly) -> None:
         anomalies.write(a.to_dict())
-        if tracker is not None and incidents is not None:
-            for event in tracker.add(a):
-                incidents.write(event)
+        if tracker is not None:
+            if lot_tracker is not None:  # the lots judged by now come first, as in the streaming job
+                judged_lots(lot_tracker.advance(parse_rfc3339_us(a.detected_at)))
+            emit(tracker.add(a))
+
+    def on_arrival(uid: str, stage: str, t_us: int) -> None:
+        if tracker is not None:
+            emit(tracker.arrived(uid, t_us))
 
     def on_summary(s: TraceSummary) -> None:
         row = s.to_dict()
         if traces is not None:
             traces.write(row)
-        if tracker is not None and incidents is not None:
-            for event in tracker.observe_summary(row):
-                incidents.write(event)
-        if lot_tracker is not None and lots is not None:
-            for record in lot_tracker.observe(row):
-                lots.write(record)
+        if tracker is not None:
+            emit(tracker.observe_summary(row))
+        if lot_tracker is not None:
+            judged_lots(lot_tracker.observe(row))
 
     try:
         stats = replay(
@@ -99,6 +116,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             on_anomaly=on_anomaly,
             on_summary=on_summary if traces or tracker or lot_tracker else None,
             on_dead_letter=dead.write if dead else None,
+            on_arrival=on_arrival if tracker else None,
         )
     finally:
         close_bar()

@@ -158,6 +158,8 @@ class Detector:
             closed = self._closed.get(uid)
             if closed is not None:
                 self.out.count("after_" + closed)
+                if closed == "stalled":
+                    self.out.arrivals.append((uid, ev.stage, ev.t_us))
                 return
             trace = self.traces[uid] = Trace(uid, len(self.rules.names))
         if trace.add(ev, self.rules, self.judge, self.watermark, self.out):

@@ -2,7 +2,14 @@
 
 An ``IncidentTracker`` is fed anomalies in the order they are detected (the backtest's order; event time)
 and emits incident events: ``opened`` when enough anomalies of one kind and stage concentrate, ``updated``
-(rate-limited) as files join, ``resolved`` when none has joined for ``quiet_s`` of event time.
+(rate-limited) as files join, ``resolved`` when none has joined for ``quiet_s`` of event time -- or, for
+stalls, once every file it holds has arrived after all (``arrived``) and none stalled for ``settle_s``.
+
+Lots (``add_lot``: the records of ``lots.LotTracker``) are judged hours after their files, when the batch
+went quiet. A lot whose unfinished files belong to an incident already known is that incident's consequence
+and opens nothing (its record stays in the ``lots`` table); an unexplained one opens an incident of stage
+``lot``: scope ``lot`` for one batch, widening to the tenant or to everyone as more batches of the same kind
+join it. An incomplete lot's incident resolves early when its unfinished files arrive.
 
 Scope comes from where the opening anomalies concentrate, not from one file: when one tenant accounts for
 ``tenant_share`` of them the incident is that tenant's (a slow home network, a wrong client setting) and
@@ -27,9 +34,11 @@ from typing import Any
 from stagewatch.records import Anomaly
 from stagewatch.timeutil import US_PER_S, format_duration_ms, format_rfc3339, parse_rfc3339_us
 
-__all__ = ["SAMPLE_UIDS", "Incident", "IncidentConfig", "IncidentTracker"]
+__all__ = ["LOT_STAGE", "SAMPLE_LOTS", "SAMPLE_UIDS", "Incident", "IncidentConfig", "IncidentTracker"]
 
 SAMPLE_UIDS = 10  # files named in an incident event, so a Logging link can show them
+SAMPLE_LOTS = 20  # lots named in an incident event
+LOT_STAGE = "lot"  # the stage of an incident about whole batches (lot_incomplete, lot_slow)
 
 
 @dataclass(frozen=True)
@@ -40,13 +49,19 @@ class IncidentConfig:
     tenant_share: float = 0.8  # one tenant's share of the opening anomalies that makes it a tenant incident
     lot_share: float = 0.8
     update_every_s: float = 300.0  # at most one "updated" event per incident per this long
+    # A stall incident whose files have all arrived resolves once no new stall joined for this long: a queue
+    # draining its backlog delivers while it still stalls others, and must not flap open and resolved.
+    settle_s: float = 120.0
+    # Resolved incidents are remembered this long, so that a lot judged hours later (LotConfig.quiet_s after
+    # its last file) is recognised as their consequence.
+    remember_s: float = 6 * 3600.0
     # slow_trace needs this many times open_count to open an incident of its own: a slow end to end is
     # usually a slow stage's consequence, and that stage's incident (which it then joins) should open first.
     slow_trace_factor: int = 3
 
     def __post_init__(self) -> None:
-        if self.open_count < 1 or self.open_window_s <= 0 or self.quiet_s <= 0:
-            raise ValueError("open_count >= 1, open_window_s > 0 and quiet_s > 0 are required")
+        if self.open_count < 1 or self.open_window_s <= 0 or self.quiet_s <= 0 or self.settle_s < 0:
+            raise ValueError("open_count >= 1, open_window_s > 0, quiet_s > 0 and settle_s >= 0 are required")
 
 
 @dataclass
@@ -65,6 +80,18 @@ class Incident:
     expected_ms: float | None = None
     last_update_us: int = 0
     resolved_us: int | None = None
+    outstanding: set[str] = field(default_factory=set)  # stalled / unfinished files that have not arrived
+    arrived: set[str] = field(default_factory=set)  # ... and those that did, after all
+    last_arrival_us: int = 0
+    lots: set[str] = field(default_factory=set)  # batches it left incomplete or slow
+    lot_files: int = 0  # files of its slow lots (a lot_slow record names no files)
+    resolution: str = ""  # how it resolved: "quiet" or "arrived"
+
+    @property
+    def all_arrived(self) -> bool:
+        """Everything it held up got through: over for a stall or an incomplete batch (a slowdown that made
+        files late enough to be called stalled is over only when it goes quiet)."""
+        return self.kind in ("stalled", "lot_incomplete") and bool(self.arrived) and not self.outstanding
 
     def covers(self, a: Anomaly) -> bool:
         if self.scope == "tenant":
@@ -81,6 +108,8 @@ class Incident:
         self.uids.add(a.uid)
         if a.tenant:
             self.tenants[a.tenant] += 1
+        if a.kind == "stalled" and a.uid not in self.arrived:
+            self.outstanding.add(a.uid)
         self.last_us = max(self.last_us, t_us)
         if a.kind == self.kind and a.observed_ms is not None and (
             self.worst_observed_ms is None or a.observed_ms > self.worst_observed_ms
@@ -104,6 +133,7 @@ class IncidentTracker:
         self._by_uid: dict[str, Incident] = {}
         self._active: dict[str, int] = {}  # tenant -> last time it had any anomaly or file (active tenants)
         self.events: list[dict[str, Any]] = []
+        self.explained_lots = 0  # lot records that an incident already known explained
 
     # -- input -------------------------------------------------------------------------------------------
 
@@ -146,15 +176,83 @@ class IncidentTracker:
                 out.append(self._event(opened, "opened", t))
         return out
 
+    def arrived(self, uid: str, t_us: int) -> list[dict[str, Any]]:
+        """A file that had stalled logged again at ``t_us``: it arrived after all."""
+        out = self.advance(t_us)
+        inc = self._by_uid.get(uid)
+        if inc is not None and inc.resolved_us is None and uid in inc.outstanding:
+            inc.outstanding.discard(uid)
+            inc.arrived.add(uid)
+            inc.last_arrival_us = max(inc.last_arrival_us, t_us)
+            out += self.advance(t_us)  # the last one through may end it now
+        return out
+
     def advance(self, t_us: int) -> list[dict[str, Any]]:
-        """Event time moved to ``t_us``: resolve incidents that went quiet."""
+        """Event time moved to ``t_us``: resolve incidents that went quiet, or whose stalled files arrived."""
         out = []
         quiet = int(self.cfg.quiet_s * US_PER_S)
-        for inc in [i for i in self.open if t_us - i.last_us >= quiet]:
-            inc.resolved_us = inc.last_us + quiet
-            self.open.remove(inc)
-            self.resolved.append(inc)
-            out.append(self._event(inc, "resolved", inc.resolved_us))
+        settle = int(self.cfg.settle_s * US_PER_S)
+        for inc in list(self.open):
+            # Each way out has its own instant, independent of when advance is called: the backtest calls it
+            # at every anomaly, the streaming job every minute, and both must resolve at the same time.
+            ways = [(inc.last_us + quiet, "quiet")]
+            if inc.all_arrived:
+                ways.append((max(inc.last_arrival_us, inc.last_us + settle), "arrived"))
+            when, how = min(ways)
+            if when <= t_us:
+                inc.resolved_us, inc.resolution = when, how
+                self.open.remove(inc)
+                self.resolved.append(inc)
+                out.append(self._event(inc, "resolved", when))
+        self._forget(t_us)
+        return out
+
+    def add_lot(self, record: dict[str, Any]) -> list[dict[str, Any]]:
+        """One lot record (``lots.LotJudge``), at the time it was judged (``judged_at``)."""
+        t = parse_rfc3339_us(record["judged_at"])
+        out = self.advance(t)
+        lot, kind = record["lot"], record["kind"]
+        unfinished = [f["uid"] for f in record["unfinished"]]
+        cause = self._cause_of_lot(record, unfinished)
+        if cause is not None:
+            cause.lots.add(lot)
+            self.explained_lots += 1
+            if cause.resolved_us is None and t - cause.last_update_us >= self.cfg.update_every_s * US_PER_S:
+                out.append(self._event(cause, "updated", t))
+            return out
+        home = next((i for i in self.open if i.kind == kind and i.stage == LOT_STAGE), None)
+        opened = home is None
+        if home is None:
+            first = parse_rfc3339_us(record["finished_at"])
+            home = Incident(incident_id=f"{kind}-{LOT_STAGE}-{lot}-{format_rfc3339(first)}", kind=kind,
+                            stage=LOT_STAGE, scope="lot", scope_key=lot, started_us=first, last_us=t)
+            self.open.append(home)
+        home.lots.add(lot)
+        home.last_us = max(home.last_us, t)
+        for tenant in record["tenants"]:
+            home.tenants[tenant] += 1
+        for uid in unfinished:
+            home.uids.add(uid)
+            home.outstanding.add(uid)
+            if len(home.first_uids) < SAMPLE_UIDS:
+                home.first_uids.append(uid)
+            self._by_uid.setdefault(uid, home)
+        if kind == "lot_slow":
+            home.lot_files += record["files"]
+            if home.worst_observed_ms is None or record["duration_ms"] > home.worst_observed_ms:
+                home.worst_observed_ms, home.expected_ms = record["duration_ms"], record["expected_ms"]
+        # Scope from where the batches concentrate: one batch, one customer's batches, or everyone's.
+        top = home.tenants.most_common(1)
+        if len(home.lots) == 1:
+            home.scope, home.scope_key = "lot", lot
+        elif top and top[0][1] >= self.cfg.tenant_share * len(home.lots) and len(home.tenants) == 1:
+            home.scope, home.scope_key = "tenant", top[0][0]
+        else:
+            home.scope, home.scope_key = "global", None
+        if opened:
+            out.append(self._event(home, "opened", t))
+        elif t - home.last_update_us >= self.cfg.update_every_s * US_PER_S:
+            out.append(self._event(home, "updated", t))
         return out
 
     def finish(self, t_us: int | None = None) -> list[dict[str, Any]]:
@@ -165,6 +263,34 @@ class IncidentTracker:
         return self.advance(t_us)
 
     # -- internals ---------------------------------------------------------------------------------------
+
+    def _cause_of_lot(self, record: dict[str, Any], unfinished: list[str]) -> Incident | None:
+        """The file-level incident (open, or resolved within ``remember_s``) that explains a lot record."""
+        known = Counter(inc.incident_id for u in unfinished
+                        if (inc := self._by_uid.get(u)) is not None and inc.stage != LOT_STAGE)
+        if known:
+            top_id, n = known.most_common(1)[0]
+            # Half of its unfinished files in one incident: the batch is that incident's casualty.
+            if 2 * n >= len(unfinished):
+                return next(i for i in self.open + self.resolved if i.incident_id == top_id)
+        # Else an incident that covers the batch's customers while it was in flight explains it.
+        start, end = parse_rfc3339_us(record["submitted_at"]), parse_rfc3339_us(record["finished_at"])
+        tenants = set(record["tenants"])
+        for inc in self.open + self.resolved:
+            if inc.stage == LOT_STAGE or inc.started_us > end or (inc.resolved_us or end) < start:
+                continue
+            if inc.scope == "global" or (inc.scope == "tenant" and inc.scope_key in tenants) or (
+                    inc.scope == "lot" and inc.scope_key == record["lot"]):
+                return inc
+        return None
+
+    def _forget(self, t_us: int) -> None:
+        horizon = t_us - int(self.cfg.remember_s * US_PER_S)
+        while self.resolved and (self.resolved[0].resolved_us or 0) < horizon:
+            inc = self.resolved.pop(0)
+            for uid in inc.uids:
+                if self._by_uid.get(uid) is inc:
+                    del self._by_uid[uid]
 
     def _home(self, a: Anomaly) -> Incident | None:
         inc = self._by_uid.get(a.uid)
@@ -178,6 +304,11 @@ class IncidentTracker:
             covering = [i for i in self.open if i.kind in ("slow_stage", "stalled") and i.covers(a)]
             if covering:
                 return covering[0]
+        if a.kind == "stalled":
+            # A file so late at a slow stage that it was called stalled there is the slowdown's too.
+            slow = [i for i in self.open if i.kind == "slow_stage" and i.stage == a.stage and i.covers(a)]
+            if slow:
+                return slow[0]
         return None
 
     def _open(self, key: tuple[str, str], members: list[tuple[int, Anomaly]], t: int) -> Incident | None:
@@ -229,8 +360,10 @@ class IncidentTracker:
             "started_at": format_rfc3339(inc.started_us),
             "resolved_at": format_rfc3339(inc.resolved_us) if inc.resolved_us is not None else None,
             "at": format_rfc3339(t_us),
-            "files": len(inc.uids),
+            "files": len(inc.uids) + inc.lot_files,
             "sample_uids": sorted(inc.first_uids),
+            "lots": sorted(inc.lots)[:SAMPLE_LOTS],
+            "arrived": len(inc.arrived),
             "worst_observed_ms": inc.worst_observed_ms,
             "expected_ms": inc.expected_ms,
             "message": _message(inc, event),
@@ -243,11 +376,18 @@ def _message(inc: Incident, event: str) -> str:
     where = {"global": "everyone", "tenant": f"tenant {inc.scope_key}", "lot": f"lot {inc.scope_key}",
              "trace": f"file {inc.scope_key}"}[inc.scope]
     what = {"slow_stage": f"{inc.stage} is slow", "slow_trace": "files are slow end to end",
-            "stalled": f"files stall before {inc.stage}", "failed": f"{inc.stage} fails"}.get(inc.kind, inc.kind)
+            "stalled": f"files stall before {inc.stage}", "failed": f"{inc.stage} fails",
+            "lot_incomplete": "batches did not complete", "lot_slow": "batches take far longer than usual",
+            }.get(inc.kind, inc.kind)
     how = ""
     if inc.worst_observed_ms is not None and inc.expected_ms:
         how = (f"; worst {format_duration_ms(inc.worst_observed_ms)}, usually "
                f"{format_duration_ms(inc.expected_ms)}")
-    files = f"{len(inc.uids)} file{'s' if len(inc.uids) != 1 else ''}"
+    n = len(inc.uids) + inc.lot_files
+    files = f"{n} file{'s' if n != 1 else ''}"
+    if inc.lots:
+        files = f"{len(inc.lots)} lot{'s' if len(inc.lots) != 1 else ''}, {files}"
     head = {"opened": "", "updated": "still: ", "resolved": "resolved: "}[event]
+    if event == "resolved" and inc.resolution == "arrived":
+        how += f"; all {len(inc.arrived)} held-up file{'s' if len(inc.arrived) != 1 else ''} arrived"
     return f"{head}{what} for {where} ({files}, {len(inc.tenants)} tenants){how}"

@@ -77,6 +77,7 @@ class LotJudge:
         tenants = sorted({f["tenant"] for f in lot.files.values() if f["tenant"]})
         base = {"lot": lot_id, "tenants": tenants, "files": size, "started_at": format_rfc3339(lot.first_us),
                 "submitted_at": format_rfc3339(lot.submitted_us), "finished_at": format_rfc3339(lot.last_us),
+                "judged_at": format_rfc3339(lot.last_us + int(self.cfg.quiet_s * US_PER_S)),
                 "duration_ms": duration_ms}
         if unfinished:
             what = ", ".join(f"{f['uid']} ({f['status']} after {f['last_stage']})" for f in unfinished[:5])

@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
@@ -23,7 +24,7 @@ from stagewatch.detector import Detector, DetectorConfig
 from stagewatch.events import Parser, Rejected, StageEvent
 from stagewatch.records import KINDS, Anomaly, TraceSummary
 from stagewatch.stages import StageOrder, infer_stage_order
-from stagewatch.timeutil import format_rfc3339
+from stagewatch.timeutil import format_rfc3339, parse_rfc3339_us
 from stagewatch.traces import TraceRules
 
 __all__ = ["ReplayStats", "iter_lines", "replay", "summary_text"]
@@ -124,9 +125,11 @@ def replay(
     on_anomaly: Callable[[Anomaly], None] | None = None,
     on_summary: Callable[[TraceSummary], None] | None = None,
     on_dead_letter: Callable[[dict[str, Any]], None] | None = None,
+    on_arrival: Callable[[str, str, int], None] | None = None,
     infer_sample: int = INFER_SAMPLE,
 ) -> ReplayStats:
-    """Run the core over ``lines``. Callbacks receive records as they are made."""
+    """Run the core over ``lines``. Callbacks receive records as they are made; ``on_arrival(uid, stage, t_us)``
+    hears of a stalled file that logged again, in time order with the anomalies."""
     started = time.perf_counter()
     parser = parser or Parser()
     cfg = cfg or DetectorConfig()
@@ -165,12 +168,21 @@ def replay(
     push = detector.push
 
     def drain() -> None:
+        arrivals = sorted(out.arrivals, key=itemgetter(2)) if on_arrival is not None else []
+        out.arrivals.clear()
         if out.anomalies:
             for a in out.anomalies:
                 stats.anomalies[a.kind] = stats.anomalies.get(a.kind, 0) + 1
+                if arrivals and on_arrival is not None:
+                    detected = parse_rfc3339_us(a.detected_at)
+                    while arrivals and arrivals[0][2] < detected:
+                        on_arrival(*arrivals.pop(0))
                 if on_anomaly is not None:
                     on_anomaly(a)
             out.anomalies.clear()
+        if on_arrival is not None:
+            for arrival in arrivals:
+                on_arrival(*arrival)
         if out.summaries:
             if on_summary is not None:
                 for s in out.summaries:

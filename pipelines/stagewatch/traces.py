@@ -97,12 +97,14 @@ class TraceRules:
 class Outbox:
     """Collects what traces conclude; the driver drains it. ``summaries`` is None when nobody wants them."""
 
-    __slots__ = ("anomalies", "counts", "summaries")
+    __slots__ = ("anomalies", "arrivals", "counts", "summaries")
 
     def __init__(self, keep_summaries: bool = True) -> None:
         self.anomalies: list[Anomaly] = []
         self.summaries: list[TraceSummary] | None = [] if keep_summaries else None
         self.counts: dict[str, int] = {}
+        # (uid, stage, t_us): a file declared stalled logged again -- it arrived after all (incidents resolve).
+        self.arrivals: list[tuple[str, str, int]] = []
 
     def count(self, name: str, n: int = 1) -> None:
         self.counts[name] = self.counts.get(name, 0) + n

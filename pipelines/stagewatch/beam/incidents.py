@@ -5,8 +5,9 @@ from where anomalies concentrate across all tenants, which needs them together. 
 denominator of a global incident's reach) is not routed there file by file: trace summaries are reduced to
 the set of tenants per interval window first, one small record per interval.
 
-The tracker sees anomalies sorted by their detection time once the watermark passes it (a buffer and one
-event-time timer, as ``AssembleTraces`` does for events), and the timer keeps ticking every minute while an
+The tracker sees anomalies, arrivals of stalled files and lot records sorted by their time once the watermark
+is ``hold`` past it (a buffer and one event-time timer, as ``AssembleTraces`` does for events; ``hold``
+because verdicts reach this step behind the watermark), and the timer keeps ticking every minute while an
 incident is open so that a quiet incident resolves without waiting for the next anomaly. A local run's
 ticks stop at the end of its input (``end_us``): the end of a file is not the passage of time.
 """
@@ -39,9 +40,10 @@ class _TrackFn(beam.DoFn):
     NEXT = ReadModifyWriteStateSpec("next_fire_us", VarIntCoder())
     FIRE = TimerSpec("fire", TimeDomain.WATERMARK)
 
-    def __init__(self, cfg: IncidentConfig, end_us: int | None) -> None:
+    def __init__(self, cfg: IncidentConfig, end_us: int | None, hold_us: int) -> None:
         self._cfg = cfg
         self._end_us = end_us
+        self._hold_us = hold_us
 
     def process(
         self,
@@ -51,9 +53,9 @@ class _TrackFn(beam.DoFn):
         fire: Any = beam.DoFn.TimerParam(FIRE),
     ) -> None:
         what, record = kv[1]
-        t = parse_rfc3339_us(record["detected_at"]) if what == "anomaly" else record["t_us"]
+        t = _time_of(what, record)
         buffer.add((t, what, record))
-        fire_no_later_than(next_fire, fire, t)
+        fire_no_later_than(next_fire, fire, t + self._hold_us)
 
     @on_timer(FIRE)
     def _fire(
@@ -65,36 +67,57 @@ class _TrackFn(beam.DoFn):
         fire: Any = beam.DoFn.TimerParam(FIRE),
     ) -> Iterator[dict[str, Any]]:
         now = int(ts.micros)
+        # Decide only what can no longer be overtaken: a verdict waits for its interval's baseline (up to the
+        # fold's grace after the interval starts), so anomalies reach this step up to ``hold`` behind the
+        # watermark. Taken in time order behind that horizon, they meet the tracker in the backtest's order.
+        horizon = now - self._hold_us
         tracker: IncidentTracker = tracker_state.read() or IncidentTracker(self._cfg)
         # Tenants' activity of a moment before the anomalies of that moment.
         due: list[tuple[int, str, Any]]
-        due, rest = take_due(buffer, now, lambda item: item[0], lambda item: (item[0], item[1] != "tenants"))
+        due, rest = take_due(buffer, horizon, lambda item: item[0], lambda item: (item[0], item[1] != "tenants"))
         for t, what, record in due:
             if what == "tenants":
                 for tenant in record["tenants"]:
                     tracker.seen_tenant(tenant, t)
+            elif what == "arrival":
+                yield from tracker.arrived(record["uid"], t)
+            elif what == "lot":
+                yield from tracker.add_lot(record)
             else:
                 yield from tracker.add(Anomaly(**record))
-        yield from tracker.advance(now)
+        yield from tracker.advance(horizon)
         tracker.events.clear()  # emitted; the state keeps only what decides the future
         tracker_state.write(tracker)
-        wake = [rest[0][0]] if rest else []
-        if tracker.open and (self._end_us is None or now + TICK_US <= self._end_us):
+        wake = [rest[0][0] + self._hold_us] if rest else []
+        if tracker.open and (self._end_us is None or horizon + TICK_US <= self._end_us):
             wake.append(now + TICK_US)
         fire_at(next_fire, fire, wake)
 
 
-class TrackIncidents(beam.PTransform):
-    """(anomalies, trace summaries) → incident events (opened / updated / resolved)."""
+def _time_of(what: str, record: dict[str, Any]) -> int:
+    if what == "anomaly":
+        return parse_rfc3339_us(record["detected_at"])
+    if what == "lot":
+        return parse_rfc3339_us(record["judged_at"])
+    return int(record["t_us"])
 
-    def __init__(self, cfg: IncidentConfig | None = None, interval_s: float = 300.0, end_us: int | None = None):
+
+class TrackIncidents(beam.PTransform):
+    """(anomalies, trace summaries, arrivals of stalled files, lot records) → incident events (opened /
+    updated / resolved)."""
+
+    def __init__(self, cfg: IncidentConfig | None = None, interval_s: float = 300.0, end_us: int | None = None,
+                 hold_s: float | None = None):
         super().__init__()
         self._cfg = cfg or IncidentConfig()
         self._interval_s = interval_s
         self._end_us = end_us
+        # Default: an interval -- more than the baseline fold's grace (half an interval) plus a local run's
+        # watermark step (a third), the most a verdict can lag the watermark.
+        self._hold_us = int((interval_s if hold_s is None else hold_s) * US_PER_S)
 
-    def expand(self, inputs: tuple[beam.PCollection, beam.PCollection]) -> beam.PCollection:
-        anomalies, summaries = inputs
+    def expand(self, inputs: tuple[beam.PCollection, ...]) -> beam.PCollection:
+        anomalies, summaries, arrivals, lots = inputs
         interval_us = int(self._interval_s * US_PER_S)
         active = (
             summaries
@@ -107,12 +130,14 @@ class TrackIncidents(beam.PTransform):
         tagged = (
             anomalies | "TagAnomaly" >> beam.Map(lambda a: (_KEY, ("anomaly", a))),
             active | "TagTenants" >> beam.Map(lambda r: (_KEY, ("tenants", r))),
+            arrivals | "TagArrival" >> beam.Map(lambda r: (_KEY, ("arrival", r))),
+            lots | "TagLot" >> beam.Map(lambda r: (_KEY, ("lot", r))),
         )
         return (
             tagged
             | "AllForTracker" >> beam.Flatten()
             | "Typed" >> beam.Map(lambda kv: kv).with_output_types(tuple[str, Any])
-            | "Track" >> beam.ParDo(_TrackFn(self._cfg, self._end_us))
+            | "Track" >> beam.ParDo(_TrackFn(self._cfg, self._end_us, self._hold_us))
         )
 
 

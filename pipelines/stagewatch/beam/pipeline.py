@@ -26,7 +26,7 @@ from stagewatch.beam.local import local_runner
 from stagewatch.beam.lots import TrackLots
 from stagewatch.beam.options import ValidatedOptions, validate
 from stagewatch.beam.sinks import PublishAnomalies, WriteJsonl, WriteTableRows, clear_local_output
-from stagewatch.beam.stalls import STALLED_SUMMARIES, WatchStalls
+from stagewatch.beam.stalls import ARRIVALS, STALLED_SUMMARIES, WatchStalls
 from stagewatch.beam.transforms import DEAD_LETTERS, Dedup, ParseEvents
 from stagewatch.events import Parser, StageEvent
 from stagewatch.stages import StageOrder
@@ -72,8 +72,9 @@ def build(
     anomalies = (assembled[FAILURES], watched.stalls) | "AllAnomalies" >> beam.Flatten()
     dead = (parsed[DEAD_LETTERS], assembled[LATE]) | "AllDeadLetters" >> beam.Flatten()
     traces = watched[STALLED_SUMMARIES]
-    incidents = (anomalies, traces) | "Incidents" >> TrackIncidents(interval_s=baseline.interval_s, end_us=end_us)
     lots = traces | "Lots" >> TrackLots(end_us=end_us)
+    incidents = (anomalies, traces, watched[ARRIVALS], lots) | "Incidents" >> TrackIncidents(
+        interval_s=baseline.interval_s, end_us=end_us)
     return Outputs(anomalies, traces, dead, incidents, lots)
 
 
@@ -183,7 +184,8 @@ def construct(argv: list[str] | None = None) -> tuple[beam.Pipeline, ValidatedOp
     if opts.bigquery_dataset:
         rejected = [
             pc | f"WriteBigQuery{name.title()}" >> WriteTableRows(opts.bigquery_dataset, name)
-            for name, pc in (("anomalies", out.anomalies), ("traces", out.traces), ("incidents", out.incidents))
+            for name, pc in (("anomalies", out.anomalies), ("traces", out.traces), ("incidents", out.incidents),
+                             ("lots", out.lots))
         ]
         dead = ([out.dead_letters, *rejected]) | "AllBigQueryDeadLetters" >> beam.Flatten()
         dead | "WriteBigQueryDeadLetters" >> WriteTableRows(opts.bigquery_dataset, "dead_letters")

@@ -29,11 +29,16 @@ from apache_beam.utils.timestamp import Timestamp
 
 from stagewatch.beam.judging import stand_in
 from stagewatch.records import stall_message
+from stagewatch.timeutil import parse_rfc3339_us
 from stagewatch.traces import TraceRules
 
-__all__ = ["STALLED_SUMMARIES", "WatchStalls"]
+__all__ = ["ARRIVALS", "STALLED_SUMMARIES", "WatchStalls"]
 
 STALLED_SUMMARIES = "summaries"
+# {"uid", "stage", "t_us"}: a file declared stalled moved on after all (incidents resolve when they all do).
+# The backtest closes a stalled trace and hears of its next event; here the trace goes on upstream, so the
+# arrival is its next progress -- or, when the stage it reached was the last, its summary.
+ARRIVALS = "arrivals"
 
 
 class _WatchFn(beam.DoFn):
@@ -74,6 +79,7 @@ class _WatchFn(beam.DoFn):
         if what == "progress":
             if record["last_t_us"] > (latest.read() or -1):
                 latest.write(record["last_t_us"])
+            yield from _arrival(stalled, record["uid"], record["last_stage"], record["last_t_us"])
         elif what == "deadline":
             # Deadlines come through the judging step, up to an interval after the progress they answer: one
             # that arrives after the file closed (or after its stall) is moot.
@@ -85,6 +91,10 @@ class _WatchFn(beam.DoFn):
         else:  # a summary: the file closed
             status = stalled.read()
             if status is not None:
+                stages = record["stages"]
+                if stages:
+                    yield from _arrival(stalled, record["uid"], stages[-1]["stage"],
+                                        parse_rfc3339_us(record["last_time"]))
                 record = {**record, "status": "stalled"}
             yield beam.pvalue.TaggedOutput(STALLED_SUMMARIES, record)
             pending.clear()
@@ -132,14 +142,23 @@ class _WatchFn(beam.DoFn):
             baseline="tenant" if by_tenant else "stage", severity="critical", measure="deadline",
             message=stall_message(record["uid"], missing, last, waited, median, allowed_ms),
         )
-        stalled.write(anomaly.anomaly_id)
+        stalled.write({"anomaly_id": anomaly.anomaly_id, "last_t_us": record["last_t_us"], "arrived": False})
         pending.clear()
         yield anomaly.to_dict()
 
 
+def _arrival(stalled: Any, uid: str, stage: str | None, t_us: int) -> Iterator[Any]:
+    """The first sign of a stalled file beyond the progress it stalled at, once."""
+    mark = stalled.read()
+    if mark is None or mark["arrived"] or t_us <= mark["last_t_us"]:
+        return
+    stalled.write({**mark, "arrived": True})
+    yield beam.pvalue.TaggedOutput(ARRIVALS, {"uid": uid, "stage": stage, "t_us": t_us})
+
+
 class WatchStalls(beam.PTransform):
     """(progress, deadlines, summaries, judged anomalies) → anomalies (main: stalls, and the judged ones, one
-    per kind and stage of a file) and final summaries (``STALLED_SUMMARIES``)."""
+    per kind and stage of a file), final summaries (``STALLED_SUMMARIES``) and ``ARRIVALS``."""
 
     def __init__(self, rules: TraceRules) -> None:
         super().__init__()
@@ -160,5 +179,6 @@ class WatchStalls(beam.PTransform):
             tagged
             | "MergeByUid" >> beam.Flatten()
             | "Typed" >> beam.Map(lambda kv: kv).with_output_types(tuple[str, Any])
-            | "WatchPerUid" >> beam.ParDo(_WatchFn(self._rules)).with_outputs(STALLED_SUMMARIES, main="stalls")
+            | "WatchPerUid" >> beam.ParDo(_WatchFn(self._rules)).with_outputs(
+                STALLED_SUMMARIES, ARRIVALS, main="stalls")
         )
