@@ -25,6 +25,8 @@ setup(
         "orjson>=3.9",
         # tqdm: the progress bar on stderr for long replays.
         "tqdm>=4.66",
+        # matplotlib: the charts of `stagewatch report`, drawn as inline SVG so the page needs no network.
+        "matplotlib>=3.8",
     ],
     extras_require={
         "test": [
