@@ -37,6 +37,8 @@ setup(
             "mypy>=1.10",
             # The BigQuery emulator (DuckDB-backed) for integration tests; started by .ci/run or the fixtures.
             "bqemulator==1.4.0",  # pinned: tests/bq_emulator_launcher.py patches one of its private methods
+            # Drives Debian's headless Chromium (chromium, chromium-driver) in the report's browser test.
+            "selenium>=4.20",
         ],
     },
     entry_points={"console_scripts": ["stagewatch=stagewatch.cli:main"]},
