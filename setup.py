@@ -25,6 +25,8 @@ setup(
         "orjson>=3.9",
         # tqdm: the progress bar on stderr for long replays.
         "tqdm>=4.66",
+        # matplotlib: the charts of `stagewatch report`, drawn as inline SVG so the page needs no network.
+        "matplotlib>=3.8",
     ],
     extras_require={
         "test": [
@@ -35,6 +37,8 @@ setup(
             "mypy>=1.10",
             # The BigQuery emulator (DuckDB-backed) for integration tests; started by .ci/run or the fixtures.
             "bqemulator==1.4.0",  # pinned: tests/bq_emulator_launcher.py patches one of its private methods
+            # Drives Debian's headless Chromium (chromium, chromium-driver) in the report's browser test.
+            "selenium>=4.20",
         ],
     },
     entry_points={"console_scripts": ["stagewatch=stagewatch.cli:main"]},

@@ -1,4 +1,4 @@
-"""The ``stagewatch`` command: replay (backtest), simulate, evaluate."""
+"""The ``stagewatch`` command: replay (backtest), simulate, evaluate, run, notify-slack, explain, report."""
 
 from __future__ import annotations
 
@@ -361,6 +361,54 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="one self-contained HTML page: latency by stage, incidents, tenants, end to end, lots",
+        description="Read a local output folder (stagewatch run --output_dir) and write one HTML file that "
+        "works offline: per-stage latency over time with the usual band and the anomalies, the incidents, a "
+        "per-tenant breakdown, the end-to-end distribution and the lots that did not complete. Prints the "
+        "file's path.",
+    )
+    p.add_argument("input", metavar="DIR", help="the --output_dir of stagewatch run")
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="the HTML file to write")
+    p.add_argument("--since", metavar="RFC3339", help="only rows from this time on, e.g. 2026-06-06T00:00:00Z")
+    p.add_argument("--until", metavar="RFC3339", help="only rows before this time")
+    p.set_defaults(func=_cmd_report)
+
+
+def _time_option(name: str, value: str | None) -> int | None:
+    from stagewatch.timeutil import parse_rfc3339_us
+
+    if value is None:
+        return None
+    try:
+        return parse_rfc3339_us(value)
+    except ValueError:
+        raise ValueError(f"{name} must be an RFC 3339 time such as 2026-06-06T00:00:00Z, got {value!r}") from None
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from stagewatch.bigquery_tables import TABLES
+    from stagewatch.report import render_report
+    from stagewatch.tables import LocalTables
+
+    since_us, until_us = _time_option("--since", args.since), _time_option("--until", args.until)
+    tables = LocalTables(args.input)
+    # An empty page from the wrong folder (demo instead of demo/out) would read as "all quiet".
+    if not any(glob.glob(os.path.join(glob.escape(args.input), f"{t}*.jsonl")) for t in TABLES):
+        raise ValueError(f"{args.input} holds none of {', '.join(f'{t}*.jsonl' for t in TABLES)} (give the "
+                         "--output_dir of stagewatch run)")
+    out = Path(args.output).resolve()
+    if not out.parent.is_dir():
+        raise ValueError(f"cannot write {args.output}: folder {out.parent} does not exist")
+    html = render_report(tables, since_us=since_us, until_us=until_us)
+    out.write_text(html, encoding="utf-8")
+    print(f"stagewatch report: {len(html.encode()) / 1024:,.0f} KiB", file=sys.stderr)
+    print(out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stagewatch",
@@ -373,6 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_notify_slack(sub)
     _add_explain(sub)
+    _add_report(sub)
     return parser
 
 
