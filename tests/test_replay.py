@@ -55,6 +55,10 @@ def test_simulated_day_every_fault_found(day: Path) -> None:
     assert set(stats.rejected) >= {"invalid_json", "not_object", "missing_uid", "missing_stage",
                                    "bad_timestamp", "not_utf8", "too_large"}
     assert Counter(d["reason"] for d in dead) == Counter(stats.rejected)
+    # ... in the shape of the dead_letters table (report and explain read a replay's folder like BigQuery).
+    from stagewatch.bigquery_tables import row_problems
+
+    assert [p for d in dead for p in row_problems("dead_letters", d)] == []
     assert stats.counts["duplicates"] > 0
     assert stats.counts["negative_gaps"] > 0
     assert len(summaries) == sum(stats.traces.values())

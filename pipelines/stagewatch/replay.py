@@ -20,6 +20,7 @@ from typing import IO, Any, BinaryIO
 
 import orjson
 
+from stagewatch.bigquery_tables import dead_letter_row
 from stagewatch.detector import Detector, DetectorConfig
 from stagewatch.events import Parser, Rejected, StageEvent
 from stagewatch.records import KINDS, Anomaly, TraceSummary
@@ -138,10 +139,15 @@ def replay(
     rejected = stats.rejected
     it = iter(lines)
 
+    detector: Detector | None = None
+
     def reject(r: Rejected) -> None:
         rejected[r.reason] = rejected.get(r.reason, 0) + 1
         if on_dead_letter is not None:
-            on_dead_letter({"reason": r.reason, "detail": r.detail, "line": r.line})
+            # The shape of the dead_letters table; a line without a usable time is filed at the stream's
+            # newest event time, as the streaming job files it.
+            seen = detector.max_seen if detector is not None else -1
+            on_dead_letter(dead_letter_row(r.reason, r.detail, r.line, format_rfc3339(max(seen, 0)), "parse"))
 
     sample: list[StageEvent] = []
     if order is None:
@@ -228,12 +234,10 @@ def _infer(sample: list[StageEvent]) -> StageOrder:
 
 def _late_record(ev: StageEvent, watermark: int) -> dict[str, Any]:
     behind_s = (watermark - ev.t_us) / 1e6
-    return {
-        "reason": "late",
-        "detail": f"event time {format_rfc3339(ev.t_us)} is {behind_s:.1f} s behind the watermark "
-        f"{format_rfc3339(watermark)} (beyond the allowed lateness)",
-        "line": orjson.dumps(ev._asdict()).decode(),
-    }
+    return dead_letter_row(
+        "late", f"event time {format_rfc3339(ev.t_us)} is {behind_s:.1f} s behind the watermark "
+        f"{format_rfc3339(watermark)} (beyond the allowed lateness)", orjson.dumps(ev._asdict()).decode(),
+        format_rfc3339(ev.t_us), "late")
 
 
 def summary_text(stats: ReplayStats) -> str:
