@@ -155,3 +155,98 @@ def test_notifier_end_to_end_through_pubsub_to_a_local_slack(
     out = capsys.readouterr()
     assert fake_slack.url not in out.out + out.err
     assert "posted opened" in out.err and "posted resolved" in out.err and "retried 2" in out.err
+
+
+class _FakeSlackApi:
+    """A local stand-in for Slack's Web API: chat.postMessage answers a new ts, chat.update ok; a queue of
+    statuses to answer first, and ok=false for the channel ``C-NOPE``."""
+
+    def __init__(self, statuses: list[int]) -> None:
+        self.statuses = list(statuses)
+        self.calls: list[tuple[str, str, dict[str, Any]]] = []  # (method, authorization, body)
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                method = self.path.rsplit("/", 1)[-1]
+                fake.calls.append((method, self.headers.get("Authorization", ""), body))
+                status = fake.statuses.pop(0) if fake.statuses else 200
+                self.send_response(status)
+                if status == 429:
+                    self.send_header("Retry-After", "0")
+                self.end_headers()
+                if status == 200:
+                    ok = body.get("channel") != "C-NOPE"
+                    reply = {"ok": ok, "ts": f"1700000000.{len(fake.calls):06d}"} if ok else {
+                        "ok": False, "error": "channel_not_found"}
+                    self.wfile.write(json.dumps(reply).encode())
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/api"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def fake_api() -> Iterator[_FakeSlackApi]:
+    fake = _FakeSlackApi([429])
+    yield fake
+    fake.close()
+
+
+TOKEN = "xoxb-test-" + uuid.uuid4().hex
+
+
+@pytest.mark.unit
+def test_with_a_bot_token_the_resolution_threads_onto_the_opening_and_marks_it(
+        fake_api: _FakeSlackApi, tmp_path: Any) -> None:
+    from stagewatch.slack import SlackApi
+
+    state = str(tmp_path / "threads.json")
+    api = SlackApi(url=fake_api.url, token=TOKEN, channel="C123", state_path=state, sleep=lambda s: None)
+    assert api.deliver(EVENT, format_incident(EVENT)) == "posted"  # after one 429
+    opening_ts = "1700000000.000002"
+    assert api.threads == {EVENT["incident_id"]: opening_ts}
+    # A new notifier (a restart) finds the thread in the state file.
+    again = SlackApi(url=fake_api.url, token=TOKEN, channel="C123", state_path=state, sleep=lambda s: None)
+    updated = {**EVENT, "event": "updated", "files": 40}
+    resolved = {**EVENT, "event": "resolved", "resolved_at": "2026-06-06T10:45:00.000000Z", "files": 211,
+                "message": "resolved: analyse is slow for everyone (211 files, 12 tenants)"}
+    assert again.deliver(updated, format_incident(updated)) == "posted"
+    assert again.deliver(resolved, format_incident(resolved)) == "posted"
+    methods = [(m, b.get("thread_ts"), b.get("ts")) for m, _, b in fake_api.calls]
+    assert methods == [
+        ("chat.postMessage", None, None), ("chat.postMessage", None, None),  # the 429, then the opening
+        ("chat.postMessage", opening_ts, None),  # the update, in the thread
+        ("chat.postMessage", opening_ts, None),  # the resolution, in the thread
+        ("chat.update", None, opening_ts),  # ... and the opening message now says resolved
+    ]
+    assert fake_api.calls[-1][2]["text"].startswith(":white_check_mark: RESOLVED")
+    assert all(auth == f"Bearer {TOKEN}" for _, auth, _ in fake_api.calls)
+    assert again.threads == {} and json.loads(open(state).read()) == {}  # resolved: forgotten
+    assert TOKEN not in repr(again) + repr(api)
+    # What the Web API refuses (HTTP 200, ok=false) is refused, counted by its error, not retried.
+    nope = SlackApi(url=fake_api.url, token=TOKEN, channel="C-NOPE", sleep=lambda s: None)
+    assert nope.deliver(EVENT, format_incident(EVENT)) == "refused"
+    assert nope.stats["failed_channel_not_found"] == 1 and nope.stats["posted"] == 0
+
+
+@pytest.mark.unit
+def test_the_bot_token_mode_needs_a_channel_and_a_token(monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from stagewatch.cli import main
+    from stagewatch.slack import BOT_TOKEN_ENV
+
+    monkeypatch.delenv(BOT_TOKEN_ENV, raising=False)
+    sub = "projects/p/subscriptions/s"
+    assert main(["notify-slack", "--subscription", sub, "--channel", "C1"]) == 2
+    assert f"${BOT_TOKEN_ENV}" in capsys.readouterr().err
+    assert main(["notify-slack", "--subscription", sub, "--thread-state", "x.json"]) == 2
+    assert "give --channel too" in capsys.readouterr().err

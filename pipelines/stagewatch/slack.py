@@ -6,8 +6,12 @@ incident's files (or its stage). ``Webhook.post`` sends it: 429 and 5xx are retr
 (honouring ``Retry-After``), other 4xx are counted and reported, never retried. The URL is a secret (it is
 the credential): it is kept out of every message, exception and log line this module makes.
 
-Incoming webhooks cannot edit or thread a message (they return no message id), so a resolution is posted as
-its own message quoting the incident's id and opening time.
+Two ways to post. An incoming webhook (``Webhook``) cannot edit or thread a message (it returns no message
+id), so every event is a message of its own quoting the incident's id. With a bot token (``SlackApi``:
+``chat.postMessage`` / ``chat.update``, scope ``chat:write``) the opening is the channel message, updates and
+the resolution are replies in its thread, and the resolution also rewrites the opening message so the
+channel shows it resolved. The opening's message id (``ts``) per incident is kept in memory and, with a state
+file, across restarts.
 """
 
 from __future__ import annotations
@@ -26,15 +30,23 @@ from typing import Any
 
 from stagewatch.timeutil import format_duration_ms
 
-__all__ = ["WEBHOOK_ENV", "Webhook", "format_incident", "logging_link", "notify", "webhook_url"]
+__all__ = ["BOT_TOKEN_ENV", "WEBHOOK_ENV", "SlackApi", "Webhook", "format_incident", "logging_link", "notify",
+           "secret_value", "webhook_url"]
 
 WEBHOOK_ENV = "STAGEWATCH_SLACK_WEBHOOK"
+BOT_TOKEN_ENV = "STAGEWATCH_SLACK_BOT_TOKEN"
 _EMOJI = {"opened": ":rotating_light:", "updated": ":hourglass_flowing_sand:", "resolved": ":white_check_mark:"}
 
 
 def webhook_url(secret: str | None = None, env: dict[str, str] | None = None, session: Any = None) -> str:
     """The webhook URL: from Secret Manager when ``secret`` (``projects/P/secrets/S[/versions/V]``) is given,
     else from ``$STAGEWATCH_SLACK_WEBHOOK``. Raises ``ValueError`` naming where it looked, never the value."""
+    return secret_value(WEBHOOK_ENV, "--webhook-secret", secret, env, session)
+
+
+def secret_value(env_name: str, option: str, secret: str | None = None, env: dict[str, str] | None = None,
+                 session: Any = None) -> str:
+    """A credential from Secret Manager (``secret``) or else the environment variable ``env_name``."""
     if secret:
         name = secret if "/versions/" in secret else f"{secret}/versions/latest"
         if session is None:
@@ -47,9 +59,9 @@ def webhook_url(secret: str | None = None, env: dict[str, str] | None = None, se
         if resp.status_code != 200:
             raise ValueError(f"Secret Manager refused {name}: HTTP {resp.status_code}")
         return base64.b64decode(resp.json()["payload"]["data"]).decode().strip()
-    value = (env if env is not None else os.environ).get(WEBHOOK_ENV, "").strip()
+    value = (env if env is not None else os.environ).get(env_name, "").strip()
     if not value:
-        raise ValueError(f"no Slack webhook: set ${WEBHOOK_ENV}, or give --webhook-secret projects/P/secrets/S")
+        raise ValueError(f"no Slack credential: set ${env_name}, or give {option} projects/P/secrets/S")
     return value
 
 
@@ -115,37 +127,109 @@ class Webhook:
     stats: Counter[str] = field(default_factory=Counter)
 
     def __repr__(self) -> str:  # the URL is the credential
-        return f"Webhook(url=<redacted>, stats={dict(self.stats)})"
+        return f"{type(self).__name__}(<redacted>, stats={dict(self.stats)})"
+
+    def deliver(self, event: dict[str, Any], payload: dict[str, Any]) -> str:
+        """Post one incident event's message: ``posted``, ``refused`` or ``gave_up`` (see ``post``)."""
+        return self.post(payload)
 
     def post(self, payload: dict[str, Any]) -> str:
         """``posted``; ``refused`` (a 4xx other than 429: retrying will not help); or ``gave_up`` (429, 5xx or
         the network, retries exhausted: worth another try later). Never raises with the URL in the message."""
+        return self._call(self.url, payload, {})[0]
+
+    def _call(self, url: str, payload: dict[str, Any], headers: dict[str, str]) -> tuple[str, bytes]:
         body = json.dumps(payload).encode()
         for attempt in range(1, self.max_attempts + 1):
-            status, retry_after = self._send(body)
+            status, retry_after, answer = self._send(url, body, headers)
             if 200 <= status < 300:
                 self.stats["posted"] += 1
-                return "posted"
+                return "posted", answer
             retryable = status == 429 or status >= 500 or status == 0
             if not retryable or attempt == self.max_attempts:
                 self.stats[f"failed_{status or 'network'}"] += 1
-                return "gave_up" if retryable else "refused"
+                return ("gave_up" if retryable else "refused"), answer
             self.stats["retried"] += 1
             delay = retry_after if retry_after is not None else self.base_delay_s * 2 ** (attempt - 1)
             self.sleep(min(delay, self.max_delay_s))
-        return "gave_up"
+        return "gave_up", b""
 
-
-    def _send(self, body: bytes) -> tuple[int, float | None]:
-        req = urllib.request.Request(self.url, data=body, headers={"Content-Type": "application/json"})
+    def _send(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[int, float | None, bytes]:
+        req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json; charset=utf-8",
+                                                              **headers})
         try:
             with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-                return resp.status, None
+                return resp.status, None, resp.read()
         except urllib.error.HTTPError as err:
             retry = err.headers.get("Retry-After") if err.headers else None
-            return err.code, float(retry) if retry and retry.replace(".", "", 1).isdigit() else None
+            return err.code, float(retry) if retry and retry.replace(".", "", 1).isdigit() else None, b""
         except (urllib.error.URLError, TimeoutError, OSError):
-            return 0, None  # network trouble: retried; the error text (which can hold the URL) is dropped
+            return 0, None, b""  # network trouble: retried; the error text (which can hold the URL) is dropped
+
+
+@dataclass(repr=False)
+class SlackApi(Webhook):
+    """Slack's Web API with a bot token: the opening in the channel, the rest in its thread (see the module).
+
+    ``url`` is the API base (``https://slack.com/api``); the token, not the URL, is the credential here."""
+
+    url: str = "https://slack.com/api"
+    token: str = ""
+    channel: str = ""
+    state_path: str | None = None  # JSON {incident_id: ts}: threads survive a restart of the notifier
+    threads: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.token or not self.channel:
+            raise ValueError("the Slack Web API needs a bot token and a --channel")
+        if self.state_path and os.path.exists(self.state_path):
+            with open(self.state_path, encoding="utf-8") as f:
+                self.threads = json.load(f)
+
+    def deliver(self, event: dict[str, Any], payload: dict[str, Any]) -> str:
+        incident = event["incident_id"]
+        parent = self.threads.get(incident)
+        message = {"channel": self.channel, **payload}
+        if parent is not None and event["event"] != "opened":
+            message["thread_ts"] = parent
+        outcome, ts = self._api("chat.postMessage", message)
+        if outcome == "posted" and parent is None and ts:
+            self._remember(incident, ts)
+        if outcome == "posted" and parent is not None and event["event"] == "resolved":
+            # The channel shows the opening message: make it say it is over.
+            outcome, _ = self._api("chat.update", {"channel": self.channel, "ts": parent, **payload})
+            if outcome == "posted":
+                self.threads.pop(incident, None)
+                self._save()
+        return outcome
+
+    def _api(self, method: str, message: dict[str, Any]) -> tuple[str, str | None]:
+        outcome, answer = self._call(f"{self.url.rstrip('/')}/{method}", message,
+                                     {"Authorization": f"Bearer {self.token}"})
+        if outcome != "posted":
+            return outcome, None
+        try:
+            reply = json.loads(answer)
+        except ValueError:
+            reply = {}
+        if not isinstance(reply, dict) or not reply.get("ok"):
+            # The Web API answers 200 with ok=false for what it refuses (bad channel, missing scope, ...).
+            error = reply.get("error", "unreadable_reply") if isinstance(reply, dict) else "unreadable_reply"
+            self.stats["posted"] -= 1
+            self.stats[f"failed_{error}"] += 1
+            return "refused", None
+        return "posted", reply.get("ts")
+
+    def _remember(self, incident: str, ts: str) -> None:
+        self.threads[incident] = ts
+        self._save()
+
+    def _save(self) -> None:
+        if self.state_path:
+            tmp = f"{self.state_path}.tmp"
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(self.threads, f)
+            os.replace(tmp, self.state_path)  # never a half-written state file
 
 
 def notify(
@@ -176,7 +260,7 @@ def notify(
                 skipped += 1  # a per-file anomaly (--publish_anomalies) or a stranger: not for Slack
                 ack.append(received.ack_id)
                 continue
-            outcome = hook.post(format_incident(event, project))
+            outcome = hook.deliver(event, format_incident(event, project))
             log(f"stagewatch notify-slack: {outcome} {event['event']} {event['incident_id']}")
             if outcome != "gave_up":
                 ack.append(received.ack_id)
