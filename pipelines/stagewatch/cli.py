@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -328,18 +329,40 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "explain",
         help="one file's timeline: each stage, when, how long, what is usual at that hour, the verdict",
-        description="Read a local output folder (stagewatch run --output_dir) and print one file's journey.",
+        description="Read a local output folder (stagewatch run --output_dir) or the streaming job's BigQuery "
+        "dataset and print one file's journey.",
     )
     p.add_argument("uid")
-    p.add_argument("--input", required=True, metavar="DIR", help="the --output_dir of stagewatch run")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--input", metavar="DIR", help="the --output_dir of stagewatch run")
+    where.add_argument("--bigquery", metavar="PROJECT.DATASET", help="the --bigquery_dataset of the streaming job")
     p.set_defaults(func=_cmd_explain)
+
+
+@contextlib.contextmanager
+def _bigquery_errors(dataset: str) -> Iterator[None]:
+    """BigQuery's refusals (no such dataset, no permission, a bad query) and missing credentials: one line,
+    exit status 2, like every other error of the command."""
+    from google.api_core.exceptions import GoogleAPIError
+    from google.auth.exceptions import GoogleAuthError
+
+    try:
+        yield
+    except GoogleAPIError as exc:
+        raise ValueError(f"BigQuery refused ({dataset}): {str(exc).splitlines()[0]}") from exc
+    except GoogleAuthError as exc:
+        raise ValueError(f"no credentials for BigQuery ({exc}); run: gcloud auth application-default login") from exc
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
     from stagewatch.explain import explain
-    from stagewatch.tables import LocalTables
+    from stagewatch.tables import BigQueryTables, LocalTables
 
-    print(explain(args.uid, LocalTables(args.input)))
+    if args.input is not None:
+        print(explain(args.uid, LocalTables(args.input)))
+        return 0
+    with _bigquery_errors(args.bigquery):
+        print(explain(args.uid, BigQueryTables(args.bigquery)))
     return 0
 
 
