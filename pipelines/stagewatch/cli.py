@@ -1,4 +1,4 @@
-"""The ``stagewatch`` command: replay (backtest), simulate, evaluate."""
+"""The ``stagewatch`` command: replay (backtest), simulate, evaluate, run, notify-slack, explain, bigquery."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
+
+if TYPE_CHECKING:
+    from stagewatch.bigquery_views import Query
 
 __all__ = ["main"]
 
@@ -366,6 +369,108 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_bigquery(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bigquery",
+        help="create the views over the job's BigQuery tables; run or print the parameterised queries",
+        description="The views and queries of templates/bigquery/ (stagewatch bigquery list shows them).",
+    )
+    actions = p.add_subparsers(dest="action", required=True, metavar="{create,query,sql,list}")
+    create = actions.add_parser("create", help="create the dataset, its missing tables, and (or replace) the views")
+    query = actions.add_parser("query", help="run a query and print its rows")
+    show = actions.add_parser("sql", help="print a query's SQL for the dataset (for bq query or the console)")
+    actions.add_parser("list", help="the queries, their parameters and their views")
+    for action in (create, query, show):
+        action.add_argument("--dataset", required=True, metavar="PROJECT.DATASET")
+    for action in (query, show):
+        action.add_argument("name", help="a query (stagewatch bigquery list) or a view")
+    query.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                       help="a query parameter, e.g. day=2026-06-06 (repeatable; defaults as listed)")
+    query.add_argument("--json", action="store_true", help="print the rows as JSON lines")
+    p.set_defaults(func=_cmd_bigquery)
+
+
+def _format_cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else f"{value:.2f}"
+    if isinstance(value, list):
+        return ",".join(map(_format_cell, value))
+    return str(value)
+
+
+def _print_rows(rows: list[dict[str, Any]]) -> None:
+    """An aligned table: the columns as the query names them."""
+    if not rows:
+        print("(no rows)")
+        return
+    columns = list(rows[0])
+    cells = [[_format_cell(row[c]) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+    for r in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+
+
+def _cmd_bigquery(args: argparse.Namespace) -> int:
+    from stagewatch.bigquery_tables import bigquery_client, dataset_id
+    from stagewatch.bigquery_views import load_queries
+
+    queries = load_queries()
+    if args.action == "list":
+        for q in queries.values():
+            params = " ".join(f"--param {p.name}=<{p.type}>" + (f" (default {p.default})" if p.default else "")
+                              for p in q.params)
+            print(f"{q.name} {params}\n  {q.summary}\n  {q.reads}")
+            for v in q.views:
+                print(f"  view {v.name}: " + "; ".join(f"{k} = {e}" for k, e in v.bindings.items()))
+        return 0
+    dataset = dataset_id(args.dataset)
+    if args.action == "sql":
+        query = queries.get(args.name)
+        if query is None:
+            raise ValueError(f"no query {args.name!r}; the queries: {', '.join(queries)}")
+        print(query.sql(dataset), end="")
+        return 0
+    with _bigquery_errors(dataset):
+        return _bigquery_action(args, dataset, queries, bigquery_client(dataset.split(".")[0]))
+
+
+def _bigquery_action(args: argparse.Namespace, dataset: str, queries: dict[str, Query], client: Any) -> int:
+    from stagewatch.bigquery_views import create_all, run_query
+    from stagewatch.tables import json_shaped
+
+    if args.action == "create":
+        tables, created = create_all(client, dataset)
+        print(f"stagewatch bigquery: {dataset}: tables created: {', '.join(tables) or 'none (all there)'}; "
+              f"views created or replaced: {', '.join(created)}")
+        return 0
+    views = {v.name: q.name for q in queries.values() for v in q.views}
+    if args.name in views:
+        if args.param:
+            raise ValueError(f"{args.name} is a view: it takes no parameters (its query {views[args.name]} does)")
+        rows = [dict(r.items()) for r in client.query(f"SELECT * FROM `{dataset}.{args.name}`").result()]
+    elif args.name in queries:
+        values: dict[str, str] = {}
+        for item in args.param:
+            name, sep, value = item.partition("=")
+            if not sep or not name:
+                raise ValueError(f"--param takes NAME=VALUE, got {item!r}")
+            values[name] = value
+        rows = run_query(client, dataset, queries[args.name], values)
+    else:
+        raise ValueError(f"no query or view {args.name!r}; the queries: {', '.join(queries)}; the views: "
+                         f"{', '.join(views)}")
+    shaped = [json_shaped(row) for row in rows]
+    if args.json:
+        for row in shaped:
+            print(orjson.dumps(row).decode())
+    else:
+        _print_rows(shaped)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stagewatch",
@@ -378,6 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_notify_slack(sub)
     _add_explain(sub)
+    _add_bigquery(sub)
     return parser
 
 
