@@ -1,9 +1,33 @@
 """Packaging for stagewatch: the importable package ``stagewatch`` lives in ``pipelines/stagewatch``."""
 
+import shutil
+from pathlib import Path
+
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+# The BigQuery views and queries live at the top of the repository (templates/bigquery/, the project's layout), outside
+# the package; they are copied into it when it is built, so an installed stagewatch finds them
+# (stagewatch.bigquery_views.sql_dir). MANIFEST.in puts them in the sdist, which Beam builds for the workers.
+SQL_SOURCE = Path("templates") / "bigquery"
+SQL_IN_PACKAGE = Path("stagewatch") / "bigquery_sql"
 
 # One exact Beam version everywhere: setup.py, the flex-template Dockerfile and the docs.
 BEAM_VERSION = "2.77.0"  # must match templates/stagewatch/Dockerfile
+
+
+
+class BuildPyWithSql(build_py):
+    def run(self) -> None:
+        super().run()
+        files = sorted(SQL_SOURCE.glob("*.sql"))
+        if not files:
+            raise SystemExit(f"setup.py: no {SQL_SOURCE}/*.sql here: build from a checkout (or an sdist) that has them")
+        target = Path(self.build_lib) / SQL_IN_PACKAGE
+        target.mkdir(parents=True, exist_ok=True)
+        for f in files:
+            shutil.copyfile(f, target / f.name)
+
 
 setup(
     name="stagewatch",
@@ -42,4 +66,5 @@ setup(
         ],
     },
     entry_points={"console_scripts": ["stagewatch=stagewatch.cli:main"]},
+    cmdclass={"build_py": BuildPyWithSql},
 )

@@ -1,13 +1,16 @@
-"""stagewatch explain: a simulated stalled file's timeline from a local output folder."""
+"""stagewatch explain: a simulated stalled file's timeline from a local output folder, and from BigQuery."""
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import orjson
 import pytest
 
 from stagewatch.cli import main
+from tests.emulators import PROJECT, bigquery_client
+from tests.simulated_run import load_run, write_run
 
 pytestmark = pytest.mark.cli
 
@@ -32,3 +35,40 @@ def test_explain_a_stalled_file(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert f"has not reached {stalled['stage']}" in text
     assert main(["explain", "no-such-file", "--input", str(out)]) == 2
     assert "no file 'no-such-file'" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_explain_from_bigquery_prints_the_timeline_explain_prints_from_the_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = write_run(tmp_path)
+    stalled = next(a for a in map(orjson.loads, (out / "anomalies.jsonl").read_bytes().splitlines())
+                   if a["kind"] == "stalled")
+    client = bigquery_client()
+    dataset = f"{PROJECT}.stagewatch_explain_{uuid.uuid4().hex[:8]}"
+    try:
+        load_run(client, dataset, out)
+        capsys.readouterr()
+        assert main(["explain", stalled["uid"], "--input", str(out)]) == 0
+        from_folder = capsys.readouterr().out
+        assert main(["explain", stalled["uid"], "--bigquery", dataset]) == 0
+        from_bigquery = capsys.readouterr().out
+        assert from_bigquery == from_folder
+        assert from_bigquery.splitlines()[0].endswith("STALLED") and "deadline passed" in from_bigquery
+        assert main(["explain", "no-such-file", "--bigquery", dataset]) == 2
+        assert f"no file 'no-such-file' in bigquery:{dataset}" in capsys.readouterr().err
+        assert main(["explain", stalled["uid"], "--bigquery", f"{PROJECT}.no_such_dataset"]) == 2
+        assert "BigQuery refused" in capsys.readouterr().err
+    finally:
+        client.delete_dataset(dataset, delete_contents=True, not_found_ok=True)
+        client.close()
+
+
+def test_explain_takes_exactly_one_of_input_and_bigquery(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["explain", "f-1"], ["explain", "f-1", "--input", str(tmp_path), "--bigquery", "my-proj.sw"]):
+        with pytest.raises(SystemExit) as exited:
+            main(argv)
+        assert exited.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+    assert main(["explain", "f-1", "--bigquery", "stagewatch"]) == 2
+    assert "--bigquery must look like PROJECT.DATASET" in capsys.readouterr().err

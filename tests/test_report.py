@@ -286,3 +286,35 @@ def test_the_report_renders_in_headless_chromium(report_file: Path, tmp_path: Pa
                                                      boxes[0][1] + boxes[0][3])))
     assert any(abs(r - 0xFF) < 16 and abs(g - 0x7F) < 24 and abs(b - 0x0E) < 24
                for _, (r, g, b) in stages_chart.getcolors(maxcolors=1 << 20) or [])
+
+
+@pytest.mark.integration
+def test_the_report_from_bigquery_is_the_report_from_the_folder(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """``report --bigquery`` reads the job's dataset through the same ``Tables`` interface: the same rows (on
+    the BigQuery emulator) make the same page."""
+    import uuid
+
+    from tests.emulators import PROJECT, bigquery_client
+    from tests.simulated_run import load_run, write_run
+
+    out = write_run(tmp_path)
+    client = bigquery_client()
+    dataset = f"{PROJECT}.stagewatch_report_{uuid.uuid4().hex[:8]}"
+    span = ["--since", "2026-06-06T00:00:00Z", "--until", "2026-06-07T00:00:00Z"]
+    try:
+        load_run(client, dataset, out)
+        assert main(["report", str(out), "-o", str(tmp_path / "local.html"), *span]) == 0
+        assert main(["report", "--bigquery", dataset, "-o", str(tmp_path / "bq.html"), *span]) == 0
+        # The same page but for where it says it read from.
+        local = (tmp_path / "local.html").read_text().replace(f"from {out}<", "from SOURCE<")
+        from_bigquery = (tmp_path / "bq.html").read_text().replace(f"from bigquery:{dataset}<", "from SOURCE<")
+        assert "from SOURCE<" in local and from_bigquery == local
+        assert capsys.readouterr().out.splitlines()[-1] == str((tmp_path / "bq.html").resolve())
+        assert main(["report", "--bigquery", f"{PROJECT}.no_such_dataset", "-o", str(tmp_path / "x.html")]) == 2
+        assert "BigQuery refused" in capsys.readouterr().err
+        assert main(["report", str(out), "--bigquery", dataset, "-o", str(tmp_path / "x.html")]) == 2
+        assert "either a local output folder" in capsys.readouterr().err
+    finally:
+        client.delete_dataset(dataset, delete_contents=True, not_found_ok=True)
+        client.close()

@@ -9,6 +9,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -230,7 +231,7 @@ def test_with_a_bot_token_the_resolution_threads_onto_the_opening_and_marks_it(
     ]
     assert fake_api.calls[-1][2]["text"].startswith(":white_check_mark: RESOLVED")
     assert all(auth == f"Bearer {TOKEN}" for _, auth, _ in fake_api.calls)
-    assert again.threads == {} and json.loads(open(state).read()) == {}  # resolved: forgotten
+    assert again.threads == {} and json.loads(Path(state).read_text()) == {}  # resolved: forgotten
     assert TOKEN not in repr(again) + repr(api)
     # What the Web API refuses (HTTP 200, ok=false) is refused, counted by its error, not retried.
     nope = SlackApi(url=fake_api.url, token=TOKEN, channel="C-NOPE", sleep=lambda s: None)

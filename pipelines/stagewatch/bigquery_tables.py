@@ -11,13 +11,33 @@ dead-letter path with its reason rather than vanish.
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
 from typing import Any, cast
 
 from stagewatch.records import Anomaly, TraceSummary
 from stagewatch.timeutil import parse_rfc3339_us
 
-__all__ = ["TABLES", "Field", "Table", "anomaly_row", "create_tables", "dead_letter_row", "row_problems", "trace_row"]
+__all__ = [
+    "DATASET_RE",
+    "PROJECT_PATTERN",
+    "TABLES",
+    "Field",
+    "Table",
+    "anomaly_row",
+    "bigquery_client",
+    "create_tables",
+    "dataset_id",
+    "dead_letter_row",
+    "row_problems",
+    "trace_row",
+]
+
+#: A Google Cloud project id (6 to 30 characters: lower-case letters, digits, hyphens; a letter first).
+PROJECT_PATTERN = r"[a-z][-a-z0-9]{4,28}[a-z0-9]"
+#: ``PROJECT.DATASET`` (or ``PROJECT:DATASET``, as the bq tool writes it).
+DATASET_RE = rf"^{PROJECT_PATTERN}[.:][A-Za-z0-9_]{{1,1024}}$"
 
 
 @dataclass(frozen=True)
@@ -224,3 +244,26 @@ def create_tables(client: Any, dataset: str) -> list[str]:
         client.create_table(table)
         created.append(t.name)
     return created
+
+
+def dataset_id(text: str, flag: str = "--dataset") -> str:
+    """``PROJECT.DATASET`` checked and normalised (``PROJECT:DATASET`` accepted). It is spliced into SQL as a
+    quoted identifier, so nothing else may pass; ``ValueError`` names ``flag`` and what to type instead."""
+    if not re.match(DATASET_RE, text):
+        raise ValueError(f"{flag} must look like PROJECT.DATASET (e.g. my-proj.stagewatch), got {text!r}")
+    return text.replace(":", ".", 1)
+
+
+def bigquery_client(project: str) -> Any:
+    """A BigQuery client; against the emulator (anonymous) when ``BIGQUERY_EMULATOR_HOST`` is set."""
+    from google.cloud import bigquery
+
+    endpoint = os.environ.get("BIGQUERY_EMULATOR_HOST")
+    if not endpoint:
+        return bigquery.Client(project=project)
+    from google.api_core.client_options import ClientOptions
+    from google.auth.credentials import AnonymousCredentials
+
+    return bigquery.Client(
+        project=project, credentials=AnonymousCredentials(), client_options=ClientOptions(api_endpoint=endpoint)
+    )

@@ -1,16 +1,22 @@
-"""The ``stagewatch`` command: replay (backtest), simulate, evaluate, run, notify-slack, explain, report."""
+"""The ``stagewatch`` command: replay (backtest), simulate, evaluate, run, notify-slack, explain, report,
+bigquery."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import os
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
+
+if TYPE_CHECKING:
+    from stagewatch.bigquery_views import Query
 
 __all__ = ["main"]
 
@@ -360,18 +366,142 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "explain",
         help="one file's timeline: each stage, when, how long, what is usual at that hour, the verdict",
-        description="Read a local output folder (stagewatch run --output_dir) and print one file's journey.",
+        description="Read a local output folder (stagewatch run --output_dir) or the streaming job's BigQuery "
+        "dataset and print one file's journey.",
     )
     p.add_argument("uid")
-    p.add_argument("--input", required=True, metavar="DIR", help="the --output_dir of stagewatch run")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--input", metavar="DIR", help="the --output_dir of stagewatch run")
+    where.add_argument("--bigquery", metavar="PROJECT.DATASET", help="the --bigquery_dataset of the streaming job")
     p.set_defaults(func=_cmd_explain)
+
+
+@contextlib.contextmanager
+def _bigquery_errors(dataset: str) -> Iterator[None]:
+    """BigQuery's refusals (no such dataset, no permission, a bad query) and missing credentials: one line,
+    exit status 2, like every other error of the command."""
+    from google.api_core.exceptions import GoogleAPIError
+    from google.auth.exceptions import GoogleAuthError
+
+    try:
+        yield
+    except GoogleAPIError as exc:
+        raise ValueError(f"BigQuery refused ({dataset}): {str(exc).splitlines()[0]}") from exc
+    except GoogleAuthError as exc:
+        raise ValueError(f"no credentials for BigQuery ({exc}); run: gcloud auth application-default login") from exc
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
     from stagewatch.explain import explain
-    from stagewatch.tables import LocalTables
+    from stagewatch.tables import BigQueryTables, LocalTables
 
-    print(explain(args.uid, LocalTables(args.input)))
+    if args.input is not None:
+        print(explain(args.uid, LocalTables(args.input)))
+        return 0
+    with _bigquery_errors(args.bigquery):
+        print(explain(args.uid, BigQueryTables(args.bigquery)))
+    return 0
+
+
+def _add_bigquery(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bigquery",
+        help="create the views over the job's BigQuery tables; run or print the parameterised queries",
+        description="The views and queries of templates/bigquery/ (stagewatch bigquery list shows them).",
+    )
+    actions = p.add_subparsers(dest="action", required=True, metavar="{create,query,sql,list}")
+    create = actions.add_parser("create", help="create the dataset, its missing tables, and (or replace) the views")
+    query = actions.add_parser("query", help="run a query and print its rows")
+    show = actions.add_parser("sql", help="print a query's SQL for the dataset (for bq query or the console)")
+    actions.add_parser("list", help="the queries, their parameters and their views")
+    for action in (create, query, show):
+        action.add_argument("--dataset", required=True, metavar="PROJECT.DATASET")
+    for action in (query, show):
+        action.add_argument("name", help="a query (stagewatch bigquery list) or a view")
+    query.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                       help="a query parameter, e.g. day=2026-06-06 (repeatable; defaults as listed)")
+    query.add_argument("--json", action="store_true", help="print the rows as JSON lines")
+    p.set_defaults(func=_cmd_bigquery)
+
+
+def _format_cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else f"{value:.2f}"
+    if isinstance(value, list):
+        return ",".join(map(_format_cell, value))
+    return str(value)
+
+
+def _print_rows(rows: list[dict[str, Any]]) -> None:
+    """An aligned table: the columns as the query names them."""
+    if not rows:
+        print("(no rows)")
+        return
+    columns = list(rows[0])
+    cells = [[_format_cell(row[c]) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+    for r in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+
+
+def _cmd_bigquery(args: argparse.Namespace) -> int:
+    from stagewatch.bigquery_tables import bigquery_client, dataset_id
+    from stagewatch.bigquery_views import load_queries
+
+    queries = load_queries()
+    if args.action == "list":
+        for q in queries.values():
+            params = " ".join(f"--param {p.name}=<{p.type}>" + (f" (default {p.default})" if p.default else "")
+                              for p in q.params)
+            print(f"{q.name} {params}\n  {q.summary}\n  {q.reads}")
+            for v in q.views:
+                print(f"  view {v.name}: " + "; ".join(f"{k} = {e}" for k, e in v.bindings.items()))
+        return 0
+    dataset = dataset_id(args.dataset)
+    if args.action == "sql":
+        query = queries.get(args.name)
+        if query is None:
+            raise ValueError(f"no query {args.name!r}; the queries: {', '.join(queries)}")
+        print(query.sql(dataset), end="")
+        return 0
+    with _bigquery_errors(dataset):
+        return _bigquery_action(args, dataset, queries, bigquery_client(dataset.split(".")[0]))
+
+
+def _bigquery_action(args: argparse.Namespace, dataset: str, queries: dict[str, Query], client: Any) -> int:
+    from stagewatch.bigquery_views import create_all, run_query
+    from stagewatch.tables import json_shaped
+
+    if args.action == "create":
+        tables, created = create_all(client, dataset)
+        print(f"stagewatch bigquery: {dataset}: tables created: {', '.join(tables) or 'none (all there)'}; "
+              f"views created or replaced: {', '.join(created)}")
+        return 0
+    views = {v.name: q.name for q in queries.values() for v in q.views}
+    if args.name in views:
+        if args.param:
+            raise ValueError(f"{args.name} is a view: it takes no parameters (its query {views[args.name]} does)")
+        rows = [dict(r.items()) for r in client.query(f"SELECT * FROM `{dataset}.{args.name}`").result()]
+    elif args.name in queries:
+        values: dict[str, str] = {}
+        for item in args.param:
+            name, sep, value = item.partition("=")
+            if not sep or not name:
+                raise ValueError(f"--param takes NAME=VALUE, got {item!r}")
+            values[name] = value
+        rows = run_query(client, dataset, queries[args.name], values)
+    else:
+        raise ValueError(f"no query or view {args.name!r}; the queries: {', '.join(queries)}; the views: "
+                         f"{', '.join(views)}")
+    shaped = [json_shaped(row) for row in rows]
+    if args.json:
+        for row in shaped:
+            print(orjson.dumps(row).decode())
+    else:
+        _print_rows(shaped)
     return 0
 
 
@@ -379,12 +509,14 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "report",
         help="one self-contained HTML page: latency by stage, incidents, tenants, end to end, lots",
-        description="Read a local output folder (stagewatch run --output_dir) and write one HTML file that "
-        "works offline: per-stage latency over time with the usual band and the anomalies, the incidents, a "
-        "per-tenant breakdown, the end-to-end distribution and the lots that did not complete. Prints the "
-        "file's path.",
+        description="Read a local output folder (stagewatch run --output_dir) or the streaming job's BigQuery "
+        "dataset and write one HTML file that works offline: per-stage latency over time with the usual band "
+        "and the anomalies, the incidents, a per-tenant breakdown, the end-to-end distribution and the lots "
+        "that did not complete. Prints the file's path.",
     )
-    p.add_argument("input", metavar="DIR", help="the --output_dir of stagewatch run")
+    p.add_argument("input", metavar="DIR", nargs="?", help="the --output_dir of stagewatch run")
+    p.add_argument("--bigquery", metavar="PROJECT.DATASET",
+                   help="read the streaming job's dataset instead (default span: the 24 hours before --until or now)")
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="the HTML file to write")
     p.add_argument("--since", metavar="RFC3339", help="only rows from this time on, e.g. 2026-06-06T00:00:00Z")
     p.add_argument("--until", metavar="RFC3339", help="only rows before this time")
@@ -405,18 +537,30 @@ def _time_option(name: str, value: str | None) -> int | None:
 def _cmd_report(args: argparse.Namespace) -> int:
     from stagewatch.bigquery_tables import TABLES
     from stagewatch.report import render_report
-    from stagewatch.tables import LocalTables
+    from stagewatch.tables import BigQueryTables, LocalTables, Tables
+    from stagewatch.timeutil import US_PER_S
 
+    if (args.input is None) == (args.bigquery is None):
+        raise ValueError("give either a local output folder (DIR) or --bigquery PROJECT.DATASET")
     since_us, until_us = _time_option("--since", args.since), _time_option("--until", args.until)
-    tables = LocalTables(args.input)
-    # An empty page from the wrong folder (demo instead of demo/out) would read as "all quiet".
-    if not any(glob.glob(os.path.join(glob.escape(args.input), f"{t}*.jsonl")) for t in TABLES):
-        raise ValueError(f"{args.input} holds none of {', '.join(f'{t}*.jsonl' for t in TABLES)} (give the "
-                         "--output_dir of stagewatch run)")
     out = Path(args.output).resolve()
     if not out.parent.is_dir():
         raise ValueError(f"cannot write {args.output}: folder {out.parent} does not exist")
-    html = render_report(tables, since_us=since_us, until_us=until_us)
+    tables: Tables
+    if args.bigquery is not None:
+        # Every table read is bounded on its partition column: a day's report reads a day's partitions.
+        if since_us is None:
+            until_us = until_us if until_us is not None else int(time.time() * US_PER_S)
+            since_us = until_us - 24 * 3600 * US_PER_S
+        tables = BigQueryTables(args.bigquery)
+    else:
+        tables = LocalTables(args.input)
+        # An empty page from the wrong folder (demo instead of demo/out) would read as "all quiet".
+        if not any(glob.glob(os.path.join(glob.escape(args.input), f"{t}*.jsonl")) for t in TABLES):
+            raise ValueError(f"{args.input} holds none of {', '.join(f'{t}*.jsonl' for t in TABLES)} (give the "
+                             "--output_dir of stagewatch run)")
+    with _bigquery_errors(args.bigquery or ""):
+        html = render_report(tables, since_us=since_us, until_us=until_us)
     out.write_text(html, encoding="utf-8")
     print(f"stagewatch report: {len(html.encode()) / 1024:,.0f} KiB", file=sys.stderr)
     print(out)
@@ -436,6 +580,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_notify_slack(sub)
     _add_explain(sub)
     _add_report(sub)
+    _add_bigquery(sub)
     return parser
 
 

@@ -9,6 +9,7 @@ question about one day reads one day's partitions.
 
 from __future__ import annotations
 
+import datetime as dt
 import glob
 import os
 from collections.abc import Iterator
@@ -16,10 +17,10 @@ from typing import Any, Protocol
 
 import orjson
 
-from stagewatch.bigquery_tables import TABLES
-from stagewatch.timeutil import parse_rfc3339_us
+from stagewatch.bigquery_tables import TABLES, bigquery_client, dataset_id
+from stagewatch.timeutil import format_rfc3339, parse_rfc3339_us
 
-__all__ = ["LocalTables", "Tables", "read_table"]
+__all__ = ["BigQueryTables", "LocalTables", "Tables", "json_shaped", "read_table"]
 
 
 class Tables(Protocol):
@@ -65,3 +66,59 @@ class LocalTables:
                 if (since_us is not None and t < since_us) or (until_us is not None and t >= until_us):
                     continue
             yield row
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def json_shaped(value: Any) -> Any:
+    """A value as the BigQuery client returns it, in the JSON shape of the local files: a TIMESTAMP as the RFC
+    3339 text ``format_rfc3339`` writes, a DATE as ``YYYY-MM-DD``, a RECORD as a dict, a REPEATED as a list."""
+    if isinstance(value, dt.datetime):
+        return format_rfc3339((value - _EPOCH) // dt.timedelta(microseconds=1))
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: json_shaped(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_shaped(v) for v in value]
+    return value
+
+
+def _timestamp(t_us: int) -> dt.datetime:
+    return _EPOCH + dt.timedelta(microseconds=t_us)
+
+
+class BigQueryTables:
+    """The streaming job's BigQuery dataset. A span becomes a ``WHERE`` on the table's partition column, so only
+    the partitions it covers are read; values travel as query parameters, never inside the SQL text."""
+
+    def __init__(self, dataset: str, client: Any | None = None) -> None:
+        self.dataset = dataset_id(dataset, "--bigquery")
+        self.where = f"bigquery:{self.dataset}"
+        self.client = client if client is not None else bigquery_client(self.dataset.split(".")[0])
+
+    def rows(self, table: str, *, uid: str | None = None, since_us: int | None = None,
+             until_us: int | None = None) -> Iterator[dict[str, Any]]:
+        from google.cloud import bigquery
+
+        spec = TABLES[table]
+        if uid is not None and "uid" not in {f.name for f in spec.fields}:
+            return  # as in a local folder: no row of a table without a uid is one file's
+        column = f"`{spec.partition_field}`"  # quoted: `at` (incidents) is a reserved word
+        where, params = [], []
+        if uid is not None:
+            where.append("uid = @uid")
+            params.append(bigquery.ScalarQueryParameter("uid", "STRING", uid))
+        if since_us is not None:
+            where.append(f"{column} >= @since")
+            params.append(bigquery.ScalarQueryParameter("since", "TIMESTAMP", _timestamp(since_us)))
+        if until_us is not None:
+            where.append(f"{column} < @until")
+            params.append(bigquery.ScalarQueryParameter("until", "TIMESTAMP", _timestamp(until_us)))
+        # In event-time order, as the files roughly are: explain takes a file's last trace as its latest.
+        sql = (f"SELECT * FROM `{self.dataset}.{table}`" + (" WHERE " + " AND ".join(where) if where else "")
+               + f" ORDER BY {column}")
+        job = self.client.query(sql, job_config=bigquery.QueryJobConfig(query_parameters=params))
+        for row in job.result():
+            yield {k: json_shaped(v) for k, v in row.items()}

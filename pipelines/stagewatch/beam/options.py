@@ -14,15 +14,15 @@ from typing import Any
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from stagewatch.bigquery_tables import DATASET_RE, PROJECT_PATTERN
 from stagewatch.stages import StageOrder
 
 __all__ = ["PARAMETERS", "Parameter", "StagewatchOptions", "ValidatedOptions", "template_metadata", "validate"]
 
-_PROJECT = r"[a-z][-a-z0-9]{4,28}[a-z0-9]"
+_PROJECT = PROJECT_PATTERN
 _RESOURCE = r"[A-Za-z][-A-Za-z0-9_.~+%]{2,254}"
 SUBSCRIPTION_RE = rf"^projects/{_PROJECT}/subscriptions/{_RESOURCE}$"
 TOPIC_RE = rf"^projects/{_PROJECT}/topics/{_RESOURCE}$"
-DATASET_RE = rf"^{_PROJECT}[.:][A-Za-z0-9_]{{1,1024}}$"
 _NUMBER_RE = r"^[0-9]+(\.[0-9]+)?$"
 _PATH_RE = r"^\S.*$"
 

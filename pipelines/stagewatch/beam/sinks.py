@@ -21,7 +21,8 @@ from apache_beam.io.gcp.pubsub import PubsubMessage
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import StandardOptions
 
-from stagewatch.bigquery_tables import dead_letter_row, row_problems
+# bigquery_client lives with the tables (the readers use it too); imported here for the sinks and pipeline.py.
+from stagewatch.bigquery_tables import bigquery_client, dead_letter_row, row_problems
 from stagewatch.timeutil import US_PER_S, format_rfc3339
 
 __all__ = [
@@ -71,21 +72,6 @@ def local_output_summary(output_dir: str) -> str:
         detail = " · ".join(f"{k} {v:,}" for k, v in sorted(counts.items()))
         lines.append(f"  {table:<13}{sum(counts.values()):>8,}" + (f": {detail}" if detail else ""))
     return "\n".join(lines)
-
-
-def bigquery_client(project: str) -> Any:
-    """A BigQuery client; against the emulator (anonymous) when ``BIGQUERY_EMULATOR_HOST`` is set."""
-    from google.cloud import bigquery
-
-    endpoint = os.environ.get("BIGQUERY_EMULATOR_HOST")
-    if not endpoint:
-        return bigquery.Client(project=project)
-    from google.api_core.client_options import ClientOptions
-    from google.auth.credentials import AnonymousCredentials
-
-    return bigquery.Client(
-        project=project, credentials=AnonymousCredentials(), client_options=ClientOptions(api_endpoint=endpoint)
-    )
 
 
 def pubsub_message(record: dict[str, Any]) -> PubsubMessage:

@@ -1,0 +1,83 @@
+-- What happened to this file? One file's journey in time order: each stage (when it was logged, how long the
+-- file waited for it, and what is usual for that stage within an hour either side: the median wait of the
+-- other files, from 5 of them, as `stagewatch explain` shows it), its anomalies, and the incident events that
+-- name it among their first files. Its anomalies show before its trace does: the streaming job writes a
+-- stalled file's trace only when the file's session closes, an hour after its last event.
+--
+-- Partitions read: traces, first_time from 2 hours before @day to the end of @day + 1 day (the file's own
+-- trace began on @day; the files it is compared with began from 2 hours before it to an hour after its last
+-- stage); anomalies and incidents, event_time and `at` from @day to the end of @day + 1 day.
+--
+-- param @uid STRING: the file's UID
+-- param @day DATE: the day the file's first event was logged (UTC)
+WITH nearby AS (
+  SELECT uid, first_time, last_time, closed_at, stages
+  FROM `${dataset}.traces`
+  WHERE first_time >= TIMESTAMP_SUB(TIMESTAMP(@day), INTERVAL 2 HOUR)
+    AND first_time < TIMESTAMP(DATE_ADD(@day, INTERVAL 2 DAY))
+),
+-- The file's latest trace: a file that resumed after its stall has a second one.
+trace AS (
+  SELECT *
+  FROM nearby
+  WHERE uid = @uid AND first_time >= TIMESTAMP(@day) AND first_time < TIMESTAMP(DATE_ADD(@day, INTERVAL 1 DAY))
+  QUALIFY ROW_NUMBER() OVER (ORDER BY first_time DESC, closed_at DESC) = 1
+),
+mine AS (
+  SELECT s.*
+  FROM trace AS t, UNNEST(t.stages) AS s
+),
+others AS (
+  SELECT s.stage, s.time, s.duration_ms
+  FROM nearby AS n CROSS JOIN trace AS t, UNNEST(n.stages) AS s
+  WHERE n.uid != @uid
+    AND n.first_time >= TIMESTAMP_SUB(t.first_time, INTERVAL 2 HOUR)
+    AND n.first_time < TIMESTAMP_ADD(t.last_time, INTERVAL 1 HOUR)
+    AND s.duration_ms IS NOT NULL
+),
+usual AS (
+  SELECT stage, time, ANY_VALUE(median_ms) AS median_ms, COUNT(*) AS n
+  FROM (
+    SELECT
+      m.stage,
+      m.time,
+      PERCENTILE_CONT(o.duration_ms, 0.5) OVER (PARTITION BY m.stage, m.time) AS median_ms
+    FROM mine AS m
+    JOIN others AS o
+      ON o.stage = m.stage
+      AND o.time BETWEEN TIMESTAMP_SUB(m.time, INTERVAL 1 HOUR) AND TIMESTAMP_ADD(m.time, INTERVAL 1 HOUR)
+  )
+  GROUP BY stage, time
+),
+events AS (
+  SELECT
+    m.time,
+    'stage' AS source,
+    m.stage,
+    m.verdict AS what,
+    m.duration_ms AS waited_ms,
+    IF(u.n >= 5, u.median_ms, NULL) AS usual_ms,
+    IF(u.n >= 5, u.n, NULL) AS usual_n,
+    CAST(NULL AS STRING) AS message,
+    0 AS source_order
+  FROM mine AS m
+  LEFT JOIN usual AS u USING (stage, time)
+  UNION ALL
+  SELECT
+    event_time, 'anomaly', stage, kind, observed_ms, expected_ms, CAST(NULL AS INT64), message, 1
+  FROM `${dataset}.anomalies`
+  WHERE event_time >= TIMESTAMP(@day)
+    AND event_time < TIMESTAMP(DATE_ADD(@day, INTERVAL 2 DAY))
+    AND uid = @uid
+  QUALIFY ROW_NUMBER() OVER (PARTITION BY anomaly_id ORDER BY detected_at) = 1  -- a retried insert, once
+  UNION ALL
+  SELECT
+    `at`, 'incident', stage, event, worst_observed_ms, expected_ms, CAST(NULL AS INT64), message, 2
+  FROM `${dataset}.incidents`
+  WHERE `at` >= TIMESTAMP(@day)
+    AND `at` < TIMESTAMP(DATE_ADD(@day, INTERVAL 2 DAY))
+    AND @uid IN UNNEST(sample_uids)
+)
+SELECT time, source, stage, what, waited_ms, usual_ms, usual_n, message
+FROM events
+ORDER BY time, source_order, stage
