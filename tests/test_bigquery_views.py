@@ -203,9 +203,11 @@ def test_lot_durations_measure_as_the_lots_judge_and_carry_its_verdict(bq: tuple
     assert lot is not None
     incomplete = LotJudge().judge("lot-a", lot)  # the core's own verdict on lot-a
     assert incomplete is not None and incomplete["kind"] == "lot_incomplete"
-    slow = {"lot": "lot-b", "kind": "lot_slow", "tenants": ["hooli"], "files": 2, "started_at": lot_b[0]["first_time"],
+    slow = {"lot": "lot-b", "kind": "lot_slow", "tenants": ["hooli"], "files": 2,
+            "started_at": lot_b[0]["first_time"],
             "submitted_at": lot_b[1]["first_time"], "finished_at": lot_b[1]["last_time"],
-            "judged_at": f"{DAY}T12:00:00.000000Z", "duration_ms": 300_000.0, "expected_ms": 60_000.0, "unfinished": [], "message": "lot lot-b took 5.0 min"}
+            "judged_at": f"{DAY}T12:00:00.000000Z", "duration_ms": 300_000.0, "expected_ms": 60_000.0,
+            "unfinished": [], "message": "lot lot-b took 5.0 min"}
     assert row_problems("lots", incomplete) == [] and row_problems("lots", slow) == []
     insert(bq, "lots", [incomplete, slow])
     got = answer(bq, "lot_durations", day=DAY)

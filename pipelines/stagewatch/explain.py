@@ -36,8 +36,9 @@ def explain(uid: str, tables: Tables) -> str:
     if not mine:
         raise ValueError(f"no file {uid!r} in {tables.where}")
     trace = mine[-1]
-    # The other files near it in time, for "usual at that hour": a trace is partitioned by its first event,
-    # which comes at most a TTL (an hour) before its last.
+    # The other files near it in time, for "usual at that hour". Traces are partitioned by their first event,
+    # and a neighbour's stage within the hour before this file's first began before it: an extra hour of
+    # margin covers files that took up to an hour to get there (most take minutes; slower ones are missed).
     first, last = parse_rfc3339_us(trace["first_time"]), parse_rfc3339_us(trace["last_time"])
     traces = list(tables.rows("traces", since_us=first - 2 * HOUR_US, until_us=last + HOUR_US))
     anomalies = list(tables.rows("anomalies", uid=uid))

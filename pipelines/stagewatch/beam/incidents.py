@@ -112,9 +112,8 @@ class TrackIncidents(beam.PTransform):
         self._cfg = cfg or IncidentConfig()
         self._interval_s = interval_s
         self._end_us = end_us
-        # Default: an interval -- more than the baseline fold's grace (half an interval) plus a local run's
-        # watermark step (a third), the most a verdict can lag the watermark.
-        self._hold_us = int((interval_s if hold_s is None else hold_s) * US_PER_S)
+        # Default: the baseline fold's grace (half an interval), the most a verdict lags a smooth watermark.
+        self._hold_us = int((interval_s / 2 if hold_s is None else hold_s) * US_PER_S)
 
     def expand(self, inputs: tuple[beam.PCollection, ...]) -> beam.PCollection:
         anomalies, summaries, arrivals, lots = inputs

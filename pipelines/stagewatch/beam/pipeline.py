@@ -50,10 +50,11 @@ class Outputs:
 
 def build(
     lines: beam.PCollection, rules: TraceRules, baseline: BaselineConfig, stamp: bool = True,
-    end_us: int | None = None,
+    end_us: int | None = None, watermark_step_s: float = 0.0,
 ) -> Outputs:
     """The detection graph on ``lines``; ``end_us``: a finite input's last event time (in-flight files at the
-    end are open, not stalled, as in the backtest)."""
+    end are open, not stalled, as in the backtest); ``watermark_step_s``: how far the source's watermark
+    jumps at once (a local file's ``TestStream``)."""
     parsed = lines | "Parse" >> ParseEvents(Parser(), stamp=stamp)
     events = parsed.events | "Dedup" >> Dedup()
     assembled = events | "Assemble" >> AssembleTraces(rules)
@@ -73,8 +74,10 @@ def build(
     dead = (parsed[DEAD_LETTERS], assembled[LATE]) | "AllDeadLetters" >> beam.Flatten()
     traces = watched[STALLED_SUMMARIES]
     lots = traces | "Lots" >> TrackLots(end_us=end_us)
+    # Verdicts reach the incident step up to the baseline fold's grace (half an interval) behind the
+    # watermark, and a jumping watermark adds its step: the tracker decides that far behind it.
     incidents = (anomalies, traces, watched[ARRIVALS], lots) | "Incidents" >> TrackIncidents(
-        interval_s=baseline.interval_s, end_us=end_us)
+        interval_s=baseline.interval_s, end_us=end_us, hold_s=baseline.interval_s / 2 + watermark_step_s)
     return Outputs(anomalies, traces, dead, incidents, lots)
 
 
@@ -163,7 +166,8 @@ def construct(argv: list[str] | None = None) -> tuple[beam.Pipeline, ValidatedOp
     p = beam.Pipeline(runner=runner, options=options)
     if opts.local:
         lines = p | "ReadLogFile" >> stream
-        out = build(lines, rules, baseline, stamp=True, end_us=end_us)
+        out = build(lines, rules, baseline, stamp=True, end_us=end_us,
+                    watermark_step_s=baseline.interval_us // 3 / US_PER_S)
     else:
         lines = p | "ReadLogEntries" >> beam.io.ReadFromPubSub(
             subscription=opts.input_subscription, timestamp_attribute=opts.timestamp_attribute
