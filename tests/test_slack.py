@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -165,6 +166,7 @@ class _FakeSlackApi:
     def __init__(self, statuses: list[int]) -> None:
         self.statuses = list(statuses)
         self.calls: list[tuple[str, str, dict[str, Any]]] = []  # (method, authorization, body)
+        self.epoch = int(time.time())
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -179,7 +181,7 @@ class _FakeSlackApi:
                 self.end_headers()
                 if status == 200:
                     ok = body.get("channel") != "C-NOPE"
-                    reply = {"ok": ok, "ts": f"1700000000.{len(fake.calls):06d}"} if ok else {
+                    reply = {"ok": ok, "channel": "C123ID", "ts": f"{fake.epoch}.{len(fake.calls):06d}"} if ok else {
                         "ok": False, "error": "channel_not_found"}
                     self.wfile.write(json.dumps(reply).encode())
 
@@ -211,18 +213,19 @@ def test_with_a_bot_token_the_resolution_threads_onto_the_opening_and_marks_it(
     from stagewatch.slack import SlackApi
 
     state = str(tmp_path / "threads.json")
-    api = SlackApi(url=fake_api.url, token=TOKEN, channel="C123", state_path=state, sleep=lambda s: None)
+    api = SlackApi(url=fake_api.url, token=TOKEN, channel="#incidents", state_path=state, sleep=lambda s: None)
     assert api.deliver(EVENT, format_incident(EVENT)) == "posted"  # after one 429
-    opening_ts = "1700000000.000002"
-    assert api.threads == {EVENT["incident_id"]: opening_ts}
+    opening_ts = f"{fake_api.epoch}.000002"
+    assert api.threads == {EVENT["incident_id"]: {"channel": "C123ID", "ts": opening_ts}}
     # A new notifier (a restart) finds the thread in the state file.
-    again = SlackApi(url=fake_api.url, token=TOKEN, channel="C123", state_path=state, sleep=lambda s: None)
+    again = SlackApi(url=fake_api.url, token=TOKEN, channel="#incidents", state_path=state, sleep=lambda s: None)
     updated = {**EVENT, "event": "updated", "files": 40}
     resolved = {**EVENT, "event": "resolved", "resolved_at": "2026-06-06T10:45:00.000000Z", "files": 211,
                 "message": "resolved: analyse is slow for everyone (211 files, 12 tenants)"}
     assert again.deliver(updated, format_incident(updated)) == "posted"
     assert again.deliver(resolved, format_incident(resolved)) == "posted"
     methods = [(m, b.get("thread_ts"), b.get("ts")) for m, _, b in fake_api.calls]
+    assert fake_api.calls[-1][2]["channel"] == "C123ID"  # chat.update takes the id the opening's reply gave
     assert methods == [
         ("chat.postMessage", None, None), ("chat.postMessage", None, None),  # the 429, then the opening
         ("chat.postMessage", opening_ts, None),  # the update, in the thread
@@ -237,6 +240,33 @@ def test_with_a_bot_token_the_resolution_threads_onto_the_opening_and_marks_it(
     nope = SlackApi(url=fake_api.url, token=TOKEN, channel="C-NOPE", sleep=lambda s: None)
     assert nope.deliver(EVENT, format_incident(EVENT)) == "refused"
     assert nope.stats["failed_channel_not_found"] == 1 and nope.stats["posted"] == 0
+
+
+@pytest.mark.unit
+def test_thread_state_is_checked_bounded_and_never_crashes_the_notifier(
+        fake_api: _FakeSlackApi, tmp_path: Path) -> None:
+    from stagewatch.slack import SlackApi
+
+    def api(state: Path | str | None, **kw: Any) -> SlackApi:
+        return SlackApi(url=fake_api.url, token=TOKEN, channel="C1", state_path=None if state is None else str(state),
+                        sleep=lambda s: None, **kw)
+
+    for content, says in (("[1, 2]", "not a notifier's state file"), ("{oops", "not readable JSON")):
+        (tmp_path / "bad.json").write_text(content)
+        with pytest.raises(ValueError, match=says):
+            api(tmp_path / "bad.json")
+    with pytest.raises(ValueError, match="does not exist"):
+        api(tmp_path / "no-such-folder" / "t.json")
+    lone = api(None)
+    resolved = {**EVENT, "event": "resolved", "resolved_at": "2026-06-06T10:45:00.000000Z"}
+    assert lone.deliver(resolved, format_incident(resolved)) == "posted"  # after the fixture's 429
+    assert lone.threads == {}  # a resolution with no known opening is its own message, not a thread to keep
+    stale = api(None, forget_after_s=-1.0)
+    stale.deliver(EVENT, format_incident(EVENT))
+    assert stale.threads == {}  # an opening older than forget_after_s is forgotten
+    saved = api(tmp_path / "t.json")
+    (tmp_path / "t.json").mkdir()  # the state cannot be written (a folder in its way): counted, posting goes on
+    assert saved.deliver(EVENT, format_incident(EVENT)) == "posted" and saved.stats["state_not_saved"] == 1
 
 
 @pytest.mark.unit

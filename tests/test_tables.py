@@ -98,3 +98,18 @@ def test_uid_and_span_filters_select_the_same_rows_as_the_local_reader(
         assert 0 < len(got) < len(times)
         assert _canonical(bq.rows(table, since_us=since)) == _canonical(local.rows(table, since_us=since))
         assert _canonical(bq.rows(table, until_us=until)) == _canonical(local.rows(table, until_us=until))
+
+
+@pytest.mark.unit
+def test_a_local_folder_with_broken_rows_gives_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
+    from stagewatch.tables import LocalTables
+
+    (tmp_path / "traces-1.jsonl").write_bytes(b'{"uid": "f-1", "first_time": "2026-06-06T12:00:00Z"}\n{"uid": "f-')
+    with pytest.raises(ValueError, match=r"traces-1.jsonl, line 2: not JSON"):
+        list(LocalTables(str(tmp_path)).rows("traces"))
+    (tmp_path / "traces-1.jsonl").write_bytes(b"[1, 2]\n")
+    with pytest.raises(ValueError, match="line 1: not a traces row"):
+        list(LocalTables(str(tmp_path)).rows("traces"))
+    (tmp_path / "dead_letters-1.jsonl").write_bytes(b'{"reason": "invalid_json", "detail": "", "line": "{"}\n')
+    with pytest.raises(ValueError, match="has no received_at"):
+        list(LocalTables(str(tmp_path)).rows("dead_letters", since_us=0))

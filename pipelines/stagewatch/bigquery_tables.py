@@ -223,27 +223,38 @@ def _schema(fields: tuple[Field, ...]) -> list[Any]:
 
 
 def create_tables(client: Any, dataset: str) -> list[str]:
-    """Create the dataset and any missing table (partitioned, clustered); returns the tables it created."""
+    """Create the dataset and any missing table (partitioned, clustered), and add to an existing table the
+    columns a newer release writes (else BigQuery refuses its rows: "no such field"). Returns what it did:
+    the tables it created, and ``"<table> +<column>,..."`` for those it extended."""
     from google.api_core.exceptions import NotFound
     from google.cloud import bigquery
 
     client.create_dataset(dataset, exists_ok=True)
-    created = []
+    done = []
     for t in TABLES.values():
         table_id = f"{dataset}.{t.name}"
         try:
-            client.get_table(table_id)
-            continue
+            existing = client.get_table(table_id)
         except NotFound:
-            pass
+            existing = None
+        if existing is not None:
+            have = {f.name for f in existing.schema}
+            # BigQuery adds columns only as NULLABLE (or REPEATED): old rows have none.
+            missing = [Field(f.name, f.type, "REPEATED" if f.mode == "REPEATED" else "NULLABLE", f.fields)
+                       for f in t.fields if f.name not in have]
+            if missing:
+                existing.schema = [*existing.schema, *_schema(tuple(missing))]
+                client.update_table(existing, ["schema"])
+                done.append(f"{t.name} +{','.join(f.name for f in missing)}")
+            continue
         table = bigquery.Table(table_id, schema=_schema(t.fields))
         table.time_partitioning = bigquery.TimePartitioning(type_=bigquery.TimePartitioningType.DAY,
                                                             field=t.partition_field)
         table.clustering_fields = list(t.clustering)
         table.description = t.description
         client.create_table(table)
-        created.append(t.name)
-    return created
+        done.append(t.name)
+    return done
 
 
 def dataset_id(text: str, flag: str = "--dataset") -> str:

@@ -93,21 +93,28 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             if tracker is not None:
                 emit(tracker.add_lot(record))
 
+    def lots_due(t_us: int) -> None:
+        # The lots judged by now reach the tracker before whatever comes at t_us, as in the streaming job
+        # (which takes everything in time order).
+        if tracker is not None and lot_tracker is not None:
+            judged_lots(lot_tracker.advance(t_us))
+
     def on_anomaly(a: Anomaly) -> None:
         anomalies.write(a.to_dict())
         if tracker is not None:
-            if lot_tracker is not None:  # the lots judged by now come first, as in the streaming job
-                judged_lots(lot_tracker.advance(parse_rfc3339_us(a.detected_at)))
+            lots_due(parse_rfc3339_us(a.detected_at))
             emit(tracker.add(a))
 
     def on_arrival(uid: str, stage: str, t_us: int) -> None:
         if tracker is not None:
+            lots_due(t_us)
             emit(tracker.arrived(uid, t_us))
 
     def on_summary(s: TraceSummary) -> None:
         row = s.to_dict()
         if traces is not None:
             traces.write(row)
+        lots_due(parse_rfc3339_us(row["closed_at"]))
         if tracker is not None:
             emit(tracker.observe_summary(row))
         if lot_tracker is not None:
@@ -552,7 +559,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
         if since_us is None:
             until_us = until_us if until_us is not None else int(time.time() * US_PER_S)
             since_us = until_us - 24 * 3600 * US_PER_S
-        tables = BigQueryTables(args.bigquery)
+        with _bigquery_errors(args.bigquery):  # no credentials: one line, not a traceback
+            tables = BigQueryTables(args.bigquery)
     else:
         tables = LocalTables(args.input)
         # An empty page from the wrong folder (demo instead of demo/out) would read as "all quiet".

@@ -158,8 +158,9 @@ class Detector:
             closed = self._closed.get(uid)
             if closed is not None:
                 self.out.count("after_" + closed)
-                if closed == "stalled":
+                if closed == "stalled":  # its first line after the stall: it arrived (once, as in the stream)
                     self.out.arrivals.append((uid, ev.stage, ev.t_us))
+                    self._closed[uid] = "stalled_arrived"
                 return
             trace = self.traces[uid] = Trace(uid, len(self.rules.names))
         if trace.add(ev, self.rules, self.judge, self.watermark, self.out):

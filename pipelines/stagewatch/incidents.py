@@ -28,7 +28,7 @@ Timeline (open_count 5, window 15 min, quiet 15 min)::
 from __future__ import annotations
 
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 from stagewatch.records import Anomaly
@@ -39,6 +39,15 @@ __all__ = ["LOT_STAGE", "SAMPLE_LOTS", "SAMPLE_UIDS", "Incident", "IncidentConfi
 SAMPLE_UIDS = 10  # files named in an incident event, so a Logging link can show them
 SAMPLE_LOTS = 20  # lots named in an incident event
 LOT_STAGE = "lot"  # the stage of an incident about whole batches (lot_incomplete, lot_slow)
+
+
+def _restore(obj: Any, state: dict[str, Any]) -> None:
+    """Unpickle a dataclass saved by an older release: fields it did not have take their defaults. The
+    streaming job keeps the tracker in Beam state, and ``--update`` hands that state to the new code."""
+    for f in fields(obj):
+        if f.name not in state:
+            state[f.name] = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[operator]
+    obj.__dict__.update(state)
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,9 @@ class IncidentConfig:
     def __post_init__(self) -> None:
         if self.open_count < 1 or self.open_window_s <= 0 or self.quiet_s <= 0 or self.settle_s < 0:
             raise ValueError("open_count >= 1, open_window_s > 0, quiet_s > 0 and settle_s >= 0 are required")
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        _restore(self, state)
 
 
 @dataclass
@@ -87,6 +99,9 @@ class Incident:
     lot_files: int = 0  # files of its slow lots (a lot_slow record names no files)
     resolution: str = ""  # how it resolved: "quiet" or "arrived"
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        _restore(self, state)
+
     @property
     def all_arrived(self) -> bool:
         """Everything it held up got through: over for a stall or an incomplete batch (a slowdown that made
@@ -102,14 +117,19 @@ class Incident:
             return a.uid in self.uids
         return True
 
-    def join(self, a: Anomaly, t_us: int) -> None:
+    def join(self, a: Anomaly, t_us: int, arrived_early: dict[str, int]) -> None:
         if a.uid not in self.uids and len(self.first_uids) < SAMPLE_UIDS:
             self.first_uids.append(a.uid)
         self.uids.add(a.uid)
         if a.tenant:
             self.tenants[a.tenant] += 1
         if a.kind == "stalled" and a.uid not in self.arrived:
-            self.outstanding.add(a.uid)
+            early = arrived_early.get(a.uid)
+            if early is None:
+                self.outstanding.add(a.uid)
+            else:  # it came through while its stall was still a candidate, before this incident opened
+                self.arrived.add(a.uid)
+                self.last_arrival_us = max(self.last_arrival_us, early)
         self.last_us = max(self.last_us, t_us)
         if a.kind == self.kind and a.observed_ms is not None and (
             self.worst_observed_ms is None or a.observed_ms > self.worst_observed_ms
@@ -134,6 +154,12 @@ class IncidentTracker:
         self._active: dict[str, int] = {}  # tenant -> last time it had any anomaly or file (active tenants)
         self.events: list[dict[str, Any]] = []
         self.explained_lots = 0  # lot records that an incident already known explained
+        # Stalled files that arrived before any incident held them (their stall still a candidate): uid -> time.
+        self._arrived_early: dict[str, int] = {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # A tracker pickled by an older release (Beam state across --update) lacks what came later.
+        self.__dict__.update({"explained_lots": 0, "_arrived_early": {}, **state})
 
     # -- input -------------------------------------------------------------------------------------------
 
@@ -156,7 +182,7 @@ class IncidentTracker:
         self.seen_tenant(a.tenant, t)
         home = self._home(a)
         if home is not None:
-            home.join(a, t)
+            home.join(a, t, self._arrived_early)
             self._by_uid[a.uid] = home
             if t - home.last_update_us >= self.cfg.update_every_s * US_PER_S:
                 out.append(self._event(home, "updated", t))
@@ -180,7 +206,10 @@ class IncidentTracker:
         """A file that had stalled logged again at ``t_us``: it arrived after all."""
         out = self.advance(t_us)
         inc = self._by_uid.get(uid)
-        if inc is not None and inc.resolved_us is None and uid in inc.outstanding:
+        if inc is None or inc.resolved_us is not None:
+            self._arrived_early[uid] = t_us
+            return out
+        if uid in inc.outstanding:
             inc.outstanding.discard(uid)
             inc.arrived.add(uid)
             inc.last_arrival_us = max(inc.last_arrival_us, t_us)
@@ -285,6 +314,10 @@ class IncidentTracker:
         return None
 
     def _forget(self, t_us: int) -> None:
+        # An early arrival matters only while its stall can still open an incident (the open window).
+        window = t_us - int(self.cfg.open_window_s * US_PER_S)
+        if self._arrived_early and min(self._arrived_early.values()) < window:
+            self._arrived_early = {u: t for u, t in self._arrived_early.items() if t >= window}
         horizon = t_us - int(self.cfg.remember_s * US_PER_S)
         while self.resolved and (self.resolved[0].resolved_us or 0) < horizon:
             inc = self.resolved.pop(0)
@@ -338,7 +371,7 @@ class IncidentTracker:
         )
         for tq, m in members:
             if inc.covers(m):
-                inc.join(m, tq)
+                inc.join(m, tq, self._arrived_early)
                 self._by_uid[m.uid] = inc
         self.open.append(inc)
         return inc

@@ -140,14 +140,27 @@ def replay(
     it = iter(lines)
 
     detector: Detector | None = None
+    sample_newest = [-1]  # the newest event time while the sample for inference is read (no detector yet)
+    held: list[Rejected] = []  # rejects before any event time is known
 
     def reject(r: Rejected) -> None:
         rejected[r.reason] = rejected.get(r.reason, 0) + 1
-        if on_dead_letter is not None:
-            # The shape of the dead_letters table; a line without a usable time is filed at the stream's
-            # newest event time, as the streaming job files it.
-            seen = detector.max_seen if detector is not None else -1
-            on_dead_letter(dead_letter_row(r.reason, r.detail, r.line, format_rfc3339(max(seen, 0)), "parse"))
+        if on_dead_letter is None:
+            return
+        # The shape of the dead_letters table; a line without a usable time is filed at the stream's newest
+        # event time, as the streaming job files it -- held until there is one.
+        seen = max(sample_newest[0], detector.max_seen if detector is not None else -1)
+        if seen < 0:
+            held.append(r)
+            return
+        flush_held(seen)
+        on_dead_letter(dead_letter_row(r.reason, r.detail, r.line, format_rfc3339(seen), "parse"))
+
+    def flush_held(t_us: int) -> None:
+        if held and on_dead_letter is not None:
+            for h in held:
+                on_dead_letter(dead_letter_row(h.reason, h.detail, h.line, format_rfc3339(max(t_us, 0)), "parse"))
+            held.clear()
 
     sample: list[StageEvent] = []
     if order is None:
@@ -156,6 +169,7 @@ def replay(
             parsed = parse(raw)
             if type(parsed) is StageEvent:
                 sample.append(parsed)
+                sample_newest[0] = max(sample_newest[0], parsed.t_us)
                 if len(sample) >= infer_sample:
                     break
             else:
@@ -215,6 +229,7 @@ def replay(
         else:
             reject(parsed)  # type: ignore[arg-type]
     detector.finish()
+    flush_held(max(sample_newest[0], detector.max_seen))
     drain()
     stats.lines, stats.events = n_lines, n_events
     stats.counts = dict(out.counts)

@@ -176,38 +176,55 @@ class SlackApi(Webhook):
     url: str = "https://slack.com/api"
     token: str = ""
     channel: str = ""
-    state_path: str | None = None  # JSON {incident_id: ts}: threads survive a restart of the notifier
-    threads: dict[str, str] = field(default_factory=dict)
+    state_path: str | None = None  # JSON {incident_id: {"channel", "ts"}}: threads survive a restart
+    # An opening whose resolution never came is forgotten after this long (its thread is stale by then).
+    forget_after_s: float = 7 * 86400.0
+    threads: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.token or not self.channel:
             raise ValueError("the Slack Web API needs a bot token and a --channel")
-        if self.state_path and os.path.exists(self.state_path):
-            with open(self.state_path, encoding="utf-8") as f:
-                self.threads = json.load(f)
+        if self.state_path:
+            folder = os.path.dirname(os.path.abspath(self.state_path))
+            if not os.path.isdir(folder):
+                raise ValueError(f"--thread-state {self.state_path}: folder {folder} does not exist")
+            if os.path.exists(self.state_path):
+                try:
+                    with open(self.state_path, encoding="utf-8") as f:
+                        threads = json.load(f)
+                except (OSError, ValueError) as exc:
+                    raise ValueError(f"--thread-state {self.state_path} is not readable JSON: {exc}") from None
+                if not isinstance(threads, dict) or not all(
+                        isinstance(v, dict) and {"channel", "ts"} <= v.keys() for v in threads.values()):
+                    raise ValueError(f"--thread-state {self.state_path} is not a notifier's state file "
+                                     "({incident_id: {channel, ts}})")
+                self.threads = threads
 
     def deliver(self, event: dict[str, Any], payload: dict[str, Any]) -> str:
-        incident = event["incident_id"]
+        incident, what = event["incident_id"], event["event"]
         parent = self.threads.get(incident)
         message = {"channel": self.channel, **payload}
-        if parent is not None and event["event"] != "opened":
-            message["thread_ts"] = parent
-        outcome, ts = self._api("chat.postMessage", message)
-        if outcome == "posted" and parent is None and ts:
-            self._remember(incident, ts)
-        if outcome == "posted" and parent is not None and event["event"] == "resolved":
-            # The channel shows the opening message: make it say it is over.
-            outcome, _ = self._api("chat.update", {"channel": self.channel, "ts": parent, **payload})
-            if outcome == "posted":
-                self.threads.pop(incident, None)
-                self._save()
+        if parent is not None and what != "opened":
+            message["thread_ts"] = parent["ts"]
+        outcome, reply = self._api("chat.postMessage", message)
+        if outcome == "posted" and what == "opened" and reply.get("ts"):
+            # chat.update needs the channel's id, which the reply gives even when --channel is a name.
+            self.threads[incident] = {"channel": str(reply.get("channel") or self.channel), "ts": str(reply["ts"])}
+        if outcome == "posted" and parent is not None and what == "resolved":
+            # The channel shows the opening message: make it say it is over. A refusal here (a deleted
+            # message, a missing scope) still posted the resolution in the thread, which is what counts.
+            self._api("chat.update", {"channel": parent["channel"], "ts": parent["ts"], **payload})
+        if what == "resolved":
+            self.threads.pop(incident, None)
+        self._forget_stale()
+        self._save()
         return outcome
 
-    def _api(self, method: str, message: dict[str, Any]) -> tuple[str, str | None]:
+    def _api(self, method: str, message: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         outcome, answer = self._call(f"{self.url.rstrip('/')}/{method}", message,
                                      {"Authorization": f"Bearer {self.token}"})
         if outcome != "posted":
-            return outcome, None
+            return outcome, {}
         try:
             reply = json.loads(answer)
         except ValueError:
@@ -217,19 +234,32 @@ class SlackApi(Webhook):
             error = reply.get("error", "unreadable_reply") if isinstance(reply, dict) else "unreadable_reply"
             self.stats["posted"] -= 1
             self.stats[f"failed_{error}"] += 1
-            return "refused", None
-        return "posted", reply.get("ts")
+            return "refused", {}
+        return "posted", reply
 
-    def _remember(self, incident: str, ts: str) -> None:
-        self.threads[incident] = ts
-        self._save()
+    def _forget_stale(self) -> None:
+        horizon = time.time() - self.forget_after_s
+        for incident in [i for i, m in self.threads.items() if _ts_seconds(m["ts"]) < horizon]:
+            del self.threads[incident]
 
     def _save(self) -> None:
-        if self.state_path:
-            tmp = f"{self.state_path}.tmp"
+        if not self.state_path:
+            return
+        tmp = f"{self.state_path}.tmp"
+        try:
             with open(tmp, "w", encoding="utf-8") as f:
                 json.dump(self.threads, f)
             os.replace(tmp, self.state_path)  # never a half-written state file
+        except OSError:
+            # Posting goes on; a restart then posts updates of these incidents as messages of their own.
+            self.stats["state_not_saved"] += 1
+
+
+def _ts_seconds(ts: str) -> float:
+    try:
+        return float(ts)  # Slack's message ids are epoch seconds
+    except ValueError:
+        return 0.0
 
 
 def notify(

@@ -41,9 +41,16 @@ def read_table(folder: str, table: str) -> Iterator[dict[str, Any]]:
     paths = sorted(glob.glob(os.path.join(glob.escape(folder), f"{table}*.jsonl")))
     for path in paths:
         with open(path, "rb") as f:
-            for line in f:
-                if line.strip():
-                    yield orjson.loads(line)
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = orjson.loads(line)
+                except orjson.JSONDecodeError as exc:
+                    raise ValueError(f"{path}, line {n}: not JSON ({exc}); a run stopped mid-write?") from None
+                if not isinstance(row, dict):
+                    raise ValueError(f"{path}, line {n}: not a {table} row (a JSON object)")
+                yield row
 
 
 class LocalTables:
@@ -62,6 +69,9 @@ class LocalTables:
             if uid is not None and row.get("uid") != uid:
                 continue
             if since_us is not None or until_us is not None:
+                if not isinstance(row.get(column), str):
+                    raise ValueError(f"a {table} row in {self.folder} has no {column} (written by an older "
+                                     f"stagewatch?): {str(row)[:200]}")
                 t = parse_rfc3339_us(row[column])
                 if (since_us is not None and t < since_us) or (until_us is not None and t >= until_us):
                     continue

@@ -150,6 +150,8 @@ class _WatchFn(beam.DoFn):
 def _arrival(stalled: Any, uid: str, stage: str | None, t_us: int) -> Iterator[Any]:
     """The first sign of a stalled file beyond the progress it stalled at, once."""
     mark = stalled.read()
+    if isinstance(mark, str):  # saved by an older release (state across --update): the stall's id alone
+        mark = {"anomaly_id": mark, "last_t_us": -1, "arrived": False}
     if mark is None or mark["arrived"] or t_us <= mark["last_t_us"]:
         return
     stalled.write({**mark, "arrived": True})
