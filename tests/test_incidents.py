@@ -120,6 +120,43 @@ def test_stalls_that_keep_coming_do_not_resolve_on_arrivals() -> None:
 
 
 @pytest.mark.unit
+def test_a_file_that_arrives_before_its_stall_incident_opens_counts_as_arrived() -> None:
+    tracker = IncidentTracker(IncidentConfig(settle_s=60))
+    stalls = [_a("stalled", f"f{i}", "download", T0 + i * 10 * US_PER_S, f"t{i % 4}") for i in range(5)]
+    _feed(tracker, stalls[:4])
+    tracker.arrived("f0", T0 + 45 * US_PER_S)  # through before the fifth stall opens the incident
+    assert [e["event"] for e in tracker.add(stalls[4])] == ["opened"]
+    assert tracker.open[0].outstanding == {"f1", "f2", "f3", "f4"} and tracker.open[0].arrived == {"f0"}
+    for i in range(1, 4):
+        assert tracker.arrived(f"f{i}", T0 + 2 * MIN) == []
+    (done,) = tracker.arrived("f4", T0 + 2 * MIN)
+    assert done["arrived"] == 5 and done["resolved_at"] == format_rfc3339(T0 + 2 * MIN)
+
+
+@pytest.mark.unit
+def test_a_tracker_saved_by_an_older_release_loads_and_goes_on() -> None:
+    """The streaming job keeps the tracker in Beam state; ``--update`` hands the old pickle to the new code."""
+    import pickle
+
+    tracker = IncidentTracker()
+    _feed(tracker, [_a("stalled", f"f{i}", "download", T0 + i * MIN, f"t{i % 4}") for i in range(6)])
+    for name in ("explained_lots", "_arrived_early"):  # what the older release did not have
+        del tracker.__dict__[name]
+    for name in ("outstanding", "arrived", "last_arrival_us", "lots", "lot_files", "resolution"):
+        del tracker.open[0].__dict__[name]
+    old_cfg = tracker.cfg.__dict__.copy()
+    del old_cfg["settle_s"], old_cfg["remember_s"]
+    object.__setattr__(tracker, "cfg", IncidentConfig.__new__(IncidentConfig))
+    tracker.cfg.__dict__.update(old_cfg)
+    loaded = pickle.loads(pickle.dumps(tracker))
+    assert loaded.cfg.settle_s == 120.0 and loaded.open[0].outstanding == set()
+    # An incident from before knows none of its held-up files: arrivals leave it to resolve by quiet.
+    assert loaded.arrived("f1", T0 + 7 * MIN) == [] and len(loaded.open) == 1
+    (done,) = loaded.add_lot(_lot_record("lot-1", "lot_incomplete", T0 + 2 * MIN, ["f2"]))  # two hours on
+    assert done["event"] == "resolved" and loaded.explained_lots == 1 and loaded.resolved[0].lots == {"lot-1"}
+
+
+@pytest.mark.unit
 def test_a_slowdown_resolves_by_quiet_even_when_its_stalled_files_arrive() -> None:
     tracker = IncidentTracker(IncidentConfig(quiet_s=600, settle_s=60))
     _feed(tracker, [_a("slow_stage", f"f{i}", "upload", T0 + i * MIN, "wayne") for i in range(6)])
