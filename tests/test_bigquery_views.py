@@ -134,7 +134,7 @@ def test_stage_latency_compares_the_day_with_the_same_hours_of_the_same_weekday(
         trace("the-day-after", "2026-06-07T10:05:00Z", slow),
         trace("a-week-after", "2026-06-13T10:05:00Z", slow),
     ]
-    insert(bq, "traces", rows)
+    insert(bq, "traces", rows + rows[:1])  # a retried streaming insert: one file's row twice, counted once
     got = answer(bq, "stage_latency", day=DAY, weeks="2")
     hours = {"hours_from": f"{DAY}T10:00:00.000000Z", "hours_to": f"{DAY}T10:20:00.000000Z"}
     assert got == [
@@ -155,6 +155,7 @@ def test_slowest_tenants_rank_by_p95_end_to_end_with_counts_and_anomalies(bq: tu
     t = f"{DAY}T12:00:00Z"
     insert(bq, "traces", [
         trace("w1", t, [("upload", 9000)], tenant="wayne"),
+        trace("w1", t, [("upload", 9000)], tenant="wayne"),  # a retried streaming insert: counted once
         trace("w2", t, [("upload", 10)], tenant="wayne", status="failed"),
         *[trace(f"a{ms}", t, [("upload", ms)], tenant="acme") for ms in (1000, 2000, 3000)],
         trace("a-stalled", t, [("upload", 10)], tenant="acme", status="stalled"),
@@ -196,7 +197,8 @@ def test_lot_durations_measure_as_the_lots_judge_and_carry_its_verdict(bq: tuple
     lot_c = [trace("c1", "2026-06-05T23:55:00Z", [("upload", 1000)], lot="lot-c"),  # began the day before
              trace("c2", f"{DAY}T00:05:00Z", [("upload", 1000)], lot="lot-c")]
     lot_d = [trace("d1", "2026-06-07T09:00:00Z", [("upload", 1000)], lot="lot-d")]  # begins the day after
-    insert(bq, "traces", lot_a + lot_b + lot_c + lot_d + [trace("no-lot", f"{DAY}T11:00:00Z", [("upload", 1)])])
+    insert(bq, "traces", lot_a + lot_a[2:] + lot_b + lot_c + lot_d +  # a3 twice (a retried insert): one file
+           [trace("no-lot", f"{DAY}T11:00:00Z", [("upload", 1)])])
     lot = None
     for row in lot_a:
         lot = add_file(lot, row)

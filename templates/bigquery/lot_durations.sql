@@ -9,7 +9,16 @@
 --
 -- param @day DATE: the day the lots began (UTC)
 -- view lot_durations_today: day = CURRENT_DATE()
-WITH lot_files AS (
+WITH traces AS (
+  SELECT *
+  FROM `${dataset}.traces`
+  WHERE first_time >= TIMESTAMP(DATE_SUB(@day, INTERVAL 1 DAY))
+    AND first_time < TIMESTAMP(DATE_ADD(@day, INTERVAL 2 DAY))
+    AND lot IS NOT NULL
+  -- One row per file: a retried streaming insert, or a file that resumed after a stall, can write two.
+  QUALIFY ROW_NUMBER() OVER (PARTITION BY uid ORDER BY closed_at DESC) = 1
+),
+lot_files AS (
   SELECT
     lot,
     ARRAY_AGG(tenant IGNORE NULLS) AS tenant_of_each_file,
@@ -18,10 +27,7 @@ WITH lot_files AS (
     MIN(first_time) AS started_at,
     MAX(first_time) AS submitted_at,
     MAX(last_time) AS finished_at
-  FROM `${dataset}.traces`
-  WHERE first_time >= TIMESTAMP(DATE_SUB(@day, INTERVAL 1 DAY))
-    AND first_time < TIMESTAMP(DATE_ADD(@day, INTERVAL 2 DAY))
-    AND lot IS NOT NULL
+  FROM traces
   GROUP BY lot
 ),
 verdicts AS (

@@ -13,6 +13,8 @@ WITH files AS (
   WHERE first_time >= TIMESTAMP(@day)
     AND first_time < TIMESTAMP(DATE_ADD(@day, INTERVAL 1 DAY))
     AND tenant IS NOT NULL
+  -- One row per file: a retried streaming insert, or a file that resumed after a stall, can write two.
+  QUALIFY ROW_NUMBER() OVER (PARTITION BY uid ORDER BY closed_at DESC) = 1
 ),
 counts AS (
   SELECT
