@@ -3,8 +3,8 @@
 ``write_run`` simulates three hours with the five faults (seed 4) and replays them into one folder, named as
 ``stagewatch run --output_dir`` names its files, holding every table in the shape the streaming job's BigQuery
 sink inserts: anomalies and traces are ``anomaly_row`` / ``trace_row`` (what ``replay`` writes), incidents
-the tracker's events; dead letters are put in the sink's shape (``dead_letter_row``: replay's lack
-``received_at`` and ``source``); lots come from the core's ``LotJudge`` (three hours are too short for
+the tracker's events; replay's dead letters are re-stamped a second apart just after the run (distinct
+times, for the span filters' tests); lots come from the core's ``LotJudge`` (three hours are too short for
 ``replay --lots`` to judge any).
 """
 

@@ -39,15 +39,16 @@ def _rows(folder: Path, table: str) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def run_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A backtest's tables in one folder, as ``stagewatch run --output_dir`` names them. Not its dead letters:
-    replay writes them without the table's ``received_at``, so a span could not be applied to them."""
+    """A backtest's tables in one folder, as ``stagewatch run --output_dir`` names them (replay writes every
+    one in its table's shape)."""
     root = tmp_path_factory.mktemp("report")
     assert main(["simulate", str(root / "sim"), "--short", "--hours", "5", "--seed", "4", "--rate", "8"]) == 0
     out = root / "out"
     out.mkdir()
     assert main(["replay", str(root / "sim" / "logs.jsonl"), "-o", str(out / "anomalies.jsonl"),
                  "--traces", str(out / "traces.jsonl"), "--incidents", str(out / "incidents.jsonl"),
-                 "--lots", str(out / "lots.jsonl"), "--no-progress"]) == 0
+                 "--lots", str(out / "lots.jsonl"), "--dead-letters", str(out / "dead_letters.jsonl"),
+                 "--no-progress"]) == 0
     return out
 
 

@@ -55,8 +55,8 @@ PARAMETERS: tuple[Parameter, ...] = (
               "true: the topic carries every per-file anomaly as well as the incident events (off by default: "
               "one slowdown can make thousands).", r"^(true|false)$", "false"),
     Parameter("bigquery_dataset", "BigQuery dataset",
-              "Dataset for the anomalies, traces, dead_letters and incidents tables (created when missing), e.g. "
-              "my-proj.stagewatch.", DATASET_RE),
+              "Dataset for the anomalies, traces, dead_letters, incidents and lots tables (created when missing, "
+              "new columns added), e.g. my-proj.stagewatch.", DATASET_RE),
     Parameter("output_dir", "Local output folder",
               "Folder for anomalies*.jsonl, traces*.jsonl, dead_letters*.jsonl, incidents*.jsonl and "
               "lots*.jsonl (local runs).", _PATH_RE),
