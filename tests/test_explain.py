@@ -35,6 +35,14 @@ def test_explain_a_stalled_file(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert f"has not reached {stalled['stage']}" in text
     assert main(["explain", "no-such-file", "--input", str(out)]) == 2
     assert "no file 'no-such-file'" in capsys.readouterr().err
+    # Told the file's day, it reads only the partitions around it: the same timeline; another day, none.
+    day = stalled["event_time"][:10]
+    assert main(["explain", stalled["uid"], "--input", str(out), "--day", day]) == 0
+    assert capsys.readouterr().out == text
+    assert main(["explain", stalled["uid"], "--input", str(out), "--day", "2026-01-01"]) == 2
+    assert "near that day" in capsys.readouterr().err
+    assert main(["explain", stalled["uid"], "--input", str(out), "--day", "June 6"]) == 2
+    assert "--day must be a date" in capsys.readouterr().err
 
 
 @pytest.mark.integration

@@ -7,6 +7,7 @@ import argparse
 import contextlib
 import glob
 import os
+import re
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -337,8 +338,6 @@ def _add_notify_slack(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_notify_slack(args: argparse.Namespace) -> int:
-    import re
-
     from google.cloud import pubsub_v1  # type: ignore[attr-defined]
 
     from stagewatch.slack import BOT_TOKEN_ENV, SlackApi, Webhook, notify, secret_value, webhook_url
@@ -380,6 +379,8 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--input", metavar="DIR", help="the --output_dir of stagewatch run")
     where.add_argument("--bigquery", metavar="PROJECT.DATASET", help="the --bigquery_dataset of the streaming job")
+    p.add_argument("--day", metavar="YYYY-MM-DD",
+                   help="the day (UTC) the file began: only that day's partitions (and the next) are read")
     p.set_defaults(func=_cmd_explain)
 
 
@@ -402,11 +403,16 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     from stagewatch.explain import explain
     from stagewatch.tables import BigQueryTables, LocalTables
 
+    day_us = None
+    if args.day is not None:
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", args.day):
+            raise ValueError(f"--day must be a date such as 2026-06-06, got {args.day!r}")
+        day_us = _time_option("--day", f"{args.day}T00:00:00Z")
     if args.input is not None:
-        print(explain(args.uid, LocalTables(args.input)))
+        print(explain(args.uid, LocalTables(args.input), day_us))
         return 0
     with _bigquery_errors(args.bigquery):
-        print(explain(args.uid, BigQueryTables(args.bigquery)))
+        print(explain(args.uid, BigQueryTables(args.bigquery), day_us))
     return 0
 
 

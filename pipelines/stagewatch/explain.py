@@ -17,6 +17,7 @@ from stagewatch.timeutil import US_PER_S, format_duration_ms, parse_rfc3339_us
 __all__ = ["explain"]
 
 HOUR_US = 3600 * US_PER_S
+DAY_US = 24 * HOUR_US
 
 
 def _usual(traces: list[dict[str, Any]], uid: str, stage: str, t_us: int) -> tuple[float, int] | None:
@@ -30,18 +31,25 @@ def _usual(traces: list[dict[str, Any]], uid: str, stage: str, t_us: int) -> tup
     return (statistics.median(waits), len(waits)) if len(waits) >= 5 else None
 
 
-def explain(uid: str, tables: Tables) -> str:
-    """The timeline of ``uid``; raises ``ValueError`` when the tables have no such file."""
-    mine = list(tables.rows("traces", uid=uid))
+def explain(uid: str, tables: Tables, day_us: int | None = None) -> str:
+    """The timeline of ``uid``; raises ``ValueError`` when the tables have no such file. ``day_us``: the start
+    (UTC midnight) of the day the file began, when known: the file is then looked for in that day's partitions
+    (and the neighbours') rather than in the whole tables, which on BigQuery is what the query costs."""
+    since = until = None
+    if day_us is not None:
+        since, until = day_us - DAY_US, day_us + 2 * DAY_US
+    mine = list(tables.rows("traces", uid=uid, since_us=since, until_us=until))
     if not mine:
-        raise ValueError(f"no file {uid!r} in {tables.where}")
+        near = "" if day_us is None else " near that day"
+        raise ValueError(f"no file {uid!r} in {tables.where}{near}")
     trace = mine[-1]
     # The other files near it in time, for "usual at that hour". Traces are partitioned by their first event,
     # and a neighbour's stage within the hour before this file's first began before it: an extra hour of
     # margin covers files that took up to an hour to get there (most take minutes; slower ones are missed).
     first, last = parse_rfc3339_us(trace["first_time"]), parse_rfc3339_us(trace["last_time"])
     traces = list(tables.rows("traces", since_us=first - 2 * HOUR_US, until_us=last + HOUR_US))
-    anomalies = list(tables.rows("anomalies", uid=uid))
+    # Its anomalies come after its first event, within its span and a stall's deadline.
+    anomalies = list(tables.rows("anomalies", uid=uid, since_us=first - HOUR_US, until_us=last + DAY_US))
     by_stage = {a["stage"]: a for a in anomalies}
     lines = [f"{uid} · tenant {trace['tenant'] or '-'} · lot {trace['lot'] or '-'} · {trace['status'].upper()}"]
     lines.append(f"  {'stage':<14}{'logged at':<28}{'waited':>10}  {'usual at that hour':<22}verdict")
