@@ -56,11 +56,9 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:
 def _cmd_replay(args: argparse.Namespace) -> int:
     from stagewatch.config import load_settings
     from stagewatch.events import Parser
-    from stagewatch.incidents import IncidentTracker
-    from stagewatch.lots import LotTracker
+    from stagewatch.incident_feed import BacktestFeed
     from stagewatch.records import Anomaly, TraceSummary
     from stagewatch.replay import progress_reader, replay, stderr_is_tty, summary_text, writer
-    from stagewatch.timeutil import parse_rfc3339_us
 
     for path in args.logs:
         if path != "-" and not Path(path).is_file():
@@ -77,49 +75,25 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     traces = writer(args.traces) if args.traces else None
     dead = writer(args.dead_letters) if args.dead_letters else None
     incidents = writer(args.incidents) if args.incidents else None
-    tracker = IncidentTracker() if incidents else None
     lots = writer(args.lots) if args.lots else None
-    # Lots feed the incidents too (a batch left incomplete with no incident to explain it opens one).
-    lot_tracker = LotTracker() if lots or tracker else None
+    follow = BacktestFeed(incidents=incidents is not None, lots=lots is not None)
+    tables = {"incidents": incidents, "lots": lots}
 
-    def emit(events: list[dict[str, Any]]) -> None:
-        if incidents is not None:
-            for event in events:
-                incidents.write(event)
-
-    def judged_lots(records: list[dict[str, Any]]) -> None:
-        for record in records:
-            if lots is not None:
-                lots.write(record)
-            if tracker is not None:
-                emit(tracker.add_lot(record))
-
-    def lots_due(t_us: int) -> None:
-        # The lots judged by now reach the tracker before whatever comes at t_us, as in the streaming job
-        # (which takes everything in time order).
-        if tracker is not None and lot_tracker is not None:
-            judged_lots(lot_tracker.advance(t_us))
+    def write(rows: list[tuple[str, dict[str, Any]]]) -> None:
+        for table, row in rows:
+            out = tables[table]
+            if out is not None:
+                out.write(row)
 
     def on_anomaly(a: Anomaly) -> None:
         anomalies.write(a.to_dict())
-        if tracker is not None:
-            lots_due(parse_rfc3339_us(a.detected_at))
-            emit(tracker.add(a))
-
-    def on_arrival(uid: str, stage: str, t_us: int) -> None:
-        if tracker is not None:
-            lots_due(t_us)
-            emit(tracker.arrived(uid, t_us))
+        write(follow.anomaly(a))
 
     def on_summary(s: TraceSummary) -> None:
         row = s.to_dict()
         if traces is not None:
             traces.write(row)
-        lots_due(parse_rfc3339_us(row["closed_at"]))
-        if tracker is not None:
-            emit(tracker.observe_summary(row))
-        if lot_tracker is not None:
-            judged_lots(lot_tracker.observe(row))
+        write(follow.summary(row))
 
     try:
         stats = replay(
@@ -128,9 +102,9 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             parser=Parser(settings.mapping),
             cfg=settings.detector,
             on_anomaly=on_anomaly,
-            on_summary=on_summary if traces or tracker or lot_tracker else None,
+            on_summary=on_summary if traces or follow.lot_tracker else None,
             on_dead_letter=dead.write if dead else None,
-            on_arrival=on_arrival if tracker else None,
+            on_arrival=(lambda uid, stage, t_us: write(follow.arrival(uid, t_us))) if follow.tracker else None,
         )
     finally:
         close_bar()

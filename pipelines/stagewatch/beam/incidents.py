@@ -24,9 +24,9 @@ from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateS
 from apache_beam.transforms.window import FixedWindows, GlobalWindows
 
 from stagewatch.beam.timers import fire_at, fire_no_later_than, take_due
+from stagewatch.incident_feed import feed, time_of
 from stagewatch.incidents import IncidentConfig, IncidentTracker
-from stagewatch.records import Anomaly
-from stagewatch.timeutil import US_PER_S, parse_rfc3339_us
+from stagewatch.timeutil import US_PER_S
 
 __all__ = ["TrackIncidents"]
 
@@ -53,7 +53,7 @@ class _TrackFn(beam.DoFn):
         fire: Any = beam.DoFn.TimerParam(FIRE),
     ) -> None:
         what, record = kv[1]
-        t = _time_of(what, record)
+        t = time_of(what, record)
         buffer.add((t, what, record))
         fire_no_later_than(next_fire, fire, t + self._hold_us)
 
@@ -76,15 +76,7 @@ class _TrackFn(beam.DoFn):
         due: list[tuple[int, str, Any]]
         due, rest = take_due(buffer, horizon, lambda item: item[0], lambda item: (item[0], item[1] != "tenants"))
         for t, what, record in due:
-            if what == "tenants":
-                for tenant in record["tenants"]:
-                    tracker.seen_tenant(tenant, t)
-            elif what == "arrival":
-                yield from tracker.arrived(record["uid"], t)
-            elif what == "lot":
-                yield from tracker.add_lot(record)
-            else:
-                yield from tracker.add(Anomaly(**record))
+            yield from feed(tracker, what, t, record)
         yield from tracker.advance(horizon)
         tracker.events.clear()  # emitted; the state keeps only what decides the future
         tracker_state.write(tracker)
@@ -92,14 +84,6 @@ class _TrackFn(beam.DoFn):
         if tracker.open and (self._end_us is None or horizon + TICK_US <= self._end_us):
             wake.append(now + TICK_US)
         fire_at(next_fire, fire, wake)
-
-
-def _time_of(what: str, record: dict[str, Any]) -> int:
-    if what == "anomaly":
-        return parse_rfc3339_us(record["detected_at"])
-    if what == "lot":
-        return parse_rfc3339_us(record["judged_at"])
-    return int(record["t_us"])
 
 
 class TrackIncidents(beam.PTransform):
