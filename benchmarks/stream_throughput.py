@@ -369,8 +369,8 @@ def notes(summary: dict[str, Any]) -> list[str]:
     for kind in ("bare", "stagewatch", "robustzscore"):
         a, b = best.get(kind, {}), best.get(f"{kind}-unfixed", {})
         if a.get("status") == "ok" and b.get("status") == "ok":
-            out.append(f"* The runner fixes of `local_runner`: {kind} {b['best_seconds']:.1f} s without it, "
-                       f"{a['best_seconds']:.1f} s with it ({b['best_seconds'] / a['best_seconds']:.2f}×).")
+            out.append(f"* The runner fixes of `local_runner`: {kind} {b['best_seconds']:.1f} s without them, "
+                       f"{a['best_seconds']:.1f} s with them ({b['best_seconds'] / a['best_seconds']:.2f}×).")
     out += [
         "* The RobustZScore pipeline re-windows the durations into the global window before `AnomalyDetection`: "
         "its model is keyed state, and state is per key and window, so left in the UID session windows every "
