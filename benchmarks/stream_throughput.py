@@ -26,7 +26,7 @@ The pipelines (outputs go to a counting ``ParDo`` whose totals are read back fro
 ``local_runner`` installs fixes to the in-process runner's per-bundle bookkeeping (``fixes``; listed and
 explained in ``stagewatch/beam/local.py``). They are process-wide and cannot be undone, so every run is its
 own subprocess; each variant runs both with them (``stagewatch run``'s runner) and without them (Beam's
-runner as shipped). The stagewatch pipeline uses the re-bundling key count of a local run
+runner as shipped). The stagewatch pipeline re-bundles into the keys of a local run
 (``LOCAL_REBUNDLE_BUCKETS``) in both. The child times wall clock
 around ``p.run().wait_until_finish()`` only: building the ``TestStream`` from the file, inferring the stage
 order and constructing the graph are excluded (they are the same work for every pipeline, or not the
@@ -164,7 +164,7 @@ def child(kind: str, fixes: bool, path: str) -> dict[str, Any]:
 
     from stagewatch.baselines import BaselineConfig
     from stagewatch.beam.local import local_runner
-    from stagewatch.beam.pipeline import LOCAL_REBUNDLE_BUCKETS, _file_stream, _infer, build
+    from stagewatch.beam.pipeline import _file_stream, _infer, build
     from stagewatch.beam.transforms import ParseEvents
     from stagewatch.events import Parser
     from stagewatch.timeutil import US_PER_S
@@ -183,7 +183,7 @@ def child(kind: str, fixes: bool, path: str) -> dict[str, Any]:
     lines = p | "ReadLogFile" >> stream
     if kind == "stagewatch":
         rules = TraceRules(_infer(seen), stall_factor=float(d["stall_factor"]), ttl_s=gap_s)
-        out = build(lines, rules, baseline, stamp=True, end_us=end_us, rebundle_buckets=LOCAL_REBUNDLE_BUCKETS)
+        out = build(lines, rules, baseline, stamp=True, end_us=end_us)
         out.anomalies | "TallyAnomalies" >> beam.ParDo(_Tally("anomalies"))
         out.traces | "TallyTraces" >> beam.ParDo(_Tally("traces"))
         out.dead_letters | "TallyDeadLetters" >> beam.ParDo(_Tally("dead_letters"))

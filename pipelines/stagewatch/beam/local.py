@@ -34,7 +34,7 @@ import functools
 import types
 from typing import Any
 
-__all__ = ["local_runner"]
+__all__ = ["is_local", "local_runner"]
 
 
 @functools.cache
@@ -161,3 +161,10 @@ def local_runner(fixes: bool = True) -> Any:
     if fixes:
         _install_fixes()
     return BundleBasedDirectRunner()
+
+
+def is_local(runner: Any) -> bool:
+    """Whether a pipeline runs on this in-process runner (the graph makes a few choices for it)."""
+    from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
+
+    return isinstance(runner, BundleBasedDirectRunner)

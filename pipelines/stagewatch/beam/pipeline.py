@@ -22,7 +22,7 @@ from stagewatch.beam.assemble import FAILURES, LATE, PROGRESS, SUMMARIES, Assemb
 from stagewatch.beam.incidents import TrackIncidents
 from stagewatch.beam.judging import JudgeMeasurements
 from stagewatch.beam.learn import LearnBaselines
-from stagewatch.beam.local import local_runner
+from stagewatch.beam.local import is_local, local_runner
 from stagewatch.beam.lots import TrackLots
 from stagewatch.beam.options import ValidatedOptions, validate
 from stagewatch.beam.sinks import PublishAnomalies, WriteJsonl, WriteTableRows, clear_local_output
@@ -33,12 +33,14 @@ from stagewatch.stages import StageOrder
 from stagewatch.timeutil import US_PER_S
 from stagewatch.traces import TraceRules
 
-__all__ = ["LOCAL_REBUNDLE_BUCKETS", "REBUNDLE_BUCKETS", "Outputs", "build", "construct", "run"]
+__all__ = ["Outputs", "build", "construct", "run"]
 
 
-# Keys of the two re-bundling steps. On Dataflow they bound the parallelism of the judging step behind them;
-# the in-process runner runs keyed steps one at a time and copies every key's state a bundle touches, so a
-# local run uses a few (a 3-hour simulated day: 24.7 s with 256, 20.5 s with 8).
+# Keys of the two re-bundling steps. A bounded number: the in-process runner keeps (and scans at every
+# watermark move) a state per key it has ever seen, and the default key space gives nearly every element its
+# own. On Dataflow they bound the parallelism of the judging step behind them; the in-process runner runs
+# keyed steps one at a time and copies every key's state a bundle touches, so a local run uses a few (a
+# 3-hour simulated day: 24.7 s with 256, 20.5 s with 8).
 REBUNDLE_BUCKETS = 256
 LOCAL_REBUNDLE_BUCKETS = 8
 
@@ -54,20 +56,19 @@ class Outputs:
 
 def build(
     lines: beam.PCollection, rules: TraceRules, baseline: BaselineConfig, stamp: bool = True,
-    end_us: int | None = None, watermark_step_s: float = 0.0, rebundle_buckets: int = REBUNDLE_BUCKETS,
+    end_us: int | None = None, watermark_step_s: float = 0.0,
 ) -> Outputs:
     """The detection graph on ``lines``; ``end_us``: a finite input's last event time (in-flight files at the
     end are open, not stalled, as in the backtest); ``watermark_step_s``: how far the source's watermark
-    jumps at once (a local file's ``TestStream``); ``rebundle_buckets``: see ``REBUNDLE_BUCKETS``."""
+    jumps at once (a local file's ``TestStream``)."""
     parsed = lines | "Parse" >> ParseEvents(Parser(), stamp=stamp)
     events = parsed.events | "Dedup" >> Dedup()
     assembled = events | "Assemble" >> AssembleTraces(rules)
     # Re-bundled before the side-input step: elements a timer emitted, fed into a ParDo with a side input,
     # crash the bundle-based DirectRunner (executor.py: "NoneType has no attribute max_timestamp").
-    # A bounded number of buckets: the in-process runner keeps (and scans at every watermark move) a state
-    # per key it has ever seen, and the default key space gives nearly every element its own.
-    measurements = assembled.measurements | "Rebundle" >> beam.Reshuffle(num_buckets=rebundle_buckets)
-    progress = assembled[PROGRESS] | "RebundleProgress" >> beam.Reshuffle(num_buckets=rebundle_buckets)
+    buckets = LOCAL_REBUNDLE_BUCKETS if is_local(lines.pipeline.runner) else REBUNDLE_BUCKETS
+    measurements = assembled.measurements | "Rebundle" >> beam.Reshuffle(num_buckets=buckets)
+    progress = assembled[PROGRESS] | "RebundleProgress" >> beam.Reshuffle(num_buckets=buckets)
     snapshots = measurements | "Learn" >> LearnBaselines(rules, baseline)
     to_judge = (measurements, progress) | "ToJudge" >> beam.Flatten()
     verdicts, deadlines = (to_judge, snapshots) | "Judge" >> JudgeMeasurements(rules, baseline)
@@ -167,17 +168,16 @@ def construct(argv: list[str] | None = None) -> tuple[beam.Pipeline, ValidatedOp
         order = opts.stages
     rules = TraceRules(order, stall_factor=opts.stall_factor, ttl_s=opts.session_gap_s)
     runner = local_runner() if options.view_as(StandardOptions).runner in (None, "DirectRunner") else None
-    buckets = REBUNDLE_BUCKETS if runner is None else LOCAL_REBUNDLE_BUCKETS
     p = beam.Pipeline(runner=runner, options=options)
     if opts.local:
         lines = p | "ReadLogFile" >> stream
         out = build(lines, rules, baseline, stamp=True, end_us=end_us,
-                    watermark_step_s=baseline.interval_us // 3 / US_PER_S, rebundle_buckets=buckets)
+                    watermark_step_s=baseline.interval_us // 3 / US_PER_S)
     else:
         lines = p | "ReadLogEntries" >> beam.io.ReadFromPubSub(
             subscription=opts.input_subscription, timestamp_attribute=opts.timestamp_attribute
         )
-        out = build(lines, rules, baseline, stamp=False, rebundle_buckets=buckets)
+        out = build(lines, rules, baseline, stamp=False)
     if opts.output_dir:
         out.anomalies | "WriteAnomaliesJsonl" >> WriteJsonl(opts.output_dir, "anomalies")
         out.traces | "WriteTracesJsonl" >> WriteJsonl(opts.output_dir, "traces")
