@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import pickle
 import random
 
 import numpy as np
 import pytest
 
 from stagewatch.baselines import BaselineConfig, BaselineStore
-from stagewatch.sketch import HistogramBank, bin_of, value_of
+from stagewatch.sketch import MAX_MS, MIN_MS, HistogramBank, bin_counts, bin_of, value_of
 
 pytestmark = pytest.mark.unit
 
@@ -128,3 +129,45 @@ def test_tenant_baseline_judges_when_warm_and_chronic_tenant_is_not_an_incident(
     assert by_tenant and snap is not None and 40_000 < snap.median_ms < 60_000
     stage_snap, by_tenant = store.lookup("upload", "new-tenant")
     assert not by_tenant and stage_snap is not None and stage_snap.median_ms < 10_000
+
+
+def test_binning_an_interval_at_once_bins_each_value_as_bin_of() -> None:
+    rng = random.Random(8)
+    values = [0.0, MIN_MS, MIN_MS * 1.0001, 1.0, 2.0, 1e12, MAX_MS, MAX_MS * 3]
+    values += [rng.lognormvariate(5, 3) for _ in range(20_000)]
+    want: dict[int, float] = {}
+    for v in values:
+        want[bin_of(v)] = want.get(bin_of(v), 0.0) + 1.0
+    assert bin_counts(values) == want
+    assert bin_counts([]) == {}
+
+
+def test_learning_is_counted_per_key_when_the_interval_is_folded() -> None:
+    """Values learned in an interval reach the stage-wide key and the tenant's (within ``max_tenants``,
+    first come first served) when the interval is folded; the store's epoch moves with every fold."""
+    store = BaselineStore(BaselineConfig(max_tenants=1, warmup_n=5))
+    store.advance(0)
+    epoch = store.epoch
+    for tenant in ("first", "second", None, "first", "second"):
+        for _ in range(10):
+            store.learn("call", tenant, 100.0)
+    assert store.pending == {} and store.epoch == epoch  # nothing counted before the interval ends
+    store.advance(300 * S)
+    assert store.epoch > epoch
+    assert store.tenants == {"first"} and store.tenants_over_limit == 20
+    assert store.lookup("call", None)[0].n == 50  # type: ignore[union-attr]
+    assert store.lookup("call", "first") == (store.snaps[("call", "first")], True)
+    assert store.snaps[("call", "first")].n == 20
+    assert ("call", "second") not in store.snaps
+
+
+def test_a_store_pickled_before_learning_was_deferred_still_loads() -> None:
+    """A running job's state holds pickled stores; ``--update`` must not break them."""
+    store = BaselineStore()
+    end = feed(store, [10.0] * 40)
+    state = {k: v for k, v in store.__dict__.items() if k not in ("values", "epoch")}
+    old = BaselineStore.__new__(BaselineStore)
+    old.__setstate__(state)
+    restored = pickle.loads(pickle.dumps(old))
+    feed(restored, [10.0] * 5, start_s=end)
+    assert restored.lookup("call", None)[0] is not None

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 
 from stagewatch.evaluate import score_kinds
 from stagewatch.events import FieldMapping, Parser, StageEvent
+from stagewatch.judge import Judge
 from stagewatch.replay import iter_lines, replay
 from stagewatch.simulate import STAGES, SimConfig, simulate_to_dir
 from stagewatch.stages import StageOrder
@@ -134,6 +136,26 @@ def test_default_fast_path_parses_exactly_like_the_generic_path(day: Path) -> No
     ]
     for line in lines:
         assert fast.parse(line) == generic.parse(line), line
+
+
+def test_judging_by_a_snapshot_looked_up_once_per_interval_changes_nothing(
+    day: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``Judge`` keeps what judges each (measure, stage, tenant) for an interval; forgetting it before every
+    call must give the same anomalies, traces and counts on a day with every kind of fault."""
+    cached = _replay_dir(day)
+    for name in ("measure", "stall_deadline"):
+        method = getattr(Judge, name)
+
+        def uncached(self: Judge, *args: object, _method: Any = method) -> Any:
+            self._renew()
+            return _method(self, *args)
+
+        monkeypatch.setattr(Judge, name, uncached)
+    fresh = _replay_dir(day)
+    assert cached[0].anomalies == fresh[0].anomalies and cached[0].counts == fresh[0].counts
+    assert cached[1:] == fresh[1:]
+    assert {a["kind"] for a in cached[1]} >= {"slow_stage", "slow_trace", "stalled", "failed"}
 
 
 def test_end_of_input_reports_in_flight_files_open(day: Path) -> None:

@@ -33,7 +33,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from stagewatch.sketch import HistogramBank, bin_of
+from stagewatch.sketch import HistogramBank, bin_counts, bin_of
 
 __all__ = [
     "END_TO_END",
@@ -171,8 +171,17 @@ class BaselineStore:
         self.bank = HistogramBank()
         self.snaps: dict[BaselineKey, Snapshot] = {}
         self.pending: dict[BaselineKey, dict[int, float]] = {}
+        # What ``learn`` heard this interval, by (stage, tenant), binned into ``pending`` when the interval is
+        # folded: an append per measurement instead of two bin lookups and two dictionary updates.
+        self.values: dict[BaselineKey, list[float]] = {}
+        # Changes whenever the interval or the snapshots do: callers may cache lookups while it stays put.
+        self.epoch = 0
         self.tenants: set[str] = set()
         self.tenants_over_limit = 0
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        # A store pickled in a running job's state before these fields existed (``--update``).
+        self.__dict__.update({"values": {}, "epoch": 0, **state})
 
     def advance(self, t_us: int) -> None:
         """Move to the interval holding ``t_us``. What was learned in the interval just left is folded in as of
@@ -180,10 +189,13 @@ class BaselineStore:
         it, which is what a streaming driver folding at each interval's end also computes."""
         step = t_us // self.cfg.interval_us
         if step > self.step:
+            if self.values:
+                self._count_values()
             if self.pending:
                 self.fold_interval(self.step, self.pending)
             self.step = step
             self.next_boundary_us = (step + 1) * self.cfg.interval_us
+            self.epoch += 1
 
     def fold_interval(self, step: int, counts: dict[BaselineKey, dict[int, float]]) -> None:
         """Fold the raw bin counts learned during interval ``step`` as of its end; the store is then at the
@@ -192,6 +204,7 @@ class BaselineStore:
         self._roll(step + 1)
         self.step = step + 1
         self.next_boundary_us = (step + 2) * self.cfg.interval_us
+        self.epoch += 1
 
     def _roll(self, step: int) -> None:
         """Fold ``pending`` (learned during ``self.step``) into the histograms as of ``step``; new snapshots."""
@@ -230,13 +243,14 @@ class BaselineStore:
                     self.snaps[key] = snap
         self.pending.clear()
 
-    def tenant_allowed(self, tenant: str | None) -> bool:
+    def tenant_allowed(self, tenant: str | None, n: int = 1) -> bool:
+        """Whether the tenant has its own baselines; ``n`` observations are turned away when it cannot."""
         if tenant in self.tenants:
             return True
         if not tenant or not self.cfg.tenant_baselines:
             return False
         if len(self.tenants) >= self.cfg.max_tenants:
-            self.tenants_over_limit += 1
+            self.tenants_over_limit += n
             return False
         self.tenants.add(tenant)
         return True
@@ -251,14 +265,30 @@ class BaselineStore:
     def learn(self, stage: str, tenant: str | None, value_ms: float) -> None:
         """Count one observation for the stage-wide key and the tenant's; how much it weighs is decided when
         the interval is folded in, against the line in force during the interval (see ``_roll``)."""
+        self.learning(stage, tenant).append(value_ms)
+
+    def learning(self, stage: str, tenant: str | None) -> list[float]:
+        """The list that ``learn(stage, tenant, v)`` appends to, for callers that hold on to it while
+        ``epoch`` stays put (it is binned and replaced when the interval is folded)."""
+        values = self.values.get((stage, tenant))
+        if values is None:
+            values = self.values[(stage, tenant)] = []
+        return values
+
+    def _count_values(self) -> None:
+        """Bin what ``learn`` heard into ``pending``: every value for its stage-wide key, and for its tenant's
+        key when the tenant has (or gets, first come first served) one of the ``max_tenants`` places."""
         pending = self.pending
-        b = bin_of(value_ms)
-        counts = pending.get((stage, None))
-        if counts is None:
-            counts = pending[(stage, None)] = {}
-        counts[b] = counts.get(b, 0.0) + 1.0
-        if tenant is not None and (tenant in self.tenants or self.tenant_allowed(tenant)):
-            counts = pending.get((stage, tenant))
-            if counts is None:
-                counts = pending[(stage, tenant)] = {}
-            counts[b] = counts.get(b, 0.0) + 1.0
+        for (stage, tenant), values in self.values.items():
+            counts = bin_counts(values)
+            keys: list[BaselineKey] = [(stage, None)]
+            if tenant is not None and (tenant in self.tenants or self.tenant_allowed(tenant, len(values))):
+                keys.append((stage, tenant))
+            for key in keys:
+                into = pending.get(key)
+                if into is None:
+                    pending[key] = dict(counts)
+                else:
+                    for b, n in counts.items():
+                        into[b] = into.get(b, 0.0) + n
+        self.values = {}
