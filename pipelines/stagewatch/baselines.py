@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from itertools import chain
 from typing import NamedTuple
 
 import numpy as np
 
-from stagewatch.sketch import HistogramBank, bin_counts, bin_of
+from stagewatch.sketch import N_BINS, HistogramBank, bin_of, bins_of
 
 __all__ = [
     "END_TO_END",
@@ -277,18 +278,34 @@ class BaselineStore:
 
     def _count_values(self) -> None:
         """Bin what ``learn`` heard into ``pending``: every value for its stage-wide key, and for its tenant's
-        key when the tenant has (or gets, first come first served) one of the ``max_tenants`` places."""
-        pending = self.pending
-        for (stage, tenant), values in self.values.items():
-            counts = bin_counts(values)
-            keys: list[BaselineKey] = [(stage, None)]
+        key when the tenant has (or gets, first come first served) one of the ``max_tenants`` places. One
+        numpy pass over the whole interval: per list, the bookkeeping cost more than the values."""
+        heard, self.values = self.values, {}
+        targets: dict[BaselineKey, int] = {}
+        stage_wide: list[int] = []
+        own: list[int] = []
+        for (stage, tenant), values in heard.items():
+            stage_wide.append(targets.setdefault((stage, None), len(targets)))
             if tenant is not None and (tenant in self.tenants or self.tenant_allowed(tenant, len(values))):
-                keys.append((stage, tenant))
-            for key in keys:
-                into = pending.get(key)
-                if into is None:
-                    pending[key] = dict(counts)
-                else:
-                    for b, n in counts.items():
-                        into[b] = into.get(b, 0.0) + n
-        self.values = {}
+                own.append(targets.setdefault((stage, tenant), len(targets)))
+            else:
+                own.append(-1)
+        sizes = np.fromiter(map(len, heard.values()), dtype=np.int64, count=len(heard))
+        bins = bins_of(np.fromiter(chain.from_iterable(heard.values()), dtype=np.float64, count=int(sizes.sum())))
+        to_stage = np.repeat(np.asarray(stage_wide, dtype=np.int64), sizes)
+        to_own = np.repeat(np.asarray(own, dtype=np.int64), sizes)
+        codes, counts = np.unique(
+            np.concatenate([to_stage * N_BINS + bins, (to_own * N_BINS + bins)[to_own >= 0]]), return_counts=True
+        )
+        target_of = codes // N_BINS
+        bounds = np.searchsorted(target_of, np.arange(len(targets) + 1)).tolist()
+        bin_list, count_list = (codes % N_BINS).tolist(), counts.astype(np.float64).tolist()
+        pending = self.pending
+        for k, key in enumerate(targets):
+            lo, hi = bounds[k], bounds[k + 1]
+            into = pending.get(key)
+            if into is None:
+                pending[key] = dict(zip(bin_list[lo:hi], count_list[lo:hi], strict=True))
+            else:
+                for b, n in zip(bin_list[lo:hi], count_list[lo:hi], strict=True):
+                    into[b] = into.get(b, 0.0) + n

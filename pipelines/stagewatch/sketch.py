@@ -13,11 +13,10 @@ in any order.
 from __future__ import annotations
 
 import math
-from collections import Counter
 
 import numpy as np
 
-__all__ = ["GAMMA", "MAX_MS", "MIN_MS", "N_BINS", "HistogramBank", "bin_counts", "bin_of", "value_of"]
+__all__ = ["GAMMA", "MAX_MS", "MIN_MS", "N_BINS", "HistogramBank", "bin_of", "bins_of", "value_of"]
 
 GAMMA = 1.04  # relative bin width: quantiles are exact to about ±2 %
 MIN_MS = 0.1  # values below (including clamped zero gaps) share bin 0
@@ -39,16 +38,17 @@ def bin_of(value_ms: float) -> int:
     return b if b < _LAST else _LAST
 
 
-def bin_counts(values: list[float]) -> dict[int, float]:
-    """``{bin: count}`` of many durations at once: ``bin_of`` for each, bin for bin the same (same formula,
-    same ``math.log``; numpy's vectorised log may differ in the last bit and move a value across a border)."""
-    log, lo, inv = math.log, _LOG_MIN, _INV_LOG_GAMMA
-    counts = Counter([int((log(v) - lo) * inv) + 1 if v > MIN_MS else 0 for v in values])
-    if counts and max(counts) > _LAST:  # beyond MAX_MS: the last bin, as bin_of
-        last = sum(n for b, n in counts.items() if b >= _LAST)
-        counts = Counter({b: n for b, n in counts.items() if b < _LAST})
-        counts[_LAST] = last
-    return {b: float(n) for b, n in counts.items()}
+def bins_of(values: np.ndarray) -> np.ndarray:
+    """``bin_of`` of each value, vectorised, bin for bin the same. numpy's log may differ from ``math.log`` in
+    the last bit, which moves a value across a border only when it lies within a hair of one: those few are
+    binned again by ``bin_of`` itself."""
+    above = values > MIN_MS
+    x = (np.log(np.where(above, values, MIN_MS)) - _LOG_MIN) * _INV_LOG_GAMMA
+    bins = np.where(above, np.minimum(x.astype(np.int64) + 1, _LAST), 0)
+    hair = np.flatnonzero(above & (np.abs(x - np.rint(x)) < 1e-6))
+    for i in hair.tolist():
+        bins[i] = bin_of(float(values[i]))
+    return bins
 
 
 def value_of(b: int) -> float:
