@@ -47,6 +47,8 @@ setup(
         "scipy>=1.11",
         # orjson: the hot path of a backtest is JSON parsing; orjson is ~5x the stdlib parser.
         "orjson>=3.9",
+        # msgspec: decodes only the fields a log line is read for (typed), skipping the rest unbuilt.
+        "msgspec>=0.18",
         # tqdm: the progress bar on stderr for long replays.
         "tqdm>=4.66",
         # matplotlib: the charts of `stagewatch report`, drawn as inline SVG so the page needs no network.

@@ -133,6 +133,35 @@ def test_default_fast_path_parses_exactly_like_the_generic_path(day: Path) -> No
         b'{"timestamp": "2026-06-06T00:00:00.5+09:00", "jsonPayload": {"uid": "", "stage": "s"}, "uid": "v"}',
         b'{"timestamp": "2026-06-06T00:00:00Z", "uid": "u", "stage": "s", "httpRequest": {"latency": "x"}}',
         b'{"timestamp": "2026-06-06T00:00:00Z", "uid": "u", "stage": "s", "jsonPayload": {"failed": true}}',
+        # Where a typed decoder and a dict could part ways: types, emptiness, absence vs null, shapes.
+        b'{"timestamp": "2026-06-06T00:00:00Z", "uid": "", "stage": "s"}',
+        b'{"timestamp": "2026-06-06T00:00:00Z", "uid": "u", "stage": ""}',
+        b'{"timestamp": "2026-06-06T00:00:00Z", "labels": {"uid": "u", "stage": "s", "tenant": 7, "lot": ""}}',
+        b'{"timestamp": "2026-06-06T00:00:00Z", "uid": "u", "stage": "s", "insertId": 5, "insert_id": "x"}',
+        b'{"timestamp": "2026-06-06T00:00:00Z", "uid": "u", "stage": "s", "insertId": "", "insert_id": "x"}',
+        b'{"timestamp": "2026-06-06T00:00:00Z", "uid": "u", "stage": "s", "jsonPayload": {"duration_ms": null}}',
+        b'{"timestamp": "2026-06-06T00:00:00Z", "uid": "u", "stage": "s", "duration_ms": 4.5}',
+        b'{"timestamp": "2026-06-06T00:00:00Z", "uid": "u", "stage": "s", "httpRequest": {"latency": "-1s"}}',
+        b'{"timestamp": "2026-06-06T00:00:00Z", "uid": "u", "stage": "s", "httpRequest": {"latency": "1e999s"}}',
+        b'{"timestamp": "2026-06-06T00:00:00Z", "uid": "u", "stage": "s", "httpRequest": {"latency": 2}}',
+        b'{"timestamp": "2026-06-06T00:00:00Z", "uid": "u", "stage": "s", "httpRequest": {"status": 502}}',
+        b'{"timestamp": "2026-06-06T00:00:00Z", "uid": "u", "stage": "s", "httpRequest": {"status": "200"}}',
+        b'{"timestamp": "2026-06-06T00:00:00Z", "uid": "u", "stage": "s", "httpRequest": [1]}',
+        b'{"timestamp": "2026-06-06T00:00:00Z", "uid": "u", "stage": "s", "severity": "error"}',
+        b'{"timestamp": "2026-06-06T00:00:00Z", "uid": "u", "stage": "s", "failed": "yes", "jsonPayload": {}}',
+        b'{"timestamp": "2026-06-06T00:00:00Z", "jsonPayload": "text", "uid": "u", "stage": "s"}',
+        b'{"timestamp": "2026-06-06T00:00:00Z", "jsonPayload": null, "uid": "u", "stage": "s"}',
+        b'{"timestamp": "not a time", "uid": "u", "stage": "s"}',
+        b'{"timestamp": null, "uid": "u", "stage": "s"}',
+        b'{"timestamp": "2026-06-06T00:00:00Z", "uid": "u", "stage": "s", "uid": "second"}',
+        '{"timestamp": "2026-06-06T00:00:00Z", "uid": "fichier-é", "stage": "s", "m": "日本"}'.encode(),
+        '{"timestamp": "2026-06-06T00:00:00Z", "uid": "u", "stage": "s"}',  # str, not bytes
+        b'{"timestamp": "2026-06-06T00:00:00Z", "uid": "u", "stage": "s", "m": "\xff"}',  # not UTF-8, unread field
+        b'{"timestamp": "2026-06-06T00:00:00Z", "uid": "u", "stage": "s", "m": "\\ud800"}',  # a lone surrogate
+        b'{"timestamp": "2026-06-06T00:00:00Z", "uid": "u", "stage": "s", "m": ' + b"[" * 3000 + b"]" * 3000 + b"}",
+        b'{"timestamp": "2026-06-06T00:00:00Z", "uid": "u", "stage": "s"} trailing',
+        b"[1, 2]",
+        b"",
     ]
     for line in lines:
         assert fast.parse(line) == generic.parse(line), line

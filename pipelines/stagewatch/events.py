@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+import msgspec
 import orjson
 
 from stagewatch.timeutil import US_PER_MS, US_PER_S, parse_duration_s, parse_rfc3339_us
@@ -70,9 +71,44 @@ class Rejected(NamedTuple):
 
 
 _Getter = Callable[[dict[str, Any]], Any]
-_EMPTY: dict[str, Any] = {}
 _MAX_EPOCH_US = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999Z
 _new_event = tuple.__new__  # StageEvent without NamedTuple's Python-level __new__: a third of the cost
+
+
+class _Fields(msgspec.Struct):
+    """What the default mapping reads from ``jsonPayload`` and ``labels``. ``Any``: the types are checked by
+    ``_parse_default``, which leaves every unusual value to the generic path. Unset, not None, tells a
+    ``duration_ms`` that is absent from one that is null."""
+
+    uid: Any = None
+    stage: Any = None
+    tenant: Any = None
+    lot: Any = None
+    failed: Any = None
+    duration_ms: Any = msgspec.UNSET
+
+
+class _Http(msgspec.Struct):
+    status: Any = None
+    latency: Any = None
+
+
+class _Entry(_Fields):
+    """The fields of a LogEntry (or a plain JSON line) the default mapping reads; others are skipped."""
+
+    jsonPayload: _Fields | None = None
+    labels: _Fields | None = None
+    httpRequest: _Http | None = None
+    timestamp: Any = None
+    insertId: Any = None
+    insert_id: Any = None
+    severity: Any = None
+    status: Any = None
+
+
+_decode_entry = msgspec.json.Decoder(_Entry).decode
+_NO_FIELDS = _Fields()
+_NO_HTTP = _Http()
 
 
 def _compile_path(path: str) -> _Getter:
@@ -199,14 +235,17 @@ class Parser:
             size = len(raw.encode("utf-8", errors="surrogatepass"))
         if size > MAX_LINE_BYTES:
             return Rejected("too_large", f"line of {size} bytes exceeds {MAX_LINE_BYTES}", _preview(raw))
+        if self._default:
+            return self._parse_default(raw)
+        return self._parse_generic(raw)
+
+    def _parse_generic(self, raw: bytes | str) -> StageEvent | Rejected:
         try:
             obj = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             return _classify_decode_error(raw, exc)
         if type(obj) is not dict:
             return Rejected("not_object", f"JSON {type(obj).__name__}, not an object", _preview(raw))
-        if self._default:
-            return self._parse_default(obj, raw)
         uid = _as_str(self._uid(obj))
         if uid is None:
             return Rejected("missing_uid", "no uid at " + "|".join(self.mapping.uid), _preview(raw))
@@ -229,86 +268,90 @@ class Parser:
             self._reported_ms(obj),
         )
 
-    def _parse_default(self, obj: dict[str, Any], raw: bytes | str) -> StageEvent | Rejected:
-        """``parse`` for the default ``FieldMapping``, field for field the same (a test holds them equal)."""
-        jp = obj.get("jsonPayload")
-        if type(jp) is not dict:
-            jp = _EMPTY
-        lb = obj.get("labels")
-        if type(lb) is not dict:
-            lb = _EMPTY
-        uid = jp.get("uid")
-        if uid is None or uid == "":
-            uid = lb.get("uid")
-            if uid is None or uid == "":
-                uid = obj.get("uid")
-        if type(uid) is not str or not uid:
-            uid = _as_str(uid)
-            if uid is None:
-                return Rejected("missing_uid", "no uid at " + "|".join(self.mapping.uid), _preview(raw))
-        stage = jp.get("stage")
-        if stage is None or stage == "":
-            stage = lb.get("stage")
-            if stage is None or stage == "":
-                stage = obj.get("stage")
-        if type(stage) is not str or not stage:
-            stage = _as_str(stage)
-            if stage is None:
-                return Rejected("missing_stage", "no stage at " + "|".join(self.mapping.stage), _preview(raw))
-        ts = obj.get("timestamp")
+    def _parse_default(self, raw: bytes | str) -> StageEvent | Rejected:
+        """``parse`` for the default ``FieldMapping``, result for result the same (a test holds them equal).
+
+        msgspec decodes only the fields the mapping reads (``_Entry``), skipping the rest of the line without
+        building it; the common line -- string fields, an INFO or DEFAULT severity, a status under 500, a
+        latency like ``"1.234s"`` -- is finished here. Anything else (a line msgspec refuses, a number where a
+        string belongs, a failure, another latency form) takes the generic path, which is the reference.
+        """
+        if not raw.isascii():
+            # msgspec does not validate UTF-8 in the fields it skips; orjson (the generic path) does.
+            try:
+                raw.decode("utf-8") if type(raw) is bytes else raw.encode("utf-8")  # type: ignore[union-attr]
+            except UnicodeError:
+                return self._parse_generic(raw)
         try:
-            t_us = parse_rfc3339_us(ts) if type(ts) is str else _timestamp_us(ts)
-        except (ValueError, TypeError, OverflowError):
-            return Rejected("bad_timestamp", f"timestamp {str(ts)[:60]!r} is not RFC 3339", _preview(raw))
-        tenant = jp.get("tenant")
+            e = _decode_entry(raw)
+        except (msgspec.MsgspecError, RecursionError):
+            return self._parse_generic(raw)
+        jp = e.jsonPayload or _NO_FIELDS
+        lb = e.labels or _NO_FIELDS
+        uid = jp.uid
+        if uid is None or uid == "":
+            uid = lb.uid
+            if uid is None or uid == "":
+                uid = e.uid
+        stage = jp.stage
+        if stage is None or stage == "":
+            stage = lb.stage
+            if stage is None or stage == "":
+                stage = e.stage
+        tenant = jp.tenant
         if tenant is None or tenant == "":
-            tenant = lb.get("tenant")
+            tenant = lb.tenant
             if tenant is None or tenant == "":
-                tenant = obj.get("tenant")
-        if type(tenant) is not str or not tenant:
-            tenant = _as_str(tenant)
-        lot = jp.get("lot")
+                tenant = e.tenant
+        lot = jp.lot
         if lot is None or lot == "":
-            lot = lb.get("lot")
+            lot = lb.lot
             if lot is None or lot == "":
-                lot = obj.get("lot")
-        if type(lot) is not str or not lot:
-            lot = _as_str(lot)
-        insert_id = obj.get("insertId")
+                lot = e.lot
+        insert_id = e.insertId
         if insert_id is None or insert_id == "":
-            insert_id = obj.get("insert_id")
-        if type(insert_id) is not str or not insert_id:
-            insert_id = _as_str(insert_id)
-        http = obj.get("httpRequest")
-        if type(http) is not dict:
-            http = _EMPTY
-        # Failed and reported latency: the common line (INFO, a 2xx, a latency string) takes the first branch.
-        severity = obj.get("severity")
-        status = http.get("status")
+            insert_id = e.insert_id
+        ts = e.timestamp
+        http = e.httpRequest or _NO_HTTP
+        severity = e.severity
+        status = http.status
         if status is None:
-            status = obj.get("status")
-        if (severity is None or severity == "INFO" or severity == "DEFAULT") and (
-            status is None or (type(status) is int and status < 500)
+            status = e.status
+        latency = http.latency
+        if (
+            type(uid) is not str
+            or not uid
+            or type(stage) is not str
+            or not stage
+            or type(ts) is not str
+            or not (tenant is None or type(tenant) is str)
+            or not (lot is None or type(lot) is str)
+            or not (insert_id is None or type(insert_id) is str)
+            or not (severity is None or severity == "INFO" or severity == "DEFAULT")
+            or not (status is None or (type(status) is int and status < 500))
+            or not ((type(latency) is str and latency[-1:] == "s") or latency is None)
         ):
-            flag = jp.get("failed")
-            if flag is None or flag == "":
-                flag = obj.get("failed")
-            failed = flag is True
-        else:
-            failed = self._is_failed(obj)
-        # Reported latency, the common "1.234s" inlined; anything else through the general path.
-        latency = http.get("latency")
+            return self._parse_generic(raw)
+        try:
+            t_us = parse_rfc3339_us(ts)
+        except ValueError:
+            return self._parse_generic(raw)
         reported: float | None = None
-        if type(latency) is str and latency[-1:] == "s":
+        if latency is not None:
             try:
                 reported = float(latency[:-1]) * 1000.0
             except ValueError:
-                reported = None
-            if reported is not None and not 0 <= reported < math.inf:
-                reported = None
-        if reported is None and (latency is not None or "duration_ms" in jp or "duration_ms" in obj):
-            reported = self._reported_ms(obj)
-        return _new_event(StageEvent, (uid, stage, t_us, tenant, lot, insert_id, failed, reported))
+                return self._parse_generic(raw)
+            if not 0 <= reported < math.inf:
+                return self._parse_generic(raw)
+        elif jp.duration_ms is not msgspec.UNSET or e.duration_ms is not msgspec.UNSET:
+            return self._parse_generic(raw)
+        failed = jp.failed
+        if failed is None or failed == "":
+            failed = e.failed
+        return _new_event(
+            StageEvent, (uid, stage, t_us, tenant or None, lot or None, insert_id or None, failed is True, reported)
+        )
 
     def _is_failed(self, obj: dict[str, Any]) -> bool:
         severity = self._severity(obj)

@@ -44,6 +44,9 @@ class Measurement(NamedTuple):
     t_us: int
 
 
+# Measurement without NamedTuple's Python-level __new__: two per event, and that __new__ was a tenth of judging.
+_measurement = tuple.__new__
+
 # (next stage index, its median, the allowed wait in ms, baseline n, judged by the tenant's own baseline)
 StallInfo = tuple[int, float, float, int, bool]
 
@@ -188,7 +191,7 @@ class Trace:
                 self.reported = [None] * len(times)
             self.reported[i] = reported
             # The latency the log line itself reports (an RPC's own time) is judged on its own baseline.
-            judging.measure(self, Measurement("latency", i, reported, t), now, out)
+            judging.measure(self, _measurement(Measurement, ("latency", i, reported, t)), now, out)
         # The usual case, inlined: the stage before this one is already there.
         j = i - 1 if i and times[i - 1] is not None else self._pred(i, rules, strict=True)
         if j == _MISSING:
@@ -273,7 +276,7 @@ class Trace:
             out.count("negative_gaps")
             return
         self.durs[i] = gap
-        self.verdicts[i] = judging.measure(self, Measurement("wait", i, gap, ti), now, out)
+        self.verdicts[i] = judging.measure(self, _measurement(Measurement, ("wait", i, gap, ti)), now, out)
 
     def _release_held(
         self, rules: TraceRules, judging: Judging, now: int, out: Outbox, expire_before: int | None
