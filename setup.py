@@ -33,7 +33,7 @@ setup(
     name="stagewatch",
     version="0.1.0",
     description="Per-file latency anomaly detection for multi-service pipelines on Google Cloud",
-    long_description=Path("README.md").read_text(encoding="utf-8"),
+    long_description=open("README.md", encoding="utf-8").read(),  # noqa: SIM115 - read once at build time
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     package_dir={"": "pipelines"},

@@ -256,7 +256,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
-    from stagewatch.beam.options import PARAMETERS
+    from stagewatch.run_parameters import PARAMETERS
 
     p = sub.add_parser(
         "run",
