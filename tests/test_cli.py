@@ -31,8 +31,9 @@ def test_replay_plain_gz_and_stdin_agree(sim: Path, tmp_path: Path) -> None:
     gz = tmp_path / "logs.jsonl.gz"
     gz.write_bytes(gzip.compress(logs.read_bytes()))
     assert main(["replay", str(logs), "-o", str(tmp_path / "a.jsonl"), "--traces", str(tmp_path / "t.jsonl"),
-                 "--dead-letters", str(tmp_path / "d.jsonl"), "--summary-json", str(tmp_path / "s.json")]) == 0
-    assert main(["replay", str(gz), "-o", str(tmp_path / "b.jsonl")]) == 0
+                 "--dead-letters", str(tmp_path / "d.jsonl"), "--summary-json", str(tmp_path / "s.json"),
+                 "--processes", "1"]) == 0
+    assert main(["replay", str(gz), "-o", str(tmp_path / "b.jsonl"), "--processes", "2"]) == 0
     done = subprocess.run(
         [sys.executable, "-m", "stagewatch", "replay", "-", "--no-progress"],
         input=logs.read_bytes(), capture_output=True, check=True,
@@ -79,6 +80,7 @@ def test_evaluate_reads_a_run_output_folder(sim: Path, tmp_path: Path, capsys: p
         (["replay", "no-such-file.jsonl"], "does not exist"),
         (["replay", "-", "--stages", ","], "--stages needs"),
         (["replay", "-", "--config", "no-such.toml"], "does not exist"),
+        (["replay", "-", "--processes", "2"], "standard input (-) is read in this process"),
         (["evaluate", "one.jsonl"], "LABELS ANOMALIES"),
         (["run", "--input_file", "no-such-file.jsonl", "--output_dir", "out"], "does not exist"),
         (["run", "--output_dir", "out"], "give exactly one input"),

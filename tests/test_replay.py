@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import gzip
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
+from stagewatch import replay as replay_mod
 from stagewatch.evaluate import score_kinds
 from stagewatch.events import FieldMapping, Parser, StageEvent
 from stagewatch.judge import Judge
-from stagewatch.replay import iter_lines, replay
+from stagewatch.replay import iter_lines, replay, replay_files
 from stagewatch.simulate import STAGES, SimConfig, simulate_to_dir
 from stagewatch.stages import StageOrder
 from stagewatch.timeutil import format_rfc3339
@@ -185,6 +188,68 @@ def test_judging_by_a_snapshot_looked_up_once_per_interval_changes_nothing(
     assert cached[0].anomalies == fresh[0].anomalies and cached[0].counts == fresh[0].counts
     assert cached[1:] == fresh[1:]
     assert {a["kind"] for a in cached[1]} >= {"slow_stage", "slow_trace", "stalled", "failed"}
+
+
+def _replay_files(paths: list[str], processes: int) -> tuple[dict, list, list, list, list, int]:
+    records: dict[str, list] = {"anomalies": [], "summaries": [], "dead": [], "arrivals": []}
+    read = [0]
+
+    def on_bytes(n: int) -> None:
+        read[0] += n
+
+    stats = replay_files(
+        paths, processes=processes, on_bytes=on_bytes,
+        on_anomaly=lambda a: records["anomalies"].append(a.to_dict()),
+        on_summary=lambda s: records["summaries"].append(s.to_dict()),
+        on_dead_letter=records["dead"].append,
+        on_arrival=lambda *arrival: records["arrivals"].append(arrival),
+    )
+    figures = {k: v for k, v in stats.to_dict().items() if k != "seconds"}
+    return figures, records["anomalies"], records["summaries"], records["dead"], records["arrivals"], read[0]
+
+
+def test_reading_in_a_second_process_gives_the_same_records_in_the_same_order(day: Path, tmp_path: Path) -> None:
+    """``processes=2`` moves reading, parsing, dedup and ordering into a child process: the back must hear
+    exactly the same calls. The inputs: a .gz whose first lines are junk (dead letters held until the first
+    event time), a late event, and the simulated day (every fault, duplicates, skew, junk)."""
+    logs = (day / "logs.jsonl").read_bytes().splitlines(keepends=True)
+    first = orjson.loads(logs[5])
+    late = dict(first, insertId="late-1", timestamp=format_rfc3339(
+        int(datetime.fromisoformat(first["timestamp"][:26]).replace(tzinfo=UTC).timestamp() * 1e6) - 3_600_000_000
+    ))
+    head = tmp_path / "head.jsonl.gz"
+    head.write_bytes(gzip.compress(b"not json\n[1]\n" + b"".join(logs[:2000]) + orjson.dumps(late) + b"\n"))
+    rest = tmp_path / "rest.jsonl"
+    rest.write_bytes(b"".join(logs[2000:]))
+    paths = [str(head), str(rest)]
+    one, two = _replay_files(paths, processes=1), _replay_files(paths, processes=2)
+    assert one == two
+    figures, anomalies, summaries, dead, arrivals, read = one
+    assert summaries and len(summaries) == sum(figures["traces"].values())
+    assert read == len(gzip.decompress(head.read_bytes())) + rest.stat().st_size
+    assert figures["late"] == 1 and dead[0]["reason"] == "invalid_json" and any(d["reason"] == "late" for d in dead)
+    assert {a["kind"] for a in anomalies} >= {"slow_stage", "slow_trace", "stalled", "failed"} and arrivals
+
+
+def test_a_failure_in_the_reading_process_is_an_error_here(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="FileNotFoundError"):
+        replay_files([str(tmp_path / "gone.jsonl")], processes=2)
+    with pytest.raises(ValueError, match="IsADirectoryError"):
+        replay_files([str(tmp_path)], processes=2)
+    with pytest.raises(ValueError, match="processes must be 1 or 2"):
+        replay_files([str(tmp_path)], processes=3)
+
+
+def test_a_second_process_by_default_only_for_large_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    small = tmp_path / "small.jsonl"
+    small.write_bytes(b"{}\n" * 1000)
+    assert replay_mod.default_processes([str(small)]) == 1
+    monkeypatch.setattr(replay_mod, "TWO_PROCESSES_FROM", 1000)
+    monkeypatch.setattr(replay_mod.os, "cpu_count", lambda: 2)
+    assert replay_mod.default_processes([str(small)]) == 2
+    assert replay_mod.default_processes([str(small), "-"]) == 1  # stdin is read here
+    monkeypatch.setattr(replay_mod.os, "cpu_count", lambda: 1)
+    assert replay_mod.default_processes([str(small)]) == 1
 
 
 def test_end_of_input_reports_in_flight_files_open(day: Path) -> None:

@@ -50,6 +50,10 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--progress", dest="progress", action="store_true", default=None,
                    help="show a progress bar on stderr (default: when stderr is a terminal)")
     g.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--processes", type=int, choices=(1, 2),
+                   help="2: read and parse the logs in a second process while this one runs traces and baselines "
+                   "(same output, ~40%% less time with a core to spare); 1: one process. Default: 2 for inputs "
+                   "of 16 MB or more on a machine with two cores or more, else 1 (always 1 for stdin)")
     p.set_defaults(func=_cmd_replay)
 
 
@@ -58,7 +62,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from stagewatch.events import Parser
     from stagewatch.incident_feed import BacktestFeed
     from stagewatch.records import Anomaly, TraceSummary
-    from stagewatch.replay import progress_reader, replay, stderr_is_tty, summary_text, writer
+    from stagewatch.replay import progress_bar, replay_files, stderr_is_tty, summary_text, writer
 
     for path in args.logs:
         if path != "-" and not Path(path).is_file():
@@ -70,7 +74,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         baseline_overrides={"half_life_s": args.half_life, "warmup_n": args.warmup},
     )
     progress = stderr_is_tty() if args.progress is None else args.progress
-    lines, close_bar = progress_reader(args.logs, progress)
+    on_bytes, close_bar = progress_bar(args.logs, progress)
     anomalies = writer(args.output, default_stdout=True)
     traces = writer(args.traces) if args.traces else None
     dead = writer(args.dead_letters) if args.dead_letters else None
@@ -96,8 +100,10 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         write(follow.summary(row))
 
     try:
-        stats = replay(
-            lines,
+        stats = replay_files(
+            args.logs,
+            processes=args.processes,
+            on_bytes=on_bytes,
             order=settings.order,
             parser=Parser(settings.mapping),
             cfg=settings.detector,

@@ -1,7 +1,7 @@
 """The in-process engine: dedup, event-time ordering behind a watermark, timers, traces and baselines.
 
 This is what the backtest drives (``replay``) and what the streaming job reproduces with Beam primitives:
-Beam's watermark replaces ``_release``; Beam's keyed state and event-time timers replace the dicts and the
+Beam's watermark replaces ``Ingest``; Beam's keyed state and event-time timers replace the dicts and the
 timer heap here; the baselines become a combine per interval shared as a side input. The per-UID logic is
 ``Trace`` in both.
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 import heapq
 from bisect import bisect_right
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from operator import itemgetter
 
@@ -28,7 +29,7 @@ from stagewatch.judge import Judge
 from stagewatch.timeutil import US_PER_S
 from stagewatch.traces import Outbox, Trace, TraceRules
 
-__all__ = ["Detector", "DetectorConfig"]
+__all__ = ["Detector", "DetectorConfig", "Ingest"]
 
 _event_time = itemgetter(2)  # StageEvent.t_us, as a C-level key function
 # Release buffered events in batches: a sort of a nearly sorted list is cheaper than a heap push and pop per
@@ -55,33 +56,31 @@ class DetectorConfig:
             raise ValueError("the dedup horizon must cover at least the allowed lateness")
 
 
-class Detector:
-    def __init__(self, rules: TraceRules, cfg: DetectorConfig | None = None, keep_summaries: bool = True):
-        self.rules = rules
-        self.cfg = cfg or DetectorConfig()
-        self.base = BaselineStore(self.cfg.baseline)
-        self.judge = Judge(rules, self.base)
-        self.out = Outbox(keep_summaries)
+class Ingest:
+    """The order the core sees events in: duplicates counted once, late events set aside, the rest released
+    in event-time order behind the watermark, to ``release(events, watermark)``.
+
+    Apart from ``Detector`` so that a backtest can run it beside the parsing, in another process than the
+    traces and baselines (``replay.replay_files``); ``Detector`` wires one to itself.
+    """
+
+    def __init__(
+        self, cfg: DetectorConfig, release: Callable[[list[StageEvent], int], None], out: Outbox
+    ) -> None:
+        self.release = release
+        self.out = out
         self.late: list[StageEvent] = []
-        self.traces: dict[str, Trace] = {}
         self.max_seen = -1
         self.watermark = -1
-        self._lateness_us = int(self.cfg.allowed_lateness_s * US_PER_S)
+        self._lateness_us = int(cfg.allowed_lateness_s * US_PER_S)
         self._buffer: list[StageEvent] = []
         self._release_at = _RELEASE_EVERY
         self._released_wm = -1
-        self._timers: list[tuple[int, str]] = []
-        self._timer_of: dict[str, int] = {}
         # Dedup: two generations of keys, rotated every horizon of event time: O(1) per event, bounded.
-        self._dedup_us = int(self.cfg.dedup_horizon_s * US_PER_S)
+        self._dedup_us = int(cfg.dedup_horizon_s * US_PER_S)
         self._seen_now: set[object] = set()
         self._seen_prev: set[object] = set()
         self._gen_end = -1
-        # UIDs whose trace closed, remembered for a TTL so their stragglers do not open a new trace.
-        self._closed: dict[str, str] = {}
-        self._closed_order: deque[tuple[int, str]] = deque()
-
-    # -- input -------------------------------------------------------------------------------------------
 
     def push(self, ev: StageEvent) -> None:
         t = ev.t_us
@@ -104,20 +103,27 @@ class Detector:
             if wm > self.watermark:
                 self.watermark = wm
         if len(buffer) >= self._release_at or self.watermark - self._released_wm >= _RELEASE_AFTER_US:
-            self._advance(self.watermark)
+            self.advance(self.watermark)
 
-    def finish(self) -> None:
-        """End of input: process what is buffered, then report the files still in flight as open."""
+    def flush(self) -> None:
+        """End of input: release everything buffered, as if the watermark reached the newest event."""
         if self.max_seen >= 0:
-            self._advance(self.max_seen)
-        rules, out, wm = self.rules, self.out, self.watermark
-        for uid in sorted(self.traces):
-            self.traces[uid].close_open(rules, wm, out)
-        self.traces.clear()
-        self._timers.clear()
-        self._timer_of.clear()
+            self.advance(self.max_seen)
 
-    # -- internals ---------------------------------------------------------------------------------------
+    def advance(self, wm: int) -> None:
+        """Release the buffered events up to ``wm`` (sorted by event time, arrival order among equals)."""
+        self.watermark = self._released_wm = wm
+        buffer = self._buffer
+        buffer.sort(key=_event_time)
+        cut = bisect_right(buffer, wm, key=_event_time)
+        if cut < len(buffer):
+            self._buffer = buffer[cut:]
+            buffer = buffer[:cut]
+        else:
+            self._buffer = []
+        self.release(buffer, wm)
+        # What stays buffered is within the allowed lateness; wait for a batch's worth of new events.
+        self._release_at = len(self._buffer) + _RELEASE_EVERY
 
     def _rotate_dedup(self, t: int) -> None:
         if self._gen_end < 0:
@@ -128,45 +134,89 @@ class Detector:
             self._seen_now = set()
             self._gen_end += self._dedup_us
 
-    def _advance(self, wm: int) -> None:
-        """Process buffered events up to ``wm`` in event-time order, timers interleaved, then due timers."""
-        self.watermark = self._released_wm = wm
-        buffer = self._buffer
-        buffer.sort(key=_event_time)
-        cut = bisect_right(buffer, wm, key=_event_time)
-        if cut:
-            self._buffer = buffer[cut:]
-            timers = self._timers
-            process = self._process
-            for ev in buffer[:cut] if cut < len(buffer) else buffer:
-                if timers and timers[0][0] < ev.t_us:
-                    self._fire_timers(ev.t_us, strict=True)
-                process(ev)
-        if self._timers and self._timers[0][0] <= wm:
+
+class Detector:
+    """Traces, timers and baselines over the events an ``Ingest`` releases; ``push`` and ``finish`` drive
+    both for callers that hold the whole stream in one process."""
+
+    def __init__(self, rules: TraceRules, cfg: DetectorConfig | None = None, keep_summaries: bool = True):
+        self.rules = rules
+        self.cfg = cfg or DetectorConfig()
+        self.base = BaselineStore(self.cfg.baseline)
+        self.judge = Judge(rules, self.base)
+        self.out = Outbox(keep_summaries)
+        self.ingest = Ingest(self.cfg, self.release, self.out)
+        self.traces: dict[str, Trace] = {}
+        self.watermark = -1
+        self._timers: list[tuple[int, str]] = []
+        self._timer_of: dict[str, int] = {}
+        # UIDs whose trace closed, remembered for a TTL so their stragglers do not open a new trace.
+        self._closed: dict[str, str] = {}
+        self._closed_order: deque[tuple[int, str]] = deque()
+
+    # -- input -------------------------------------------------------------------------------------------
+
+    def push(self, ev: StageEvent) -> None:
+        self.ingest.push(ev)
+
+    @property
+    def late(self) -> list[StageEvent]:
+        return self.ingest.late
+
+    @property
+    def max_seen(self) -> int:
+        return self.ingest.max_seen
+
+    def finish(self) -> None:
+        """End of input: process what is buffered, then report the files still in flight as open."""
+        self.ingest.flush()
+        self.close_open()
+
+    def close_open(self) -> None:
+        """Report the files still in flight as open (the end of a finite input is not the passage of time)."""
+        rules, out, wm = self.rules, self.out, self.watermark
+        for uid in sorted(self.traces):
+            self.traces[uid].close_open(rules, wm, out)
+        self.traces.clear()
+        self._timers.clear()
+        self._timer_of.clear()
+
+    def release(self, events: list[StageEvent], wm: int) -> None:
+        """Process released events (sorted, all at or before ``wm``) with the timers due between them, then
+        the timers due by ``wm``: before an event at ``t`` is processed, every timer earlier than ``t`` fired."""
+        self.watermark = wm
+        timers, traces, base = self._timers, self.traces, self.base
+        rules, judge, out = self.rules, self.judge, self.out
+        for ev in events:  # the per-event path, inlined: this loop is most of a backtest's time
+            t = ev.t_us
+            if timers and timers[0][0] < t:
+                self._fire_timers(t, strict=True)
+            if t >= base.next_boundary_us:
+                base.advance(t)
+            uid = ev.uid
+            trace = traces.get(uid)
+            if trace is None:
+                if uid in self._closed:
+                    self._after_close(uid, ev)
+                    continue
+                trace = traces[uid] = Trace(uid, len(rules.names))
+            if trace.add(ev, rules, judge, wm, out):
+                self._closed_trace(uid, closed_at=t, status=trace.status)
+            else:
+                self._schedule(uid, trace)
+        if timers and timers[0][0] <= wm:
             self._fire_timers(wm, strict=False)
         self._forget_closed(wm)
-        # What stays buffered is within the allowed lateness; wait for a batch's worth of new events.
-        self._release_at = len(self._buffer) + _RELEASE_EVERY
 
-    def _process(self, ev: StageEvent) -> None:
-        base = self.base
-        if ev.t_us >= base.next_boundary_us:
-            base.advance(ev.t_us)
-        uid = ev.uid
-        trace = self.traces.get(uid)
-        if trace is None:
-            closed = self._closed.get(uid)
-            if closed is not None:
-                self.out.count("after_" + closed)
-                if closed == "stalled":  # its first line after the stall: it arrived (once, as in the stream)
-                    self.out.arrivals.append((uid, ev.stage, ev.t_us))
-                    self._closed[uid] = "stalled_arrived"
-                return
-            trace = self.traces[uid] = Trace(uid, len(self.rules.names))
-        if trace.add(ev, self.rules, self.judge, self.watermark, self.out):
-            self._closed_trace(uid, closed_at=ev.t_us, status=trace.status)
-        else:
-            self._schedule(uid, trace)
+    # -- internals ---------------------------------------------------------------------------------------
+
+    def _after_close(self, uid: str, ev: StageEvent) -> None:
+        """An event of a file whose trace closed: counted, not judged."""
+        closed = self._closed[uid]
+        self.out.count("after_" + closed)
+        if closed == "stalled":  # its first line after the stall: it arrived (once, as in the stream)
+            self.out.arrivals.append((uid, ev.stage, ev.t_us))
+            self._closed[uid] = "stalled_arrived"
 
     def _schedule(self, uid: str, trace: Trace) -> None:
         # Lazy: a trace's timer mostly moves later with each event. Only an *earlier* timer is pushed now;

@@ -196,7 +196,10 @@ def _as_str(value: Any) -> str | None:
 
 
 class Parser:
-    """Turns raw lines (``bytes`` or ``str``) into ``StageEvent`` or ``Rejected``. Picklable for Beam."""
+    """Turns raw lines (``bytes`` or ``str``) into ``StageEvent`` or ``Rejected``: ``parser.parse(line)``.
+    Picklable for Beam."""
+
+    parse: Callable[[bytes | str], StageEvent | Rejected]  # the default mapping's path or the generic one
 
     def __init__(self, mapping: FieldMapping | None = None) -> None:
         self.mapping = mapping or FieldMapping()
@@ -213,6 +216,7 @@ class Parser:
         m = self.mapping
         # The default mapping has a hand-inlined path (``_parse_default``): field lookup is most of a parse.
         self._default = m == FieldMapping()
+        self.parse = self._parse_default if self._default else self._parse_mapped
 
         def getter(paths: tuple[str, ...]) -> _Getter:
             return _first_of([_compile_path(p) for p in paths])
@@ -229,14 +233,11 @@ class Parser:
         self._duration = getter(m.duration_ms)
         self._failed_flag = getter(m.extra_failed)
 
-    def parse(self, raw: bytes | str) -> StageEvent | Rejected:
-        size = len(raw)
-        if type(raw) is str and size * 4 > MAX_LINE_BYTES:  # a character is up to 4 bytes of UTF-8
-            size = len(raw.encode("utf-8", errors="surrogatepass"))
-        if size > MAX_LINE_BYTES:
-            return Rejected("too_large", f"line of {size} bytes exceeds {MAX_LINE_BYTES}", _preview(raw))
-        if self._default:
-            return self._parse_default(raw)
+    def _parse_mapped(self, raw: bytes | str) -> StageEvent | Rejected:
+        if len(raw) * 4 > MAX_LINE_BYTES:
+            too_large = _too_large(raw)
+            if too_large is not None:
+                return too_large
         return self._parse_generic(raw)
 
     def _parse_generic(self, raw: bytes | str) -> StageEvent | Rejected:
@@ -269,13 +270,18 @@ class Parser:
         )
 
     def _parse_default(self, raw: bytes | str) -> StageEvent | Rejected:
-        """``parse`` for the default ``FieldMapping``, result for result the same (a test holds them equal).
+        """``parse`` for the default ``FieldMapping``, result for result the same as the generic path (a test
+        holds them equal).
 
         msgspec decodes only the fields the mapping reads (``_Entry``), skipping the rest of the line without
         building it; the common line -- string fields, an INFO or DEFAULT severity, a status under 500, a
         latency like ``"1.234s"`` -- is finished here. Anything else (a line msgspec refuses, a number where a
         string belongs, a failure, another latency form) takes the generic path, which is the reference.
         """
+        if len(raw) * 4 > MAX_LINE_BYTES:
+            too_large = _too_large(raw)
+            if too_large is not None:
+                return too_large
         if not raw.isascii():
             # msgspec does not validate UTF-8 in the fields it skips; orjson (the generic path) does.
             try:
@@ -404,6 +410,15 @@ def _timestamp_us(value: Any) -> int:
             raise ValueError("epoch out of range")
         return t
     raise ValueError("missing timestamp")
+
+
+def _too_large(raw: bytes | str) -> Rejected | None:
+    size = len(raw)
+    if type(raw) is str:  # a character is up to 4 bytes of UTF-8
+        size = len(raw.encode("utf-8", errors="surrogatepass"))
+    if size > MAX_LINE_BYTES:
+        return Rejected("too_large", f"line of {size} bytes exceeds {MAX_LINE_BYTES}", _preview(raw))
+    return None
 
 
 def _preview(raw: bytes | str) -> str:

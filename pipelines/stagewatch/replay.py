@@ -20,18 +20,15 @@ from typing import IO, Any, BinaryIO
 
 import orjson
 
-from stagewatch.bigquery_tables import dead_letter_row
 from stagewatch.detector import Detector, DetectorConfig
-from stagewatch.events import Parser, Rejected, StageEvent
+from stagewatch.events import Parser, StageEvent
+from stagewatch.front import INFER_SAMPLE, FrontStats, run_front, run_front_in_child
 from stagewatch.records import KINDS, Anomaly, TraceSummary
-from stagewatch.stages import StageOrder, infer_stage_order
-from stagewatch.timeutil import format_rfc3339, parse_rfc3339_us
+from stagewatch.stages import StageOrder
+from stagewatch.timeutil import parse_rfc3339_us
 from stagewatch.traces import TraceRules
 
-__all__ = ["ReplayStats", "iter_lines", "replay", "summary_text"]
-
-INFER_SAMPLE = 20_000
-_DRAIN_EVERY = 4096
+__all__ = ["INFER_SAMPLE", "ReplayStats", "iter_lines", "replay", "replay_files", "summary_text"]
 
 
 @dataclass
@@ -75,19 +72,29 @@ def _open_binary(path: str) -> BinaryIO:
 
 
 def iter_lines(paths: Iterable[str], on_bytes: Callable[[int], None] | None = None) -> Iterator[bytes]:
-    """Lines of every input in turn, without line endings; empty lines skipped."""
+    """Lines of every input in turn, without line endings; empty lines skipped. ``on_bytes(n)`` hears of the
+    bytes read every megabyte or so, and at the end of each input."""
     for path in paths:
         f = _open_binary(path)
+        read = 0
         try:
             for line in f:
                 if on_bytes is not None:
-                    on_bytes(len(line))
+                    read += len(line)
+                    if read >= _REPORT_BYTES:
+                        on_bytes(read)
+                        read = 0
                 line = line.rstrip(b"\r\n")
                 if line:
                     yield line
         finally:
+            if read and on_bytes is not None:
+                on_bytes(read)
             if f is not sys.stdin.buffer:
                 f.close()
+
+
+_REPORT_BYTES = 1 << 20
 
 
 class _Writer:
@@ -117,6 +124,75 @@ class _Writer:
                 self.f.close()
 
 
+class _Back:
+    """The back half of a backtest (see ``front``): the ``Detector``'s traces, timers and baselines over the
+    released events, and the records they make handed to the callbacks."""
+
+    def __init__(
+        self,
+        cfg: DetectorConfig,
+        on_anomaly: Callable[[Anomaly], None] | None,
+        on_summary: Callable[[TraceSummary], None] | None,
+        on_dead_letter: Callable[[dict[str, Any]], None] | None,
+        on_arrival: Callable[[str, str, int], None] | None,
+    ) -> None:
+        self.cfg = cfg
+        self.on_anomaly, self.on_summary, self.on_arrival = on_anomaly, on_summary, on_arrival
+        self.dead_letter = on_dead_letter or (lambda row: None)
+        self.stats = ReplayStats()
+        self.detector: Detector | None = None
+
+    def start(self, order: StageOrder, inferred: bool) -> None:
+        cfg = self.cfg
+        rules = TraceRules(
+            order, hold_s=cfg.hold_s, stall_factor=cfg.stall_factor, min_stall_s=cfg.min_stall_s, ttl_s=cfg.ttl_s
+        )
+        self.detector = Detector(rules, cfg, keep_summaries=self.on_summary is not None)
+        self.stats.order, self.stats.order_inferred = order, inferred
+
+    def release(self, events: list[StageEvent], watermark: int) -> None:
+        assert self.detector is not None, "events released before the stage order was known"
+        self.detector.release(events, watermark)
+
+    def drain(self) -> None:
+        assert self.detector is not None
+        out, stats, on_arrival = self.detector.out, self.stats, self.on_arrival
+        arrivals = sorted(out.arrivals, key=itemgetter(2)) if on_arrival is not None else []
+        out.arrivals.clear()
+        if out.anomalies:
+            for a in out.anomalies:
+                stats.anomalies[a.kind] = stats.anomalies.get(a.kind, 0) + 1
+                if arrivals and on_arrival is not None:
+                    detected = parse_rfc3339_us(a.detected_at)
+                    while arrivals and arrivals[0][2] < detected:
+                        on_arrival(*arrivals.pop(0))
+                if self.on_anomaly is not None:
+                    self.on_anomaly(a)
+            out.anomalies.clear()
+        if on_arrival is not None:
+            for arrival in arrivals:
+                on_arrival(*arrival)
+        if out.summaries:
+            if self.on_summary is not None:
+                for s in out.summaries:
+                    self.on_summary(s)
+            out.summaries.clear()
+
+    def end_of_input(self) -> None:
+        assert self.detector is not None
+        self.detector.close_open()
+
+    def end(self, front: FrontStats) -> None:
+        assert self.detector is not None
+        stats = self.stats
+        stats.lines, stats.events, stats.rejected = front.lines, front.events, front.rejected
+        stats.counts = dict(self.detector.out.counts)
+        for name, n in front.counts.items():
+            stats.counts[name] = stats.counts.get(name, 0) + n
+        if stats.counts.get("late"):
+            stats.rejected["late"] = stats.counts["late"]
+
+
 def replay(
     lines: Iterable[bytes],
     *,
@@ -132,127 +208,60 @@ def replay(
     """Run the core over ``lines``. Callbacks receive records as they are made; ``on_arrival(uid, stage, t_us)``
     hears of a stalled file that logged again, in time order with the anomalies."""
     started = time.perf_counter()
-    parser = parser or Parser()
-    cfg = cfg or DetectorConfig()
-    stats = ReplayStats()
-    parse = parser.parse
-    rejected = stats.rejected
-    it = iter(lines)
+    back = _Back(cfg or DetectorConfig(), on_anomaly, on_summary, on_dead_letter, on_arrival)
+    run_front(lines, parser or Parser(), back.cfg, order, back, on_dead_letter is not None, infer_sample)
+    back.stats.seconds = time.perf_counter() - started
+    return back.stats
 
-    detector: Detector | None = None
-    sample_newest = [-1]  # the newest event time while the sample for inference is read (no detector yet)
-    held: list[Rejected] = []  # rejects before any event time is known
 
-    def reject(r: Rejected) -> None:
-        rejected[r.reason] = rejected.get(r.reason, 0) + 1
-        if on_dead_letter is None:
-            return
-        # The shape of the dead_letters table; a line without a usable time is filed at the stream's newest
-        # event time, as the streaming job files it -- held until there is one.
-        seen = max(sample_newest[0], detector.max_seen if detector is not None else -1)
-        if seen < 0:
-            held.append(r)
-            return
-        flush_held(seen)
-        on_dead_letter(dead_letter_row(r.reason, r.detail, r.line, format_rfc3339(seen), "parse"))
-
-    def flush_held(t_us: int) -> None:
-        if held and on_dead_letter is not None:
-            for h in held:
-                on_dead_letter(dead_letter_row(h.reason, h.detail, h.line, format_rfc3339(max(t_us, 0)), "parse"))
-            held.clear()
-
-    sample: list[StageEvent] = []
-    if order is None:
-        for raw in it:
-            stats.lines += 1
-            parsed = parse(raw)
-            if type(parsed) is StageEvent:
-                sample.append(parsed)
-                sample_newest[0] = max(sample_newest[0], parsed.t_us)
-                if len(sample) >= infer_sample:
-                    break
-            else:
-                reject(parsed)  # type: ignore[arg-type]
-        order = _infer(sample)
-        stats.order_inferred = True
-    stats.order = order
-    detector = Detector(
-        TraceRules(
-            order, hold_s=cfg.hold_s, stall_factor=cfg.stall_factor, min_stall_s=cfg.min_stall_s, ttl_s=cfg.ttl_s
-        ),
-        cfg,
-        keep_summaries=on_summary is not None,
+def replay_files(
+    paths: list[str],
+    *,
+    processes: int | None = None,
+    on_bytes: Callable[[int], None] | None = None,
+    order: StageOrder | None = None,
+    parser: Parser | None = None,
+    cfg: DetectorConfig | None = None,
+    on_anomaly: Callable[[Anomaly], None] | None = None,
+    on_summary: Callable[[TraceSummary], None] | None = None,
+    on_dead_letter: Callable[[dict[str, Any]], None] | None = None,
+    on_arrival: Callable[[str, str, int], None] | None = None,
+    infer_sample: int = INFER_SAMPLE,
+) -> ReplayStats:
+    """``replay`` over files (``-`` for stdin). With ``processes=2`` the files are read, parsed and ordered
+    in a second process while this one runs traces and baselines: the same records, in the same order, in
+    about 60 % of the time on a machine with a core to spare. ``None`` picks 2 for inputs of
+    ``TWO_PROCESSES_FROM`` bytes or more on a machine with two cores or more (not for stdin), else 1.
+    ``on_bytes(n)`` hears of the bytes read, for a progress bar."""
+    if processes is None:
+        processes = default_processes(paths)
+    if processes not in (1, 2):
+        raise ValueError(f"processes must be 1 or 2, not {processes}")
+    if processes == 1:
+        return replay(
+            iter_lines(paths, on_bytes), order=order, parser=parser, cfg=cfg, on_anomaly=on_anomaly,
+            on_summary=on_summary, on_dead_letter=on_dead_letter, on_arrival=on_arrival, infer_sample=infer_sample,
+        )
+    if "-" in paths:
+        raise ValueError("standard input (-) is read in this process: use processes=1")
+    started = time.perf_counter()
+    back = _Back(cfg or DetectorConfig(), on_anomaly, on_summary, on_dead_letter, on_arrival)
+    run_front_in_child(
+        paths, parser or Parser(), back.cfg, order, back, on_dead_letter is not None, infer_sample, on_bytes
     )
-    out = detector.out
-    push = detector.push
-
-    def drain() -> None:
-        arrivals = sorted(out.arrivals, key=itemgetter(2)) if on_arrival is not None else []
-        out.arrivals.clear()
-        if out.anomalies:
-            for a in out.anomalies:
-                stats.anomalies[a.kind] = stats.anomalies.get(a.kind, 0) + 1
-                if arrivals and on_arrival is not None:
-                    detected = parse_rfc3339_us(a.detected_at)
-                    while arrivals and arrivals[0][2] < detected:
-                        on_arrival(*arrivals.pop(0))
-                if on_anomaly is not None:
-                    on_anomaly(a)
-            out.anomalies.clear()
-        if on_arrival is not None:
-            for arrival in arrivals:
-                on_arrival(*arrival)
-        if out.summaries:
-            if on_summary is not None:
-                for s in out.summaries:
-                    on_summary(s)
-            out.summaries.clear()
-        if detector.late:
-            for ev in detector.late:
-                if on_dead_letter is not None:
-                    on_dead_letter(_late_record(ev, detector.watermark))
-            detector.late.clear()
-
-    for ev in sample:
-        push(ev)
-    stats.events = len(sample)
-    n_lines, n_events = stats.lines, stats.events
-    for raw in it:
-        n_lines += 1
-        parsed = parse(raw)
-        if type(parsed) is StageEvent:
-            n_events += 1
-            push(parsed)
-            if not n_events % _DRAIN_EVERY:
-                drain()
-        else:
-            reject(parsed)  # type: ignore[arg-type]
-    detector.finish()
-    flush_held(max(sample_newest[0], detector.max_seen))
-    drain()
-    stats.lines, stats.events = n_lines, n_events
-    stats.counts = dict(out.counts)
-    rejected_late = stats.counts.get("late", 0)
-    if rejected_late:
-        rejected["late"] = rejected_late
-    stats.seconds = time.perf_counter() - started
-    return stats
+    back.stats.seconds = time.perf_counter() - started
+    return back.stats
 
 
-def _infer(sample: list[StageEvent]) -> StageOrder:
-    by_uid: dict[str, list[tuple[int, str]]] = {}
-    for ev in sample:
-        by_uid.setdefault(ev.uid, []).append((ev.t_us, ev.stage))
-    return infer_stage_order(by_uid.values())
+# Below this much input, starting a second interpreter (~0.3 s) costs more than it saves.
+TWO_PROCESSES_FROM = 16 << 20
 
 
-def _late_record(ev: StageEvent, watermark: int) -> dict[str, Any]:
-    behind_s = (watermark - ev.t_us) / 1e6
-    return dead_letter_row(
-        "late", f"event time {format_rfc3339(ev.t_us)} is {behind_s:.1f} s behind the watermark "
-        f"{format_rfc3339(watermark)} (beyond the allowed lateness)", orjson.dumps(ev._asdict()).decode(),
-        format_rfc3339(ev.t_us), "late")
+def default_processes(paths: list[str]) -> int:
+    if "-" in paths or (os.cpu_count() or 1) < 2:
+        return 1
+    size = sum(os.path.getsize(p) * (8 if p.endswith(".gz") else 1) for p in paths)  # .gz: ~8x as read
+    return 2 if size >= TWO_PROCESSES_FROM else 1
 
 
 def summary_text(stats: ReplayStats) -> str:
@@ -288,10 +297,10 @@ def summary_text(stats: ReplayStats) -> str:
     return "\n".join(lines)
 
 
-def progress_reader(paths: list[str], enabled: bool) -> tuple[Iterator[bytes], Callable[[], None]]:
-    """Lines with a byte-based progress bar on stderr (tqdm) when ``enabled``."""
+def progress_bar(paths: list[str], enabled: bool) -> tuple[Callable[[int], None] | None, Callable[[], None]]:
+    """(on_bytes, close) of a byte-based progress bar on stderr (tqdm) when ``enabled``; (None, no-op) else."""
     if not enabled:
-        return iter_lines(paths), lambda: None
+        return None, lambda: None
     from tqdm import tqdm
 
     total = 0
@@ -301,20 +310,7 @@ def progress_reader(paths: list[str], enabled: bool) -> tuple[Iterator[bytes], C
             break
         total += os.path.getsize(p)
     bar = tqdm(total=total or None, unit="B", unit_scale=True, desc="replay", file=sys.stderr, mininterval=0.5)
-    pending = 0
-
-    def on_bytes(n: int) -> None:
-        nonlocal pending
-        pending += n
-        if pending >= 1 << 20:
-            bar.update(pending)
-            pending = 0
-
-    def close() -> None:
-        bar.update(pending)
-        bar.close()
-
-    return iter_lines(paths, on_bytes), close
+    return bar.update, bar.close
 
 
 def stderr_is_tty() -> bool:

@@ -27,6 +27,9 @@ US_PER_S = 1_000_000
 # every timestamp hits a handful of entries; this keeps timestamp parsing out of the profile.
 _MINUTE_CACHE: dict[str, int] = {}
 _MINUTE_CACHE_MAX = 50_000
+# ... and of "YYYY-MM-DDTHH:MM:SS" (filled from a cached minute): a second's lines skip the seconds' checks.
+_SECOND_CACHE: dict[str, int] = {}
+_SECOND_CACHE_MAX = 100_000
 
 
 _MINUTE_SHAPE = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}", re.ASCII)
@@ -57,14 +60,22 @@ def parse_rfc3339_us(text: str) -> int:
 
     Raises ``ValueError`` on anything else. Sub-microsecond digits are truncated, as Beam does.
     """
-    # Fast path for what Cloud Logging writes, "2026-06-06T08:21:26.343874838Z", once its minute is cached.
-    if text[-1:] == "Z" and text[19:20] == "." and text[16:17] == ":":
-        base = _MINUTE_CACHE.get(text[:16])
+    # Fast paths for what Cloud Logging writes, "2026-06-06T08:21:26.343874838Z": its second already seen, or
+    # its minute. str.isdigit admits non-ASCII digits too; int() rejects those with ValueError.
+    if text[-1:] == "Z" and text[19:20] == ".":
+        digits = text[20:-1]
+        second = _SECOND_CACHE.get(text[:19])
+        if second is not None and digits.isdigit():
+            return second + int(digits[:6].ljust(6, "0"))
+        base = _MINUTE_CACHE.get(text[:16]) if text[16:17] == ":" else None
         if base is not None:
-            sec, digits = text[17:19], text[20:-1]
-            # str.isdigit admits non-ASCII digits too; int() rejects those with ValueError.
+            sec = text[17:19]
             if sec.isdigit() and digits.isdigit() and sec <= "60":
-                return base + int(sec) * US_PER_S + int(digits[:6].ljust(6, "0"))
+                second = base + int(sec) * US_PER_S
+                if len(_SECOND_CACHE) >= _SECOND_CACHE_MAX:
+                    _SECOND_CACHE.clear()
+                _SECOND_CACHE[text[:19]] = second
+                return second + int(digits[:6].ljust(6, "0"))
     return _parse_rfc3339_slow(text)
 
 

@@ -80,7 +80,7 @@ def _event_time(ev: StageEvent) -> int:
 
 class _AssembleFn(beam.DoFn):
     """One timer per UID, at the earlier of its next buffered event and its trace's own timer. When it fires
-    at ``now`` it does for this file what the backtest's ``Detector._advance(now)`` does for all: release the
+    at ``now`` it does for this file what the backtest's ``Ingest.advance(now)`` does for all: release the
     buffered events up to ``now`` in event-time order, waking the trace first whenever its timer falls
     strictly before the next event, then wake it if its timer is due by ``now``. (Two timers -- one for
     releases, one for wakes -- fired out of this order when the watermark jumped past both.)"""
