@@ -12,7 +12,6 @@ the two to that).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import gc
 import os
 import pickle
@@ -21,6 +20,7 @@ import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from itertools import repeat
+from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 import orjson
@@ -244,9 +244,9 @@ def _child_main() -> None:
     # find, whose passes over the dedup sets and the buffer were a tenth of this process's time. It runs
     # every ``_COLLECT_EVERY`` batches instead, in case a cycle turns up after all.
     gc.disable()
-    paths, parser, cfg, order, dead_letters, infer_sample = pickle.load(sys.stdin.buffer)
     ship = _Shipper(pipe)
     try:
+        paths, parser, cfg, order, dead_letters, infer_sample = pickle.load(sys.stdin.buffer)
         run_front(iter_lines(paths, ship.read), parser, cfg, order, ship, dead_letters, infer_sample)
     except BaseException as exc:  # whatever stopped the front, the parent must hear why
         ship.fail(exc)
@@ -269,9 +269,16 @@ def run_front_in_child(
     The child is a fresh interpreter running this module (not a fork: the parent may hold threads, a progress
     bar's or a client's; and not multiprocessing's spawn, which re-runs the parent's main script).
     """
-    child = subprocess.Popen([sys.executable, "-m", "stagewatch.front"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    # The child imports the stagewatch this process runs, wherever that came from.
+    package_root = str(Path(__file__).resolve().parent.parent)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
+    child = subprocess.Popen(
+        [sys.executable, "-m", "stagewatch.front"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
+    )
     assert child.stdin is not None and child.stdout is not None
-    with contextlib.suppress(OSError, AttributeError):  # Linux: room for a whole batch (64 KiB by default)
+    with contextlib.suppress(ImportError, OSError, AttributeError):  # Linux: room for a batch (64 KiB by default)
+        import fcntl
+
         fcntl.fcntl(child.stdout.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
     calls: dict[str, Callable[..., None]] = {
         "start": back.start, "dead_letter": back.dead_letter, "drain": back.drain,
