@@ -26,6 +26,10 @@ once per process and cannot be undone; a Dataflow job never runs them.
    processing-time timer). Each scan visits every key the step ever held, and one runs after every bundle.
 5. ``copy.deepcopy`` keeps Beam's timestamps and windows as they are (they are immutable values, like
    ``int``): the runner deep-copies a key's timers each time a bundle touches the key.
+6. Each bundle still gets its own copy of its DoFn, unpickled, but from bytes pickled once per DoFn: the
+   runner pickled the graph's DoFn again for every bundle (its own TODO: "Consider storing the serialized
+   form as an optimization"). The graph's DoFn is never called, only copied, so the bytes do not go stale;
+   the runner's bundle copies are the only round trips served from them.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ def _install_fixes() -> None:
     _reuse_side_input_views()
     _skip_quiet_timer_scans()
     _immutable_deepcopy()
+    _pickle_each_dofn_once()
 
 
 def _skip_empty_bundles() -> None:
@@ -168,3 +173,28 @@ def is_local(runner: Any) -> bool:
     from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
 
     return isinstance(runner, BundleBasedDirectRunner)
+
+
+def _pickle_each_dofn_once() -> None:
+    from apache_beam import DoFn
+    from apache_beam.internal import pickler
+    from apache_beam.runners.direct import transform_evaluator
+
+    lib = pickler.desired_pickle_lib
+    dumps, loads = getattr(lib, "_dumps", None), getattr(lib, "_loads", None)
+    if dumps is None or loads is None:  # another Beam's pickler: leave it as it is
+        return
+    roundtrip = pickler.roundtrip
+    pickled: dict[int, tuple[Any, bytes]] = {}  # id -> (the DoFn, kept alive so its id is not reused; bytes)
+
+    def roundtrip_once(o: Any) -> Any:
+        if not isinstance(o, DoFn):
+            return roundtrip(o)
+        found = pickled.get(id(o))
+        if found is None or found[0] is not o:
+            found = pickled[id(o)] = (o, dumps(o))
+        return loads(found[1])
+
+    # Only where the runner copies a bundle's DoFn: elsewhere (building a ParDo) a DoFn may change between
+    # two round trips, and must be pickled as it is then.
+    transform_evaluator.pickler = types.SimpleNamespace(roundtrip=roundtrip_once)  # type: ignore[assignment]
