@@ -1,8 +1,10 @@
 """The backtest driver: log files in, anomalies / trace summaries / dead letters out, a closing summary.
 
-Reads plain, ``.gz`` or ``-`` (stdin) inputs line by line, parses with ``Parser``, and feeds the ``Detector``.
-Without a given stage order it reads ahead ``infer_sample`` events, infers the order from them, then replays
-from the first line (nothing is read twice; the sample is kept parsed in memory).
+Reads plain, ``.gz`` or ``-`` (stdin) inputs line by line. The front half -- parsing, the stage order
+inferred from the first ``INFER_SAMPLE`` events when none is given, dedup, lateness and release in event-time
+order -- is ``front``; here is the back half (``_Back``: the ``Detector``'s traces, timers and baselines, and
+the callbacks) and the entry points: ``replay`` over lines in this process, ``replay_files`` over files,
+with the front in a second process for large inputs.
 """
 
 from __future__ import annotations
