@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import subprocess
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
+from stagewatch import front
 from stagewatch import replay as replay_mod
 from stagewatch.evaluate import score_kinds
 from stagewatch.events import FieldMapping, Parser, StageEvent
@@ -238,6 +240,25 @@ def test_a_failure_in_the_reading_process_is_an_error_here(tmp_path: Path) -> No
         replay_files([str(tmp_path)], processes=2)
     with pytest.raises(ValueError, match="processes must be 1 or 2"):
         replay_files([str(tmp_path)], processes=3)
+
+
+def test_stopping_early_stops_the_reading_process(day: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A callback that raises (a closed stdout, Ctrl-C) ends the backtest here; the child must not outlive it."""
+    children: list[subprocess.Popen[bytes]] = []
+    popen = subprocess.Popen
+
+    def record(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
+        children.append(popen(*args, **kwargs))
+        return children[-1]
+
+    monkeypatch.setattr(front.subprocess, "Popen", record)
+
+    def stop(_: object) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        replay_files([str(day / "logs.jsonl")], processes=2, on_anomaly=stop)
+    assert len(children) == 1 and children[0].poll() is not None
 
 
 def test_a_second_process_by_default_only_for_large_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

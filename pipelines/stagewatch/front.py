@@ -15,6 +15,7 @@ import contextlib
 import gc
 import os
 import pickle
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterable
@@ -240,6 +241,9 @@ def _child_main() -> None:
 
     pipe = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # a stray print must not land in the middle of a pickle
+    # Ctrl-C reaches the whole process group: the parent stops this process itself, without a second
+    # traceback from here.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # The front makes tuples and dictionaries and drops them: no reference cycles for the cyclic collector to
     # find, whose passes over the dedup sets and the buffer were a tenth of this process's time. It runs
     # every ``_COLLECT_EVERY`` batches instead, in case a cycle turns up after all.
@@ -248,10 +252,14 @@ def _child_main() -> None:
     try:
         paths, parser, cfg, order, dead_letters, infer_sample = pickle.load(sys.stdin.buffer)
         run_front(iter_lines(paths, ship.read), parser, cfg, order, ship, dead_letters, infer_sample)
+    except BrokenPipeError:
+        pass  # the parent stopped listening (it failed or was interrupted): nothing left to tell it
     except BaseException as exc:  # whatever stopped the front, the parent must hear why
-        ship.fail(exc)
+        with contextlib.suppress(BrokenPipeError):
+            ship.fail(exc)
     finally:
-        pipe.close()
+        with contextlib.suppress(BrokenPipeError):
+            pipe.close()
 
 
 def run_front_in_child(
