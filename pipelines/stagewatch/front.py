@@ -33,7 +33,7 @@ from stagewatch.stages import StageOrder, infer_stage_order
 from stagewatch.timeutil import format_rfc3339
 from stagewatch.traces import Outbox
 
-__all__ = ["INFER_SAMPLE", "Back", "FrontStats", "run_front", "run_front_in_child"]
+__all__ = ["INFER_SAMPLE", "Back", "FrontSettings", "FrontStats", "run_front", "run_front_in_child"]
 
 INFER_SAMPLE = 20_000
 _DRAIN_EVERY = 4096  # events: how often the back hands its records on (and late events are dead-lettered)
@@ -44,6 +44,18 @@ _PIPE_BYTES = 1 << 20
 _COLLECT_EVERY = 100  # batches
 _REPEATING = (StageEvent._fields.index("stage"), StageEvent._fields.index("tenant"), StageEvent._fields.index("lot"))
 _new_event = tuple.__new__  # StageEvent from a plain tuple without NamedTuple's Python-level __new__
+
+
+@dataclass(frozen=True)
+class FrontSettings:
+    """How the front reads: what the child process is given, whole. ``order`` None: inferred from the first
+    ``infer_sample`` events. ``dead_letters`` False: rejected lines are counted, not written."""
+
+    parser: Parser
+    cfg: DetectorConfig
+    order: StageOrder | None = None
+    dead_letters: bool = True
+    infer_sample: int = INFER_SAMPLE
 
 
 @dataclass
@@ -71,20 +83,13 @@ class Back(Protocol):
     def end(self, stats: FrontStats) -> None: ...
 
 
-def run_front(
-    lines: Iterable[bytes],
-    parser: Parser,
-    cfg: DetectorConfig,
-    order: StageOrder | None,
-    back: Back,
-    dead_letters: bool = True,
-    infer_sample: int = INFER_SAMPLE,
-) -> None:
-    """Drive ``back`` over ``lines``. Without ``order``, the first ``infer_sample`` events are read ahead,
+def run_front(lines: Iterable[bytes], settings: FrontSettings, back: Back) -> None:
+    """Drive ``back`` over ``lines``. Without a stage order, the first ``infer_sample`` events are read ahead,
     the order inferred from them, and replayed from the first (kept parsed; nothing is read twice)."""
+    order, dead_letters = settings.order, settings.dead_letters
     stats = FrontStats()
     rejected = stats.rejected
-    parse = parser.parse
+    parse = settings.parser.parse
     it = iter(lines)
     newest = -1  # the newest event time so far: rejected lines without a usable time are filed at it
     held: list[Rejected] = []  # rejects before any event time is known
@@ -126,13 +131,13 @@ def run_front(
             if type(parsed) is StageEvent:
                 sample.append(parsed)
                 newest = max(newest, parsed.t_us)
-                if len(sample) >= infer_sample:
+                if len(sample) >= settings.infer_sample:
                     break
             else:
                 reject(parsed)  # type: ignore[arg-type]
         order = _infer(sample)
     back.start(order, inferred)
-    ingest = Ingest(cfg, back.release, Outbox(keep_summaries=False))
+    ingest = Ingest(settings.cfg, back.release, Outbox(keep_summaries=False))
     push = ingest.push
     for ev in sample:
         push(ev)
@@ -250,8 +255,8 @@ def _child_main() -> None:
     gc.disable()
     ship = _Shipper(pipe)
     try:
-        paths, parser, cfg, order, dead_letters, infer_sample = pickle.load(sys.stdin.buffer)
-        run_front(iter_lines(paths, ship.read), parser, cfg, order, ship, dead_letters, infer_sample)
+        paths, settings = pickle.load(sys.stdin.buffer)
+        run_front(iter_lines(paths, ship.read), settings, ship)
     except BrokenPipeError:
         pass  # the parent stopped listening (it failed or was interrupted): nothing left to tell it
     except BaseException as exc:  # whatever stopped the front, the parent must hear why
@@ -263,14 +268,7 @@ def _child_main() -> None:
 
 
 def run_front_in_child(
-    paths: list[str],
-    parser: Parser,
-    cfg: DetectorConfig,
-    order: StageOrder | None,
-    back: Back,
-    dead_letters: bool = True,
-    infer_sample: int = INFER_SAMPLE,
-    on_bytes: Callable[[int], None] | None = None,
+    paths: list[str], settings: FrontSettings, back: Back, on_bytes: Callable[[int], None] | None = None
 ) -> None:
     """``run_front`` over the files at ``paths``, read and parsed in a child process; ``back`` is driven here.
 
@@ -295,7 +293,7 @@ def run_front_in_child(
     release = back.release
     try:
         with child.stdin:
-            pickle.dump((paths, parser, cfg, order, dead_letters, infer_sample), child.stdin)
+            pickle.dump((paths, settings), child.stdin)
         while True:
             try:
                 n_bytes, batch = pickle.load(child.stdout)

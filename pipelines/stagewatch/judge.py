@@ -115,5 +115,6 @@ class Judge:
             found = self._deadlines[key]
         else:
             snap, by_tenant = self.base.lookup(self.rules.names[next_i], trace.tenant)
+            # Cached as the allowed wait (a deadline after a stage seen at time 0): the same for every file.
             found = self._deadlines[key] = stall_deadline(next_i, 0, snap, by_tenant, self.rules)
         return None if found is None else (last_t + found[0], found[1])

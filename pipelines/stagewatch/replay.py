@@ -24,7 +24,7 @@ import orjson
 
 from stagewatch.detector import Detector, DetectorConfig
 from stagewatch.events import Parser, StageEvent
-from stagewatch.front import INFER_SAMPLE, FrontStats, run_front, run_front_in_child
+from stagewatch.front import INFER_SAMPLE, FrontSettings, FrontStats, run_front, run_front_in_child
 from stagewatch.records import KINDS, Anomaly, TraceSummary
 from stagewatch.stages import StageOrder
 from stagewatch.timeutil import parse_rfc3339_us
@@ -140,9 +140,18 @@ class _Back:
     ) -> None:
         self.cfg = cfg
         self.on_anomaly, self.on_summary, self.on_arrival = on_anomaly, on_summary, on_arrival
+        self.on_dead_letter = on_dead_letter
         self.dead_letter = on_dead_letter or (lambda row: None)
         self.stats = ReplayStats()
         self.detector: Detector | None = None
+
+    def front_settings(self, parser: Parser | None, order: StageOrder | None, infer_sample: int) -> FrontSettings:
+        """What the front needs to drive this back: dead letters are made only when someone takes them."""
+        return FrontSettings(parser or Parser(), self.cfg, order, self.on_dead_letter is not None, infer_sample)
+
+    def finish(self, started: float) -> ReplayStats:
+        self.stats.seconds = time.perf_counter() - started
+        return self.stats
 
     def start(self, order: StageOrder, inferred: bool) -> None:
         cfg = self.cfg
@@ -211,9 +220,8 @@ def replay(
     hears of a stalled file that logged again, in time order with the anomalies."""
     started = time.perf_counter()
     back = _Back(cfg or DetectorConfig(), on_anomaly, on_summary, on_dead_letter, on_arrival)
-    run_front(lines, parser or Parser(), back.cfg, order, back, on_dead_letter is not None, infer_sample)
-    back.stats.seconds = time.perf_counter() - started
-    return back.stats
+    run_front(lines, back.front_settings(parser, order, infer_sample), back)
+    return back.finish(started)
 
 
 def replay_files(
@@ -239,20 +247,16 @@ def replay_files(
         processes = default_processes(paths)
     if processes not in (1, 2):
         raise ValueError(f"processes must be 1 or 2, not {processes}")
-    if processes == 1:
-        return replay(
-            iter_lines(paths, on_bytes), order=order, parser=parser, cfg=cfg, on_anomaly=on_anomaly,
-            on_summary=on_summary, on_dead_letter=on_dead_letter, on_arrival=on_arrival, infer_sample=infer_sample,
-        )
-    if "-" in paths:
+    if processes == 2 and "-" in paths:
         raise ValueError("standard input (-) is read in this process: use processes=1")
     started = time.perf_counter()
     back = _Back(cfg or DetectorConfig(), on_anomaly, on_summary, on_dead_letter, on_arrival)
-    run_front_in_child(
-        paths, parser or Parser(), back.cfg, order, back, on_dead_letter is not None, infer_sample, on_bytes
-    )
-    back.stats.seconds = time.perf_counter() - started
-    return back.stats
+    settings = back.front_settings(parser, order, infer_sample)
+    if processes == 1:
+        run_front(iter_lines(paths, on_bytes), settings, back)
+    else:
+        run_front_in_child(paths, settings, back, on_bytes)
+    return back.finish(started)
 
 
 # Below this much input, starting a second interpreter (~0.3 s) costs more than it saves.
