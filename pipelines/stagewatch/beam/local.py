@@ -30,6 +30,12 @@ once per process and cannot be undone; a Dataflow job never runs them.
    runner pickled the graph's DoFn again for every bundle (its own TODO: "Consider storing the serialized
    form as an optimization"). The graph's DoFn is never called, only copied, so the bytes do not go stale;
    the runner's bundle copies are the only round trips served from them.
+7. Event-time timers that a bundle sets at or before its step's input watermark fire in that same bundle,
+   in rounds (every key's due timers, earliest first, as the runner's next scan would order them), instead of
+   each round waiting for a bundle of its own. A step that releases a file's buffered events one timer at a
+   time (``AssembleTraces``) took a bundle per buffered event per watermark move, and every one of them
+   cascaded through each step downstream. Beam lets a runner fire a timer at any moment after the watermark
+   passed it; the runner's own scan uses the same test (``timestamp <= input watermark``).
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ def _install_fixes() -> None:
     _skip_quiet_timer_scans()
     _immutable_deepcopy()
     _pickle_each_dofn_once()
+    _fire_due_timers_in_bundle()
 
 
 def _skip_empty_bundles() -> None:
@@ -198,3 +205,37 @@ def _pickle_each_dofn_once() -> None:
     # Only where the runner copies a bundle's DoFn: elsewhere (building a ParDo) a DoFn may change between
     # two round trips, and must be pickled as it is then.
     transform_evaluator.pickler = types.SimpleNamespace(roundtrip=roundtrip_once)  # type: ignore[assignment]
+
+
+def _fire_due_timers_in_bundle() -> None:
+    from apache_beam.runners.direct.transform_evaluator import _ParDoEvaluator
+    from apache_beam.transforms.timeutil import TimeDomain
+    from apache_beam.transforms.userstate import _TimerTuple
+
+    finish = _ParDoEvaluator.finish_bundle
+    consumed = _TimerTuple(cleared=True, timestamp=None)
+
+    def due_timers(self: Any) -> list[tuple[Any, bytes, Any, Any, str]]:
+        watermark = self._execution_context.watermarks.input_watermark
+        due = []
+        for (encoded_key, window, spec), timer in self.user_state_context.cached_timers.items():
+            if spec.time_domain != TimeDomain.WATERMARK:
+                continue
+            for tag, recorded in timer._timer_recordings.items():
+                if not recorded.cleared and recorded.timestamp is not None and recorded.timestamp <= watermark:
+                    due.append((recorded.timestamp, encoded_key, window, spec, tag))
+        return due
+
+    def finish_bundle(self: Any) -> Any:
+        if self.user_state_context is not None:
+            while due := due_timers(self):
+                due.sort(key=lambda d: d[0])
+                for timestamp, encoded_key, window, spec, tag in due:
+                    # Fired: the recording is consumed (committing it clears the timer); whatever the
+                    # callback sets anew is recorded in its place.
+                    self.user_state_context.cached_timers[(encoded_key, window, spec)]._timer_recordings[tag] = consumed
+                    self.runner.process_user_timer(
+                        spec, self.key_coder.decode(encoded_key), window, timestamp, None, tag)
+        return finish(self)
+
+    _ParDoEvaluator.finish_bundle = finish_bundle  # type: ignore[method-assign]
