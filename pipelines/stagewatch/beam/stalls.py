@@ -91,10 +91,9 @@ class _WatchFn(beam.DoFn):
         else:  # a summary: the file closed
             status = stalled.read()
             if status is not None:
-                stages = record["stages"]
-                if stages:
-                    yield from _arrival(stalled, record["uid"], stages[-1]["stage"],
-                                        parse_rfc3339_us(record["last_time"]))
+                beyond = _first_beyond(status, record["stages"], self._rules)
+                if beyond is not None:
+                    yield from _arrival(stalled, record["uid"], *beyond)
                 record = {**record, "status": "stalled"}
             yield beam.pvalue.TaggedOutput(STALLED_SUMMARIES, record)
             pending.clear()
@@ -142,9 +141,25 @@ class _WatchFn(beam.DoFn):
             baseline="tenant" if by_tenant else "stage", severity="critical", measure="deadline",
             message=stall_message(record["uid"], missing, last, waited, median, allowed_ms),
         )
-        stalled.write({"anomaly_id": anomaly.anomaly_id, "last_t_us": record["last_t_us"], "arrived": False})
+        stalled.write({"anomaly_id": anomaly.anomaly_id, "last_t_us": record["last_t_us"], "arrived": False,
+                       "next_i": nxt, "at_us": now})
         pending.clear()
         yield anomaly.to_dict()
+
+
+def _first_beyond(mark: Any, stages: list[dict[str, Any]], rules: TraceRules) -> tuple[str, int] | None:
+    """(stage, time) of the first stage in a closed file's summary that shows it got past its stall: the stage
+    it stalled waiting for or a later one, or any line logged after the stall was declared (what the
+    backtest, which closes a stalled trace, hears as its next event). A stage before the stall that was
+    logged out of order is not a move on."""
+    # Marks saved by older releases (state across --update) lack both: any stage after the stall counts.
+    known = mark if isinstance(mark, dict) else {}
+    next_i, at_us = known.get("next_i", -1), known.get("at_us", -1)
+    for timing in stages:
+        t_us = parse_rfc3339_us(timing["time"])
+        if rules.index.get(timing["stage"], -1) >= next_i or t_us > at_us:
+            return timing["stage"], t_us
+    return None
 
 
 def _arrival(stalled: Any, uid: str, stage: str | None, t_us: int) -> Iterator[Any]:
