@@ -26,8 +26,8 @@ The pipelines (outputs go to a counting ``ParDo`` whose totals are read back fro
 ``local_runner`` installs fixes to the in-process runner's per-bundle bookkeeping (``fixes``; listed and
 explained in ``stagewatch/beam/local.py``). They are process-wide and cannot be undone, so every run is its
 own subprocess; each variant runs both with them (``stagewatch run``'s runner) and without them (Beam's
-runner as shipped). The stagewatch pipeline re-bundles into the keys of a local run
-(``LOCAL_REBUNDLE_BUCKETS``) in both. The child times wall clock
+runner as shipped, but for fix 1, which keeps an empty bundle from crashing the runner at the judging step
+and is always installed). The child times wall clock
 around ``p.run().wait_until_finish()`` only: building the ``TestStream`` from the file, inferring the stage
 order and constructing the graph are excluded (they are the same work for every pipeline, or not the
 runner's). It also reports its CPU time over the same span and its peak RSS.

@@ -22,7 +22,7 @@ from stagewatch.beam.assemble import FAILURES, LATE, PROGRESS, SUMMARIES, Assemb
 from stagewatch.beam.incidents import TrackIncidents
 from stagewatch.beam.judging import JudgeMeasurements
 from stagewatch.beam.learn import LearnBaselines
-from stagewatch.beam.local import is_local, local_runner
+from stagewatch.beam.local import local_runner
 from stagewatch.beam.lots import TrackLots
 from stagewatch.beam.options import ValidatedOptions, validate
 from stagewatch.beam.sinks import PublishAnomalies, WriteJsonl, WriteTableRows, clear_local_output
@@ -34,15 +34,6 @@ from stagewatch.timeutil import US_PER_S
 from stagewatch.traces import TraceRules
 
 __all__ = ["Outputs", "build", "construct", "run"]
-
-
-# Keys of the two re-bundling steps. A bounded number: the in-process runner keeps (and scans at every
-# watermark move) a state per key it has ever seen, and the default key space gives nearly every element its
-# own. On Dataflow they bound the parallelism of the judging step behind them; the in-process runner runs
-# keyed steps one at a time and copies every key's state a bundle touches, so a local run uses a few (a
-# 3-hour simulated day: 24.7 s with 256, 20.5 s with 8).
-REBUNDLE_BUCKETS = 256
-LOCAL_REBUNDLE_BUCKETS = 8
 
 
 @dataclass
@@ -64,11 +55,7 @@ def build(
     parsed = lines | "Parse" >> ParseEvents(Parser(), stamp=stamp)
     events = parsed.events | "Dedup" >> Dedup()
     assembled = events | "Assemble" >> AssembleTraces(rules)
-    # Re-bundled before the side-input step: elements a timer emitted, fed into a ParDo with a side input,
-    # crash the bundle-based DirectRunner (executor.py: "NoneType has no attribute max_timestamp").
-    buckets = LOCAL_REBUNDLE_BUCKETS if is_local(lines.pipeline.runner) else REBUNDLE_BUCKETS
-    measurements = assembled.measurements | "Rebundle" >> beam.Reshuffle(num_buckets=buckets)
-    progress = assembled[PROGRESS] | "RebundleProgress" >> beam.Reshuffle(num_buckets=buckets)
+    measurements, progress = assembled.measurements, assembled[PROGRESS]
     snapshots = measurements | "Learn" >> LearnBaselines(rules, baseline)
     to_judge = (measurements, progress) | "ToJudge" >> beam.Flatten()
     verdicts, deadlines = (to_judge, snapshots) | "Judge" >> JudgeMeasurements(rules, baseline)
