@@ -7,13 +7,13 @@ import random
 import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that
 from apache_beam.transforms.window import TimestampedValue
 
 from stagewatch.baselines import BaselineConfig, BaselineStore
 from stagewatch.beam.learn import LearnBaselines, baseline_stage_of
+from stagewatch.beam.local import local_runner
 from stagewatch.stages import StageOrder
 from stagewatch.traces import TraceRules
 
@@ -46,13 +46,20 @@ def _reference(ms: list[dict]) -> dict[int, dict]:
     return by_step
 
 
-def test_snapshots_per_interval_match_the_in_process_store() -> None:
+@pytest.mark.parametrize("straggler", [False, True], ids=["on_time", "with_a_count_after_its_fold"])
+def test_snapshots_per_interval_match_the_in_process_store(straggler: bool) -> None:
+    """Interval by interval, the same snapshots as the in-process store; with ``straggler``, a measurement of
+    the first interval arrives two hours after that interval was folded: it is left out (counted), and the
+    store's clock does not go back for it."""
     ms = _measurements()
     want = _reference(ms)
     stream = TestStream()
     for i in range(0, len(ms), 500):
         stream = stream.add_elements([TimestampedValue(m, m["t_us"] / S) for m in ms[i:i + 500]])
         stream = stream.advance_watermark_to((ms[min(i + 500, len(ms)) - 1]["t_us"] // 1000) / 1000)
+    if straggler:
+        late = {**ms[0], "uid": "late", "value_ms": 1e6}
+        stream = stream.add_elements([TimestampedValue(late, late["t_us"] / S)])
     stream = stream.advance_watermark_to((ms[-1]["t_us"] + 600 * S) // 1000 / 1000).advance_watermark_to_infinity()
     opts = PipelineOptions()
     opts.view_as(StandardOptions).streaming = True
@@ -71,7 +78,7 @@ def test_snapshots_per_interval_match_the_in_process_store() -> None:
             compared += 1
         assert compared >= 20, compared
 
-    with TestPipeline(options=opts) as p:
+    with beam.Pipeline(runner=local_runner(), options=opts) as p:
         snaps = p | stream | LearnBaselines(RULES, CFG)
         stamped = snaps | beam.Map(lambda kv, ts=beam.DoFn.TimestampParam: (kv, int(ts.micros) // CFG.interval_us))
         assert_that(stamped, check)
@@ -111,7 +118,7 @@ def test_judged_anomalies_match_the_in_process_judge() -> None:
     stream = stream.advance_watermark_to((ms[-1]["t_us"] + 900 * S) // 1000 / 1000).advance_watermark_to_infinity()
     opts = PipelineOptions()
     opts.view_as(StandardOptions).streaming = True
-    with TestPipeline(options=opts) as p:
+    with beam.Pipeline(runner=local_runner(), options=opts) as p:
         records = p | stream
         snaps = records | LearnBaselines(RULES, CFG)
         anomalies, _ = (records, snaps) | JudgeMeasurements(RULES, CFG)

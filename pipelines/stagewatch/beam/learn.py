@@ -1,28 +1,38 @@
 """``LearnBaselines``: measurements → per-interval bin counts → one rolling ``BaselineStore`` per stage.
 
-Scaling: the counts of an interval are combined per (baseline stage, interval window) with a combiner, so the
-work of counting is spread over workers and each stage's roll receives one small dictionary per interval —
-not every event. A stage's roll holds the stage-wide key and its tenants' keys together, because a young
-tenant's snapshot borrows its stage's spread.
+Scaling: measurements are counted per (baseline stage, shard) -- the shard a hash of the file's UID -- in
+keyed state, so the work of counting is spread over workers and no key carries every event of a stage. When
+the watermark passes an interval's end, each shard sends that interval's counts on to its stage's roll (and
+sends again, as an increment, for any measurement of that interval that comes later); each stage's roll so
+receives a few small dictionaries per interval -- never the events -- and sums them. A stage's roll holds
+the stage-wide key and its tenants' keys together, because a young tenant's snapshot borrows its stage's
+spread.
 
 Output: at the end of each interval *k*, every key's snapshot for interval *k + 1*, as
 ``((stage, tenant), Snapshot)`` timestamped at the start of *k + 1* — to be windowed by interval and given to
 the judging step as a side input. A stage keeps emitting each interval while it has seen data within the
 trace TTL, so a quiet interval still has its snapshots; then it stops (a finite input's end does not loop).
+
+Timeline for one stage, intervals of 5 min, grace 2.5 min::
+
+    12:03  measurements of interval 12:00 (k) counted by their shards
+    12:05  watermark passes the end of k: each shard sends its counts of k; k + 1 begins
+    12:06  a measurement of k made by a timer behind the watermark: its shard sends an increment of 1
+    12:07:30  the roll folds k (sums of everything it received for k), emits the snapshots of k + 1
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
 from apache_beam.coders import PickleCoder, VarIntCoder
+from apache_beam.metrics import Metrics
 from apache_beam.transforms.timeutil import TimeDomain
-from apache_beam.transforms.trigger import AccumulationMode, AfterCount, AfterWatermark
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
-from apache_beam.transforms.window import FixedWindows, GlobalWindows, TimestampedValue
-from apache_beam.utils.timestamp import Duration
+from apache_beam.transforms.window import TimestampedValue
 
 from stagewatch.baselines import END_TO_END, BaselineConfig, BaselineStore
 from stagewatch.beam.timers import fire_at, fire_no_later_than
@@ -40,74 +50,107 @@ def baseline_stage_of(m: dict[str, Any], rules: TraceRules) -> str:
     return names[m["stage_i"]]
 
 
-class _CountBins(beam.CombineFn):
-    """{(tenant or None, bin): count} for one baseline stage in one interval."""
+# Shards per baseline stage. On Dataflow they bound how many workers count a stage; the in-process runner
+# copies every key's state that a bundle touches, so more shards cost a local run a little each.
+COUNT_SHARDS = 8
 
-    def create_accumulator(self) -> dict[tuple[str | None, int], float]:
-        return {}
-
-    def add_input(self, acc: dict[tuple[str | None, int], float], item: tuple[str | None, float]) -> Any:
-        tenant, value = item
-        b = bin_of(value)
-        acc[(None, b)] = acc.get((None, b), 0.0) + 1.0
-        if tenant is not None:
-            acc[(tenant, b)] = acc.get((tenant, b), 0.0) + 1.0
-        return acc
-
-    def merge_accumulators(self, accs: Any) -> dict[tuple[str | None, int], float]:
-        out: dict[tuple[str | None, int], float] = {}
-        for acc in accs:
-            for k, v in acc.items():
-                out[k] = out.get(k, 0.0) + v
-        return out
-
-    def extract_output(self, acc: dict[tuple[str | None, int], float]) -> dict[tuple[str | None, int], float]:
-        return acc
+Counts = dict[tuple[str | None, int], float]  # (tenant, or None for the whole stage; bin) -> count
 
 
-class _WithInterval(beam.DoFn):
+def _shard_of(uid: str) -> int:
+    return zlib.crc32(uid.encode("utf-8", "surrogatepass")) % COUNT_SHARDS  # stable across processes
+
+
+class _CountBinsFn(beam.DoFn):
+    """Per (baseline stage, shard): {interval: counts}, each interval sent on to the stage's roll when the
+    watermark passes its end; what comes for an interval already sent is sent as an increment."""
+
+    PENDING = ReadModifyWriteStateSpec("pending", PickleCoder())
+    NEXT = ReadModifyWriteStateSpec("next_fire_us", VarIntCoder())
+    FIRE = TimerSpec("fire", TimeDomain.WATERMARK)
+
     def __init__(self, interval_us: int) -> None:
         self._interval_us = interval_us
 
-    def process(self, kv: tuple[str, Any], w: Any = beam.DoFn.WindowParam) -> Iterator[Any]:
-        stage, counts = kv
-        k = int(w.start.micros) // self._interval_us
-        yield TimestampedValue((stage, (k, counts)), w.start.micros / US_PER_S)
+    def process(
+        self,
+        kv: tuple[tuple[str, int], tuple[int, str | None, float]],
+        pending: Any = beam.DoFn.StateParam(PENDING),
+        next_fire: Any = beam.DoFn.StateParam(NEXT),
+        fire: Any = beam.DoFn.TimerParam(FIRE),
+    ) -> None:
+        k, tenant, value = kv[1]
+        by_step: dict[int, Counts] = pending.read() or {}
+        counts = by_step.setdefault(k, {})
+        b = bin_of(value)
+        counts[(None, b)] = counts.get((None, b), 0.0) + 1.0
+        if tenant is not None:
+            counts[(tenant, b)] = counts.get((tenant, b), 0.0) + 1.0
+        pending.write(by_step)
+        fire_no_later_than(next_fire, fire, (k + 1) * self._interval_us)
+
+    @on_timer(FIRE)
+    def _fire(
+        self,
+        key: Any = beam.DoFn.KeyParam,
+        ts: Any = beam.DoFn.TimestampParam,
+        pending: Any = beam.DoFn.StateParam(PENDING),
+        next_fire: Any = beam.DoFn.StateParam(NEXT),
+        fire: Any = beam.DoFn.TimerParam(FIRE),
+    ) -> Iterator[Any]:
+        interval, now = self._interval_us, int(ts.micros)
+        by_step: dict[int, Counts] = pending.read() or {}
+        for k in sorted(k for k in by_step if (k + 1) * interval <= now):
+            yield TimestampedValue((key[0], (k, by_step.pop(k))), (k + 1) * interval / US_PER_S)
+        if by_step:
+            pending.write(by_step)
+        else:
+            pending.clear()
+        fire_at(next_fire, fire, [(k + 1) * interval for k in by_step])
 
 
 class _RollFn(beam.DoFn):
-    """Per baseline stage: the interval counts, folded ``grace`` after each interval's end.
+    """Per baseline stage: the interval counts of every shard, summed, folded ``grace`` after each interval's
+    end.
 
-    Counts arrive as accumulating panes (an on-time pane, then late panes that include it); the largest pane
-    of an interval is kept. The fold waits ``grace`` past the interval's end for the late panes: measurements
-    emitted by a timer can reach the combine after the watermark passed their window (the in-process runner
-    does not hold a stateful step's output watermark for its timers), and a fold must not miss them.
+    The fold waits ``grace`` past the interval's end for increments: measurements emitted by a timer can reach
+    the shards after the watermark passed their interval (the in-process runner does not hold a stateful
+    step's output watermark for its timers), and a fold must not miss them. Counts that come after their
+    interval was folded anyway (later than the grace; locally only when the input ends and the watermark
+    jumps to infinity) are counted in ``baseline_counts_after_fold`` and left out: the store's clock only
+    moves forward.
     """
 
     STORE = ReadModifyWriteStateSpec("store", PickleCoder())
     PENDING = ReadModifyWriteStateSpec("pending", PickleCoder())
     NEXT = ReadModifyWriteStateSpec("next_fire_us", VarIntCoder())
     LAST_DATA = ReadModifyWriteStateSpec("last_data_step", VarIntCoder())
+    FOLDED = ReadModifyWriteStateSpec("folded_before_step", VarIntCoder())
     FIRE = TimerSpec("fire", TimeDomain.WATERMARK)
 
     def __init__(self, cfg: BaselineConfig, quiet_steps: int, grace_us: int) -> None:
         self._cfg = cfg
         self._quiet_steps = quiet_steps
         self._grace_us = grace_us
+        self._after_fold = Metrics.counter("stagewatch", "baseline_counts_after_fold")
 
     def process(
         self,
-        kv: tuple[str, tuple[int, dict[tuple[str | None, int], float]]],
+        kv: tuple[str, tuple[int, Counts]],
         pending: Any = beam.DoFn.StateParam(PENDING),
         next_fire: Any = beam.DoFn.StateParam(NEXT),
+        folded: Any = beam.DoFn.StateParam(FOLDED),
         fire: Any = beam.DoFn.TimerParam(FIRE),
     ) -> None:
         k, counts = kv[1]
-        by_step: dict[int, dict[tuple[str | None, int], float]] = pending.read() or {}
-        held = by_step.get(k)
-        if held is None or sum(counts.values()) > sum(held.values()):
-            by_step[k] = counts
-            pending.write(by_step)
+        if k < (folded.read() or 0):
+            self._after_fold.inc(int(sum(counts.values())))
+            return
+        by_step: dict[int, Counts] = pending.read() or {}
+        held = by_step.setdefault(k, {})
+        for bin_key, n in counts.items():
+            held[bin_key] = held.get(bin_key, 0.0) + n
+        pending.write(by_step)
         fire_no_later_than(next_fire, fire, (k + 1) * self._cfg.interval_us + self._grace_us)
 
     @on_timer(FIRE)
@@ -119,12 +162,13 @@ class _RollFn(beam.DoFn):
         pending: Any = beam.DoFn.StateParam(PENDING),
         next_fire: Any = beam.DoFn.StateParam(NEXT),
         last_data: Any = beam.DoFn.StateParam(LAST_DATA),
+        folded: Any = beam.DoFn.StateParam(FOLDED),
         fire: Any = beam.DoFn.TimerParam(FIRE),
     ) -> Iterator[Any]:
         interval = self._cfg.interval_us
         now_step = (int(ts.micros) - self._grace_us) // interval  # the interval that started `grace` ago
         store: BaselineStore = store_state.read() or BaselineStore(self._cfg)
-        by_step: dict[int, dict[tuple[str | None, int], float]] = pending.read() or {}
+        by_step: dict[int, Counts] = pending.read() or {}
         due = sorted(k for k in by_step if k < now_step)
         # Same steps as the in-process store: learn during interval k, fold as of k + 1.
         for k in due:
@@ -137,6 +181,7 @@ class _RollFn(beam.DoFn):
         pending.write(by_step)
         store.advance(now_step * interval)
         store_state.write(store)
+        folded.write(now_step)
         for k2, snap in store.snaps.items():
             yield TimestampedValue((k2, snap), now_step * interval / US_PER_S)
         quiet_since = last_data.read()
@@ -164,16 +209,11 @@ class LearnBaselines(beam.PTransform):
         quiet = max(1, int(rules.ttl_us // cfg.interval_us))
         return (
             measurements
-            | "KeyByBaseline" >> beam.Map(lambda m: (baseline_stage_of(m, rules), (m["tenant"], m["value_ms"])))
-            | "IntervalWindows" >> beam.WindowInto(
-                FixedWindows(cfg.interval_s),
-                trigger=AfterWatermark(late=AfterCount(1)),
-                allowed_lateness=Duration(seconds=self._grace_s),
-                accumulation_mode=AccumulationMode.ACCUMULATING,
-            )
-            | "CountBins" >> beam.CombinePerKey(_CountBins())
-            | "TagInterval" >> beam.ParDo(_WithInterval(cfg.interval_us))
-            | "Rewindow" >> beam.WindowInto(GlobalWindows())
+            | "KeyByBaseline" >> beam.Map(lambda m: (
+                (baseline_stage_of(m, rules), _shard_of(m["uid"])),
+                (m["now_us"] // cfg.interval_us, m["tenant"], m["value_ms"]),
+            )).with_output_types(tuple[tuple[str, int], Any])
+            | "CountBins" >> beam.ParDo(_CountBinsFn(cfg.interval_us))
             | "Typed" >> beam.Map(lambda kv: kv).with_output_types(tuple[str, Any])
             | "RollPerStage" >> beam.ParDo(_RollFn(cfg, quiet, int(self._grace_s * US_PER_S)))
         )
