@@ -17,7 +17,7 @@ Timeline for one stage, intervals of 5 min, grace 2.5 min::
 
     12:03  measurements of interval 12:00 (k) counted by their shards
     12:05  watermark passes the end of k: each shard sends its counts of k; k + 1 begins
-    12:06  a measurement of k made by a timer behind the watermark: its shard sends an increment of 1
+    12:06  a measurement of k arrives behind the watermark: its shard sends an increment of 1 at once
     12:07:30  the roll folds k (sums of everything it received for k), emits the snapshots of k + 1
 """
 
