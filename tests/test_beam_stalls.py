@@ -14,7 +14,7 @@ from apache_beam.transforms.window import TimestampedValue
 from stagewatch.beam.local import local_runner
 from stagewatch.beam.stalls import ARRIVALS, STALLED_SUMMARIES, WatchStalls
 from stagewatch.stages import StageOrder
-from stagewatch.timeutil import US_PER_S, format_rfc3339
+from stagewatch.timeutil import US_PER_S, format_rfc3339, parse_rfc3339_us
 from stagewatch.traces import TraceRules
 
 pytestmark = pytest.mark.pipeline
@@ -82,3 +82,31 @@ def test_a_stalled_file_arrives_only_when_it_gets_past_its_stall() -> None:
                     label="Arrivals")
         assert_that(out[STALLED_SUMMARIES] | "Statuses" >> beam.Map(lambda s: (s["uid"], s["status"])),
                     equal_to([("a", "stalled"), ("b", "stalled")]), label="Summaries")
+
+
+def _slow(uid: str, measure: str, t_us: int) -> dict[str, Any]:
+    return {"kind": "slow_stage", "uid": uid, "stage": "register", "measure": measure,
+            "detected_at": format_rfc3339(t_us)}
+
+
+def test_of_a_stages_two_slow_measures_the_one_the_backtest_judged_first_is_reported() -> None:
+    """A stage's wait and reported latency can both be slow; one anomaly is reported, the one the backtest
+    judges first: at the same moment the latency (``d``, whose wait came through first), else the earlier
+    (``e``, whose later latency came through first)."""
+    arrivals = [  # (what reached the step first) -- (the moment each was judged at)
+        _slow("d", "wait", T0 + 20 * S), _slow("d", "latency", T0 + 20 * S),
+        _slow("e", "latency", T0 + 30 * S), _slow("e", "wait", T0 + 25 * S),
+    ]
+    stream = (TestStream()
+              .add_elements([TimestampedValue(("anomaly", a), parse_rfc3339_us(a["detected_at"]) / S)
+                             for a in arrivals])
+              .advance_watermark_to(T0 / S + 60).advance_watermark_to_infinity())
+    opts = PipelineOptions()
+    opts.view_as(StandardOptions).streaming = True
+    with beam.Pipeline(runner=local_runner(), options=opts) as p:
+        tagged = p | stream
+        inputs = [tagged | f"Only{name.title()}" >> beam.FlatMap(lambda r, n=name: [r[1]] if r[0] == n else [])
+                  for name in ("progress", "deadline", "summary", "anomaly")]
+        out = tuple(inputs) | WatchStalls(RULES)
+        assert_that(out.stalls | beam.Map(lambda a: (a["uid"], a["measure"])),
+                    equal_to([("d", "latency"), ("e", "wait")]))

@@ -6,7 +6,7 @@ streaming), so a verdict is made against exactly the snapshot the backtest would
 order — at the price of waiting for the end of the previous interval.
 
 A stage's wait and its reported latency may both cross their lines: they make the same anomaly id; the
-per-file step downstream (``WatchStalls``) passes the first of them, as the backtest does.
+per-file step downstream (``WatchStalls``) passes the one the backtest judged first.
 """
 
 from __future__ import annotations

@@ -23,11 +23,12 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.coders import PickleCoder, VarIntCoder
 from apache_beam.transforms.timeutil import TimeDomain
-from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.timestamp import Timestamp
 
 from stagewatch.beam.judging import stand_in
+from stagewatch.beam.timers import fire_at, fire_no_later_than, take_due
 from stagewatch.records import stall_message
 from stagewatch.timeutil import parse_rfc3339_us
 from stagewatch.traces import TraceRules
@@ -47,8 +48,11 @@ class _WatchFn(beam.DoFn):
     STALLED = ReadModifyWriteStateSpec("stalled", PickleCoder())
     REPORTED = ReadModifyWriteStateSpec("reported", PickleCoder())
     CLOSED = ReadModifyWriteStateSpec("closed", VarIntCoder())
+    HELD = BagStateSpec("held_anomalies", PickleCoder())
+    NEXT_RELEASE = ReadModifyWriteStateSpec("next_release_us", VarIntCoder())
     FIRE = TimerSpec("fire", TimeDomain.WATERMARK)
     FORGET = TimerSpec("forget", TimeDomain.WATERMARK)
+    RELEASE = TimerSpec("release", TimeDomain.WATERMARK)
 
     def __init__(self, rules: TraceRules) -> None:
         self._rules = rules
@@ -62,19 +66,22 @@ class _WatchFn(beam.DoFn):
         stalled: Any = beam.DoFn.StateParam(STALLED),
         closed: Any = beam.DoFn.StateParam(CLOSED),
         reported: Any = beam.DoFn.StateParam(REPORTED),
+        held: Any = beam.DoFn.StateParam(HELD),
+        next_release: Any = beam.DoFn.StateParam(NEXT_RELEASE),
         fire: Any = beam.DoFn.TimerParam(FIRE),
         forget: Any = beam.DoFn.TimerParam(FORGET),
+        release: Any = beam.DoFn.TimerParam(RELEASE),
     ) -> Iterator[Any]:
         what, record = kv[1]
         if what == "anomaly":
             # One anomaly per (kind, stage) of a file: a stage's wait and its reported latency can both be
-            # over their lines; the first to arrive is reported, as in the backtest.
-            seen: set[tuple[str, str]] = reported.read() or set()
-            mark = (record["kind"], record["stage"])
-            if mark not in seen:
-                seen.add(mark)
-                reported.write(seen)
-                yield record
+            # over their lines, and the backtest reports the one it judged first -- the earlier, and at the
+            # same moment the reported latency. They reach this step in either order, so each is held
+            # until the watermark passes the moment it was judged at (its timestamp): by then every other
+            # judged at that moment has come (it held the watermark on its way).
+            t_us = int(ts.micros)
+            held.add((t_us, _MEASURE_RANK.get(record.get("measure") or "", len(_MEASURE_RANK)), record))
+            fire_no_later_than(next_release, release, t_us)
             return
         if what == "progress":
             if record["last_t_us"] > (latest.read() or -1):
@@ -102,6 +109,25 @@ class _WatchFn(beam.DoFn):
             # trace TTL for good measure), then forget the file.
             forget.set(Timestamp(micros=max(int(ts.micros), latest.read() or 0) + self._rules.ttl_us))
 
+    @on_timer(RELEASE)
+    def _release(
+        self,
+        ts: Any = beam.DoFn.TimestampParam,
+        reported: Any = beam.DoFn.StateParam(REPORTED),
+        held: Any = beam.DoFn.StateParam(HELD),
+        next_release: Any = beam.DoFn.StateParam(NEXT_RELEASE),
+        release: Any = beam.DoFn.TimerParam(RELEASE),
+    ) -> Iterator[Any]:
+        due, rest = take_due(held, int(ts.micros), _held_time, _held_order)
+        seen: set[tuple[str, str]] = reported.read() or set()
+        for _, _, record in due:
+            mark = (record["kind"], record["stage"])
+            if mark not in seen:
+                seen.add(mark)
+                yield record
+        reported.write(seen)
+        fire_at(next_release, release, [t for t, _, _ in rest[:1]])
+
     @on_timer(FORGET)
     def _forget(
         self,
@@ -110,8 +136,12 @@ class _WatchFn(beam.DoFn):
         stalled: Any = beam.DoFn.StateParam(STALLED),
         closed: Any = beam.DoFn.StateParam(CLOSED),
         reported: Any = beam.DoFn.StateParam(REPORTED),
+        held: Any = beam.DoFn.StateParam(HELD),
+        next_release: Any = beam.DoFn.StateParam(NEXT_RELEASE),
     ) -> None:
-        for state in (latest, pending, stalled, closed, reported):
+        # Held anomalies were released long before: they are no later than the file's last event, and this
+        # fires a TTL after it.
+        for state in (latest, pending, stalled, closed, reported, held, next_release):
             state.clear()
 
     @on_timer(FIRE)
@@ -145,6 +175,18 @@ class _WatchFn(beam.DoFn):
                        "next_i": nxt, "at_us": now})
         pending.clear()
         yield anomaly.to_dict()
+
+
+# Of a stage's anomalies judged at one moment, the backtest's order: the reported latency, then the wait.
+_MEASURE_RANK = {"latency": 0, "wait": 1}
+
+
+def _held_time(item: tuple[int, int, dict[str, Any]]) -> int:
+    return item[0]
+
+
+def _held_order(item: tuple[int, int, dict[str, Any]]) -> tuple[int, int]:
+    return item[0], item[1]
 
 
 def _first_beyond(mark: Any, stages: list[dict[str, Any]], rules: TraceRules) -> tuple[str, int] | None:
