@@ -31,11 +31,11 @@ import apache_beam as beam
 from apache_beam.coders import PickleCoder, VarIntCoder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.timeutil import TimeDomain
-from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.transforms.window import TimestampedValue
 
 from stagewatch.baselines import END_TO_END, BaselineConfig, BaselineStore
-from stagewatch.beam.timers import fire_at, fire_no_later_than
+from stagewatch.beam.timers import fire_at, fire_no_later_than, take_due
 from stagewatch.sketch import bin_of
 from stagewatch.timeutil import US_PER_S
 from stagewatch.traces import TraceRules
@@ -62,10 +62,12 @@ def _shard_of(uid: str) -> int:
 
 
 class _CountBinsFn(beam.DoFn):
-    """Per (baseline stage, shard): {interval: counts}, each interval sent on to the stage's roll when the
-    watermark passes its end; what comes for an interval already sent is sent as an increment."""
+    """Per (baseline stage, shard): the measurements of each interval, counted into bins and sent on to the
+    stage's roll when the watermark passes the interval's end; what comes for an interval already sent is
+    sent as an increment. (Kept as a bag of values until then: an append per measurement, where a running
+    dictionary in state would be decoded and encoded whole for each.)"""
 
-    PENDING = ReadModifyWriteStateSpec("pending", PickleCoder())
+    VALUES = BagStateSpec("values", PickleCoder())
     NEXT = ReadModifyWriteStateSpec("next_fire_us", VarIntCoder())
     FIRE = TimerSpec("fire", TimeDomain.WATERMARK)
 
@@ -75,38 +77,38 @@ class _CountBinsFn(beam.DoFn):
     def process(
         self,
         kv: tuple[tuple[str, int], tuple[int, str | None, float]],
-        pending: Any = beam.DoFn.StateParam(PENDING),
+        values: Any = beam.DoFn.StateParam(VALUES),
         next_fire: Any = beam.DoFn.StateParam(NEXT),
         fire: Any = beam.DoFn.TimerParam(FIRE),
     ) -> None:
-        k, tenant, value = kv[1]
-        by_step: dict[int, Counts] = pending.read() or {}
-        counts = by_step.setdefault(k, {})
-        b = bin_of(value)
-        counts[(None, b)] = counts.get((None, b), 0.0) + 1.0
-        if tenant is not None:
-            counts[(tenant, b)] = counts.get((tenant, b), 0.0) + 1.0
-        pending.write(by_step)
-        fire_no_later_than(next_fire, fire, (k + 1) * self._interval_us)
+        values.add(kv[1])
+        fire_no_later_than(next_fire, fire, (kv[1][0] + 1) * self._interval_us)
 
     @on_timer(FIRE)
     def _fire(
         self,
         key: Any = beam.DoFn.KeyParam,
         ts: Any = beam.DoFn.TimestampParam,
-        pending: Any = beam.DoFn.StateParam(PENDING),
+        values: Any = beam.DoFn.StateParam(VALUES),
         next_fire: Any = beam.DoFn.StateParam(NEXT),
         fire: Any = beam.DoFn.TimerParam(FIRE),
     ) -> Iterator[Any]:
-        interval, now = self._interval_us, int(ts.micros)
-        by_step: dict[int, Counts] = pending.read() or {}
-        for k in sorted(k for k in by_step if (k + 1) * interval <= now):
-            yield TimestampedValue((key[0], (k, by_step.pop(k))), (k + 1) * interval / US_PER_S)
-        if by_step:
-            pending.write(by_step)
-        else:
-            pending.clear()
-        fire_at(next_fire, fire, [(k + 1) * interval for k in by_step])
+        interval = self._interval_us
+        due, rest = take_due(values, int(ts.micros), lambda v: (v[0] + 1) * interval, _interval_of)
+        by_step: dict[int, Counts] = {}
+        for k, tenant, value in due:
+            counts = by_step.setdefault(k, {})
+            b = bin_of(value)
+            counts[(None, b)] = counts.get((None, b), 0.0) + 1.0
+            if tenant is not None:
+                counts[(tenant, b)] = counts.get((tenant, b), 0.0) + 1.0
+        for k in sorted(by_step):
+            yield TimestampedValue((key[0], (k, by_step[k])), (k + 1) * interval / US_PER_S)
+        fire_at(next_fire, fire, [(rest[0][0] + 1) * interval] if rest else [])
+
+
+def _interval_of(v: tuple[int, str | None, float]) -> int:
+    return v[0]
 
 
 class _RollFn(beam.DoFn):
