@@ -372,6 +372,9 @@ def notes(summary: dict[str, Any]) -> list[str]:
             out.append(f"* The runner fixes of `local_runner`: {kind} {b['best_seconds']:.1f} s without them, "
                        f"{a['best_seconds']:.1f} s with them ({b['best_seconds'] / a['best_seconds']:.2f}×).")
     out += [
+        "* Runs without the fixes still have the runner's two corrections (an empty bundle scheduled on a ParDo "
+        "with a side input crashed it; its stateful steps' timers did not hold their output watermark): the job "
+        "needs them to run, or to run right (`stagewatch/beam/local.py`).",
         "* The RobustZScore pipeline re-windows the durations into the global window before `AnomalyDetection`: "
         "its model is keyed state, and state is per key and window, so left in the UID session windows every "
         "session would score its handful of durations against an empty model of its own.",
