@@ -1,5 +1,6 @@
 """The local runner's fixes keep what a pipeline sees: every bundle still gets a DoFn of its own; timers due
-when set fire in order, and only once the watermark passed them."""
+when set fire in order, and only once the watermark passed them. Its corrections: a pending timer holds its
+step's output watermark."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import pytest
 from apache_beam.coders import VarIntCoder
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.testing.test_stream import TestStream
+from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import BagStateSpec, TimerSpec, on_timer
-from apache_beam.transforms.window import TimestampedValue
+from apache_beam.transforms.window import FixedWindows, TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from stagewatch.beam.local import local_runner
@@ -109,3 +111,42 @@ def test_timers_due_by_the_watermark_fire_in_the_bundle_that_set_them() -> None:
     # Everything due by watermark 100 (the first eight releases) in one bundle: without fix 7 it took five.
     first_eight = {bundle for key, t, bundle in _RELEASED if t < 100}
     assert len(first_eight) == 1, _RELEASED
+
+
+class _EmitAtTimer(beam.DoFn):
+    """Buffers values; when the watermark passes the earliest, emits them all at that timer's time."""
+
+    BUFFER = BagStateSpec("buffer", VarIntCoder())
+    FIRE = TimerSpec("fire", TimeDomain.WATERMARK)
+
+    def process(self, kv: tuple[str, int], buffer: Any = beam.DoFn.StateParam(BUFFER),
+                fire: Any = beam.DoFn.TimerParam(FIRE)) -> None:
+        buffer.add(kv[1])
+        fire.set(Timestamp(seconds=min(buffer.read())))
+
+    @on_timer(FIRE)
+    def _fire(self, ts: Any = beam.DoFn.TimestampParam, buffer: Any = beam.DoFn.StateParam(BUFFER)) -> Any:
+        for v in buffer.read():
+            yield TimestampedValue(("all", v), ts)
+        buffer.clear()
+
+
+def test_a_pending_timer_holds_its_steps_output_watermark() -> None:
+    """Correction B: what a timer emits at its own time is not late for the step after it, however far the
+    watermark jumped. Here it is grouped in 10-second windows with no allowed lateness: without the hold the
+    watermark downstream passed the window before the timer fired, and the group lost it."""
+    stream = (
+        TestStream()
+        .add_elements([TimestampedValue(("a", 5), 5), TimestampedValue(("a", 7), 7), TimestampedValue(("b", 25), 25)])
+        .advance_watermark_to(100)  # one jump past every window
+        .advance_watermark_to_infinity()
+    )
+    opts = PipelineOptions()
+    opts.view_as(StandardOptions).streaming = True
+    with beam.Pipeline(runner=local_runner(), options=opts) as p:
+        grouped = (p | stream | beam.Map(lambda kv: kv).with_output_types(tuple[str, int])
+                   | beam.ParDo(_EmitAtTimer())
+                   | beam.WindowInto(FixedWindows(10), allowed_lateness=0)
+                   | beam.GroupByKey()
+                   | beam.Map(lambda kv: sorted(kv[1])))
+        assert_that(grouped, equal_to([[5, 7], [25]]))
