@@ -115,12 +115,11 @@ class _RollFn(beam.DoFn):
     """Per baseline stage: the interval counts of every shard, summed, folded ``grace`` after each interval's
     end.
 
-    The fold waits ``grace`` past the interval's end for increments: measurements emitted by a timer can reach
-    the shards after the watermark passed their interval (the in-process runner does not hold a stateful
-    step's output watermark for its timers), and a fold must not miss them. Counts that come after their
-    interval was folded anyway (later than the grace; locally only when the input ends and the watermark
-    jumps to infinity) are counted in ``baseline_counts_after_fold`` and left out: the store's clock only
-    moves forward.
+    The fold waits ``grace`` past the interval's end for increments: a measurement can reach its shard after
+    the watermark passed its interval (data behind the watermark; or a runner that does not hold a step's
+    output watermark for its pending timers, as Beam's in-process runner as shipped does not), and a fold
+    should not miss it. Counts that come after their interval was folded anyway are counted in
+    ``baseline_counts_after_fold`` and left out: the store's clock only moves forward.
     """
 
     STORE = ReadModifyWriteStateSpec("store", PickleCoder())
