@@ -38,6 +38,19 @@ def _summary(uid: str, stages: list[tuple[str, int]], status: str = "open") -> d
                         "verdict": "ok"} for s, t in stages]}
 
 
+def _streaming() -> PipelineOptions:
+    opts = PipelineOptions()
+    opts.view_as(StandardOptions).streaming = True
+    return opts
+
+
+def _watch(tagged: beam.PCollection) -> Any:
+    """``WatchStalls`` over one stream of (input name, record): split into its four inputs."""
+    inputs = [tagged | f"Only{name.title()}" >> beam.FlatMap(lambda r, n=name: [r[1]] if r[0] == n else [])
+              for name in ("progress", "deadline", "summary", "anomaly")]
+    return tuple(inputs) | WatchStalls(RULES)
+
+
 def test_a_stalled_file_arrives_only_when_it_gets_past_its_stall() -> None:
     """Each file waits at enqueue (t0 + 10 s) for download, overdue at t0 + 60 s, and is declared stalled then.
 
@@ -67,13 +80,8 @@ def test_a_stalled_file_arrives_only_when_it_gets_past_its_stall() -> None:
         if t_us > watermark:
             stream, watermark = stream.advance_watermark_to(t_us / S), t_us
     stream = stream.advance_watermark_to_infinity()
-    opts = PipelineOptions()
-    opts.view_as(StandardOptions).streaming = True
-    with beam.Pipeline(runner=local_runner(), options=opts) as p:
-        tagged = p | stream
-        inputs = [tagged | f"Only{name.title()}" >> beam.FlatMap(lambda r, n=name: [r[1]] if r[0] == n else [])
-                  for name in ("progress", "deadline", "summary", "anomaly")]
-        out = tuple(inputs) | WatchStalls(RULES)
+    with beam.Pipeline(runner=local_runner(), options=_streaming()) as p:
+        out = _watch(p | stream)
         assert_that(out.stalls | beam.Map(lambda a: (a["kind"], a["uid"], a["stage"], a["detected_at"])),
                     equal_to([("stalled", uid, "download", format_rfc3339(stalled_at)) for uid in "abc"]),
                     label="Stalls")
@@ -101,12 +109,7 @@ def test_of_a_stages_two_slow_measures_the_one_the_backtest_judged_first_is_repo
               .add_elements([TimestampedValue(("anomaly", a), parse_rfc3339_us(a["detected_at"]) / S)
                              for a in arrivals])
               .advance_watermark_to(T0 / S + 60).advance_watermark_to_infinity())
-    opts = PipelineOptions()
-    opts.view_as(StandardOptions).streaming = True
-    with beam.Pipeline(runner=local_runner(), options=opts) as p:
-        tagged = p | stream
-        inputs = [tagged | f"Only{name.title()}" >> beam.FlatMap(lambda r, n=name: [r[1]] if r[0] == n else [])
-                  for name in ("progress", "deadline", "summary", "anomaly")]
-        out = tuple(inputs) | WatchStalls(RULES)
+    with beam.Pipeline(runner=local_runner(), options=_streaming()) as p:
+        out = _watch(p | stream)
         assert_that(out.stalls | beam.Map(lambda a: (a["uid"], a["measure"])),
                     equal_to([("d", "latency"), ("e", "wait")]))
