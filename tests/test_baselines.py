@@ -9,7 +9,7 @@ import random
 import numpy as np
 import pytest
 
-from stagewatch.baselines import BaselineConfig, BaselineStore
+from stagewatch.baselines import BaselineConfig, BaselineStore, bin_counts
 from stagewatch.sketch import GAMMA, MAX_MS, MIN_MS, HistogramBank, bin_of, bins_of, value_of
 
 pytestmark = pytest.mark.unit
@@ -173,3 +173,15 @@ def test_a_store_pickled_before_learning_was_deferred_still_loads() -> None:
     restored = pickle.loads(pickle.dumps(old))
     feed(restored, [10.0] * 5, start_s=end)
     assert restored.lookup("call", None)[0] is not None
+
+
+def test_bin_counts_count_each_value_for_the_stage_and_its_tenant() -> None:
+    rng = random.Random(8)
+    heard = [(rng.choice(["t1", "t2", None]), rng.lognormvariate(7, 1.5)) for _ in range(2000)]
+    heard += [(None, 0.0), ("t1", 1e12)]  # the first and last bins
+    want: dict[tuple[str | None, int], float] = {}
+    for tenant, value in heard:
+        for key in {(None, bin_of(value)), (tenant, bin_of(value))}:
+            want[key] = want.get(key, 0.0) + 1.0
+    assert bin_counts(heard) == want
+    assert bin_counts([]) == {}

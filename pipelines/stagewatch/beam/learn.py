@@ -34,9 +34,8 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.transforms.window import TimestampedValue
 
-from stagewatch.baselines import END_TO_END, BaselineConfig, BaselineStore
+from stagewatch.baselines import END_TO_END, BaselineConfig, BaselineStore, bin_counts
 from stagewatch.beam.timers import fire_at, fire_no_later_than, take_due
-from stagewatch.sketch import bin_of
 from stagewatch.timeutil import US_PER_S
 from stagewatch.traces import TraceRules
 
@@ -95,15 +94,11 @@ class _CountBinsFn(beam.DoFn):
     ) -> Iterator[Any]:
         interval = self._interval_us
         due, rest = take_due(values, int(ts.micros), lambda v: (v[0] + 1) * interval, _interval_of)
-        by_step: dict[int, Counts] = {}
+        by_step: dict[int, list[tuple[str | None, float]]] = {}
         for k, tenant, value in due:
-            counts = by_step.setdefault(k, {})
-            b = bin_of(value)
-            counts[(None, b)] = counts.get((None, b), 0.0) + 1.0
-            if tenant is not None:
-                counts[(tenant, b)] = counts.get((tenant, b), 0.0) + 1.0
+            by_step.setdefault(k, []).append((tenant, value))
         for k in sorted(by_step):
-            yield TimestampedValue((key[0], (k, by_step[k])), (k + 1) * interval / US_PER_S)
+            yield TimestampedValue((key[0], (k, bin_counts(by_step[k]))), (k + 1) * interval / US_PER_S)
         fire_at(next_fire, fire, [(rest[0][0] + 1) * interval] if rest else [])
 
 
