@@ -8,9 +8,9 @@ from setuptools.command.build_py import build_py
 
 # The BigQuery views and queries live at the top of the repository (templates/bigquery/, the project's layout), outside
 # the package; they are copied into it when it is built, so an installed stagewatch finds them
-# (stagewatch.bigquery_views.sql_dir). MANIFEST.in puts them in the sdist, which Beam builds for the workers.
+# (stagewatch.store.views.sql_dir). MANIFEST.in puts them in the sdist, which Beam builds for the workers.
 SQL_SOURCE = Path("templates") / "bigquery"
-SQL_IN_PACKAGE = Path("stagewatch") / "bigquery_sql"
+SQL_IN_PACKAGE = Path("stagewatch") / "store" / "bigquery_sql"
 
 # One exact Beam version everywhere: setup.py, the flex-template Dockerfile and the docs.
 BEAM_VERSION = "2.77.0"  # must match templates/stagewatch/Dockerfile

@@ -28,12 +28,12 @@ from pathlib import Path
 import msgspec
 import orjson
 
-from stagewatch.detector import Detector
-from stagewatch.events import StageEvent
-from stagewatch.replay import iter_lines, replay_files
-from stagewatch.simulate import STAGES, SimConfig, simulate_to_dir
-from stagewatch.stages import StageOrder
-from stagewatch.traces import TraceRules
+from stagewatch.backtest.engine import Detector
+from stagewatch.backtest.replay import iter_lines, replay_files
+from stagewatch.core.events import StageEvent
+from stagewatch.core.stages import StageOrder
+from stagewatch.core.traces import TraceRules
+from stagewatch.evaluation.simulate import STAGES, SimConfig, simulate_to_dir
 
 
 def parse_only(path: Path, library: str) -> tuple[int, float]:

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import orjson
 
-from stagewatch.evaluate import KindScore, score_kinds
-from stagewatch.records import KINDS
-from stagewatch.replay import iter_lines, replay
-from stagewatch.simulate import SimConfig, simulate_to_dir
+from stagewatch.backtest.replay import iter_lines, replay
+from stagewatch.core.records import KINDS
+from stagewatch.evaluation.scoring import KindScore, score_kinds
+from stagewatch.evaluation.simulate import SimConfig, simulate_to_dir
 
 
 def run_seed(seed: int, work: Path) -> tuple[list[KindScore], dict, int]:

@@ -17,10 +17,10 @@ from typing import Any
 
 import orjson
 
-from stagewatch.evaluate import IncidentMatch, score_incidents
-from stagewatch.incidents import IncidentTracker
-from stagewatch.replay import iter_lines, replay
-from stagewatch.simulate import SimConfig, simulate_to_dir
+from stagewatch.backtest.replay import iter_lines, replay
+from stagewatch.core.incidents import IncidentTracker
+from stagewatch.evaluation.scoring import IncidentMatch, score_incidents
+from stagewatch.evaluation.simulate import SimConfig, simulate_to_dir
 
 
 def run_seed(seed: int, work: Path) -> tuple[list[IncidentMatch], list[dict[str, Any]]]:

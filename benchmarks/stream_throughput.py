@@ -6,16 +6,16 @@ A benchmark, not a timed test: it measures and reports, it does not assert.
 
 Input: ``stagewatch simulate --short --rate R --seed 42`` (three simulated hours with the five standard faults),
 written once into the work directory. Every pipeline reads that file through the same ``TestStream``:
-``stagewatch.beam.pipeline._file_stream`` with the job's defaults (allowed lateness 60 s, watermark steps of
+``stagewatch.stream.pipeline._file_stream`` with the job's defaults (allowed lateness 60 s, watermark steps of
 a third of a baseline interval = 100 s), so all see the same lines at the same event times and the same
-watermark steps. All run in streaming mode on ``stagewatch.beam.local.local_runner`` (Beam's bundle-based
+watermark steps. All run in streaming mode on ``stagewatch.stream.local.local_runner`` (Beam's bundle-based
 DirectRunner, which is what ``stagewatch run`` uses locally).
 
 The pipelines (outputs go to a counting ``ParDo`` whose totals are read back from Beam's metrics — no files):
 
 * ``bare``: ``ParseEvents`` → key by UID → ``Sessions(3600 s)``, allowed lateness 60 s → ``GroupByKey`` →
   (uid, event count). The least any per-UID streaming job on this runner has to do.
-* ``stagewatch``: ``stagewatch.beam.pipeline.build`` (parse, dedup, traces, baselines, judging, stalls) with
+* ``stagewatch``: ``stagewatch.stream.pipeline.build`` (parse, dedup, traces, baselines, judging, stalls) with
   the options' defaults and the stage order inferred as ``construct`` does.
 * ``robustzscore``: the same stage durations fed to ``apache_beam.ml.anomaly``, computed the simple way:
   ``ParseEvents`` → key by UID → ``Sessions(3600 s)`` → ``GroupByKey`` → sort by time → (stage, ms since the
@@ -154,7 +154,7 @@ def _sessions(events: beam.PCollection, gap_s: float, lateness_s: float) -> beam
 
 
 def _defaults() -> dict[str, str]:
-    from stagewatch.beam.options import PARAMETERS
+    from stagewatch.stream.options import PARAMETERS
 
     return {p.name: p.default for p in PARAMETERS if p.default is not None}
 
@@ -163,13 +163,13 @@ def child(kind: str, fixes: bool, path: str) -> dict[str, Any]:
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
     from apache_beam.transforms.window import GlobalWindows
 
-    from stagewatch.baselines import BaselineConfig
-    from stagewatch.beam.local import local_runner
-    from stagewatch.beam.pipeline import _file_stream, _infer, build
-    from stagewatch.beam.transforms import ParseEvents
-    from stagewatch.events import Parser
-    from stagewatch.timeutil import US_PER_S
-    from stagewatch.traces import TraceRules
+    from stagewatch.core.baselines import BaselineConfig
+    from stagewatch.core.events import Parser
+    from stagewatch.core.timeutil import US_PER_S
+    from stagewatch.core.traces import TraceRules
+    from stagewatch.stream.local import local_runner
+    from stagewatch.stream.pipeline import _file_stream, _infer, build
+    from stagewatch.stream.steps.parse import ParseEvents
 
     d = _defaults()
     gap_s, lateness_s = float(d["session_gap_s"]), float(d["allowed_lateness_s"])
@@ -439,7 +439,7 @@ def main() -> int:
     if args.input:
         logs = Path(args.input)
     else:
-        from stagewatch.simulate import SHORT_FAULTS, SHORT_HOURS, SHORT_START, SimConfig, simulate_to_dir
+        from stagewatch.evaluation.simulate import SHORT_FAULTS, SHORT_HOURS, SHORT_START, SimConfig, simulate_to_dir
 
         work = Path(args.workdir) / f"short-rate{args.rate:g}-seed{args.seed}"
         logs = work / "logs.jsonl"

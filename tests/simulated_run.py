@@ -16,11 +16,11 @@ from typing import Any
 
 import orjson
 
-from stagewatch.bigquery_tables import TABLES, create_tables, dead_letter_row, row_problems
 from stagewatch.cli import main
-from stagewatch.lots import Lot, LotJudge, add_file
-from stagewatch.tables import read_table
-from stagewatch.timeutil import US_PER_S, format_rfc3339, parse_rfc3339_us
+from stagewatch.core.lots import Lot, LotJudge, add_file
+from stagewatch.core.timeutil import US_PER_S, format_rfc3339, parse_rfc3339_us
+from stagewatch.store.readers import read_table
+from stagewatch.store.schemas import TABLES, create_tables, dead_letter_row, row_problems
 
 __all__ = ["load_run", "write_run"]
 

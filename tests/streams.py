@@ -7,11 +7,11 @@ import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from stagewatch.detector import Detector, DetectorConfig
-from stagewatch.events import StageEvent
-from stagewatch.records import Anomaly, TraceSummary
-from stagewatch.stages import StageOrder
-from stagewatch.traces import TraceRules
+from stagewatch.backtest.engine import Detector, DetectorConfig
+from stagewatch.core.events import StageEvent
+from stagewatch.core.records import Anomaly, TraceSummary
+from stagewatch.core.stages import StageOrder
+from stagewatch.core.traces import TraceRules
 
 T0 = 1_780_000_000_000_000  # 2026-05-28T20:26:40Z, in microseconds
 S = 1_000_000

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from stagewatch.beam.pipeline import run
+from stagewatch.stream.pipeline import run
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,82 @@
+"""Settings from a TOML file and the command line, validated into the core's config objects.
+
+A config file (``--config stagewatch.toml``) may hold::
+
+    [stages]
+    order = ["detect", "upload", "register", "done"]   # optional; inferred from the data when absent
+    optional = ["register"]
+
+    [fields]                  # dotted paths into each log line; a list is tried in order
+    uid = ["jsonPayload.file_id", "labels.uid"]
+
+    [detector]                # DetectorConfig: allowed_lateness_s, dedup_horizon_s, hold_s, stall_factor, ttl_s
+    allowed_lateness_s = 120
+
+    [baseline]                # BaselineConfig: interval_s, half_life_s, warmup_n, k, min_ratio, tenant_baselines
+    half_life_s = 7200
+
+Command-line flags override the file.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any
+
+from stagewatch.backtest.engine import DetectorConfig
+from stagewatch.core.baselines import BaselineConfig
+from stagewatch.core.events import FieldMapping
+from stagewatch.core.stages import StageOrder
+
+__all__ = ["Settings", "load_settings"]
+
+
+class Settings:
+    def __init__(self, order: StageOrder | None, mapping: FieldMapping, detector: DetectorConfig) -> None:
+        self.order = order
+        self.mapping = mapping
+        self.detector = detector
+
+
+def _only_known(table: dict[str, Any], cls: type, where: str) -> dict[str, Any]:
+    known = {f.name for f in fields(cls)}
+    unknown = set(table) - known
+    if unknown:
+        raise ValueError(f"[{where}] has unknown keys {sorted(unknown)}; known: {sorted(known)}")
+    return table
+
+
+def load_settings(
+    config_path: str | None,
+    stages: str | None = None,
+    detector_overrides: dict[str, Any] | None = None,
+    baseline_overrides: dict[str, Any] | None = None,
+) -> Settings:
+    raw: dict[str, Any] = {}
+    if config_path:
+        path = Path(config_path)
+        if not path.is_file():
+            raise ValueError(f"config file {config_path} does not exist")
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"config file {config_path} is not valid TOML: {exc}") from exc
+    unknown = set(raw) - {"stages", "fields", "detector", "baseline"}
+    if unknown:
+        raise ValueError(f"config file has unknown sections {sorted(unknown)}")
+    order: StageOrder | None = None
+    if stages:
+        order = StageOrder.parse(stages)
+    elif "stages" in raw:
+        table = raw["stages"]
+        order = StageOrder(tuple(table.get("order", ())), frozenset(table.get("optional", ())))
+    mapping = FieldMapping.from_dict(raw.get("fields", {}))
+    base_table = _only_known(dict(raw.get("baseline", {})), BaselineConfig, "baseline")
+    base_table.update({k: v for k, v in (baseline_overrides or {}).items() if v is not None})
+    det_table = _only_known(dict(raw.get("detector", {})), DetectorConfig, "detector")
+    det_table.pop("baseline", None)
+    det_table.update({k: v for k, v in (detector_overrides or {}).items() if v is not None})
+    detector = replace(DetectorConfig(), baseline=BaselineConfig(**base_table), **det_table)
+    return Settings(order, mapping, detector)

@@ -1,0 +1,264 @@
+"""The in-process engine: dedup, event-time ordering behind a watermark, timers, traces and baselines.
+
+This is what the backtest drives (``replay``) and what the streaming job reproduces with Beam primitives:
+Beam's watermark replaces ``Ingest``; Beam's keyed state and event-time timers replace the dicts and the
+timer heap here; the baselines become a combine per interval shared as a side input. The per-UID logic is
+``Trace`` in both.
+
+Watermark: ``max event time seen - allowed_lateness``. Events are buffered and released in event-time order
+as the watermark passes them; an event older than the watermark when it arrives is *late* (dead-lettered
+with that reason). Timers (stall deadlines, skew holds, TTL) fire when the watermark passes them; before an
+event at time ``t`` is processed, every timer earlier than ``t`` has fired.
+
+The end of a finite input is not the passage of time: ``finish`` releases what is buffered, fires timers only
+up to the last event time actually seen, and reports files still in flight as ``open``.
+"""
+
+from __future__ import annotations
+
+import heapq
+from bisect import bisect_right
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from operator import itemgetter
+
+from stagewatch.core.baselines import BaselineConfig, BaselineStore
+from stagewatch.core.events import StageEvent
+from stagewatch.core.timeutil import US_PER_S
+from stagewatch.core.traces import Outbox, Trace, TraceRules
+from stagewatch.core.verdicts import Judge
+
+__all__ = ["Detector", "DetectorConfig", "Ingest"]
+
+_event_time = itemgetter(2)  # StageEvent.t_us, as a C-level key function
+# Release buffered events in batches: a sort of a nearly sorted list is cheaper than a heap push and pop per
+# event, and the order of processing is the same (event time, then arrival).
+_RELEASE_EVERY = 512
+# ... or when the watermark moved this far: a verdict waits at most this long (event time) for its batch.
+_RELEASE_AFTER_US = 5_000_000
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    allowed_lateness_s: float = 60.0
+    dedup_horizon_s: float = 3600.0
+    hold_s: float = 30.0
+    stall_factor: float = 8.0
+    min_stall_s: float = 10.0
+    ttl_s: float = 6 * 3600.0
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
+
+    def __post_init__(self) -> None:
+        if self.allowed_lateness_s < 0:
+            raise ValueError("allowed lateness must be >= 0 seconds")
+        if self.dedup_horizon_s < self.allowed_lateness_s:
+            raise ValueError("the dedup horizon must cover at least the allowed lateness")
+
+
+class Ingest:
+    """The order the core sees events in: duplicates counted once, late events set aside, the rest released
+    in event-time order behind the watermark, to ``release(events, watermark)``.
+
+    Apart from ``Detector`` so that a backtest can run it beside the parsing, in another process than the
+    traces and baselines (``replay.replay_files``); ``Detector`` wires one to itself.
+    """
+
+    def __init__(
+        self, cfg: DetectorConfig, release: Callable[[list[StageEvent], int], None], out: Outbox
+    ) -> None:
+        self.release = release
+        self.out = out
+        self.late: list[StageEvent] = []
+        self.max_seen = -1
+        self.watermark = -1
+        self._lateness_us = int(cfg.allowed_lateness_s * US_PER_S)
+        self._buffer: list[StageEvent] = []
+        self._release_at = _RELEASE_EVERY
+        self._released_wm = -1
+        # Dedup: two generations of keys, rotated every horizon of event time: O(1) per event, bounded.
+        self._dedup_us = int(cfg.dedup_horizon_s * US_PER_S)
+        self._seen_now: set[object] = set()
+        self._seen_prev: set[object] = set()
+        self._gen_end = -1
+
+    def push(self, ev: StageEvent) -> None:
+        t = ev.t_us
+        key = ev.insert_id if ev.insert_id is not None else (ev.uid, ev.stage, t)
+        if key in self._seen_now or key in self._seen_prev:
+            self.out.count("duplicates")
+            return
+        if t < self.watermark:
+            self.out.count("late")
+            self.late.append(ev)
+            return
+        if t > self._gen_end:
+            self._rotate_dedup(t)
+        self._seen_now.add(key)
+        buffer = self._buffer
+        buffer.append(ev)
+        if t > self.max_seen:
+            self.max_seen = t
+            wm = t - self._lateness_us
+            if wm > self.watermark:
+                self.watermark = wm
+        if len(buffer) >= self._release_at or self.watermark - self._released_wm >= _RELEASE_AFTER_US:
+            self.advance(self.watermark)
+
+    def flush(self) -> None:
+        """End of input: release everything buffered, as if the watermark reached the newest event."""
+        if self.max_seen >= 0:
+            self.advance(self.max_seen)
+
+    def advance(self, wm: int) -> None:
+        """Release the buffered events up to ``wm`` (sorted by event time, arrival order among equals)."""
+        self.watermark = self._released_wm = wm
+        buffer = self._buffer
+        buffer.sort(key=_event_time)
+        cut = bisect_right(buffer, wm, key=_event_time)
+        if cut < len(buffer):
+            self._buffer = buffer[cut:]
+            buffer = buffer[:cut]
+        else:
+            self._buffer = []
+        self.release(buffer, wm)
+        # What stays buffered is within the allowed lateness; wait for a batch's worth of new events.
+        self._release_at = len(self._buffer) + _RELEASE_EVERY
+
+    def _rotate_dedup(self, t: int) -> None:
+        if self._gen_end < 0:
+            self._gen_end = t + self._dedup_us
+            return
+        while t > self._gen_end:
+            self._seen_prev = self._seen_now
+            self._seen_now = set()
+            self._gen_end += self._dedup_us
+
+
+class Detector:
+    """Traces, timers and baselines over the events an ``Ingest`` releases; ``push`` and ``finish`` drive
+    both for callers that hold the whole stream in one process."""
+
+    def __init__(self, rules: TraceRules, cfg: DetectorConfig | None = None, keep_summaries: bool = True):
+        self.rules = rules
+        self.cfg = cfg or DetectorConfig()
+        self.base = BaselineStore(self.cfg.baseline)
+        self.judge = Judge(rules, self.base)
+        self.out = Outbox(keep_summaries)
+        self.ingest = Ingest(self.cfg, self.release, self.out)
+        self.traces: dict[str, Trace] = {}
+        self.watermark = -1
+        self._timers: list[tuple[int, str]] = []
+        self._timer_of: dict[str, int] = {}
+        # UIDs whose trace closed, remembered for a TTL so their stragglers do not open a new trace.
+        self._closed: dict[str, str] = {}
+        self._closed_order: deque[tuple[int, str]] = deque()
+
+    # -- input -------------------------------------------------------------------------------------------
+
+    def push(self, ev: StageEvent) -> None:
+        self.ingest.push(ev)
+
+    @property
+    def late(self) -> list[StageEvent]:
+        return self.ingest.late
+
+    @property
+    def max_seen(self) -> int:
+        return self.ingest.max_seen
+
+    def finish(self) -> None:
+        """End of input: process what is buffered, then report the files still in flight as open."""
+        self.ingest.flush()
+        self.close_open()
+
+    def close_open(self) -> None:
+        """Report the files still in flight as open (the end of a finite input is not the passage of time)."""
+        rules, out, wm = self.rules, self.out, self.watermark
+        for uid in sorted(self.traces):
+            self.traces[uid].close_open(rules, wm, out)
+        self.traces.clear()
+        self._timers.clear()
+        self._timer_of.clear()
+
+    def release(self, events: list[StageEvent], wm: int) -> None:
+        """Process released events (sorted, all at or before ``wm``) with the timers due between them, then
+        the timers due by ``wm``: before an event at ``t`` is processed, every timer earlier than ``t`` fired."""
+        self.watermark = wm
+        timers, traces, base = self._timers, self.traces, self.base
+        rules, judge, out = self.rules, self.judge, self.out
+        for ev in events:  # the per-event path, inlined: this loop is most of a backtest's time
+            t = ev.t_us
+            if timers and timers[0][0] < t:
+                self._fire_timers(t, strict=True)
+            if t >= base.next_boundary_us:
+                base.advance(t)
+            uid = ev.uid
+            trace = traces.get(uid)
+            if trace is None:
+                if uid in self._closed:
+                    self._after_close(uid, ev)
+                    continue
+                trace = traces[uid] = Trace(uid, len(rules.names))
+            if trace.add(ev, rules, judge, wm, out):
+                self._closed_trace(uid, closed_at=t, status=trace.status)
+            else:
+                self._schedule(uid, trace)
+        if timers and timers[0][0] <= wm:
+            self._fire_timers(wm, strict=False)
+        self._forget_closed(wm)
+
+    # -- internals ---------------------------------------------------------------------------------------
+
+    def _after_close(self, uid: str, ev: StageEvent) -> None:
+        """An event of a file whose trace closed: counted, not judged."""
+        closed = self._closed[uid]
+        self.out.count("after_" + closed)
+        if closed == "stalled":  # its first line after the stall: it arrived (once, as in the stream)
+            self.out.arrivals.append((uid, ev.stage, ev.t_us))
+            self._closed[uid] = "stalled_arrived"
+
+    def _schedule(self, uid: str, trace: Trace) -> None:
+        # Lazy: a trace's timer mostly moves later with each event. Only an *earlier* timer is pushed now;
+        # when an entry comes due early, it is re-pushed at the trace's current timer (see _fire_timers).
+        nt = trace.next_timer(self.rules)
+        current = self._timer_of.get(uid)
+        if current is None or nt < current:
+            self._timer_of[uid] = nt
+            heapq.heappush(self._timers, (nt, uid))
+
+    def _fire_timers(self, limit: int, strict: bool) -> None:
+        timers, timer_of, traces = self._timers, self._timer_of, self.traces
+        while timers and (timers[0][0] < limit if strict else timers[0][0] <= limit):
+            t, uid = heapq.heappop(timers)
+            if timer_of.get(uid) != t:
+                continue  # superseded by an earlier schedule
+            trace = traces.get(uid)
+            if trace is None:
+                del timer_of[uid]
+                continue
+            due = trace.next_timer(self.rules)
+            if due > t:  # the trace moved on since this entry was pushed
+                timer_of[uid] = due
+                heapq.heappush(timers, (due, uid))
+                continue
+            del timer_of[uid]
+            self.base.advance(t)
+            if trace.on_timer(self.rules, self.judge, self.watermark, self.out):
+                self._closed_trace(uid, closed_at=t, status=trace.status)
+            else:
+                self._schedule(uid, trace)
+
+    def _closed_trace(self, uid: str, closed_at: int, status: str) -> None:
+        self.traces.pop(uid, None)
+        self._timer_of.pop(uid, None)
+        self._closed[uid] = status
+        self._closed_order.append((closed_at, uid))
+
+    def _forget_closed(self, wm: int) -> None:
+        horizon = wm - self.rules.ttl_us
+        order = self._closed_order
+        while order and order[0][0] < horizon:
+            _, uid = order.popleft()
+            self._closed.pop(uid, None)
+

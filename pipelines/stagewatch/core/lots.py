@@ -1,0 +1,122 @@
+"""Lots: the files that share a lot id are one batch; report the batches that did not finish or took too long.
+
+A ``LotTracker`` is fed trace summaries (every closed file) and the passage of event time. A lot is judged
+once none of its files has logged anything for ``quiet_s`` (its upload is over and every file closed):
+
+* ``lot_incomplete`` when any of its files stalled, failed or went quiet without finishing — listed;
+* ``lot_slow`` when all finished but the batch took more than ``factor`` times the usual for lots of its
+  size to finish once it was all submitted (from its last file's first event to its last event: how the
+  customer spread the uploads is theirs, what follows is the pipeline's) (sizes grouped by powers of two, the median
+  of the last ``history`` complete lots of that size; no verdict before ``warmup`` of them).
+
+The end of a finite input judges nothing that is not yet quiet: a batch still in flight is not incomplete.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from stagewatch.core.timeutil import US_PER_MS, US_PER_S, format_duration_ms, format_rfc3339, parse_rfc3339_us
+
+__all__ = ["LotConfig", "LotJudge", "LotTracker", "add_file"]
+
+
+@dataclass(frozen=True)
+class LotConfig:
+    # Two hours: longer than a trace's TTL (1 h), after which every file of the lot has closed and said how
+    # (a stalled file's summary can come up to the TTL after its last event).
+    quiet_s: float = 7200.0
+    factor: float = 3.0
+    warmup: int = 10
+    history: int = 200
+
+    def __post_init__(self) -> None:
+        if self.quiet_s <= 0 or self.factor <= 1 or self.warmup < 1 or self.history < self.warmup:
+            raise ValueError("quiet_s > 0, factor > 1 and history >= warmup >= 1 are required")
+
+
+@dataclass
+class Lot:
+    """What is known of one batch: its files' outcomes and its span."""
+
+    first_us: int
+    last_us: int
+    submitted_us: int  # the latest first event of its files: the whole batch is in from then on
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def add_file(lot: Lot | None, summary: dict[str, Any]) -> Lot:
+    """``lot`` with one more closed file (a trace summary) — a new lot when ``lot`` is None."""
+    first, last = parse_rfc3339_us(summary["first_time"]), parse_rfc3339_us(summary["last_time"])
+    if lot is None:
+        lot = Lot(first, last, first)
+    lot.first_us, lot.last_us = min(lot.first_us, first), max(lot.last_us, last)
+    lot.submitted_us = max(lot.submitted_us, first)
+    stages = summary.get("stages") or []
+    lot.files[summary["uid"]] = {"uid": summary["uid"], "status": summary["status"], "tenant": summary.get("tenant"),
+                                 "last_stage": stages[-1]["stage"] if stages else None}
+    return lot
+
+
+class LotJudge:
+    """Judges quiet lots, in the order they went quiet, against the history of lots of their size."""
+
+    def __init__(self, cfg: LotConfig | None = None) -> None:
+        self.cfg = cfg or LotConfig()
+        self._durations: dict[int, deque[float]] = {}
+        self.judged = 0
+
+    def judge(self, lot_id: str, lot: Lot) -> dict[str, Any] | None:
+        self.judged += 1
+        size = len(lot.files)
+        duration_ms = (lot.last_us - lot.submitted_us) / US_PER_MS
+        unfinished = sorted((f for f in lot.files.values() if f["status"] != "complete"), key=lambda f: f["uid"])
+        tenants = sorted({f["tenant"] for f in lot.files.values() if f["tenant"]})
+        base = {"lot": lot_id, "tenants": tenants, "files": size, "started_at": format_rfc3339(lot.first_us),
+                "submitted_at": format_rfc3339(lot.submitted_us), "finished_at": format_rfc3339(lot.last_us),
+                "judged_at": format_rfc3339(lot.last_us + int(self.cfg.quiet_s * US_PER_S)),
+                "duration_ms": duration_ms}
+        if unfinished:
+            what = ", ".join(f"{f['uid']} ({f['status']} after {f['last_stage']})" for f in unfinished[:5])
+            more = f" and {len(unfinished) - 5} more" if len(unfinished) > 5 else ""
+            return {**base, "kind": "lot_incomplete", "expected_ms": None, "unfinished": unfinished,
+                    "message": f"lot {lot_id}: {len(unfinished)} of {size} files did not finish: {what}{more}"}
+        bucket = self._durations.setdefault(size.bit_length(), deque(maxlen=self.cfg.history))
+        expected = statistics.median(bucket) if len(bucket) >= self.cfg.warmup else None
+        bucket.append(duration_ms)
+        if expected is not None and duration_ms > self.cfg.factor * expected:
+            return {**base, "kind": "lot_slow", "expected_ms": expected, "unfinished": [],
+                    "message": f"lot {lot_id} ({size} files) took {format_duration_ms(duration_ms)} to finish after "
+                    f"its last file came in; lots of its size usually take {format_duration_ms(expected)}"}
+        return None
+
+
+class LotTracker:
+    """The backtest's lots: every closed file in, lot records out as lots go quiet."""
+
+    def __init__(self, cfg: LotConfig | None = None) -> None:
+        self.cfg = cfg or LotConfig()
+        self._lots: dict[str, Lot] = {}
+        self._judge = LotJudge(self.cfg)
+
+    @property
+    def judged(self) -> int:
+        return self._judge.judged
+
+    def observe(self, summary: dict[str, Any]) -> list[dict[str, Any]]:
+        """One closed file; returns the lot records that the time of its close made due."""
+        out = self.advance(parse_rfc3339_us(summary["closed_at"]))
+        lot_id = summary.get("lot")
+        if lot_id:
+            self._lots[lot_id] = add_file(self._lots.get(lot_id), summary)
+        return out
+
+    def advance(self, t_us: int) -> list[dict[str, Any]]:
+        quiet = int(self.cfg.quiet_s * US_PER_S)
+        # In the order they went quiet (then by id): the streaming job judges them in the same order.
+        due = sorted((lot.last_us + quiet, lot_id) for lot_id, lot in self._lots.items() if t_us - lot.last_us >= quiet)
+        records = (self._judge.judge(lot_id, self._lots.pop(lot_id)) for _, lot_id in due)
+        return [r for r in records if r is not None]

@@ -1,0 +1,433 @@
+"""One file's journey: the per-UID state machine that turns ordered stage events into measurements.
+
+A ``Trace`` is small and picklable so that the Beam driver can keep one per UID in keyed state; the backtest
+keeps them in a dict. Both feed it events in event-time order (``add``) and wake it when the watermark passes
+its timer (``on_timer``). It knows nothing of baselines: each wait, reported latency and end-to-end duration
+goes to a ``Judging`` (``judge.Judge`` in the backtest), and failures, stalls and summaries to an ``Outbox``.
+
+Durations follow the *stage order*, not arrival: a stage's duration is the time since the event of the stage
+before it. When that earlier stage has not been seen yet (clock skew between a customer's host and ours puts
+``register`` before ``upload``), the stage is *held* for up to ``hold_s`` of event time: if the earlier stage
+turns up, both durations are computed against each other (the inverted gap is clamped to 0 and counted, never
+reported as slowness); if not (a lost log line), the stage is measured from the nearest stage that was seen.
+
+Timeline of a stall (next stage ``download`` after ``enqueue`` at 12:00:00, download's threshold 20 s,
+``stall_factor`` 3)::
+
+    12:00:00  enqueue arrives   -> deadline = 12:00:00 + 3 x 20 s = 12:01:00, timer set
+    12:01:00  watermark passes  -> on_timer: "stalled", stage=download, last_stage=enqueue; trace released
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Protocol
+
+from stagewatch.core.events import StageEvent
+from stagewatch.core.records import Anomaly, StageTiming, TraceSummary, anomaly_id, stall_message
+from stagewatch.core.stages import StageOrder
+from stagewatch.core.timeutil import US_PER_MS, US_PER_S, format_duration_ms, format_rfc3339
+
+__all__ = ["Judging", "Measurement", "Outbox", "StallInfo", "Trace", "TraceRules"]
+
+_MISSING = -2  # predecessor is a required stage not seen yet: hold
+_NONE = -1  # no earlier stage at all: this is where the trace starts
+
+
+class Measurement(NamedTuple):
+    """One thing a trace measured: a stage's ``wait`` or reported ``latency`` (``stage_i``), or the
+    ``end_to_end`` duration (``stage_i`` -1), at event time ``t_us``."""
+
+    measure: str
+    stage_i: int
+    value_ms: float
+    t_us: int
+
+
+# Measurement without NamedTuple's Python-level __new__: two per event, and that __new__ was a tenth of judging.
+_measurement = tuple.__new__
+
+# (next stage index, its median, the allowed wait in ms, baseline n, judged by the tenant's own baseline)
+StallInfo = tuple[int, float, float, int, bool]
+
+
+class Judging(Protocol):
+    """What a trace hands its measurements to. The backtest judges them on the spot (``judge.Judge``); the
+    streaming job emits them, to be judged downstream against the baselines of their interval."""
+
+    def measure(self, trace: Trace, m: Measurement, now: int, out: Outbox) -> str:
+        """Judge (or pass on) one measurement; returns the stage's verdict: ok, slow, warmup or pending."""
+        ...
+
+    def stall_deadline(self, trace: Trace, next_i: int, last_t: int, now: int) -> tuple[int, StallInfo] | None:
+        """When the next stage is overdue, and what to say then; None when no baseline can tell yet."""
+        ...
+
+
+@dataclass(frozen=True)
+class TraceRules:
+    order: StageOrder
+    hold_s: float = 30.0
+    stall_factor: float = 8.0
+    # Never declare a stall sooner than this: clocks of different hosts disagree by seconds.
+    min_stall_s: float = 10.0
+    ttl_s: float = 6 * 3600.0
+
+    def __post_init__(self) -> None:
+        if self.hold_s < 0 or self.stall_factor < 1 or self.ttl_s <= 0 or self.min_stall_s < 0:
+            raise ValueError("hold_s >= 0, stall_factor >= 1, min_stall_s >= 0 and ttl_s > 0 are required")
+        # Derived lookups, computed once (frozen, so via object.__setattr__).
+        object.__setattr__(self, "index", self.order.index)
+        object.__setattr__(self, "names", self.order.stages)
+        # Reported latencies are learned under their own key: "upload" waits and "upload" RPC times differ.
+        object.__setattr__(self, "latency_names", tuple(f"{s} (reported)" for s in self.order.stages))
+        object.__setattr__(self, "optional", tuple(s in self.order.optional for s in self.order.stages))
+        object.__setattr__(self, "terminal_i", self.order.index[self.order.terminal])
+        object.__setattr__(self, "hold_us", int(self.hold_s * US_PER_S))
+        object.__setattr__(self, "ttl_us", int(self.ttl_s * US_PER_S))
+        object.__setattr__(self, "min_stall_ms", self.min_stall_s * 1000.0)
+
+    index: dict[str, int] = field(init=False, repr=False, compare=False)
+    names: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    latency_names: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    optional: tuple[bool, ...] = field(init=False, repr=False, compare=False)
+    terminal_i: int = field(init=False, repr=False, compare=False)
+    hold_us: int = field(init=False, repr=False, compare=False)
+    ttl_us: int = field(init=False, repr=False, compare=False)
+    min_stall_ms: float = field(init=False, repr=False, compare=False)
+
+
+class Outbox:
+    """Collects what traces conclude; the driver drains it. ``summaries`` is None when nobody wants them."""
+
+    __slots__ = ("anomalies", "arrivals", "counts", "summaries")
+
+    def __init__(self, keep_summaries: bool = True) -> None:
+        self.anomalies: list[Anomaly] = []
+        self.summaries: list[TraceSummary] | None = [] if keep_summaries else None
+        self.counts: dict[str, int] = {}
+        # (uid, stage, t_us): a file declared stalled logged again -- it arrived after all (incidents resolve).
+        self.arrivals: list[tuple[str, str, int]] = []
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counts[name] = self.counts.get(name, 0) + n
+
+
+class Trace:
+    __slots__ = (
+        "deadline",
+        "durs",
+        "first_t",
+        "furthest",
+        "held",
+        "last_t",
+        "lot",
+        "neg_gaps",
+        "reported",
+        "slow",
+        "stall_info",
+        "status",
+        "tenant",
+        "times",
+        "uid",
+        "unordered",
+        "verdicts",
+    )
+
+    def __init__(self, uid: str, n_stages: int) -> None:
+        self.uid = uid
+        self.tenant: str | None = None
+        self.lot: str | None = None
+        self.times: list[int | None] = [None] * n_stages
+        self.durs: list[float | None] = [None] * n_stages
+        self.verdicts: list[str] = [""] * n_stages
+        self.held: dict[int, int] | None = None  # stage index -> hold expiry
+        self.first_t = 0
+        self.last_t = 0
+        self.furthest = -1
+        self.neg_gaps = 0
+        self.deadline: int | None = None  # stall deadline for the next stage
+        # (next stage index, its median, the allowed wait, baseline n, judged by the tenant's own baseline)
+        self.stall_info: StallInfo | None = None
+        self.unordered: list[tuple[str, int]] | None = None  # events of stages outside the order
+        self.reported: list[float | None] | None = None  # latencies the log lines reported, by stage
+        self.status = "open"  # set when the trace closes: complete, stalled, failed or open (evicted / end)
+        self.slow = 0  # bit i set: stage i already reported slow (by its wait or its reported latency)
+
+    # -- driving ---------------------------------------------------------------------------------------
+
+    def add(self, ev: StageEvent, rules: TraceRules, judging: Judging, now: int, out: Outbox) -> bool:
+        """Take one event (in event-time order). Returns True when the trace closed."""
+        _, stage, t, tenant, lot, _, failed, reported = ev  # one unpack: cheaper than eight attribute loads
+        if self.last_t == 0:
+            self.first_t = self.last_t = t
+        else:
+            if t < self.first_t:
+                self.first_t = t
+            if t > self.last_t:
+                self.last_t = t
+        if self.tenant is None:
+            self.tenant = tenant
+        if self.lot is None:
+            self.lot = lot
+        i = rules.index.get(stage)
+        if i is None:
+            if self.unordered is None:
+                self.unordered = []
+            self.unordered.append((stage, t))
+            out.count("unknown_stage")
+            return False
+        times = self.times
+        if times[i] is not None:
+            out.count("repeated_stage")
+            return False
+        times[i] = t
+        if i > self.furthest:
+            self.furthest = i
+        if failed:
+            return self._fail(i, ev, rules, now, out)
+        if reported is not None:
+            if self.reported is None:
+                self.reported = [None] * len(times)
+            self.reported[i] = reported
+            # The latency the log line itself reports (an RPC's own time) is judged on its own baseline.
+            judging.measure(self, _measurement(Measurement, ("latency", i, reported, t)), now, out)
+        # The usual case, inlined: the stage before this one is already there.
+        j = i - 1 if i and times[i - 1] is not None else self._pred(i, rules, strict=True)
+        if j == _MISSING:
+            if self.held is None:
+                self.held = {}
+            self.held[i] = t + rules.hold_us
+        else:
+            self._measure(i, j, rules, judging, now, out)
+        if self.held:
+            self._release_held(rules, judging, now, out, expire_before=None)
+        return self._after_change(rules, judging, now, out)
+
+    def next_timer(self, rules: TraceRules) -> int:
+        """The earliest event time at which this trace needs waking."""
+        t = self.last_t + rules.ttl_us
+        if self.deadline is not None and self.deadline < t:
+            t = self.deadline
+        if self.held:
+            t = min(t, min(self.held.values()))
+        return t
+
+    def on_timer(self, rules: TraceRules, judging: Judging, now: int, out: Outbox) -> bool:
+        """The watermark reached ``now``: expire holds, declare a stall, or evict. True when closed."""
+        if self.held:
+            self._release_held(rules, judging, now, out, expire_before=now)
+            if self._after_change(rules, judging, now, out):
+                return True
+        if self.deadline is not None and self.deadline <= now and self.stall_info is not None:
+            self._stall(rules, now, out)
+            return True
+        if self.last_t + rules.ttl_us <= now:
+            out.count("traces_evicted")
+            self._close("open", rules, now, out)
+            return True
+        return False
+
+    def release(
+        self, events: list[StageEvent], now: int, rules: TraceRules, judging: Judging, out: Outbox
+    ) -> list[StageEvent] | None:
+        """One file's share of the watermark reaching ``now``: its events up to ``now`` (sorted), each after
+        any of its timers that falls strictly before it, then its timer if due by ``now`` — the order the
+        backtest's ``Detector`` keeps for all files at once. None while the trace stays open; when it closes,
+        the events it did not take."""
+        for i, ev in enumerate(events):
+            wake = self.next_timer(rules)
+            if self.last_t and wake < ev.t_us and self.on_timer(rules, judging, wake, out):
+                return events[i:]
+            if self.add(ev, rules, judging, ev.t_us, out):
+                return events[i + 1:]
+        if self.last_t and self.next_timer(rules) <= now and self.on_timer(rules, judging, now, out):
+            return []
+        return None
+
+    def close_open(self, rules: TraceRules, now: int, out: Outbox) -> None:
+        """End of a finite input: still in flight, reported open (not stalled)."""
+        self._close("open", rules, now, out)
+
+    # -- internals -------------------------------------------------------------------------------------
+
+    def _pred(self, i: int, rules: TraceRules, strict: bool) -> int:
+        times, optional = self.times, rules.optional
+        for j in range(i - 1, -1, -1):
+            if times[j] is not None:
+                return j
+            if strict and not optional[j]:
+                return _MISSING
+        return _NONE
+
+    def _measure(self, i: int, j: int, rules: TraceRules, judging: Judging, now: int, out: Outbox) -> None:
+        if j == _NONE:
+            self.verdicts[i] = "start"
+            return
+        ti, tj = self.times[i], self.times[j]
+        assert ti is not None and tj is not None
+        gap = (ti - tj) / US_PER_MS
+        if gap < 0:
+            # Clock skew between hosts: an inverted pair is not slowness, and not a duration to learn from
+            # either (a baseline of zeros would alert on the first honest gap). Clamp, count, move on.
+            self.durs[i] = 0.0
+            self.verdicts[i] = "skew"
+            self.neg_gaps += 1
+            out.count("negative_gaps")
+            return
+        self.durs[i] = gap
+        self.verdicts[i] = judging.measure(self, _measurement(Measurement, ("wait", i, gap, ti)), now, out)
+
+    def _release_held(
+        self, rules: TraceRules, judging: Judging, now: int, out: Outbox, expire_before: int | None
+    ) -> None:
+        held = self.held
+        assert held is not None
+        progress = True
+        while progress and held:
+            progress = False
+            for i in sorted(held):
+                expired = expire_before is not None and held[i] <= expire_before
+                j = self._pred(i, rules, strict=not expired)
+                if j != _MISSING:
+                    del held[i]
+                    self._measure(i, j, rules, judging, now, out)
+                    progress = True
+
+    def _after_change(self, rules: TraceRules, judging: Judging, now: int, out: Outbox) -> bool:
+        term = rules.terminal_i
+        if self.times[term] is not None and not self.held:
+            self._complete(rules, judging, now, out)
+            return True
+        # The stall deadline: the next required stage after the furthest one seen, judged by its own baseline.
+        nxt = self.furthest + 1
+        while nxt <= term and rules.optional[nxt]:
+            nxt += 1
+        self.deadline = None
+        self.stall_info = None
+        if nxt <= term:
+            last = self.times[self.furthest]
+            assert last is not None
+            found = judging.stall_deadline(self, nxt, last, now)
+            if found is not None:
+                self.deadline, self.stall_info = found
+        return False
+
+    def _complete(self, rules: TraceRules, judging: Judging, now: int, out: Outbox) -> None:
+        t_term = self.times[rules.terminal_i]
+        assert t_term is not None
+        e2e = (t_term - self.first_t) / US_PER_MS
+        judging.measure(self, Measurement("end_to_end", -1, e2e, t_term), now, out)
+        self._close("complete", rules, now, out, e2e)
+
+    def _fail(self, i: int, ev: StageEvent, rules: TraceRules, now: int, out: Outbox) -> bool:
+        j = self._pred(i, rules, strict=False)
+        observed = None
+        if j >= 0:
+            tj = self.times[j]
+            assert tj is not None
+            observed = max(0.0, (ev.t_us - tj) / US_PER_MS)
+            self.durs[i] = observed
+        self.verdicts[i] = "failed"
+        stage = rules.names[i]
+        after = f" after {format_duration_ms(observed)}" if observed is not None else ""
+        out.anomalies.append(
+            self.anomaly(
+                "failed", stage, rules.names[j] if j >= 0 else None, ev.t_us, now,
+                observed_ms=observed,
+                expected_ms=None,
+                threshold_ms=None,
+                score=None,
+                baseline_n=None,
+                baseline=None,
+                severity="error",
+                measure=None,
+                message=f"{stage} of {self.uid} failed{after}",
+            )
+        )
+        self._close("failed", rules, now, out)
+        return True
+
+    def anomaly(
+        self, kind: str, stage: str, last_stage: str | None, t: int, now: int, **verdict: Any
+    ) -> Anomaly:
+        """An anomaly about this file: who, where and when are the trace's; ``verdict`` is the rest."""
+        return Anomaly(
+            anomaly_id=anomaly_id(kind, self.uid, stage, t),
+            kind=kind,
+            uid=self.uid,
+            stage=stage,
+            last_stage=last_stage,
+            tenant=self.tenant,
+            lot=self.lot,
+            event_time=format_rfc3339(t),
+            detected_at=format_rfc3339(now),
+            **verdict,
+        )
+
+    def _stall(self, rules: TraceRules, now: int, out: Outbox) -> None:
+        assert self.stall_info is not None and self.deadline is not None
+        nxt, median, allowed_ms, n, by_tenant = self.stall_info
+        last_i = self.furthest
+        last_t = self.times[last_i]
+        assert last_t is not None
+        waited = (now - last_t) / US_PER_MS
+        missing, last = rules.names[nxt], rules.names[last_i]
+        out.anomalies.append(
+            self.anomaly(
+                "stalled", missing, last, self.deadline, now,
+                observed_ms=waited,
+                expected_ms=median,
+                threshold_ms=allowed_ms,
+                score=waited / allowed_ms if allowed_ms > 0 else None,
+                baseline_n=n,
+                baseline="tenant" if by_tenant else "stage",
+                severity="critical",
+                measure="deadline",
+                message=stall_message(self.uid, missing, last, waited, median, allowed_ms),
+            )
+        )
+        self._close("stalled", rules, now, out)
+
+    def _close(self, status: str, rules: TraceRules, now: int, out: Outbox, e2e: float | None = None) -> None:
+        self.status = status
+        out.count("traces_" + status)
+        if out.summaries is None:
+            return
+        stages = []
+        reported = self.reported
+        for i, t in enumerate(self.times):
+            if t is not None:
+                stages.append(
+                    StageTiming(
+                        rules.names[i],
+                        format_rfc3339(t),
+                        self.durs[i],
+                        reported[i] if reported is not None else None,
+                        "slow" if (self.slow >> i) & 1 else self.verdicts[i] or "held",
+                    )
+                )
+        if self.unordered:
+            for name, t in self.unordered:
+                stages.append(StageTiming(name, format_rfc3339(t), None, None, "unordered"))
+        stages.sort(key=lambda s: s.time)
+        missing = tuple(
+            rules.names[i]
+            for i in range(self.furthest)
+            if self.times[i] is None and not rules.optional[i]
+        )
+        out.summaries.append(
+            TraceSummary(
+                uid=self.uid,
+                tenant=self.tenant,
+                lot=self.lot,
+                status=status,
+                first_time=format_rfc3339(self.first_t),
+                last_time=format_rfc3339(self.last_t),
+                end_to_end_ms=e2e,
+                stages=tuple(stages),
+                missing_stages=missing,
+                negative_gaps=self.neg_gaps,
+                closed_at=format_rfc3339(now),
+            )
+        )

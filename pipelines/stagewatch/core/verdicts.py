@@ -1,0 +1,120 @@
+"""Verdicts: a trace's measurements judged against the baselines, and what is learned from them.
+
+``Judge`` is the in-process ``Judging`` of the backtest: it judges each measurement the moment the trace makes
+it, against the snapshot of the current interval, then learns it. The streaming job makes the same calls from
+a step that sees the measurements of one interval together with that interval's snapshots (README, "The
+streaming job's design"); ``judge_measurement`` and ``stall_deadline`` are the pieces both share.
+"""
+
+from __future__ import annotations
+
+from stagewatch.core.baselines import END_TO_END, BaselineStore, Snapshot
+from stagewatch.core.records import Anomaly, slow_message
+from stagewatch.core.timeutil import US_PER_MS
+from stagewatch.core.traces import Measurement, Outbox, StallInfo, Trace, TraceRules
+
+__all__ = ["Judge", "baseline_stage", "judge_measurement", "stall_deadline"]
+
+
+def baseline_stage(m: Measurement, rules: TraceRules) -> str:
+    """The baseline a measurement is judged and learned under."""
+    if m.measure == "end_to_end":
+        return END_TO_END
+    return rules.latency_names[m.stage_i] if m.measure == "latency" else rules.names[m.stage_i]
+
+
+def judge_measurement(
+    trace: Trace, m: Measurement, snap: Snapshot | None, by_tenant: bool, rules: TraceRules, now: int
+) -> tuple[str, Anomaly | None]:
+    """(verdict, anomaly or None) for one measurement against the snapshot that judges it."""
+    if snap is None:
+        return "warmup", None
+    if m.value_ms <= snap.threshold_ms:
+        return "ok", None
+    end_to_end = m.measure == "end_to_end"
+    kind, stage = ("slow_trace", END_TO_END) if end_to_end else ("slow_stage", rules.names[m.stage_i])
+    ratio = m.value_ms / snap.threshold_ms
+    anomaly = trace.anomaly(
+        kind, stage, rules.names[trace.furthest] if trace.furthest >= 0 else None, m.t_us, now,
+        observed_ms=m.value_ms,
+        expected_ms=snap.median_ms,
+        threshold_ms=snap.threshold_ms,
+        score=ratio,
+        baseline_n=int(snap.n),
+        baseline="tenant" if by_tenant else "stage",
+        severity="critical" if ratio >= 2 else "warning",
+        measure=m.measure,
+        message=slow_message(
+            stage, trace.uid, m.value_ms, snap.median_ms, snap.threshold_ms, by_tenant, trace.tenant, m.measure
+        ),
+    )
+    return "slow", anomaly
+
+
+def stall_deadline(
+    next_i: int, last_t: int, snap: Snapshot | None, by_tenant: bool, rules: TraceRules
+) -> tuple[int, StallInfo] | None:
+    """The next stage is overdue ``stall_factor`` x its own alert line (at least ``min_stall_s``) after the
+    last stage seen: a fast stage stalls in seconds, a slow one in minutes."""
+    if snap is None:
+        return None
+    allowed_ms = max(rules.stall_factor * snap.threshold_ms, rules.min_stall_ms)
+    return last_t + int(allowed_ms * US_PER_MS), (next_i, snap.median_ms, allowed_ms, int(snap.n), by_tenant)
+
+
+class Judge:
+    """Immediate verdicts for the in-process driver: judge against the current snapshot, then learn.
+
+    Within an interval the snapshots do not change, so what a (measure, stage, tenant) is judged by and the
+    list it is learned into are looked up once per interval (the store's ``epoch``) and kept: a measurement
+    then costs a dictionary lookup, a comparison and an append. The backtest makes two per event.
+    """
+
+    def __init__(self, rules: TraceRules, base: BaselineStore) -> None:
+        self.rules = rules
+        self.base = base
+        self._epoch = -1
+        self._judged_by: dict[tuple[str, int, str | None], tuple[Snapshot | None, bool, list[float]]] = {}
+        self._deadlines: dict[tuple[int, str | None], tuple[int, StallInfo] | None] = {}
+
+    def _renew(self) -> None:
+        self._epoch = self.base.epoch
+        self._judged_by.clear()
+        self._deadlines.clear()
+
+    def measure(self, trace: Trace, m: Measurement, now: int, out: Outbox) -> str:
+        if self.base.epoch != self._epoch:
+            self._renew()
+        key = (m.measure, m.stage_i, trace.tenant)
+        entry = self._judged_by.get(key)
+        if entry is None:
+            stage = baseline_stage(m, self.rules)
+            snap, by_tenant = self.base.lookup(stage, trace.tenant)
+            entry = self._judged_by[key] = (snap, by_tenant, self.base.learning(stage, trace.tenant))
+        snap, by_tenant, learning = entry
+        learning.append(m.value_ms)  # learned as of the interval's end: after every verdict made in it
+        if snap is None:
+            if m.measure == "wait":
+                out.count("verdicts_warmup")
+            return "warmup"
+        if m.value_ms <= snap.threshold_ms:
+            return "ok"
+        verdict, anomaly = judge_measurement(trace, m, snap, by_tenant, self.rules, now)
+        # One slow_stage per stage, whichever measure (wait or reported latency) saw it first.
+        if anomaly is not None and (m.stage_i < 0 or not (trace.slow >> m.stage_i) & 1):
+            if m.stage_i >= 0:
+                trace.slow |= 1 << m.stage_i
+            out.anomalies.append(anomaly)
+        return verdict
+
+    def stall_deadline(self, trace: Trace, next_i: int, last_t: int, now: int) -> tuple[int, StallInfo] | None:
+        if self.base.epoch != self._epoch:
+            self._renew()
+        key = (next_i, trace.tenant)
+        if key in self._deadlines:
+            found = self._deadlines[key]
+        else:
+            snap, by_tenant = self.base.lookup(self.rules.names[next_i], trace.tenant)
+            # Cached as the allowed wait (a deadline after a stage seen at time 0): the same for every file.
+            found = self._deadlines[key] = stall_deadline(next_i, 0, snap, by_tenant, self.rules)
+        return None if found is None else (last_t + found[0], found[1])

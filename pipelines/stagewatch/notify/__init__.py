@@ -1,0 +1,1 @@
+"""Telling people: incident events from the job's topic to Slack."""

@@ -1,0 +1,299 @@
+"""Slack delivery of incident events: Block Kit messages, a webhook that never shows up in output, retries.
+
+``format_incident`` turns an incident event into a Block Kit message: what, where (stage, scope), how bad
+(observed vs usual), how many files and tenants, since when, and a Cloud Logging link filtered by the
+incident's files (or its stage). ``Webhook.post`` sends it: 429 and 5xx are retried with exponential backoff
+(honouring ``Retry-After``), other 4xx are counted and reported, never retried. The URL is a secret (it is
+the credential): it is kept out of every message, exception and log line this module makes.
+
+Two ways to post. An incoming webhook (``Webhook``) cannot edit or thread a message (it returns no message
+id), so every event is a message of its own quoting the incident's id. With a bot token (``SlackApi``:
+``chat.postMessage`` / ``chat.update``, scope ``chat:write``) the opening is the channel message, updates and
+the resolution are replies in its thread, and the resolution also rewrites the opening message so the
+channel shows it resolved. The opening's message id (``ts``) per incident is kept in memory and, with a state
+file, across restarts.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from stagewatch.core.timeutil import format_duration_ms
+
+__all__ = ["BOT_TOKEN_ENV", "WEBHOOK_ENV", "SlackApi", "Webhook", "format_incident", "logging_link", "notify",
+           "secret_value", "webhook_url"]
+
+WEBHOOK_ENV = "STAGEWATCH_SLACK_WEBHOOK"
+BOT_TOKEN_ENV = "STAGEWATCH_SLACK_BOT_TOKEN"
+_EMOJI = {"opened": ":rotating_light:", "updated": ":hourglass_flowing_sand:", "resolved": ":white_check_mark:"}
+
+
+def webhook_url(secret: str | None = None, env: dict[str, str] | None = None, session: Any = None) -> str:
+    """The webhook URL: from Secret Manager when ``secret`` (``projects/P/secrets/S[/versions/V]``) is given,
+    else from ``$STAGEWATCH_SLACK_WEBHOOK``. Raises ``ValueError`` naming where it looked, never the value."""
+    return secret_value(WEBHOOK_ENV, "--webhook-secret", secret, env, session)
+
+
+def secret_value(env_name: str, option: str, secret: str | None = None, env: dict[str, str] | None = None,
+                 session: Any = None) -> str:
+    """A credential from Secret Manager (``secret``) or else the environment variable ``env_name``."""
+    if secret:
+        name = secret if "/versions/" in secret else f"{secret}/versions/latest"
+        if session is None:
+            import google.auth
+            from google.auth.transport.requests import AuthorizedSession
+
+            credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
+            session = AuthorizedSession(credentials)
+        resp = session.get(f"https://secretmanager.googleapis.com/v1/{name}:access", timeout=30)
+        if resp.status_code != 200:
+            raise ValueError(f"Secret Manager refused {name}: HTTP {resp.status_code}")
+        return base64.b64decode(resp.json()["payload"]["data"]).decode().strip()
+    value = (env if env is not None else os.environ).get(env_name, "").strip()
+    if not value:
+        raise ValueError(f"no Slack credential: set ${env_name}, or give {option} projects/P/secrets/S")
+    return value
+
+
+def logging_link(event: dict[str, Any], project: str | None) -> str:
+    """Cloud Logging's query page, filtered by the incident's files (or its stage), over its time span."""
+    uids = event.get("sample_uids") or []
+    if uids:
+        query = "jsonPayload.uid=(" + " OR ".join(f'"{u}"' for u in uids) + ")"
+    else:
+        query = f'jsonPayload.stage="{event["stage"]}"'
+    start = event["started_at"]
+    end = event.get("resolved_at") or event["at"]
+    path = f"query;query={urllib.parse.quote(query, safe='')};timeRange={start}%2F{end}"
+    suffix = f"?project={urllib.parse.quote(project)}" if project else ""
+    return f"https://console.cloud.google.com/logs/{path}{suffix}"
+
+
+def format_incident(event: dict[str, Any], project: str | None = None) -> dict[str, Any]:
+    """A Block Kit message (``text`` is the notification's fallback)."""
+    where = {"global": "everyone", "tenant": f"tenant *{event.get('scope_key')}*", "lot":
+             f"lot *{event.get('scope_key')}*", "trace": f"file *{event.get('scope_key')}*"}.get(event["scope"],
+                                                                                                event["scope"])
+    head = f"{_EMOJI.get(event['event'], '')} {event['event'].upper()}: {event['message']}".strip()
+    how = "—"
+    if event.get("worst_observed_ms") is not None and event.get("expected_ms"):
+        how = (f"worst {format_duration_ms(event['worst_observed_ms'])} "
+               f"(usually {format_duration_ms(event['expected_ms'])})")
+    reach = f"{event['files']} files, {event['affected_tenants']} tenants"
+    if event["scope"] == "global":
+        reach += f" of {event['active_tenants']} active"
+    since = event["started_at"] + (f" → resolved {event['resolved_at']}" if event.get("resolved_at") else "")
+    fields = [
+        ("What", f"{event['kind']} at *{event['stage']}*"),
+        ("Where", where),
+        ("How bad", how),
+        ("How many", reach),
+        ("Since", since),
+        ("Incident", f"`{event['incident_id']}`"),
+    ]
+    return {
+        "text": head,
+        "blocks": [
+            {"type": "section", "text": {"type": "mrkdwn", "text": f"*{head}*"}},
+            {"type": "section", "fields": [{"type": "mrkdwn", "text": f"*{k}*\n{v}"} for k, v in fields]},
+            {"type": "actions", "elements": [{
+                "type": "button", "text": {"type": "plain_text", "text": "Logs in Cloud Logging"},
+                "url": logging_link(event, project),
+            }]},
+        ],
+    }
+
+
+@dataclass
+class Webhook:
+    """POSTs JSON to the webhook; ``stats`` counts posted, retried, failed_<status>."""
+
+    url: str
+    max_attempts: int = 6
+    base_delay_s: float = 1.0
+    max_delay_s: float = 60.0
+    timeout_s: float = 15.0
+    sleep: Callable[[float], None] = time.sleep
+    stats: Counter[str] = field(default_factory=Counter)
+
+    def __repr__(self) -> str:  # the URL is the credential
+        return f"{type(self).__name__}(<redacted>, stats={dict(self.stats)})"
+
+    def deliver(self, event: dict[str, Any], payload: dict[str, Any]) -> str:
+        """Post one incident event's message: ``posted``, ``refused`` or ``gave_up`` (see ``post``)."""
+        return self.post(payload)
+
+    def post(self, payload: dict[str, Any]) -> str:
+        """``posted``; ``refused`` (a 4xx other than 429: retrying will not help); or ``gave_up`` (429, 5xx or
+        the network, retries exhausted: worth another try later). Never raises with the URL in the message."""
+        return self._call(self.url, payload, {})[0]
+
+    def _call(self, url: str, payload: dict[str, Any], headers: dict[str, str]) -> tuple[str, bytes]:
+        body = json.dumps(payload).encode()
+        for attempt in range(1, self.max_attempts + 1):
+            status, retry_after, answer = self._send(url, body, headers)
+            if 200 <= status < 300:
+                self.stats["posted"] += 1
+                return "posted", answer
+            retryable = status == 429 or status >= 500 or status == 0
+            if not retryable or attempt == self.max_attempts:
+                self.stats[f"failed_{status or 'network'}"] += 1
+                return ("gave_up" if retryable else "refused"), answer
+            self.stats["retried"] += 1
+            delay = retry_after if retry_after is not None else self.base_delay_s * 2 ** (attempt - 1)
+            self.sleep(min(delay, self.max_delay_s))
+        return "gave_up", b""
+
+    def _send(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[int, float | None, bytes]:
+        req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json; charset=utf-8",
+                                                              **headers})
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+                return resp.status, None, resp.read()
+        except urllib.error.HTTPError as err:
+            retry = err.headers.get("Retry-After") if err.headers else None
+            return err.code, float(retry) if retry and retry.replace(".", "", 1).isdigit() else None, b""
+        except (urllib.error.URLError, TimeoutError, OSError):
+            return 0, None, b""  # network trouble: retried; the error text (which can hold the URL) is dropped
+
+
+@dataclass(repr=False)
+class SlackApi(Webhook):
+    """Slack's Web API with a bot token: the opening in the channel, the rest in its thread (see the module).
+
+    ``url`` is the API base (``https://slack.com/api``); the token, not the URL, is the credential here."""
+
+    url: str = "https://slack.com/api"
+    token: str = ""
+    channel: str = ""
+    state_path: str | None = None  # JSON {incident_id: {"channel", "ts"}}: threads survive a restart
+    # An opening whose resolution never came is forgotten after this long (its thread is stale by then).
+    forget_after_s: float = 7 * 86400.0
+    threads: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.token or not self.channel:
+            raise ValueError("the Slack Web API needs a bot token and a --channel")
+        if self.state_path:
+            folder = os.path.dirname(os.path.abspath(self.state_path))
+            if not os.path.isdir(folder):
+                raise ValueError(f"--thread-state {self.state_path}: folder {folder} does not exist")
+            if os.path.exists(self.state_path):
+                try:
+                    with open(self.state_path, encoding="utf-8") as f:
+                        threads = json.load(f)
+                except (OSError, ValueError) as exc:
+                    raise ValueError(f"--thread-state {self.state_path} is not readable JSON: {exc}") from None
+                if not isinstance(threads, dict) or not all(
+                        isinstance(v, dict) and {"channel", "ts"} <= v.keys() for v in threads.values()):
+                    raise ValueError(f"--thread-state {self.state_path} is not a notifier's state file "
+                                     "({incident_id: {channel, ts}})")
+                self.threads = threads
+
+    def deliver(self, event: dict[str, Any], payload: dict[str, Any]) -> str:
+        incident, what = event["incident_id"], event["event"]
+        parent = self.threads.get(incident)
+        message = {"channel": self.channel, **payload}
+        if parent is not None and what != "opened":
+            message["thread_ts"] = parent["ts"]
+        outcome, reply = self._api("chat.postMessage", message)
+        if outcome == "posted" and what == "opened" and reply.get("ts"):
+            # chat.update needs the channel's id, which the reply gives even when --channel is a name.
+            self.threads[incident] = {"channel": str(reply.get("channel") or self.channel), "ts": str(reply["ts"])}
+        if outcome == "posted" and parent is not None and what == "resolved":
+            # The channel shows the opening message: make it say it is over. A refusal here (a deleted
+            # message, a missing scope) still posted the resolution in the thread, which is what counts.
+            self._api("chat.update", {"channel": parent["channel"], "ts": parent["ts"], **payload})
+        if what == "resolved":
+            self.threads.pop(incident, None)
+        self._forget_stale()
+        self._save()
+        return outcome
+
+    def _api(self, method: str, message: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        outcome, answer = self._call(f"{self.url.rstrip('/')}/{method}", message,
+                                     {"Authorization": f"Bearer {self.token}"})
+        if outcome != "posted":
+            return outcome, {}
+        try:
+            reply = json.loads(answer)
+        except ValueError:
+            reply = {}
+        if not isinstance(reply, dict) or not reply.get("ok"):
+            # The Web API answers 200 with ok=false for what it refuses (bad channel, missing scope, ...).
+            error = reply.get("error", "unreadable_reply") if isinstance(reply, dict) else "unreadable_reply"
+            self.stats["posted"] -= 1
+            self.stats[f"failed_{error}"] += 1
+            return "refused", {}
+        return "posted", reply
+
+    def _forget_stale(self) -> None:
+        horizon = time.time() - self.forget_after_s
+        for incident in [i for i, m in self.threads.items() if _ts_seconds(m["ts"]) < horizon]:
+            del self.threads[incident]
+
+    def _save(self) -> None:
+        if not self.state_path:
+            return
+        tmp = f"{self.state_path}.tmp"
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(self.threads, f)
+            os.replace(tmp, self.state_path)  # never a half-written state file
+        except OSError:
+            # Posting goes on; a restart then posts updates of these incidents as messages of their own.
+            self.stats["state_not_saved"] += 1
+
+
+def _ts_seconds(ts: str) -> float:
+    try:
+        return float(ts)  # Slack's message ids are epoch seconds
+    except ValueError:
+        return 0.0
+
+
+def notify(
+    subscriber: Any, subscription: str, hook: Webhook, project: str | None, max_messages: int | None = None,
+    idle_exit_s: float | None = None, log: Callable[[str], None] = print,
+) -> tuple[int, int]:
+    """Pull incident events from ``subscription`` and post each; returns (messages, skipped non-incidents).
+
+    A message is acknowledged once posted, or refused for good (counted in ``hook.stats``); one Slack gave up
+    on after retries is left for Pub/Sub to deliver again. Stops after ``max_messages``, or after
+    ``idle_exit_s`` without a message; else runs until interrupted.
+    """
+    seen = skipped = 0
+    last_message = time.monotonic()
+    while max_messages is None or seen < max_messages:
+        if idle_exit_s is not None and time.monotonic() - last_message > idle_exit_s:
+            break
+        resp = subscriber.pull(subscription=subscription, max_messages=10, timeout=30)
+        ack = []
+        for received in resp.received_messages:
+            seen += 1
+            last_message = time.monotonic()
+            try:
+                event = json.loads(received.message.data)
+            except ValueError:
+                event = None
+            if not isinstance(event, dict) or "incident_id" not in event:
+                skipped += 1  # a per-file anomaly (--publish_anomalies) or a stranger: not for Slack
+                ack.append(received.ack_id)
+                continue
+            outcome = hook.deliver(event, format_incident(event, project))
+            log(f"stagewatch notify-slack: {outcome} {event['event']} {event['incident_id']}")
+            if outcome != "gave_up":
+                ack.append(received.ack_id)
+        if ack:
+            subscriber.acknowledge(subscription=subscription, ack_ids=ack)
+    return seen, skipped

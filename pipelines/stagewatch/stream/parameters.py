@@ -1,0 +1,74 @@
+"""The streaming job's parameters: one table from which come the ``run`` command's flags and help, the
+``PipelineOptions`` class and its validation (``beam.options``), and the flex template's ``metadata.json``.
+
+Apart from ``beam.options`` so that building the ``stagewatch`` command line does not import Beam: that import
+cost every ``stagewatch replay`` a second and 120 MB before it read a line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from stagewatch.store.schemas import DATASET_RE, PROJECT_PATTERN
+
+__all__ = ["PARAMETERS", "SUBSCRIPTION_RE", "TOPIC_RE", "Parameter"]
+
+_PROJECT = PROJECT_PATTERN
+_RESOURCE = r"[A-Za-z][-A-Za-z0-9_.~+%]{2,254}"
+SUBSCRIPTION_RE = rf"^projects/{_PROJECT}/subscriptions/{_RESOURCE}$"
+TOPIC_RE = rf"^projects/{_PROJECT}/topics/{_RESOURCE}$"
+_NUMBER_RE = r"^[0-9]+(\.[0-9]+)?$"
+_PATH_RE = r"^\S.*$"
+
+
+@dataclass(frozen=True)
+class Parameter:
+    name: str
+    label: str
+    help: str
+    regex: str
+    default: str | None = None
+    kind: type = str
+
+
+PARAMETERS: tuple[Parameter, ...] = (
+    Parameter("input_subscription", "Log entries subscription",
+              "Pub/Sub subscription of the Cloud Logging sink's topic, e.g. "
+              "projects/my-proj/subscriptions/stagewatch-logs. Message data is a LogEntry.", SUBSCRIPTION_RE),
+    Parameter("input_file", "Log entries file (local runs)",
+              "A file of LogEntry JSON lines (plain or .gz) to run over instead of a subscription; for local "
+              "runs and tests.", _PATH_RE),
+    Parameter("timestamp_attribute", "Event-time attribute",
+              "Pub/Sub message attribute holding the event time, so the watermark follows the logs' time.",
+              r"^[^\s]+$", "logging.googleapis.com/timestamp"),
+    Parameter("output_topic", "Incident topic",
+              "Pub/Sub topic for incident events (and per-file anomalies with publish_anomalies; JSON body; "
+              "attributes kind, stage, tenant, severity, event, scope), e.g. "
+              "projects/my-proj/topics/stagewatch-anomalies.", TOPIC_RE),
+    Parameter("publish_anomalies", "Publish per-file anomalies",
+              "true: the topic carries every per-file anomaly as well as the incident events (off by default: "
+              "one slowdown can make thousands).", r"^(true|false)$", "false"),
+    Parameter("bigquery_dataset", "BigQuery dataset",
+              "Dataset for the anomalies, traces, dead_letters, incidents and lots tables (created when missing, "
+              "new columns added), e.g. my-proj.stagewatch.", DATASET_RE),
+    Parameter("output_dir", "Local output folder",
+              "Folder for anomalies*.jsonl, traces*.jsonl, dead_letters*.jsonl, incidents*.jsonl and "
+              "lots*.jsonl (local runs).", _PATH_RE),
+    Parameter("stages", "Stage order",
+              "Comma-separated stage names in order (a trailing ? marks a stage optional). Inferred from the "
+              "data when empty.", r"^[^,]+(,[^,]+)*$"),
+    Parameter("session_gap_s", "Trace session gap (seconds)",
+              "Silence after which a file's trace is closed as open (its session ends) and its state freed; "
+              "events of the file within another gap after that are dead-lettered (after_close).",
+              _NUMBER_RE, "3600", float),
+    Parameter("allowed_lateness_s", "Allowed lateness (seconds)",
+              "Local runs (--input_file): the watermark trails the newest event time by this much, as the "
+              "backtest's does (from Pub/Sub the watermark is the runner's estimate). Either way, an event "
+              "older than what its file already processed is dead-lettered with reason late.",
+              _NUMBER_RE, "60", float),
+    Parameter("stall_factor", "Stall factor",
+              "A file is stalled when its next stage has not arrived within this many times that stage's "
+              "alert line.", _NUMBER_RE, "8", float),
+    Parameter("half_life_s", "Baseline half-life (seconds)",
+              "How fast the rolling baselines forget.", _NUMBER_RE, "10800", float),
+)

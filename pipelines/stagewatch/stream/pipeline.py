@@ -1,0 +1,206 @@
+"""The streaming job: ``build`` wires the steps onto a PCollection of raw lines (I/O-free, so TestStream can
+stand in for Pub/Sub); ``run`` attaches the sources and sinks the options ask for and runs it.
+
+    lines → ParseEvents → Dedup → AssembleTraces ─ measurements ─┬→ LearnBaselines → snapshots ─┐
+                 │                     │    │  │                 └→ JudgeMeasurements ←─────────┘
+                 │                     │    │  └ progress ───────────────────┐   │ anomalies, deadlines
+                 │                     │    └ summaries ──→ WatchStalls ←────┴───┘
+                 └ dead letters        └ failures              │ stalls, final summaries
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from stagewatch.core.baselines import BaselineConfig
+from stagewatch.core.events import Parser, StageEvent
+from stagewatch.core.stages import StageOrder
+from stagewatch.core.timeutil import US_PER_S
+from stagewatch.core.traces import TraceRules
+from stagewatch.stream.local import local_runner
+from stagewatch.stream.options import ValidatedOptions, validate
+from stagewatch.stream.sinks import PublishAnomalies, WriteJsonl, WriteTableRows, clear_local_output
+from stagewatch.stream.steps.assemble import FAILURES, LATE, PROGRESS, SUMMARIES, AssembleTraces
+from stagewatch.stream.steps.incidents import TrackIncidents
+from stagewatch.stream.steps.judging import JudgeMeasurements
+from stagewatch.stream.steps.learn import LearnBaselines
+from stagewatch.stream.steps.lots import TrackLots
+from stagewatch.stream.steps.parse import DEAD_LETTERS, Dedup, ParseEvents
+from stagewatch.stream.steps.stalls import ARRIVALS, STALLED_SUMMARIES, WatchStalls
+
+__all__ = ["Outputs", "build", "construct", "run"]
+
+
+@dataclass
+class Outputs:
+    anomalies: beam.PCollection
+    traces: beam.PCollection
+    dead_letters: beam.PCollection
+    incidents: beam.PCollection
+    lots: beam.PCollection
+
+
+def build(
+    lines: beam.PCollection, rules: TraceRules, baseline: BaselineConfig, stamp: bool = True,
+    end_us: int | None = None, watermark_step_s: float = 0.0,
+) -> Outputs:
+    """The detection graph on ``lines``; ``end_us``: a finite input's last event time (in-flight files at the
+    end are open, not stalled, as in the backtest); ``watermark_step_s``: how far the source's watermark
+    jumps at once (a local file's ``TestStream``)."""
+    parsed = lines | "Parse" >> ParseEvents(Parser(), stamp=stamp)
+    events = parsed.events | "Dedup" >> Dedup()
+    assembled = events | "Assemble" >> AssembleTraces(rules)
+    measurements, progress = assembled.measurements, assembled[PROGRESS]
+    snapshots = measurements | "Learn" >> LearnBaselines(rules, baseline)
+    to_judge = (measurements, progress) | "ToJudge" >> beam.Flatten()
+    verdicts, deadlines = (to_judge, snapshots) | "Judge" >> JudgeMeasurements(rules, baseline)
+    if end_us is not None:
+        deadlines = deadlines | "UntilEndOfInput" >> beam.Filter(lambda d: d["deadline_us"] <= end_us)
+    watched = (progress, deadlines, assembled[SUMMARIES], verdicts) | "Stalls" >> WatchStalls(rules)
+    anomalies = (assembled[FAILURES], watched.stalls) | "AllAnomalies" >> beam.Flatten()
+    dead = (parsed[DEAD_LETTERS], assembled[LATE]) | "AllDeadLetters" >> beam.Flatten()
+    traces = watched[STALLED_SUMMARIES]
+    lots = traces | "Lots" >> TrackLots(end_us=end_us)
+    # Verdicts reach the incident step up to the baseline fold's grace (half an interval) behind the
+    # watermark, and a jumping watermark adds its step: the tracker decides that far behind it.
+    incidents = (anomalies, traces, watched[ARRIVALS], lots) | "Incidents" >> TrackIncidents(
+        interval_s=baseline.interval_s, end_us=end_us, hold_s=baseline.interval_s / 2 + watermark_step_s)
+    return Outputs(anomalies, traces, dead, incidents, lots)
+
+
+def _file_stream(
+    path: str, lateness_us: int, step_us: int, chunk: int = 2000
+) -> tuple[Any, list[tuple[int, str, str]], int]:
+    """A local file as a stream: lines in file order, each at its event time, the watermark following the
+    newest event time minus the allowed lateness — what a Pub/Sub source with a timestamp attribute does.
+
+    The watermark moves at least every ``step_us`` of event time (and every ``chunk`` lines): a jump larger
+    than a baseline interval would close many intervals at once, and the snapshots of an interval would
+    reach the judging step after the watermark had already let it judge that interval without them.
+
+    Beam's in-process streaming runner cannot read files (its file source is splittable, which that runner
+    does not run), and the runner that can downloads a binary first; so the file becomes a ``TestStream``.
+    Returns (stream, events as (t_us, uid-stage) for stage inference, last event time).
+    """
+    from apache_beam.testing.test_stream import TestStream
+    from apache_beam.transforms.window import TimestampedValue
+
+    from stagewatch.backtest.replay import iter_lines
+
+    parser = Parser()
+    stream = TestStream()
+    batch: list[Any] = []
+    seen: list[tuple[int, str, str]] = []
+    newest = 0
+    advanced = -1
+    for raw in iter_lines([path]):
+        ev = parser.parse(raw)
+        if isinstance(ev, StageEvent):
+            newest = max(newest, ev.t_us)
+            seen.append((ev.t_us, ev.uid, ev.stage))
+            batch.append(TimestampedValue(raw, ev.t_us / 1e6))
+        else:
+            batch.append(TimestampedValue(raw, max(newest, 1) / 1e6))  # rejected downstream, never late
+        watermark = max(0, newest - lateness_us) // 1000 * 1000  # TestStream keeps whole milliseconds
+        if len(batch) >= chunk or (advanced >= 0 and watermark - advanced >= step_us) or advanced < 0 < watermark:
+            stream = stream.add_elements(batch)
+            batch = []
+            if watermark > advanced:
+                stream = stream.advance_watermark_to(watermark / 1e6)
+                advanced = watermark
+    if newest == 0:
+        raise ValueError(f"{path} holds no stage events")
+    if batch:
+        stream = stream.add_elements(batch)
+    # Past the last event, then the end: timers due by the last event fire before the stream closes.
+    stream = stream.advance_watermark_to(newest // 1000 / 1000).advance_watermark_to_infinity()
+    return stream, seen, newest
+
+
+def _infer(seen: list[tuple[int, str, str]]) -> StageOrder:
+    from stagewatch.backtest.replay import INFER_SAMPLE
+    from stagewatch.core.stages import infer_stage_order
+
+    by_uid: dict[str, list[tuple[int, str]]] = {}
+    for t, uid, stage in seen[:INFER_SAMPLE]:
+        by_uid.setdefault(uid, []).append((t, stage))
+    return infer_stage_order(by_uid.values())
+
+
+def construct(argv: list[str] | None = None) -> tuple[beam.Pipeline, ValidatedOptions]:
+    """Validate the options and build the whole job, sources and sinks included, without running it or
+    touching anything outside (the step-name test and ``run`` share it)."""
+    options = PipelineOptions(argv)
+    opts: ValidatedOptions = validate(options)
+    baseline = BaselineConfig(half_life_s=opts.half_life_s)
+    options.view_as(StandardOptions).streaming = True
+    end_us = None
+    if opts.local:
+        assert opts.input_file is not None
+        if not os.path.isfile(opts.input_file):
+            raise ValueError(f"--input_file {opts.input_file} does not exist")
+        # Watermark steps shorter than interval - grace (LearnBaselines): a third of an interval.
+        stream, seen, end_us = _file_stream(
+            opts.input_file, int(opts.allowed_lateness_s * US_PER_S), baseline.interval_us // 3
+        )
+        order = opts.stages or _infer(seen)
+    else:
+        if opts.stages is None:
+            raise ValueError("a streaming job from Pub/Sub needs --stages a,b,c (it cannot read ahead to infer them)")
+        order = opts.stages
+    rules = TraceRules(order, stall_factor=opts.stall_factor, ttl_s=opts.session_gap_s)
+    runner = local_runner() if options.view_as(StandardOptions).runner in (None, "DirectRunner") else None
+    p = beam.Pipeline(runner=runner, options=options)
+    if opts.local:
+        lines = p | "ReadLogFile" >> stream
+        out = build(lines, rules, baseline, stamp=True, end_us=end_us,
+                    watermark_step_s=baseline.interval_us // 3 / US_PER_S)
+    else:
+        lines = p | "ReadLogEntries" >> beam.io.ReadFromPubSub(
+            subscription=opts.input_subscription, timestamp_attribute=opts.timestamp_attribute
+        )
+        out = build(lines, rules, baseline, stamp=False)
+    if opts.output_dir:
+        out.anomalies | "WriteAnomaliesJsonl" >> WriteJsonl(opts.output_dir, "anomalies")
+        out.traces | "WriteTracesJsonl" >> WriteJsonl(opts.output_dir, "traces")
+        out.dead_letters | "WriteDeadLettersJsonl" >> WriteJsonl(opts.output_dir, "dead_letters")
+        out.incidents | "WriteIncidentsJsonl" >> WriteJsonl(opts.output_dir, "incidents")
+        out.lots | "WriteLotsJsonl" >> WriteJsonl(opts.output_dir, "lots")
+    if opts.output_topic:
+        # The topic carries incident events; per-file anomalies only when asked (they can be thousands).
+        published = out.incidents
+        if opts.publish_anomalies:
+            published = (out.incidents, out.anomalies) | "IncidentsAndAnomalies" >> beam.Flatten()
+        published | "PublishAnomalies" >> PublishAnomalies(opts.output_topic)
+    if opts.bigquery_dataset:
+        rejected = [
+            pc | f"WriteBigQuery{name.title()}" >> WriteTableRows(opts.bigquery_dataset, name)
+            for name, pc in (("anomalies", out.anomalies), ("traces", out.traces), ("incidents", out.incidents),
+                             ("lots", out.lots))
+        ]
+        dead = ([out.dead_letters, *rejected]) | "AllBigQueryDeadLetters" >> beam.Flatten()
+        dead | "WriteBigQueryDeadLetters" >> WriteTableRows(opts.bigquery_dataset, "dead_letters")
+    return p, opts
+
+
+def run(argv: list[str] | None = None, wait: bool = True) -> Any:
+    """Validate, build, prepare the outputs, run. A flex-template launch passes ``wait=False``: submit and
+    return."""
+    p, opts = construct(argv)
+    if opts.output_dir:
+        os.makedirs(opts.output_dir, exist_ok=True)
+        clear_local_output(opts.output_dir)  # the local writers append; a new run replaces the old one's files
+    if opts.bigquery_dataset:
+        from stagewatch.store.schemas import create_tables
+        from stagewatch.stream.sinks import bigquery_client
+
+        create_tables(bigquery_client(opts.bigquery_dataset.split(".")[0]), opts.bigquery_dataset)
+    result = p.run()
+    if wait:
+        result.wait_until_finish()
+    return result

@@ -1,0 +1,224 @@
+"""Where the streaming job's records go: Pub/Sub, BigQuery, and local JSONL files named for their tables.
+
+BigQuery rows are written with the BigQuery client's streaming inserts from a DoFn rather than Beam's
+``WriteToBigQuery``: that one has no endpoint option (so it cannot reach the emulator), and its Storage Write
+path needs a Java expansion service. Rows are checked against the table's schema first (``row_problems``);
+a row that fails the check, or that BigQuery rejects, becomes a dead letter with the reason — never lost.
+Transient errors (429, 5xx) raise, so the runner retries the bundle.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import apache_beam as beam
+import orjson
+from apache_beam.io.gcp.pubsub import PubsubMessage
+from apache_beam.metrics import Metrics
+from apache_beam.options.pipeline_options import StandardOptions
+
+from stagewatch.core.timeutil import US_PER_S, format_rfc3339
+
+# bigquery_client lives with the tables (the readers use it too); imported here for the sinks and pipeline.py.
+from stagewatch.store.schemas import bigquery_client, dead_letter_row, row_problems
+
+__all__ = [
+    "BIGQUERY_DEAD",
+    "LOCAL_TABLES",
+    "PublishAnomalies",
+    "WriteJsonl",
+    "WriteTableRows",
+    "bigquery_client",
+    "clear_local_output",
+    "local_output_summary",
+    "pubsub_message",
+]
+
+BIGQUERY_DEAD = "bigquery_dead_letters"
+_ATTRIBUTES = ("kind", "stage", "tenant", "severity", "event", "scope")
+
+
+LOCAL_TABLES = ("anomalies", "traces", "dead_letters", "incidents", "lots")
+
+
+def clear_local_output(output_dir: str) -> list[str]:
+    """Remove a previous run's ``<table>*.jsonl`` files (a local run appends); returns what was removed."""
+    import glob
+
+    removed = []
+    for table in LOCAL_TABLES:
+        for path in glob.glob(os.path.join(glob.escape(output_dir), f"{table}*.jsonl")):
+            os.remove(path)
+            removed.append(path)
+    return removed
+
+
+def local_output_summary(output_dir: str) -> str:
+    """What a local run wrote, counted from its files: anomalies by kind, traces by status, dead letters by
+    reason."""
+    import glob
+    from collections import Counter
+
+    field = {"anomalies": "kind", "traces": "status", "dead_letters": "reason", "incidents": "event", "lots": "kind"}
+    lines = []
+    for table in LOCAL_TABLES:
+        counts: Counter[str] = Counter()
+        for path in sorted(glob.glob(os.path.join(glob.escape(output_dir), f"{table}*.jsonl"))):
+            with open(path, "rb") as f:
+                counts.update(str(orjson.loads(line).get(field[table])) for line in f if line.strip())
+        detail = " · ".join(f"{k} {v:,}" for k, v in sorted(counts.items()))
+        lines.append(f"  {table:<13}{sum(counts.values()):>8,}" + (f": {detail}" if detail else ""))
+    return "\n".join(lines)
+
+
+def pubsub_message(record: dict[str, Any]) -> PubsubMessage:
+    """JSON body; ``kind``, ``stage``, ``tenant``, ``severity`` (anomalies) and ``event``, ``scope``
+    (incidents) as attributes, when present, so subscribers can filter."""
+    attributes = {k: str(record[k]) for k in _ATTRIBUTES if record.get(k) is not None}
+    return PubsubMessage(orjson.dumps(record), attributes)
+
+
+class PublishAnomalies(beam.PTransform):
+    def __init__(self, topic: str) -> None:
+        super().__init__()
+        self._topic = topic
+
+    def expand(self, records: beam.PCollection) -> Any:
+        return (
+            records
+            | "ToPubsubMessage" >> beam.Map(pubsub_message)
+            | "PublishToTopic" >> beam.io.WriteToPubSub(self._topic, with_attributes=True)
+        )
+
+
+class WriteJsonl(beam.PTransform):
+    """Local runs: ``<output_dir>/<table>*.jsonl``, read later like the BigQuery table of the same name."""
+
+    def __init__(self, output_dir: str, table: str) -> None:
+        super().__init__()
+        self._prefix = os.path.join(output_dir, table)
+
+    def expand(self, records: beam.PCollection) -> Any:
+        if records.pipeline._options.view_as(StandardOptions).streaming:
+            # A local stream: each writer appends to its own file. (Beam's streaming text sink writes a
+            # window at a time and drops what a timer emits after its window closed.)
+            return records | "AppendJsonLines" >> beam.ParDo(_AppendJsonl(self._prefix))
+        lines = records | "ToJsonLine" >> beam.Map(lambda r: orjson.dumps(r).decode())
+        return lines | "WriteJsonLines" >> beam.io.WriteToText(self._prefix, file_name_suffix=".jsonl")
+
+
+class _AppendJsonl(beam.DoFn):
+    """Local runs only: every record appended to one ``<prefix>-<pid>.jsonl`` per process.
+
+    The in-process runner makes a fresh DoFn instance for every bundle, so the file is shared by the process
+    (opened once, written under a lock, flushed at each bundle's end), not owned by an instance.
+    """
+
+    _files: ClassVar[dict[str, tuple[Any, threading.Lock]]] = {}
+    _opening = threading.Lock()
+
+    def __init__(self, prefix: str) -> None:
+        self._prefix = prefix
+
+    def _file(self) -> tuple[Any, threading.Lock]:
+        with _AppendJsonl._opening:
+            entry = _AppendJsonl._files.get(self._prefix)
+            if entry is None:
+                path = f"{self._prefix}-{os.getpid()}.jsonl"
+                entry = _AppendJsonl._files[self._prefix] = (open(path, "ab"), threading.Lock())  # noqa: SIM115
+            return entry
+
+    def start_bundle(self) -> None:
+        self._lines: list[bytes] = []
+
+    def process(self, record: dict[str, Any]) -> None:
+        self._lines.append(orjson.dumps(record) + b"\n")
+
+    def finish_bundle(self) -> None:
+        if self._lines:
+            f, lock = self._file()
+            with lock:
+                f.write(b"".join(self._lines))
+                f.flush()
+            self._lines = []
+
+
+class _InsertRowsFn(beam.DoFn):
+    """Checked streaming inserts in batches; what does not fit or is rejected goes out tagged with the reason."""
+
+    def __init__(self, table_id: str, table: str, batch: int = 500) -> None:
+        self._table_id = table_id
+        self._table = table
+        self._batch_size = batch
+        self._rejected = Metrics.counter("stagewatch", f"bigquery_rejected_{table}")
+        self._written = Metrics.counter("stagewatch", f"bigquery_rows_{table}")
+        self._client: Any = None
+        self._rows: list[dict[str, Any]] = []
+
+    def setup(self) -> None:
+        self._client = bigquery_client(self._table_id.split(".")[0])
+
+    def start_bundle(self) -> None:
+        self._rows = []
+
+    def process(self, row: dict[str, Any]) -> Iterator[Any]:
+        problems = row_problems(self._table, row)
+        if problems:
+            self._rejected.inc()
+            yield beam.pvalue.TaggedOutput(BIGQUERY_DEAD, _dead(self._table, "; ".join(problems), row))
+            return
+        self._rows.append(row)
+        if len(self._rows) >= self._batch_size:
+            for dead in self._flush():
+                yield beam.pvalue.TaggedOutput(BIGQUERY_DEAD, dead)
+
+    def finish_bundle(self) -> Iterator[Any]:
+        from apache_beam.transforms.window import GlobalWindow
+        from apache_beam.utils.timestamp import MAX_TIMESTAMP
+        from apache_beam.utils.windowed_value import WindowedValue
+
+        for dead in self._flush():
+            # Outside process() there is no element to inherit a window from.
+            yield beam.pvalue.TaggedOutput(
+                BIGQUERY_DEAD, WindowedValue(dead, MAX_TIMESTAMP - 1, (GlobalWindow(),))
+            )
+
+    def _flush(self) -> list[dict[str, Any]]:
+        rows, self._rows = self._rows, []
+        if not rows:
+            return []
+        errors = self._client.insert_rows_json(self._table_id, rows)
+        self._written.inc(len(rows) - len(errors))
+        dead = []
+        for err in errors:
+            self._rejected.inc()
+            row = rows[err.get("index", 0)]
+            reason = "; ".join(e.get("message", "rejected") for e in err.get("errors", [])) or "rejected"
+            dead.append(_dead(self._table, reason, row))
+        return dead
+
+
+def _dead(table: str, reason: str, row: dict[str, Any]) -> dict[str, Any]:
+    return dead_letter_row(
+        "bigquery_rejected", reason[:1000], orjson.dumps(row).decode(), format_rfc3339(int(time.time() * US_PER_S)),
+        f"bigquery:{table}",
+    )
+
+
+class WriteTableRows(beam.PTransform):
+    """Rows into ``dataset.table``; returns the dead letters (tagged ``BIGQUERY_DEAD``) for the dead-letter sink."""
+
+    def __init__(self, dataset: str, table: str) -> None:
+        super().__init__()
+        self._dataset = dataset
+        self._table = table
+
+    def expand(self, rows: beam.PCollection) -> Any:
+        out = rows | "InsertCheckedRows" >> beam.ParDo(
+            _InsertRowsFn(f"{self._dataset}.{self._table}", self._table)
+        ).with_outputs(BIGQUERY_DEAD, main="written")
+        return out[BIGQUERY_DEAD]

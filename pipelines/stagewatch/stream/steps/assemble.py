@@ -1,0 +1,197 @@
+"""``AssembleTraces``: one ``Trace`` per UID in keyed state, fed in event-time order by timers.
+
+The backtest releases events behind a global watermark; here each UID buffers its events and releases them
+when the watermark passes them (an event-time timer at the earliest buffered time), so the ``Trace`` sees the
+same order. An event at or before what its UID already released arrived too late: a dead letter, reason
+``late``. The trace's own timer (skew holds, TTL) is a second event-time timer. Its state is cleared when the
+trace closes; a short "closed" marker stays for the TTL so stragglers are counted, not made into new traces.
+
+Baselines are not here: measurements (waits, reported latencies, end to end) and progress (for stall
+deadlines) go out to be judged downstream against the snapshots of their interval.
+
+Timeline for one UID (allowed lateness 60 s is the source's business; this step only orders)::
+
+    12:00:05 event "enqueue" (t=12:00:04) arrives  -> buffered, release timer 12:00:04
+    12:00:06 event "register" (t=12:00:01) arrives -> buffered, release timer 12:00:01
+    watermark 12:00:02 -> release register; timer moves to 12:00:04
+    watermark 12:00:05 -> release enqueue; measurements out; wake timer = trace.next_timer()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.coders import PickleCoder, StrUtf8Coder, VarIntCoder
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.transforms.window import TimestampedValue
+
+from stagewatch.core.events import StageEvent
+from stagewatch.core.timeutil import US_PER_S, format_rfc3339
+from stagewatch.core.traces import Measurement, Outbox, StallInfo, Trace, TraceRules
+from stagewatch.stream.steps.timers import fire_at, fire_no_later_than, take_due
+
+__all__ = ["FAILURES", "LATE", "PROGRESS", "SUMMARIES", "AssembleTraces"]
+
+PROGRESS = "progress"
+FAILURES = "failures"
+SUMMARIES = "summaries"
+LATE = "late"
+
+
+class _Recorder:
+    """The ``Judging`` of the streaming job: records what to judge, decides nothing.
+
+    Each record carries ``now_us``, the event-time clock of the step when the trace made it (the event's time,
+    or a timer's): the backtest judges and learns a measurement at that moment, against the snapshot of that
+    moment's interval, so downstream windows it by ``now_us`` -- and emitting at ``now_us`` is never behind
+    this step's output watermark (a held stage measured at its event time would be).
+    """
+
+    def __init__(self, rules: TraceRules) -> None:
+        self.rules = rules
+        self.measurements: list[dict[str, Any]] = []
+        self.progress: list[dict[str, Any]] = []
+
+    def measure(self, trace: Trace, m: Measurement, now: int, out: Outbox) -> str:
+        self.measurements.append(_context(trace, self.rules) | {
+            "measure": m.measure, "stage_i": m.stage_i, "value_ms": m.value_ms, "t_us": m.t_us, "now_us": now,
+        })
+        return "pending"
+
+    def stall_deadline(self, trace: Trace, next_i: int, last_t: int, now: int) -> tuple[int, StallInfo] | None:
+        self.progress.append(_context(trace, self.rules) | {"next_i": next_i, "last_t_us": last_t, "now_us": now})
+        return None
+
+
+def _context(trace: Trace, rules: TraceRules) -> dict[str, Any]:
+    return {
+        "uid": trace.uid, "tenant": trace.tenant, "lot": trace.lot,
+        "last_stage": rules.names[trace.furthest] if trace.furthest >= 0 else None,
+    }
+
+
+def _event_time(ev: StageEvent) -> int:
+    return ev.t_us
+
+
+class _AssembleFn(beam.DoFn):
+    """One timer per UID, at the earlier of its next buffered event and its trace's own timer. When it fires
+    at ``now`` it does for this file what the backtest's ``Ingest.advance(now)`` does for all: release the
+    buffered events up to ``now`` in event-time order, waking the trace first whenever its timer falls
+    strictly before the next event, then wake it if its timer is due by ``now``. (Two timers -- one for
+    releases, one for wakes -- fired out of this order when the watermark jumped past both.)"""
+
+    BUFFER = BagStateSpec("buffer", PickleCoder())
+    TRACE = ReadModifyWriteStateSpec("trace", PickleCoder())
+    RELEASED = ReadModifyWriteStateSpec("released_us", VarIntCoder())
+    NEXT = ReadModifyWriteStateSpec("next_fire_us", VarIntCoder())
+    CLOSED = ReadModifyWriteStateSpec("closed", StrUtf8Coder())
+    FIRE = TimerSpec("fire", TimeDomain.WATERMARK)
+
+    def __init__(self, rules: TraceRules) -> None:
+        self.rules = rules
+        self._late = Metrics.counter("stagewatch", "late")
+        self._after_close = Metrics.counter("stagewatch", "events_after_close")
+
+    def process(
+        self,
+        element: tuple[str, StageEvent],
+        buffer: Any = beam.DoFn.StateParam(BUFFER),
+        released: Any = beam.DoFn.StateParam(RELEASED),
+        next_fire: Any = beam.DoFn.StateParam(NEXT),
+        closed: Any = beam.DoFn.StateParam(CLOSED),
+        fire: Any = beam.DoFn.TimerParam(FIRE),
+    ) -> Iterator[Any]:
+        ev = element[1]
+        done = released.read()
+        if done is not None and ev.t_us <= done:
+            self._late.inc()
+            yield beam.pvalue.TaggedOutput(LATE, _dead_letter(
+                ev, "late", f"event time {format_rfc3339(ev.t_us)} is behind what this file already "
+                f"processed ({format_rfc3339(done)}): it arrived after the watermark had passed it"))
+            return
+        status = closed.read()
+        if status:
+            self._after_close.inc()
+            yield beam.pvalue.TaggedOutput(LATE, _dead_letter(
+                ev, "after_close", f"the file's trace already closed ({status}); this event came after it"))
+            return
+        buffer.add(ev)
+        fire_no_later_than(next_fire, fire, ev.t_us)
+
+    @on_timer(FIRE)
+    def _fire(
+        self,
+        key: Any = beam.DoFn.KeyParam,
+        fire_ts: Any = beam.DoFn.TimestampParam,
+        buffer: Any = beam.DoFn.StateParam(BUFFER),
+        trace_state: Any = beam.DoFn.StateParam(TRACE),
+        released: Any = beam.DoFn.StateParam(RELEASED),
+        next_fire: Any = beam.DoFn.StateParam(NEXT),
+        closed: Any = beam.DoFn.StateParam(CLOSED),
+        fire: Any = beam.DoFn.TimerParam(FIRE),
+    ) -> Iterator[Any]:
+        now = int(fire_ts.micros)
+        rules = self.rules
+        due, rest = take_due(buffer, now, _event_time, _event_time)
+        if due:
+            released.write(max(due[-1].t_us, released.read() or 0))
+        trace: Trace | None = trace_state.read()
+        if trace is None and closed.read():
+            # Only the closed marker is left; it lasts the TTL so stragglers are dead-lettered, then goes.
+            closed.clear()
+            released.clear()
+            next_fire.clear()
+            return
+        if trace is None:
+            trace = Trace(key, len(rules.names))
+        rec, out = _Recorder(rules), Outbox()
+        stragglers = trace.release(due, now, rules, rec, out)
+        yield from self._emit(rec, out)
+        if stragglers is not None:  # closed
+            for e in stragglers + rest:
+                self._after_close.inc()
+                yield beam.pvalue.TaggedOutput(LATE, _dead_letter(
+                    e, "after_close", f"the file's trace already closed ({trace.status}); this event came after it"))
+            buffer.clear()
+            trace_state.clear()
+            closed.write(trace.status)
+            fire_at(next_fire, fire, [max(now, trace.last_t + rules.ttl_us)])
+            return
+        if trace.last_t:
+            trace_state.write(trace)
+        fire_at(next_fire, fire, ([trace.next_timer(rules)] if trace.last_t else []) + [e.t_us for e in rest[:1]])
+
+    def _emit(self, rec: _Recorder, out: Outbox) -> Iterator[Any]:
+        for m in rec.measurements:
+            yield TimestampedValue(m, m["now_us"] / US_PER_S)
+        for p in rec.progress:
+            yield beam.pvalue.TaggedOutput(PROGRESS, TimestampedValue(p, p["now_us"] / US_PER_S))
+        for a in out.anomalies:
+            yield beam.pvalue.TaggedOutput(FAILURES, a.to_dict())
+        for s in out.summaries or ():
+            yield beam.pvalue.TaggedOutput(SUMMARIES, s.to_dict())
+
+
+def _dead_letter(ev: StageEvent, reason: str, detail: str) -> dict[str, Any]:
+    return {"reason": reason, "detail": detail, "line": repr(ev), "received_at": format_rfc3339(ev.t_us),
+            "source": "assemble"}
+
+
+class AssembleTraces(beam.PTransform):
+    """Events (after ``Dedup``) → measurements (main), and tagged ``PROGRESS``, ``FAILURES``, ``SUMMARIES``,
+    ``LATE``."""
+
+    def __init__(self, rules: TraceRules) -> None:
+        super().__init__()
+        self._rules = rules
+
+    def expand(self, events: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
+        keyed = events | "KeyByUid" >> beam.Map(lambda ev: (ev.uid, ev)).with_output_types(tuple[str, Any])
+        return keyed | "AssemblePerUid" >> beam.ParDo(_AssembleFn(self._rules)).with_outputs(
+            PROGRESS, FAILURES, SUMMARIES, LATE, main="measurements"
+        )

@@ -1,0 +1,147 @@
+"""``TrackIncidents``: the core's ``IncidentTracker`` over the job's anomalies, in event-time order.
+
+Anomalies are few (a fraction of a percent of the files), so one key holds the tracker: scope is decided
+from where anomalies concentrate across all tenants, which needs them together. Tenants' activity (the
+denominator of a global incident's reach) is not routed there file by file: trace summaries are reduced to
+the set of tenants per interval window first, one small record per interval.
+
+The tracker sees anomalies, arrivals of stalled files and lot records sorted by their time once the watermark
+is ``hold`` past it (a buffer and one event-time timer, as ``AssembleTraces`` does for events; ``hold``
+because verdicts reach this step behind the watermark), and the timer keeps ticking every minute while an
+incident is open so that a quiet incident resolves without waiting for the next anomaly. A local run's
+ticks stop at the end of its input (``end_us``): the end of a file is not the passage of time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.coders import PickleCoder, VarIntCoder
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.transforms.window import FixedWindows, GlobalWindows
+
+from stagewatch.core.feed import feed, time_of
+from stagewatch.core.incidents import IncidentConfig, IncidentTracker
+from stagewatch.core.timeutil import US_PER_S
+from stagewatch.stream.steps.timers import fire_at, fire_no_later_than, take_due
+
+__all__ = ["TrackIncidents"]
+
+TICK_US = 60 * US_PER_S
+_KEY = "incidents"
+
+
+class _TrackFn(beam.DoFn):
+    TRACKER = ReadModifyWriteStateSpec("tracker", PickleCoder())
+    BUFFER = BagStateSpec("buffer", PickleCoder())
+    NEXT = ReadModifyWriteStateSpec("next_fire_us", VarIntCoder())
+    FIRE = TimerSpec("fire", TimeDomain.WATERMARK)
+
+    def __init__(self, cfg: IncidentConfig, end_us: int | None, hold_us: int) -> None:
+        self._cfg = cfg
+        self._end_us = end_us
+        self._hold_us = hold_us
+
+    def process(
+        self,
+        kv: tuple[str, tuple[str, Any]],
+        buffer: Any = beam.DoFn.StateParam(BUFFER),
+        next_fire: Any = beam.DoFn.StateParam(NEXT),
+        fire: Any = beam.DoFn.TimerParam(FIRE),
+    ) -> None:
+        what, record = kv[1]
+        t = time_of(what, record)
+        buffer.add((t, what, record))
+        fire_no_later_than(next_fire, fire, t + self._hold_us)
+
+    @on_timer(FIRE)
+    def _fire(
+        self,
+        ts: Any = beam.DoFn.TimestampParam,
+        tracker_state: Any = beam.DoFn.StateParam(TRACKER),
+        buffer: Any = beam.DoFn.StateParam(BUFFER),
+        next_fire: Any = beam.DoFn.StateParam(NEXT),
+        fire: Any = beam.DoFn.TimerParam(FIRE),
+    ) -> Iterator[dict[str, Any]]:
+        now = int(ts.micros)
+        # Decide only what can no longer be overtaken: a verdict waits for its interval's baseline (up to the
+        # fold's grace after the interval starts), so anomalies reach this step up to ``hold`` behind the
+        # watermark. Taken in time order behind that horizon, they meet the tracker in the backtest's order.
+        horizon = now - self._hold_us
+        tracker: IncidentTracker = tracker_state.read() or IncidentTracker(self._cfg)
+        # Tenants' activity of a moment before the anomalies of that moment.
+        due: list[tuple[int, str, Any]]
+        due, rest = take_due(buffer, horizon, lambda item: item[0], lambda item: (item[0], item[1] != "tenants"))
+        for t, what, record in due:
+            yield from feed(tracker, what, t, record)
+        yield from tracker.advance(horizon)
+        tracker.events.clear()  # emitted; the state keeps only what decides the future
+        tracker_state.write(tracker)
+        wake = [rest[0][0] + self._hold_us] if rest else []
+        if tracker.open and (self._end_us is None or horizon + TICK_US <= self._end_us):
+            wake.append(now + TICK_US)
+        fire_at(next_fire, fire, wake)
+
+
+class TrackIncidents(beam.PTransform):
+    """(anomalies, trace summaries, arrivals of stalled files, lot records) → incident events (opened /
+    updated / resolved)."""
+
+    def __init__(self, cfg: IncidentConfig | None = None, interval_s: float = 300.0, end_us: int | None = None,
+                 hold_s: float | None = None):
+        super().__init__()
+        self._cfg = cfg or IncidentConfig()
+        self._interval_s = interval_s
+        self._end_us = end_us
+        # Default: the baseline fold's grace (half an interval), the most a verdict lags a smooth watermark.
+        self._hold_us = int((interval_s / 2 if hold_s is None else hold_s) * US_PER_S)
+
+    def expand(self, inputs: tuple[beam.PCollection, ...]) -> beam.PCollection:
+        anomalies, summaries, arrivals, lots = inputs
+        interval_us = int(self._interval_s * US_PER_S)
+        active = (
+            summaries
+            | "TenantOf" >> beam.FlatMap(lambda s: [s["tenant"]] if s.get("tenant") else [])
+            | "ActivityWindows" >> beam.WindowInto(FixedWindows(self._interval_s))
+            | "TenantsPerInterval" >> beam.CombineGlobally(_TenantSet()).without_defaults()
+            | "StampInterval" >> beam.ParDo(_StampWindowEnd(interval_us))
+            | "ActivityGlobal" >> beam.WindowInto(GlobalWindows())
+        )
+        tagged = (
+            anomalies | "TagAnomaly" >> beam.Map(lambda a: (_KEY, ("anomaly", a))),
+            active | "TagTenants" >> beam.Map(lambda r: (_KEY, ("tenants", r))),
+            arrivals | "TagArrival" >> beam.Map(lambda r: (_KEY, ("arrival", r))),
+            lots | "TagLot" >> beam.Map(lambda r: (_KEY, ("lot", r))),
+        )
+        return (
+            tagged
+            | "AllForTracker" >> beam.Flatten()
+            | "Typed" >> beam.Map(lambda kv: kv).with_output_types(tuple[str, Any])
+            | "Track" >> beam.ParDo(_TrackFn(self._cfg, self._end_us, self._hold_us))
+        )
+
+
+class _TenantSet(beam.CombineFn):
+    def create_accumulator(self) -> set[str]:
+        return set()
+
+    def add_input(self, acc: set[str], tenant: str) -> set[str]:
+        acc.add(tenant)
+        return acc
+
+    def merge_accumulators(self, accs: Any) -> set[str]:
+        return set().union(*accs)
+
+    def extract_output(self, acc: set[str]) -> list[str]:
+        return sorted(acc)
+
+
+class _StampWindowEnd(beam.DoFn):
+    def __init__(self, interval_us: int) -> None:
+        self._interval_us = interval_us
+
+    def process(self, tenants: list[str], w: Any = beam.DoFn.WindowParam) -> Iterator[dict[str, Any]]:
+        yield {"t_us": int(w.start.micros) + self._interval_us, "tenants": tenants}

@@ -1,0 +1,87 @@
+"""``JudgeMeasurements``: each measurement judged against the snapshots of its own interval.
+
+Measurements and snapshots are both windowed by interval; the snapshots are a side input. Beam holds a
+main-input element of window *k* until the side input for *k* is ready (checked on the DirectRunner in
+streaming), so a verdict is made against exactly the snapshot the backtest would use, whatever the arrival
+order — at the price of waiting for the end of the previous interval.
+
+A stage's wait and its reported latency may both cross their lines: they make the same anomaly id; the
+per-file step downstream (``WatchStalls``) passes the one the backtest judged first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import FixedWindows
+
+from stagewatch.core.baselines import BaselineConfig, judge
+from stagewatch.core.traces import Measurement, Trace, TraceRules
+from stagewatch.core.verdicts import judge_measurement, stall_deadline
+from stagewatch.stream.steps.learn import baseline_stage_of
+
+__all__ = ["DEADLINES", "JudgeMeasurements", "stand_in"]
+
+DEADLINES = "deadlines"
+
+
+def stand_in(m: dict[str, Any], rules: TraceRules) -> Trace:
+    """A trace carrying just what an anomaly names: uid, tenant, lot, last stage."""
+    trace = Trace(m["uid"], len(rules.names))
+    trace.tenant, trace.lot = m["tenant"], m["lot"]
+    trace.furthest = rules.index.get(m["last_stage"], -1) if m["last_stage"] is not None else -1
+    return trace
+
+
+class _JudgeFn(beam.DoFn):
+    def __init__(self, rules: TraceRules, cfg: BaselineConfig) -> None:
+        self._rules = rules
+        self._cfg = cfg
+        self._verdicts = {v: Metrics.counter("stagewatch", f"verdicts_{v}") for v in ("ok", "slow", "warmup")}
+        self._deadlines = Metrics.counter("stagewatch", "stall_deadlines")
+
+    def process(self, m: dict[str, Any], snaps: dict[Any, Any], w: Any = beam.DoFn.WindowParam) -> Iterator[Any]:
+        rules, cfg = self._rules, self._cfg
+        step = int(w.start.micros) // cfg.interval_us
+        now = m["now_us"]  # when the trace made it: the backtest's clock at the verdict
+        trace = stand_in(m, rules)
+        if "next_i" in m:  # progress: when is the next stage overdue?
+            snap, by_tenant = judge(snaps, step, rules.names[m["next_i"]], m["tenant"], cfg.chronic_n)
+            found = stall_deadline(m["next_i"], m["last_t_us"], snap, by_tenant, rules)
+            if found is not None:
+                self._deadlines.inc()
+                yield beam.pvalue.TaggedOutput(DEADLINES, {**m, "deadline_us": found[0], "stall_info": found[1]})
+            return
+        stage = baseline_stage_of(m, rules)
+        snap, by_tenant = judge(snaps, step, stage, m["tenant"], cfg.chronic_n)
+        measurement = Measurement(m["measure"], m["stage_i"], m["value_ms"], m["t_us"])
+        verdict, anomaly = judge_measurement(trace, measurement, snap, by_tenant, rules, now)
+        self._verdicts[verdict].inc()
+        if anomaly is not None:
+            yield anomaly.to_dict()
+
+
+class JudgeMeasurements(beam.PTransform):
+    """(measurements and progress, snapshots) → anomalies (main; a stage's wait and latency may both be there)
+    and stall deadlines (tagged ``DEADLINES``)."""
+
+    def __init__(self, rules: TraceRules, cfg: BaselineConfig | None = None) -> None:
+        super().__init__()
+        self._rules = rules
+        self._cfg = cfg or BaselineConfig()
+
+    def expand(self, inputs: tuple[beam.PCollection, beam.PCollection]) -> tuple[Any, Any]:
+        records, snapshots = inputs
+        interval = self._cfg.interval_s
+        side = snapshots | "SnapshotWindows" >> beam.WindowInto(FixedWindows(interval))
+        judged = (
+            records
+            | "MeasurementWindows" >> beam.WindowInto(FixedWindows(interval))
+            | "JudgeAgainstSnapshots" >> beam.ParDo(
+                _JudgeFn(self._rules, self._cfg), beam.pvalue.AsDict(side)
+            ).with_outputs(DEADLINES, main="anomalies")
+        )
+        return judged.anomalies, judged[DEADLINES]

@@ -1,0 +1,187 @@
+"""The alert line of a baseline: modes, whole-millisecond logging, anomalies' weight, tenants, warm-up."""
+
+from __future__ import annotations
+
+import math
+import pickle
+import random
+
+import numpy as np
+import pytest
+
+from stagewatch.core.baselines import BaselineConfig, BaselineStore, bin_counts
+from stagewatch.core.sketch import GAMMA, MAX_MS, MIN_MS, HistogramBank, bin_of, bins_of, value_of
+
+pytestmark = pytest.mark.unit
+
+S = 1_000_000
+
+
+def feed(store: BaselineStore, values: list[float], start_s: int = 0, every_s: float = 5.0,
+         stage: str = "call", tenant: str | None = None) -> int:
+    t = start_s
+    for v in values:
+        store.advance(int(t * S))
+        store.learn(stage, tenant, v)
+        t += every_s
+    t += 600  # past the next snapshot boundary, so what was learned is in the snapshot
+    store.advance(int(t * S))
+    return int(t)
+
+
+def line(store: BaselineStore, stage: str = "call", tenant: str | None = None) -> float:
+    snap, _ = store.lookup(stage, tenant)
+    assert snap is not None
+    return snap.threshold_ms
+
+
+def test_sketch_quantiles_are_within_two_percent_and_decay_per_row() -> None:
+    bank = HistogramBank(capacity=1)  # grows as keys arrive
+    rng = random.Random(1)
+    pending: dict[object, dict[int, float]] = {}
+    columns = {key: sorted(rng.lognormvariate(mu, 1) for _ in range(20_000)) for key, mu in (("a", 3), ("b", 6))}
+    for key, values in columns.items():
+        counts = pending.setdefault(key, {})
+        for v in values:
+            counts[bin_of(v)] = counts.get(bin_of(v), 0) + 1
+    never, full = np.array([1 << 30, 1 << 30]), np.ones(2)
+    rows = bank.fold(pending, 0, 0.5, never, full)
+    totals, q = bank.quantiles(rows, (0.1, 0.25, 0.5, 0.9, 0.99))
+    assert totals.tolist() == [20_000, 20_000]
+    for r, values in enumerate(columns.values()):
+        for j, p in enumerate((0.1, 0.25, 0.5, 0.9, 0.99)):
+            assert q[r, j] == pytest.approx(values[int(p * len(values))], rel=0.03)
+    rows = bank.fold({"a": {0: 1.0}}, 2, 0.5, never[:1], full[:1])  # only "a" is touched and decayed
+    totals, _ = bank.quantiles(bank.fold({"b": {}}, 2, 0.5, never[:1], full[:1]), (0.5,))
+    assert bank.quantiles(rows, (0.5,))[0].tolist() == [5_001] and totals.tolist() == [5_000]
+    # Counts above a key's line weigh what the caller says, and are counted as flagged.
+    row = bank.fold({"c": {10: 4.0, 500: 2.0}}, 2, 0.5, np.array([100]), np.array([0.1]))
+    assert bank.quantiles(row, (0.5,))[0].tolist() == [pytest.approx(4.2)]
+    assert bank.seen[row].tolist() == [6.0] and bank.flagged[row].tolist() == [2.0]
+    assert value_of(bin_of(1234.0)) == pytest.approx(1234.0, rel=0.021)
+
+
+def test_a_common_second_mode_is_normal_not_an_incident() -> None:
+    rng = random.Random(2)
+    store = BaselineStore()
+    # A cache: 60 % hits at ~5 ms, 40 % misses at ~141 ms.
+    feed(store, [rng.choice([5, 5, 5, 141, 141]) + rng.random() for _ in range(2000)])
+    assert 141 * 1.3 < line(store) < 500
+
+
+def test_a_baseline_that_learned_one_mode_adopts_the_second_when_it_becomes_common() -> None:
+    rng = random.Random(3)
+    store = BaselineStore()
+    end = feed(store, [2.0 + rng.random() for _ in range(500)])
+    assert line(store) < 47  # 47 ms is an anomaly for a 2 ms call
+    feed(store, [rng.choice([2.0, 47.0]) + rng.random() for _ in range(3000)], start_s=end)
+    assert line(store) > 48  # half the calls take 47 ms now: that is how this call behaves
+
+
+def test_whole_millisecond_logging_does_not_make_every_millisecond_an_alert() -> None:
+    rng = random.Random(4)
+    store = BaselineStore()
+    feed(store, [float(rng.choice([2, 2, 2, 3])) for _ in range(2000)])
+    assert 7 <= line(store) < 20  # 6 ms on a 2 ms call pages nobody; 20 ms does
+
+
+def test_flagged_values_weigh_a_tenth_until_they_are_common() -> None:
+    store = BaselineStore()
+    rng = random.Random(5)
+    end = feed(store, [100 * rng.lognormvariate(0, 0.2) for _ in range(1000)])
+    before = store.lookup("call", None)[0]
+    assert before is not None
+    bank, row = store.bank, store.bank.rows[("call", None)]
+    total, step = float(bank.weights[row].sum()), int(bank.steps[row])
+    feed(store, [before.threshold_ms * 3] * 20, start_s=end, every_s=1)  # 20 s: one interval, one fold
+    after = store.lookup("call", None)[0]
+    assert after is not None
+    decay = store.cfg.decay_per_interval ** (int(bank.steps[row]) - step)
+    assert float(bank.weights[row].sum()) == pytest.approx(total * decay + 20 * 0.1, rel=1e-6)
+    assert after.flagged_share > 0
+    assert after.threshold_ms == pytest.approx(before.threshold_ms, rel=0.05)
+
+
+def test_warm_up_and_going_cold_after_a_long_silence() -> None:
+    store = BaselineStore(BaselineConfig(warmup_n=30))
+    end = feed(store, [10.0] * 20)
+    assert store.lookup("call", None)[0] is None  # 20 samples: still warming up
+    end = feed(store, [10.0] * 20, start_s=end)
+    assert store.lookup("call", None)[0] is not None
+    store.advance(int((end + 5 * 3 * 3600) * S))  # five half-lives later, 40 samples weigh about 1
+    assert store.lookup("call", None)[0] is None
+
+
+def test_tenant_baseline_judges_when_warm_and_chronic_tenant_is_not_an_incident() -> None:
+    rng = random.Random(6)
+    store = BaselineStore()
+    t = 0
+    for k in range(3000):
+        tenant = "slowhome" if k % 10 == 0 else f"t{k % 3}"
+        value = (50_000 if tenant == "slowhome" else 5_000) * rng.lognormvariate(0, 0.2)
+        store.advance(t * S)
+        store.learn("upload", tenant, value)
+        t += 5
+        if k == 45:  # slowhome has 5 samples, far above the stage-wide line: it is warming up
+            store.advance((t + 300) * S)
+            assert store.lookup("upload", "slowhome") == (None, False)
+    store.advance((t + 300) * S)
+    snap, by_tenant = store.lookup("upload", "slowhome")
+    assert by_tenant and snap is not None and 40_000 < snap.median_ms < 60_000
+    stage_snap, by_tenant = store.lookup("upload", "new-tenant")
+    assert not by_tenant and stage_snap is not None and stage_snap.median_ms < 10_000
+
+
+def test_binning_an_interval_at_once_bins_each_value_as_bin_of() -> None:
+    rng = random.Random(8)
+    values = [0.0, MIN_MS, MIN_MS * 1.0001, 1.0, 2.0, 1e12, MAX_MS, MAX_MS * 3]
+    values += [rng.lognormvariate(5, 3) for _ in range(20_000)]
+    # Values a hair either side of bin borders, where numpy's log and math.log may disagree in the last bit.
+    borders = MIN_MS * np.exp(np.arange(1, 400) * math.log(GAMMA))
+    for border in borders.tolist():
+        values += [border, math.nextafter(border, 0), math.nextafter(border, math.inf)]
+    assert bins_of(np.array(values)).tolist() == [bin_of(v) for v in values]
+    assert bins_of(np.array([])).tolist() == []
+
+
+def test_learning_is_counted_per_key_when_the_interval_is_folded() -> None:
+    """Values learned in an interval reach the stage-wide key and the tenant's (within ``max_tenants``,
+    first come first served) when the interval is folded; the store's epoch moves with every fold."""
+    store = BaselineStore(BaselineConfig(max_tenants=1, warmup_n=5))
+    store.advance(0)
+    epoch = store.epoch
+    for tenant in ("first", "second", None, "first", "second"):
+        for _ in range(10):
+            store.learn("call", tenant, 100.0)
+    assert store.pending == {} and store.epoch == epoch  # nothing counted before the interval ends
+    store.advance(300 * S)
+    assert store.epoch > epoch
+    assert store.tenants == {"first"} and store.tenants_over_limit == 20
+    assert store.lookup("call", None)[0].n == 50  # type: ignore[union-attr]
+    assert store.lookup("call", "first") == (store.snaps[("call", "first")], True)
+    assert store.snaps[("call", "first")].n == 20
+    assert ("call", "second") not in store.snaps
+
+
+def test_a_store_pickled_before_learning_was_deferred_still_loads() -> None:
+    """A running job's state holds pickled stores; ``--update`` must not break them."""
+    store = BaselineStore()
+    end = feed(store, [10.0] * 40)
+    state = {k: v for k, v in store.__dict__.items() if k not in ("values", "epoch")}
+    old = BaselineStore.__new__(BaselineStore)
+    old.__setstate__(state)
+    restored = pickle.loads(pickle.dumps(old))
+    feed(restored, [10.0] * 5, start_s=end)
+    assert restored.lookup("call", None)[0] is not None
+
+
+def test_bin_counts_count_each_value_for_the_stage_and_its_tenant() -> None:
+    rng = random.Random(8)
+    heard = [(rng.choice(["t1", "t2", None]), rng.lognormvariate(7, 1.5)) for _ in range(2000)]
+    heard += [(None, 0.0), ("t1", 1e12)]  # the first and last bins
+    want: dict[tuple[str | None, int], float] = {}
+    for tenant, value in heard:
+        for key in {(None, bin_of(value)), (tenant, bin_of(value))}:
+            want[key] = want.get(key, 0.0) + 1.0
+    assert bin_counts(heard) == want
+    assert bin_counts([]) == {}

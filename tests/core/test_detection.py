@@ -1,0 +1,235 @@
+"""The detection core's behaviour on synthetic streams: the spec of traces, baselines, stalls and watermarks."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+
+from stagewatch.backtest.engine import DetectorConfig
+from stagewatch.core.events import StageEvent
+from tests.streams import T0, Pipeline, S, diurnal, file_events, run, steady_stream
+
+pytestmark = pytest.mark.unit
+
+PIPE = Pipeline(
+    stages=("receive", "check", "process", "publish"),
+    medians={"check": 0.5, "process": 60.0, "publish": 2.0},
+)
+
+
+def kinds(anomalies: list) -> Counter:
+    return Counter(a.kind for a in anomalies)
+
+
+def test_diurnal_pattern_alone_yields_no_anomalies() -> None:
+    # Two days; every stage 2.5x slower at the daily peak than at night. Busy hours are not incidents.
+    events = steady_stream(PIPE, hours=48, every_s=30, seed=1, factor=diurnal(1.5))
+    anomalies, summaries, _ = run(events, PIPE.stages)
+    assert anomalies == []
+    assert Counter(s.status for s in summaries)["complete"] >= len(summaries) - 2  # the last files are open
+
+
+def test_sustained_incident_stays_flagged_to_its_end() -> None:
+    # Stage "process" turns 8x slower for 30 minutes after 6 hours of normal traffic.
+    start, end = T0 + 6 * 3600 * S, T0 + int(6.5 * 3600 * S)
+
+    def slow(stage: str, t: int) -> float:
+        return 8.0 if stage == "process" and start <= t < end else 1.0
+
+    events = steady_stream(PIPE, hours=8, every_s=10, seed=2, factor=slow)
+    anomalies, summaries, _ = run(events, PIPE.stages)
+    # Files whose "process" began inside the window, split into the first and the last five minutes.
+    began = {}
+    for s in summaries:
+        times = {st.stage: st.time for st in s.stages}
+        if "check" in times:
+            began[s.uid] = times["check"]
+    from stagewatch.core.timeutil import parse_rfc3339_us
+
+    first = {u for u, t in began.items() if start <= parse_rfc3339_us(t) < start + 300 * S}
+    last = {u for u, t in began.items() if end - 300 * S <= parse_rfc3339_us(t) < end}
+    flagged = {a.uid for a in anomalies if a.kind == "slow_stage" and a.stage == "process"}
+    assert len(first) > 20 and len(last) > 20
+    assert len(first & flagged) / len(first) >= 0.97
+    assert len(last & flagged) / len(last) >= 0.97
+    # ... and nothing outside the window is flagged.
+    outside = flagged - {u for u, t in began.items() if start <= parse_rfc3339_us(t) < end}
+    assert outside == set()
+
+
+def test_stall_deadlines_follow_each_stage_own_baseline() -> None:
+    pipe = Pipeline(stages=("a", "fast", "slow", "z"), medians={"fast": 0.4, "slow": 120.0, "z": 1.0})
+    rng = random.Random(3)
+    events = steady_stream(pipe, hours=4, every_s=20, seed=3)
+    later = T0 + 4 * 3600 * S
+    # One file never reaches "fast", one never reaches "slow"; traffic continues so the watermark moves.
+    events += file_events(pipe, "stuck-before-fast", later, rng, drop_from="fast")
+    events += file_events(pipe, "stuck-before-slow", later, rng, drop_from="slow")
+    events += [e for k in range(400) for e in file_events(pipe, f"after{k}", later + (k + 1) * 20 * S, rng)]
+    events.sort(key=lambda e: e.t_us)
+    anomalies, _, _ = run(events, pipe.stages)
+    stalls = {a.uid: a for a in anomalies if a.kind == "stalled"}
+    assert set(stalls) == {"stuck-before-fast", "stuck-before-slow"}
+    fast, slow = stalls["stuck-before-fast"], stalls["stuck-before-slow"]
+    assert (fast.stage, fast.last_stage) == ("fast", "a")
+    assert (slow.stage, slow.last_stage) == ("slow", "fast")
+    # A fast stage is declared stalled in seconds, a slow one in minutes.
+    assert fast.threshold_ms is not None and slow.threshold_ms is not None
+    assert fast.threshold_ms <= 15_000
+    assert slow.threshold_ms >= 10 * 60_000
+    assert "has not reached fast" in fast.message
+
+
+def test_stall_fires_when_the_deadline_passes_not_at_the_end_of_input() -> None:
+    pipe = Pipeline(stages=("a", "b", "c"), medians={"b": 1.0, "c": 1.0})
+    rng = random.Random(4)
+    events = steady_stream(pipe, hours=2, every_s=10, seed=4)
+    t_stuck = T0 + 2 * 3600 * S
+    events += file_events(pipe, "stuck", t_stuck, rng, drop_from="b")
+    events += [e for k in range(30) for e in file_events(pipe, f"n{k}", t_stuck + (k + 1) * 10 * S, rng)]
+    events.sort(key=lambda e: e.t_us)
+    anomalies, _, _ = run(events, pipe.stages)
+    (stall,) = [a for a in anomalies if a.kind == "stalled"]
+    from stagewatch.core.timeutil import parse_rfc3339_us
+
+    waited_s = (parse_rfc3339_us(stall.detected_at) - t_stuck) / S
+    # Deadline is a few seconds; the watermark lags by the allowed lateness (60 s) plus a release batch.
+    assert waited_s < 60 + 30
+
+
+def test_a_stalled_file_that_logs_again_is_reported_as_arrived() -> None:
+    """After its stall the trace is closed; its next line is not a new trace but an arrival (incidents of
+    stalls resolve when their files arrive)."""
+    pipe = Pipeline(stages=("a", "b", "c"), medians={"b": 1.0, "c": 1.0})
+    rng = random.Random(5)
+    events = steady_stream(pipe, hours=2, every_s=10, seed=5)
+    t_stuck = T0 + 2 * 3600 * S
+    late = file_events(pipe, "late", t_stuck, rng, factor=lambda stage, t: 600.0 if stage == "b" else 1.0)
+    events += late + [e for k in range(90) for e in file_events(pipe, f"n{k}", t_stuck + (k + 1) * 10 * S, rng)]
+    events.sort(key=lambda e: e.t_us)
+    anomalies, summaries, det = run(events, pipe.stages)
+    assert [(a.kind, a.uid, a.stage) for a in anomalies if a.uid == "late"] == [("stalled", "late", "b")]
+    assert det.out.arrivals[0] == ("late", "b", late[1].t_us)
+    assert [s.status for s in summaries if s.uid == "late"] == ["stalled"]
+
+
+def test_files_in_flight_at_end_of_input_are_open_not_stalled() -> None:
+    pipe = Pipeline(stages=("a", "b", "c"), medians={"b": 1.0, "c": 600.0})
+    events = steady_stream(pipe, hours=3, every_s=15, seed=5)
+    # Cut the input at a point in time: files whose "c" would come later are still in flight.
+    cut = T0 + int(2.9 * 3600 * S)
+    events = [e for e in events if e.t_us <= cut]
+    anomalies, summaries, _ = run(events, pipe.stages)
+    assert kinds(anomalies)["stalled"] == 0
+    open_ = [s for s in summaries if s.status == "open"]
+    assert len(open_) >= 20
+
+
+def test_shuffle_within_lateness_and_duplicates_give_the_same_anomalies() -> None:
+    def slow(stage: str, t: int) -> float:
+        return 6.0 if stage == "process" and T0 + 3 * 3600 * S <= t < T0 + int(3.3 * 3600 * S) else 1.0
+
+    drops = {f"u{k:06d}": "publish" for k in range(1300, 1310)}
+    ordered = steady_stream(PIPE, hours=5, every_s=10, seed=6, factor=slow, drops=drops)
+    rng = random.Random(7)
+    # Delivery = event time + up to 50 s (the allowed lateness is 60 s); 1 % of lines delivered twice.
+    delivered = [(e.t_us + rng.randint(0, 50 * S), e) for e in ordered]
+    delivered += [(t + rng.randint(0, 30 * S), e) for t, e in delivered if rng.random() < 0.01]
+    delivered.sort(key=lambda p: p[0])
+    shuffled = [e for _, e in delivered]
+    assert shuffled != ordered
+    a1, _, _ = run(ordered, PIPE.stages)
+    a2, _, d2 = run(shuffled, PIPE.stages)
+
+    def key(a):  # detected_at (and a stall's wait so far) follow the watermark; the verdict itself must not
+        observed = None if a.kind == "stalled" else a.observed_ms
+        return (a.anomaly_id, a.kind, a.uid, a.stage, a.event_time, observed, a.threshold_ms)
+
+    assert kinds(a1)["slow_stage"] > 50 and kinds(a1)["stalled"] == 10
+    assert sorted(map(key, a1)) == sorted(map(key, a2))
+    assert d2.out.counts["duplicates"] == len(delivered) - len(ordered)
+    assert d2.out.counts.get("late", 0) == 0
+
+
+def test_late_beyond_allowed_lateness_is_dead_lettered_not_dropped() -> None:
+    events = steady_stream(PIPE, hours=1, every_s=10, seed=8)
+    late = StageEvent("late-file", "check", events[-1].t_us - 600 * S, "t1", None, "late-1", False, None)
+    _, _, det = run([*events, late], PIPE.stages)
+    assert det.out.counts["late"] == 1
+    assert det.late == [late]
+
+
+def test_duplicates_count_once_by_insert_id_or_by_uid_stage_time() -> None:
+    events = steady_stream(PIPE, hours=1, every_s=10, seed=9)
+    no_id = [e._replace(insert_id=None) for e in events[:50]]
+    doubled = [*events, *events[:40], *no_id, *no_id[:5]]
+    doubled.sort(key=lambda e: e.t_us)
+    _, summaries, det = run(doubled, PIPE.stages)
+    # events[:50] without an insertId are new keys once (uid+stage+time), then their 5 copies repeat.
+    assert det.out.counts["duplicates"] == 40 + 5
+    # Same stage of the same file again (another insertId): counted as a repeat, or after the file completed.
+    counts = det.out.counts
+    assert counts.get("repeated_stage", 0) + counts.get("after_complete", 0) == 50
+    assert len(summaries) == len({e.uid for e in events})
+
+
+def test_clock_skew_negative_gaps_are_clamped_counted_never_slow() -> None:
+    pipe = Pipeline(stages=("detect", "upload", "register", "done"),
+                    medians={"upload": 5.0, "register": 0.3, "done": 1.0})
+    rng = random.Random(10)
+    events: list[StageEvent] = []
+    for k in range(2000):
+        evs = file_events(pipe, f"f{k}", T0 + k * 10 * S, rng, tenant="skewed")
+        # The customer's host clock runs 2 s ahead: its lines (detect, upload) are stamped late.
+        events += [e._replace(t_us=e.t_us + 2 * S) if e.stage in ("detect", "upload") else e for e in evs]
+    events.sort(key=lambda e: e.t_us)
+    anomalies, summaries, det = run(events, pipe.stages)
+    assert det.out.counts["negative_gaps"] > 1500
+    assert [a for a in anomalies if a.stage == "register"] == []
+    assert all(st.duration_ms is None or st.duration_ms >= 0 for s in summaries for st in s.stages)
+
+
+def test_trace_memory_released_on_completion_and_ttl() -> None:
+    pipe = Pipeline(stages=("a", "b", "c"), medians={"b": 1.0, "c": 1.0})
+    rng = random.Random(11)
+    events = steady_stream(pipe, hours=1, every_s=5, seed=11)
+    events += file_events(pipe, "half", T0 + 3600 * S, rng, drop_from="b")
+    events += [e for k in range(100) for e in file_events(pipe, f"z{k}", T0 + (3601 + k * 60) * S, rng)]
+    events.sort(key=lambda e: e.t_us)
+    cfg = DetectorConfig(ttl_s=600, baseline=DetectorConfig().baseline.__class__(warmup_n=10_000))
+    _, summaries, det = run(events, pipe.stages, cfg)
+    # With baselines cold there is no stall deadline: the TTL evicts the half trace, reported open.
+    half = [s for s in summaries if s.uid == "half"]
+    assert half[0].status == "open" and det.out.counts["traces_evicted"] == 1
+    assert det.traces == {}
+
+
+def test_a_failed_stage_is_reported_and_closes_the_trace() -> None:
+    events = steady_stream(PIPE, hours=1, every_s=10, seed=12)
+    rng = random.Random(12)
+    bad = file_events(PIPE, "bad", T0 + 3600 * S, rng)
+    bad[2] = bad[2]._replace(failed=True)
+    anomalies, summaries, det = run(sorted([*events, *bad], key=lambda e: e.t_us), PIPE.stages)
+    (failed,) = [a for a in anomalies if a.kind == "failed"]
+    assert (failed.uid, failed.stage, failed.severity) == ("bad", "process", "error")
+    assert [s.status for s in summaries if s.uid == "bad"] == ["failed"]
+    assert det.out.counts["after_failed"] == 1  # its later "publish" line is counted, not a new trace
+
+
+def test_warm_up_is_visible_and_makes_no_verdicts() -> None:
+    events = steady_stream(PIPE, hours=0.2, every_s=10, seed=13, factor=lambda s, t: 20.0)
+    anomalies, summaries, det = run(events, PIPE.stages)
+    assert anomalies == []
+    assert det.out.counts["verdicts_warmup"] > 0
+    assert any(st.verdict == "warmup" for s in summaries for st in s.stages)
+
+
+def test_unknown_stage_is_recorded_not_judged() -> None:
+    events = steady_stream(PIPE, hours=0.5, every_s=10, seed=14)
+    extra = StageEvent(events[5].uid, "audit", events[5].t_us + 1, "t1", None, "x-1", False, None)
+    _, summaries, det = run(sorted([*events, extra], key=lambda e: e.t_us), PIPE.stages)
+    assert det.out.counts["unknown_stage"] == 1
+    (s,) = [s for s in summaries if s.uid == extra.uid]
+    assert [st.verdict for st in s.stages if st.stage == "audit"] == ["unordered"]

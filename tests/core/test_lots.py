@@ -1,0 +1,130 @@
+"""Lots: a batch that did not finish is listed, a batch slow for its size is flagged, quiet decides when."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from stagewatch.core.lots import LotConfig, LotTracker
+from stagewatch.core.timeutil import US_PER_S, format_rfc3339
+from tests.streams import T0
+
+MIN = 60 * US_PER_S
+
+
+def _summary(uid: str, lot: str, first_us: int, took_s: float, status: str = "complete") -> dict[str, Any]:
+    last = first_us + int(took_s * US_PER_S)
+    return {"uid": uid, "lot": lot, "tenant": "acme", "status": status, "first_time": format_rfc3339(first_us),
+            "last_time": format_rfc3339(last), "closed_at": format_rfc3339(last),
+            "stages": [{"stage": "detect"}, {"stage": "download" if status != "complete" else "lot_check"}]}
+
+
+def _lot(lot: str, start_us: int, files: int, took_s: float, status: dict[int, str] | None = None) -> list[dict]:
+    return [_summary(f"{lot}-f{i}", lot, start_us + i * US_PER_S, took_s, (status or {}).get(i, "complete"))
+            for i in range(files)]
+
+
+@pytest.mark.unit
+def test_an_unfinished_lot_lists_its_unfinished_files_once_quiet() -> None:
+    tracker = LotTracker(LotConfig(quiet_s=600))
+    out = []
+    for s in _lot("lot-1", T0, 8, 30, {2: "stalled", 5: "failed"}):
+        out += tracker.observe(s)
+    assert out == []  # not quiet yet
+    out = tracker.advance(T0 + 20 * MIN)
+    assert [r["kind"] for r in out] == ["lot_incomplete"]
+    assert [(f["uid"], f["status"]) for f in out[0]["unfinished"]] == [("lot-1-f2", "stalled"), ("lot-1-f5", "failed")]
+    assert "2 of 8 files did not finish" in out[0]["message"]
+    assert "lot-1-f2 (stalled after download)" in out[0]["message"]
+
+
+@pytest.mark.unit
+def test_a_lot_slow_for_its_size_after_warmup_and_not_before() -> None:
+    tracker = LotTracker(LotConfig(quiet_s=600, warmup=5))
+    out = []
+    for k in range(12):  # 12 usual lots of 8 files, 40 s each after the last came in
+        for s in _lot(f"lot-{k}", T0 + k * 30 * MIN, 8, 40):
+            out += tracker.observe(s)
+    out += tracker.advance(T0 + 12 * 30 * MIN)
+    assert out == []
+    for s in _lot("lot-slow", T0 + 13 * 30 * MIN, 9, 400):  # same size class (8-15 files), 10x longer
+        out += tracker.observe(s)
+    out += tracker.advance(T0 + 15 * 30 * MIN)
+    assert [(r["kind"], r["lot"]) for r in out] == [("lot_slow", "lot-slow")]
+    assert out[0]["expected_ms"] == pytest.approx(40_000, rel=0.01)
+    cold = LotTracker(LotConfig(quiet_s=600, warmup=5))
+    for s in _lot("lot-slow", T0, 9, 400):
+        cold.observe(s)
+    assert cold.advance(T0 + 60 * MIN) == []  # nothing to compare with yet: no verdict
+
+
+@pytest.mark.unit
+def test_bad_lot_settings_are_refused() -> None:
+    with pytest.raises(ValueError):
+        LotConfig(factor=1.0)
+
+
+@pytest.mark.cli
+def test_replay_writes_lot_records_during_the_faults(tmp_path: Path) -> None:
+    from stagewatch.cli import main
+    from stagewatch.evaluation.simulate import SimConfig, simulate_to_dir
+
+    manifest = simulate_to_dir(SimConfig(seed=5, hours=18), tmp_path)
+    assert main(["replay", str(tmp_path / "logs.jsonl"), "-o", str(tmp_path / "a.jsonl"),
+                 "--lots", str(tmp_path / "lots.jsonl"), "--no-progress"]) == 0
+    records = [orjson.loads(x) for x in (tmp_path / "lots.jsonl").read_bytes().splitlines()]
+    kinds = {r["kind"] for r in records}
+    assert kinds == {"lot_incomplete", "lot_slow"}
+    windows = [(f["start"], f["end"]) for f in manifest["faults"]]
+    # Every lot record is about a batch that was in flight during an injected fault (an hour's slack).
+    for r in records:
+        assert any(start[:11] == r["submitted_at"][:11] and int(start[11:13]) - 1 <= int(r["submitted_at"][11:13])
+                   <= int(end[11:13]) + 1 for start, end in windows), r["message"]
+
+
+@pytest.mark.pipeline
+def test_the_streaming_job_judges_the_same_lots(tmp_path: Path) -> None:
+    """``TrackLots`` on the DirectRunner (streaming) over the trace summaries of a simulated day gives the
+    records ``LotTracker`` gives, whatever order the summaries arrive in within the watermark's steps."""
+    import random
+
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+    from apache_beam.testing.test_stream import TestStream
+    from apache_beam.testing.util import assert_that, equal_to
+    from apache_beam.transforms.window import TimestampedValue
+
+    from stagewatch.backtest.replay import iter_lines, replay
+    from stagewatch.core.timeutil import parse_rfc3339_us
+    from stagewatch.evaluation.simulate import SimConfig, simulate_to_dir
+    from stagewatch.stream.local import local_runner
+    from stagewatch.stream.steps.lots import TrackLots
+
+    simulate_to_dir(SimConfig(seed=8, hours=18, peak_rate_per_min=10), tmp_path)
+    summaries: list[dict[str, Any]] = []
+    replay(iter_lines([str(tmp_path / "logs.jsonl")]), on_summary=lambda s: summaries.append(s.to_dict()))
+    tracker, want = LotTracker(), []
+    for s in summaries:
+        want += tracker.observe(s)
+    end_us = max(parse_rfc3339_us(s["closed_at"]) for s in summaries)
+    assert {r["kind"] for r in want} == {"lot_incomplete", "lot_slow"}
+    stream, step, rng = TestStream(), 100 * US_PER_S, random.Random(3)
+    timed = sorted(summaries, key=lambda s: parse_rfc3339_us(s["closed_at"]))
+    i = 0
+    while i < len(timed):
+        until = parse_rfc3339_us(timed[i]["closed_at"]) + step
+        chunk = []
+        while i < len(timed) and parse_rfc3339_us(timed[i]["closed_at"]) < until:
+            chunk.append(TimestampedValue(timed[i], parse_rfc3339_us(timed[i]["closed_at"]) / US_PER_S))
+            i += 1
+        rng.shuffle(chunk)
+        stream = stream.add_elements(chunk).advance_watermark_to((until - US_PER_S) // 1000 / 1000)
+    opts = PipelineOptions()
+    opts.view_as(StandardOptions).streaming = True
+    with beam.Pipeline(runner=local_runner(), options=opts) as p:
+        got = p | stream.advance_watermark_to_infinity() | TrackLots(end_us=end_us)
+        assert_that(got | beam.Map(lambda r: (r["kind"], r["lot"], r["files"], r["expected_ms"])),
+                    equal_to([(r["kind"], r["lot"], r["files"], r["expected_ms"]) for r in want]))

@@ -1,0 +1,238 @@
+"""``stagewatch.core.stages``: ``StageOrder`` (parsed or built) and ``infer_stage_order`` from traces."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from stagewatch.core.stages import OPTIONAL_BELOW, StageOrder, infer_stage_order
+
+pytestmark = pytest.mark.unit
+
+S = 1_000_000
+T0 = 1_780_000_000_000_000
+
+# --- StageOrder ---------------------------------------------------------------------------------------------
+
+
+def test_parse_with_optional_stage() -> None:
+    order = StageOrder.parse("a,b?,c")
+    assert order.stages == ("a", "b", "c")
+    assert order.optional == frozenset({"b"})
+    assert order.terminal == "c"
+    assert order.index == {"a": 0, "b": 1, "c": 2}
+    assert str(order) == "a,b?,c"
+
+
+def test_parse_strips_whitespace_and_empty_items() -> None:
+    order = StageOrder.parse(" upload , register ,, done ,")
+    assert order.stages == ("upload", "register", "done")
+    assert order.optional == frozenset()
+    assert order.terminal == "done"
+
+
+def test_terminal_is_the_last_required_stage() -> None:
+    order = StageOrder.parse("a,b,c?,d?")
+    assert order.terminal == "b"
+    assert str(order) == "a,b,c?,d?"
+    assert StageOrder.parse("only").terminal == "only"
+
+
+@pytest.mark.parametrize("text", ["a,b?,c", "upload,register,done", "x?,y", "a,b?,c?,d"])
+def test_str_parse_round_trip(text: str) -> None:
+    order = StageOrder.parse(text)
+    assert str(order) == text
+    assert StageOrder.parse(str(order)) == order
+
+
+@pytest.mark.parametrize("text", ["", " ", ",", " , ,"])
+def test_parse_empty_raises(text: str) -> None:
+    with pytest.raises(ValueError, match="stage names"):
+        StageOrder.parse(text)
+
+
+@pytest.mark.parametrize("text", ["a,b,a", "a,a", "a,b?,b", "a, a"])
+def test_parse_repeats_raise(text: str) -> None:
+    with pytest.raises(ValueError, match="repeat"):
+        StageOrder.parse(text)
+
+
+@pytest.mark.parametrize("text", ["a?", "a?,b?", "a?,b?,c?"])
+def test_all_optional_raises(text: str) -> None:
+    with pytest.raises(ValueError, match="required"):
+        StageOrder.parse(text)
+
+
+def test_unknown_optional_raises() -> None:
+    with pytest.raises(ValueError, match="not in the stage list"):
+        StageOrder(("a", "b"), frozenset({"z"}))
+    with pytest.raises(ValueError, match="not in the stage list"):
+        StageOrder.parse("a,b??")  # "b?" optional, but the stage is "b"
+
+
+def test_direct_construction_validates() -> None:
+    with pytest.raises(ValueError):
+        StageOrder(())
+    with pytest.raises(ValueError):
+        StageOrder(("a", "a"))
+    with pytest.raises(ValueError):
+        StageOrder(("a",), frozenset({"a"}))
+    assert StageOrder(("a", "b")).terminal == "b"
+
+
+def test_stage_order_is_frozen_and_hashable() -> None:
+    order = StageOrder.parse("a,b?,c")
+    with pytest.raises(AttributeError):
+        order.stages = ("x",)  # type: ignore[misc]
+    assert {order: 1}[StageOrder.parse("a,b?,c")] == 1
+
+
+def test_parse_rejects_a_bare_question_mark() -> None:
+    with pytest.raises(ValueError):
+        StageOrder.parse("a,?")
+
+
+# --- infer_stage_order --------------------------------------------------------------------------------------
+
+
+def make_traces(
+    stages: list[str],
+    n: int,
+    seed: int,
+    *,
+    incomplete: float = 0.25,
+    swapped: float = 0.2,
+    optional: dict[str, float] | None = None,
+    shuffle: bool = True,
+) -> list[list[tuple[int, str]]]:
+    """Synthetic traces ``[(t_us, stage), ...]`` of a pipeline with the given true order.
+
+    ``incomplete`` of the traces stop after a random prefix (files still in flight); ``swapped``
+    of the traces have two adjacent stages swapped in time (clock skew); ``optional[stage]`` is the share
+    of traces that pass through that stage at all. Events within a trace arrive in random order when
+    ``shuffle``.
+    """
+    rng = random.Random(seed)
+    optional = optional or {}
+    traces = []
+    for i in range(n):
+        names = [s for s in stages if s not in optional or rng.random() < optional[s]]
+        if rng.random() < incomplete and len(names) > 1:
+            names = names[: rng.randrange(1, len(names))]
+        t = T0 + i * 60 * S
+        times = []
+        for _ in names:
+            t += rng.randint(1, 120) * S
+            times.append(t)
+        if rng.random() < swapped and len(names) >= 2:
+            j = rng.randrange(len(names) - 1)
+            times[j], times[j + 1] = times[j + 1], times[j]
+        trace = list(zip(times, names, strict=True))
+        if shuffle:
+            rng.shuffle(trace)
+        traces.append(trace)
+    return traces
+
+
+PIPELINES = [
+    ["ingest", "scan", "ocr", "index", "notify"],
+    ["upload", "register", "done"],
+    ["zeta", "alpha", "mid", "beta", "omega", "aardvark", "final"],  # true order is not alphabetical
+    ["b", "a"],
+]
+
+
+@pytest.mark.parametrize("stages", PIPELINES, ids=lambda s: ",".join(s))
+@pytest.mark.parametrize("seed", range(5))
+def test_infer_recovers_order_despite_shuffles_prefixes_and_swaps(stages: list[str], seed: int) -> None:
+    traces = make_traces(stages, 300, seed)
+    order = infer_stage_order(traces)
+    assert order.stages == tuple(stages)
+    assert order.optional == frozenset()
+    assert order.terminal == stages[-1]
+
+
+def test_infer_ignores_arrival_order_within_a_trace() -> None:
+    stages = ["ingest", "scan", "ocr", "index", "notify"]
+    traces = make_traces(stages, 100, 7, incomplete=0, swapped=0, shuffle=True)
+    assert sum(sorted(t) != t for t in traces) > 50  # most traces arrive out of order ...
+    assert infer_stage_order(traces).stages == tuple(stages)  # ... and are ordered by time, not position
+    reversed_traces = [list(reversed(sorted(t))) for t in traces]
+    assert infer_stage_order(reversed_traces).stages == tuple(stages)
+
+
+def test_infer_accepts_tuples_and_generators() -> None:
+    stages = ["upload", "register", "done"]
+    traces = make_traces(stages, 50, 11)
+    order = infer_stage_order(tuple(t) for t in traces)
+    assert order.stages == tuple(stages)
+
+
+@pytest.mark.parametrize("seed", [4, 5, 6])
+def test_infer_marks_a_rare_middle_stage_optional(seed: int) -> None:
+    stages = ["ingest", "scan", "ocr", "index", "notify"]
+    traces = make_traces(stages, 400, seed, optional={"ocr": 0.2})
+    order = infer_stage_order(traces)
+    assert order.stages == tuple(stages)
+    assert order.optional == frozenset({"ocr"})
+    assert order.terminal == "notify"
+    assert str(order) == "ingest,scan,ocr?,index,notify"
+
+
+@pytest.mark.parametrize("seed", [7, 8])
+def test_infer_a_rare_last_stage_is_optional_and_not_terminal(seed: int) -> None:
+    stages = ["upload", "register", "thumbnail", "done", "archive"]
+    traces = make_traces(stages, 400, seed, optional={"archive": 0.2})
+    order = infer_stage_order(traces)
+    assert order.stages == tuple(stages)
+    assert order.optional == frozenset({"archive"})
+    assert order.terminal == "done"
+
+
+def test_infer_common_stage_is_required() -> None:
+    # Present in 80 % of the traces that reach the end: well above OPTIONAL_BELOW, so required.
+    stages = ["ingest", "scan", "ocr", "index", "notify"]
+    traces = make_traces(stages, 400, 9, optional={"ocr": 0.8})
+    assert OPTIONAL_BELOW < 0.8
+    order = infer_stage_order(traces)
+    assert order.stages == tuple(stages)
+    assert order.optional == frozenset()
+
+
+def test_in_flight_files_do_not_make_late_stages_optional() -> None:
+    # 40 % of the files stopped somewhere before the end; presence counts among files that reached it.
+    stages = ["ingest", "scan", "ocr", "index", "notify"]
+    traces = make_traces(stages, 400, 10, incomplete=0.4, swapped=0)
+    order = infer_stage_order(traces)
+    assert order.stages == tuple(stages)
+    assert order.optional == frozenset()
+    assert order.terminal == "notify"
+
+
+def test_infer_repeated_stage_in_a_trace_counts_its_first_occurrence() -> None:
+    traces = [[(T0, "a"), (T0 + S, "b"), (T0 + 2 * S, "b"), (T0 + 3 * S, "c")] for _ in range(5)]
+    traces.append([(T0, "a"), (T0 + S, "b"), (T0 + 2 * S, "c"), (T0 + 3 * S, "b")])  # a retry of b after c
+    order = infer_stage_order(traces)
+    assert order.stages == ("a", "b", "c")
+
+
+def test_infer_single_trace_and_single_stage() -> None:
+    assert infer_stage_order([[(T0 + 5, "z"), (T0, "y")]]).stages == ("y", "z")
+    single = infer_stage_order([[(T0, "only")]])
+    assert single.stages == ("only",)
+    assert single.terminal == "only"
+
+
+@pytest.mark.parametrize("traces", [[], [[]], [[], []]], ids=["no-traces", "one-empty", "two-empty"])
+def test_infer_empty_input_raises(traces: list[list[tuple[int, str]]]) -> None:
+    with pytest.raises(ValueError):
+        infer_stage_order(traces)
+
+
+def test_infer_result_is_a_valid_stage_order() -> None:
+    stages = ["ingest", "scan", "ocr", "index", "notify"]
+    order = infer_stage_order(make_traces(stages, 200, 12, optional={"scan": 0.2, "index": 0.3}))
+    assert order.stages == tuple(stages)
+    assert order.optional == frozenset({"scan", "index"})
+    assert StageOrder.parse(str(order)) == order

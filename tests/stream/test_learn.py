@@ -1,0 +1,132 @@
+"""LearnBaselines in streaming gives, interval by interval, the snapshots of the in-process BaselineStore."""
+
+from __future__ import annotations
+
+import random
+
+import apache_beam as beam
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.testing.test_stream import TestStream
+from apache_beam.testing.util import assert_that
+from apache_beam.transforms.window import TimestampedValue
+
+from stagewatch.core.baselines import BaselineConfig, BaselineStore
+from stagewatch.core.stages import StageOrder
+from stagewatch.core.traces import TraceRules
+from stagewatch.stream.local import local_runner
+from stagewatch.stream.steps.learn import LearnBaselines, baseline_stage_of
+
+pytestmark = pytest.mark.pipeline
+
+RULES = TraceRules(StageOrder(("a", "b", "c")))
+CFG = BaselineConfig()
+T0 = 1_780_000_200_000_000  # on an interval boundary
+S = 1_000_000
+
+
+def _measurements() -> list[dict]:
+    rng = random.Random(4)
+    out = []
+    for k in range(2400):  # 2 hours, one every 3 s
+        t = T0 + k * 3 * S
+        for stage_i, median in ((1, 2000.0), (2, 30_000.0)):
+            value = median * rng.lognormvariate(0, 0.3) * (8 if stage_i == 2 and 1800 < k < 1900 else 1)
+            out.append({"uid": f"u{k}", "tenant": rng.choice(["t1", "t2", None]), "measure": "wait",
+                        "stage_i": stage_i, "value_ms": value, "t_us": t + stage_i, "now_us": t + stage_i})
+    return out
+
+
+def _reference(ms: list[dict]) -> dict[int, dict]:
+    store, by_step = BaselineStore(CFG), {}
+    for m in ms:
+        store.advance(m["t_us"])
+        by_step[store.step] = dict(store.snaps)
+        store.learn(baseline_stage_of(m, RULES), m["tenant"], m["value_ms"])
+    return by_step
+
+
+@pytest.mark.parametrize("straggler", [False, True], ids=["on_time", "with_a_count_after_its_fold"])
+def test_snapshots_per_interval_match_the_in_process_store(straggler: bool) -> None:
+    """Interval by interval, the same snapshots as the in-process store; with ``straggler``, a measurement of
+    the first interval arrives two hours after that interval was folded: it is left out (counted), and the
+    store's clock does not go back for it."""
+    ms = _measurements()
+    want = _reference(ms)
+    stream = TestStream()
+    for i in range(0, len(ms), 500):
+        stream = stream.add_elements([TimestampedValue(m, m["t_us"] / S) for m in ms[i:i + 500]])
+        stream = stream.advance_watermark_to((ms[min(i + 500, len(ms)) - 1]["t_us"] // 1000) / 1000)
+    if straggler:
+        late = {**ms[0], "uid": "late", "value_ms": 1e6}
+        stream = stream.add_elements([TimestampedValue(late, late["t_us"] / S)])
+    stream = stream.advance_watermark_to((ms[-1]["t_us"] + 600 * S) // 1000 / 1000).advance_watermark_to_infinity()
+    opts = PipelineOptions()
+    opts.view_as(StandardOptions).streaming = True
+
+    def check(got: list) -> None:
+        by_step: dict[int, dict] = {}
+        for (key, snap), step in got:
+            by_step.setdefault(step, {})[key] = snap
+        compared = 0
+        for step, snaps in want.items():
+            if not snaps or step not in by_step:
+                continue
+            assert set(by_step[step]) == set(snaps), step
+            for key, snap in snaps.items():
+                assert by_step[step][key] == pytest.approx(snap, rel=1e-9), (step, key)
+            compared += 1
+        assert compared >= 20, compared
+
+    with beam.Pipeline(runner=local_runner(), options=opts) as p:
+        snaps = p | stream | LearnBaselines(RULES, CFG)
+        stamped = snaps | beam.Map(lambda kv, ts=beam.DoFn.TimestampParam: (kv, int(ts.micros) // CFG.interval_us))
+        assert_that(stamped, check)
+
+
+def _reference_anomalies(ms: list[dict]) -> set[tuple]:
+    from stagewatch.core.traces import Measurement
+    from stagewatch.core.verdicts import judge_measurement
+    from stagewatch.stream.steps.judging import stand_in
+
+    store, out = BaselineStore(CFG), set()
+    for m in ms:
+        store.advance(m["t_us"])
+        stage = baseline_stage_of(m, RULES)
+        snap, by_tenant = store.lookup(stage, m["tenant"])
+        _, a = judge_measurement(stand_in(m, RULES), Measurement(m["measure"], m["stage_i"], m["value_ms"],
+                                                                  m["t_us"]), snap, by_tenant, RULES, 0)
+        if a is not None:
+            out.add((a.anomaly_id, a.kind, a.uid, a.stage, round(a.observed_ms or 0, 3)))
+        store.learn(stage, m["tenant"], m["value_ms"])
+    return out
+
+
+def test_judged_anomalies_match_the_in_process_judge() -> None:
+    from stagewatch.stream.steps.judging import JudgeMeasurements
+
+    ms = [{**m, "lot": None, "last_stage": "c"} for m in _measurements()]
+    want = _reference_anomalies(ms)
+    assert len(want) > 50  # the 8x slowdown of stage c
+    shuffled = ms[:]
+    random.Random(9).shuffle(shuffled)
+    stream = TestStream()
+    for i in range(0, len(ms), 500):
+        chunk = sorted(ms[i:i + 500], key=lambda m: m["uid"])  # out of order within each chunk
+        stream = stream.add_elements([TimestampedValue(m, m["t_us"] / S) for m in chunk])
+        stream = stream.advance_watermark_to((ms[min(i + 500, len(ms)) - 1]["t_us"] // 1000) / 1000)
+    stream = stream.advance_watermark_to((ms[-1]["t_us"] + 900 * S) // 1000 / 1000).advance_watermark_to_infinity()
+    opts = PipelineOptions()
+    opts.view_as(StandardOptions).streaming = True
+    with beam.Pipeline(runner=local_runner(), options=opts) as p:
+        records = p | stream
+        snaps = records | LearnBaselines(RULES, CFG)
+        anomalies, _ = (records, snaps) | JudgeMeasurements(RULES, CFG)
+        got = anomalies | beam.Map(
+            lambda a: (a["anomaly_id"], a["kind"], a["uid"], a["stage"], round(a["observed_ms"] or 0, 3))
+        )
+
+        def check(items: list) -> None:
+            assert set(items) == want
+
+        assert_that(got, check)

@@ -1,0 +1,216 @@
+"""The assembled streaming job on the DirectRunner: TestStream cases, the step names, and agreement with replay."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import apache_beam as beam
+import orjson
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.testing.test_stream import TestStream
+from apache_beam.transforms.window import TimestampedValue
+
+from stagewatch.core.baselines import BaselineConfig
+from stagewatch.core.events import StageEvent
+from stagewatch.core.stages import StageOrder
+from stagewatch.core.timeutil import format_rfc3339, parse_rfc3339_us
+from stagewatch.core.traces import TraceRules
+from stagewatch.stream.local import local_runner
+from stagewatch.stream.pipeline import build, construct
+from tests.streams import Pipeline, S, file_events, steady_stream
+
+pytestmark = pytest.mark.pipeline
+
+PIPE = Pipeline(stages=("a", "b", "c"), medians={"b": 2.0, "c": 5.0})
+RULES = TraceRules(StageOrder(PIPE.stages))
+STEP_NAMES = Path(__file__).parent / "data" / "step_names.txt"
+
+
+def _line(ev: StageEvent, severity: str = "INFO") -> bytes:
+    return orjson.dumps({
+        "insertId": ev.insert_id, "timestamp": format_rfc3339(ev.t_us), "severity": severity,
+        "jsonPayload": {"uid": ev.uid, "stage": ev.stage, "tenant": ev.tenant, "lot": ev.lot},
+    })
+
+
+class _Collect(beam.DoFn):
+    """Test-only sink: records land in a module-level list (the in-process runner shares the process)."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def process(self, record: dict[str, Any]) -> None:
+        _COLLECTED.setdefault(self._name, []).append(record)
+
+
+_COLLECTED: dict[str, list[dict[str, Any]]] = {}
+
+
+def _run(stream: TestStream) -> dict[str, list[dict[str, Any]]]:
+    _COLLECTED.clear()
+    opts = PipelineOptions()
+    opts.view_as(StandardOptions).streaming = True
+    with beam.Pipeline(runner=local_runner(), options=opts) as p:
+        out = build(p | stream, RULES, BaselineConfig())
+        out.anomalies | "CollectAnomalies" >> beam.ParDo(_Collect("anomalies"))
+        out.traces | "CollectTraces" >> beam.ParDo(_Collect("traces"))
+        out.dead_letters | "CollectDeadLetters" >> beam.ParDo(_Collect("dead_letters"))
+    return {k: list(v) for k, v in _COLLECTED.items()}
+
+
+def _stream(chunks: list[tuple[list[tuple[bytes, int]], int]]) -> TestStream:
+    """(lines with their element time, watermark after them) chunks -> a TestStream."""
+    stream = TestStream()
+    for lines, watermark_us in chunks:
+        if lines:
+            stream = stream.add_elements([TimestampedValue(raw, t / S) for raw, t in lines])
+        stream = stream.advance_watermark_to(watermark_us // 1000 / 1000)
+    return stream.advance_watermark_to_infinity()
+
+
+def _warm_chunks(events: list[StageEvent], step_s: int = 60, lateness_s: int = 60) -> list[tuple[list, int]]:
+    """Events in arrival chunks of ``step_s`` seconds, each chunk shuffled; the watermark trails by the
+    lateness (as a Pub/Sub source's would)."""
+    rng = random.Random(5)
+    chunks, i = [], 0
+    while i < len(events):
+        end = events[i].t_us + step_s * S
+        chunk = []
+        while i < len(events) and events[i].t_us < end:
+            chunk.append((_line(events[i]), events[i].t_us))
+            i += 1
+        rng.shuffle(chunk)
+        chunks.append((chunk, end - lateness_s * S))
+    return chunks
+
+
+def test_a_stall_is_reported_when_its_deadline_passes_not_when_the_session_closes() -> None:
+    warm = steady_stream(PIPE, hours=1.5, every_s=10, seed=2)
+    t_stuck = warm[-1].t_us + 5 * S
+    stuck = file_events(PIPE, "stuck-1", t_stuck, random.Random(1), drop_from="c")  # a and b, never c
+    after = steady_stream(PIPE, hours=0.5, every_s=10, seed=3)
+    shift = stuck[-1].t_us + 10 * S - after[0].t_us
+    after = [ev._replace(t_us=ev.t_us + shift, uid="late-" + ev.uid, insert_id="late-" + str(ev.insert_id))
+             for ev in after]
+    got = _run(_stream(_warm_chunks(warm + stuck + after)))
+    stalls = [a for a in got["anomalies"] if a["kind"] == "stalled"]
+    assert [(a["uid"], a["stage"], a["last_stage"]) for a in stalls] == [("stuck-1", "c", "b")]
+    detected = parse_rfc3339_us(stalls[0]["detected_at"])
+    waited_s = (detected - stuck[-1].t_us) / S
+    # The deadline is learned from c's own line (c takes ~5 s): about a minute, far from the 1 h session gap.
+    assert 10 <= waited_s <= 300, waited_s
+    summary = next(t for t in got["traces"] if t["uid"] == "stuck-1")
+    assert summary["status"] == "stalled"
+    assert parse_rfc3339_us(summary["closed_at"]) - stuck[-1].t_us >= RULES.ttl_us  # the session closed later
+    complete = [t for t in got["traces"] if t["status"] == "complete"]
+    assert len(complete) == len({ev.uid for ev in warm + after})
+
+
+def test_out_of_order_duplicates_late_and_malformed_input() -> None:
+    warm = steady_stream(PIPE, hours=1.0, every_s=10, seed=4)
+    t = warm[-1].t_us + 5 * S
+    f1 = file_events(PIPE, "f1", t, random.Random(2))
+    f2 = file_events(PIPE, "f2", t + S, random.Random(3))
+    f3 = file_events(PIPE, "f3", t + 2 * S, random.Random(4))
+    # f1 arrives reversed (out of order within the lateness) and with every line twice.
+    chunk = [(_line(ev), ev.t_us) for ev in reversed(f1)] * 2
+    # f2's first stage arrives only after the watermark passed f2's later stages: late beyond the lateness.
+    chunk += [(_line(ev), ev.t_us) for ev in f2[1:]]
+    # f3 fails at b.
+    chunk += [(_line(f3[0]), f3[0].t_us), (_line(f3[1], severity="ERROR"), f3[1].t_us)]
+    junk = [(b"{not json", t), (b'{"timestamp": "2026-05-28T20:00:00Z", "jsonPayload": {"stage": "a"}}', t),
+            (b"[1, 2]", t)]
+    end = max(ev.t_us for ev in f1 + f2 + f3)
+    chunks = [*_warm_chunks(warm), (chunk + junk, end + S), ([(_line(f2[0]), f2[0].t_us)], end + 120 * S)]
+    got = _run(_stream(chunks))
+    by_uid = {s["uid"]: s for s in got["traces"]}
+    assert by_uid["f1"]["status"] == "complete"
+    assert [st["stage"] for st in by_uid["f1"]["stages"]] == ["a", "b", "c"]  # reassembled in event order, once
+    reasons = sorted(d["reason"] for d in got["dead_letters"])
+    assert reasons == ["invalid_json", "late", "missing_uid", "not_object"]
+    late = next(d for d in got["dead_letters"] if d["reason"] == "late")
+    assert "f2" in late["line"] and "behind" in late["detail"]
+    assert [(a["kind"], a["uid"], a["stage"]) for a in got["anomalies"] if a["uid"] == "f3"] == [
+        ("failed", "f3", "b")
+    ]
+    assert by_uid["f3"]["status"] == "failed"
+
+
+def _step_names(argv: list[str]) -> list[str]:
+    p, _ = construct(argv)
+    names: list[str] = []
+
+    class _Visitor(beam.pipeline.PipelineVisitor):
+        def enter_composite_transform(self, node: Any) -> None:
+            if node.full_label:
+                names.append(node.full_label)
+
+        def visit_transform(self, node: Any) -> None:
+            names.append(node.full_label)
+
+    p.visit(_Visitor())
+    return sorted(set(names))
+
+
+PRODUCTION_ARGV = [
+    "--input_subscription", "projects/demo-proj/subscriptions/logs", "--output_topic",
+    "projects/demo-proj/topics/anomalies", "--bigquery_dataset", "demo-proj.stagewatch", "--stages",
+    "detect,upload,register,enqueue,download,analyse,store_result,lot_check",
+]
+
+
+def test_step_names_match_the_recorded_list() -> None:
+    """A running job is updated in place (``--update``) only when the new graph's step names match the old
+    one's: renaming a step is a breaking change. Regenerate with STAGEWATCH_RECORD_STEPS=1 on purpose."""
+    import os
+
+    names = _step_names(PRODUCTION_ARGV)
+    if os.environ.get("STAGEWATCH_RECORD_STEPS"):
+        STEP_NAMES.parent.mkdir(exist_ok=True)
+        STEP_NAMES.write_text("\n".join(names) + "\n")
+    recorded = STEP_NAMES.read_text().split()
+    assert names == recorded, f"step names changed: +{set(names) - set(recorded)} -{set(recorded) - set(names)}"
+    for step in ("Parse", "Dedup", "Assemble", "Learn", "Judge", "Stalls", "PublishAnomalies",
+                 "WriteBigQueryAnomalies", "WriteBigQueryTraces", "WriteBigQueryDeadLetters"):
+        assert step in names
+
+
+def _agreement(replayed: set[tuple[str, str, str]], streamed: set[tuple[str, str, str]]) -> float:
+    return len(replayed & streamed) / max(1, len(replayed | streamed))
+
+
+def test_run_and_replay_report_the_same_anomalies(tmp_path: Path) -> None:
+    """The streaming job and the backtest share one core; on a simulated input with every kind of anomaly
+    they report the same (kind, uid, stage) set. What may differ, and why: see README, "Streaming vs
+    backtest"."""
+    from stagewatch.backtest.replay import iter_lines, replay
+    from stagewatch.cli import main
+    from stagewatch.evaluation.simulate import SHORT_FAULTS, SHORT_HOURS, SHORT_START, SimConfig, simulate_to_dir
+
+    simulate_to_dir(SimConfig(seed=23, start=SHORT_START, hours=SHORT_HOURS, peak_rate_per_min=6,
+                              faults=SHORT_FAULTS), tmp_path / "sim")
+    logs = str(tmp_path / "sim" / "logs.jsonl")
+    replayed: set[tuple[str, str, str]] = set()
+    replay(iter_lines([logs]), on_anomaly=lambda a: replayed.add((a.kind, a.uid, a.stage)))
+    assert main(["run", "--input_file", logs, "--output_dir", str(tmp_path / "out")]) == 0
+    streamed = {
+        (a["kind"], a["uid"], a["stage"])
+        for f in (tmp_path / "out").glob("anomalies*.jsonl") for a in map(orjson.loads, f.read_bytes().splitlines())
+    }
+    assert {k for k, _, _ in replayed} == {"slow_stage", "slow_trace", "stalled", "failed"}
+    agreement = _agreement(replayed, streamed)
+    assert agreement >= 0.99, (agreement, sorted(replayed - streamed)[:10], sorted(streamed - replayed)[:10])
+    # Incidents too: the same ones open and resolve with the same files (ids come from the anomalies' times).
+    assert main(["replay", logs, "-o", str(tmp_path / "a.jsonl"), "--incidents", str(tmp_path / "i.jsonl")]) == 0
+
+    def milestones(rows: list[dict[str, Any]]) -> set[tuple[Any, ...]]:
+        return {(e["event"], e["incident_id"], e["scope"], e["files"], e["arrived"], tuple(e["lots"]))
+                for e in rows if e["event"] != "updated"}
+
+    want = milestones([orjson.loads(x) for x in (tmp_path / "i.jsonl").read_bytes().splitlines()])
+    got = milestones([orjson.loads(x) for f in (tmp_path / "out").glob("incidents*.jsonl")
+                      for x in f.read_bytes().splitlines()])
+    assert len(want) >= 6 and got == want

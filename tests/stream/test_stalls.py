@@ -1,0 +1,115 @@
+"""``WatchStalls`` on the DirectRunner (streaming): when a stalled file counts as having moved on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import apache_beam as beam
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.testing.test_stream import TestStream
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms.window import TimestampedValue
+
+from stagewatch.core.stages import StageOrder
+from stagewatch.core.timeutil import US_PER_S, format_rfc3339, parse_rfc3339_us
+from stagewatch.core.traces import TraceRules
+from stagewatch.stream.local import local_runner
+from stagewatch.stream.steps.stalls import ARRIVALS, STALLED_SUMMARIES, WatchStalls
+
+pytestmark = pytest.mark.pipeline
+
+RULES = TraceRules(StageOrder(("detect", "upload", "register", "enqueue", "download")))
+S = US_PER_S
+T0 = 1_780_000_000 * S
+ENQUEUE, DOWNLOAD = 3, 4
+
+
+def _progress(uid: str, stage: str, next_i: int, t_us: int, now_us: int | None = None) -> dict[str, Any]:
+    return {"uid": uid, "tenant": "acme", "lot": None, "last_stage": stage, "next_i": next_i, "last_t_us": t_us,
+            "now_us": t_us if now_us is None else now_us}
+
+
+def _summary(uid: str, stages: list[tuple[str, int]], status: str = "open") -> dict[str, Any]:
+    return {"uid": uid, "tenant": "acme", "lot": None, "status": status,
+            "first_time": format_rfc3339(stages[0][1]), "last_time": format_rfc3339(max(t for _, t in stages)),
+            "end_to_end_ms": None, "missing_stages": [],
+            "stages": [{"stage": s, "time": format_rfc3339(t), "duration_ms": None, "reported_ms": None,
+                        "verdict": "ok"} for s, t in stages]}
+
+
+def _streaming() -> PipelineOptions:
+    opts = PipelineOptions()
+    opts.view_as(StandardOptions).streaming = True
+    return opts
+
+
+def _watch(tagged: beam.PCollection) -> Any:
+    """``WatchStalls`` over one stream of (input name, record): split into its four inputs."""
+    inputs = [tagged | f"Only{name.title()}" >> beam.FlatMap(lambda r, n=name: [r[1]] if r[0] == n else [])
+              for name in ("progress", "deadline", "summary", "anomaly")]
+    return tuple(inputs) | WatchStalls(RULES)
+
+
+def test_a_stalled_file_arrives_only_when_it_gets_past_its_stall() -> None:
+    """Each file waits at enqueue (t0 + 10 s) for download, overdue at t0 + 60 s, and is declared stalled then.
+
+    * ``a`` logged an earlier stage (upload) out of order at t0 + 11 s, before its stall, and closed open at
+      its TTL: it never moved on -- no arrival (the backtest, which hears of no event after the stall, agrees);
+    * ``b`` reached download at t0 + 300 s, the last stage, so only its summary tells: an arrival then;
+    * ``c`` reached download too, its progress says so: an arrival then."""
+    stalled_at = T0 + 60 * S
+    deadline = {"deadline_us": stalled_at, "stall_info": (DOWNLOAD, 5000.0, 50_000.0, 40, False)}
+    records: list[tuple[str, dict[str, Any], int]] = []
+    for uid in ("a", "b", "c"):
+        p = _progress(uid, "enqueue", DOWNLOAD, T0 + 10 * S)
+        records += [("progress", p, T0 + 10 * S), ("deadline", {**p, **deadline}, T0 + 10 * S)]
+    records += [
+        ("progress", _progress("a", "enqueue", DOWNLOAD, T0 + 10 * S, now_us=T0 + 11 * S), T0 + 11 * S),
+        ("summary", _summary("a", [("detect", T0), ("register", T0 + 5 * S), ("enqueue", T0 + 10 * S),
+                                   ("upload", T0 + 11 * S)]), T0 + 3600 * S),
+        ("summary", _summary("b", [("detect", T0), ("enqueue", T0 + 10 * S), ("download", T0 + 300 * S)],
+                             status="complete"), T0 + 300 * S),
+        ("progress", _progress("c", "download", DOWNLOAD + 1, T0 + 200 * S), T0 + 200 * S),
+    ]
+    stream, watermark = TestStream(), 0
+    for what, record, t_us in sorted(records, key=lambda r: r[2]):
+        if watermark < stalled_at < t_us:  # the stalls are declared before anything later arrives
+            stream, watermark = stream.advance_watermark_to(stalled_at / S + 1), stalled_at + S
+        stream = stream.add_elements([TimestampedValue((what, record), t_us / S)])
+        if t_us > watermark:
+            stream, watermark = stream.advance_watermark_to(t_us / S), t_us
+    stream = stream.advance_watermark_to_infinity()
+    with beam.Pipeline(runner=local_runner(), options=_streaming()) as p:
+        out = _watch(p | stream)
+        assert_that(out.stalls | beam.Map(lambda a: (a["kind"], a["uid"], a["stage"], a["detected_at"])),
+                    equal_to([("stalled", uid, "download", format_rfc3339(stalled_at)) for uid in "abc"]),
+                    label="Stalls")
+        assert_that(out[ARRIVALS] | "Arrivals" >> beam.Map(lambda a: (a["uid"], a["stage"], a["t_us"])),
+                    equal_to([("b", "download", T0 + 300 * S), ("c", "download", T0 + 200 * S)]),
+                    label="Arrivals")
+        assert_that(out[STALLED_SUMMARIES] | "Statuses" >> beam.Map(lambda s: (s["uid"], s["status"])),
+                    equal_to([("a", "stalled"), ("b", "stalled")]), label="Summaries")
+
+
+def _slow(uid: str, measure: str, t_us: int) -> dict[str, Any]:
+    return {"kind": "slow_stage", "uid": uid, "stage": "register", "measure": measure,
+            "detected_at": format_rfc3339(t_us)}
+
+
+def test_of_a_stages_two_slow_measures_the_one_the_backtest_judged_first_is_reported() -> None:
+    """A stage's wait and reported latency can both be slow; one anomaly is reported, the one the backtest
+    judges first: at the same moment the latency (``d``, whose wait came through first), else the earlier
+    (``e``, whose later latency came through first)."""
+    arrivals = [  # (what reached the step first) -- (the moment each was judged at)
+        _slow("d", "wait", T0 + 20 * S), _slow("d", "latency", T0 + 20 * S),
+        _slow("e", "latency", T0 + 30 * S), _slow("e", "wait", T0 + 25 * S),
+    ]
+    stream = (TestStream()
+              .add_elements([TimestampedValue(("anomaly", a), parse_rfc3339_us(a["detected_at"]) / S)
+                             for a in arrivals])
+              .advance_watermark_to(T0 / S + 60).advance_watermark_to_infinity())
+    with beam.Pipeline(runner=local_runner(), options=_streaming()) as p:
+        out = _watch(p | stream)
+        assert_that(out.stalls | beam.Map(lambda a: (a["uid"], a["measure"])),
+                    equal_to([("d", "latency"), ("e", "wait")]))
