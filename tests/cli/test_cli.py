@@ -51,7 +51,7 @@ def test_replay_plain_gz_and_stdin_agree(sim: Path, tmp_path: Path) -> None:
 def test_evaluate_prints_scores_per_kind(sim: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["replay", str(sim / "logs.jsonl"), "-o", str(tmp_path / "a.jsonl")]) == 0
     capsys.readouterr()
-    assert main(["evaluate", str(sim / "labels.jsonl"), str(tmp_path / "a.jsonl"), "--json"]) == 0
+    assert main(["evaluate", "labels", str(sim / "labels.jsonl"), str(tmp_path / "a.jsonl"), "--json"]) == 0
     scores = orjson.loads(capsys.readouterr().out)
     assert {k["kind"] for k in scores["kinds"]} >= {"slow_stage", "slow_trace", "stalled", "failed"}
 
@@ -66,11 +66,11 @@ def test_evaluate_reads_a_run_output_folder(sim: Path, tmp_path: Path, capsys: p
     (run_dir / "anomalies-2.jsonl").write_bytes(b"".join(rows[len(rows) // 2:]))
     (run_dir / "traces-1.jsonl").write_bytes(b"{}\n")  # not anomalies: ignored
     capsys.readouterr()
-    assert main(["evaluate", str(sim / "labels.jsonl"), str(tmp_path / "a.jsonl"), "--json"]) == 0
+    assert main(["evaluate", "labels", str(sim / "labels.jsonl"), str(tmp_path / "a.jsonl"), "--json"]) == 0
     from_file = orjson.loads(capsys.readouterr().out)
-    assert main(["evaluate", str(sim / "labels.jsonl"), str(run_dir), "--json"]) == 0
+    assert main(["evaluate", "labels", str(sim / "labels.jsonl"), str(run_dir), "--json"]) == 0
     assert orjson.loads(capsys.readouterr().out) == from_file
-    assert main(["evaluate", str(sim / "labels.jsonl"), str(tmp_path)]) == 2  # a folder without anomalies*
+    assert main(["evaluate", "labels", str(sim / "labels.jsonl"), str(tmp_path)]) == 2  # a folder without anomalies*
     assert "without anomalies" in capsys.readouterr().err
 
 
@@ -81,7 +81,8 @@ def test_evaluate_reads_a_run_output_folder(sim: Path, tmp_path: Path, capsys: p
         (["replay", "-", "--stages", ","], "--stages needs"),
         (["replay", "-", "--config", "no-such.toml"], "does not exist"),
         (["replay", "-", "--processes", "2"], "standard input (-) is read in this process"),
-        (["evaluate", "one.jsonl"], "LABELS ANOMALIES"),
+        (["evaluate", "one.jsonl"], "invalid choice"),
+        (["evaluate", "labels", "one.jsonl"], "required: ANOMALIES"),
         (["run", "--input_file", "no-such-file.jsonl", "--output_dir", "out"], "does not exist"),
         (["run", "--output_dir", "out"], "give exactly one input"),
         (["run", "--input_file", "x.jsonl", "--output_dir", "out", "--session_gap_s", "0"], "session_gap_s"),

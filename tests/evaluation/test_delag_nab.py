@@ -185,4 +185,4 @@ def test_evaluate_delag_cli_without_beam(tmp_path: Path, capsys: pytest.CaptureF
     text = out.read_text()
     assert "| toy | stagewatch |" in text and "static p99" in text and "Beam" not in text
     assert main(["evaluate", "delag"]) == 2
-    assert "needs DeLag CSV files" in capsys.readouterr().err
+    assert "required: CSV" in capsys.readouterr().err

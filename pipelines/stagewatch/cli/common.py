@@ -1,0 +1,144 @@
+"""What the commands share: reading JSON lines, writing them, a progress bar, an aligned table, time options, and
+BigQuery's refusals turned into the one-line errors every command gives."""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import io
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+__all__ = [
+    "JsonlWriter",
+    "bigquery_errors",
+    "print_rows",
+    "progress_bar",
+    "read_anomalies",
+    "read_jsonl",
+    "stderr_is_tty",
+    "time_option",
+]
+
+
+def read_jsonl(path: str) -> list[dict[str, Any]]:
+    rows = []
+    with open(path, "rb") as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    rows.append(orjson.loads(line))
+                except orjson.JSONDecodeError as exc:
+                    raise ValueError(f"{path}:{n} is not JSON: {exc}") from exc
+    return rows
+
+
+def read_anomalies(path: str) -> list[dict[str, Any]]:
+    """A JSONL file, or the output folder of ``stagewatch run`` (its ``anomalies*.jsonl``)."""
+    if not os.path.isdir(path):
+        return read_jsonl(path)
+    files = sorted(glob.glob(os.path.join(glob.escape(path), "anomalies*.jsonl")))
+    if not files:
+        raise ValueError(f"{path} is a folder without anomalies*.jsonl (the output folder of stagewatch run?)")
+    return [row for f in files for row in read_jsonl(f)]
+
+
+class JsonlWriter:
+    """JSON lines to a file (or stdout), written as they come."""
+
+    def __init__(self, target: str | Path | None, default_stdout: bool = False) -> None:
+        self._own = False
+        self.f: IO[bytes] | None = None
+        if target is None:
+            self.f = sys.stdout.buffer if default_stdout else None
+        elif str(target) == "-":
+            self.f = sys.stdout.buffer
+        else:
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+            self.f = open(target, "wb")  # noqa: SIM115 - closed in close()
+            self._own = True
+
+    def write(self, obj: Any) -> None:
+        if self.f is not None:
+            self.f.write(orjson.dumps(obj))
+            self.f.write(b"\n")
+
+    def close(self) -> None:
+        if self.f is not None:
+            self.f.flush()
+            if self._own:
+                self.f.close()
+
+
+def progress_bar(paths: list[str], enabled: bool) -> tuple[Callable[[int], None] | None, Callable[[], None]]:
+    """(on_bytes, close) of a byte-based progress bar on stderr (tqdm) when ``enabled``; (None, no-op) else."""
+    if not enabled:
+        return None, lambda: None
+    from tqdm import tqdm
+
+    total = 0
+    for p in paths:
+        if p == "-" or p.endswith(".gz"):
+            total = 0
+            break
+        total += os.path.getsize(p)
+    bar = tqdm(total=total or None, unit="B", unit_scale=True, desc="replay", file=sys.stderr, mininterval=0.5)
+    return bar.update, bar.close
+
+
+def stderr_is_tty() -> bool:
+    return isinstance(sys.stderr, io.TextIOBase) and sys.stderr.isatty()
+
+
+def _format_cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else f"{value:.2f}"
+    if isinstance(value, list):
+        return ",".join(map(_format_cell, value))
+    return str(value)
+
+
+def print_rows(rows: list[dict[str, Any]]) -> None:
+    """An aligned table: the columns as the query names them."""
+    if not rows:
+        print("(no rows)")
+        return
+    columns = list(rows[0])
+    cells = [[_format_cell(row[c]) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+    for r in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+
+
+def time_option(name: str, value: str | None) -> int | None:
+    from stagewatch.core.timeutil import parse_rfc3339_us
+
+    if value is None:
+        return None
+    try:
+        return parse_rfc3339_us(value)
+    except ValueError:
+        raise ValueError(f"{name} must be an RFC 3339 time such as 2026-06-06T00:00:00Z, got {value!r}") from None
+
+
+@contextlib.contextmanager
+def bigquery_errors(dataset: str) -> Iterator[None]:
+    """BigQuery's refusals (no such dataset, no permission, a bad query) and missing credentials: one line,
+    exit status 2, like every other error of the command."""
+    from google.api_core.exceptions import GoogleAPIError
+    from google.auth.exceptions import GoogleAuthError
+
+    try:
+        yield
+    except GoogleAPIError as exc:
+        raise ValueError(f"BigQuery refused ({dataset}): {str(exc).splitlines()[0]}") from exc
+    except GoogleAuthError as exc:
+        raise ValueError(f"no credentials for BigQuery ({exc}); run: gcloud auth application-default login") from exc

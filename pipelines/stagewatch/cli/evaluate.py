@@ -1,0 +1,99 @@
+"""``stagewatch evaluate``: detection measured against labels -- a simulated run's (``labels``), DeLag's
+per-request labels (``delag``), NAB's anomaly windows (``nab``)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import orjson
+
+__all__ = ["add"]
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="score anomalies against labels, or measure detection on public labelled data",
+        description="stagewatch evaluate labels LABELS ANOMALIES: trace-level precision / recall / F1 per kind. "
+        "stagewatch evaluate delag CSV...: per-request scores on DeLag files, beside static p99 and Beam's "
+        "RobustZScore and ZScore. stagewatch evaluate nab [NAB_DIR]: NAB's standard-profile score.",
+    )
+    modes = p.add_subparsers(dest="mode", required=True, metavar="{labels,delag,nab}")
+    labels = modes.add_parser("labels", help="score anomalies against the labels of stagewatch simulate",
+                              description="Trace-level precision, recall and F1 per anomaly kind, and the stall "
+                              "detection delay.")
+    labels.add_argument("labels", metavar="LABELS", help="labels.jsonl of stagewatch simulate")
+    labels.add_argument("anomalies", metavar="ANOMALIES",
+                        help="anomalies as JSON lines, or the --output_dir of stagewatch run")
+    labels.add_argument("--json", action="store_true", help="print the scores as JSON")
+    labels.set_defaults(func=_labels)
+
+    delag = modes.add_parser("delag", help="per-request scores on DeLag files beside Beam's detectors",
+                             description="Per-request precision / recall / F1 on DeLag files, beside a static p99 "
+                             "alert and Beam's RobustZScore and ZScore (run through a real Beam pipeline).")
+    delag.add_argument("csv", nargs="+", metavar="CSV",
+                       help="DeLag files, e.g. ../shared/data/delag/trainticket/0*.csv")
+    delag.add_argument("--no-beam", action="store_true", help="skip the Beam detectors (they take minutes)")
+    delag.add_argument("--markdown", metavar="FILE", help="write the tables here (markdown)")
+    delag.add_argument("--beam-cache", metavar="DIR",
+                       help="keep the Beam detectors' verdicts here and reuse them (they take minutes)")
+    delag.set_defaults(func=_delag)
+
+    nab = modes.add_parser("nab", help="NAB's standard-profile score beside the published detectors'",
+                           description="NAB's standard-profile score on the AWS CloudWatch series and the EC2 "
+                           "request-latency series, beside the published detectors' scores on the same series.")
+    nab.add_argument("nab_dir", nargs="?", default="../shared/data/nab", metavar="NAB_DIR",
+                     help="the NAB data folder (default ../shared/data/nab)")
+    nab.add_argument("--markdown", metavar="FILE", help="write the tables here (markdown)")
+    nab.set_defaults(func=_nab)
+
+
+def _labels(args: argparse.Namespace) -> int:
+    from stagewatch.cli.common import read_anomalies, read_jsonl
+    from stagewatch.evaluation.scoring import score_kinds
+
+    scores, delay = score_kinds(read_jsonl(args.labels), read_anomalies(args.anomalies))
+    if args.json:
+        print(orjson.dumps({"kinds": [s.to_dict() for s in scores], "stall_delay": delay}).decode())
+        return 0
+    print(f"{'kind':<12} {'tp':>6} {'fp':>6} {'fn':>6} {'precision':>10} {'recall':>8} {'f1':>6}")
+    for s in scores:
+        print(f"{s.kind:<12} {s.tp:>6} {s.fp:>6} {s.fn:>6} {s.precision:>10.3f} {s.recall:>8.3f} {s.f1:>6.3f}")
+    if delay["n"]:
+        print(f"stall detection delay after the file's last event: median {delay['median_s']} s, "
+              f"p95 {delay['p95_s']} s, max {delay['max_s']} s (n={delay['n']})")
+    return 0
+
+
+def _delag(args: argparse.Namespace) -> int:
+    from stagewatch.evaluation.delag_eval import evaluate_delag, markdown
+
+    paths = args.csv
+    for path in paths:
+        if not Path(path).is_file():
+            raise ValueError(f"{path} does not exist")
+    res = evaluate_delag(paths, beam=not args.no_beam, cache=args.beam_cache)
+    # The command as a person types it: one glob per folder rather than forty file names.
+    folders = sorted({str(Path(p).parent) for p in paths})
+    shown = " ".join(f"{f}/*.csv" for f in folders) if len(paths) > 2 * len(folders) else " ".join(paths)
+    command = "stagewatch evaluate delag " + shown + (" --no-beam" if args.no_beam else "")
+    text = markdown(res, command)
+    if args.markdown:
+        Path(args.markdown).write_text(text, encoding="utf-8")
+    print(text)
+    return 0
+
+
+def _nab(args: argparse.Namespace) -> int:
+    from stagewatch.evaluation.nab import evaluate_nab, markdown
+
+    root = args.nab_dir
+    if not (Path(root) / "labels" / "combined_windows.json").is_file():
+        raise ValueError(f"{root} is not a NAB data folder (labels/combined_windows.json missing)")
+    res = evaluate_nab(root)
+    text = markdown(res, "stagewatch evaluate nab " + root)
+    if args.markdown:
+        Path(args.markdown).write_text(text, encoding="utf-8")
+    print(text)
+    return 0

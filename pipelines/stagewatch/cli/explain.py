@@ -1,0 +1,45 @@
+"""``stagewatch explain UID``: one file's timeline from a local output folder or the job's BigQuery dataset."""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+from stagewatch.cli.common import bigquery_errors, time_option
+
+__all__ = ["add"]
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "explain",
+        help="one file's timeline: each stage, when, how long, what is usual at that hour, the verdict",
+        description="Read a local output folder (stagewatch run --output_dir) or the streaming job's BigQuery "
+        "dataset and print one file's journey.",
+    )
+    p.add_argument("uid")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--input", metavar="DIR", help="the --output_dir of stagewatch run")
+    where.add_argument("--bigquery", metavar="PROJECT.DATASET", help="the --bigquery_dataset of the streaming job")
+    p.add_argument("--day", metavar="YYYY-MM-DD",
+                   help="the day (UTC) the file began: only that day's partitions (and the next) are read")
+    p.set_defaults(func=_run)
+
+
+
+def _run(args: argparse.Namespace) -> int:
+    from stagewatch.investigate.explain import explain
+    from stagewatch.store.readers import BigQueryTables, LocalTables
+
+    day_us = None
+    if args.day is not None:
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", args.day):
+            raise ValueError(f"--day must be a date such as 2026-06-06, got {args.day!r}")
+        day_us = time_option("--day", f"{args.day}T00:00:00Z")
+    if args.input is not None:
+        print(explain(args.uid, LocalTables(args.input), day_us))
+        return 0
+    with bigquery_errors(args.bigquery):
+        print(explain(args.uid, BigQueryTables(args.bigquery), day_us))
+    return 0
+
