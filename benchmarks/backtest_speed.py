@@ -29,11 +29,12 @@ import msgspec
 import orjson
 
 from stagewatch.backtest.engine import Detector
-from stagewatch.backtest.replay import iter_lines, replay_files
+from stagewatch.backtest.replay import replay_files
 from stagewatch.core.events import StageEvent
 from stagewatch.core.stages import StageOrder
 from stagewatch.core.traces import TraceRules
 from stagewatch.evaluation.simulate import STAGES, SimConfig, simulate_to_dir
+from stagewatch.logfiles import iter_lines
 
 
 def parse_only(path: Path, library: str) -> tuple[int, float]:

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import orjson
 
-from stagewatch.backtest.replay import iter_lines, replay
-from stagewatch.core.records import KINDS
+from stagewatch.backtest.replay import replay
+from stagewatch.core.kinds import KINDS
 from stagewatch.evaluation.scoring import KindScore, score_kinds
 from stagewatch.evaluation.simulate import SimConfig, simulate_to_dir
+from stagewatch.logfiles import iter_lines
 
 
 def run_seed(seed: int, work: Path) -> tuple[list[KindScore], dict, int]:

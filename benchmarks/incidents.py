@@ -17,10 +17,11 @@ from typing import Any
 
 import orjson
 
-from stagewatch.backtest.replay import iter_lines, replay
+from stagewatch.backtest.replay import replay
 from stagewatch.core.incidents import IncidentTracker
 from stagewatch.evaluation.scoring import IncidentMatch, score_incidents
 from stagewatch.evaluation.simulate import SimConfig, simulate_to_dir
+from stagewatch.logfiles import iter_lines
 
 
 def run_seed(seed: int, work: Path) -> tuple[list[IncidentMatch], list[dict[str, Any]]]:
@@ -29,9 +30,9 @@ def run_seed(seed: int, work: Path) -> tuple[list[IncidentMatch], list[dict[str,
         simulate_to_dir(SimConfig(seed=seed), out)
     tracker = IncidentTracker()
     replay(iter_lines([str(out / "logs.jsonl")]), on_anomaly=tracker.add,
-           on_summary=lambda s: tracker.observe_summary(s.to_dict()))
+           on_summary=tracker.observe_summary)
     faults = orjson.loads((out / "manifest.json").read_bytes())["faults"]
-    return score_incidents(tracker.events, faults)
+    return score_incidents([e.to_dict() for e in tracker.events], faults)
 
 
 def _s(x: float | None) -> str:

@@ -6,7 +6,7 @@ A benchmark, not a timed test: it measures and reports, it does not assert.
 
 Input: ``stagewatch simulate --short --rate R --seed 42`` (three simulated hours with the five standard faults),
 written once into the work directory. Every pipeline reads that file through the same ``TestStream``:
-``stagewatch.stream.pipeline._file_stream`` with the job's defaults (allowed lateness 60 s, watermark steps of
+``stagewatch.stream.file_source.file_stream`` with the job's defaults (allowed lateness 60 s, watermark steps of
 a third of a baseline interval = 100 s), so all see the same lines at the same event times and the same
 watermark steps. All run in streaming mode on ``stagewatch.stream.local.local_runner`` (Beam's bundle-based
 DirectRunner, which is what ``stagewatch run`` uses locally).
@@ -165,17 +165,19 @@ def child(kind: str, fixes: bool, path: str) -> dict[str, Any]:
 
     from stagewatch.core.baselines import BaselineConfig
     from stagewatch.core.events import Parser
+    from stagewatch.core.stages import infer_from_events
     from stagewatch.core.timeutil import US_PER_S
     from stagewatch.core.traces import TraceRules
+    from stagewatch.stream.file_source import file_stream
     from stagewatch.stream.local import local_runner
-    from stagewatch.stream.pipeline import _file_stream, _infer, build
+    from stagewatch.stream.pipeline import build
     from stagewatch.stream.steps.parse import ParseEvents
 
     d = _defaults()
     gap_s, lateness_s = float(d["session_gap_s"]), float(d["allowed_lateness_s"])
     baseline = BaselineConfig(half_life_s=float(d["half_life_s"]))
     # As construct() does for a local run: watermark steps of a third of a baseline interval.
-    stream, seen, end_us = _file_stream(path, int(lateness_s * US_PER_S), baseline.interval_us // 3)
+    stream, sample, end_us = file_stream(path, int(lateness_s * US_PER_S), baseline.interval_us // 3)
     n_lines = sum(len(getattr(ev, "timestamped_values", ())) for ev in stream._events)  # every line of the file
 
     options = PipelineOptions([])
@@ -183,7 +185,7 @@ def child(kind: str, fixes: bool, path: str) -> dict[str, Any]:
     p = beam.Pipeline(runner=local_runner(fixes=fixes), options=options)
     lines = p | "ReadLogFile" >> stream
     if kind == "stagewatch":
-        rules = TraceRules(_infer(seen), stall_factor=float(d["stall_factor"]), ttl_s=gap_s)
+        rules = TraceRules(infer_from_events(sample), stall_factor=float(d["stall_factor"]), ttl_s=gap_s)
         out = build(lines, rules, baseline, stamp=True, end_us=end_us)
         out.anomalies | "TallyAnomalies" >> beam.ParDo(_Tally("anomalies"))
         out.traces | "TallyTraces" >> beam.ParDo(_Tally("traces"))

@@ -2,7 +2,7 @@
 
 ``write_run`` simulates three hours with the five faults (seed 4) and replays them into one folder, named as
 ``stagewatch run --output_dir`` names its files, holding every table in the shape the streaming job's BigQuery
-sink inserts: anomalies and traces are ``anomaly_row`` / ``trace_row`` (what ``replay`` writes), incidents
+sink inserts: anomalies and traces are the records' ``to_dict()`` (what ``replay`` writes), incidents
 the tracker's events; replay's dead letters are re-stamped a second apart just after the run (distinct
 times, for the span filters' tests); lots come from the core's ``LotJudge`` (three hours are too short for
 ``replay --lots`` to judge any).
@@ -18,9 +18,11 @@ import orjson
 
 from stagewatch.cli import main
 from stagewatch.core.lots import Lot, LotJudge, add_file
+from stagewatch.core.records import TraceSummary, dead_letter
 from stagewatch.core.timeutil import US_PER_S, format_rfc3339, parse_rfc3339_us
+from stagewatch.store.bigquery import create_tables
 from stagewatch.store.readers import read_table
-from stagewatch.store.schemas import TABLES, create_tables, dead_letter_row, row_problems
+from stagewatch.store.schemas import TABLES, row_problems
 
 __all__ = ["load_run", "write_run"]
 
@@ -39,15 +41,16 @@ def write_run(folder: Path) -> Path:
                  str(folder / "replay_dead_letters.jsonl"), "--no-progress"]) == 0
     replayed = map(orjson.loads, (folder / "replay_dead_letters.jsonl").read_bytes().splitlines())
     received = parse_rfc3339_us("2026-06-06T15:00:00.000001Z")
-    dead = [dead_letter_row(d["reason"], d.get("detail") or "", d.get("line") or "",
-                            format_rfc3339(received + i * US_PER_S), "parse") for i, d in enumerate(replayed)]
+    dead = [dead_letter(d["reason"], d.get("detail") or "", d.get("line") or "",
+                        format_rfc3339(received + i * US_PER_S), "parse").to_dict() for i, d in enumerate(replayed)]
     _write(out / "dead_letters.jsonl", dead)
     lots: dict[str, Lot] = {}
-    for trace in read_table(str(out), "traces"):
-        if trace["lot"]:
-            lots[trace["lot"]] = add_file(lots.get(trace["lot"]), trace)
+    for row in read_table(str(out), "traces"):
+        trace = TraceSummary.from_dict(row)
+        if trace.lot:
+            lots[trace.lot] = add_file(lots.get(trace.lot), trace)
     judge = LotJudge()
-    records = [r for lot_id, lot in sorted(lots.items()) if (r := judge.judge(lot_id, lot)) is not None]
+    records = [r.to_dict() for lot_id, lot in sorted(lots.items()) if (r := judge.judge(lot_id, lot)) is not None]
     _write(out / "lots.jsonl", records)
     return out
 

@@ -14,13 +14,14 @@ import pytest
 
 from stagewatch.backtest import front
 from stagewatch.backtest import replay as replay_mod
-from stagewatch.backtest.replay import iter_lines, replay, replay_files
+from stagewatch.backtest.replay import replay, replay_files
 from stagewatch.core.events import FieldMapping, Parser, StageEvent
 from stagewatch.core.stages import StageOrder
 from stagewatch.core.timeutil import format_rfc3339
 from stagewatch.core.verdicts import Judge
 from stagewatch.evaluation.scoring import score_kinds
 from stagewatch.evaluation.simulate import STAGES, SimConfig, simulate_to_dir
+from stagewatch.logfiles import iter_lines
 from tests.streams import Pipeline, steady_stream
 
 pytestmark = pytest.mark.unit
@@ -41,7 +42,7 @@ def _replay_dir(d: Path, **kw):  # type: ignore[no-untyped-def]
         iter_lines([str(d / "logs.jsonl")]),
         on_anomaly=lambda a: anomalies.append(a.to_dict()),
         on_summary=lambda s: summaries.append(s.to_dict()),
-        on_dead_letter=dead.append,
+        on_dead_letter=lambda d: dead.append(d.to_dict()),
         **kw,
     )
     return stats, anomalies, summaries, dead
@@ -203,8 +204,8 @@ def _replay_files(paths: list[str], processes: int) -> tuple[dict, list, list, l
         paths, processes=processes, on_bytes=on_bytes,
         on_anomaly=lambda a: records["anomalies"].append(a.to_dict()),
         on_summary=lambda s: records["summaries"].append(s.to_dict()),
-        on_dead_letter=records["dead"].append,
-        on_arrival=lambda *arrival: records["arrivals"].append(arrival),
+        on_dead_letter=lambda d: records["dead"].append(d.to_dict()),
+        on_arrival=records["arrivals"].append,
     )
     figures = {k: v for k, v in stats.to_dict().items() if k != "seconds"}
     return figures, records["anomalies"], records["summaries"], records["dead"], records["arrivals"], read[0]

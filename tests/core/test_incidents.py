@@ -9,7 +9,8 @@ import orjson
 import pytest
 
 from stagewatch.core.incidents import IncidentConfig, IncidentTracker
-from stagewatch.core.records import Anomaly, anomaly_id
+from stagewatch.core.measurements import Arrival
+from stagewatch.core.records import Anomaly, IncidentEvent, LotFile, LotRecord, TraceSummary, anomaly_id
 from stagewatch.core.timeutil import US_PER_S, format_rfc3339
 from stagewatch.evaluation.scoring import score_incidents
 from tests.streams import T0
@@ -25,7 +26,7 @@ def _a(kind: str, uid: str, stage: str, t_us: int, tenant: str | None, lot: str 
     )
 
 
-def _feed(tracker: IncidentTracker, anomalies: list[Anomaly]) -> list[dict[str, Any]]:
+def _feed(tracker: IncidentTracker, anomalies: list[Anomaly]) -> list[IncidentEvent]:
     out = []
     for a in anomalies:
         out += tracker.add(a)
@@ -37,11 +38,11 @@ def test_many_tenants_open_one_global_incident_with_counts() -> None:
     tracker = IncidentTracker()
     tenants = ["t1", "t2", "t3", "t4"]
     events = _feed(tracker, [_a("slow_stage", f"f{i}", "analyse", T0 + i * MIN, tenants[i % 4]) for i in range(30)])
-    opened = [e for e in events if e["event"] == "opened"]
+    opened = [e for e in events if e.event == "opened"]
     assert len(opened) == 1
-    assert (opened[0]["scope"], opened[0]["scope_key"], opened[0]["files"]) == ("global", None, 5)
-    assert opened[0]["affected_tenants"] == 4
-    updates = [e for e in events if e["event"] == "updated"]
+    assert (opened[0].scope, opened[0].scope_key, opened[0].files) == ("global", None, 5)
+    assert opened[0].affected_tenants == 4
+    updates = [e for e in events if e.event == "updated"]
     assert 1 <= len(updates) <= 6  # rate-limited: at most one per 5 minutes over 25 minutes
     assert tracker.open[0].uids == {f"f{i}" for i in range(30)}
 
@@ -52,10 +53,10 @@ def test_one_tenant_opens_a_tenant_incident_that_others_do_not_join() -> None:
     slow = [_a("slow_stage", f"w{i}", "upload", T0 + i * MIN, "wayne") for i in range(8)]
     other = [_a("slow_stage", "x1", "upload", T0 + 9 * MIN, "acme")]
     events = _feed(tracker, slow + other)
-    opened = [e for e in events if e["event"] == "opened"]
-    assert [(e["scope"], e["scope_key"], e["tenants"]) for e in opened] == [("tenant", "wayne", ["wayne"])]
+    opened = [e for e in events if e.event == "opened"]
+    assert [(e.scope, e.scope_key, e.tenants) for e in opened] == [("tenant", "wayne", ("wayne",))]
     assert "x1" not in tracker.open[0].uids
-    assert "tenant wayne" in opened[0]["message"]
+    assert "tenant wayne" in opened[0].message
 
 
 @pytest.mark.unit
@@ -71,7 +72,7 @@ def test_slow_end_to_end_joins_the_stage_incident_that_explains_it() -> None:
     cause = [_a("slow_stage", f"f{i}", "analyse", T0 + i * MIN, f"t{i % 3}") for i in range(6)]
     effect = [_a("slow_trace", f"f{i}", "end_to_end", T0 + (i + 1) * MIN, f"t{i % 3}") for i in range(20)]
     events = _feed(tracker, cause + effect)
-    assert [(e["kind"], e["stage"]) for e in events if e["event"] == "opened"] == [("slow_stage", "analyse")]
+    assert [(e.kind, e.stage) for e in events if e.event == "opened"] == [("slow_stage", "analyse")]
     assert len(tracker.open[0].uids) == 20
 
 
@@ -80,9 +81,9 @@ def test_resolved_after_quiet_and_not_at_the_end_of_input() -> None:
     tracker = IncidentTracker(IncidentConfig(quiet_s=600))
     _feed(tracker, [_a("stalled", f"f{i}", "download", T0 + i * MIN, f"t{i % 4}") for i in range(10)])
     assert tracker.advance(T0 + 15 * MIN) == []  # 6 minutes after the last: not yet
-    done = tracker.observe_summary({"closed_at": format_rfc3339(T0 + 25 * MIN), "tenant": "t1"})
-    assert [(e["event"], e["resolved_at"]) for e in done] == [("resolved", format_rfc3339(T0 + 19 * MIN))]
-    assert "resolved:" in done[0]["message"]
+    done = tracker.observe_summary(_summary("z", "t1", T0 + 25 * MIN))
+    assert [(e.event, e.resolved_at) for e in done] == [("resolved", format_rfc3339(T0 + 19 * MIN))]
+    assert "resolved:" in done[0].message
     again = IncidentTracker()
     _feed(again, [_a("failed", f"f{i}", "analyse", T0 + i * MIN, f"t{i % 4}") for i in range(10)])
     assert again.finish() == [] and len(again.open) == 1  # the end of a file is not the passage of time
@@ -93,15 +94,15 @@ def test_a_stall_incident_resolves_when_its_files_arrive_after_all() -> None:
     tracker = IncidentTracker(IncidentConfig(settle_s=120))
     events = _feed(tracker, [_a("stalled", f"f{i}", "download", T0 + i * 10 * US_PER_S, f"t{i % 4}")
                              for i in range(6)])
-    assert [e["event"] for e in events] == ["opened"]
+    assert [e.event for e in events] == ["opened"]
     for i in range(5):  # a queue drains its backlog: the stalled files come through, one is still missing
         assert tracker.arrived(f"f{i}", T0 + (2 + i) * MIN) == []
     assert tracker.advance(T0 + 10 * MIN) == []
     assert tracker.arrived("never-stalled", T0 + 10 * MIN) == []  # not this incident's: ignored
     done = tracker.arrived("f5", T0 + 11 * MIN)
-    assert [(e["event"], e["resolved_at"], e["arrived"]) for e in done] == [
+    assert [(e.event, e.resolved_at, e.arrived) for e in done] == [
         ("resolved", format_rfc3339(T0 + 11 * MIN), 6)]
-    assert "all 6 held-up files arrived" in done[0]["message"]
+    assert "all 6 held-up files arrived" in done[0].message
 
 
 @pytest.mark.unit
@@ -112,11 +113,11 @@ def test_stalls_that_keep_coming_do_not_resolve_on_arrivals() -> None:
     for i in range(5):
         tracker.arrived(f"f{i}", T0 + MIN)
     # Every stalled file arrived at +1 min, but another stalls at +1.5 min: not over.
-    assert [e["event"] for e in tracker.add(_a("stalled", "g", "download", T0 + 90 * US_PER_S, "t1"))] == []
+    assert [e.event for e in tracker.add(_a("stalled", "g", "download", T0 + 90 * US_PER_S, "t1"))] == []
     tracker.arrived("g", T0 + 2 * MIN)
     assert tracker.advance(T0 + 3 * MIN) == []  # settling: the last stall was 90 s ago
     (done,) = tracker.advance(T0 + 4 * MIN)
-    assert done["resolved_at"] == format_rfc3339(T0 + 210 * US_PER_S)  # last stall + settle_s
+    assert done.resolved_at == format_rfc3339(T0 + 210 * US_PER_S)  # last stall + settle_s
 
 
 @pytest.mark.unit
@@ -125,12 +126,12 @@ def test_a_file_that_arrives_before_its_stall_incident_opens_counts_as_arrived()
     stalls = [_a("stalled", f"f{i}", "download", T0 + i * 10 * US_PER_S, f"t{i % 4}") for i in range(5)]
     _feed(tracker, stalls[:4])
     tracker.arrived("f0", T0 + 45 * US_PER_S)  # through before the fifth stall opens the incident
-    assert [e["event"] for e in tracker.add(stalls[4])] == ["opened"]
+    assert [e.event for e in tracker.add(stalls[4])] == ["opened"]
     assert tracker.open[0].outstanding == {"f1", "f2", "f3", "f4"} and tracker.open[0].arrived == {"f0"}
     for i in range(1, 4):
         assert tracker.arrived(f"f{i}", T0 + 2 * MIN) == []
     (done,) = tracker.arrived("f4", T0 + 2 * MIN)
-    assert done["arrived"] == 5 and done["resolved_at"] == format_rfc3339(T0 + 2 * MIN)
+    assert done.arrived == 5 and done.resolved_at == format_rfc3339(T0 + 2 * MIN)
 
 
 @pytest.mark.unit
@@ -153,7 +154,7 @@ def test_a_tracker_saved_by_an_older_release_loads_and_goes_on() -> None:
     # An incident from before knows none of its held-up files: arrivals leave it to resolve by quiet.
     assert loaded.arrived("f1", T0 + 7 * MIN) == [] and len(loaded.open) == 1
     (done,) = loaded.add_lot(_lot_record("lot-1", "lot_incomplete", T0 + 2 * MIN, ["f2"]))  # two hours on
-    assert done["event"] == "resolved" and loaded.explained_lots == 1 and loaded.resolved[0].lots == {"lot-1"}
+    assert done.event == "resolved" and loaded.explained_lots == 1 and loaded.resolved[0].lots == {"lot-1"}
 
 
 @pytest.mark.unit
@@ -165,16 +166,22 @@ def test_a_slowdown_resolves_by_quiet_even_when_its_stalled_files_arrive() -> No
     tracker.arrived("s1", T0 + 9 * MIN)
     assert tracker.advance(T0 + 12 * MIN) == []
     (done,) = tracker.advance(T0 + 17 * MIN)
-    assert done["resolved_at"] == format_rfc3339(T0 + 17 * MIN)  # quiet: 10 min after the last join
+    assert done.resolved_at == format_rfc3339(T0 + 17 * MIN)  # quiet: 10 min after the last join
 
 
-def _lot_record(lot: str, kind: str, finished_us: int, unfinished: list[str], tenant: str = "acme") -> dict[str, Any]:
-    return {"lot": lot, "kind": kind, "tenants": [tenant], "files": 10, "started_at": format_rfc3339(finished_us - MIN),
-            "submitted_at": format_rfc3339(finished_us - MIN), "finished_at": format_rfc3339(finished_us),
-            "judged_at": format_rfc3339(finished_us + 120 * MIN), "duration_ms": 60_000.0,
-            "expected_ms": 10_000.0 if kind == "lot_slow" else None,
-            "unfinished": [{"uid": u, "status": "stalled", "tenant": tenant, "last_stage": "store_result"}
-                           for u in unfinished], "message": f"lot {lot}"}
+def _lot_record(lot: str, kind: str, finished_us: int, unfinished: list[str], tenant: str = "acme") -> LotRecord:
+    return LotRecord(
+        lot=lot, kind=kind, tenants=(tenant,), files=10, started_at=format_rfc3339(finished_us - MIN),
+        submitted_at=format_rfc3339(finished_us - MIN), finished_at=format_rfc3339(finished_us),
+        judged_at=format_rfc3339(finished_us + 120 * MIN), duration_ms=60_000.0,
+        expected_ms=10_000.0 if kind == "lot_slow" else None,
+        unfinished=tuple(LotFile(u, "stalled", tenant, "store_result") for u in unfinished), message=f"lot {lot}")
+
+
+def _summary(uid: str, tenant: str, closed_us: int) -> TraceSummary:
+    at = format_rfc3339(closed_us)
+    return TraceSummary(uid=uid, tenant=tenant, lot=None, status="complete", first_time=at, last_time=at,
+                        end_to_end_ms=None, stages=(), missing_stages=(), negative_gaps=0, closed_at=at)
 
 
 @pytest.mark.unit
@@ -184,7 +191,7 @@ def test_a_lot_left_incomplete_by_a_known_incident_opens_nothing_new() -> None:
     assert len(tracker.open) == 1
     # Judged two hours later, long after the stall incident resolved: its casualty, not a new incident.
     events = tracker.add_lot(_lot_record("lot-9", "lot_incomplete", T0 + 5 * MIN, ["f1", "f2", "x"]))
-    assert [(e["event"], e["kind"]) for e in events] == [("resolved", "stalled")]  # time passed; nothing opened
+    assert [(e.event, e.kind) for e in events] == [("resolved", "stalled")]  # time passed; nothing opened
     assert tracker.explained_lots == 1 and tracker.open == [] and "lot-9" in tracker.resolved[0].lots
 
 
@@ -192,29 +199,29 @@ def test_a_lot_left_incomplete_by_a_known_incident_opens_nothing_new() -> None:
 def test_unexplained_lots_open_a_lot_incident_that_widens_and_resolves_when_files_arrive() -> None:
     tracker = IncidentTracker()
     (opened,) = tracker.add_lot(_lot_record("lot-1", "lot_incomplete", T0, ["a1"], tenant="acme"))
-    assert (opened["event"], opened["scope"], opened["scope_key"], opened["stage"]) == (
+    assert (opened.event, opened.scope, opened.scope_key, opened.stage) == (
         "opened", "lot", "lot-1", "lot")
-    assert opened["lots"] == ["lot-1"] and opened["files"] == 1 and "lot lot-1" in opened["message"]
+    assert opened.lots == ("lot-1",) and opened.files == 1 and "lot lot-1" in opened.message
     (updated,) = tracker.add_lot(_lot_record("lot-2", "lot_incomplete", T0 + 6 * MIN, ["a2", "a3"], tenant="acme"))
-    assert (updated["event"], updated["scope"], updated["scope_key"], updated["files"]) == (
+    assert (updated.event, updated.scope, updated.scope_key, updated.files) == (
         "updated", "tenant", "acme", 3)
     tracker.add_lot(_lot_record("lot-3", "lot_incomplete", T0 + 7 * MIN, ["b1"], tenant="hooli"))
     assert (tracker.open[0].scope, tracker.open[0].scope_key) == ("global", None)
     for uid in ("a1", "a2", "a3"):
         assert tracker.arrived(uid, T0 + 130 * MIN) == []
     (done,) = tracker.arrived("b1", T0 + 131 * MIN)
-    assert done["event"] == "resolved" and done["arrived"] == 4
-    assert done["resolved_at"] == format_rfc3339(T0 + 131 * MIN)
+    assert done.event == "resolved" and done.arrived == 4
+    assert done.resolved_at == format_rfc3339(T0 + 131 * MIN)
 
 
 @pytest.mark.unit
 def test_a_slow_lot_alone_is_a_lot_incident_that_resolves_when_quiet() -> None:
     tracker = IncidentTracker(IncidentConfig(quiet_s=600))
     (opened,) = tracker.add_lot(_lot_record("lot-7", "lot_slow", T0, []))
-    assert (opened["kind"], opened["scope"], opened["files"], opened["worst_observed_ms"]) == (
+    assert (opened.kind, opened.scope, opened.files, opened.worst_observed_ms) == (
         "lot_slow", "lot", 10, 60_000.0)
     (done,) = tracker.advance(T0 + 200 * MIN)
-    assert done["event"] == "resolved" and done["resolved_at"] == format_rfc3339(T0 + 130 * MIN)
+    assert done.event == "resolved" and done.resolved_at == format_rfc3339(T0 + 130 * MIN)
 
 
 @pytest.mark.unit
@@ -264,30 +271,30 @@ def test_the_streaming_tracker_makes_the_backtests_events_from_late_and_shuffled
     stalls = [_a("stalled", f"f{i}", "download", T0 + i * 20 * US_PER_S, f"t{i % 3}") for i in range(6)]
     # Before the stall incident opens (its fifth stall, at +80 s): in time order it finds nothing to join.
     slow_end = _a("slow_trace", "s1", "end_to_end", T0 + 70 * US_PER_S, "t1")
-    arrivals = [{"uid": f"f{i}", "stage": "download", "t_us": T0 + (4 + i) * MIN} for i in range(6)]
+    arrivals = [Arrival(f"f{i}", "download", T0 + (4 + i) * MIN) for i in range(6)]
     lot = _lot_record("lot-7", "lot_incomplete", T0 - 100 * MIN, ["g1"], tenant="t9")  # judged at T0 + 20 min
-    late_file = {"uid": "g1", "stage": "store_result", "t_us": T0 + 26 * MIN}
-    summary = {"uid": "z", "tenant": "t1", "closed_at": format_rfc3339(T0 + 1 * MIN)}
-    timed: list[tuple[int, str, dict[str, Any]]] = [
-        *[(parse_rfc3339_us(a.detected_at), "anomaly", a.to_dict()) for a in [*stalls, slow_end]],
-        *[(r["t_us"], "arrival", r) for r in [*arrivals, late_file]],
-        (parse_rfc3339_us(lot["judged_at"]), "lot", lot), (T0 + MIN, "summary", summary),
+    late_file = Arrival("g1", "store_result", T0 + 26 * MIN)
+    summary = _summary("z", "t1", T0 + 1 * MIN)
+    timed: list[tuple[int, str, Any]] = [
+        *[(parse_rfc3339_us(a.detected_at), "anomaly", a) for a in [*stalls, slow_end]],
+        *[(r.t_us, "arrival", r) for r in [*arrivals, late_file]],
+        (parse_rfc3339_us(lot.judged_at), "lot", lot), (T0 + MIN, "summary", summary),
     ]
     tracker, want = IncidentTracker(), []
     for t, what, record in sorted(timed, key=lambda x: x[0]):
-        want += (tracker.add(Anomaly(**record)) if what == "anomaly" else tracker.arrived(record["uid"], t)
+        want += (tracker.add(record) if what == "anomaly" else tracker.arrived(record.uid, t)
                  if what == "arrival" else tracker.add_lot(record) if what == "lot" else [])
     want += tracker.advance(T0 + 60 * MIN)
-    assert [(e["event"], e["kind"]) for e in want if e["event"] != "updated"] == [
+    assert [(e.event, e.kind) for e in want if e.event != "updated"] == [
         ("opened", "stalled"), ("resolved", "stalled"), ("opened", "lot_incomplete"), ("resolved", "lot_incomplete")]
-    assert all(e["arrived"] for e in want if e["event"] == "resolved")
+    assert all(e.arrived for e in want if e.event == "resolved")
     assert "s1" not in tracker.resolved[0].uids
 
     # Delivered in 100 s watermark steps; verdicts (anomalies) after the watermark passed their time, as the
     # judging step delivers them (the slow end to end two minutes late); each step's elements shuffled.
     rng, stream, step = random.Random(5), TestStream(), 100 * US_PER_S
     delay = {"slow_trace": 120 * US_PER_S, "stalled": 20 * US_PER_S}
-    pending = [(t + (delay[r["kind"]] if what == "anomaly" else 0), t, what, r) for t, what, r in timed]
+    pending = [(t + (delay[r.kind] if what == "anomaly" else 0), t, what, r) for t, what, r in timed]
     wm = T0 - step
     while pending:
         wm += step
@@ -302,8 +309,8 @@ def test_the_streaming_tracker_makes_the_backtests_events_from_late_and_shuffled
     opts = PipelineOptions()
     opts.view_as(StandardOptions).streaming = True
 
-    def milestone(e: dict[str, Any]) -> tuple[Any, ...]:
-        return e["event"], e["incident_id"], e["at"], e["files"], e["arrived"], tuple(e["lots"])
+    def milestone(e: IncidentEvent) -> tuple[Any, ...]:
+        return e.event, e.incident_id, e.at, e.files, e.arrived, tuple(e.lots)
 
     with beam.Pipeline(runner=local_runner(), options=opts) as p:
         tagged = p | stream.advance_watermark_to_infinity()

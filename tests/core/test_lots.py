@@ -3,26 +3,29 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
 
 from stagewatch.core.lots import LotConfig, LotTracker
+from stagewatch.core.records import StageTiming, TraceSummary
 from stagewatch.core.timeutil import US_PER_S, format_rfc3339
 from tests.streams import T0
 
 MIN = 60 * US_PER_S
 
 
-def _summary(uid: str, lot: str, first_us: int, took_s: float, status: str = "complete") -> dict[str, Any]:
+def _summary(uid: str, lot: str, first_us: int, took_s: float, status: str = "complete") -> TraceSummary:
     last = first_us + int(took_s * US_PER_S)
-    return {"uid": uid, "lot": lot, "tenant": "acme", "status": status, "first_time": format_rfc3339(first_us),
-            "last_time": format_rfc3339(last), "closed_at": format_rfc3339(last),
-            "stages": [{"stage": "detect"}, {"stage": "download" if status != "complete" else "lot_check"}]}
+    stages = (StageTiming("detect", format_rfc3339(first_us), None, None, "start"),
+              StageTiming("download" if status != "complete" else "lot_check", format_rfc3339(last), 1.0, None, "ok"))
+    return TraceSummary(uid=uid, tenant="acme", lot=lot, status=status, first_time=format_rfc3339(first_us),
+                        last_time=format_rfc3339(last), end_to_end_ms=None, stages=stages, missing_stages=(),
+                        negative_gaps=0, closed_at=format_rfc3339(last))
 
 
-def _lot(lot: str, start_us: int, files: int, took_s: float, status: dict[int, str] | None = None) -> list[dict]:
+def _lot(lot: str, start_us: int, files: int, took_s: float, status: dict[int, str] | None = None
+         ) -> list[TraceSummary]:
     return [_summary(f"{lot}-f{i}", lot, start_us + i * US_PER_S, took_s, (status or {}).get(i, "complete"))
             for i in range(files)]
 
@@ -35,10 +38,10 @@ def test_an_unfinished_lot_lists_its_unfinished_files_once_quiet() -> None:
         out += tracker.observe(s)
     assert out == []  # not quiet yet
     out = tracker.advance(T0 + 20 * MIN)
-    assert [r["kind"] for r in out] == ["lot_incomplete"]
-    assert [(f["uid"], f["status"]) for f in out[0]["unfinished"]] == [("lot-1-f2", "stalled"), ("lot-1-f5", "failed")]
-    assert "2 of 8 files did not finish" in out[0]["message"]
-    assert "lot-1-f2 (stalled after download)" in out[0]["message"]
+    assert [r.kind for r in out] == ["lot_incomplete"]
+    assert [(f.uid, f.status) for f in out[0].unfinished] == [("lot-1-f2", "stalled"), ("lot-1-f5", "failed")]
+    assert "2 of 8 files did not finish" in out[0].message
+    assert "lot-1-f2 (stalled after download)" in out[0].message
 
 
 @pytest.mark.unit
@@ -53,8 +56,8 @@ def test_a_lot_slow_for_its_size_after_warmup_and_not_before() -> None:
     for s in _lot("lot-slow", T0 + 13 * 30 * MIN, 9, 400):  # same size class (8-15 files), 10x longer
         out += tracker.observe(s)
     out += tracker.advance(T0 + 15 * 30 * MIN)
-    assert [(r["kind"], r["lot"]) for r in out] == [("lot_slow", "lot-slow")]
-    assert out[0]["expected_ms"] == pytest.approx(40_000, rel=0.01)
+    assert [(r.kind, r.lot) for r in out] == [("lot_slow", "lot-slow")]
+    assert out[0].expected_ms == pytest.approx(40_000, rel=0.01)
     cold = LotTracker(LotConfig(quiet_s=600, warmup=5))
     for s in _lot("lot-slow", T0, 9, 400):
         cold.observe(s)
@@ -97,28 +100,29 @@ def test_the_streaming_job_judges_the_same_lots(tmp_path: Path) -> None:
     from apache_beam.testing.util import assert_that, equal_to
     from apache_beam.transforms.window import TimestampedValue
 
-    from stagewatch.backtest.replay import iter_lines, replay
+    from stagewatch.backtest.replay import replay
     from stagewatch.core.timeutil import parse_rfc3339_us
     from stagewatch.evaluation.simulate import SimConfig, simulate_to_dir
+    from stagewatch.logfiles import iter_lines
     from stagewatch.stream.local import local_runner
     from stagewatch.stream.steps.lots import TrackLots
 
     simulate_to_dir(SimConfig(seed=8, hours=18, peak_rate_per_min=10), tmp_path)
-    summaries: list[dict[str, Any]] = []
-    replay(iter_lines([str(tmp_path / "logs.jsonl")]), on_summary=lambda s: summaries.append(s.to_dict()))
+    summaries: list[TraceSummary] = []
+    replay(iter_lines([str(tmp_path / "logs.jsonl")]), on_summary=summaries.append)
     tracker, want = LotTracker(), []
     for s in summaries:
         want += tracker.observe(s)
-    end_us = max(parse_rfc3339_us(s["closed_at"]) for s in summaries)
-    assert {r["kind"] for r in want} == {"lot_incomplete", "lot_slow"}
+    end_us = max(parse_rfc3339_us(s.closed_at) for s in summaries)
+    assert {r.kind for r in want} == {"lot_incomplete", "lot_slow"}
     stream, step, rng = TestStream(), 100 * US_PER_S, random.Random(3)
-    timed = sorted(summaries, key=lambda s: parse_rfc3339_us(s["closed_at"]))
+    timed = sorted(summaries, key=lambda s: parse_rfc3339_us(s.closed_at))
     i = 0
     while i < len(timed):
-        until = parse_rfc3339_us(timed[i]["closed_at"]) + step
+        until = parse_rfc3339_us(timed[i].closed_at) + step
         chunk = []
-        while i < len(timed) and parse_rfc3339_us(timed[i]["closed_at"]) < until:
-            chunk.append(TimestampedValue(timed[i], parse_rfc3339_us(timed[i]["closed_at"]) / US_PER_S))
+        while i < len(timed) and parse_rfc3339_us(timed[i].closed_at) < until:
+            chunk.append(TimestampedValue(timed[i], parse_rfc3339_us(timed[i].closed_at) / US_PER_S))
             i += 1
         rng.shuffle(chunk)
         stream = stream.add_elements(chunk).advance_watermark_to((until - US_PER_S) // 1000 / 1000)
@@ -126,5 +130,5 @@ def test_the_streaming_job_judges_the_same_lots(tmp_path: Path) -> None:
     opts.view_as(StandardOptions).streaming = True
     with beam.Pipeline(runner=local_runner(), options=opts) as p:
         got = p | stream.advance_watermark_to_infinity() | TrackLots(end_us=end_us)
-        assert_that(got | beam.Map(lambda r: (r["kind"], r["lot"], r["files"], r["expected_ms"])),
-                    equal_to([(r["kind"], r["lot"], r["files"], r["expected_ms"]) for r in want]))
+        assert_that(got | beam.Map(lambda r: (r.kind, r.lot, r.files, r.expected_ms)),
+                    equal_to([(r.kind, r.lot, r.files, r.expected_ms) for r in want]))

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from stagewatch.core.records import KINDS
+from stagewatch.core.kinds import KINDS
 from stagewatch.evaluation.scoring import KindScore, prf, score_kinds
 
 pytestmark = pytest.mark.unit

@@ -7,7 +7,9 @@ import uuid
 import pytest
 
 from stagewatch.backtest.engine import DetectorConfig
-from stagewatch.store.schemas import TABLES, anomaly_row, create_tables, dead_letter_row, row_problems, trace_row
+from stagewatch.core.records import dead_letter
+from stagewatch.store.bigquery import create_tables
+from stagewatch.store.schemas import TABLES, row_problems
 from tests.emulators import PROJECT, bigquery_client
 from tests.streams import PIPE_FOR_TABLES, run, steady_stream
 
@@ -26,22 +28,22 @@ def _records():  # type: ignore[no-untyped-def]
 @pytest.mark.unit
 def test_rows_of_real_records_fit_their_schemas() -> None:
     anomalies, summaries = _records()
-    assert all(row_problems("anomalies", anomaly_row(a)) == [] for a in anomalies)
-    assert all(row_problems("traces", trace_row(s)) == [] for s in summaries)
-    dead = dead_letter_row("invalid_json", "unexpected end", "{", "2026-06-06T00:00:00Z", "parse")
+    assert all(row_problems("anomalies", a.to_dict()) == [] for a in anomalies)
+    assert all(row_problems("traces", s.to_dict()) == [] for s in summaries)
+    dead = dead_letter("invalid_json", "unexpected end", "{", "2026-06-06T00:00:00Z", "parse").to_dict()
     assert row_problems("dead_letters", dead) == []
 
 
 @pytest.mark.unit
 def test_row_problems_name_what_bigquery_would_reject() -> None:
     anomalies, summaries = _records()
-    row = anomaly_row(anomalies[0])
+    row = anomalies[0].to_dict()
     assert row_problems("anomalies", {**row, "kind": None}) == ["kind: required"]
     assert row_problems("anomalies", {**row, "score": "high"}) == ["score: expected FLOAT, got str"]
     assert row_problems("anomalies", {**row, "event_time": "yesterday"}) == ["event_time: not an RFC 3339 timestamp"]
     assert row_problems("anomalies", {**row, "extra": 1}) == ["extra: not in the schema"]
     assert row_problems("anomalies", {**row, "observed_ms": float("nan")}) == ["observed_ms: NaN"]
-    trace = trace_row(summaries[0])
+    trace = summaries[0].to_dict()
     trace["stages"][0]["time"] = 5
     assert row_problems("traces", trace) == ["stages.time: expected TIMESTAMP, got int"]
 
@@ -60,8 +62,8 @@ def test_tables_created_partitioned_clustered_and_queryable_on_the_emulator() ->
             assert table.time_partitioning.type_ == "DAY"
             assert table.clustering_fields == list(spec.clustering)
         anomalies, summaries = _records()
-        assert client.insert_rows_json(f"{dataset}.anomalies", [anomaly_row(a) for a in anomalies]) == []
-        assert client.insert_rows_json(f"{dataset}.traces", [trace_row(s) for s in summaries[:50]]) == []
+        assert client.insert_rows_json(f"{dataset}.anomalies", [a.to_dict() for a in anomalies]) == []
+        assert client.insert_rows_json(f"{dataset}.traces", [s.to_dict() for s in summaries[:50]]) == []
         rows = list(client.query(
             f"SELECT kind, stage, COUNT(*) AS n FROM `{dataset}.anomalies` "
             f"WHERE DATE(event_time) >= '2020-01-01' GROUP BY kind, stage ORDER BY n DESC"
@@ -81,7 +83,7 @@ def test_an_older_release_table_gains_the_new_columns_and_takes_new_rows() -> No
     ``create_tables`` adds them (as REPEATED / NULLABLE, the only modes BigQuery adds)."""
     from google.cloud import bigquery
 
-    from stagewatch.store.schemas import _schema
+    from stagewatch.store.bigquery import _schema
 
     client = bigquery_client()
     dataset = f"{PROJECT}.stagewatch_evolve_{uuid.uuid4().hex[:8]}"

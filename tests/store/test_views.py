@@ -21,7 +21,7 @@ from stagewatch.core.records import Anomaly
 from stagewatch.core.timeutil import US_PER_MS, US_PER_S, format_rfc3339, parse_rfc3339_us
 from stagewatch.investigate.explain import explain
 from stagewatch.store.readers import LocalTables, json_shaped, read_table
-from stagewatch.store.schemas import TABLES, anomaly_row, row_problems
+from stagewatch.store.schemas import TABLES, row_problems
 from stagewatch.store.views import PACKAGED_DIR, REPO_DIR, Query, create_all, load_queries, run_query
 from tests.emulators import PROJECT, bigquery_client
 from tests.simulated_run import load_run, write_run
@@ -58,11 +58,11 @@ def trace(uid: str, first: str, waits: list[tuple[str, float]], *, tenant: str |
 
 def anomaly(uid: str, kind: str, stage: str, at: str, *, tenant: str = "acme", observed_ms: float = 5000.0,
             expected_ms: float = 1000.0) -> dict[str, Any]:
-    return anomaly_row(Anomaly(
+    return (Anomaly(
         anomaly_id=f"{kind}-{uid}-{stage}-{at}", kind=kind, uid=uid, stage=stage, last_stage="detect", tenant=tenant,
         lot=None, event_time=at, detected_at=at, observed_ms=observed_ms, expected_ms=expected_ms,
         threshold_ms=2 * expected_ms, score=observed_ms / (2 * expected_ms), baseline_n=100, baseline="stage",
-        severity="critical", measure="wait", message=f"{stage} of {uid}: {kind}"))
+        severity="critical", measure="wait", message=f"{stage} of {uid}: {kind}")).to_dict()
 
 
 def incident(incident_id: str, event: str, at: str, started: str, files: int, sample: list[str],

@@ -43,7 +43,7 @@ def _oracle(events: list[StageEvent]) -> list[tuple]:
         for ev in sorted((e for e in events if e.uid == uid), key=lambda e: e.t_us):
             if trace.add(ev, RULES, rec, ev.t_us, box):
                 break
-        out += [(m["uid"], m["measure"], m["stage_i"], round(m["value_ms"], 3)) for m in rec.measurements]
+        out += [(r.file.uid, r.m.measure, r.m.stage_i, round(r.m.value_ms, 3)) for r in rec.measurements]
     return out
 
 
@@ -62,9 +62,9 @@ def test_out_of_order_arrivals_give_the_in_process_measurements() -> None:
     stream = stream.advance_watermark_to(_ms(max(e.t_us for e in events) + 60 * S)).advance_watermark_to_infinity()
     with TestPipeline(options=_streaming()) as p:
         out = p | stream | AssembleTraces(RULES)
-        got = out.measurements | beam.Map(lambda m: (m["uid"], m["measure"], m["stage_i"], round(m["value_ms"], 3)))
+        got = out.measurements | beam.Map(lambda r: (r.file.uid, r.m.measure, r.m.stage_i, round(r.m.value_ms, 3)))
         assert_that(got, equal_to(_oracle(events)), label="Measurements")
-        assert_that(out[SUMMARIES] | beam.Map(lambda s: (s["uid"], s["status"])),
+        assert_that(out[SUMMARIES] | beam.Map(lambda s: (s.uid, s.status)),
                     equal_to([(f"f{k}", "complete") for k in range(12)]), label="Summaries")
 
 
@@ -85,8 +85,8 @@ def test_late_event_is_dead_lettered_and_failure_reported() -> None:
     )
     with TestPipeline(options=_streaming()) as p:
         out = p | stream | AssembleTraces(RULES)
-        assert_that(out[LATE] | beam.Map(lambda d: d["reason"]), equal_to(["late"]), label="Late")
-        assert_that(out[FAILURES] | beam.Map(lambda a: (a["uid"], a["kind"], a["stage"])),
+        assert_that(out[LATE] | beam.Map(lambda d: d.reason), equal_to(["late"]), label="Late")
+        assert_that(out[FAILURES] | beam.Map(lambda a: (a.uid, a.kind, a.stage)),
                     equal_to([("bad", "failed", "b")]), label="Failures")
-        assert_that(out[SUMMARIES] | beam.Map(lambda s: (s["uid"], s["status"])),
+        assert_that(out[SUMMARIES] | beam.Map(lambda s: (s.uid, s.status)),
                     equal_to([("ok", "complete"), ("bad", "failed")]), label="Summaries")

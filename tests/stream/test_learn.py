@@ -12,10 +12,12 @@ from apache_beam.testing.util import assert_that
 from apache_beam.transforms.window import TimestampedValue
 
 from stagewatch.core.baselines import BaselineConfig, BaselineStore
+from stagewatch.core.measurements import FileRef, Measured, Measurement
 from stagewatch.core.stages import StageOrder
 from stagewatch.core.traces import TraceRules
+from stagewatch.core.verdicts import baseline_stage, judge_measurement
 from stagewatch.stream.local import local_runner
-from stagewatch.stream.steps.learn import LearnBaselines, baseline_stage_of
+from stagewatch.stream.steps.learn import LearnBaselines
 
 pytestmark = pytest.mark.pipeline
 
@@ -25,24 +27,24 @@ T0 = 1_780_000_200_000_000  # on an interval boundary
 S = 1_000_000
 
 
-def _measurements() -> list[dict]:
+def _measurements() -> list[Measured]:
     rng = random.Random(4)
     out = []
     for k in range(2400):  # 2 hours, one every 3 s
         t = T0 + k * 3 * S
         for stage_i, median in ((1, 2000.0), (2, 30_000.0)):
             value = median * rng.lognormvariate(0, 0.3) * (8 if stage_i == 2 and 1800 < k < 1900 else 1)
-            out.append({"uid": f"u{k}", "tenant": rng.choice(["t1", "t2", None]), "measure": "wait",
-                        "stage_i": stage_i, "value_ms": value, "t_us": t + stage_i, "now_us": t + stage_i})
+            file = FileRef(f"u{k}", rng.choice(["t1", "t2", None]), None)
+            out.append(Measured(file, "c", Measurement("wait", stage_i, value, t + stage_i), t + stage_i))
     return out
 
 
-def _reference(ms: list[dict]) -> dict[int, dict]:
+def _reference(ms: list[Measured]) -> dict[int, dict]:
     store, by_step = BaselineStore(CFG), {}
-    for m in ms:
-        store.advance(m["t_us"])
+    for r in ms:
+        store.advance(r.m.t_us)
         by_step[store.step] = dict(store.snaps)
-        store.learn(baseline_stage_of(m, RULES), m["tenant"], m["value_ms"])
+        store.learn(baseline_stage(r.m, RULES), r.file.tenant, r.m.value_ms)
     return by_step
 
 
@@ -55,12 +57,12 @@ def test_snapshots_per_interval_match_the_in_process_store(straggler: bool) -> N
     want = _reference(ms)
     stream = TestStream()
     for i in range(0, len(ms), 500):
-        stream = stream.add_elements([TimestampedValue(m, m["t_us"] / S) for m in ms[i:i + 500]])
-        stream = stream.advance_watermark_to((ms[min(i + 500, len(ms)) - 1]["t_us"] // 1000) / 1000)
+        stream = stream.add_elements([TimestampedValue(r, r.m.t_us / S) for r in ms[i:i + 500]])
+        stream = stream.advance_watermark_to((ms[min(i + 500, len(ms)) - 1].m.t_us // 1000) / 1000)
     if straggler:
-        late = {**ms[0], "uid": "late", "value_ms": 1e6}
-        stream = stream.add_elements([TimestampedValue(late, late["t_us"] / S)])
-    stream = stream.advance_watermark_to((ms[-1]["t_us"] + 600 * S) // 1000 / 1000).advance_watermark_to_infinity()
+        late = ms[0]._replace(file=ms[0].file._replace(uid="late"), m=ms[0].m._replace(value_ms=1e6))
+        stream = stream.add_elements([TimestampedValue(late, late.m.t_us / S)])
+    stream = stream.advance_watermark_to((ms[-1].m.t_us + 600 * S) // 1000 / 1000).advance_watermark_to_infinity()
     opts = PipelineOptions()
     opts.view_as(StandardOptions).streaming = True
 
@@ -84,47 +86,38 @@ def test_snapshots_per_interval_match_the_in_process_store(straggler: bool) -> N
         assert_that(stamped, check)
 
 
-def _reference_anomalies(ms: list[dict]) -> set[tuple]:
-    from stagewatch.core.traces import Measurement
-    from stagewatch.core.verdicts import judge_measurement
-    from stagewatch.stream.steps.judging import stand_in
-
+def _reference_anomalies(ms: list[Measured]) -> set[tuple]:
     store, out = BaselineStore(CFG), set()
-    for m in ms:
-        store.advance(m["t_us"])
-        stage = baseline_stage_of(m, RULES)
-        snap, by_tenant = store.lookup(stage, m["tenant"])
-        _, a = judge_measurement(stand_in(m, RULES), Measurement(m["measure"], m["stage_i"], m["value_ms"],
-                                                                  m["t_us"]), snap, by_tenant, RULES, 0)
+    for r in ms:
+        store.advance(r.m.t_us)
+        stage = baseline_stage(r.m, RULES)
+        snap, by_tenant = store.lookup(stage, r.file.tenant)
+        _, a = judge_measurement(r.file, r.last_stage, r.m, snap, by_tenant, RULES, 0)
         if a is not None:
             out.add((a.anomaly_id, a.kind, a.uid, a.stage, round(a.observed_ms or 0, 3)))
-        store.learn(stage, m["tenant"], m["value_ms"])
+        store.learn(stage, r.file.tenant, r.m.value_ms)
     return out
 
 
 def test_judged_anomalies_match_the_in_process_judge() -> None:
     from stagewatch.stream.steps.judging import JudgeMeasurements
 
-    ms = [{**m, "lot": None, "last_stage": "c"} for m in _measurements()]
+    ms = _measurements()
     want = _reference_anomalies(ms)
     assert len(want) > 50  # the 8x slowdown of stage c
-    shuffled = ms[:]
-    random.Random(9).shuffle(shuffled)
     stream = TestStream()
     for i in range(0, len(ms), 500):
-        chunk = sorted(ms[i:i + 500], key=lambda m: m["uid"])  # out of order within each chunk
-        stream = stream.add_elements([TimestampedValue(m, m["t_us"] / S) for m in chunk])
-        stream = stream.advance_watermark_to((ms[min(i + 500, len(ms)) - 1]["t_us"] // 1000) / 1000)
-    stream = stream.advance_watermark_to((ms[-1]["t_us"] + 900 * S) // 1000 / 1000).advance_watermark_to_infinity()
+        chunk = sorted(ms[i:i + 500], key=lambda r: r.file.uid)  # out of order within each chunk
+        stream = stream.add_elements([TimestampedValue(r, r.m.t_us / S) for r in chunk])
+        stream = stream.advance_watermark_to((ms[min(i + 500, len(ms)) - 1].m.t_us // 1000) / 1000)
+    stream = stream.advance_watermark_to((ms[-1].m.t_us + 900 * S) // 1000 / 1000).advance_watermark_to_infinity()
     opts = PipelineOptions()
     opts.view_as(StandardOptions).streaming = True
     with beam.Pipeline(runner=local_runner(), options=opts) as p:
         records = p | stream
         snaps = records | LearnBaselines(RULES, CFG)
         anomalies, _ = (records, snaps) | JudgeMeasurements(RULES, CFG)
-        got = anomalies | beam.Map(
-            lambda a: (a["anomaly_id"], a["kind"], a["uid"], a["stage"], round(a["observed_ms"] or 0, 3))
-        )
+        got = anomalies | beam.Map(lambda a: (a.anomaly_id, a.kind, a.uid, a.stage, round(a.observed_ms or 0, 3)))
 
         def check(items: list) -> None:
             assert set(items) == want

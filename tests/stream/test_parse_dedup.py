@@ -45,7 +45,7 @@ def test_parse_events_tags_dead_letters_with_their_reason() -> None:
         out = p | "Lines" >> beam.Create(lines) | ParseEvents()
         assert_that(out.events | "Uids" >> beam.Map(lambda ev: (ev.uid, ev.stage)),
                     equal_to([("f1", "upload")]), label="Events")
-        assert_that(out[DEAD_LETTERS] | "Reasons" >> beam.Map(lambda d: d["reason"]),
+        assert_that(out[DEAD_LETTERS] | "Reasons" >> beam.Map(lambda d: d.reason),
                     equal_to(["invalid_json", "not_object", "missing_uid", "bad_timestamp", "not_utf8"]),
                     label="DeadLetters")
 

@@ -42,8 +42,8 @@ class _Collect(beam.DoFn):
     def __init__(self, name: str) -> None:
         self._name = name
 
-    def process(self, record: dict[str, Any]) -> None:
-        _COLLECTED.setdefault(self._name, []).append(record)
+    def process(self, record: Any) -> None:
+        _COLLECTED.setdefault(self._name, []).append(record.to_dict())  # as the sinks write it
 
 
 _COLLECTED: dict[str, list[dict[str, Any]]] = {}
@@ -186,9 +186,10 @@ def test_run_and_replay_report_the_same_anomalies(tmp_path: Path) -> None:
     """The streaming job and the backtest share one core; on a simulated input with every kind of anomaly
     they report the same (kind, uid, stage) set. What may differ, and why: see README, "Streaming vs
     backtest"."""
-    from stagewatch.backtest.replay import iter_lines, replay
+    from stagewatch.backtest.replay import replay
     from stagewatch.cli import main
     from stagewatch.evaluation.simulate import SHORT_FAULTS, SHORT_HOURS, SHORT_START, SimConfig, simulate_to_dir
+    from stagewatch.logfiles import iter_lines
 
     simulate_to_dir(SimConfig(seed=23, start=SHORT_START, hours=SHORT_HOURS, peak_rate_per_min=6,
                               faults=SHORT_FAULTS), tmp_path / "sim")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
+import types
 import uuid
 from pathlib import Path
 
@@ -15,13 +17,14 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 from google.cloud import pubsub_v1
 
-from stagewatch.store.schemas import anomaly_row, create_tables
+from stagewatch.core.records import Anomaly
+from stagewatch.store.bigquery import create_tables
 from stagewatch.stream.sinks import PublishAnomalies, WriteJsonl, WriteTableRows, pubsub_message
 from tests.emulators import PROJECT, bigquery_client
 from tests.streams import PIPE_FOR_TABLES, run, steady_stream
 
 
-def _anomalies() -> list[dict]:
+def _anomalies() -> list[Anomaly]:
     def slow(stage: str, t: int) -> float:
         return 20.0 if stage == "b" and t > T_SLOW else 1.0
 
@@ -30,7 +33,7 @@ def _anomalies() -> list[dict]:
     T_SLOW = base[-1].t_us - 600_000_000
     anomalies, _, _ = run(steady_stream(PIPE_FOR_TABLES, hours=1, every_s=10, seed=3, factor=slow),
                           PIPE_FOR_TABLES.stages)
-    return [anomaly_row(a) for a in anomalies]
+    return anomalies
 
 
 T_SLOW = 0
@@ -39,7 +42,7 @@ T_SLOW = 0
 @pytest.mark.unit
 def test_pubsub_message_carries_filter_attributes() -> None:
     record = {"kind": "slow_stage", "stage": "upload", "tenant": None, "severity": "warning", "uid": "f-1"}
-    msg = pubsub_message(record)
+    msg = pubsub_message(types.SimpleNamespace(to_dict=lambda: record))
     assert orjson.loads(msg.data) == record
     assert msg.attributes == {"kind": "slow_stage", "stage": "upload", "severity": "warning"}
 
@@ -52,7 +55,7 @@ def test_local_jsonl_files_are_named_for_their_table(tmp_path: Path) -> None:
     files = sorted(tmp_path.glob("anomalies*.jsonl"))
     assert files
     back = [orjson.loads(line) for f in files for line in f.read_bytes().splitlines()]
-    assert sorted(r["anomaly_id"] for r in back) == sorted(r["anomaly_id"] for r in rows)
+    assert sorted(r["anomaly_id"] for r in back) == sorted(r.anomaly_id for r in rows)
 
 
 @pytest.mark.integration
@@ -62,11 +65,11 @@ def test_bigquery_rows_written_and_bad_rows_dead_lettered_on_the_emulator() -> N
     try:
         create_tables(client, dataset)
         rows = _anomalies()
-        bad = {**rows[0], "anomaly_id": "bad-1", "score": "very"}
+        bad = dataclasses.replace(rows[0], anomaly_id="bad-1", score="very")
         with TestPipeline() as p:
             dead = p | beam.Create([*rows, bad]) | WriteTableRows(dataset, "anomalies")
             assert_that(
-                dead | beam.Map(lambda d: (d["reason"], d["source"], orjson.loads(d["line"])["anomaly_id"])),
+                dead | beam.Map(lambda d: (d.reason, d.source, orjson.loads(d.line)["anomaly_id"])),
                 equal_to([("bigquery_rejected", "bigquery:anomalies", "bad-1")]),
             )
         got = list(client.query(f"SELECT COUNT(*) AS n FROM `{dataset}.anomalies`").result(timeout=60))
@@ -98,7 +101,7 @@ def test_anomalies_published_to_the_pubsub_emulator_with_attributes() -> None:
         if resp.received_messages:
             subscriber.acknowledge(subscription=sub, ack_ids=[m.ack_id for m in resp.received_messages])
     assert sorted(orjson.loads(m.message.data)["anomaly_id"] for m in received) == sorted(
-        r["anomaly_id"] for r in rows
+        r.anomaly_id for r in rows
     )
     for m in received:
         body = orjson.loads(m.message.data)

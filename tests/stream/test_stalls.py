@@ -11,6 +11,8 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
+from stagewatch.core.measurements import Deadline, FileRef, Progress, StallInfo
+from stagewatch.core.records import Anomaly, StageTiming, TraceSummary
 from stagewatch.core.stages import StageOrder
 from stagewatch.core.timeutil import US_PER_S, format_rfc3339, parse_rfc3339_us
 from stagewatch.core.traces import TraceRules
@@ -25,17 +27,16 @@ T0 = 1_780_000_000 * S
 ENQUEUE, DOWNLOAD = 3, 4
 
 
-def _progress(uid: str, stage: str, next_i: int, t_us: int, now_us: int | None = None) -> dict[str, Any]:
-    return {"uid": uid, "tenant": "acme", "lot": None, "last_stage": stage, "next_i": next_i, "last_t_us": t_us,
-            "now_us": t_us if now_us is None else now_us}
+def _progress(uid: str, stage: str, next_i: int, t_us: int, now_us: int | None = None) -> Progress:
+    return Progress(FileRef(uid, "acme", None), stage, next_i, t_us, t_us if now_us is None else now_us)
 
 
-def _summary(uid: str, stages: list[tuple[str, int]], status: str = "open") -> dict[str, Any]:
-    return {"uid": uid, "tenant": "acme", "lot": None, "status": status,
-            "first_time": format_rfc3339(stages[0][1]), "last_time": format_rfc3339(max(t for _, t in stages)),
-            "end_to_end_ms": None, "missing_stages": [],
-            "stages": [{"stage": s, "time": format_rfc3339(t), "duration_ms": None, "reported_ms": None,
-                        "verdict": "ok"} for s, t in stages]}
+def _summary(uid: str, stages: list[tuple[str, int]], status: str = "open") -> TraceSummary:
+    return TraceSummary(
+        uid=uid, tenant="acme", lot=None, status=status, first_time=format_rfc3339(stages[0][1]),
+        last_time=format_rfc3339(max(t for _, t in stages)), end_to_end_ms=None,
+        stages=tuple(StageTiming(s, format_rfc3339(t), None, None, "ok") for s, t in stages), missing_stages=(),
+        negative_gaps=0, closed_at=format_rfc3339(max(t for _, t in stages)))
 
 
 def _streaming() -> PipelineOptions:
@@ -59,11 +60,11 @@ def test_a_stalled_file_arrives_only_when_it_gets_past_its_stall() -> None:
     * ``b`` reached download at t0 + 300 s, the last stage, so only its summary tells: an arrival then;
     * ``c`` reached download too, its progress says so: an arrival then."""
     stalled_at = T0 + 60 * S
-    deadline = {"deadline_us": stalled_at, "stall_info": (DOWNLOAD, 5000.0, 50_000.0, 40, False)}
-    records: list[tuple[str, dict[str, Any], int]] = []
+    stall = StallInfo(DOWNLOAD, 5000.0, 50_000.0, 40, False)
+    records: list[tuple[str, Any, int]] = []
     for uid in ("a", "b", "c"):
         p = _progress(uid, "enqueue", DOWNLOAD, T0 + 10 * S)
-        records += [("progress", p, T0 + 10 * S), ("deadline", {**p, **deadline}, T0 + 10 * S)]
+        records += [("progress", p, T0 + 10 * S), ("deadline", Deadline(p, stalled_at, stall), T0 + 10 * S)]
     records += [
         ("progress", _progress("a", "enqueue", DOWNLOAD, T0 + 10 * S, now_us=T0 + 11 * S), T0 + 11 * S),
         ("summary", _summary("a", [("detect", T0), ("register", T0 + 5 * S), ("enqueue", T0 + 10 * S),
@@ -82,19 +83,22 @@ def test_a_stalled_file_arrives_only_when_it_gets_past_its_stall() -> None:
     stream = stream.advance_watermark_to_infinity()
     with beam.Pipeline(runner=local_runner(), options=_streaming()) as p:
         out = _watch(p | stream)
-        assert_that(out.stalls | beam.Map(lambda a: (a["kind"], a["uid"], a["stage"], a["detected_at"])),
+        assert_that(out.stalls | beam.Map(lambda a: (a.kind, a.uid, a.stage, a.detected_at)),
                     equal_to([("stalled", uid, "download", format_rfc3339(stalled_at)) for uid in "abc"]),
                     label="Stalls")
-        assert_that(out[ARRIVALS] | "Arrivals" >> beam.Map(lambda a: (a["uid"], a["stage"], a["t_us"])),
+        assert_that(out[ARRIVALS] | "Arrivals" >> beam.Map(lambda a: (a.uid, a.stage, a.t_us)),
                     equal_to([("b", "download", T0 + 300 * S), ("c", "download", T0 + 200 * S)]),
                     label="Arrivals")
-        assert_that(out[STALLED_SUMMARIES] | "Statuses" >> beam.Map(lambda s: (s["uid"], s["status"])),
+        assert_that(out[STALLED_SUMMARIES] | "Statuses" >> beam.Map(lambda s: (s.uid, s.status)),
                     equal_to([("a", "stalled"), ("b", "stalled")]), label="Summaries")
 
 
-def _slow(uid: str, measure: str, t_us: int) -> dict[str, Any]:
-    return {"kind": "slow_stage", "uid": uid, "stage": "register", "measure": measure,
-            "detected_at": format_rfc3339(t_us)}
+def _slow(uid: str, measure: str, t_us: int) -> Anomaly:
+    at = format_rfc3339(t_us)
+    return Anomaly(anomaly_id=f"{uid}-register", kind="slow_stage", uid=uid, stage="register", last_stage="register",
+                   tenant=None, lot=None, event_time=at, detected_at=at, observed_ms=9.0, expected_ms=1.0,
+                   threshold_ms=2.0, score=4.5, baseline_n=50, baseline="stage", severity="critical",
+                   measure=measure, message="slow")
 
 
 def test_of_a_stages_two_slow_measures_the_one_the_backtest_judged_first_is_reported() -> None:
@@ -106,10 +110,10 @@ def test_of_a_stages_two_slow_measures_the_one_the_backtest_judged_first_is_repo
         _slow("e", "latency", T0 + 30 * S), _slow("e", "wait", T0 + 25 * S),
     ]
     stream = (TestStream()
-              .add_elements([TimestampedValue(("anomaly", a), parse_rfc3339_us(a["detected_at"]) / S)
+              .add_elements([TimestampedValue(("anomaly", a), parse_rfc3339_us(a.detected_at) / S)
                              for a in arrivals])
               .advance_watermark_to(T0 / S + 60).advance_watermark_to_infinity())
     with beam.Pipeline(runner=local_runner(), options=_streaming()) as p:
         out = _watch(p | stream)
-        assert_that(out.stalls | beam.Map(lambda a: (a["uid"], a["measure"])),
+        assert_that(out.stalls | beam.Map(lambda a: (a.uid, a.measure)),
                     equal_to([("d", "latency"), ("e", "wait")]))

@@ -25,6 +25,7 @@ from operator import itemgetter
 
 from stagewatch.core.baselines import BaselineConfig, BaselineStore
 from stagewatch.core.events import StageEvent
+from stagewatch.core.measurements import Arrival
 from stagewatch.core.timeutil import US_PER_S
 from stagewatch.core.traces import Outbox, Trace, TraceRules
 from stagewatch.core.verdicts import Judge
@@ -215,7 +216,7 @@ class Detector:
         closed = self._closed[uid]
         self.out.count("after_" + closed)
         if closed == "stalled":  # its first line after the stall: it arrived (once, as in the stream)
-            self.out.arrivals.append((uid, ev.stage, ev.t_us))
+            self.out.arrivals.append(Arrival(uid, ev.stage, ev.t_us))
             self._closed[uid] = "stalled_arrived"
 
     def _schedule(self, uid: str, trace: Trace) -> None:

@@ -28,14 +28,13 @@ import orjson
 
 from stagewatch.backtest.engine import DetectorConfig, Ingest
 from stagewatch.core.events import Parser, Rejected, StageEvent
-from stagewatch.core.stages import StageOrder, infer_stage_order
+from stagewatch.core.records import DeadLetter, dead_letter
+from stagewatch.core.stages import INFER_SAMPLE, StageOrder, infer_from_events
 from stagewatch.core.timeutil import format_rfc3339
 from stagewatch.core.traces import Outbox
-from stagewatch.store.schemas import dead_letter_row
 
-__all__ = ["INFER_SAMPLE", "Back", "FrontSettings", "FrontStats", "run_front", "run_front_in_child"]
+__all__ = ["Back", "FrontSettings", "FrontStats", "run_front", "run_front_in_child"]
 
-INFER_SAMPLE = 20_000
 _DRAIN_EVERY = 4096  # events: how often the back hands its records on (and late events are dead-lettered)
 _SHIP_EVERY = 4096  # events: how many the child process sends at once (a send costs ~30 us; an event ~0.3)
 # A batch is ~200 KB pickled: a pipe that holds one lets the child write it and go on parsing the next while
@@ -74,7 +73,7 @@ class Back(Protocol):
 
     def release(self, events: list[StageEvent], watermark: int) -> None: ...
 
-    def dead_letter(self, row: dict[str, Any]) -> None: ...
+    def dead_letter(self, row: DeadLetter) -> None: ...
 
     def drain(self) -> None: ...
 
@@ -105,12 +104,12 @@ def run_front(lines: Iterable[bytes], settings: FrontSettings, back: Back) -> No
             held.append(r)
             return
         flush_held(seen)
-        back.dead_letter(dead_letter_row(r.reason, r.detail, r.line, format_rfc3339(seen), "parse"))
+        back.dead_letter(dead_letter(r.reason, r.detail, r.line, format_rfc3339(seen), "parse"))
 
     def flush_held(t_us: int) -> None:
         if held and dead_letters:
             for h in held:
-                back.dead_letter(dead_letter_row(h.reason, h.detail, h.line, format_rfc3339(max(t_us, 0)), "parse"))
+                back.dead_letter(dead_letter(h.reason, h.detail, h.line, format_rfc3339(max(t_us, 0)), "parse"))
             held.clear()
 
     def late_letters() -> None:
@@ -135,7 +134,7 @@ def run_front(lines: Iterable[bytes], settings: FrontSettings, back: Back) -> No
                     break
             else:
                 reject(parsed)  # type: ignore[arg-type]
-        order = _infer(sample)
+        order = infer_from_events(sample, len(sample))
     back.start(order, inferred)
     ingest = Ingest(settings.cfg, back.release, Outbox(keep_summaries=False))
     push = ingest.push
@@ -163,16 +162,9 @@ def run_front(lines: Iterable[bytes], settings: FrontSettings, back: Back) -> No
     back.end(stats)
 
 
-def _infer(sample: list[StageEvent]) -> StageOrder:
-    by_uid: dict[str, list[tuple[int, str]]] = {}
-    for ev in sample:
-        by_uid.setdefault(ev.uid, []).append((ev.t_us, ev.stage))
-    return infer_stage_order(by_uid.values())
-
-
-def _late_record(ev: StageEvent, watermark: int) -> dict[str, Any]:
+def _late_record(ev: StageEvent, watermark: int) -> DeadLetter:
     behind_s = (watermark - ev.t_us) / 1e6
-    return dead_letter_row(
+    return dead_letter(
         "late", f"event time {format_rfc3339(ev.t_us)} is {behind_s:.1f} s behind the watermark "
         f"{format_rfc3339(watermark)} (beyond the allowed lateness)", orjson.dumps(ev._asdict()).decode(),
         format_rfc3339(ev.t_us), "late")
@@ -213,7 +205,7 @@ class _Shipper:
         if self.events >= _SHIP_EVERY:
             self.send()
 
-    def dead_letter(self, row: dict[str, Any]) -> None:
+    def dead_letter(self, row: DeadLetter) -> None:
         self.calls.append(("dead_letter", row))
 
     def drain(self) -> None:
@@ -242,7 +234,7 @@ class _Shipper:
 
 def _child_main() -> None:
     """``python -m stagewatch.backtest.front``: the arguments arrive pickled on stdin; the calls leave on stdout."""
-    from stagewatch.backtest.replay import iter_lines
+    from stagewatch.logfiles import iter_lines
 
     pipe = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # a stray print must not land in the middle of a pickle

@@ -9,28 +9,24 @@ with the front in a second process for large inputs.
 
 from __future__ import annotations
 
-import gzip
-import io
 import os
-import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from operator import itemgetter
-from pathlib import Path
-from typing import IO, Any, BinaryIO
-
-import orjson
+from typing import Any
 
 from stagewatch.backtest.engine import Detector, DetectorConfig
-from stagewatch.backtest.front import INFER_SAMPLE, FrontSettings, FrontStats, run_front, run_front_in_child
+from stagewatch.backtest.front import FrontSettings, FrontStats, run_front, run_front_in_child
 from stagewatch.core.events import Parser, StageEvent
-from stagewatch.core.records import KINDS, Anomaly, TraceSummary
-from stagewatch.core.stages import StageOrder
+from stagewatch.core.kinds import KINDS
+from stagewatch.core.measurements import Arrival
+from stagewatch.core.records import Anomaly, DeadLetter, TraceSummary
+from stagewatch.core.stages import INFER_SAMPLE, StageOrder
 from stagewatch.core.timeutil import parse_rfc3339_us
 from stagewatch.core.traces import TraceRules
+from stagewatch.logfiles import iter_lines
 
-__all__ = ["INFER_SAMPLE", "ReplayStats", "iter_lines", "replay", "replay_files", "summary_text"]
+__all__ = ["ReplayStats", "replay", "replay_files", "summary_text"]
 
 
 @dataclass
@@ -64,66 +60,8 @@ class ReplayStats:
         }
 
 
-def _open_binary(path: str) -> BinaryIO:
-    if path == "-":
-        return sys.stdin.buffer
-    raw = open(path, "rb")  # noqa: SIM115 - closed by the caller's loop
-    if path.endswith(".gz"):
-        return gzip.GzipFile(fileobj=raw)  # type: ignore[return-value]
-    return raw
-
-
-def iter_lines(paths: Iterable[str], on_bytes: Callable[[int], None] | None = None) -> Iterator[bytes]:
-    """Lines of every input in turn, without line endings; empty lines skipped. ``on_bytes(n)`` hears of the
-    bytes read every megabyte or so, and at the end of each input."""
-    for path in paths:
-        f = _open_binary(path)
-        read = 0
-        try:
-            for line in f:
-                if on_bytes is not None:
-                    read += len(line)
-                    if read >= _REPORT_BYTES:
-                        on_bytes(read)
-                        read = 0
-                line = line.rstrip(b"\r\n")
-                if line:
-                    yield line
-        finally:
-            if read and on_bytes is not None:
-                on_bytes(read)
-            if f is not sys.stdin.buffer:
-                f.close()
-
-
-_REPORT_BYTES = 1 << 20
-
-
-class _Writer:
-    """JSON lines to a file (or stdout), written as they come."""
-
-    def __init__(self, target: str | Path | None, default_stdout: bool = False) -> None:
-        self._own = False
-        self.f: IO[bytes] | None = None
-        if target is None:
-            self.f = sys.stdout.buffer if default_stdout else None
-        elif str(target) == "-":
-            self.f = sys.stdout.buffer
-        else:
-            Path(target).parent.mkdir(parents=True, exist_ok=True)
-            self.f = open(target, "wb")  # noqa: SIM115 - closed in close()
-            self._own = True
-
-    def write(self, obj: Any) -> None:
-        if self.f is not None:
-            self.f.write(orjson.dumps(obj))
-            self.f.write(b"\n")
-
-    def close(self) -> None:
-        if self.f is not None:
-            self.f.flush()
-            if self._own:
-                self.f.close()
+def _arrival_time(a: Arrival) -> int:
+    return a.t_us
 
 
 class _Back:
@@ -135,8 +73,8 @@ class _Back:
         cfg: DetectorConfig,
         on_anomaly: Callable[[Anomaly], None] | None,
         on_summary: Callable[[TraceSummary], None] | None,
-        on_dead_letter: Callable[[dict[str, Any]], None] | None,
-        on_arrival: Callable[[str, str, int], None] | None,
+        on_dead_letter: Callable[[DeadLetter], None] | None,
+        on_arrival: Callable[[Arrival], None] | None,
     ) -> None:
         self.cfg = cfg
         self.on_anomaly, self.on_summary, self.on_arrival = on_anomaly, on_summary, on_arrival
@@ -168,21 +106,21 @@ class _Back:
     def drain(self) -> None:
         assert self.detector is not None
         out, stats, on_arrival = self.detector.out, self.stats, self.on_arrival
-        arrivals = sorted(out.arrivals, key=itemgetter(2)) if on_arrival is not None else []
+        arrivals = sorted(out.arrivals, key=_arrival_time) if on_arrival is not None else []
         out.arrivals.clear()
         if out.anomalies:
             for a in out.anomalies:
                 stats.anomalies[a.kind] = stats.anomalies.get(a.kind, 0) + 1
                 if arrivals and on_arrival is not None:
                     detected = parse_rfc3339_us(a.detected_at)
-                    while arrivals and arrivals[0][2] < detected:
-                        on_arrival(*arrivals.pop(0))
+                    while arrivals and arrivals[0].t_us < detected:
+                        on_arrival(arrivals.pop(0))
                 if self.on_anomaly is not None:
                     self.on_anomaly(a)
             out.anomalies.clear()
         if on_arrival is not None:
             for arrival in arrivals:
-                on_arrival(*arrival)
+                on_arrival(arrival)
         if out.summaries:
             if self.on_summary is not None:
                 for s in out.summaries:
@@ -212,12 +150,12 @@ def replay(
     cfg: DetectorConfig | None = None,
     on_anomaly: Callable[[Anomaly], None] | None = None,
     on_summary: Callable[[TraceSummary], None] | None = None,
-    on_dead_letter: Callable[[dict[str, Any]], None] | None = None,
-    on_arrival: Callable[[str, str, int], None] | None = None,
+    on_dead_letter: Callable[[DeadLetter], None] | None = None,
+    on_arrival: Callable[[Arrival], None] | None = None,
     infer_sample: int = INFER_SAMPLE,
 ) -> ReplayStats:
-    """Run the core over ``lines``. Callbacks receive records as they are made; ``on_arrival(uid, stage, t_us)``
-    hears of a stalled file that logged again, in time order with the anomalies."""
+    """Run the core over ``lines``. Callbacks receive records as they are made; ``on_arrival`` hears of a stalled
+    file that logged again, in time order with the anomalies."""
     started = time.perf_counter()
     back = _Back(cfg or DetectorConfig(), on_anomaly, on_summary, on_dead_letter, on_arrival)
     run_front(lines, back.front_settings(parser, order, infer_sample), back)
@@ -234,8 +172,8 @@ def replay_files(
     cfg: DetectorConfig | None = None,
     on_anomaly: Callable[[Anomaly], None] | None = None,
     on_summary: Callable[[TraceSummary], None] | None = None,
-    on_dead_letter: Callable[[dict[str, Any]], None] | None = None,
-    on_arrival: Callable[[str, str, int], None] | None = None,
+    on_dead_letter: Callable[[DeadLetter], None] | None = None,
+    on_arrival: Callable[[Arrival], None] | None = None,
     infer_sample: int = INFER_SAMPLE,
 ) -> ReplayStats:
     """``replay`` over files (``-`` for stdin). With ``processes=2`` the files are read, parsed and ordered
@@ -301,27 +239,3 @@ def summary_text(stats: ReplayStats) -> str:
     if notes:
         lines.append("  notes      " + " · ".join(notes))
     return "\n".join(lines)
-
-
-def progress_bar(paths: list[str], enabled: bool) -> tuple[Callable[[int], None] | None, Callable[[], None]]:
-    """(on_bytes, close) of a byte-based progress bar on stderr (tqdm) when ``enabled``; (None, no-op) else."""
-    if not enabled:
-        return None, lambda: None
-    from tqdm import tqdm
-
-    total = 0
-    for p in paths:
-        if p == "-" or p.endswith(".gz"):
-            total = 0
-            break
-        total += os.path.getsize(p)
-    bar = tqdm(total=total or None, unit="B", unit_scale=True, desc="replay", file=sys.stderr, mininterval=0.5)
-    return bar.update, bar.close
-
-
-def stderr_is_tty() -> bool:
-    return isinstance(sys.stderr, io.TextIOBase) and sys.stderr.isatty()
-
-
-def writer(target: str | Path | None, default_stdout: bool = False) -> _Writer:
-    return _Writer(target, default_stdout)

@@ -38,7 +38,8 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from stagewatch.store.schemas import bigquery_client, dataset_id
+    from stagewatch.store.bigquery import bigquery_client
+    from stagewatch.store.schemas import dataset_id
     from stagewatch.store.views import load_queries
 
     queries = load_queries()

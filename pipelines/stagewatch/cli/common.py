@@ -14,6 +14,8 @@ from typing import IO, Any
 
 import orjson
 
+from stagewatch.core.records import Record, dumps
+
 __all__ = [
     "JsonlWriter",
     "bigquery_errors",
@@ -63,9 +65,9 @@ class JsonlWriter:
             self.f = open(target, "wb")  # noqa: SIM115 - closed in close()
             self._own = True
 
-    def write(self, obj: Any) -> None:
+    def write(self, record: Record | dict[str, Any]) -> None:
         if self.f is not None:
-            self.f.write(orjson.dumps(obj))
+            self.f.write(dumps(record))
             self.f.write(b"\n")
 
     def close(self) -> None:

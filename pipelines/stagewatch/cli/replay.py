@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
 import orjson
 
@@ -53,7 +52,7 @@ def _run(args: argparse.Namespace) -> int:
     from stagewatch.cli.common import JsonlWriter, progress_bar, stderr_is_tty
     from stagewatch.core.events import Parser
     from stagewatch.core.feed import BacktestFeed
-    from stagewatch.core.records import Anomaly, TraceSummary
+    from stagewatch.core.records import Anomaly, IncidentEvent, LotRecord, TraceSummary
 
     for path in args.logs:
         if path != "-" and not Path(path).is_file():
@@ -74,21 +73,20 @@ def _run(args: argparse.Namespace) -> int:
     follow = BacktestFeed(incidents=incidents is not None, lots=lots is not None)
     tables = {"incidents": incidents, "lots": lots}
 
-    def write(rows: list[tuple[str, dict[str, Any]]]) -> None:
+    def write(rows: list[tuple[str, IncidentEvent | LotRecord]]) -> None:
         for table, row in rows:
             out = tables[table]
             if out is not None:
                 out.write(row)
 
     def on_anomaly(a: Anomaly) -> None:
-        anomalies.write(a.to_dict())
+        anomalies.write(a)
         write(follow.anomaly(a))
 
     def on_summary(s: TraceSummary) -> None:
-        row = s.to_dict()
         if traces is not None:
-            traces.write(row)
-        write(follow.summary(row))
+            traces.write(s)
+        write(follow.summary(s))
 
     try:
         stats = replay_files(
@@ -101,7 +99,7 @@ def _run(args: argparse.Namespace) -> int:
             on_anomaly=on_anomaly,
             on_summary=on_summary if traces or follow.lot_tracker else None,
             on_dead_letter=dead.write if dead else None,
-            on_arrival=(lambda uid, stage, t_us: write(follow.arrival(uid, t_us))) if follow.tracker else None,
+            on_arrival=(lambda arrival: write(follow.arrival(arrival))) if follow.tracker else None,
         )
     finally:
         close_bar()

@@ -1,47 +1,58 @@
 """What the incident tracker hears, and in which order, in both drivers.
 
-The tracker takes four kinds of input, each at its own event time: anomalies (at ``detected_at``), tenants
-seen active, stalled files that arrived after all, and lot records (at ``judged_at``). ``feed`` applies one of
-them; the streaming job (``beam.incidents.TrackIncidents``) sorts its buffered inputs by ``time_of`` and feeds
-them. ``BacktestFeed`` is the backtest's side: it takes replay's callbacks as they come, judges the lots that
-are due before each input (so they reach the tracker in time order, as in the stream), and returns what to
-write, tagged by table.
+The tracker takes four kinds of input, each at its own event time: anomalies (at ``detected_at``), tenants seen
+active (``TenantActivity``), stalled files that arrived after all (``Arrival``), and lot records (at
+``judged_at``). ``feed`` applies one of them; the streaming job (``stream.steps.incidents.TrackIncidents``) sorts
+its buffered inputs by ``time_of`` and feeds them. ``BacktestFeed`` is the backtest's side: it takes replay's
+callbacks as they come, judges the lots that are due before each input (so they reach the tracker in time order,
+as in the stream), and returns what to write, tagged by table.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import NamedTuple
 
 from stagewatch.core.incidents import IncidentTracker
 from stagewatch.core.lots import LotTracker
-from stagewatch.core.records import Anomaly
+from stagewatch.core.measurements import Arrival
+from stagewatch.core.records import Anomaly, IncidentEvent, LotRecord, TraceSummary
 from stagewatch.core.timeutil import parse_rfc3339_us
 
-__all__ = ["BacktestFeed", "feed", "time_of"]
-
-Rows = list[tuple[str, dict[str, Any]]]  # (table, row): "incidents" events and "lots" records
+__all__ = ["BacktestFeed", "TenantActivity", "TrackerInput", "feed", "time_of"]
 
 
-def time_of(what: str, record: dict[str, Any]) -> int:
-    """The event time at which the tracker takes ``record`` (a tagged input of the streaming job)."""
-    if what == "anomaly":
-        return parse_rfc3339_us(record["detected_at"])
-    if what == "lot":
-        return parse_rfc3339_us(record["judged_at"])
-    return int(record["t_us"])  # "tenants" and "arrival" carry their time
+class TenantActivity(NamedTuple):
+    """The tenants that had a file close in the interval ending at ``t_us`` (the streaming job's summary of
+    its trace summaries, one record per interval)."""
+
+    t_us: int
+    tenants: tuple[str, ...]
 
 
-def feed(tracker: IncidentTracker, what: str, t_us: int, record: dict[str, Any]) -> list[dict[str, Any]]:
-    """One tagged input, in time order; returns the incident events it caused."""
-    if what == "tenants":
-        for tenant in record["tenants"]:
+TrackerInput = Anomaly | TenantActivity | Arrival | LotRecord
+Rows = list[tuple[str, IncidentEvent | LotRecord]]  # (table, record): "incidents" events and "lots" records
+
+
+def time_of(record: TrackerInput) -> int:
+    """The event time at which the tracker takes ``record``."""
+    if isinstance(record, Anomaly):
+        return parse_rfc3339_us(record.detected_at)
+    if isinstance(record, LotRecord):
+        return parse_rfc3339_us(record.judged_at)
+    return record.t_us
+
+
+def feed(tracker: IncidentTracker, t_us: int, record: TrackerInput) -> list[IncidentEvent]:
+    """One input, in time order; returns the incident events it caused."""
+    if isinstance(record, TenantActivity):
+        for tenant in record.tenants:
             tracker.seen_tenant(tenant, t_us)
         return []
-    if what == "arrival":
-        return tracker.arrived(record["uid"], t_us)
-    if what == "lot":
+    if isinstance(record, Arrival):
+        return tracker.arrived(record.uid, t_us)
+    if isinstance(record, LotRecord):
         return tracker.add_lot(record)
-    return tracker.add(Anomaly(**record))
+    return tracker.add(record)
 
 
 class BacktestFeed:
@@ -58,17 +69,17 @@ class BacktestFeed:
             return []
         return self._lots_due(parse_rfc3339_us(a.detected_at)) + self._events(self.tracker.add(a))
 
-    def arrival(self, uid: str, t_us: int) -> Rows:
+    def arrival(self, arrival: Arrival) -> Rows:
         if self.tracker is None:
             return []
-        return self._lots_due(t_us) + self._events(self.tracker.arrived(uid, t_us))
+        return self._lots_due(arrival.t_us) + self._events(self.tracker.arrived(arrival.uid, arrival.t_us))
 
-    def summary(self, row: dict[str, Any]) -> Rows:
-        out = self._lots_due(parse_rfc3339_us(row["closed_at"]))
+    def summary(self, summary: TraceSummary) -> Rows:
+        out = self._lots_due(parse_rfc3339_us(summary.closed_at))
         if self.tracker is not None:
-            out += self._events(self.tracker.observe_summary(row))
+            out += self._events(self.tracker.observe_summary(summary))
         if self.lot_tracker is not None:
-            out += self._judged(self.lot_tracker.observe(row))
+            out += self._judged(self.lot_tracker.observe(summary))
         return out
 
     def _lots_due(self, t_us: int) -> Rows:
@@ -77,7 +88,7 @@ class BacktestFeed:
             return []
         return self._judged(self.lot_tracker.advance(t_us))
 
-    def _judged(self, records: list[dict[str, Any]]) -> Rows:
+    def _judged(self, records: list[LotRecord]) -> Rows:
         out: Rows = []
         for record in records:
             if self._write_lots:
@@ -87,5 +98,5 @@ class BacktestFeed:
         return out
 
     @staticmethod
-    def _events(events: list[dict[str, Any]]) -> Rows:
+    def _events(events: list[IncidentEvent]) -> Rows:
         return [("incidents", e) for e in events]

@@ -28,114 +28,14 @@ Timeline (open_count 5, window 15 min, quiet 15 min)::
 from __future__ import annotations
 
 from collections import Counter, deque
-from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
-from stagewatch.core.records import Anomaly
-from stagewatch.core.timeutil import US_PER_S, format_duration_ms, format_rfc3339, parse_rfc3339_us
+from stagewatch.core.incident import LOT_STAGE, SAMPLE_LOTS, SAMPLE_UIDS, Incident, IncidentConfig, message
+from stagewatch.core.kinds import LOT_SLOW, SLOW_STAGE, SLOW_TRACE, STALLED
+from stagewatch.core.records import Anomaly, IncidentEvent, LotRecord, TraceSummary
+from stagewatch.core.timeutil import US_PER_S, format_rfc3339, parse_rfc3339_us
 
-__all__ = ["LOT_STAGE", "SAMPLE_LOTS", "SAMPLE_UIDS", "Incident", "IncidentConfig", "IncidentTracker"]
-
-SAMPLE_UIDS = 10  # files named in an incident event, so a Logging link can show them
-SAMPLE_LOTS = 20  # lots named in an incident event
-LOT_STAGE = "lot"  # the stage of an incident about whole batches (lot_incomplete, lot_slow)
-
-
-def _restore(obj: Any, state: dict[str, Any]) -> None:
-    """Unpickle a dataclass saved by an older release: fields it did not have take their defaults. The
-    streaming job keeps the tracker in Beam state, and ``--update`` hands that state to the new code."""
-    for f in fields(obj):
-        if f.name not in state:
-            state[f.name] = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[operator]
-    obj.__dict__.update(state)
-
-
-@dataclass(frozen=True)
-class IncidentConfig:
-    open_count: int = 5  # anomalies of one kind and stage within open_window_s that open an incident
-    open_window_s: float = 900.0
-    quiet_s: float = 900.0  # resolved when no anomaly joined for this long (event time)
-    tenant_share: float = 0.8  # one tenant's share of the opening anomalies that makes it a tenant incident
-    lot_share: float = 0.8
-    update_every_s: float = 300.0  # at most one "updated" event per incident per this long
-    # A stall incident whose files have all arrived resolves once no new stall joined for this long: a queue
-    # draining its backlog delivers while it still stalls others, and must not flap open and resolved.
-    settle_s: float = 120.0
-    # Resolved incidents are remembered this long, so that a lot judged hours later (LotConfig.quiet_s after
-    # its last file) is recognised as their consequence.
-    remember_s: float = 6 * 3600.0
-    # slow_trace needs this many times open_count to open an incident of its own: a slow end to end is
-    # usually a slow stage's consequence, and that stage's incident (which it then joins) should open first.
-    slow_trace_factor: int = 3
-
-    def __post_init__(self) -> None:
-        if self.open_count < 1 or self.open_window_s <= 0 or self.quiet_s <= 0 or self.settle_s < 0:
-            raise ValueError("open_count >= 1, open_window_s > 0, quiet_s > 0 and settle_s >= 0 are required")
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        _restore(self, state)
-
-
-@dataclass
-class Incident:
-    incident_id: str
-    kind: str
-    stage: str
-    scope: str  # trace, lot, tenant, global
-    scope_key: str | None  # the tenant or lot, for those scopes
-    started_us: int
-    last_us: int
-    uids: set[str] = field(default_factory=set)
-    first_uids: list[str] = field(default_factory=list)  # the first files, in order (for a Logging link)
-    tenants: Counter[str] = field(default_factory=Counter)
-    worst_observed_ms: float | None = None
-    expected_ms: float | None = None
-    last_update_us: int = 0
-    resolved_us: int | None = None
-    outstanding: set[str] = field(default_factory=set)  # stalled / unfinished files that have not arrived
-    arrived: set[str] = field(default_factory=set)  # ... and those that did, after all
-    last_arrival_us: int = 0
-    lots: set[str] = field(default_factory=set)  # batches it left incomplete or slow
-    lot_files: int = 0  # files of its slow lots (a lot_slow record names no files)
-    resolution: str = ""  # how it resolved: "quiet" or "arrived"
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        _restore(self, state)
-
-    @property
-    def all_arrived(self) -> bool:
-        """Everything it held up got through: over for a stall or an incomplete batch (a slowdown that made
-        files late enough to be called stalled is over only when it goes quiet)."""
-        return self.kind in ("stalled", "lot_incomplete") and bool(self.arrived) and not self.outstanding
-
-    def covers(self, a: Anomaly) -> bool:
-        if self.scope == "tenant":
-            return a.tenant == self.scope_key
-        if self.scope == "lot":
-            return a.lot == self.scope_key
-        if self.scope == "trace":
-            return a.uid in self.uids
-        return True
-
-    def join(self, a: Anomaly, t_us: int, arrived_early: dict[str, int]) -> None:
-        if a.uid not in self.uids and len(self.first_uids) < SAMPLE_UIDS:
-            self.first_uids.append(a.uid)
-        self.uids.add(a.uid)
-        if a.tenant:
-            self.tenants[a.tenant] += 1
-        if a.kind == "stalled" and a.uid not in self.arrived:
-            early = arrived_early.get(a.uid)
-            if early is None:
-                self.outstanding.add(a.uid)
-            else:  # it came through while its stall was still a candidate, before this incident opened
-                self.arrived.add(a.uid)
-                self.last_arrival_us = max(self.last_arrival_us, early)
-        self.last_us = max(self.last_us, t_us)
-        if a.kind == self.kind and a.observed_ms is not None and (
-            self.worst_observed_ms is None or a.observed_ms > self.worst_observed_ms
-        ):
-            self.worst_observed_ms = a.observed_ms
-            self.expected_ms = a.expected_ms
+__all__ = ["IncidentConfig", "IncidentTracker"]
 
 
 def _event_us(a: Anomaly) -> int:
@@ -152,7 +52,7 @@ class IncidentTracker:
         self._candidates: dict[tuple[str, str], deque[tuple[int, Anomaly]]] = {}
         self._by_uid: dict[str, Incident] = {}
         self._active: dict[str, int] = {}  # tenant -> last time it had any anomaly or file (active tenants)
-        self.events: list[dict[str, Any]] = []
+        self.events: list[IncidentEvent] = []
         self.explained_lots = 0  # lot records that an incident already known explained
         # Stalled files that arrived before any incident held them (their stall still a candidate): uid -> time.
         self._arrived_early: dict[str, int] = {}
@@ -168,14 +68,14 @@ class IncidentTracker:
         if tenant:
             self._active[tenant] = max(self._active.get(tenant, 0), t_us)
 
-    def observe_summary(self, summary: dict[str, Any]) -> list[dict[str, Any]]:
+    def observe_summary(self, summary: TraceSummary) -> list[IncidentEvent]:
         """A trace closed: its tenant is active, and event time has reached its close (quiet incidents
         resolve even when no anomaly follows them)."""
-        t = parse_rfc3339_us(summary["closed_at"])
-        self.seen_tenant(summary.get("tenant"), t)
+        t = parse_rfc3339_us(summary.closed_at)
+        self.seen_tenant(summary.tenant, t)
         return self.advance(t)
 
-    def add(self, a: Anomaly) -> list[dict[str, Any]]:
+    def add(self, a: Anomaly) -> list[IncidentEvent]:
         """One anomaly; returns the incident events it caused (also kept in ``events``)."""
         t = _event_us(a)
         out = self.advance(t)
@@ -193,7 +93,7 @@ class IncidentTracker:
         horizon = t - int(self.cfg.open_window_s * US_PER_S)
         while queue and queue[0][0] < horizon:
             queue.popleft()
-        needed = self.cfg.open_count * (self.cfg.slow_trace_factor if a.kind == "slow_trace" else 1)
+        needed = self.cfg.open_count * (self.cfg.slow_trace_factor if a.kind == SLOW_TRACE else 1)
         if len(queue) >= needed:
             opened = self._open(key, list(queue), t)
             if opened is not None:
@@ -202,7 +102,7 @@ class IncidentTracker:
                 out.append(self._event(opened, "opened", t))
         return out
 
-    def arrived(self, uid: str, t_us: int) -> list[dict[str, Any]]:
+    def arrived(self, uid: str, t_us: int) -> list[IncidentEvent]:
         """A file that had stalled logged again at ``t_us``: it arrived after all."""
         out = self.advance(t_us)
         inc = self._by_uid.get(uid)
@@ -216,7 +116,7 @@ class IncidentTracker:
             out += self.advance(t_us)  # the last one through may end it now
         return out
 
-    def advance(self, t_us: int) -> list[dict[str, Any]]:
+    def advance(self, t_us: int) -> list[IncidentEvent]:
         """Event time moved to ``t_us``: resolve incidents that went quiet, or whose stalled files arrived."""
         out = []
         quiet = int(self.cfg.quiet_s * US_PER_S)
@@ -236,12 +136,12 @@ class IncidentTracker:
         self._forget(t_us)
         return out
 
-    def add_lot(self, record: dict[str, Any]) -> list[dict[str, Any]]:
+    def add_lot(self, record: LotRecord) -> list[IncidentEvent]:
         """One lot record (``lots.LotJudge``), at the time it was judged (``judged_at``)."""
-        t = parse_rfc3339_us(record["judged_at"])
+        t = parse_rfc3339_us(record.judged_at)
         out = self.advance(t)
-        lot, kind = record["lot"], record["kind"]
-        unfinished = [f["uid"] for f in record["unfinished"]]
+        lot, kind = record.lot, record.kind
+        unfinished = [f.uid for f in record.unfinished]
         cause = self._cause_of_lot(record, unfinished)
         if cause is not None:
             cause.lots.add(lot)
@@ -252,13 +152,13 @@ class IncidentTracker:
         home = next((i for i in self.open if i.kind == kind and i.stage == LOT_STAGE), None)
         opened = home is None
         if home is None:
-            first = parse_rfc3339_us(record["finished_at"])
+            first = parse_rfc3339_us(record.finished_at)
             home = Incident(incident_id=f"{kind}-{LOT_STAGE}-{lot}-{format_rfc3339(first)}", kind=kind,
                             stage=LOT_STAGE, scope="lot", scope_key=lot, started_us=first, last_us=t)
             self.open.append(home)
         home.lots.add(lot)
         home.last_us = max(home.last_us, t)
-        for tenant in record["tenants"]:
+        for tenant in record.tenants:
             home.tenants[tenant] += 1
         for uid in unfinished:
             home.uids.add(uid)
@@ -266,10 +166,10 @@ class IncidentTracker:
             if len(home.first_uids) < SAMPLE_UIDS:
                 home.first_uids.append(uid)
             self._by_uid.setdefault(uid, home)
-        if kind == "lot_slow":
-            home.lot_files += record["files"]
-            if home.worst_observed_ms is None or record["duration_ms"] > home.worst_observed_ms:
-                home.worst_observed_ms, home.expected_ms = record["duration_ms"], record["expected_ms"]
+        if kind == LOT_SLOW:
+            home.lot_files += record.files
+            if home.worst_observed_ms is None or record.duration_ms > home.worst_observed_ms:
+                home.worst_observed_ms, home.expected_ms = record.duration_ms, record.expected_ms
         # Scope from where the batches concentrate: one batch, one customer's batches, or everyone's.
         top = home.tenants.most_common(1)
         if len(home.lots) == 1:
@@ -284,7 +184,7 @@ class IncidentTracker:
             out.append(self._event(home, "updated", t))
         return out
 
-    def finish(self, t_us: int | None = None) -> list[dict[str, Any]]:
+    def finish(self, t_us: int | None = None) -> list[IncidentEvent]:
         """End of input: what is quiet by ``t_us`` (default: the last anomaly + quiet) resolves; the rest stays
         open (a finite input's end is not the passage of time)."""
         if t_us is None:
@@ -293,7 +193,7 @@ class IncidentTracker:
 
     # -- internals ---------------------------------------------------------------------------------------
 
-    def _cause_of_lot(self, record: dict[str, Any], unfinished: list[str]) -> Incident | None:
+    def _cause_of_lot(self, record: LotRecord, unfinished: list[str]) -> Incident | None:
         """The file-level incident (open, or resolved within ``remember_s``) that explains a lot record."""
         known = Counter(inc.incident_id for u in unfinished
                         if (inc := self._by_uid.get(u)) is not None and inc.stage != LOT_STAGE)
@@ -303,13 +203,13 @@ class IncidentTracker:
             if 2 * n >= len(unfinished):
                 return next(i for i in self.open + self.resolved if i.incident_id == top_id)
         # Else an incident that covers the batch's customers while it was in flight explains it.
-        start, end = parse_rfc3339_us(record["submitted_at"]), parse_rfc3339_us(record["finished_at"])
-        tenants = set(record["tenants"])
+        start, end = parse_rfc3339_us(record.submitted_at), parse_rfc3339_us(record.finished_at)
+        tenants = set(record.tenants)
         for inc in self.open + self.resolved:
             if inc.stage == LOT_STAGE or inc.started_us > end or (inc.resolved_us or end) < start:
                 continue
             if inc.scope == "global" or (inc.scope == "tenant" and inc.scope_key in tenants) or (
-                    inc.scope == "lot" and inc.scope_key == record["lot"]):
+                    inc.scope == "lot" and inc.scope_key == record.lot):
                 return inc
         return None
 
@@ -332,14 +232,14 @@ class IncidentTracker:
         same = [i for i in self.open if i.kind == a.kind and i.stage == a.stage and i.covers(a)]
         if same:
             return same[0]
-        if a.kind == "slow_trace":
+        if a.kind == SLOW_TRACE:
             # A slow end to end during an open slowdown whose scope covers the file is that slowdown's.
-            covering = [i for i in self.open if i.kind in ("slow_stage", "stalled") and i.covers(a)]
+            covering = [i for i in self.open if i.kind in (SLOW_STAGE, STALLED) and i.covers(a)]
             if covering:
                 return covering[0]
-        if a.kind == "stalled":
+        if a.kind == STALLED:
             # A file so late at a slow stage that it was called stalled there is the slowdown's too.
-            slow = [i for i in self.open if i.kind == "slow_stage" and i.stage == a.stage and i.covers(a)]
+            slow = [i for i in self.open if i.kind == SLOW_STAGE and i.stage == a.stage and i.covers(a)]
             if slow:
                 return slow[0]
         return None
@@ -376,51 +276,30 @@ class IncidentTracker:
         self.open.append(inc)
         return inc
 
-    def _event(self, inc: Incident, event: str, t_us: int) -> dict[str, Any]:
+    def _event(self, inc: Incident, event: str, t_us: int) -> IncidentEvent:
         inc.last_update_us = t_us
         quiet_since = t_us - int(self.cfg.quiet_s * US_PER_S)
         active = sum(1 for last in self._active.values() if last >= min(inc.started_us, quiet_since))
-        record = {
-            "incident_id": inc.incident_id,
-            "event": event,
-            "kind": inc.kind,
-            "stage": inc.stage,
-            "scope": inc.scope,
-            "scope_key": inc.scope_key,
-            "tenants": sorted(inc.tenants),
-            "affected_tenants": len(inc.tenants),
-            "active_tenants": active,
-            "started_at": format_rfc3339(inc.started_us),
-            "resolved_at": format_rfc3339(inc.resolved_us) if inc.resolved_us is not None else None,
-            "at": format_rfc3339(t_us),
-            "files": len(inc.uids) + inc.lot_files,
-            "sample_uids": sorted(inc.first_uids),
-            "lots": sorted(inc.lots)[:SAMPLE_LOTS],
-            "arrived": len(inc.arrived),
-            "worst_observed_ms": inc.worst_observed_ms,
-            "expected_ms": inc.expected_ms,
-            "message": _message(inc, event),
-        }
+        record = IncidentEvent(
+            incident_id=inc.incident_id,
+            event=event,
+            kind=inc.kind,
+            stage=inc.stage,
+            scope=inc.scope,
+            scope_key=inc.scope_key,
+            tenants=tuple(sorted(inc.tenants)),
+            affected_tenants=len(inc.tenants),
+            active_tenants=active,
+            started_at=format_rfc3339(inc.started_us),
+            resolved_at=format_rfc3339(inc.resolved_us) if inc.resolved_us is not None else None,
+            at=format_rfc3339(t_us),
+            files=len(inc.uids) + inc.lot_files,
+            sample_uids=tuple(sorted(inc.first_uids)),
+            lots=tuple(sorted(inc.lots)[:SAMPLE_LOTS]),
+            arrived=len(inc.arrived),
+            worst_observed_ms=inc.worst_observed_ms,
+            expected_ms=inc.expected_ms,
+            message=message(inc, event),
+        )
         self.events.append(record)
         return record
-
-
-def _message(inc: Incident, event: str) -> str:
-    where = {"global": "everyone", "tenant": f"tenant {inc.scope_key}", "lot": f"lot {inc.scope_key}",
-             "trace": f"file {inc.scope_key}"}[inc.scope]
-    what = {"slow_stage": f"{inc.stage} is slow", "slow_trace": "files are slow end to end",
-            "stalled": f"files stall before {inc.stage}", "failed": f"{inc.stage} fails",
-            "lot_incomplete": "batches did not complete", "lot_slow": "batches take far longer than usual",
-            }.get(inc.kind, inc.kind)
-    how = ""
-    if inc.worst_observed_ms is not None and inc.expected_ms:
-        how = (f"; worst {format_duration_ms(inc.worst_observed_ms)}, usually "
-               f"{format_duration_ms(inc.expected_ms)}")
-    n = len(inc.uids) + inc.lot_files
-    files = f"{n} file{'s' if n != 1 else ''}"
-    if inc.lots:
-        files = f"{len(inc.lots)} lot{'s' if len(inc.lots) != 1 else ''}, {files}"
-    head = {"opened": "", "updated": "still: ", "resolved": "resolved: "}[event]
-    if event == "resolved" and inc.resolution == "arrived":
-        how += f"; all {len(inc.arrived)} held-up file{'s' if len(inc.arrived) != 1 else ''} arrived"
-    return f"{head}{what} for {where} ({files}, {len(inc.tenants)} tenants){how}"

@@ -17,8 +17,9 @@ from __future__ import annotations
 import statistics
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
 
+from stagewatch.core.kinds import LOT_INCOMPLETE, LOT_SLOW
+from stagewatch.core.records import LotFile, LotRecord, TraceSummary
 from stagewatch.core.timeutil import US_PER_MS, US_PER_S, format_duration_ms, format_rfc3339, parse_rfc3339_us
 
 __all__ = ["LotConfig", "LotJudge", "LotTracker", "add_file"]
@@ -45,19 +46,19 @@ class Lot:
     first_us: int
     last_us: int
     submitted_us: int  # the latest first event of its files: the whole batch is in from then on
-    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    files: dict[str, LotFile] = field(default_factory=dict)
 
 
-def add_file(lot: Lot | None, summary: dict[str, Any]) -> Lot:
+def add_file(lot: Lot | None, summary: TraceSummary) -> Lot:
     """``lot`` with one more closed file (a trace summary) — a new lot when ``lot`` is None."""
-    first, last = parse_rfc3339_us(summary["first_time"]), parse_rfc3339_us(summary["last_time"])
+    first, last = parse_rfc3339_us(summary.first_time), parse_rfc3339_us(summary.last_time)
     if lot is None:
         lot = Lot(first, last, first)
     lot.first_us, lot.last_us = min(lot.first_us, first), max(lot.last_us, last)
     lot.submitted_us = max(lot.submitted_us, first)
-    stages = summary.get("stages") or []
-    lot.files[summary["uid"]] = {"uid": summary["uid"], "status": summary["status"], "tenant": summary.get("tenant"),
-                                 "last_stage": stages[-1]["stage"] if stages else None}
+    stages = summary.stages
+    lot.files[summary.uid] = LotFile(summary.uid, summary.status, summary.tenant,
+                                     stages[-1].stage if stages else None)
     return lot
 
 
@@ -69,28 +70,33 @@ class LotJudge:
         self._durations: dict[int, deque[float]] = {}
         self.judged = 0
 
-    def judge(self, lot_id: str, lot: Lot) -> dict[str, Any] | None:
+    def judge(self, lot_id: str, lot: Lot) -> LotRecord | None:
         self.judged += 1
         size = len(lot.files)
         duration_ms = (lot.last_us - lot.submitted_us) / US_PER_MS
-        unfinished = sorted((f for f in lot.files.values() if f["status"] != "complete"), key=lambda f: f["uid"])
-        tenants = sorted({f["tenant"] for f in lot.files.values() if f["tenant"]})
-        base = {"lot": lot_id, "tenants": tenants, "files": size, "started_at": format_rfc3339(lot.first_us),
-                "submitted_at": format_rfc3339(lot.submitted_us), "finished_at": format_rfc3339(lot.last_us),
-                "judged_at": format_rfc3339(lot.last_us + int(self.cfg.quiet_s * US_PER_S)),
-                "duration_ms": duration_ms}
+        unfinished = tuple(sorted((f for f in lot.files.values() if f.status != "complete"), key=lambda f: f.uid))
+        tenants = tuple(sorted({f.tenant for f in lot.files.values() if f.tenant}))
+
+        def record(kind: str, expected_ms: float | None, message: str) -> LotRecord:
+            return LotRecord(
+                lot=lot_id, tenants=tenants, files=size, started_at=format_rfc3339(lot.first_us),
+                submitted_at=format_rfc3339(lot.submitted_us), finished_at=format_rfc3339(lot.last_us),
+                judged_at=format_rfc3339(lot.last_us + int(self.cfg.quiet_s * US_PER_S)), duration_ms=duration_ms,
+                kind=kind, expected_ms=expected_ms, unfinished=unfinished,
+                message=message)
+
         if unfinished:
-            what = ", ".join(f"{f['uid']} ({f['status']} after {f['last_stage']})" for f in unfinished[:5])
+            what = ", ".join(f"{f.uid} ({f.status} after {f.last_stage})" for f in unfinished[:5])
             more = f" and {len(unfinished) - 5} more" if len(unfinished) > 5 else ""
-            return {**base, "kind": "lot_incomplete", "expected_ms": None, "unfinished": unfinished,
-                    "message": f"lot {lot_id}: {len(unfinished)} of {size} files did not finish: {what}{more}"}
+            return record(LOT_INCOMPLETE, None,
+                          f"lot {lot_id}: {len(unfinished)} of {size} files did not finish: {what}{more}")
         bucket = self._durations.setdefault(size.bit_length(), deque(maxlen=self.cfg.history))
         expected = statistics.median(bucket) if len(bucket) >= self.cfg.warmup else None
         bucket.append(duration_ms)
         if expected is not None and duration_ms > self.cfg.factor * expected:
-            return {**base, "kind": "lot_slow", "expected_ms": expected, "unfinished": [],
-                    "message": f"lot {lot_id} ({size} files) took {format_duration_ms(duration_ms)} to finish after "
-                    f"its last file came in; lots of its size usually take {format_duration_ms(expected)}"}
+            return record(LOT_SLOW, expected,
+                          f"lot {lot_id} ({size} files) took {format_duration_ms(duration_ms)} to finish after "
+                          f"its last file came in; lots of its size usually take {format_duration_ms(expected)}")
         return None
 
 
@@ -106,15 +112,15 @@ class LotTracker:
     def judged(self) -> int:
         return self._judge.judged
 
-    def observe(self, summary: dict[str, Any]) -> list[dict[str, Any]]:
+    def observe(self, summary: TraceSummary) -> list[LotRecord]:
         """One closed file; returns the lot records that the time of its close made due."""
-        out = self.advance(parse_rfc3339_us(summary["closed_at"]))
-        lot_id = summary.get("lot")
+        out = self.advance(parse_rfc3339_us(summary.closed_at))
+        lot_id = summary.lot
         if lot_id:
             self._lots[lot_id] = add_file(self._lots.get(lot_id), summary)
         return out
 
-    def advance(self, t_us: int) -> list[dict[str, Any]]:
+    def advance(self, t_us: int) -> list[LotRecord]:
         quiet = int(self.cfg.quiet_s * US_PER_S)
         # In the order they went quiet (then by id): the streaming job judges them in the same order.
         due = sorted((lot.last_us + quiet, lot_id) for lot_id, lot in self._lots.items() if t_us - lot.last_us >= quiet)

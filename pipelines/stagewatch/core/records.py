@@ -1,32 +1,38 @@
-"""The records stagewatch emits: anomalies and trace summaries (the contract of the README), and their JSON.
+"""The records stagewatch emits -- anomalies, trace summaries, dead letters, lot verdicts, incident events -- and
+their JSON shape (``to_dict``), the contract every sink and reader shares (``docs/records.md``).
 
-Every consumer (the backtest's files, the streaming job's sinks, the evaluators) reads these shapes; the
-field names and meanings are documented in README.md under "Records".
+They are frozen: a record built by one step is read, never changed, by the next (the streaming job sends them
+between steps as they are; the sinks turn them into JSON at the edge).
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 
-from stagewatch.core.timeutil import format_duration_ms
-
 __all__ = [
-    "KINDS",
     "Anomaly",
+    "DeadLetter",
+    "IncidentEvent",
+    "LotFile",
+    "LotRecord",
+    "Record",
     "StageTiming",
     "TraceSummary",
     "anomaly_id",
+    "dead_letter",
     "dumps",
-    "slow_message",
-    "stall_message",
 ]
 
-KINDS = ("slow_stage", "slow_trace", "stalled", "failed")
-TRACE_STATUSES = ("complete", "stalled", "failed", "open")
+#: A dead letter keeps this much of the line it is about: enough to find it, bounded whatever came in.
+DEAD_LINE_CHARS = 10_000
+
+
+class Record(Protocol):
+    def to_dict(self) -> dict[str, Any]: ...
 
 
 def anomaly_id(kind: str, uid: str, stage: str, event_time_us: int) -> str:
@@ -38,7 +44,7 @@ def anomaly_id(kind: str, uid: str, stage: str, event_time_us: int) -> str:
 @dataclass(frozen=True, slots=True)
 class Anomaly:
     anomaly_id: str
-    kind: str  # one of KINDS
+    kind: str  # one of kinds.KINDS
     uid: str
     stage: str  # the slow / failed stage; for "stalled" the stage that did not arrive; "end_to_end"
     last_stage: str | None  # the last stage the file reached
@@ -70,6 +76,7 @@ class StageTiming:
     reported_ms: float | None  # what the log line itself reported (httpRequest.latency / duration_ms)
     # ok | slow | warmup (no baseline yet) | failed | start (first event) | skew (clock inversion, clamped)
     # | held (still waiting for the stage before it) | unordered (a stage outside the stage order)
+    # | pending (the streaming job: judged downstream)
     verdict: str
 
 
@@ -78,7 +85,7 @@ class TraceSummary:
     uid: str
     tenant: str | None
     lot: str | None
-    status: str  # one of TRACE_STATUSES
+    status: str  # one of kinds.TRACE_STATUSES
     first_time: str
     last_time: str
     end_to_end_ms: float | None  # first event to the terminal stage, when complete
@@ -94,36 +101,99 @@ class TraceSummary:
         row["stages"] = list(row["stages"])
         return row
 
+    @classmethod
+    def from_dict(cls, row: dict[str, Any]) -> TraceSummary:
+        """A summary read back from its JSON shape (a run's ``traces`` table)."""
+        return cls(**{**row, "stages": tuple(StageTiming(**s) for s in row["stages"] or ()),
+                      "missing_stages": tuple(row["missing_stages"] or ())})
 
-def dumps(record: Anomaly | TraceSummary | dict[str, Any]) -> bytes:
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """Input that was not used, and why (``reason``: the parser's, ``late``, ``after_close``,
+    ``bigquery_rejected``); ``source`` is the step that set it aside."""
+
+    reason: str
+    detail: str
+    line: str  # the line (or record) it is about, cut to DEAD_LINE_CHARS
+    received_at: str  # RFC 3339
+    source: str  # parse, late, assemble, bigquery:<table>
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def dead_letter(reason: str, detail: str, line: str, received_at: str, source: str) -> DeadLetter:
+    return DeadLetter(reason, detail, line[:DEAD_LINE_CHARS], received_at, source)
+
+
+class LotFile(NamedTuple):
+    """One file of a lot, as the lot saw it close."""
+
+    uid: str
+    status: str
+    tenant: str | None
+    last_stage: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LotRecord:
+    """A verdict about a batch of files (``kind``: ``lot_incomplete`` or ``lot_slow``). The field order is the
+    JSON's."""
+
+    lot: str
+    tenants: tuple[str, ...]
+    files: int
+    started_at: str
+    submitted_at: str  # its last file's first event: the whole batch is in from then on
+    finished_at: str
+    judged_at: str  # when it had been quiet long enough to judge
+    duration_ms: float  # submitted to finished
+    kind: str
+    expected_ms: float | None  # the usual for lots of its size (lot_slow)
+    unfinished: tuple[LotFile, ...]
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        row = asdict(self)
+        row["tenants"] = list(self.tenants)
+        row["unfinished"] = [f._asdict() for f in self.unfinished]
+        return row
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentEvent:
+    """An incident opened, updated or resolved (``event``). The field order is the JSON's."""
+
+    incident_id: str
+    event: str  # opened, updated, resolved
+    kind: str
+    stage: str
+    scope: str  # trace, lot, tenant, global
+    scope_key: str | None  # the tenant or lot, for those scopes
+    tenants: tuple[str, ...]  # affected
+    affected_tenants: int
+    active_tenants: int
+    started_at: str
+    resolved_at: str | None
+    at: str  # when this event was made (event time)
+    files: int
+    sample_uids: tuple[str, ...]
+    lots: tuple[str, ...]
+    arrived: int  # held-up files that came through after all
+    worst_observed_ms: float | None
+    expected_ms: float | None
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        row = asdict(self)
+        for name in ("tenants", "sample_uids", "lots"):
+            row[name] = list(row[name])
+        return row
+
+
+def dumps(record: Record | dict[str, Any]) -> bytes:
     """One JSON line (without the newline)."""
     if isinstance(record, dict):
         return orjson.dumps(record)
     return orjson.dumps(record.to_dict())
-
-
-def slow_message(
-    stage: str, uid: str, observed_ms: float, median_ms: float, threshold_ms: float, tenant_baseline: bool,
-    tenant: str | None, measure: str = "wait",
-) -> str:
-    whose = f" for {tenant}" if tenant_baseline and tenant else ""
-    if stage == "end_to_end":
-        head = f"{uid} took {format_duration_ms(observed_ms)} end to end"
-    elif measure == "latency":
-        head = f"{stage} of {uid} took {format_duration_ms(observed_ms)} (as its log line reports)"
-    else:
-        head = f"{stage} of {uid} took {format_duration_ms(observed_ms)}"
-    return (
-        f"{head}; usually {format_duration_ms(median_ms)}{whose} at this hour, "
-        f"alert above {format_duration_ms(threshold_ms)}"
-    )
-
-
-def stall_message(
-    uid: str, missing: str, last: str, waited_ms: float, median_ms: float, deadline_ms: float
-) -> str:
-    return (
-        f"{uid} has not reached {missing} {format_duration_ms(waited_ms)} after {last}; "
-        f"{missing} usually comes {format_duration_ms(median_ms)} after, "
-        f"stalled when nothing arrives within {format_duration_ms(deadline_ms)}"
-    )

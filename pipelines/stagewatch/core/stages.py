@@ -12,10 +12,14 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any
 
-__all__ = ["OPTIONAL_BELOW", "StageOrder", "infer_stage_order"]
+__all__ = ["INFER_SAMPLE", "OPTIONAL_BELOW", "StageOrder", "infer_from_events", "infer_stage_order"]
 
 OPTIONAL_BELOW = 0.5
+# Events the order is inferred from when none is given: the first this many of the input, in its order.
+INFER_SAMPLE = 20_000
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,15 @@ class StageOrder:
 
     def __str__(self) -> str:
         return ",".join(s + ("?" if s in self.optional else "") for s in self.stages)
+
+
+def infer_from_events(events: Iterable[Sequence[Any]], limit: int = INFER_SAMPLE) -> StageOrder:
+    """The order inferred from the first ``limit`` events, each ``(uid, stage, t_us, ...)`` -- a ``StageEvent`` or
+    a plain tuple -- grouped by file. Both drivers infer this way when no order is given."""
+    by_uid: dict[str, list[tuple[int, str]]] = {}
+    for uid, stage, t_us, *_ in islice(events, limit):
+        by_uid.setdefault(uid, []).append((t_us, stage))
+    return infer_stage_order(by_uid.values())
 
 
 def infer_stage_order(traces: Iterable[Sequence[tuple[int, str]]]) -> StageOrder:

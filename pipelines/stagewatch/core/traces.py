@@ -21,34 +21,23 @@ Timeline of a stall (next stage ``download`` after ``enqueue`` at 12:00:00, down
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from typing import Protocol
 
+from stagewatch.core import anomalies
 from stagewatch.core.events import StageEvent
-from stagewatch.core.records import Anomaly, StageTiming, TraceSummary, anomaly_id, stall_message
+from stagewatch.core.measurements import Arrival, FileRef, Measurement, StallInfo
+from stagewatch.core.records import Anomaly, StageTiming, TraceSummary
 from stagewatch.core.stages import StageOrder
-from stagewatch.core.timeutil import US_PER_MS, US_PER_S, format_duration_ms, format_rfc3339
+from stagewatch.core.timeutil import US_PER_MS, US_PER_S, format_rfc3339
 
-__all__ = ["Judging", "Measurement", "Outbox", "StallInfo", "Trace", "TraceRules"]
+__all__ = ["Judging", "Outbox", "Trace", "TraceRules"]
 
 _MISSING = -2  # predecessor is a required stage not seen yet: hold
 _NONE = -1  # no earlier stage at all: this is where the trace starts
 
 
-class Measurement(NamedTuple):
-    """One thing a trace measured: a stage's ``wait`` or reported ``latency`` (``stage_i``), or the
-    ``end_to_end`` duration (``stage_i`` -1), at event time ``t_us``."""
-
-    measure: str
-    stage_i: int
-    value_ms: float
-    t_us: int
-
-
 # Measurement without NamedTuple's Python-level __new__: two per event, and that __new__ was a tenth of judging.
 _measurement = tuple.__new__
-
-# (next stage index, its median, the allowed wait in ms, baseline n, judged by the tenant's own baseline)
-StallInfo = tuple[int, float, float, int, bool]
 
 
 class Judging(Protocol):
@@ -106,8 +95,8 @@ class Outbox:
         self.anomalies: list[Anomaly] = []
         self.summaries: list[TraceSummary] | None = [] if keep_summaries else None
         self.counts: dict[str, int] = {}
-        # (uid, stage, t_us): a file declared stalled logged again -- it arrived after all (incidents resolve).
-        self.arrivals: list[tuple[str, str, int]] = []
+        # A file declared stalled logged again: it arrived after all (incidents resolve).
+        self.arrivals: list[Arrival] = []
 
     def count(self, name: str, n: int = 1) -> None:
         self.counts[name] = self.counts.get(name, 0) + n
@@ -147,8 +136,7 @@ class Trace:
         self.furthest = -1
         self.neg_gaps = 0
         self.deadline: int | None = None  # stall deadline for the next stage
-        # (next stage index, its median, the allowed wait, baseline n, judged by the tenant's own baseline)
-        self.stall_info: StallInfo | None = None
+        self.stall_info: StallInfo | None = None  # what that stall would say
         self.unordered: list[tuple[str, int]] | None = None  # events of stages outside the order
         self.reported: list[float | None] | None = None  # latencies the log lines reported, by stage
         self.status = "open"  # set when the trace closes: complete, stalled, failed or open (evicted / end)
@@ -329,64 +317,25 @@ class Trace:
             observed = max(0.0, (ev.t_us - tj) / US_PER_MS)
             self.durs[i] = observed
         self.verdicts[i] = "failed"
-        stage = rules.names[i]
-        after = f" after {format_duration_ms(observed)}" if observed is not None else ""
-        out.anomalies.append(
-            self.anomaly(
-                "failed", stage, rules.names[j] if j >= 0 else None, ev.t_us, now,
-                observed_ms=observed,
-                expected_ms=None,
-                threshold_ms=None,
-                score=None,
-                baseline_n=None,
-                baseline=None,
-                severity="error",
-                measure=None,
-                message=f"{stage} of {self.uid} failed{after}",
-            )
-        )
+        last = rules.names[j] if j >= 0 else None
+        out.anomalies.append(anomalies.failed(self.ref(), rules.names[i], last, ev.t_us, observed, now))
         self._close("failed", rules, now, out)
         return True
 
-    def anomaly(
-        self, kind: str, stage: str, last_stage: str | None, t: int, now: int, **verdict: Any
-    ) -> Anomaly:
-        """An anomaly about this file: who, where and when are the trace's; ``verdict`` is the rest."""
-        return Anomaly(
-            anomaly_id=anomaly_id(kind, self.uid, stage, t),
-            kind=kind,
-            uid=self.uid,
-            stage=stage,
-            last_stage=last_stage,
-            tenant=self.tenant,
-            lot=self.lot,
-            event_time=format_rfc3339(t),
-            detected_at=format_rfc3339(now),
-            **verdict,
-        )
+    def ref(self) -> FileRef:
+        return FileRef(self.uid, self.tenant, self.lot)
+
+    def last_stage(self, rules: TraceRules) -> str | None:
+        """The furthest stage this file reached."""
+        return rules.names[self.furthest] if self.furthest >= 0 else None
 
     def _stall(self, rules: TraceRules, now: int, out: Outbox) -> None:
         assert self.stall_info is not None and self.deadline is not None
-        nxt, median, allowed_ms, n, by_tenant = self.stall_info
-        last_i = self.furthest
-        last_t = self.times[last_i]
+        last_t = self.times[self.furthest]
         assert last_t is not None
-        waited = (now - last_t) / US_PER_MS
-        missing, last = rules.names[nxt], rules.names[last_i]
-        out.anomalies.append(
-            self.anomaly(
-                "stalled", missing, last, self.deadline, now,
-                observed_ms=waited,
-                expected_ms=median,
-                threshold_ms=allowed_ms,
-                score=waited / allowed_ms if allowed_ms > 0 else None,
-                baseline_n=n,
-                baseline="tenant" if by_tenant else "stage",
-                severity="critical",
-                measure="deadline",
-                message=stall_message(self.uid, missing, last, waited, median, allowed_ms),
-            )
-        )
+        out.anomalies.append(anomalies.stalled(
+            self.ref(), rules.names[self.stall_info.next_i], rules.names[self.furthest], last_t, self.deadline,
+            self.stall_info, now))
         self._close("stalled", rules, now, out)
 
     def _close(self, status: str, rules: TraceRules, now: int, out: Outbox, e2e: float | None = None) -> None:

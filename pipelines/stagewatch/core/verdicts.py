@@ -8,10 +8,12 @@ streaming job's design"); ``judge_measurement`` and ``stall_deadline`` are the p
 
 from __future__ import annotations
 
+from stagewatch.core import anomalies
 from stagewatch.core.baselines import END_TO_END, BaselineStore, Snapshot
-from stagewatch.core.records import Anomaly, slow_message
+from stagewatch.core.measurements import FileRef, Measurement, StallInfo
+from stagewatch.core.records import Anomaly
 from stagewatch.core.timeutil import US_PER_MS
-from stagewatch.core.traces import Measurement, Outbox, StallInfo, Trace, TraceRules
+from stagewatch.core.traces import Outbox, Trace, TraceRules
 
 __all__ = ["Judge", "baseline_stage", "judge_measurement", "stall_deadline"]
 
@@ -24,31 +26,16 @@ def baseline_stage(m: Measurement, rules: TraceRules) -> str:
 
 
 def judge_measurement(
-    trace: Trace, m: Measurement, snap: Snapshot | None, by_tenant: bool, rules: TraceRules, now: int
+    file: FileRef, last_stage: str | None, m: Measurement, snap: Snapshot | None, by_tenant: bool, rules: TraceRules,
+    now: int,
 ) -> tuple[str, Anomaly | None]:
-    """(verdict, anomaly or None) for one measurement against the snapshot that judges it."""
+    """(verdict, anomaly or None) for one measurement of ``file`` against the snapshot that judges it."""
     if snap is None:
         return "warmup", None
     if m.value_ms <= snap.threshold_ms:
         return "ok", None
-    end_to_end = m.measure == "end_to_end"
-    kind, stage = ("slow_trace", END_TO_END) if end_to_end else ("slow_stage", rules.names[m.stage_i])
-    ratio = m.value_ms / snap.threshold_ms
-    anomaly = trace.anomaly(
-        kind, stage, rules.names[trace.furthest] if trace.furthest >= 0 else None, m.t_us, now,
-        observed_ms=m.value_ms,
-        expected_ms=snap.median_ms,
-        threshold_ms=snap.threshold_ms,
-        score=ratio,
-        baseline_n=int(snap.n),
-        baseline="tenant" if by_tenant else "stage",
-        severity="critical" if ratio >= 2 else "warning",
-        measure=m.measure,
-        message=slow_message(
-            stage, trace.uid, m.value_ms, snap.median_ms, snap.threshold_ms, by_tenant, trace.tenant, m.measure
-        ),
-    )
-    return "slow", anomaly
+    stage = END_TO_END if m.measure == "end_to_end" else rules.names[m.stage_i]
+    return "slow", anomalies.slow(file, stage, last_stage, m, snap, by_tenant, now)
 
 
 def stall_deadline(
@@ -59,7 +46,7 @@ def stall_deadline(
     if snap is None:
         return None
     allowed_ms = max(rules.stall_factor * snap.threshold_ms, rules.min_stall_ms)
-    return last_t + int(allowed_ms * US_PER_MS), (next_i, snap.median_ms, allowed_ms, int(snap.n), by_tenant)
+    return last_t + int(allowed_ms * US_PER_MS), StallInfo(next_i, snap.median_ms, allowed_ms, int(snap.n), by_tenant)
 
 
 class Judge:
@@ -99,7 +86,8 @@ class Judge:
             return "warmup"
         if m.value_ms <= snap.threshold_ms:
             return "ok"
-        verdict, anomaly = judge_measurement(trace, m, snap, by_tenant, self.rules, now)
+        verdict, anomaly = judge_measurement(trace.ref(), trace.last_stage(self.rules), m, snap, by_tenant,
+                                             self.rules, now)
         # One slow_stage per stage, whichever measure (wait or reported latency) saw it first.
         if anomaly is not None and (m.stage_i < 0 or not (trace.slow >> m.stage_i) & 1):
             if m.stage_i >= 0:

@@ -14,12 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from stagewatch.core.records import KINDS
+from stagewatch.core.kinds import FILE_KINDS, KINDS, STALLED
 from stagewatch.core.timeutil import parse_rfc3339_us
 
 __all__ = ["IncidentMatch", "KindScore", "prf", "score_incidents", "score_kinds"]
 
-_STAGED = frozenset({"slow_stage", "stalled", "failed"})
+_STAGED = frozenset(k.name for k in FILE_KINDS.values() if k.names_stage)
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def score_kinds(
         scores.append(KindScore(kind, len(t & f), len(f - t), len(t - f)))
     delays = []
     for key in truth.keys() & found.keys():
-        if key[1] == "stalled":
+        if key[1] == STALLED:
             label, verdict = truth[key], found[key]
             delays.append((parse_rfc3339_us(verdict["detected_at"]) - parse_rfc3339_us(label["time"])) / 1e6)
     delay: dict[str, float | int | None] = {"n": len(delays), "median_s": None, "p95_s": None, "max_s": None}

@@ -36,6 +36,7 @@ from typing import Any
 
 import orjson
 
+from stagewatch.core.kinds import FAILED, SLOW_STAGE, SLOW_TRACE, STALLED
 from stagewatch.core.timeutil import US_PER_S, format_rfc3339, parse_rfc3339_us
 
 __all__ = ["STAGES", "SimConfig", "Simulation", "simulate_to_dir"]
@@ -102,21 +103,21 @@ class Fault:
 
 
 STANDARD_FAULTS = (
-    Fault("stage_slowdown", 10.0, 30, "slow_stage", "analyse"),
-    Fault("lost_messages", 12.0, 20, "stalled", "download"),
-    Fault("tenant_slow_upload", 13.0, 60, "slow_stage", "upload"),
-    Fault("failure_burst", 15.0, 15, "failed", "analyse"),
-    Fault("missing_completion", 16.0, 30, "stalled", "lot_check"),
+    Fault("stage_slowdown", 10.0, 30, SLOW_STAGE, "analyse"),
+    Fault("lost_messages", 12.0, 20, STALLED, "download"),
+    Fault("tenant_slow_upload", 13.0, 60, SLOW_STAGE, "upload"),
+    Fault("failure_burst", 15.0, 15, FAILED, "analyse"),
+    Fault("missing_completion", 16.0, 30, STALLED, "lot_check"),
 )
 
 # The same five faults packed into three hours from midday: a demo and a streaming-equivalence test that runs
 # in a minute or two rather than a day's worth of input.
 SHORT_FAULTS = (
-    Fault("stage_slowdown", 1.0, 20, "slow_stage", "analyse"),
-    Fault("lost_messages", 1.5, 10, "stalled", "download"),
-    Fault("tenant_slow_upload", 1.75, 30, "slow_stage", "upload"),
-    Fault("failure_burst", 2.25, 10, "failed", "analyse"),
-    Fault("missing_completion", 2.5, 15, "stalled", "lot_check"),
+    Fault("stage_slowdown", 1.0, 20, SLOW_STAGE, "analyse"),
+    Fault("lost_messages", 1.5, 10, STALLED, "download"),
+    Fault("tenant_slow_upload", 1.75, 30, SLOW_STAGE, "upload"),
+    Fault("failure_burst", 2.25, 10, FAILED, "analyse"),
+    Fault("missing_completion", 2.5, 15, STALLED, "lot_check"),
 )
 SHORT_START = "2026-06-06T12:00:00Z"
 SHORT_HOURS = 3.0
@@ -213,29 +214,29 @@ class Simulation:
                 normal = median * (1 + load_gain * load) * rng.lognormvariate(0.0, sigma)
             now_h = t / 3600.0
             duration = normal
-            slow = self._faults_at(now_h, ("slow_stage", stage))
+            slow = self._faults_at(now_h, (SLOW_STAGE, stage))
             if slow is not None and (slow.name != "tenant_slow_upload" or tenant == SLOW_UPLOAD_TENANT):
                 duration = normal * (30.0 if slow.name == "tenant_slow_upload" else 8.0)
                 slowed.append((slow, stage))
             normal_total += normal
             faulty_total += duration
-            lost = self._faults_at(now_h, ("stalled", stage))
+            lost = self._faults_at(now_h, (STALLED, stage))
             if lost is not None and rng.random() < (0.3 if lost.name == "lost_messages" else 0.5):
-                self.labels.append(_label(uid, "stalled", stage, lost.name, tenant, lot, t))
+                self.labels.append(_label(uid, STALLED, stage, lost.name, tenant, lot, t))
                 break
             t += duration
             times[stage] = t
-            fail = self._faults_at(now_h, ("failed", stage))
+            fail = self._faults_at(now_h, (FAILED, stage))
             if fail is not None and rng.random() < 0.4:
                 failed_at = stage
-                self.labels.append(_label(uid, "failed", stage, fail.name, tenant, lot, t))
+                self.labels.append(_label(uid, FAILED, stage, fail.name, tenant, lot, t))
                 break
         for fault, stage in slowed:
             if failed_at is None and stage in times:
-                self.labels.append(_label(uid, "slow_stage", stage, fault.name, tenant, lot, times[stage]))
+                self.labels.append(_label(uid, SLOW_STAGE, stage, fault.name, tenant, lot, times[stage]))
         if slowed and "lot_check" in times and faulty_total >= SLOW_TRACE_FACTOR * normal_total:
             self.labels.append(
-                _label(uid, "slow_trace", "end_to_end", slowed[0][0].name, tenant, lot, times["lot_check"])
+                _label(uid, SLOW_TRACE, "end_to_end", slowed[0][0].name, tenant, lot, times["lot_check"])
             )
         for stage, true_t in times.items():
             on_customer_host = _SERVICE[stage] == "uploader"

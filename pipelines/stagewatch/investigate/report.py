@@ -20,8 +20,19 @@ from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
+from stagewatch.core.kinds import (
+    FAILED,
+    FILE_KINDS,
+    KINDS,
+    LOT_INCOMPLETE,
+    LOT_SLOW,
+    SLOW_STAGE,
+    SLOW_TRACE,
+    STALLED,
+    TRACE_STATUSES,
+    brief,
+)
 from stagewatch.core.lots import LotConfig
-from stagewatch.core.records import KINDS, TRACE_STATUSES
 from stagewatch.core.timeutil import US_PER_S, format_duration_ms, parse_rfc3339_us
 from stagewatch.investigate.report_data import (
     ABOVE_USUAL_RATIO,
@@ -41,7 +52,6 @@ __all__ = ["render_report"]
 # Lists inside a table cell stop here ("and 12 more"): a global incident names every tenant, a lot can
 # leave hundreds of files unfinished, and the page must stay readable (and small).
 MAX_LISTED = 8
-KIND_HEADS = {"slow_stage": "slow stage", "slow_trace": "slow end to end", "stalled": "stalled", "failed": "failed"}
 # The headline names at most this many incidents; the table below has them all.
 MAX_HEADLINE_INCIDENTS = 5
 
@@ -192,9 +202,7 @@ def _latest(data: ReportData, page: _Page) -> tuple[str, bool]:
 
 def _incident_what(inc: dict[str, Any]) -> str:
     """An incident in a few words: "analyse slow", "stalls before download", "tenant wayne: upload slow"."""
-    what = {"slow_stage": f"{inc['stage']} slow", "slow_trace": "slow end to end",
-            "stalled": f"stalls before {inc['stage']}", "failed": f"{inc['stage']} failing"}.get(inc["kind"],
-                                                                                            inc["kind"])
+    what = brief(inc["kind"], inc["stage"])
     return f"{_scope(inc)}: {what}" if inc["scope"] != "global" else what
 
 
@@ -209,7 +217,7 @@ def _counts(counter: Counter[str], order: Iterable[str]) -> str:
 
 def _headline(data: ReportData, page: _Page) -> str:
     open_incidents = [i for i in data.incidents if not i.get("resolved_at")]
-    incomplete = sum(1 for r in data.lots if r["kind"] == "lot_incomplete")
+    incomplete = sum(1 for r in data.lots if r["kind"] == LOT_INCOMPLETE)
     tiles = [
         _tile("files", f"{data.traces:,}", _counts(data.statuses, TRACE_STATUSES) or "none"),
         _tile("anomalies", f"{len(data.anomalies):,}", _counts(data.anomaly_kinds, KINDS) or "none",
@@ -258,8 +266,8 @@ def _stages_section(data: ReportData, page: _Page) -> str:
         rows.append(f'<tr{" class=above" if above else ""}>' + "".join([
             _td(name), _td(f"{s.samples:,}", True), _td(_ms(s.all_p50), True), _td(_ms(s.all_p95), True),
             _td(worst), _td("—" if math.isnan(r) else f"{r:.1f}x", True),
-            _td(kinds["slow_stage"] + kinds["slow_trace"], True), _td(kinds["stalled"], True),
-            _td(kinds["failed"], True), _td(incidents[s.stage], True)]) + "</tr>")
+            _td(kinds[SLOW_STAGE] + kinds[SLOW_TRACE], True), _td(kinds[STALLED], True),
+            _td(kinds[FAILED], True), _td(incidents[s.stage], True)]) + "</tr>")
     table = _table([("stage", False), ("waits", True), ("p50", True), ("p95", True),
                     ("worst bucket: p95 vs usual p95", False), ("ratio", True), ("slow", True), ("stalled", True),
                     ("failed", True), ("incidents", True)], rows)
@@ -339,7 +347,7 @@ def _tenants_section(data: ReportData, page: _Page) -> str:
             *(_td(t.anomalies[k], True) for k in KINDS), _td(share, True), _td(_ms(t.e2e_p50), True),
             _td(bar, True), _td("; ".join(own.get(t.tenant, [])) or "—")]) + "</tr>")
     table = _table([("tenant", False), ("files", True), ("still open", True),
-                    *((KIND_HEADS[k], True) for k in KINDS), ("files flagged", True),
+                    *((FILE_KINDS[k].label, True) for k in KINDS), ("files flagged", True),
                     ("p50", True), ("p95", True), ("its own incidents", False)], rows,
                    groups=[("", 3), ("anomalies", len(KINDS)), ("", 1), ("end to end", 2), ("", 1)])
     return ('<section id="tenants"><h2>Tenants</h2><p class="note">Per customer: their files (still open: in '
@@ -381,8 +389,8 @@ def _lots_section(data: ReportData, page: _Page) -> str:
     quiet = format_duration_ms(LotConfig().quiet_s * 1000)
     head = ('<section id="lots"><h2>Lots</h2><p class="note">A lot (batch) is judged once none of its files has '
             f"logged for {quiet}; batches still in flight at the end of the data have no verdict yet.</p>")
-    incomplete = [r for r in data.lots if r["kind"] == "lot_incomplete"]
-    slow = [r for r in data.lots if r["kind"] == "lot_slow"]
+    incomplete = [r for r in data.lots if r["kind"] == LOT_INCOMPLETE]
+    slow = [r for r in data.lots if r["kind"] == LOT_SLOW]
     def lot_cells(r: dict[str, Any]) -> list[str]:
         return [_td(_Markup(f"<span class='mono nowrap'>{escape(r['lot'])}</span>")),
                 _td(_listed(list(r.get("tenants") or []))), _td(r["files"], True)]

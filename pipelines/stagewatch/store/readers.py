@@ -18,7 +18,8 @@ from typing import Any, Protocol
 import orjson
 
 from stagewatch.core.timeutil import format_rfc3339, parse_rfc3339_us
-from stagewatch.store.schemas import TABLES, bigquery_client, dataset_id
+from stagewatch.store.bigquery import bigquery_client
+from stagewatch.store.schemas import TABLES, dataset_id
 
 __all__ = ["BigQueryTables", "LocalTables", "Tables", "json_shaped", "read_table"]
 

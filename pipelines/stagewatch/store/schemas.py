@@ -1,4 +1,6 @@
-"""The BigQuery tables stagewatch writes: schemas, partitioning, clustering, row shapes and their checks.
+"""The BigQuery tables stagewatch writes: schemas, partitioning, clustering, and the checks of a row against them.
+
+Pure (no client here: ``store.bigquery`` talks to BigQuery). The rows are the core records' ``to_dict()``.
 
 One module owns them so that the streaming job's sink, the table creation, and the queries that read them
 (reports, views) agree. Every table is partitioned by day on its event-time column and clustered for the
@@ -11,28 +13,13 @@ dead-letter path with its reason rather than vanish.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from typing import Any, cast
 
-from stagewatch.core.records import Anomaly, TraceSummary
 from stagewatch.core.timeutil import parse_rfc3339_us
 
-__all__ = [
-    "DATASET_RE",
-    "PROJECT_PATTERN",
-    "TABLES",
-    "Field",
-    "Table",
-    "anomaly_row",
-    "bigquery_client",
-    "create_tables",
-    "dataset_id",
-    "dead_letter_row",
-    "row_problems",
-    "trace_row",
-]
+__all__ = ["DATASET_RE", "PROJECT_PATTERN", "TABLES", "Field", "Table", "dataset_id", "row_problems"]
 
 #: A Google Cloud project id (6 to 30 characters: lower-case letters, digits, hyphens; a letter first).
 PROJECT_PATTERN = r"[a-z][-a-z0-9]{4,28}[a-z0-9]"
@@ -160,18 +147,6 @@ TABLES: dict[str, Table] = {
 }
 
 
-def anomaly_row(a: Anomaly) -> dict[str, Any]:
-    return a.to_dict()
-
-
-def trace_row(s: TraceSummary) -> dict[str, Any]:
-    return s.to_dict()
-
-
-def dead_letter_row(reason: str, detail: str, line: str, received_at: str, source: str) -> dict[str, Any]:
-    return {"reason": reason, "detail": detail, "line": line[:10_000], "received_at": received_at, "source": source}
-
-
 _PY_TYPES: dict[str, tuple[type, ...]] = {
     "STRING": (str,),
     "FLOAT": (int, float),
@@ -216,65 +191,9 @@ def row_problems(table: str, row: dict[str, Any]) -> list[str]:
     return _problems(TABLES[table].fields, row, "")
 
 
-def _schema(fields: tuple[Field, ...]) -> list[Any]:
-    from google.cloud import bigquery
-
-    return [bigquery.SchemaField(f.name, f.type, mode=f.mode, fields=_schema(f.fields)) for f in fields]
-
-
-def create_tables(client: Any, dataset: str) -> list[str]:
-    """Create the dataset and any missing table (partitioned, clustered), and add to an existing table the
-    columns a newer release writes (else BigQuery refuses its rows: "no such field"). Returns what it did:
-    the tables it created, and ``"<table> +<column>,..."`` for those it extended."""
-    from google.api_core.exceptions import NotFound
-    from google.cloud import bigquery
-
-    client.create_dataset(dataset, exists_ok=True)
-    done = []
-    for t in TABLES.values():
-        table_id = f"{dataset}.{t.name}"
-        try:
-            existing = client.get_table(table_id)
-        except NotFound:
-            existing = None
-        if existing is not None:
-            have = {f.name for f in existing.schema}
-            # BigQuery adds columns only as NULLABLE (or REPEATED): old rows have none.
-            missing = [Field(f.name, f.type, "REPEATED" if f.mode == "REPEATED" else "NULLABLE", f.fields)
-                       for f in t.fields if f.name not in have]
-            if missing:
-                existing.schema = [*existing.schema, *_schema(tuple(missing))]
-                client.update_table(existing, ["schema"])
-                done.append(f"{t.name} +{','.join(f.name for f in missing)}")
-            continue
-        table = bigquery.Table(table_id, schema=_schema(t.fields))
-        table.time_partitioning = bigquery.TimePartitioning(type_=bigquery.TimePartitioningType.DAY,
-                                                            field=t.partition_field)
-        table.clustering_fields = list(t.clustering)
-        table.description = t.description
-        client.create_table(table)
-        done.append(t.name)
-    return done
-
-
 def dataset_id(text: str, flag: str = "--dataset") -> str:
     """``PROJECT.DATASET`` checked and normalised (``PROJECT:DATASET`` accepted). It is spliced into SQL as a
     quoted identifier, so nothing else may pass; ``ValueError`` names ``flag`` and what to type instead."""
     if not re.match(DATASET_RE, text):
         raise ValueError(f"{flag} must look like PROJECT.DATASET (e.g. my-proj.stagewatch), got {text!r}")
     return text.replace(":", ".", 1)
-
-
-def bigquery_client(project: str) -> Any:
-    """A BigQuery client; against the emulator (anonymous) when ``BIGQUERY_EMULATOR_HOST`` is set."""
-    from google.cloud import bigquery
-
-    endpoint = os.environ.get("BIGQUERY_EMULATOR_HOST")
-    if not endpoint:
-        return bigquery.Client(project=project)
-    from google.api_core.client_options import ClientOptions
-    from google.auth.credentials import AnonymousCredentials
-
-    return bigquery.Client(
-        project=project, credentials=AnonymousCredentials(), client_options=ClientOptions(api_endpoint=endpoint)
-    )

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stagewatch.store.schemas import TABLES, create_tables
+from stagewatch.store.bigquery import create_tables
+from stagewatch.store.schemas import TABLES
 
 __all__ = [
     "PLACEHOLDER",

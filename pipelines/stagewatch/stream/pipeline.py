@@ -18,10 +18,11 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from stagewatch.core.baselines import BaselineConfig
-from stagewatch.core.events import Parser, StageEvent
-from stagewatch.core.stages import StageOrder
+from stagewatch.core.events import Parser
+from stagewatch.core.stages import infer_from_events
 from stagewatch.core.timeutil import US_PER_S
 from stagewatch.core.traces import TraceRules
+from stagewatch.stream.file_source import file_stream
 from stagewatch.stream.local import local_runner
 from stagewatch.stream.options import ValidatedOptions, validate
 from stagewatch.stream.sinks import PublishAnomalies, WriteJsonl, WriteTableRows, clear_local_output
@@ -60,7 +61,7 @@ def build(
     to_judge = (measurements, progress) | "ToJudge" >> beam.Flatten()
     verdicts, deadlines = (to_judge, snapshots) | "Judge" >> JudgeMeasurements(rules, baseline)
     if end_us is not None:
-        deadlines = deadlines | "UntilEndOfInput" >> beam.Filter(lambda d: d["deadline_us"] <= end_us)
+        deadlines = deadlines | "UntilEndOfInput" >> beam.Filter(lambda d: d.deadline_us <= end_us)
     watched = (progress, deadlines, assembled[SUMMARIES], verdicts) | "Stalls" >> WatchStalls(rules)
     anomalies = (assembled[FAILURES], watched.stalls) | "AllAnomalies" >> beam.Flatten()
     dead = (parsed[DEAD_LETTERS], assembled[LATE]) | "AllDeadLetters" >> beam.Flatten()
@@ -71,65 +72,6 @@ def build(
     incidents = (anomalies, traces, watched[ARRIVALS], lots) | "Incidents" >> TrackIncidents(
         interval_s=baseline.interval_s, end_us=end_us, hold_s=baseline.interval_s / 2 + watermark_step_s)
     return Outputs(anomalies, traces, dead, incidents, lots)
-
-
-def _file_stream(
-    path: str, lateness_us: int, step_us: int, chunk: int = 2000
-) -> tuple[Any, list[tuple[int, str, str]], int]:
-    """A local file as a stream: lines in file order, each at its event time, the watermark following the
-    newest event time minus the allowed lateness — what a Pub/Sub source with a timestamp attribute does.
-
-    The watermark moves at least every ``step_us`` of event time (and every ``chunk`` lines): a jump larger
-    than a baseline interval would close many intervals at once, and the snapshots of an interval would
-    reach the judging step after the watermark had already let it judge that interval without them.
-
-    Beam's in-process streaming runner cannot read files (its file source is splittable, which that runner
-    does not run), and the runner that can downloads a binary first; so the file becomes a ``TestStream``.
-    Returns (stream, events as (t_us, uid-stage) for stage inference, last event time).
-    """
-    from apache_beam.testing.test_stream import TestStream
-    from apache_beam.transforms.window import TimestampedValue
-
-    from stagewatch.backtest.replay import iter_lines
-
-    parser = Parser()
-    stream = TestStream()
-    batch: list[Any] = []
-    seen: list[tuple[int, str, str]] = []
-    newest = 0
-    advanced = -1
-    for raw in iter_lines([path]):
-        ev = parser.parse(raw)
-        if isinstance(ev, StageEvent):
-            newest = max(newest, ev.t_us)
-            seen.append((ev.t_us, ev.uid, ev.stage))
-            batch.append(TimestampedValue(raw, ev.t_us / 1e6))
-        else:
-            batch.append(TimestampedValue(raw, max(newest, 1) / 1e6))  # rejected downstream, never late
-        watermark = max(0, newest - lateness_us) // 1000 * 1000  # TestStream keeps whole milliseconds
-        if len(batch) >= chunk or (advanced >= 0 and watermark - advanced >= step_us) or advanced < 0 < watermark:
-            stream = stream.add_elements(batch)
-            batch = []
-            if watermark > advanced:
-                stream = stream.advance_watermark_to(watermark / 1e6)
-                advanced = watermark
-    if newest == 0:
-        raise ValueError(f"{path} holds no stage events")
-    if batch:
-        stream = stream.add_elements(batch)
-    # Past the last event, then the end: timers due by the last event fire before the stream closes.
-    stream = stream.advance_watermark_to(newest // 1000 / 1000).advance_watermark_to_infinity()
-    return stream, seen, newest
-
-
-def _infer(seen: list[tuple[int, str, str]]) -> StageOrder:
-    from stagewatch.backtest.replay import INFER_SAMPLE
-    from stagewatch.core.stages import infer_stage_order
-
-    by_uid: dict[str, list[tuple[int, str]]] = {}
-    for t, uid, stage in seen[:INFER_SAMPLE]:
-        by_uid.setdefault(uid, []).append((t, stage))
-    return infer_stage_order(by_uid.values())
 
 
 def construct(argv: list[str] | None = None) -> tuple[beam.Pipeline, ValidatedOptions]:
@@ -145,10 +87,10 @@ def construct(argv: list[str] | None = None) -> tuple[beam.Pipeline, ValidatedOp
         if not os.path.isfile(opts.input_file):
             raise ValueError(f"--input_file {opts.input_file} does not exist")
         # Watermark steps shorter than interval - grace (LearnBaselines): a third of an interval.
-        stream, seen, end_us = _file_stream(
+        stream, sample, end_us = file_stream(
             opts.input_file, int(opts.allowed_lateness_s * US_PER_S), baseline.interval_us // 3
         )
-        order = opts.stages or _infer(seen)
+        order = opts.stages or infer_from_events(sample)
     else:
         if opts.stages is None:
             raise ValueError("a streaming job from Pub/Sub needs --stages a,b,c (it cannot read ahead to infer them)")
@@ -196,8 +138,7 @@ def run(argv: list[str] | None = None, wait: bool = True) -> Any:
         os.makedirs(opts.output_dir, exist_ok=True)
         clear_local_output(opts.output_dir)  # the local writers append; a new run replaces the old one's files
     if opts.bigquery_dataset:
-        from stagewatch.store.schemas import create_tables
-        from stagewatch.stream.sinks import bigquery_client
+        from stagewatch.store.bigquery import bigquery_client, create_tables
 
         create_tables(bigquery_client(opts.bigquery_dataset.split(".")[0]), opts.bigquery_dataset)
     result = p.run()

@@ -21,10 +21,10 @@ from apache_beam.io.gcp.pubsub import PubsubMessage
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import StandardOptions
 
+from stagewatch.core.records import DeadLetter, Record, dead_letter, dumps
 from stagewatch.core.timeutil import US_PER_S, format_rfc3339
-
-# bigquery_client lives with the tables (the readers use it too); imported here for the sinks and pipeline.py.
-from stagewatch.store.schemas import bigquery_client, dead_letter_row, row_problems
+from stagewatch.store.bigquery import bigquery_client
+from stagewatch.store.schemas import row_problems
 
 __all__ = [
     "BIGQUERY_DEAD",
@@ -32,7 +32,6 @@ __all__ = [
     "PublishAnomalies",
     "WriteJsonl",
     "WriteTableRows",
-    "bigquery_client",
     "clear_local_output",
     "local_output_summary",
     "pubsub_message",
@@ -75,11 +74,12 @@ def local_output_summary(output_dir: str) -> str:
     return "\n".join(lines)
 
 
-def pubsub_message(record: dict[str, Any]) -> PubsubMessage:
+def pubsub_message(record: Record) -> PubsubMessage:
     """JSON body; ``kind``, ``stage``, ``tenant``, ``severity`` (anomalies) and ``event``, ``scope``
     (incidents) as attributes, when present, so subscribers can filter."""
-    attributes = {k: str(record[k]) for k in _ATTRIBUTES if record.get(k) is not None}
-    return PubsubMessage(orjson.dumps(record), attributes)
+    row = record.to_dict()
+    attributes = {k: str(row[k]) for k in _ATTRIBUTES if row.get(k) is not None}
+    return PubsubMessage(orjson.dumps(row), attributes)
 
 
 class PublishAnomalies(beam.PTransform):
@@ -107,7 +107,7 @@ class WriteJsonl(beam.PTransform):
             # A local stream: each writer appends to its own file. (Beam's streaming text sink writes a
             # window at a time and drops what a timer emits after its window closed.)
             return records | "AppendJsonLines" >> beam.ParDo(_AppendJsonl(self._prefix))
-        lines = records | "ToJsonLine" >> beam.Map(lambda r: orjson.dumps(r).decode())
+        lines = records | "ToJsonLine" >> beam.Map(lambda r: dumps(r).decode())
         return lines | "WriteJsonLines" >> beam.io.WriteToText(self._prefix, file_name_suffix=".jsonl")
 
 
@@ -135,8 +135,8 @@ class _AppendJsonl(beam.DoFn):
     def start_bundle(self) -> None:
         self._lines: list[bytes] = []
 
-    def process(self, record: dict[str, Any]) -> None:
-        self._lines.append(orjson.dumps(record) + b"\n")
+    def process(self, record: Record) -> None:
+        self._lines.append(dumps(record) + b"\n")
 
     def finish_bundle(self) -> None:
         if self._lines:
@@ -165,7 +165,8 @@ class _InsertRowsFn(beam.DoFn):
     def start_bundle(self) -> None:
         self._rows = []
 
-    def process(self, row: dict[str, Any]) -> Iterator[Any]:
+    def process(self, record: Record) -> Iterator[Any]:
+        row = record.to_dict()
         problems = row_problems(self._table, row)
         if problems:
             self._rejected.inc()
@@ -187,7 +188,7 @@ class _InsertRowsFn(beam.DoFn):
                 BIGQUERY_DEAD, WindowedValue(dead, MAX_TIMESTAMP - 1, (GlobalWindow(),))
             )
 
-    def _flush(self) -> list[dict[str, Any]]:
+    def _flush(self) -> list[DeadLetter]:
         rows, self._rows = self._rows, []
         if not rows:
             return []
@@ -202,8 +203,8 @@ class _InsertRowsFn(beam.DoFn):
         return dead
 
 
-def _dead(table: str, reason: str, row: dict[str, Any]) -> dict[str, Any]:
-    return dead_letter_row(
+def _dead(table: str, reason: str, row: dict[str, Any]) -> DeadLetter:
+    return dead_letter(
         "bigquery_rejected", reason[:1000], orjson.dumps(row).decode(), format_rfc3339(int(time.time() * US_PER_S)),
         f"bigquery:{table}",
     )

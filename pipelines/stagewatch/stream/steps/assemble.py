@@ -30,8 +30,10 @@ from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateS
 from apache_beam.transforms.window import TimestampedValue
 
 from stagewatch.core.events import StageEvent
+from stagewatch.core.measurements import Measured, Measurement, Progress, StallInfo
+from stagewatch.core.records import DeadLetter, dead_letter
 from stagewatch.core.timeutil import US_PER_S, format_rfc3339
-from stagewatch.core.traces import Measurement, Outbox, StallInfo, Trace, TraceRules
+from stagewatch.core.traces import Outbox, Trace, TraceRules
 from stagewatch.stream.steps.timers import fire_at, fire_no_later_than, take_due
 
 __all__ = ["FAILURES", "LATE", "PROGRESS", "SUMMARIES", "AssembleTraces"]
@@ -53,25 +55,16 @@ class _Recorder:
 
     def __init__(self, rules: TraceRules) -> None:
         self.rules = rules
-        self.measurements: list[dict[str, Any]] = []
-        self.progress: list[dict[str, Any]] = []
+        self.measurements: list[Measured] = []
+        self.progress: list[Progress] = []
 
     def measure(self, trace: Trace, m: Measurement, now: int, out: Outbox) -> str:
-        self.measurements.append(_context(trace, self.rules) | {
-            "measure": m.measure, "stage_i": m.stage_i, "value_ms": m.value_ms, "t_us": m.t_us, "now_us": now,
-        })
+        self.measurements.append(Measured(trace.ref(), trace.last_stage(self.rules), m, now))
         return "pending"
 
     def stall_deadline(self, trace: Trace, next_i: int, last_t: int, now: int) -> tuple[int, StallInfo] | None:
-        self.progress.append(_context(trace, self.rules) | {"next_i": next_i, "last_t_us": last_t, "now_us": now})
+        self.progress.append(Progress(trace.ref(), self.rules.names[trace.furthest], next_i, last_t, now))
         return None
-
-
-def _context(trace: Trace, rules: TraceRules) -> dict[str, Any]:
-    return {
-        "uid": trace.uid, "tenant": trace.tenant, "lot": trace.lot,
-        "last_stage": rules.names[trace.furthest] if trace.furthest >= 0 else None,
-    }
 
 
 def _event_time(ev: StageEvent) -> int:
@@ -168,18 +161,17 @@ class _AssembleFn(beam.DoFn):
 
     def _emit(self, rec: _Recorder, out: Outbox) -> Iterator[Any]:
         for m in rec.measurements:
-            yield TimestampedValue(m, m["now_us"] / US_PER_S)
+            yield TimestampedValue(m, m.now_us / US_PER_S)
         for p in rec.progress:
-            yield beam.pvalue.TaggedOutput(PROGRESS, TimestampedValue(p, p["now_us"] / US_PER_S))
+            yield beam.pvalue.TaggedOutput(PROGRESS, TimestampedValue(p, p.now_us / US_PER_S))
         for a in out.anomalies:
-            yield beam.pvalue.TaggedOutput(FAILURES, a.to_dict())
+            yield beam.pvalue.TaggedOutput(FAILURES, a)
         for s in out.summaries or ():
-            yield beam.pvalue.TaggedOutput(SUMMARIES, s.to_dict())
+            yield beam.pvalue.TaggedOutput(SUMMARIES, s)
 
 
-def _dead_letter(ev: StageEvent, reason: str, detail: str) -> dict[str, Any]:
-    return {"reason": reason, "detail": detail, "line": repr(ev), "received_at": format_rfc3339(ev.t_us),
-            "source": "assemble"}
+def _dead_letter(ev: StageEvent, reason: str, detail: str) -> DeadLetter:
+    return dead_letter(reason, detail, repr(ev), format_rfc3339(ev.t_us), "assemble")
 
 
 class AssembleTraces(beam.PTransform):

@@ -23,8 +23,9 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.transforms.window import FixedWindows, GlobalWindows
 
-from stagewatch.core.feed import feed, time_of
+from stagewatch.core.feed import TenantActivity, TrackerInput, feed, time_of
 from stagewatch.core.incidents import IncidentConfig, IncidentTracker
+from stagewatch.core.records import IncidentEvent, TraceSummary
 from stagewatch.core.timeutil import US_PER_S
 from stagewatch.stream.steps.timers import fire_at, fire_no_later_than, take_due
 
@@ -47,14 +48,14 @@ class _TrackFn(beam.DoFn):
 
     def process(
         self,
-        kv: tuple[str, tuple[str, Any]],
+        kv: tuple[str, TrackerInput],
         buffer: Any = beam.DoFn.StateParam(BUFFER),
         next_fire: Any = beam.DoFn.StateParam(NEXT),
         fire: Any = beam.DoFn.TimerParam(FIRE),
     ) -> None:
-        what, record = kv[1]
-        t = time_of(what, record)
-        buffer.add((t, what, record))
+        record = kv[1]
+        t = time_of(record)
+        buffer.add((t, not isinstance(record, TenantActivity), record))
         fire_no_later_than(next_fire, fire, t + self._hold_us)
 
     @on_timer(FIRE)
@@ -65,18 +66,18 @@ class _TrackFn(beam.DoFn):
         buffer: Any = beam.DoFn.StateParam(BUFFER),
         next_fire: Any = beam.DoFn.StateParam(NEXT),
         fire: Any = beam.DoFn.TimerParam(FIRE),
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Iterator[IncidentEvent]:
         now = int(ts.micros)
         # Decide only what can no longer be overtaken: a verdict waits for its interval's baseline (up to the
         # fold's grace after the interval starts), so anomalies reach this step up to ``hold`` behind the
         # watermark. Taken in time order behind that horizon, they meet the tracker in the backtest's order.
         horizon = now - self._hold_us
         tracker: IncidentTracker = tracker_state.read() or IncidentTracker(self._cfg)
-        # Tenants' activity of a moment before the anomalies of that moment.
-        due: list[tuple[int, str, Any]]
-        due, rest = take_due(buffer, horizon, lambda item: item[0], lambda item: (item[0], item[1] != "tenants"))
-        for t, what, record in due:
-            yield from feed(tracker, what, t, record)
+        # Tenants' activity of a moment before the anomalies of that moment (the second field: False for it).
+        due: list[tuple[int, bool, TrackerInput]]
+        due, rest = take_due(buffer, horizon, lambda item: item[0], lambda item: (item[0], item[1]))
+        for t, _, record in due:
+            yield from feed(tracker, t, record)
         yield from tracker.advance(horizon)
         tracker.events.clear()  # emitted; the state keeps only what decides the future
         tracker_state.write(tracker)
@@ -104,17 +105,17 @@ class TrackIncidents(beam.PTransform):
         interval_us = int(self._interval_s * US_PER_S)
         active = (
             summaries
-            | "TenantOf" >> beam.FlatMap(lambda s: [s["tenant"]] if s.get("tenant") else [])
+            | "TenantOf" >> beam.FlatMap(_tenant_of)
             | "ActivityWindows" >> beam.WindowInto(FixedWindows(self._interval_s))
             | "TenantsPerInterval" >> beam.CombineGlobally(_TenantSet()).without_defaults()
             | "StampInterval" >> beam.ParDo(_StampWindowEnd(interval_us))
             | "ActivityGlobal" >> beam.WindowInto(GlobalWindows())
         )
         tagged = (
-            anomalies | "TagAnomaly" >> beam.Map(lambda a: (_KEY, ("anomaly", a))),
-            active | "TagTenants" >> beam.Map(lambda r: (_KEY, ("tenants", r))),
-            arrivals | "TagArrival" >> beam.Map(lambda r: (_KEY, ("arrival", r))),
-            lots | "TagLot" >> beam.Map(lambda r: (_KEY, ("lot", r))),
+            anomalies | "TagAnomaly" >> beam.Map(lambda a: (_KEY, a)),
+            active | "TagTenants" >> beam.Map(lambda r: (_KEY, r)),
+            arrivals | "TagArrival" >> beam.Map(lambda r: (_KEY, r)),
+            lots | "TagLot" >> beam.Map(lambda r: (_KEY, r)),
         )
         return (
             tagged
@@ -143,5 +144,9 @@ class _StampWindowEnd(beam.DoFn):
     def __init__(self, interval_us: int) -> None:
         self._interval_us = interval_us
 
-    def process(self, tenants: list[str], w: Any = beam.DoFn.WindowParam) -> Iterator[dict[str, Any]]:
-        yield {"t_us": int(w.start.micros) + self._interval_us, "tenants": tenants}
+    def process(self, tenants: list[str], w: Any = beam.DoFn.WindowParam) -> Iterator[TenantActivity]:
+        yield TenantActivity(int(w.start.micros) + self._interval_us, tuple(tenants))
+
+
+def _tenant_of(summary: TraceSummary) -> list[str]:
+    return [summary.tenant] if summary.tenant else []

@@ -19,21 +19,14 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import FixedWindows
 
 from stagewatch.core.baselines import BaselineConfig, judge
-from stagewatch.core.traces import Measurement, Trace, TraceRules
-from stagewatch.core.verdicts import judge_measurement, stall_deadline
-from stagewatch.stream.steps.learn import baseline_stage_of
+from stagewatch.core.measurements import Deadline, Measured, Progress
+from stagewatch.core.records import Anomaly
+from stagewatch.core.traces import TraceRules
+from stagewatch.core.verdicts import baseline_stage, judge_measurement, stall_deadline
 
-__all__ = ["DEADLINES", "JudgeMeasurements", "stand_in"]
+__all__ = ["DEADLINES", "JudgeMeasurements"]
 
 DEADLINES = "deadlines"
-
-
-def stand_in(m: dict[str, Any], rules: TraceRules) -> Trace:
-    """A trace carrying just what an anomaly names: uid, tenant, lot, last stage."""
-    trace = Trace(m["uid"], len(rules.names))
-    trace.tenant, trace.lot = m["tenant"], m["lot"]
-    trace.furthest = rules.index.get(m["last_stage"], -1) if m["last_stage"] is not None else -1
-    return trace
 
 
 class _JudgeFn(beam.DoFn):
@@ -43,25 +36,25 @@ class _JudgeFn(beam.DoFn):
         self._verdicts = {v: Metrics.counter("stagewatch", f"verdicts_{v}") for v in ("ok", "slow", "warmup")}
         self._deadlines = Metrics.counter("stagewatch", "stall_deadlines")
 
-    def process(self, m: dict[str, Any], snaps: dict[Any, Any], w: Any = beam.DoFn.WindowParam) -> Iterator[Any]:
+    def process(
+        self, record: Measured | Progress, snaps: dict[Any, Any], w: Any = beam.DoFn.WindowParam
+    ) -> Iterator[Anomaly | beam.pvalue.TaggedOutput]:
         rules, cfg = self._rules, self._cfg
         step = int(w.start.micros) // cfg.interval_us
-        now = m["now_us"]  # when the trace made it: the backtest's clock at the verdict
-        trace = stand_in(m, rules)
-        if "next_i" in m:  # progress: when is the next stage overdue?
-            snap, by_tenant = judge(snaps, step, rules.names[m["next_i"]], m["tenant"], cfg.chronic_n)
-            found = stall_deadline(m["next_i"], m["last_t_us"], snap, by_tenant, rules)
+        if isinstance(record, Progress):  # when is the next stage overdue?
+            snap, by_tenant = judge(snaps, step, rules.names[record.next_i], record.file.tenant, cfg.chronic_n)
+            found = stall_deadline(record.next_i, record.last_t_us, snap, by_tenant, rules)
             if found is not None:
                 self._deadlines.inc()
-                yield beam.pvalue.TaggedOutput(DEADLINES, {**m, "deadline_us": found[0], "stall_info": found[1]})
+                yield beam.pvalue.TaggedOutput(DEADLINES, Deadline(record, *found))
             return
-        stage = baseline_stage_of(m, rules)
-        snap, by_tenant = judge(snaps, step, stage, m["tenant"], cfg.chronic_n)
-        measurement = Measurement(m["measure"], m["stage_i"], m["value_ms"], m["t_us"])
-        verdict, anomaly = judge_measurement(trace, measurement, snap, by_tenant, rules, now)
+        # ``now_us``: when the trace made it, the backtest's clock at the verdict.
+        snap, by_tenant = judge(snaps, step, baseline_stage(record.m, rules), record.file.tenant, cfg.chronic_n)
+        verdict, anomaly = judge_measurement(record.file, record.last_stage, record.m, snap, by_tenant, rules,
+                                             record.now_us)
         self._verdicts[verdict].inc()
         if anomaly is not None:
-            yield anomaly.to_dict()
+            yield anomaly
 
 
 class JudgeMeasurements(beam.PTransform):

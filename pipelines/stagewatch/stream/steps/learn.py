@@ -34,20 +34,13 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.transforms.window import TimestampedValue
 
-from stagewatch.core.baselines import END_TO_END, BaselineConfig, BaselineStore, bin_counts
+from stagewatch.core.baselines import BaselineConfig, BaselineStore, bin_counts
 from stagewatch.core.timeutil import US_PER_S
 from stagewatch.core.traces import TraceRules
+from stagewatch.core.verdicts import baseline_stage
 from stagewatch.stream.steps.timers import fire_at, fire_no_later_than, take_due
 
-__all__ = ["LearnBaselines", "baseline_stage_of"]
-
-
-def baseline_stage_of(m: dict[str, Any], rules: TraceRules) -> str:
-    if m["measure"] == "end_to_end":
-        return END_TO_END
-    names = rules.latency_names if m["measure"] == "latency" else rules.names
-    return names[m["stage_i"]]
-
+__all__ = ["LearnBaselines"]
 
 # Shards per baseline stage. On Dataflow they bound how many workers count a stage; the in-process runner
 # copies every key's state that a bundle touches, so more shards cost a local run a little each.
@@ -205,9 +198,9 @@ class LearnBaselines(beam.PTransform):
         quiet = max(1, int(rules.ttl_us // cfg.interval_us))
         return (
             measurements
-            | "KeyByBaseline" >> beam.Map(lambda m: (
-                (baseline_stage_of(m, rules), _shard_of(m["uid"])),
-                (m["now_us"] // cfg.interval_us, m["tenant"], m["value_ms"]),
+            | "KeyByBaseline" >> beam.Map(lambda r: (
+                (baseline_stage(r.m, rules), _shard_of(r.file.uid)),
+                (r.now_us // cfg.interval_us, r.file.tenant, r.m.value_ms),
             )).with_output_types(tuple[tuple[str, int], Any])
             | "CountBins" >> beam.ParDo(_CountBinsFn(cfg.interval_us))
             | "Typed" >> beam.Map(lambda kv: kv).with_output_types(tuple[str, Any])

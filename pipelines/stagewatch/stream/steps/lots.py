@@ -18,6 +18,7 @@ from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateS
 from apache_beam.utils.timestamp import Timestamp
 
 from stagewatch.core.lots import Lot, LotConfig, LotJudge, add_file
+from stagewatch.core.records import LotRecord, TraceSummary
 from stagewatch.core.timeutil import US_PER_S
 from stagewatch.stream.steps.timers import fire_at, fire_no_later_than, take_due
 
@@ -34,7 +35,7 @@ class _GatherLotFn(beam.DoFn):
 
     def process(
         self,
-        kv: tuple[str, dict[str, Any]],
+        kv: tuple[str, TraceSummary],
         lot_state: Any = beam.DoFn.StateParam(LOT),
         quiet: Any = beam.DoFn.TimerParam(QUIET),
     ) -> None:
@@ -82,7 +83,7 @@ class _JudgeLotsFn(beam.DoFn):
         buffer: Any = beam.DoFn.StateParam(BUFFER),
         next_fire: Any = beam.DoFn.StateParam(NEXT),
         fire: Any = beam.DoFn.TimerParam(FIRE),
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Iterator[LotRecord]:
         now = int(ts.micros)
         due: list[tuple[int, str, Lot]]
         due, rest = take_due(buffer, now, lambda item: item[0], lambda item: (item[0], item[1]))
@@ -106,7 +107,7 @@ class TrackLots(beam.PTransform):
     def expand(self, summaries: beam.PCollection) -> beam.PCollection:
         return (
             summaries
-            | "KeyByLot" >> beam.FlatMap(lambda s: [(s["lot"], s)] if s.get("lot") else []).with_output_types(
+            | "KeyByLot" >> beam.FlatMap(lambda s: [(s.lot, s)] if s.lot else []).with_output_types(
                 tuple[str, Any])
             | "GatherLot" >> beam.ParDo(_GatherLotFn(int(self._cfg.quiet_s * US_PER_S), self._end_us))
             | "TypedLots" >> beam.Map(lambda kv: kv).with_output_types(tuple[str, Any])

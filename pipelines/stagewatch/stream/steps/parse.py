@@ -18,6 +18,7 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from stagewatch.core.events import REJECT_REASONS, Parser, StageEvent
+from stagewatch.core.records import dead_letter
 from stagewatch.core.timeutil import US_PER_S, format_rfc3339
 
 __all__ = ["DEAD_LETTERS", "Dedup", "ParseEvents"]
@@ -43,10 +44,7 @@ class _ParseFn(beam.DoFn):
             return
         self._rejected[parsed.reason].inc()
         yield beam.pvalue.TaggedOutput(
-            DEAD_LETTERS,
-            {"reason": parsed.reason, "detail": parsed.detail, "line": parsed.line,
-             "received_at": _rfc3339(ts), "source": "parse"},
-        )
+            DEAD_LETTERS, dead_letter(parsed.reason, parsed.detail, parsed.line, _rfc3339(ts), "parse"))
 
 
 def _rfc3339(ts: Any) -> str:

@@ -18,7 +18,8 @@ closes the watch; the file's summary, when it comes, is reported ``stalled``. Ti
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from dataclasses import replace
+from typing import Any, NamedTuple
 
 import apache_beam as beam
 from apache_beam.coders import PickleCoder, VarIntCoder
@@ -27,19 +28,31 @@ from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateS
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.timestamp import Timestamp
 
-from stagewatch.core.records import stall_message
+from stagewatch.core import anomalies
+from stagewatch.core.measurements import Arrival, Deadline, Progress
+from stagewatch.core.records import Anomaly, StageTiming, TraceSummary
 from stagewatch.core.timeutil import parse_rfc3339_us
 from stagewatch.core.traces import TraceRules
-from stagewatch.stream.steps.judging import stand_in
 from stagewatch.stream.steps.timers import fire_at, fire_no_later_than, take_due
 
 __all__ = ["ARRIVALS", "STALLED_SUMMARIES", "WatchStalls"]
 
 STALLED_SUMMARIES = "summaries"
-# {"uid", "stage", "t_us"}: a file declared stalled moved on after all (incidents resolve when they all do).
+# ``Arrival``: a file declared stalled moved on after all (incidents resolve when they all do).
 # The backtest closes a stalled trace and hears of its next event; here the trace goes on upstream, so the
 # arrival is its next progress -- or, when the stage it reached was the last, its summary.
 ARRIVALS = "arrivals"
+
+
+class _StallMark(NamedTuple):
+    """A file declared stalled: which stall, after which progress, waiting for which stage, declared when; and
+    whether it has shown itself beyond the stall since."""
+
+    anomaly_id: str
+    last_t_us: int
+    next_i: int
+    at_us: int
+    arrived: bool = False
 
 
 class _WatchFn(beam.DoFn):
@@ -59,7 +72,7 @@ class _WatchFn(beam.DoFn):
 
     def process(
         self,
-        kv: tuple[str, tuple[str, dict[str, Any]]],
+        kv: tuple[str, Progress | Deadline | TraceSummary | Anomaly],
         ts: Any = beam.DoFn.TimestampParam,
         latest: Any = beam.DoFn.StateParam(LATEST),
         pending: Any = beam.DoFn.StateParam(PENDING),
@@ -72,37 +85,38 @@ class _WatchFn(beam.DoFn):
         forget: Any = beam.DoFn.TimerParam(FORGET),
         release: Any = beam.DoFn.TimerParam(RELEASE),
     ) -> Iterator[Any]:
-        what, record = kv[1]
-        if what == "anomaly":
+        record = kv[1]
+        if isinstance(record, Anomaly):
             # One anomaly per (kind, stage) of a file: a stage's wait and its reported latency can both be
             # over their lines, and the backtest reports the one it judged first -- the earlier, and at the
             # same moment the reported latency. They reach this step in either order, so each is held
             # until the watermark passes the moment it was judged at (its timestamp): by then every other
             # judged at that moment has come (it held the watermark on its way).
             t_us = int(ts.micros)
-            held.add((t_us, _MEASURE_RANK.get(record.get("measure") or "", len(_MEASURE_RANK)), record))
+            held.add((t_us, _MEASURE_RANK.get(record.measure or "", len(_MEASURE_RANK)), record))
             fire_no_later_than(next_release, release, t_us)
             return
-        if what == "progress":
-            if record["last_t_us"] > (latest.read() or -1):
-                latest.write(record["last_t_us"])
-            yield from _arrival(stalled, record["uid"], record["last_stage"], record["last_t_us"])
-        elif what == "deadline":
+        if isinstance(record, Progress):
+            if record.last_t_us > (latest.read() or -1):
+                latest.write(record.last_t_us)
+            yield from _arrival(stalled, record.file.uid, record.last_stage, record.last_t_us)
+        elif isinstance(record, Deadline):
             # Deadlines come through the judging step, up to an interval after the progress they answer: one
             # that arrives after the file closed (or after its stall) is moot.
             if stalled.read() is None and closed.read() is None:
-                current = pending.read()
-                if current is None or record["last_t_us"] >= current["last_t_us"]:
+                current: Deadline | None = pending.read()
+                if current is None or record.progress.last_t_us >= current.progress.last_t_us:
                     pending.write(record)
-                    fire.set(Timestamp(micros=record["deadline_us"]))
+                    fire.set(Timestamp(micros=record.deadline_us))
         else:  # a summary: the file closed
-            status = stalled.read()
-            if status is not None:
-                beyond = _first_beyond(status, record["stages"], self._rules)
+            summary: TraceSummary = record
+            mark: _StallMark | None = stalled.read()
+            if mark is not None:
+                beyond = _first_beyond(mark, summary.stages, self._rules)
                 if beyond is not None:
-                    yield from _arrival(stalled, record["uid"], *beyond)
-                record = {**record, "status": "stalled"}
-            yield beam.pvalue.TaggedOutput(STALLED_SUMMARIES, record)
+                    yield from _arrival(stalled, summary.uid, *beyond)
+                summary = replace(summary, status="stalled")
+            yield beam.pvalue.TaggedOutput(STALLED_SUMMARIES, summary)
             pending.clear()
             closed.write(1)
             # Keep the closed mark for as long as a deadline can still be on its way (an interval, and the
@@ -120,11 +134,11 @@ class _WatchFn(beam.DoFn):
     ) -> Iterator[Any]:
         due, rest = take_due(held, int(ts.micros), _held_time, _held_order)
         seen: set[tuple[str, str]] = reported.read() or set()
-        for _, _, record in due:
-            mark = (record["kind"], record["stage"])
+        for _, _, anomaly in due:
+            mark = (anomaly.kind, anomaly.stage)
             if mark not in seen:
                 seen.add(mark)
-                yield record
+                yield anomaly
         reported.write(seen)
         fire_at(next_release, release, [t for t, _, _ in rest[:1]])
 
@@ -151,68 +165,62 @@ class _WatchFn(beam.DoFn):
         latest: Any = beam.DoFn.StateParam(LATEST),
         pending: Any = beam.DoFn.StateParam(PENDING),
         stalled: Any = beam.DoFn.StateParam(STALLED),
-    ) -> Iterator[Any]:
-        record = pending.read()
-        if record is None or stalled.read() is not None:
+    ) -> Iterator[Anomaly]:
+        deadline: Deadline | None = pending.read()
+        if deadline is None or stalled.read() is not None:
             return
-        if (latest.read() or -1) > record["last_t_us"]:
+        progress = deadline.progress
+        if (latest.read() or -1) > progress.last_t_us:
             return  # the file moved on; the deadline for its new progress will come
-        if record["deadline_us"] > int(ts.micros):
-            return  # superseded by a later deadline; its own timer will fire
-        rules = self._rules
-        nxt, median, allowed_ms, n, by_tenant = record["stall_info"]
         now = int(ts.micros)
-        waited = (now - record["last_t_us"]) / 1000
-        missing, last = rules.names[nxt], record["last_stage"]
-        anomaly = stand_in(record, rules).anomaly(
-            "stalled", missing, last, record["deadline_us"], now,
-            observed_ms=waited, expected_ms=median, threshold_ms=allowed_ms,
-            score=waited / allowed_ms if allowed_ms > 0 else None, baseline_n=n,
-            baseline="tenant" if by_tenant else "stage", severity="critical", measure="deadline",
-            message=stall_message(record["uid"], missing, last, waited, median, allowed_ms),
-        )
-        stalled.write({"anomaly_id": anomaly.anomaly_id, "last_t_us": record["last_t_us"], "arrived": False,
-                       "next_i": nxt, "at_us": now})
+        if deadline.deadline_us > now:
+            return  # superseded by a later deadline; its own timer will fire
+        anomaly = anomalies.stalled(progress.file, self._rules.names[deadline.stall.next_i], progress.last_stage,
+                                    progress.last_t_us, deadline.deadline_us, deadline.stall, now)
+        stalled.write(_StallMark(anomaly.anomaly_id, progress.last_t_us, deadline.stall.next_i, now))
         pending.clear()
-        yield anomaly.to_dict()
+        yield anomaly
 
 
 # Of a stage's anomalies judged at one moment, the backtest's order: the reported latency, then the wait.
 _MEASURE_RANK = {"latency": 0, "wait": 1}
 
 
-def _held_time(item: tuple[int, int, dict[str, Any]]) -> int:
+def _held_time(item: tuple[int, int, Anomaly]) -> int:
     return item[0]
 
 
-def _held_order(item: tuple[int, int, dict[str, Any]]) -> tuple[int, int]:
+def _held_order(item: tuple[int, int, Anomaly]) -> tuple[int, int]:
     return item[0], item[1]
 
 
-def _first_beyond(mark: Any, stages: list[dict[str, Any]], rules: TraceRules) -> tuple[str, int] | None:
+def _first_beyond(mark: _StallMark, stages: tuple[StageTiming, ...], rules: TraceRules) -> tuple[str, int] | None:
     """(stage, time) of the first stage in a closed file's summary that shows it got past its stall: the stage
     it stalled waiting for or a later one, or any line logged after the stall was declared (what the
     backtest, which closes a stalled trace, hears as its next event). A stage before the stall that was
     logged out of order is not a move on."""
-    # Marks saved by older releases (state across --update) lack both: any stage after the stall counts.
-    known = mark if isinstance(mark, dict) else {}
-    next_i, at_us = known.get("next_i", -1), known.get("at_us", -1)
     for timing in stages:
-        t_us = parse_rfc3339_us(timing["time"])
-        if rules.index.get(timing["stage"], -1) >= next_i or t_us > at_us:
-            return timing["stage"], t_us
+        t_us = parse_rfc3339_us(timing.time)
+        if rules.index.get(timing.stage, -1) >= mark.next_i or t_us > mark.at_us:
+            return timing.stage, t_us
     return None
 
 
 def _arrival(stalled: Any, uid: str, stage: str | None, t_us: int) -> Iterator[Any]:
     """The first sign of a stalled file beyond the progress it stalled at, once."""
-    mark = stalled.read()
-    if isinstance(mark, str):  # saved by an older release (state across --update): the stall's id alone
-        mark = {"anomaly_id": mark, "last_t_us": -1, "arrived": False}
-    if mark is None or mark["arrived"] or t_us <= mark["last_t_us"]:
+    mark: _StallMark | None = stalled.read()
+    if mark is None or mark.arrived or t_us <= mark.last_t_us:
         return
-    stalled.write({**mark, "arrived": True})
-    yield beam.pvalue.TaggedOutput(ARRIVALS, {"uid": uid, "stage": stage, "t_us": t_us})
+    stalled.write(mark._replace(arrived=True))
+    yield beam.pvalue.TaggedOutput(ARRIVALS, Arrival(uid, stage, t_us))
+
+
+def _uid_of(record: Progress | Deadline | TraceSummary | Anomaly) -> str:
+    if isinstance(record, Progress):
+        return record.file.uid
+    if isinstance(record, Deadline):
+        return record.progress.file.uid
+    return record.uid
 
 
 class WatchStalls(beam.PTransform):
@@ -228,7 +236,7 @@ class WatchStalls(beam.PTransform):
     ) -> Any:
         progress, deadlines, summaries, anomalies = inputs
         tagged = [
-            pc | f"Tag{name.title()}" >> beam.Map(lambda r, n=name: (r["uid"], (n, r)))
+            pc | f"Tag{name.title()}" >> beam.Map(lambda r: (_uid_of(r), r))
             | f"Global{name.title()}" >> beam.WindowInto(GlobalWindows())
             for name, pc in (
                 ("progress", progress), ("deadline", deadlines), ("summary", summaries), ("anomaly", anomalies)

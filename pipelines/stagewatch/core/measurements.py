@@ -1,0 +1,79 @@
+"""What a trace hands on, as typed records: its measurements, its progress, and when its next stage is overdue.
+
+The backtest passes them between the core's parts within one process; the streaming job sends them from step to
+step (``AssembleTraces`` → ``LearnBaselines`` / ``JudgeMeasurements`` → ``WatchStalls``). Each is a named tuple:
+cheap to build and pickle, compared and hashed by value.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+__all__ = ["Arrival", "Deadline", "FileRef", "Measured", "Measurement", "Progress", "StallInfo"]
+
+
+class Measurement(NamedTuple):
+    """One thing a trace measured: a stage's ``wait`` or reported ``latency`` (``stage_i``), or the
+    ``end_to_end`` duration (``stage_i`` -1), at event time ``t_us``."""
+
+    measure: str
+    stage_i: int
+    value_ms: float
+    t_us: int
+
+
+class StallInfo(NamedTuple):
+    """What a stall of the next stage would say: which stage, its usual wait, the wait allowed, the baseline's
+    size, and whether the tenant's own baseline set it."""
+
+    next_i: int
+    median_ms: float
+    allowed_ms: float
+    n: int
+    by_tenant: bool
+
+
+class FileRef(NamedTuple):
+    """Who an anomaly is about: the file, its customer and its batch."""
+
+    uid: str
+    tenant: str | None
+    lot: str | None
+
+
+class Measured(NamedTuple):
+    """A measurement with the file that made it: ``last_stage`` is the furthest stage the file had reached, and
+    ``now_us`` the event-time clock when it was made (a verdict is made, and learned, in that moment's
+    baseline interval)."""
+
+    file: FileRef
+    last_stage: str | None
+    m: Measurement
+    now_us: int
+
+
+class Progress(NamedTuple):
+    """A file moved on: the next required stage is ``next_i``, the furthest stage seen was logged at
+    ``last_t_us``; made at ``now_us``."""
+
+    file: FileRef
+    last_stage: str
+    next_i: int
+    last_t_us: int
+    now_us: int
+
+
+class Deadline(NamedTuple):
+    """When the stage after ``progress`` is overdue, and what its stall would say."""
+
+    progress: Progress
+    deadline_us: int
+    stall: StallInfo
+
+
+class Arrival(NamedTuple):
+    """A file declared stalled logged again (stage ``stage`` at ``t_us``): it arrived after all."""
+
+    uid: str
+    stage: str | None
+    t_us: int
