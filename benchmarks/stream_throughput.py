@@ -164,7 +164,7 @@ def child(kind: str, fixes: bool, path: str) -> dict[str, Any]:
     from apache_beam.transforms.window import GlobalWindows
 
     from stagewatch.core.baselines import BaselineConfig
-    from stagewatch.core.events import Parser
+    from stagewatch.core.parser import Parser
     from stagewatch.core.stages import infer_from_events
     from stagewatch.core.timeutil import US_PER_S
     from stagewatch.core.traces import TraceRules

@@ -15,7 +15,8 @@ import pytest
 from stagewatch.backtest import front
 from stagewatch.backtest import replay as replay_mod
 from stagewatch.backtest.replay import replay, replay_files
-from stagewatch.core.events import FieldMapping, Parser, StageEvent
+from stagewatch.core.events import FieldMapping, StageEvent
+from stagewatch.core.parser import Parser
 from stagewatch.core.stages import StageOrder
 from stagewatch.core.timeutil import format_rfc3339
 from stagewatch.core.verdicts import Judge

@@ -13,14 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stagewatch.core.events import (
-    MAX_LINE_BYTES,
-    REJECT_REASONS,
-    FieldMapping,
-    Parser,
-    Rejected,
-    StageEvent,
-)
+from stagewatch.core.events import MAX_LINE_BYTES, REJECT_REASONS, FieldMapping, Rejected, StageEvent
+from stagewatch.core.parser import Parser
 
 pytestmark = pytest.mark.unit
 

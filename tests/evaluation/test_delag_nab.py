@@ -10,7 +10,8 @@ import orjson
 import pytest
 
 from stagewatch.cli import main
-from stagewatch.core.events import Parser, StageEvent
+from stagewatch.core.events import StageEvent
+from stagewatch.core.parser import Parser
 from stagewatch.evaluation.delag import DelagFile, read_delag, slowed_calls, to_log_lines
 from stagewatch.evaluation.delag_eval import Tally, evaluate_delag
 from stagewatch.evaluation.nab import (

@@ -27,7 +27,8 @@ from typing import Any, BinaryIO, Protocol
 import orjson
 
 from stagewatch.backtest.engine import DetectorConfig, Ingest
-from stagewatch.core.events import Parser, Rejected, StageEvent
+from stagewatch.core.events import Rejected, StageEvent
+from stagewatch.core.parser import Parser
 from stagewatch.core.records import DeadLetter, dead_letter
 from stagewatch.core.stages import INFER_SAMPLE, StageOrder, infer_from_events
 from stagewatch.core.timeutil import format_rfc3339

@@ -17,9 +17,10 @@ from typing import Any
 
 from stagewatch.backtest.engine import Detector, DetectorConfig
 from stagewatch.backtest.front import FrontSettings, FrontStats, run_front, run_front_in_child
-from stagewatch.core.events import Parser, StageEvent
+from stagewatch.core.events import StageEvent
 from stagewatch.core.kinds import KINDS
 from stagewatch.core.measurements import Arrival
+from stagewatch.core.parser import Parser
 from stagewatch.core.records import Anomaly, DeadLetter, TraceSummary
 from stagewatch.core.stages import INFER_SAMPLE, StageOrder
 from stagewatch.core.timeutil import parse_rfc3339_us

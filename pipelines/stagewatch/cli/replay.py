@@ -50,8 +50,8 @@ def _run(args: argparse.Namespace) -> int:
     from stagewatch.backtest.config import load_settings
     from stagewatch.backtest.replay import replay_files, summary_text
     from stagewatch.cli.common import JsonlWriter, progress_bar, stderr_is_tty
-    from stagewatch.core.events import Parser
     from stagewatch.core.feed import BacktestFeed
+    from stagewatch.core.parser import Parser
     from stagewatch.core.records import Anomaly, IncidentEvent, LotRecord, TraceSummary
 
     for path in args.logs:

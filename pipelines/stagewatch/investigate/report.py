@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from html import escape
 from typing import Any
@@ -33,7 +32,8 @@ from stagewatch.core.kinds import (
     brief,
 )
 from stagewatch.core.lots import LotConfig
-from stagewatch.core.timeutil import US_PER_S, format_duration_ms, parse_rfc3339_us
+from stagewatch.core.timeutil import US_PER_S, format_duration_ms
+from stagewatch.investigate.page import CSS, Markup, Page, counts, listed, ms, ratio_text, table, td, tile
 from stagewatch.investigate.report_data import (
     ABOVE_USUAL_RATIO,
     END_TO_END,
@@ -49,119 +49,15 @@ from stagewatch.store.readers import Tables
 
 __all__ = ["render_report"]
 
-# Lists inside a table cell stop here ("and 12 more"): a global incident names every tenant, a lot can
-# leave hundreds of files unfinished, and the page must stay readable (and small).
-MAX_LISTED = 8
 # The headline names at most this many incidents; the table below has them all.
 MAX_HEADLINE_INCIDENTS = 5
-
-CSS = """
-:root { color-scheme: light; }
-body { font-family: system-ui, -apple-system, "Segoe UI", "DejaVu Sans", "Liberation Sans", Arial, sans-serif;
-       color: #222; background: #fff; margin: 0 auto; padding: 1.2rem 1.5rem 3rem; max-width: 1180px;
-       line-height: 1.4; font-size: 15px; }
-h1 { font-size: 1.6rem; margin: 0 0 .2rem; }
-h2 { font-size: 1.25rem; margin: 2.2rem 0 .5rem; border-bottom: 2px solid #e3e3e3; padding-bottom: .2rem; }
-h3 { font-size: 1.05rem; margin: 1.2rem 0 .4rem; }
-.sub, .note { color: #555; font-size: .9rem; }
-.tiles { display: flex; flex-wrap: wrap; gap: .8rem; margin: 1rem 0; }
-.tile { border: 1px solid #ddd; border-radius: 6px; padding: .5rem .9rem; min-width: 9rem; background: #fafafa; }
-.tile b { display: block; font-size: 1.7rem; }
-.tile.bad { border-color: #e7a1a1; background: #fdf1f1; }
-.tile.good { border-color: #a9d8a9; background: #f2fbf2; }
-.headline { font-size: 1.05rem; margin: .3rem 0; }
-.headline.bad { color: #a11; }
-.chart { width: 100%; height: auto; display: block; margin: .4rem 0; }
-table { border-collapse: collapse; width: 100%; font-size: .88rem; margin: .4rem 0 1rem; }
-th, td { text-align: left; padding: .3rem .45rem; border-bottom: 1px solid #e6e6e6; vertical-align: top; }
-th { background: #f3f3f3; }
-th.group { text-align: center; border-bottom: 1px solid #ccc; }
-.scroll { overflow-x: auto; }
-td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-tr.above td { background: #fff4f4; }
-.badge { display: inline-block; padding: 0 .45rem; border-radius: 9px; font-size: .8rem; font-weight: 600; }
-.badge.open { background: #d62728; color: #fff; }
-.badge.resolved { background: #dfeedd; color: #235a23; }
-.nowrap { white-space: nowrap; }
-code, .mono { font-family: "DejaVu Sans Mono", Menlo, Consolas, monospace; font-size: .82rem; }
-.id { color: #666; display: block; margin-top: .15rem; word-break: break-all; }
-.bar { margin-left: auto; background: #c6dbef; height: .55rem; border-radius: 2px; margin-top: .2rem; }
-.bar.hot { background: #f4a3a3; }
-.empty { color: #555; font-style: italic; padding: .5rem 0; }
-ul.files { margin: 0; padding-left: 1.1rem; }
-"""
-
-
-def _ratio_text(observed: float, usual: float) -> str:
-    return f"{observed / usual:.1f}x" if usual > 0 else "—"
-
-
-class _Page:
-    """Formatting shared by the sections: times in UTC, as short as the data's span allows."""
-
-    def __init__(self, data: ReportData) -> None:
-        self.data = data
-        first, last = data.first_us, data.last_us
-        self.one_day = first is not None and last is not None and _day(first) == _day(last)
-
-    def time(self, value: str | int | None) -> str:
-        if value is None:
-            return "—"
-        t = parse_rfc3339_us(value) if isinstance(value, str) else value
-        d = datetime.fromtimestamp(t / US_PER_S, UTC)
-        return d.strftime("%H:%M:%S") if self.one_day else d.strftime("%m-%d %H:%M")
-
-    def minute(self, value: str) -> str:
-        """Down to the minute: for sentences."""
-        d = datetime.fromtimestamp(parse_rfc3339_us(value) / US_PER_S, UTC)
-        return d.strftime("%H:%M") if self.one_day else d.strftime("%m-%d %H:%M")
-
-    def bucket(self, start_us: int) -> str:
-        end = datetime.fromtimestamp((start_us + self.data.bucket_us) / US_PER_S, UTC)
-        start = datetime.fromtimestamp(start_us / US_PER_S, UTC)
-        head = start.strftime("%H:%M") if self.one_day else start.strftime("%m-%d %H:%M")
-        return f"{head}–{end.strftime('%H:%M')}"
-
-
-def _day(t_us: int) -> str:
-    return datetime.fromtimestamp(t_us / US_PER_S, UTC).strftime("%Y-%m-%d")
-
-
-def _ms(value: float | None) -> str:
-    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else format_duration_ms(value)
-
-
-class _Markup(str):
-    """Text that is already HTML (built from escaped parts): ``_td`` does not escape it again."""
-
-
-def _listed(items: list[str], limit: int = MAX_LISTED, nowrap: bool = False) -> _Markup:
-    """Up to ``limit`` items, then "and N more"; ``nowrap``: never break inside an item (file ids)."""
-    shown = ", ".join(f"<span class=nowrap>{escape(x)}</span>" if nowrap else escape(x) for x in items[:limit])
-    return _Markup(shown + (f" and {len(items) - limit} more" if len(items) > limit else ""))
-
-
-def _table(head: Iterable[tuple[str, bool]], rows: Iterable[str], groups: Iterable[tuple[str, int]] = ()) -> str:
-    """A table in a box that scrolls sideways on a narrow screen rather than widening the page; ``groups``:
-    an optional header row above ``head`` of (label, columns spanned)."""
-    cells = "".join(f'<th class="num">{escape(h)}</th>' if num else f"<th>{escape(h)}</th>" for h, num in head)
-    over = "".join(f'<th colspan="{n}" class="group">{escape(label)}</th>' for label, n in groups)
-    over_row = f"<tr>{over}</tr>" if over else ""
-    return (f'<div class="scroll"><table><thead>{over_row}<tr>{cells}</tr></thead>'
-            f"<tbody>{''.join(rows)}</tbody></table></div>")
-
-
-def _td(value: object, num: bool = False) -> str:
-    """A cell; ``value`` is escaped unless it is already markup (``_Markup``)."""
-    text = value if isinstance(value, _Markup) else escape(str(value))
-    return f'<td class="num">{text}</td>' if num else f"<td>{text}</td>"
 
 
 def _stage_series(data: ReportData) -> list[StageSeries]:
     return [s for s in data.series if s.stage != END_TO_END]
 
 
-def _slowest(data: ReportData, page: _Page) -> tuple[str, bool]:
+def _slowest(data: ReportData, page: Page) -> tuple[str, bool]:
     """The headline's sentence about stages, and whether it reports trouble."""
     if not data.traces:
         return "", False
@@ -172,8 +68,8 @@ def _slowest(data: ReportData, page: _Page) -> tuple[str, bool]:
                 f"files in the {window} before a bucket).", False)
     compared.sort(key=lambda c: -c[0])
     ratio, s, i = compared[0]
-    where = (f"{escape(s.stage)}: p95 wait {_ms(s.p95[i])} in {page.bucket(s.starts_us[i])} UTC, usually up to "
-             f"{_ms(s.usual_p95[i])} ({ratio:.1f}x)")
+    where = (f"{escape(s.stage)}: p95 wait {ms(s.p95[i])} in {page.bucket(s.starts_us[i])} UTC, usually up to "
+             f"{ms(s.usual_p95[i])} ({ratio:.1f}x)")
     if ratio < ABOVE_USUAL_RATIO:
         return f"No stage went {ABOVE_USUAL_RATIO}x above its usual band; the closest was {where}.", False
     also = [f"{escape(o.stage)} ({r:.1f}x in {page.bucket(o.starts_us[j])})" for r, o, j in compared[1:]
@@ -181,7 +77,7 @@ def _slowest(data: ReportData, page: _Page) -> tuple[str, bool]:
     return (f"Slowest stage: <b>{where}</b>." + (f" Also above usual: {', '.join(also)}." if also else ""), True)
 
 
-def _latest(data: ReportData, page: _Page) -> tuple[str, bool]:
+def _latest(data: ReportData, page: Page) -> tuple[str, bool]:
     above = []
     last_start: int | None = None
     for s in _stage_series(data):
@@ -191,7 +87,7 @@ def _latest(data: ReportData, page: _Page) -> tuple[str, bool]:
         last_start = s.starts_us[i] if last_start is None else max(last_start, s.starts_us[i])
         r = s.ratio(i)
         if not math.isnan(r) and r >= ABOVE_USUAL_RATIO:
-            above.append(f"{escape(s.stage)} (p95 {_ms(s.p95[i])}, {r:.1f}x usual)")
+            above.append(f"{escape(s.stage)} (p95 {ms(s.p95[i])}, {r:.1f}x usual)")
     if last_start is None:
         return "", False
     when = page.bucket(last_start)
@@ -206,28 +102,19 @@ def _incident_what(inc: dict[str, Any]) -> str:
     return f"{_scope(inc)}: {what}" if inc["scope"] != "global" else what
 
 
-def _tile(label: str, value: str, detail: str, tone: str = "") -> str:
-    return (f'<div class="tile {tone}"><b>{escape(value)}</b>{escape(label)}'
-            f'<div class="note">{escape(detail)}</div></div>')
-
-
-def _counts(counter: Counter[str], order: Iterable[str]) -> str:
-    return " · ".join(f"{k.replace('_', ' ')} {counter[k]:,}" for k in order if counter.get(k))
-
-
-def _headline(data: ReportData, page: _Page) -> str:
+def _headline(data: ReportData, page: Page) -> str:
     open_incidents = [i for i in data.incidents if not i.get("resolved_at")]
     incomplete = sum(1 for r in data.lots if r["kind"] == LOT_INCOMPLETE)
     tiles = [
-        _tile("files", f"{data.traces:,}", _counts(data.statuses, TRACE_STATUSES) or "none"),
-        _tile("anomalies", f"{len(data.anomalies):,}", _counts(data.anomaly_kinds, KINDS) or "none",
+        tile("files", f"{data.traces:,}", counts(data.statuses, TRACE_STATUSES) or "none"),
+        tile("anomalies", f"{len(data.anomalies):,}", counts(data.anomaly_kinds, KINDS) or "none",
               "bad" if data.anomalies else "good"),
-        _tile("incidents", f"{len(data.incidents):,}", f"{len(open_incidents)} still open" if data.incidents
+        tile("incidents", f"{len(data.incidents):,}", f"{len(open_incidents)} still open" if data.incidents
               else "none", "bad" if open_incidents else ("" if data.incidents else "good")),
-        _tile("lot records", f"{len(data.lots):,}", f"{incomplete} incomplete · {len(data.lots) - incomplete} slow"
+        tile("lot records", f"{len(data.lots):,}", f"{incomplete} incomplete · {len(data.lots) - incomplete} slow"
               if data.lots else "none", "bad" if data.lots else "good"),
     ]
-    kinds = _counts(data.anomaly_kinds, KINDS)
+    kinds = counts(data.anomaly_kinds, KINDS)
     summary = (f"{data.traces:,} files, {len(data.anomalies):,} anomalies{f' ({kinds})' if kinds else ''}, "
                f"{len(data.incidents):,} incidents ({len(open_incidents)} open), {len(data.lots):,} lot records.")
     lines = [f'<p class="headline">{escape(summary)}</p>']
@@ -246,7 +133,7 @@ def _headline(data: ReportData, page: _Page) -> str:
     return f'<section id="summary"><div class="tiles">{"".join(tiles)}</div>{"".join(lines)}</section>'
 
 
-def _stages_section(data: ReportData, page: _Page) -> str:
+def _stages_section(data: ReportData, page: Page) -> str:
     chart = stage_latency_svg(data)
     if chart is None:
         return ('<section id="stages"><h2>Latency by stage</h2><p class="empty">No stage waits in this span '
@@ -258,17 +145,17 @@ def _stages_section(data: ReportData, page: _Page) -> str:
     rows = []
     for s in data.series:
         i = s.worst()
-        worst = "—" if i is None else f"{_ms(s.p95[i])} in {page.bucket(s.starts_us[i])} vs {_ms(s.usual_p95[i])}"
+        worst = "—" if i is None else f"{ms(s.p95[i])} in {page.bucket(s.starts_us[i])} vs {ms(s.usual_p95[i])}"
         r = math.nan if i is None else s.ratio(i)
         kinds = by_stage.get(s.stage, Counter())
         above = not math.isnan(r) and r >= ABOVE_USUAL_RATIO
         name = "end to end" if s.stage == END_TO_END else s.stage
         rows.append(f'<tr{" class=above" if above else ""}>' + "".join([
-            _td(name), _td(f"{s.samples:,}", True), _td(_ms(s.all_p50), True), _td(_ms(s.all_p95), True),
-            _td(worst), _td("—" if math.isnan(r) else f"{r:.1f}x", True),
-            _td(kinds[SLOW_STAGE] + kinds[SLOW_TRACE], True), _td(kinds[STALLED], True),
-            _td(kinds[FAILED], True), _td(incidents[s.stage], True)]) + "</tr>")
-    table = _table([("stage", False), ("waits", True), ("p50", True), ("p95", True),
+            td(name), td(f"{s.samples:,}", True), td(ms(s.all_p50), True), td(ms(s.all_p95), True),
+            td(worst), td("—" if math.isnan(r) else f"{r:.1f}x", True),
+            td(kinds[SLOW_STAGE] + kinds[SLOW_TRACE], True), td(kinds[STALLED], True),
+            td(kinds[FAILED], True), td(incidents[s.stage], True)]) + "</tr>")
+    rows_table = table([("stage", False), ("waits", True), ("p50", True), ("p95", True),
                     ("worst bucket: p95 vs usual p95", False), ("ratio", True), ("slow", True), ("stalled", True),
                     ("failed", True), ("incidents", True)], rows)
     bucket, window = duration_words(data.bucket_us), duration_words(band_window_us(data.bucket_us))
@@ -280,7 +167,7 @@ def _stages_section(data: ReportData, page: _Page) -> str:
         f"{ABOVE_USUAL_RATIO}x above it. Markers are anomalies (each judged against its own line, often its "
         "customer's own baseline, so a marker can sit inside the band); shaded spans are the stage's incidents. "
         "Log scale.</p>"
-        f"{chart}{table}</section>"
+        f"{chart}{rows_table}</section>"
     )
 
 
@@ -289,7 +176,7 @@ def _scope(inc: dict[str, Any]) -> str:
     return f"{inc['scope']} {key}" if key else str(inc["scope"])
 
 
-def _incidents_section(data: ReportData, page: _Page) -> str:
+def _incidents_section(data: ReportData, page: Page) -> str:
     if not data.incidents:
         return ('<section id="incidents"><h2>Incidents</h2><p class="empty">No incidents in this span.</p>'
                 "</section>")
@@ -299,31 +186,31 @@ def _incidents_section(data: ReportData, page: _Page) -> str:
         state = ('<span class="badge resolved">resolved</span>' if resolved else
                  '<span class="badge open">open</span>')
         worst, usual = inc.get("worst_observed_ms"), inc.get("expected_ms")
-        how = "—" if worst is None else _ms(worst)
+        how = "—" if worst is None else ms(worst)
         if worst is not None and inc["kind"] == "failed":
-            how = f"failed after up to {_ms(worst)}"
+            how = f"failed after up to {ms(worst)}"
         elif worst is not None and usual:
-            how = f"{_ms(worst)} vs {_ms(usual)} ({_ratio_text(worst, usual)})"
+            how = f"{ms(worst)} vs {ms(usual)} ({ratio_text(worst, usual)})"
         tenants = list(inc.get("tenants") or [])
         of = f"{inc.get('affected_tenants', len(tenants))} of {inc['active_tenants']}: " if inc.get(
             "active_tenants") else ""
         samples = list(inc.get("sample_uids") or [])[:3]
         message = (f"{escape(inc['message'])}<span class=\"id mono\">{escape(inc['incident_id'])}</span>"
-                   + (f'<span class="id">e.g. {_listed(samples, nowrap=True)}</span>' if samples else ""))
+                   + (f'<span class="id">e.g. {listed(samples, nowrap=True)}</span>' if samples else ""))
         ended = page.time(resolved) if resolved else f"last update {page.time(inc['at'])}"
         rows.append("<tr>" + "".join([
-            _td(_Markup(state)), _td(str(inc["kind"]).replace("_", " ")), _td(inc["stage"]), _td(_scope(inc)),
-            _td(_Markup(escape(of) + _listed(tenants))), _td(page.time(inc["started_at"]), True), _td(ended, True),
-            _td(inc.get("files") or 0, True), _td(how, True), _td(_Markup(message))]) + "</tr>")
-    table = _table([("state", False), ("kind", False), ("stage", False), ("scope", False), ("tenants", False),
+            td(Markup(state)), td(str(inc["kind"]).replace("_", " ")), td(inc["stage"]), td(_scope(inc)),
+            td(Markup(escape(of) + listed(tenants))), td(page.time(inc["started_at"]), True), td(ended, True),
+            td(inc.get("files") or 0, True), td(how, True), td(Markup(message))]) + "</tr>")
+    rows_table = table([("state", False), ("kind", False), ("stage", False), ("scope", False), ("tenants", False),
                     ("started", True), ("resolved", True), ("files", True), ("worst vs usual", True),
                     ("message", False)], rows)
     return (f'<section id="incidents"><h2>Incidents</h2><p class="note">Each incident once, in its latest state '
             f"({len(data.incidents)}; times UTC). Look at a file with <code>stagewatch explain UID</code>.</p>"
-            f"{table}</section>")
+            f"{rows_table}</section>")
 
 
-def _tenants_section(data: ReportData, page: _Page) -> str:
+def _tenants_section(data: ReportData, page: Page) -> str:
     if not data.tenants:
         return '<section id="tenants"><h2>Tenants</h2><p class="empty">No files in this span.</p></section>'
     top = max((t.e2e_p95 for t in data.tenants if not math.isnan(t.e2e_p95)), default=0.0)
@@ -339,22 +226,22 @@ def _tenants_section(data: ReportData, page: _Page) -> str:
     for t in sorted(data.tenants, key=lambda t: t.tenant not in own):  # stable: then by share flagged
         hot = not math.isnan(t.e2e_p95) and not math.isnan(overall) and t.e2e_p95 >= ABOVE_USUAL_RATIO * overall
         width = 0.0 if math.isnan(t.e2e_p95) or top <= 0 else 100 * t.e2e_p95 / top
-        bar = _Markup(f'{escape(_ms(t.e2e_p95))}<div class="bar{" hot" if hot else ""}" '
+        bar = Markup(f'{escape(ms(t.e2e_p95))}<div class="bar{" hot" if hot else ""}" '
                       f'style="width:{width:.0f}%"></div>')
         share = f"{100 * t.flagged_files / t.files:.0f} %" if t.files else "—"
         rows.append(f'<tr{" class=above" if hot or t.tenant in own else ""}>' + "".join([
-            _td(t.tenant), _td(f"{t.files:,}", True), _td(t.statuses["open"], True),
-            *(_td(t.anomalies[k], True) for k in KINDS), _td(share, True), _td(_ms(t.e2e_p50), True),
-            _td(bar, True), _td("; ".join(own.get(t.tenant, [])) or "—")]) + "</tr>")
-    table = _table([("tenant", False), ("files", True), ("still open", True),
+            td(t.tenant), td(f"{t.files:,}", True), td(t.statuses["open"], True),
+            *(td(t.anomalies[k], True) for k in KINDS), td(share, True), td(ms(t.e2e_p50), True),
+            td(bar, True), td("; ".join(own.get(t.tenant, [])) or "—")]) + "</tr>")
+    rows_table = table([("tenant", False), ("files", True), ("still open", True),
                     *((FILE_KINDS[k].label, True) for k in KINDS), ("files flagged", True),
                     ("p50", True), ("p95", True), ("its own incidents", False)], rows,
                    groups=[("", 3), ("anomalies", len(KINDS)), ("", 1), ("end to end", 2), ("", 1)])
     return ('<section id="tenants"><h2>Tenants</h2><p class="note">Per customer: their files (still open: in '
             "flight when the data ends), their anomalies by kind, the share of their files with any anomaly, the "
             "end-to-end latency of their complete files, and the incidents scoped to them alone. Rows in red: an "
-            f"incident of their own, or p95 end to end at least {ABOVE_USUAL_RATIO}x everyone's ({_ms(overall)}). "
-            f"Those first, then by share of files flagged.</p>{table}</section>")
+            f"incident of their own, or p95 end to end at least {ABOVE_USUAL_RATIO}x everyone's ({ms(overall)}). "
+            f"Those first, then by share of files flagged.</p>{rows_table}</section>")
 
 
 def _end_to_end_section(data: ReportData) -> str:
@@ -380,37 +267,37 @@ def _unfinished(record: dict[str, Any]) -> str:
         # A lot of one tenant needs no tenant per file; a shared lot does.
         who = f" ({f['tenant']})" if len(record.get("tenants") or []) > 1 and f.get("tenant") else ""
         groups.setdefault(how, []).append(f"{f['uid']}{who}")
-    items = [f"<li>{escape(how)} ({len(uids)}): <span class=mono>{_listed(uids, nowrap=True)}</span></li>"
+    items = [f"<li>{escape(how)} ({len(uids)}): <span class=mono>{listed(uids, nowrap=True)}</span></li>"
              for how, uids in sorted(groups.items(), key=lambda g: (-len(g[1]), g[0]))]
     return f'<ul class="files">{"".join(items)}</ul>'
 
 
-def _lots_section(data: ReportData, page: _Page) -> str:
+def _lots_section(data: ReportData, page: Page) -> str:
     quiet = format_duration_ms(LotConfig().quiet_s * 1000)
     head = ('<section id="lots"><h2>Lots</h2><p class="note">A lot (batch) is judged once none of its files has '
             f"logged for {quiet}; batches still in flight at the end of the data have no verdict yet.</p>")
     incomplete = [r for r in data.lots if r["kind"] == LOT_INCOMPLETE]
     slow = [r for r in data.lots if r["kind"] == LOT_SLOW]
     def lot_cells(r: dict[str, Any]) -> list[str]:
-        return [_td(_Markup(f"<span class='mono nowrap'>{escape(r['lot'])}</span>")),
-                _td(_listed(list(r.get("tenants") or []))), _td(r["files"], True)]
+        return [td(Markup(f"<span class='mono nowrap'>{escape(r['lot'])}</span>")),
+                td(listed(list(r.get("tenants") or []))), td(r["files"], True)]
 
     parts = [head, "<h3>Lots that did not complete</h3>"]
     if incomplete:
         rows = ["<tr>" + "".join([
-            *lot_cells(r), _td(len(r.get("unfinished") or []), True), _td(page.time(r["submitted_at"]), True),
-            _td(page.time(r["finished_at"]), True), _td(_Markup(_unfinished(r)))]) + "</tr>" for r in incomplete]
-        parts.append(_table([("lot", False), ("tenants", False), ("files", True), ("unfinished", True),
+            *lot_cells(r), td(len(r.get("unfinished") or []), True), td(page.time(r["submitted_at"]), True),
+            td(page.time(r["finished_at"]), True), td(Markup(_unfinished(r)))]) + "</tr>" for r in incomplete]
+        parts.append(table([("lot", False), ("tenants", False), ("files", True), ("unfinished", True),
                              ("all in at", True), ("last activity", True), ("unfinished files", False)], rows))
     else:
         parts.append('<p class="empty">No incomplete lots in this span.</p>')
     parts.append("<h3>Slow lots</h3>")
     if slow:
         rows = ["<tr>" + "".join([
-            *lot_cells(r), _td(page.time(r["submitted_at"]), True), _td(page.time(r["finished_at"]), True),
-            _td(_ms(r.get("duration_ms")), True), _td(_ms(r.get("expected_ms")), True), _td(r["message"])])
+            *lot_cells(r), td(page.time(r["submitted_at"]), True), td(page.time(r["finished_at"]), True),
+            td(ms(r.get("duration_ms")), True), td(ms(r.get("expected_ms")), True), td(r["message"])])
             + "</tr>" for r in slow]
-        parts.append(_table([("lot", False), ("tenants", False), ("files", True), ("all in at", True),
+        parts.append(table([("lot", False), ("tenants", False), ("files", True), ("all in at", True),
                              ("finished", True), ("took", True), ("usual", True), ("message", False)], rows))
     else:
         parts.append('<p class="empty">No slow lots in this span.</p>')
@@ -439,9 +326,9 @@ def render_report(tables: Tables, *, since_us: int | None, until_us: int | None)
     if since_us is not None and until_us is not None and since_us >= until_us:
         raise ValueError("--since must be before --until")
     data = gather(tables, since_us=since_us, until_us=until_us)
-    page = _Page(data)
+    page = Page(data)
     span = _span_text(data)
-    dead = _counts(data.dead_letters, sorted(data.dead_letters))
+    dead = counts(data.dead_letters, sorted(data.dead_letters))
     footer = (f"{sum(data.dead_letters.values()):,} input lines rejected ({dead})." if data.dead_letters
               else "No rejected input lines.")
     body = "".join([

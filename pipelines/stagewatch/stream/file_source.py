@@ -11,7 +11,8 @@ from typing import Any
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.transforms.window import TimestampedValue
 
-from stagewatch.core.events import Parser, StageEvent
+from stagewatch.core.events import StageEvent
+from stagewatch.core.parser import Parser
 from stagewatch.core.stages import INFER_SAMPLE
 from stagewatch.logfiles import iter_lines
 

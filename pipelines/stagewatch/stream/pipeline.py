@@ -18,7 +18,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from stagewatch.core.baselines import BaselineConfig
-from stagewatch.core.events import Parser
+from stagewatch.core.parser import Parser
 from stagewatch.core.stages import infer_from_events
 from stagewatch.core.timeutil import US_PER_S
 from stagewatch.core.traces import TraceRules

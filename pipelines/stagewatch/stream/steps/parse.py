@@ -17,7 +17,8 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
-from stagewatch.core.events import REJECT_REASONS, Parser, StageEvent
+from stagewatch.core.events import REJECT_REASONS, StageEvent
+from stagewatch.core.parser import Parser
 from stagewatch.core.records import dead_letter
 from stagewatch.core.timeutil import US_PER_S, format_rfc3339
 

@@ -1,0 +1,357 @@
+"""Parsing log lines into stage events: Cloud Logging LogEntry JSON (native) or plain JSON objects.
+
+The parser never raises on input: every line comes back either as a ``StageEvent`` or as a ``Rejected`` with
+a reason from ``REJECT_REASONS``, which the caller counts and dead-letters. Where it reads each field is a
+``FieldMapping``; the default mapping has a faster path of its own that gives the same results.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import msgspec
+import orjson
+
+from stagewatch.core.events import MAX_LINE_BYTES, FieldMapping, Rejected, StageEvent
+from stagewatch.core.timeutil import US_PER_MS, US_PER_S, parse_duration_s, parse_rfc3339_us
+
+__all__ = ["Parser"]
+
+# Cloud Logging severities at or above ERROR mean the stage failed.
+_FAILED_SEVERITIES = frozenset({"ERROR", "CRITICAL", "ALERT", "EMERGENCY"})
+
+
+_Getter = Callable[[dict[str, Any]], Any]
+_MAX_EPOCH_US = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999Z
+_new_event = tuple.__new__  # StageEvent without NamedTuple's Python-level __new__: a third of the cost
+
+
+class _Fields(msgspec.Struct):
+    """What the default mapping reads from ``jsonPayload`` and ``labels``. ``Any``: the types are checked by
+    ``_parse_default``, which leaves every unusual value to the generic path. Unset, not None, tells a
+    ``duration_ms`` that is absent from one that is null."""
+
+    uid: Any = None
+    stage: Any = None
+    tenant: Any = None
+    lot: Any = None
+    failed: Any = None
+    duration_ms: Any = msgspec.UNSET
+
+
+class _Http(msgspec.Struct):
+    status: Any = None
+    latency: Any = None
+
+
+class _Entry(_Fields):
+    """The fields of a LogEntry (or a plain JSON line) the default mapping reads; others are skipped."""
+
+    jsonPayload: _Fields | None = None
+    labels: _Fields | None = None
+    httpRequest: _Http | None = None
+    timestamp: Any = None
+    insertId: Any = None
+    insert_id: Any = None
+    severity: Any = None
+    status: Any = None
+
+
+_decode_entry = msgspec.json.Decoder(_Entry).decode
+_NO_FIELDS = _Fields()
+_NO_HTTP = _Http()
+
+
+def _compile_path(path: str) -> _Getter:
+    """Turn ``"jsonPayload.uid"`` into a fast getter returning the value or ``None``."""
+    parts = tuple(path.split("."))
+    if len(parts) == 1:
+        (a,) = parts
+        return lambda o: o.get(a)
+    if len(parts) == 2:
+        a, b = parts
+
+        def get2(o: dict[str, Any]) -> Any:
+            inner = o.get(a)
+            return inner.get(b) if type(inner) is dict else None
+
+        return get2
+
+    def get_n(o: dict[str, Any]) -> Any:
+        cur: Any = o
+        for p in parts:
+            if type(cur) is not dict:
+                return None
+            cur = cur.get(p)
+        return cur
+
+    return get_n
+
+
+def _first_of(getters: Sequence[_Getter]) -> _Getter:
+    if len(getters) == 1:
+        return getters[0]
+
+    def first(o: dict[str, Any]) -> Any:
+        for g in getters:
+            v = g(o)
+            if v is not None and v != "":
+                return v
+        return None
+
+    return first
+
+
+def _as_str(value: Any) -> str | None:
+    if value is None:
+        return None
+    if type(value) is str:
+        return value or None
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return str(value)
+    return None
+
+
+class Parser:
+    """Turns raw lines (``bytes`` or ``str``) into ``StageEvent`` or ``Rejected``: ``parser.parse(line)``.
+    Picklable for Beam."""
+
+    parse: Callable[[bytes | str], StageEvent | Rejected]  # the default mapping's path or the generic one
+
+    def __init__(self, mapping: FieldMapping | None = None) -> None:
+        self.mapping = mapping or FieldMapping()
+        self._compile()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"mapping": self.mapping}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.mapping = state["mapping"]
+        self._compile()
+
+    def _compile(self) -> None:
+        m = self.mapping
+        # The default mapping has a hand-inlined path (``_parse_default``): field lookup is most of a parse.
+        self._default = m == FieldMapping()
+        self.parse = self._parse_default if self._default else self._parse_mapped
+
+        def getter(paths: tuple[str, ...]) -> _Getter:
+            return _first_of([_compile_path(p) for p in paths])
+
+        self._uid = getter(m.uid)
+        self._stage = getter(m.stage)
+        self._tenant = getter(m.tenant)
+        self._lot = getter(m.lot)
+        self._ts = getter(m.timestamp)
+        self._insert_id = getter(m.insert_id)
+        self._severity = getter(m.severity)
+        self._status = getter(m.http_status)
+        self._latency = getter(m.latency)
+        self._duration = getter(m.duration_ms)
+        self._failed_flag = getter(m.extra_failed)
+
+    def _parse_mapped(self, raw: bytes | str) -> StageEvent | Rejected:
+        if len(raw) * 4 > MAX_LINE_BYTES:
+            too_large = _too_large(raw)
+            if too_large is not None:
+                return too_large
+        return self._parse_generic(raw)
+
+    def _parse_generic(self, raw: bytes | str) -> StageEvent | Rejected:
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            return _classify_decode_error(raw, exc)
+        if type(obj) is not dict:
+            return Rejected("not_object", f"JSON {type(obj).__name__}, not an object", _preview(raw))
+        uid = _as_str(self._uid(obj))
+        if uid is None:
+            return Rejected("missing_uid", "no uid at " + "|".join(self.mapping.uid), _preview(raw))
+        stage = _as_str(self._stage(obj))
+        if stage is None:
+            return Rejected("missing_stage", "no stage at " + "|".join(self.mapping.stage), _preview(raw))
+        ts = self._ts(obj)
+        try:
+            t_us = _timestamp_us(ts)
+        except (ValueError, TypeError, OverflowError):
+            return Rejected("bad_timestamp", f"timestamp {str(ts)[:60]!r} is not RFC 3339", _preview(raw))
+        return StageEvent(
+            uid,
+            stage,
+            t_us,
+            _as_str(self._tenant(obj)),
+            _as_str(self._lot(obj)),
+            _as_str(self._insert_id(obj)),
+            self._is_failed(obj),
+            self._reported_ms(obj),
+        )
+
+    def _parse_default(self, raw: bytes | str) -> StageEvent | Rejected:
+        """``parse`` for the default ``FieldMapping``, result for result the same as the generic path (a test
+        holds them equal).
+
+        msgspec decodes only the fields the mapping reads (``_Entry``), skipping the rest of the line without
+        building it; the common line -- string fields, an INFO or DEFAULT severity, a status under 500, a
+        latency like ``"1.234s"`` -- is finished here. Anything else (a line msgspec refuses, a number where a
+        string belongs, a failure, another latency form) takes the generic path, which is the reference.
+        """
+        if len(raw) * 4 > MAX_LINE_BYTES:
+            too_large = _too_large(raw)
+            if too_large is not None:
+                return too_large
+        if not raw.isascii():
+            # msgspec does not validate UTF-8 in the fields it skips; orjson (the generic path) does.
+            try:
+                raw.decode("utf-8") if type(raw) is bytes else raw.encode("utf-8")  # type: ignore[union-attr]
+            except UnicodeError:
+                return self._parse_generic(raw)
+        try:
+            e = _decode_entry(raw)
+        except (msgspec.MsgspecError, RecursionError):
+            return self._parse_generic(raw)
+        jp = e.jsonPayload or _NO_FIELDS
+        lb = e.labels or _NO_FIELDS
+        uid = jp.uid
+        if uid is None or uid == "":
+            uid = lb.uid
+            if uid is None or uid == "":
+                uid = e.uid
+        stage = jp.stage
+        if stage is None or stage == "":
+            stage = lb.stage
+            if stage is None or stage == "":
+                stage = e.stage
+        tenant = jp.tenant
+        if tenant is None or tenant == "":
+            tenant = lb.tenant
+            if tenant is None or tenant == "":
+                tenant = e.tenant
+        lot = jp.lot
+        if lot is None or lot == "":
+            lot = lb.lot
+            if lot is None or lot == "":
+                lot = e.lot
+        insert_id = e.insertId
+        if insert_id is None or insert_id == "":
+            insert_id = e.insert_id
+        ts = e.timestamp
+        http = e.httpRequest or _NO_HTTP
+        severity = e.severity
+        status = http.status
+        if status is None:
+            status = e.status
+        latency = http.latency
+        if (
+            type(uid) is not str
+            or not uid
+            or type(stage) is not str
+            or not stage
+            or type(ts) is not str
+            or not (tenant is None or type(tenant) is str)
+            or not (lot is None or type(lot) is str)
+            or not (insert_id is None or type(insert_id) is str)
+            or not (severity is None or severity == "INFO" or severity == "DEFAULT")
+            or not (status is None or (type(status) is int and status < 500))
+            or not ((type(latency) is str and latency[-1:] == "s") or latency is None)
+        ):
+            return self._parse_generic(raw)
+        try:
+            t_us = parse_rfc3339_us(ts)
+        except ValueError:
+            return self._parse_generic(raw)
+        reported: float | None = None
+        if latency is not None:
+            try:
+                reported = float(latency[:-1]) * 1000.0
+            except ValueError:
+                return self._parse_generic(raw)
+            if not 0 <= reported < math.inf:
+                return self._parse_generic(raw)
+        elif jp.duration_ms is not msgspec.UNSET or e.duration_ms is not msgspec.UNSET:
+            return self._parse_generic(raw)
+        failed = jp.failed
+        if failed is None or failed == "":
+            failed = e.failed
+        return _new_event(
+            StageEvent, (uid, stage, t_us, tenant or None, lot or None, insert_id or None, failed is True, reported)
+        )
+
+    def _is_failed(self, obj: dict[str, Any]) -> bool:
+        severity = self._severity(obj)
+        if severity is not None:
+            if type(severity) is str:
+                if severity.upper() in _FAILED_SEVERITIES:
+                    return True
+            elif isinstance(severity, int) and not isinstance(severity, bool) and severity >= 500:
+                return True
+        status = self._status(obj)
+        if isinstance(status, int) and not isinstance(status, bool) and status >= 500:
+            return True
+        return self._failed_flag(obj) is True
+
+    def _reported_ms(self, obj: dict[str, Any]) -> float | None:
+        latency = self._latency(obj)
+        if type(latency) is str:
+            try:
+                return parse_duration_s(latency) * 1000.0
+            except ValueError:
+                pass
+        elif type(latency) is dict:  # a protobuf Duration as an object: {"seconds": 1, "nanos": 5e8}
+            try:
+                ms = float(latency.get("seconds", 0)) * 1000.0 + float(latency.get("nanos", 0)) / 1e6
+                if math.isfinite(ms) and ms >= 0:
+                    return ms
+            except (TypeError, ValueError):
+                pass
+        duration = self._duration(obj)
+        if isinstance(duration, int | float) and not isinstance(duration, bool) and 0 <= duration < math.inf:
+            return float(duration)
+        return None
+
+
+def _timestamp_us(value: Any) -> int:
+    if type(value) is str:
+        return parse_rfc3339_us(value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        # Plain JSON lines may carry epoch numbers: seconds, milliseconds or microseconds by magnitude.
+        v = float(value)
+        if v <= 0 or v != v:
+            raise ValueError("non-positive epoch")
+        if v < 1e11:
+            t = round(v * US_PER_S)
+        elif v < 1e14:
+            t = round(v * US_PER_MS)
+        else:
+            t = int(v)
+        if t > _MAX_EPOCH_US:  # nanoseconds, or nonsense: not a time we can write back as RFC 3339
+            raise ValueError("epoch out of range")
+        return t
+    raise ValueError("missing timestamp")
+
+
+def _too_large(raw: bytes | str) -> Rejected | None:
+    size = len(raw)
+    if type(raw) is str:  # a character is up to 4 bytes of UTF-8
+        size = len(raw.encode("utf-8", errors="surrogatepass"))
+    if size > MAX_LINE_BYTES:
+        return Rejected("too_large", f"line of {size} bytes exceeds {MAX_LINE_BYTES}", _preview(raw))
+    return None
+
+
+def _preview(raw: bytes | str) -> str:
+    if isinstance(raw, bytes):
+        return raw[:1000].decode("utf-8", errors="replace")
+    return raw[:1000]
+
+
+def _classify_decode_error(raw: bytes | str, exc: orjson.JSONDecodeError) -> Rejected:
+    if isinstance(raw, bytes):
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as uexc:
+            return Rejected("not_utf8", f"invalid UTF-8 at byte {uexc.start}", _preview(raw))
+    return Rejected("invalid_json", str(exc)[:200], _preview(raw))
