@@ -8,7 +8,7 @@ Input: ``stagewatch simulate --short --rate R --seed 42`` (three simulated hours
 written once into the work directory. Every pipeline reads that file through the same ``TestStream``:
 ``stagewatch.stream.file_source.file_stream`` with the job's defaults (allowed lateness 60 s, watermark steps of
 a third of a baseline interval = 100 s), so all see the same lines at the same event times and the same
-watermark steps. All run in streaming mode on ``stagewatch.stream.local.local_runner`` (Beam's bundle-based
+watermark steps. All run in streaming mode on ``stagewatch.stream.local.LocalRunner`` (Beam's bundle-based
 DirectRunner, which is what ``stagewatch run`` uses locally).
 
 The pipelines (outputs go to a counting ``ParDo`` whose totals are read back from Beam's metrics — no files):
@@ -23,11 +23,11 @@ The pipelines (outputs go to a counting ``ParDo`` whose totals are read back fro
   keyed by stage on ``beam.Row(value=ms)``. The global window is what makes it one model per stage (state is
   per key and window: left in the session windows, every UID session would start its own empty model).
 
-``local_runner`` installs fixes to the in-process runner's per-bundle bookkeeping (``fixes``; listed and
-explained in ``stagewatch/beam/local.py``). They are process-wide and cannot be undone, so every run is its
-own subprocess; each variant runs both with them (``stagewatch run``'s runner) and without them (Beam's
-runner as shipped, but for fix 1, which keeps an empty bundle from crashing the runner at the judging step
-and is always installed). The child times wall clock
+``LocalRunner`` applies fixes to the in-process runner's per-bundle bookkeeping (``fixes``; listed and
+explained in ``stagewatch/stream/local/patches.py``) for the length of a run. Every run is its own subprocess
+(a fresh process each: no warm caches, its own peak RSS); each variant runs both with them (``stagewatch run``'s
+runner) and without them (Beam's runner as shipped, but for the two corrections, which the job needs to run,
+or to run right, and are always applied). The child times wall clock
 around ``p.run().wait_until_finish()`` only: building the ``TestStream`` from the file, inferring the stage
 order and constructing the graph are excluded (they are the same work for every pipeline, or not the
 runner's). It also reports its CPU time over the same span, its peak RSS, and how many steps and bundles
@@ -169,7 +169,7 @@ def child(kind: str, fixes: bool, path: str) -> dict[str, Any]:
     from stagewatch.core.timeutil import US_PER_S
     from stagewatch.core.traces import TraceRules
     from stagewatch.stream.file_source import file_stream
-    from stagewatch.stream.local import local_runner
+    from stagewatch.stream.local import LocalRunner
     from stagewatch.stream.pipeline import build
     from stagewatch.stream.steps.parse import ParseEvents
 
@@ -182,7 +182,7 @@ def child(kind: str, fixes: bool, path: str) -> dict[str, Any]:
 
     options = PipelineOptions([])
     options.view_as(StandardOptions).streaming = True
-    p = beam.Pipeline(runner=local_runner(fixes=fixes), options=options)
+    p = beam.Pipeline(runner=LocalRunner(fixes=None if fixes else ()), options=options)
     lines = p | "ReadLogFile" >> stream
     if kind == "stagewatch":
         rules = TraceRules(infer_from_events(sample), stall_factor=float(d["stall_factor"]), ttl_s=gap_s)
@@ -396,7 +396,7 @@ def notes(summary: dict[str, Any]) -> list[str]:
     for kind in ("bare", "stagewatch", "robustzscore"):
         a, b = best.get(kind, {}), best.get(f"{kind}-unfixed", {})
         if a.get("status") == "ok" and b.get("status") == "ok":
-            out.append(f"* The runner fixes of `local_runner`: {kind} {b['best_seconds']:.1f} s without them, "
+            out.append(f"* The runner fixes of `LocalRunner`: {kind} {b['best_seconds']:.1f} s without them, "
                        f"{a['best_seconds']:.1f} s with them ({b['best_seconds'] / a['best_seconds']:.2f}×).")
     out += [
         "* Steps run and bundles run (of the best run): the steps that ran at least one bundle, and how many "
@@ -404,7 +404,7 @@ def notes(summary: dict[str, Any]) -> list[str]:
         "this, not the events, is what a run's time follows on this runner.",
         "* Runs without the fixes still have the runner's two corrections (an empty bundle scheduled on a ParDo "
         "with a side input crashed it; its stateful steps' timers did not hold their output watermark): the job "
-        "needs them to run, or to run right (`stagewatch/beam/local.py`).",
+        "needs them to run, or to run right (`stagewatch/stream/local/patches.py`).",
         "* The RobustZScore pipeline re-windows the durations into the global window before `AnomalyDetection`: "
         "its model is keyed state, and state is per key and window, so left in the UID session windows every "
         "session would score its handful of durations against an empty model of its own.",

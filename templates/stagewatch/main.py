@@ -14,8 +14,13 @@ from stagewatch.stream.pipeline import run
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    # The launcher builds a Dataflow job, whatever the template's caller passed: without a --runner, the job's
+    # own default (a local runner for a file, none for Pub/Sub) would not be Dataflow.
+    if not any(a == "--runner" or a.startswith("--runner=") for a in args):
+        args = [*args, "--runner=DataflowRunner"]
     try:
-        run(sys.argv[1:] if argv is None else argv, wait=False)
+        run(args, wait=False)
     except ValueError as exc:
         print(f"stagewatch: error: {exc}", file=sys.stderr)
         return 2

@@ -3,27 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
 
 from stagewatch.core.incidents import IncidentConfig, IncidentTracker
-from stagewatch.core.measurements import Arrival
-from stagewatch.core.records import Anomaly, IncidentEvent, LotFile, LotRecord, TraceSummary, anomaly_id
+from stagewatch.core.records import Anomaly, IncidentEvent
 from stagewatch.core.timeutil import US_PER_S, format_rfc3339
 from stagewatch.evaluation.scoring import score_incidents
+from tests.records import MIN, anomaly, closed_summary, lot_record
 from tests.streams import T0
-
-MIN = 60 * US_PER_S
-
-
-def _a(kind: str, uid: str, stage: str, t_us: int, tenant: str | None, lot: str | None = None,
-       observed: float = 900.0) -> Anomaly:
-    return Anomaly(
-        anomaly_id(kind, uid, stage, t_us), kind, uid, stage, None, tenant, lot, format_rfc3339(t_us),
-        format_rfc3339(t_us), observed, 100.0, 250.0, observed / 250.0, 500, "stage", "critical", "wait", "m",
-    )
 
 
 def _feed(tracker: IncidentTracker, anomalies: list[Anomaly]) -> list[IncidentEvent]:
@@ -37,7 +26,8 @@ def _feed(tracker: IncidentTracker, anomalies: list[Anomaly]) -> list[IncidentEv
 def test_many_tenants_open_one_global_incident_with_counts() -> None:
     tracker = IncidentTracker()
     tenants = ["t1", "t2", "t3", "t4"]
-    events = _feed(tracker, [_a("slow_stage", f"f{i}", "analyse", T0 + i * MIN, tenants[i % 4]) for i in range(30)])
+    events = _feed(tracker, [anomaly("slow_stage", f"f{i}", "analyse", T0 + i * MIN, tenants[i % 4])
+                             for i in range(30)])
     opened = [e for e in events if e.event == "opened"]
     assert len(opened) == 1
     assert (opened[0].scope, opened[0].scope_key, opened[0].files) == ("global", None, 5)
@@ -50,8 +40,8 @@ def test_many_tenants_open_one_global_incident_with_counts() -> None:
 @pytest.mark.unit
 def test_one_tenant_opens_a_tenant_incident_that_others_do_not_join() -> None:
     tracker = IncidentTracker()
-    slow = [_a("slow_stage", f"w{i}", "upload", T0 + i * MIN, "wayne") for i in range(8)]
-    other = [_a("slow_stage", "x1", "upload", T0 + 9 * MIN, "acme")]
+    slow = [anomaly("slow_stage", f"w{i}", "upload", T0 + i * MIN, "wayne") for i in range(8)]
+    other = [anomaly("slow_stage", "x1", "upload", T0 + 9 * MIN, "acme")]
     events = _feed(tracker, slow + other)
     opened = [e for e in events if e.event == "opened"]
     assert [(e.scope, e.scope_key, e.tenants) for e in opened] == [("tenant", "wayne", ("wayne",))]
@@ -62,15 +52,15 @@ def test_one_tenant_opens_a_tenant_incident_that_others_do_not_join() -> None:
 @pytest.mark.unit
 def test_a_few_scattered_anomalies_open_nothing() -> None:
     tracker = IncidentTracker()
-    scattered = [_a("slow_stage", f"f{i}", "register", T0 + i * 10 * MIN, "hooli") for i in range(10)]
+    scattered = [anomaly("slow_stage", f"f{i}", "register", T0 + i * 10 * MIN, "hooli") for i in range(10)]
     assert _feed(tracker, scattered) == []
 
 
 @pytest.mark.unit
 def test_slow_end_to_end_joins_the_stage_incident_that_explains_it() -> None:
     tracker = IncidentTracker()
-    cause = [_a("slow_stage", f"f{i}", "analyse", T0 + i * MIN, f"t{i % 3}") for i in range(6)]
-    effect = [_a("slow_trace", f"f{i}", "end_to_end", T0 + (i + 1) * MIN, f"t{i % 3}") for i in range(20)]
+    cause = [anomaly("slow_stage", f"f{i}", "analyse", T0 + i * MIN, f"t{i % 3}") for i in range(6)]
+    effect = [anomaly("slow_trace", f"f{i}", "end_to_end", T0 + (i + 1) * MIN, f"t{i % 3}") for i in range(20)]
     events = _feed(tracker, cause + effect)
     assert [(e.kind, e.stage) for e in events if e.event == "opened"] == [("slow_stage", "analyse")]
     assert len(tracker.open[0].uids) == 20
@@ -79,20 +69,20 @@ def test_slow_end_to_end_joins_the_stage_incident_that_explains_it() -> None:
 @pytest.mark.unit
 def test_resolved_after_quiet_and_not_at_the_end_of_input() -> None:
     tracker = IncidentTracker(IncidentConfig(quiet_s=600))
-    _feed(tracker, [_a("stalled", f"f{i}", "download", T0 + i * MIN, f"t{i % 4}") for i in range(10)])
+    _feed(tracker, [anomaly("stalled", f"f{i}", "download", T0 + i * MIN, f"t{i % 4}") for i in range(10)])
     assert tracker.advance(T0 + 15 * MIN) == []  # 6 minutes after the last: not yet
-    done = tracker.observe_summary(_summary("z", "t1", T0 + 25 * MIN))
+    done = tracker.observe_summary(closed_summary("z", "t1", T0 + 25 * MIN))
     assert [(e.event, e.resolved_at) for e in done] == [("resolved", format_rfc3339(T0 + 19 * MIN))]
     assert "resolved:" in done[0].message
     again = IncidentTracker()
-    _feed(again, [_a("failed", f"f{i}", "analyse", T0 + i * MIN, f"t{i % 4}") for i in range(10)])
+    _feed(again, [anomaly("failed", f"f{i}", "analyse", T0 + i * MIN, f"t{i % 4}") for i in range(10)])
     assert again.finish() == [] and len(again.open) == 1  # the end of a file is not the passage of time
 
 
 @pytest.mark.unit
 def test_a_stall_incident_resolves_when_its_files_arrive_after_all() -> None:
     tracker = IncidentTracker(IncidentConfig(settle_s=120))
-    events = _feed(tracker, [_a("stalled", f"f{i}", "download", T0 + i * 10 * US_PER_S, f"t{i % 4}")
+    events = _feed(tracker, [anomaly("stalled", f"f{i}", "download", T0 + i * 10 * US_PER_S, f"t{i % 4}")
                              for i in range(6)])
     assert [e.event for e in events] == ["opened"]
     for i in range(5):  # a queue drains its backlog: the stalled files come through, one is still missing
@@ -108,12 +98,12 @@ def test_a_stall_incident_resolves_when_its_files_arrive_after_all() -> None:
 @pytest.mark.unit
 def test_stalls_that_keep_coming_do_not_resolve_on_arrivals() -> None:
     tracker = IncidentTracker(IncidentConfig(settle_s=120))
-    _feed(tracker, [_a("stalled", f"f{i}", "download", T0 + i * 10 * US_PER_S, "t1" if i % 2 else "t2")
+    _feed(tracker, [anomaly("stalled", f"f{i}", "download", T0 + i * 10 * US_PER_S, "t1" if i % 2 else "t2")
                     for i in range(5)])
     for i in range(5):
         tracker.arrived(f"f{i}", T0 + MIN)
     # Every stalled file arrived at +1 min, but another stalls at +1.5 min: not over.
-    assert [e.event for e in tracker.add(_a("stalled", "g", "download", T0 + 90 * US_PER_S, "t1"))] == []
+    assert [e.event for e in tracker.add(anomaly("stalled", "g", "download", T0 + 90 * US_PER_S, "t1"))] == []
     tracker.arrived("g", T0 + 2 * MIN)
     assert tracker.advance(T0 + 3 * MIN) == []  # settling: the last stall was 90 s ago
     (done,) = tracker.advance(T0 + 4 * MIN)
@@ -123,7 +113,7 @@ def test_stalls_that_keep_coming_do_not_resolve_on_arrivals() -> None:
 @pytest.mark.unit
 def test_a_file_that_arrives_before_its_stall_incident_opens_counts_as_arrived() -> None:
     tracker = IncidentTracker(IncidentConfig(settle_s=60))
-    stalls = [_a("stalled", f"f{i}", "download", T0 + i * 10 * US_PER_S, f"t{i % 4}") for i in range(5)]
+    stalls = [anomaly("stalled", f"f{i}", "download", T0 + i * 10 * US_PER_S, f"t{i % 4}") for i in range(5)]
     _feed(tracker, stalls[:4])
     tracker.arrived("f0", T0 + 45 * US_PER_S)  # through before the fifth stall opens the incident
     assert [e.event for e in tracker.add(stalls[4])] == ["opened"]
@@ -140,7 +130,7 @@ def test_a_tracker_saved_by_an_older_release_loads_and_goes_on() -> None:
     import pickle
 
     tracker = IncidentTracker()
-    _feed(tracker, [_a("stalled", f"f{i}", "download", T0 + i * MIN, f"t{i % 4}") for i in range(6)])
+    _feed(tracker, [anomaly("stalled", f"f{i}", "download", T0 + i * MIN, f"t{i % 4}") for i in range(6)])
     for name in ("explained_lots", "_arrived_early"):  # what the older release did not have
         del tracker.__dict__[name]
     for name in ("outstanding", "arrived", "last_arrival_us", "lots", "lot_files", "resolution"):
@@ -153,15 +143,15 @@ def test_a_tracker_saved_by_an_older_release_loads_and_goes_on() -> None:
     assert loaded.cfg.settle_s == 120.0 and loaded.open[0].outstanding == set()
     # An incident from before knows none of its held-up files: arrivals leave it to resolve by quiet.
     assert loaded.arrived("f1", T0 + 7 * MIN) == [] and len(loaded.open) == 1
-    (done,) = loaded.add_lot(_lot_record("lot-1", "lot_incomplete", T0 + 2 * MIN, ["f2"]))  # two hours on
+    (done,) = loaded.add_lot(lot_record("lot-1", "lot_incomplete", T0 + 2 * MIN, ["f2"]))  # two hours on
     assert done.event == "resolved" and loaded.explained_lots == 1 and loaded.resolved[0].lots == {"lot-1"}
 
 
 @pytest.mark.unit
 def test_a_slowdown_resolves_by_quiet_even_when_its_stalled_files_arrive() -> None:
     tracker = IncidentTracker(IncidentConfig(quiet_s=600, settle_s=60))
-    _feed(tracker, [_a("slow_stage", f"f{i}", "upload", T0 + i * MIN, "wayne") for i in range(6)])
-    tracker.add(_a("stalled", "s1", "upload", T0 + 7 * MIN, "wayne"))  # so slow it was called stalled
+    _feed(tracker, [anomaly("slow_stage", f"f{i}", "upload", T0 + i * MIN, "wayne") for i in range(6)])
+    tracker.add(anomaly("stalled", "s1", "upload", T0 + 7 * MIN, "wayne"))  # so slow it was called stalled
     assert tracker.open[0].uids >= {"s1"}
     tracker.arrived("s1", T0 + 9 * MIN)
     assert tracker.advance(T0 + 12 * MIN) == []
@@ -169,28 +159,13 @@ def test_a_slowdown_resolves_by_quiet_even_when_its_stalled_files_arrive() -> No
     assert done.resolved_at == format_rfc3339(T0 + 17 * MIN)  # quiet: 10 min after the last join
 
 
-def _lot_record(lot: str, kind: str, finished_us: int, unfinished: list[str], tenant: str = "acme") -> LotRecord:
-    return LotRecord(
-        lot=lot, kind=kind, tenants=(tenant,), files=10, started_at=format_rfc3339(finished_us - MIN),
-        submitted_at=format_rfc3339(finished_us - MIN), finished_at=format_rfc3339(finished_us),
-        judged_at=format_rfc3339(finished_us + 120 * MIN), duration_ms=60_000.0,
-        expected_ms=10_000.0 if kind == "lot_slow" else None,
-        unfinished=tuple(LotFile(u, "stalled", tenant, "store_result") for u in unfinished), message=f"lot {lot}")
-
-
-def _summary(uid: str, tenant: str, closed_us: int) -> TraceSummary:
-    at = format_rfc3339(closed_us)
-    return TraceSummary(uid=uid, tenant=tenant, lot=None, status="complete", first_time=at, last_time=at,
-                        end_to_end_ms=None, stages=(), missing_stages=(), negative_gaps=0, closed_at=at)
-
-
 @pytest.mark.unit
 def test_a_lot_left_incomplete_by_a_known_incident_opens_nothing_new() -> None:
     tracker = IncidentTracker()
-    _feed(tracker, [_a("stalled", f"f{i}", "lot_check", T0 + i * MIN, f"t{i % 4}") for i in range(8)])
+    _feed(tracker, [anomaly("stalled", f"f{i}", "lot_check", T0 + i * MIN, f"t{i % 4}") for i in range(8)])
     assert len(tracker.open) == 1
     # Judged two hours later, long after the stall incident resolved: its casualty, not a new incident.
-    events = tracker.add_lot(_lot_record("lot-9", "lot_incomplete", T0 + 5 * MIN, ["f1", "f2", "x"]))
+    events = tracker.add_lot(lot_record("lot-9", "lot_incomplete", T0 + 5 * MIN, ["f1", "f2", "x"]))
     assert [(e.event, e.kind) for e in events] == [("resolved", "stalled")]  # time passed; nothing opened
     assert tracker.explained_lots == 1 and tracker.open == [] and "lot-9" in tracker.resolved[0].lots
 
@@ -198,14 +173,14 @@ def test_a_lot_left_incomplete_by_a_known_incident_opens_nothing_new() -> None:
 @pytest.mark.unit
 def test_unexplained_lots_open_a_lot_incident_that_widens_and_resolves_when_files_arrive() -> None:
     tracker = IncidentTracker()
-    (opened,) = tracker.add_lot(_lot_record("lot-1", "lot_incomplete", T0, ["a1"], tenant="acme"))
+    (opened,) = tracker.add_lot(lot_record("lot-1", "lot_incomplete", T0, ["a1"], tenant="acme"))
     assert (opened.event, opened.scope, opened.scope_key, opened.stage) == (
         "opened", "lot", "lot-1", "lot")
     assert opened.lots == ("lot-1",) and opened.files == 1 and "lot lot-1" in opened.message
-    (updated,) = tracker.add_lot(_lot_record("lot-2", "lot_incomplete", T0 + 6 * MIN, ["a2", "a3"], tenant="acme"))
+    (updated,) = tracker.add_lot(lot_record("lot-2", "lot_incomplete", T0 + 6 * MIN, ["a2", "a3"], tenant="acme"))
     assert (updated.event, updated.scope, updated.scope_key, updated.files) == (
         "updated", "tenant", "acme", 3)
-    tracker.add_lot(_lot_record("lot-3", "lot_incomplete", T0 + 7 * MIN, ["b1"], tenant="hooli"))
+    tracker.add_lot(lot_record("lot-3", "lot_incomplete", T0 + 7 * MIN, ["b1"], tenant="hooli"))
     assert (tracker.open[0].scope, tracker.open[0].scope_key) == ("global", None)
     for uid in ("a1", "a2", "a3"):
         assert tracker.arrived(uid, T0 + 130 * MIN) == []
@@ -217,7 +192,7 @@ def test_unexplained_lots_open_a_lot_incident_that_widens_and_resolves_when_file
 @pytest.mark.unit
 def test_a_slow_lot_alone_is_a_lot_incident_that_resolves_when_quiet() -> None:
     tracker = IncidentTracker(IncidentConfig(quiet_s=600))
-    (opened,) = tracker.add_lot(_lot_record("lot-7", "lot_slow", T0, []))
+    (opened,) = tracker.add_lot(lot_record("lot-7", "lot_slow", T0, []))
     assert (opened.kind, opened.scope, opened.files, opened.worst_observed_ms) == (
         "lot_slow", "lot", 10, 60_000.0)
     (done,) = tracker.advance(T0 + 200 * MIN)
@@ -248,73 +223,3 @@ def test_a_simulated_day_gives_one_incident_per_fault(tmp_path: Path) -> None:
     tenant = next(e for e in events if e["event"] == "opened" and e["scope"] == "tenant")
     assert tenant["tenants"] == ["wayne"]
     assert {e["event"] for e in events} == {"opened", "updated", "resolved"}
-
-
-@pytest.mark.pipeline
-def test_the_streaming_tracker_makes_the_backtests_events_from_late_and_shuffled_inputs() -> None:
-    """``TrackIncidents`` on the DirectRunner (streaming) over anomalies, arrivals, lot records and summaries
-    that reach it shuffled and up to two minutes behind the watermark (as verdicts do) makes the events the
-    core tracker makes from the same inputs in time order: a stall incident resolved by its files' arrival,
-    and a lot incident resolved when its unfinished file arrives."""
-    import random
-
-    import apache_beam as beam
-    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-    from apache_beam.testing.test_stream import TestStream
-    from apache_beam.testing.util import assert_that, equal_to
-    from apache_beam.transforms.window import TimestampedValue
-
-    from stagewatch.core.timeutil import parse_rfc3339_us
-    from stagewatch.stream.local import local_runner
-    from stagewatch.stream.steps.incidents import TrackIncidents
-
-    stalls = [_a("stalled", f"f{i}", "download", T0 + i * 20 * US_PER_S, f"t{i % 3}") for i in range(6)]
-    # Before the stall incident opens (its fifth stall, at +80 s): in time order it finds nothing to join.
-    slow_end = _a("slow_trace", "s1", "end_to_end", T0 + 70 * US_PER_S, "t1")
-    arrivals = [Arrival(f"f{i}", "download", T0 + (4 + i) * MIN) for i in range(6)]
-    lot = _lot_record("lot-7", "lot_incomplete", T0 - 100 * MIN, ["g1"], tenant="t9")  # judged at T0 + 20 min
-    late_file = Arrival("g1", "store_result", T0 + 26 * MIN)
-    summary = _summary("z", "t1", T0 + 1 * MIN)
-    timed: list[tuple[int, str, Any]] = [
-        *[(parse_rfc3339_us(a.detected_at), "anomaly", a) for a in [*stalls, slow_end]],
-        *[(r.t_us, "arrival", r) for r in [*arrivals, late_file]],
-        (parse_rfc3339_us(lot.judged_at), "lot", lot), (T0 + MIN, "summary", summary),
-    ]
-    tracker, want = IncidentTracker(), []
-    for t, what, record in sorted(timed, key=lambda x: x[0]):
-        want += (tracker.add(record) if what == "anomaly" else tracker.arrived(record.uid, t)
-                 if what == "arrival" else tracker.add_lot(record) if what == "lot" else [])
-    want += tracker.advance(T0 + 60 * MIN)
-    assert [(e.event, e.kind) for e in want if e.event != "updated"] == [
-        ("opened", "stalled"), ("resolved", "stalled"), ("opened", "lot_incomplete"), ("resolved", "lot_incomplete")]
-    assert all(e.arrived for e in want if e.event == "resolved")
-    assert "s1" not in tracker.resolved[0].uids
-
-    # Delivered in 100 s watermark steps; verdicts (anomalies) after the watermark passed their time, as the
-    # judging step delivers them (the slow end to end two minutes late); each step's elements shuffled.
-    rng, stream, step = random.Random(5), TestStream(), 100 * US_PER_S
-    delay = {"slow_trace": 120 * US_PER_S, "stalled": 20 * US_PER_S}
-    pending = [(t + (delay[r.kind] if what == "anomaly" else 0), t, what, r) for t, what, r in timed]
-    wm = T0 - step
-    while pending:
-        wm += step
-        chunk = [x for x in pending if x[0] <= wm]
-        pending = [x for x in pending if x[0] > wm]
-        rng.shuffle(chunk)
-        if chunk:
-            stream = stream.add_elements([TimestampedValue((what, r), t / US_PER_S) for _, t, what, r in chunk])
-        stream = stream.advance_watermark_to(wm / US_PER_S)
-    # Time passes to the end of the input before the stream closes: what is due by then is decided then.
-    stream = stream.advance_watermark_to((T0 + 60 * MIN) / US_PER_S)
-    opts = PipelineOptions()
-    opts.view_as(StandardOptions).streaming = True
-
-    def milestone(e: IncidentEvent) -> tuple[Any, ...]:
-        return e.event, e.incident_id, e.at, e.files, e.arrived, tuple(e.lots)
-
-    with beam.Pipeline(runner=local_runner(), options=opts) as p:
-        tagged = p | stream.advance_watermark_to_infinity()
-        inputs = tuple(tagged | f"Only{kind.title()}" >> beam.FlatMap(lambda x, k=kind: [x[1]] if x[0] == k else [])
-                       for kind in ("anomaly", "summary", "arrival", "lot"))
-        got = inputs | TrackIncidents(end_us=T0 + 60 * MIN, hold_s=250)
-        assert_that(got | beam.Map(milestone), equal_to([milestone(e) for e in want]))

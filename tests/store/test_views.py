@@ -17,7 +17,7 @@ import pytest
 
 from stagewatch.cli import main
 from stagewatch.core.lots import LotJudge, add_file
-from stagewatch.core.records import Anomaly
+from stagewatch.core.records import Anomaly, TraceSummary
 from stagewatch.core.timeutil import US_PER_MS, US_PER_S, format_rfc3339, parse_rfc3339_us
 from stagewatch.investigate.explain import explain
 from stagewatch.store.readers import LocalTables, json_shaped, read_table
@@ -201,10 +201,11 @@ def test_lot_durations_measure_as_the_lots_judge_and_carry_its_verdict(bq: tuple
            [trace("no-lot", f"{DAY}T11:00:00Z", [("upload", 1)])])
     lot = None
     for row in lot_a:
-        lot = add_file(lot, row)
+        lot = add_file(lot, TraceSummary.from_dict(row))
     assert lot is not None
-    incomplete = LotJudge().judge("lot-a", lot)  # the core's own verdict on lot-a
-    assert incomplete is not None and incomplete["kind"] == "lot_incomplete"
+    verdict = LotJudge().judge("lot-a", lot)  # the core's own verdict on lot-a
+    assert verdict is not None and verdict.kind == "lot_incomplete"
+    incomplete = verdict.to_dict()
     slow = {"lot": "lot-b", "kind": "lot_slow", "tenants": ["hooli"], "files": 2,
             "started_at": lot_b[0]["first_time"],
             "submitted_at": lot_b[1]["first_time"], "finished_at": lot_b[1]["last_time"],

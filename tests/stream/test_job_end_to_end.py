@@ -56,6 +56,7 @@ def test_logentries_in_anomalies_out_through_pubsub_and_bigquery(tmp_path: Path)
     result = run([
         "--input_subscription", logs_sub, "--output_topic", out_topic, "--bigquery_dataset", dataset,
         "--stages", "a,b,c", "--output_dir", str(tmp_path), "--publish_anomalies", "true",
+        "--runner", "StagewatchLocalRunner",
     ], wait=False)
     try:
         # The local runner's Pub/Sub watermark is the wall clock: entries of a few seconds ago are on time.

@@ -16,7 +16,7 @@ from stagewatch.core.measurements import FileRef, Measured, Measurement
 from stagewatch.core.stages import StageOrder
 from stagewatch.core.traces import TraceRules
 from stagewatch.core.verdicts import baseline_stage, judge_measurement
-from stagewatch.stream.local import local_runner
+from stagewatch.stream.local import LocalRunner
 from stagewatch.stream.steps.learn import LearnBaselines
 
 pytestmark = pytest.mark.pipeline
@@ -80,7 +80,7 @@ def test_snapshots_per_interval_match_the_in_process_store(straggler: bool) -> N
             compared += 1
         assert compared >= 20, compared
 
-    with beam.Pipeline(runner=local_runner(), options=opts) as p:
+    with beam.Pipeline(runner=LocalRunner(), options=opts) as p:
         snaps = p | stream | LearnBaselines(RULES, CFG)
         stamped = snaps | beam.Map(lambda kv, ts=beam.DoFn.TimestampParam: (kv, int(ts.micros) // CFG.interval_us))
         assert_that(stamped, check)
@@ -113,7 +113,7 @@ def test_judged_anomalies_match_the_in_process_judge() -> None:
     stream = stream.advance_watermark_to((ms[-1].m.t_us + 900 * S) // 1000 / 1000).advance_watermark_to_infinity()
     opts = PipelineOptions()
     opts.view_as(StandardOptions).streaming = True
-    with beam.Pipeline(runner=local_runner(), options=opts) as p:
+    with beam.Pipeline(runner=LocalRunner(), options=opts) as p:
         records = p | stream
         snaps = records | LearnBaselines(RULES, CFG)
         anomalies, _ = (records, snaps) | JudgeMeasurements(RULES, CFG)

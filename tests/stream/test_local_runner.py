@@ -1,23 +1,41 @@
-"""The local runner's fixes keep what a pipeline sees: every bundle still gets a DoFn of its own; timers due
-when set fire in order, and only once the watermark passed them. Its corrections: a pending timer holds its
-step's output watermark."""
+"""The local runner: its fixes change nothing the job computes (each one, run with and without); every bundle still
+gets a DoFn of its own; timers due when set fire in order, and only once the watermark passed them. Its two
+corrections answer two bugs of Beam's runner, reproduced here on Beam's runner as shipped. It is chosen only for
+local runs (or by name); its patches last as long as the run; on another Beam it patches nothing."""
 
 from __future__ import annotations
 
+import logging
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
+import orjson
 import pytest
 from apache_beam.coders import VarIntCoder
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner, DirectRunner
 from apache_beam.testing.test_stream import TestStream
-from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import BagStateSpec, TimerSpec, on_timer
-from apache_beam.transforms.window import FixedWindows, TimestampedValue
+from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
-from stagewatch.stream.local import local_runner
+from stagewatch.core.baselines import BaselineConfig
+from stagewatch.core.records import dumps
+from stagewatch.core.stages import infer_from_events
+from stagewatch.core.timeutil import US_PER_S
+from stagewatch.core.traces import TraceRules
+from stagewatch.evaluation.simulate import SHORT_FAULTS, SHORT_HOURS, SHORT_START, SimConfig, simulate_to_dir
+from stagewatch.stream.file_source import file_stream
+from stagewatch.stream.local import LocalRunner, applied
+from stagewatch.stream.local.patches import CORRECTIONS, FIXES, PATCHES, Patcher
+from stagewatch.stream.pipeline import build, construct
+from tests.stream import beam_bugs
 
 pytestmark = pytest.mark.pipeline
 
@@ -45,7 +63,7 @@ def test_each_bundle_gets_a_fresh_copy_of_the_graphs_dofn() -> None:
         stream = stream.add_elements([f"e{k}-{i}" for i in range(3)]).advance_watermark_to(10 * (k + 1))
     opts = PipelineOptions()
     opts.view_as(StandardOptions).streaming = True
-    with beam.Pipeline(runner=local_runner(), options=opts) as p:
+    with beam.Pipeline(runner=LocalRunner(), options=opts) as p:
         events = p | stream
         events | "First" >> beam.ParDo(_CountInBundle("first"))
         events | "Second" >> beam.ParDo(_CountInBundle("second"))
@@ -103,7 +121,7 @@ def test_timers_due_by_the_watermark_fire_in_the_bundle_that_set_them() -> None:
     )
     opts = PipelineOptions()
     opts.view_as(StandardOptions).streaming = True
-    with beam.Pipeline(runner=local_runner(), options=opts) as p:
+    with beam.Pipeline(runner=LocalRunner(), options=opts) as p:
         (p | stream | beam.Map(lambda kv: kv).with_output_types(tuple[str, int])
          | beam.ParDo(_ReleaseOneAtATime()))
     order = {k: [t for key, t, _ in _RELEASED if key == k] for k in ("a", "b")}
@@ -113,40 +131,177 @@ def test_timers_due_by_the_watermark_fire_in_the_bundle_that_set_them() -> None:
     assert len(first_eight) == 1, _RELEASED
 
 
-class _EmitAtTimer(beam.DoFn):
-    """Buffers values; when the watermark passes the earliest, emits them all at that timer's time."""
 
-    BUFFER = BagStateSpec("buffer", VarIntCoder())
-    FIRE = TimerSpec("fire", TimeDomain.WATERMARK)
+class _Collect(beam.DoFn):
+    """Test-only sink: what reaches it lands in a module-level list (the in-process runner shares the process)."""
 
-    def process(self, kv: tuple[str, int], buffer: Any = beam.DoFn.StateParam(BUFFER),
-                fire: Any = beam.DoFn.TimerParam(FIRE)) -> None:
-        buffer.add(kv[1])
-        fire.set(Timestamp(seconds=min(buffer.read())))
+    def __init__(self, name: str) -> None:
+        self._name = name
 
-    @on_timer(FIRE)
-    def _fire(self, ts: Any = beam.DoFn.TimestampParam, buffer: Any = beam.DoFn.StateParam(BUFFER)) -> Any:
-        for v in buffer.read():
-            yield TimestampedValue(("all", v), ts)
-        buffer.clear()
+    def process(self, element: Any) -> None:
+        _COLLECTED.setdefault(self._name, []).append(element)
 
 
-def test_a_pending_timer_holds_its_steps_output_watermark() -> None:
+_COLLECTED: dict[str, list[Any]] = {}
+
+
+def test_bug_a_an_empty_bundle_at_a_side_input_crashes_beams_runner_and_not_the_corrected_one() -> None:
+    """On Beam's runner the error is raised in a worker thread and the pipeline never ends: the reproduction
+    runs in a process of its own, stopped once the error is out."""
+    script = Path(beam_bugs.__file__)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(script.parents[2]), os.environ.get("PYTHONPATH", "")]))
+    child = subprocess.Popen([sys.executable, str(script), "empty_bundle_side_input"], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert child.stdout is not None
+    seen: list[str] = []
+    timer = threading.Timer(120, child.kill)
+    timer.start()
+    try:
+        for line in child.stdout:
+            seen.append(line)
+            if line.startswith("AttributeError"):
+                break
+    finally:
+        timer.cancel()
+        child.kill()
+        child.wait()
+    assert any("AttributeError: 'NoneType' object has no attribute 'max_timestamp'" in line for line in seen)
+    assert not any(line.startswith("finished") for line in seen)
+    beam_bugs.empty_bundle_side_input(LocalRunner(fixes=()))  # the corrections alone: it finishes
+
+
+@pytest.mark.parametrize("corrected", [False, True], ids=["beams_runner", "corrected"])
+def test_bug_b_a_pending_timer_holds_its_steps_output_watermark(corrected: bool) -> None:
     """Correction B: what a timer emits at its own time is not late for the step after it, however far the
-    watermark jumped. Here it is grouped in 10-second windows with no allowed lateness: without the hold the
-    watermark downstream passed the window before the timer fired, and the group lost it."""
-    stream = (
-        TestStream()
-        .add_elements([TimestampedValue(("a", 5), 5), TimestampedValue(("a", 7), 7), TimestampedValue(("b", 25), 25)])
-        .advance_watermark_to(100)  # one jump past every window
-        .advance_watermark_to_infinity()
-    )
-    opts = PipelineOptions()
-    opts.view_as(StandardOptions).streaming = True
-    with beam.Pipeline(runner=local_runner(), options=opts) as p:
-        grouped = (p | stream | beam.Map(lambda kv: kv).with_output_types(tuple[str, int])
-                   | beam.ParDo(_EmitAtTimer())
-                   | beam.WindowInto(FixedWindows(10), allowed_lateness=0)
-                   | beam.GroupByKey()
-                   | beam.Map(lambda kv: sorted(kv[1])))
-        assert_that(grouped, equal_to([[5, 7], [25]]))
+    watermark jumped. Grouped in 10-second windows with no allowed lateness, Beam's runner loses all of it."""
+    _COLLECTED.clear()
+    beam_bugs.timer_output_hold(LocalRunner(fixes=()) if corrected else BundleBasedDirectRunner(), _Collect("grouped"))
+    got = sorted(_COLLECTED.get("grouped", []))
+    assert got == ([[5, 7], [25]] if corrected else [])
+
+
+# -- every fix, with and without -----------------------------------------------------------------------------
+
+
+class _Json(beam.DoFn):
+    def __init__(self, table: str) -> None:
+        self._table = table
+
+    def process(self, record: Any) -> None:
+        _COLLECTED.setdefault(self._table, []).append(dumps(record))
+
+
+def _job_outputs(path: Path, runner: LocalRunner) -> dict[str, list[bytes]]:
+    """The job over ``path`` as ``stagewatch run`` builds it; each table's records as JSON lines, sorted (the order
+    in which a sink hears them follows the bundles, which the fixes change on purpose)."""
+    _COLLECTED.clear()
+    baseline = BaselineConfig()
+    step_us = baseline.interval_us // 3
+    stream, sample, end_us = file_stream(str(path), 60 * US_PER_S, step_us)
+    with beam.Pipeline(runner=runner, options=beam_bugs.streaming()) as p:
+        out = build(p | stream, TraceRules(infer_from_events(sample)), baseline, end_us=end_us,
+                    watermark_step_s=step_us / US_PER_S)
+        for table in ("anomalies", "traces", "dead_letters", "incidents", "lots"):
+            getattr(out, table) | f"Collect{table.title()}" >> beam.ParDo(_Json(table))
+    return {table: sorted(_COLLECTED.get(table, [])) for table in ("anomalies", "traces", "dead_letters",
+                                                                   "incidents", "lots")}
+
+
+@pytest.fixture(scope="module")
+def with_every_fix(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, list[bytes]]]:
+    """Three simulated hours at a low rate (seed 3): every anomaly kind, incidents, dead letters."""
+    folder = tmp_path_factory.mktemp("fixes")
+    simulate_to_dir(SimConfig(seed=3, start=SHORT_START, hours=SHORT_HOURS, peak_rate_per_min=1.2,
+                              faults=SHORT_FAULTS), folder)
+    outputs = _job_outputs(folder / "logs.jsonl", LocalRunner())
+    kinds = {orjson.loads(line)["kind"] for line in outputs["anomalies"]}
+    assert kinds == {"slow_stage", "slow_trace", "stalled", "failed"} and outputs["incidents"] and \
+        outputs["dead_letters"] and len(outputs["traces"]) > 150
+    return folder / "logs.jsonl", outputs
+
+
+@pytest.mark.parametrize("fix", FIXES)
+def test_each_fix_leaves_every_output_of_the_job_as_it_is(fix: str,
+                                                          with_every_fix: tuple[Path, dict[str, list[bytes]]]) -> None:
+    path, want = with_every_fix
+    assert _job_outputs(path, LocalRunner(fixes=[f for f in FIXES if f != fix])) == want
+
+
+# -- scope, choice and version ---------------------------------------------------------------------------------
+
+
+class _Applied(beam.DoFn):
+    def process(self, element: Any) -> None:
+        _COLLECTED.setdefault("applied", []).append(applied())
+
+
+def _tiny(runner: Any) -> None:
+    with beam.Pipeline(runner=runner, options=beam_bugs.streaming()) as p:
+        p | TestStream().add_elements([1, 2]).advance_watermark_to_infinity() | beam.ParDo(_Applied())
+
+
+def _now(attributes: dict[tuple[Any, str], Any]) -> dict[tuple[Any, str], Any]:
+    return {(owner, name): vars(owner).get(name) for owner, name in attributes}
+
+
+def test_the_patches_last_as_long_as_the_run_and_a_dataflow_graph_after_it_is_beams_own() -> None:
+    patcher = Patcher()
+    for patch in PATCHES:
+        patch.apply(patcher)
+    before = patcher.originals  # Beam's own: what every patched attribute was
+    assert len(before) >= 10 and _now(before) != before
+    patcher.undo()
+    assert _now(before) == before
+    _COLLECTED.clear()
+    _tiny(LocalRunner())
+    assert _COLLECTED["applied"] == [frozenset(CORRECTIONS + FIXES)] * 2  # in force while it ran
+    assert applied() is None
+    assert _now(before) == before  # and gone after, every one
+    # The production job's graph, built and translated for Dataflow (dry run: nothing submitted), in the same
+    # process, with Beam's own functions.
+    p, _ = construct([
+        "--input_subscription", "projects/demo-proj/subscriptions/logs", "--output_topic",
+        "projects/demo-proj/topics/anomalies", "--stages", "a,b,c", "--runner", "DataflowRunner",
+        "--project", "demo-proj", "--region", "us-central1", "--temp_location", "gs://demo-bucket/tmp",
+        "--dry_run", "true"])
+    assert p.run().state == "DONE"
+    assert _now(before) == before
+
+
+def test_on_another_beam_one_warning_line_and_beams_own_runner(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        runner = LocalRunner(beam_version="2.99.0")
+    assert not runner.supported
+    (record,) = [r for r in caplog.records if "stagewatch" in r.getMessage()]
+    assert "2.99.0" in record.getMessage() and "\n" not in record.getMessage()
+    _COLLECTED.clear()
+    _tiny(runner)
+    assert _COLLECTED["applied"] == [None, None]  # nothing patched while it ran
+    with pytest.raises(ValueError, match="unknown runner fixes"):
+        LocalRunner(fixes=["faster"])
+
+
+@pytest.mark.parametrize(("runner_args", "source", "want"), [
+    ([], "file", LocalRunner),
+    (["--runner", "StagewatchLocalRunner"], "file", LocalRunner),
+    (["--runner", "stagewatchlocalrunner"], "pubsub", LocalRunner),
+    (["--runner", "DirectRunner"], "file", DirectRunner),
+    (["--runner", "BundleBasedDirectRunner"], "file", BundleBasedDirectRunner),
+])
+def test_the_local_runner_only_for_local_files_or_by_name(runner_args: list[str], source: str, want: type,
+                                                          tmp_path: Path) -> None:
+    """An explicit ``--runner DirectRunner`` is Beam's DirectRunner, as typed; ours is the default of a local
+    file run, and is chosen by name for anything else."""
+    logs = tmp_path / "logs.jsonl"
+    logs.write_bytes(b'{"timestamp": "2026-06-06T00:00:00Z", "uid": "f1", "stage": "a"}\n')
+    inputs = (["--input_file", str(logs), "--output_dir", str(tmp_path / "out")] if source == "file" else
+              ["--input_subscription", "projects/demo-proj/subscriptions/logs", "--output_dir", str(tmp_path),
+               "--stages", "a,b"])
+    p, _ = construct(inputs + runner_args)
+    assert type(p.runner) is want
+
+
+def test_a_pubsub_job_without_a_runner_is_asked_for_one() -> None:
+    with pytest.raises(ValueError, match=r"needs --runner: DataflowRunner .* StagewatchLocalRunner"):
+        construct(["--input_subscription", "projects/demo-proj/subscriptions/logs", "--output_topic",
+                   "projects/demo-proj/topics/out", "--stages", "a,b"])

@@ -18,7 +18,7 @@ from stagewatch.core.events import StageEvent
 from stagewatch.core.stages import StageOrder
 from stagewatch.core.timeutil import format_rfc3339, parse_rfc3339_us
 from stagewatch.core.traces import TraceRules
-from stagewatch.stream.local import local_runner
+from stagewatch.stream.local import LocalRunner
 from stagewatch.stream.pipeline import build, construct
 from tests.streams import Pipeline, S, file_events, steady_stream
 
@@ -53,7 +53,7 @@ def _run(stream: TestStream) -> dict[str, list[dict[str, Any]]]:
     _COLLECTED.clear()
     opts = PipelineOptions()
     opts.view_as(StandardOptions).streaming = True
-    with beam.Pipeline(runner=local_runner(), options=opts) as p:
+    with beam.Pipeline(runner=LocalRunner(), options=opts) as p:
         out = build(p | stream, RULES, BaselineConfig())
         out.anomalies | "CollectAnomalies" >> beam.ParDo(_Collect("anomalies"))
         out.traces | "CollectTraces" >> beam.ParDo(_Collect("traces"))
@@ -158,7 +158,8 @@ def _step_names(argv: list[str]) -> list[str]:
 PRODUCTION_ARGV = [
     "--input_subscription", "projects/demo-proj/subscriptions/logs", "--output_topic",
     "projects/demo-proj/topics/anomalies", "--bigquery_dataset", "demo-proj.stagewatch", "--stages",
-    "detect,upload,register,enqueue,download,analyse,store_result,lot_check",
+    "detect,upload,register,enqueue,download,analyse,store_result,lot_check", "--runner", "DataflowRunner",
+    "--project", "demo-proj", "--region", "us-central1", "--temp_location", "gs://demo-bucket/tmp", "--dry_run", "true",
 ]
 
 

@@ -16,7 +16,7 @@ from stagewatch.core.records import Anomaly, StageTiming, TraceSummary
 from stagewatch.core.stages import StageOrder
 from stagewatch.core.timeutil import US_PER_S, format_rfc3339, parse_rfc3339_us
 from stagewatch.core.traces import TraceRules
-from stagewatch.stream.local import local_runner
+from stagewatch.stream.local import LocalRunner
 from stagewatch.stream.steps.stalls import ARRIVALS, STALLED_SUMMARIES, WatchStalls
 
 pytestmark = pytest.mark.pipeline
@@ -81,7 +81,7 @@ def test_a_stalled_file_arrives_only_when_it_gets_past_its_stall() -> None:
         if t_us > watermark:
             stream, watermark = stream.advance_watermark_to(t_us / S), t_us
     stream = stream.advance_watermark_to_infinity()
-    with beam.Pipeline(runner=local_runner(), options=_streaming()) as p:
+    with beam.Pipeline(runner=LocalRunner(), options=_streaming()) as p:
         out = _watch(p | stream)
         assert_that(out.stalls | beam.Map(lambda a: (a.kind, a.uid, a.stage, a.detected_at)),
                     equal_to([("stalled", uid, "download", format_rfc3339(stalled_at)) for uid in "abc"]),
@@ -113,7 +113,7 @@ def test_of_a_stages_two_slow_measures_the_one_the_backtest_judged_first_is_repo
               .add_elements([TimestampedValue(("anomaly", a), parse_rfc3339_us(a.detected_at) / S)
                              for a in arrivals])
               .advance_watermark_to(T0 / S + 60).advance_watermark_to_infinity())
-    with beam.Pipeline(runner=local_runner(), options=_streaming()) as p:
+    with beam.Pipeline(runner=LocalRunner(), options=_streaming()) as p:
         out = _watch(p | stream)
         assert_that(out.stalls | beam.Map(lambda a: (a.uid, a.measure)),
                     equal_to([("d", "latency"), ("e", "wait")]))

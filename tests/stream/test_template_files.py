@@ -275,6 +275,10 @@ def test_launcher_submits_without_waiting(monkeypatch: pytest.MonkeyPatch, capsy
     assert _launch(monkeypatch, argv, fake_run) == 0
     assert calls == [(argv, False)]
     assert capsys.readouterr() == ("", "")
+    # Without a --runner (the launcher does not have to pass one), the job is still built for Dataflow.
+    calls.clear()
+    assert _launch(monkeypatch, argv[:2], fake_run) == 0
+    assert calls == [([*argv[:2], "--runner=DataflowRunner"], False)]
 
 
 def test_launcher_reports_a_bad_option_and_exits_2(

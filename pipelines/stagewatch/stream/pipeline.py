@@ -23,7 +23,8 @@ from stagewatch.core.stages import infer_from_events
 from stagewatch.core.timeutil import US_PER_S
 from stagewatch.core.traces import TraceRules
 from stagewatch.stream.file_source import file_stream
-from stagewatch.stream.local import local_runner
+from stagewatch.stream.local import NAME as LOCAL_RUNNER
+from stagewatch.stream.local import LocalRunner
 from stagewatch.stream.options import ValidatedOptions, validate
 from stagewatch.stream.sinks import PublishAnomalies, WriteJsonl, WriteTableRows, clear_local_output
 from stagewatch.stream.steps.assemble import FAILURES, LATE, PROGRESS, SUMMARIES, AssembleTraces
@@ -74,6 +75,19 @@ def build(
     return Outputs(anomalies, traces, dead, incidents, lots)
 
 
+def _runner(name: str | None, opts: ValidatedOptions) -> Any:
+    """The runner ``--runner`` names, or None for Beam to make it: ours for a local file when none is named (or
+    when ours is named), Beam's own for any other name."""
+    if name is None:
+        if opts.local:
+            return LocalRunner()
+        raise ValueError(f"a job from Pub/Sub needs --runner: DataflowRunner (production), or {LOCAL_RUNNER} to run "
+                         "it in this process (e.g. against the emulators)")
+    if name.lower() == LOCAL_RUNNER.lower():
+        return LocalRunner()
+    return None
+
+
 def construct(argv: list[str] | None = None) -> tuple[beam.Pipeline, ValidatedOptions]:
     """Validate the options and build the whole job, sources and sinks included, without running it or
     touching anything outside (the step-name test and ``run`` share it)."""
@@ -96,7 +110,7 @@ def construct(argv: list[str] | None = None) -> tuple[beam.Pipeline, ValidatedOp
             raise ValueError("a streaming job from Pub/Sub needs --stages a,b,c (it cannot read ahead to infer them)")
         order = opts.stages
     rules = TraceRules(order, stall_factor=opts.stall_factor, ttl_s=opts.session_gap_s)
-    runner = local_runner() if options.view_as(StandardOptions).runner in (None, "DirectRunner") else None
+    runner = _runner(options.view_as(StandardOptions).runner, opts)
     p = beam.Pipeline(runner=runner, options=options)
     if opts.local:
         lines = p | "ReadLogFile" >> stream
