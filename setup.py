@@ -14,7 +14,7 @@ SQL_IN_PACKAGE = Path("stagewatch") / "store" / "bigquery_sql"
 
 # One exact Beam version everywhere: setup.py, the flex-template Dockerfile and the docs.
 BEAM_VERSION = "2.77.0"  # must match templates/stagewatch/Dockerfile
-
+REPORT = ["matplotlib>=3.8"]
 
 
 class BuildPyWithSql(build_py):
@@ -39,6 +39,8 @@ setup(
     package_dir={"": "pipelines"},
     packages=find_packages(where="pipelines"),
     include_package_data=True,
+    # What the streaming job and the command line run -- and all a Dataflow worker installs. The report's charts
+    # (matplotlib) and the tests' browser (selenium) are extras: no worker needs them.
     install_requires=[
         f"apache-beam[gcp]=={BEAM_VERSION}",
         "google-cloud-pubsub>=2.20",
@@ -51,11 +53,12 @@ setup(
         "msgspec>=0.18",
         # tqdm: the progress bar on stderr for long replays.
         "tqdm>=4.66",
-        # matplotlib: the charts of `stagewatch report`, drawn as inline SVG so the page needs no network.
-        "matplotlib>=3.8",
     ],
     extras_require={
+        # matplotlib: the charts of `stagewatch report`, drawn as inline SVG so the page needs no network.
+        "report": REPORT,
         "test": [
+            *REPORT,
             "pytest>=8",
             "pytest-timeout>=2.3",
             "hypothesis>=6.100",

@@ -111,3 +111,18 @@ def test_config_file_sets_stages_fields_and_settings(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[baseline]\nhalflife = 1\n")
     assert main(["replay", str(logs), "--config", str(bad)]) == 2
+
+
+def test_the_report_without_matplotlib_says_which_extra_to_install(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """matplotlib is the ``report`` extra's (no Dataflow worker needs it): without it, one line saying so."""
+    import sys
+
+    for name in [m for m in sys.modules if m.startswith(("matplotlib.", "stagewatch.investigate"))]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib: ModuleNotFoundError
+    assert main(["report", str(tmp_path), "-o", str(tmp_path / "r.html")]) == 2
+    err = capsys.readouterr().err
+    assert err == ("stagewatch report: error: the report draws its charts with matplotlib, which is not installed "
+                   "here: pip install 'stagewatch[report]'\n")

@@ -298,3 +298,43 @@ def test_launcher_does_not_hide_other_failures(monkeypatch: pytest.MonkeyPatch) 
 
     with pytest.raises(RuntimeError, match="staging failed"):
         _launch(monkeypatch, [], fake_run)
+
+
+def _setup_requirements() -> dict[str, list[str]]:
+    """setup.py's requirements, read from its source: ``install`` and each extra (names only)."""
+    tree = ast.parse(SETUP_PY.read_text(encoding="utf-8"))
+    lists = {t.id: node.value for node in ast.walk(tree) if isinstance(node, ast.Assign)
+             for t in node.targets if isinstance(t, ast.Name) and isinstance(node.value, ast.List)}
+
+    def names(value: ast.expr) -> list[str]:
+        if isinstance(value, ast.Name):
+            value = lists[value.id]
+        out: list[str] = []
+        for item in value.elts if isinstance(value, ast.List) else []:
+            if isinstance(item, ast.Starred) and isinstance(item.value, ast.Name):
+                out += names(lists[item.value.id])
+            elif isinstance(item, ast.Constant | ast.JoinedStr):
+                text = item.value if isinstance(item, ast.Constant) else ast.unparse(item)
+                out.append(re.split(r"[\[<>=!~ ;]", str(text).strip("f'\""), maxsplit=1)[0])
+        return out
+
+    call = next(n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "setup")
+    kw = {k.arg: k.value for k in call.keywords}
+    found = {"install": names(kw["install_requires"])}
+    extras = kw["extras_require"]
+    assert isinstance(extras, ast.Dict)
+    for key, value in zip(extras.keys, extras.values, strict=True):
+        assert isinstance(key, ast.Constant)
+        found[str(key.value)] = names(value)
+    return found
+
+
+def test_the_workers_install_only_what_the_job_runs(dockerfile: Dockerfile) -> None:
+    """A Dataflow worker installs the package without extras: no matplotlib (the report's) or selenium (the
+    tests'). The image installs it the same way."""
+    requirements = _setup_requirements()
+    assert {"apache-beam", "orjson", "msgspec", "numpy"} <= set(requirements["install"])
+    assert not {"matplotlib", "selenium", "pytest"} & set(requirements["install"])
+    assert "matplotlib" in requirements["report"] and {"matplotlib", "selenium"} <= set(requirements["test"])
+    installs = [r for r in dockerfile.runs if re.search(r"pip install .*\s\.(\s|$)", r)]
+    assert installs and all("[" not in r.split("pip install", 1)[1] for r in installs)

@@ -35,7 +35,14 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from stagewatch.core.timeutil import US_PER_S
-    from stagewatch.investigate.report import render_report
+
+    try:
+        from stagewatch.investigate.report import render_report
+    except ModuleNotFoundError as exc:
+        if exc.name != "matplotlib":
+            raise
+        raise ValueError("the report draws its charts with matplotlib, which is not installed here: "
+                         "pip install 'stagewatch[report]'") from None
     from stagewatch.store.readers import BigQueryTables, LocalTables, Tables
     from stagewatch.store.schemas import TABLES
 

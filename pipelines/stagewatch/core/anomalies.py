@@ -17,9 +17,9 @@ __all__ = ["failed", "slow", "slow_message", "stall_message", "stalled"]
 
 
 def _anomaly(kind: str, file: FileRef, stage: str, last_stage: str | None, t_us: int, now_us: int, *,
-             observed_ms: float | None, expected_ms: float | None, threshold_ms: float | None, score: float | None,
-             baseline_n: int | None, baseline: str | None, severity: str, measure: str | None,
-             message: str) -> Anomaly:
+             observed_ms: float | None, severity: str, message: str, expected_ms: float | None = None,
+             threshold_ms: float | None = None, score: float | None = None, baseline_n: int | None = None,
+             baseline: str | None = None, measure: str | None = None) -> Anomaly:
     return Anomaly(
         anomaly_id=anomaly_id(kind, file.uid, stage, t_us),
         kind=kind,
@@ -86,18 +86,8 @@ def failed(file: FileRef, stage: str, last_stage: str | None, t_us: int, observe
            now_us: int) -> Anomaly:
     """The log line of ``stage`` said it failed (``observed_ms``: how long after the stage before it)."""
     after = f" after {format_duration_ms(observed_ms)}" if observed_ms is not None else ""
-    return _anomaly(
-        FAILED, file, stage, last_stage, t_us, now_us,
-        observed_ms=observed_ms,
-        expected_ms=None,
-        threshold_ms=None,
-        score=None,
-        baseline_n=None,
-        baseline=None,
-        severity="error",
-        measure=None,
-        message=f"{stage} of {file.uid} failed{after}",
-    )
+    return _anomaly(FAILED, file, stage, last_stage, t_us, now_us, observed_ms=observed_ms, severity="error",
+                    message=f"{stage} of {file.uid} failed{after}")
 
 
 def slow_message(
