@@ -27,7 +27,8 @@ from tests.streams import Pipeline, steady_stream
 
 pytestmark = pytest.mark.unit
 
-# Seeds 1-9 are for tests; the README's detection figures come from seeds 101-105 (benchmarks/detection.py).
+# Seeds 1-9 are for tests; the published detection figures (docs/measured.md) come from seeds 101-105
+# (benchmarks/detection.py).
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,8 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 
 from stagewatch.core.timeutil import format_rfc3339
-from stagewatch.stream.steps.parse import DEAD_LETTERS, Dedup, ParseEvents
+from stagewatch.stream.steps.dedup import Dedup
+from stagewatch.stream.steps.parse import DEAD_LETTERS, ParseEvents
 
 pytestmark = pytest.mark.pipeline
 

@@ -185,7 +185,7 @@ def _agreement(replayed: set[tuple[str, str, str]], streamed: set[tuple[str, str
 
 def test_run_and_replay_report_the_same_anomalies(tmp_path: Path) -> None:
     """The streaming job and the backtest share one core; on a simulated input with every kind of anomaly
-    they report the same (kind, uid, stage) set. What may differ, and why: see README, "Streaming vs
+    they report the same (kind, uid, stage) set. What may differ, and why: see docs/streaming.md, "Streaming vs
     backtest"."""
     from stagewatch.backtest.replay import replay
     from stagewatch.cli import main

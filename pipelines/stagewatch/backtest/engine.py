@@ -2,8 +2,8 @@
 
 This is what the backtest drives (``replay``) and what the streaming job reproduces with Beam primitives:
 Beam's watermark replaces ``Ingest``; Beam's keyed state and event-time timers replace the dicts and the
-timer heap here; the baselines become a combine per interval shared as a side input. The per-UID logic is
-``Trace`` in both.
+timer heap here; the baselines become bin counts in keyed shards, folded per stage and interval and shared
+as a side input. The per-UID logic is ``Trace`` in both.
 
 Watermark: ``max event time seen - allowed_lateness``. Events are buffered and released in event-time order
 as the watermark passes them; an event older than the watermark when it arrives is *late* (dead-lettered
@@ -62,7 +62,7 @@ class Ingest:
     in event-time order behind the watermark, to ``release(events, watermark)``.
 
     Apart from ``Detector`` so that a backtest can run it beside the parsing, in another process than the
-    traces and baselines (``replay.replay_files``); ``Detector`` wires one to itself.
+    traces and baselines (``backtest.replay.replay_files``); ``Detector`` wires one to itself.
     """
 
     def __init__(

@@ -43,7 +43,7 @@ def _event_us(a: Anomaly) -> int:
 
 
 class IncidentTracker:
-    """Anomalies in (detection order) → incident events (dicts, the README's "Incident events")."""
+    """Anomalies in (detection order) → ``IncidentEvent`` records (``docs/records.md``)."""
 
     def __init__(self, cfg: IncidentConfig | None = None) -> None:
         self.cfg = cfg or IncidentConfig()

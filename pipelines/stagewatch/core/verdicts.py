@@ -2,8 +2,8 @@
 
 ``Judge`` is the in-process ``Judging`` of the backtest: it judges each measurement the moment the trace makes
 it, against the snapshot of the current interval, then learns it. The streaming job makes the same calls from
-a step that sees the measurements of one interval together with that interval's snapshots (README, "The
-streaming job's design"); ``judge_measurement`` and ``stall_deadline`` are the pieces both share.
+a step that sees the measurements of one interval together with that interval's snapshots
+(``docs/streaming.md``); ``judge_measurement`` and ``stall_deadline`` are the pieces both share.
 """
 
 from __future__ import annotations

@@ -28,11 +28,12 @@ from stagewatch.stream.local import LocalRunner
 from stagewatch.stream.options import ValidatedOptions, validate
 from stagewatch.stream.sinks import PublishAnomalies, WriteJsonl, WriteTableRows, clear_local_output
 from stagewatch.stream.steps.assemble import FAILURES, LATE, PROGRESS, SUMMARIES, AssembleTraces
+from stagewatch.stream.steps.dedup import Dedup
 from stagewatch.stream.steps.incidents import TrackIncidents
 from stagewatch.stream.steps.judging import JudgeMeasurements
 from stagewatch.stream.steps.learn import LearnBaselines
 from stagewatch.stream.steps.lots import TrackLots
-from stagewatch.stream.steps.parse import DEAD_LETTERS, Dedup, ParseEvents
+from stagewatch.stream.steps.parse import DEAD_LETTERS, ParseEvents
 from stagewatch.stream.steps.stalls import ARRIVALS, STALLED_SUMMARIES, WatchStalls
 
 __all__ = ["Outputs", "build", "construct", "run"]

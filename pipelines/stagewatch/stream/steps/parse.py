@@ -1,4 +1,4 @@
-"""Composite transforms of the streaming job, each a thin shell around the pure core.
+"""``ParseEvents``: raw lines or message bodies → ``StageEvent``s, and dead letters with the parser's reason.
 
 Step names are labelled (``'VerbNoun' >> ...``) and must stay stable: a running Dataflow job can only be
 updated in place (``--update``) when the new graph's names match the old one's.
@@ -10,10 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.coders import PickleCoder, VarIntCoder
 from apache_beam.metrics import Metrics
-from apache_beam.transforms.timeutil import TimeDomain
-from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
@@ -22,7 +19,7 @@ from stagewatch.core.parser import Parser
 from stagewatch.core.records import dead_letter
 from stagewatch.core.timeutil import US_PER_S, format_rfc3339
 
-__all__ = ["DEAD_LETTERS", "Dedup", "ParseEvents"]
+__all__ = ["DEAD_LETTERS", "ParseEvents"]
 
 DEAD_LETTERS = "dead_letters"
 
@@ -70,58 +67,3 @@ class ParseEvents(beam.PTransform):
         return lines | "ParseLogEntries" >> beam.ParDo(_ParseFn(self._parser, self._stamp)).with_outputs(
             DEAD_LETTERS, main="events"
         )
-
-
-class _FirstSeenFn(beam.DoFn):
-    """Per UID: pass the first event of each dedup key, count the rest; forget the UID's keys ``horizon_s``
-    of event time after its newest event.
-
-    Keyed by UID, not by dedup key: a local run's runner scans every key it has ever held each time the
-    watermark moves, so a key per line made a day's run crawl; per UID the state is one small set.
-    """
-
-    SEEN = ReadModifyWriteStateSpec("seen", PickleCoder())
-    NEWEST = ReadModifyWriteStateSpec("newest_us", VarIntCoder())
-    EXPIRE = TimerSpec("expire", TimeDomain.WATERMARK)
-
-    def __init__(self, horizon_s: float) -> None:
-        self._horizon_us = int(horizon_s * US_PER_S)
-        self._duplicates = Metrics.counter("stagewatch", "duplicates")
-
-    def process(
-        self,
-        element: tuple[str, StageEvent],
-        seen: Any = beam.DoFn.StateParam(SEEN),
-        newest: Any = beam.DoFn.StateParam(NEWEST),
-        expire: Any = beam.DoFn.TimerParam(EXPIRE),
-    ) -> Iterator[StageEvent]:
-        ev = element[1]
-        key = ev.dedup_key()
-        keys: set[Any] = seen.read() or set()
-        if key in keys:
-            self._duplicates.inc()
-            return
-        keys.add(key)
-        seen.write(keys)
-        latest = newest.read()
-        if latest is None or ev.t_us > latest:
-            newest.write(ev.t_us)
-            expire.set(Timestamp(micros=ev.t_us + self._horizon_us))
-        yield ev
-
-    @on_timer(EXPIRE)
-    def _forget(self, seen: Any = beam.DoFn.StateParam(SEEN), newest: Any = beam.DoFn.StateParam(NEWEST)) -> None:
-        seen.clear()
-        newest.clear()
-
-
-class Dedup(beam.PTransform):
-    """At-least-once delivery repeats lines: keep the first of each insertId (else uid + stage + time)."""
-
-    def __init__(self, horizon_s: float = 3600.0) -> None:
-        super().__init__()
-        self._horizon_s = horizon_s
-
-    def expand(self, events: beam.PCollection) -> beam.PCollection:
-        keyed = events | "KeyByUid" >> beam.Map(lambda ev: (ev.uid, ev)).with_output_types(tuple[str, Any])
-        return keyed | "KeepFirstSeen" >> beam.ParDo(_FirstSeenFn(self._horizon_s))
