@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stagewatch.core.events import MAX_LINE_BYTES, REJECT_REASONS, FieldMapping, Rejected, StageEvent
+from stagewatch.core.events import BLANK, LIMITS, MAX_LINE_BYTES, REJECT_REASONS, FieldMapping, Rejected, StageEvent
 from stagewatch.core.parser import Parser
 
 pytestmark = pytest.mark.unit
@@ -24,6 +24,7 @@ SHARED_EXAMPLE = Path(__file__).resolve().parents[3] / "shared" / "logentry-exam
 TS = "2026-06-06T08:21:26.343874838Z"
 T_US = 1_780_734_086_343_874  # TS truncated to microseconds
 T_S = 1_780_734_086
+S = 1_000_000
 
 
 def line(**fields: Any) -> bytes:
@@ -179,7 +180,6 @@ REJECT_CASES: list[tuple[str, bytes | str]] = [
     ("not_utf8", b'{"uid": "u1", "stage": "scan", "timestamp": "' + TS.encode() + b'", "x": "\xff"}'),
     ("not_utf8", b"\xff\xfe"),
     ("invalid_json", b'{"uid": "u1", "stage": '),
-    ("invalid_json", b""),
     ("invalid_json", "not json at all"),
     ("invalid_json", b"{'uid': 'u1'}"),
     ("not_object", b'["u1", "scan"]'),
@@ -191,9 +191,16 @@ REJECT_CASES: list[tuple[str, bytes | str]] = [
     ("missing_uid", line(uid="")),
     ("missing_uid", line(uid={"nested": "x"})),
     ("missing_uid", line(uid=True)),
+    ("bad_uid", line(uid="f-1\x1b[2J")),  # a terminal escape
+    ("bad_uid", line(uid="f-1\u202e")),  # a bidi override
+    ("bad_uid", line(uid="f\x00-1")),
+    ("bad_uid", line(uid="f\u0085-1")),  # C1
+    ("bad_uid", line(uid="f" * 513)),
     ("missing_stage", json.dumps({"uid": "u1", "timestamp": TS})),
     ("missing_stage", line(stage="")),
     ("missing_stage", line(stage=["scan"])),
+    ("bad_stage", line(stage="scan\n")),
+    ("bad_stage", line(stage="s" * 129)),
     ("bad_timestamp", json.dumps({"uid": "u1", "stage": "scan"})),
     ("bad_timestamp", line(timestamp="yesterday")),
     ("bad_timestamp", line(timestamp={"seconds": T_S})),
@@ -204,6 +211,13 @@ REJECT_CASES: list[tuple[str, bytes | str]] = [
     ("bad_timestamp", line(timestamp=-5)),
     ("bad_timestamp", line(timestamp=[TS])),
     ("bad_timestamp", line(timestamp="2026-02-30T08:21:26Z")),
+    # Parseable, but no time of this pipeline's logs: outside 2000-2199 (the clocks downstream would break).
+    ("bad_timestamp", line(timestamp="1970-01-01T00:00:00Z")),
+    ("bad_timestamp", line(timestamp="9999-12-31T23:59:59Z")),
+    ("bad_timestamp", line(timestamp="9999-12-31T23:59:60Z")),
+    ("bad_timestamp", line(timestamp="0000-01-01T00:00:00Z")),
+    ("bad_timestamp", line(timestamp=1e308)),
+    ("bad_timestamp", line(timestamp=253_402_300_800)),  # epoch seconds of year 10000
 ]
 
 
@@ -215,6 +229,53 @@ def test_reject_reasons(reason: str, raw: bytes | str) -> None:
     assert isinstance(rejected.detail, str) and rejected.detail
     assert isinstance(rejected.line, str)
     assert len(rejected.line) <= 1000
+
+
+@pytest.mark.parametrize("raw", [b"", "", b"   ", b"\t", " \r"])
+def test_a_blank_line_is_blank_not_a_reject(raw: bytes | str) -> None:
+    rejected = parse_rejected(raw)
+    assert rejected.reason == BLANK and rejected.line == ""
+
+
+@pytest.mark.parametrize("parser", [Parser(), Parser(FieldMapping(uid=("jsonPayload.uid",)))],
+                         ids=["default_mapping", "generic_path"])
+def test_an_unusable_reported_latency_is_dropped_and_counted_the_event_kept(parser: Parser) -> None:
+    """The event's time is sound; only what the line says of its own duration is not: the field goes, the event
+    stays, and the parser counts it (the drivers report ``latencies_dropped``)."""
+    for latency in ("1e308s", "-1s", "2592001s", "abc", "nans", "infs"):
+        raw = json.dumps({"jsonPayload": {"uid": "u1", "stage": "scan"}, "timestamp": TS,
+                          "httpRequest": {"latency": latency}})
+        ev = parser.parse(raw)
+        assert isinstance(ev, StageEvent) and ev.reported_ms is None, latency
+    assert parser.latencies_dropped == 6
+    for duration in (-3, 1e300):  # (an infinite number is not JSON: the line is rejected, invalid_json)
+        ev = parser.parse(json.dumps({"jsonPayload": {"uid": "u1", "stage": "scan", "duration_ms": duration},
+                                      "timestamp": TS}))
+        assert isinstance(ev, StageEvent) and ev.reported_ms is None, duration
+    assert parser.latencies_dropped == 8
+    ok = parser.parse(json.dumps({"jsonPayload": {"uid": "u1", "stage": "scan"}, "timestamp": TS,
+                                  "httpRequest": {"latency": "2592000s"}}))  # 30 days: the longest kept
+    assert isinstance(ok, StageEvent) and ok.reported_ms == 2_592_000_000.0 and parser.latencies_dropped == 8
+
+
+def test_tenant_and_lot_are_cleaned_not_rejected() -> None:
+    for parser in (Parser(), Parser(FieldMapping(uid=("jsonPayload.uid",)))):
+        ev = parser.parse(json.dumps({"jsonPayload": {"uid": "u1", "stage": "scan", "tenant": "acme\u202e\x1b[0m",
+                                                      "lot": "l" * 300}, "timestamp": TS}))
+        assert isinstance(ev, StageEvent)
+        assert ev.tenant == "acme[0m" and ev.lot == "l" * 256
+        gone = parser.parse(json.dumps({"jsonPayload": {"uid": "u1", "stage": "scan", "tenant": "\x00\x07"},
+                                        "timestamp": TS}))
+        assert isinstance(gone, StageEvent) and gone.tenant is None
+
+
+def test_times_near_the_edges_of_the_window_parse() -> None:
+    for text, want in (("2099-12-31T23:59:59-23:59", 4_102_531_139_000_000), ("2000-01-01T00:00:00Z", 946_684_800 * S),
+                       ("2016-12-31T23:59:60Z", 1_483_228_800 * S)):  # a leap second: the next second's first
+        ev = Parser().parse(line(timestamp=text))
+        assert isinstance(ev, StageEvent) and ev.t_us == want, text
+    assert parse_rejected(line(timestamp="1999-12-31T23:59:59.999999Z")).reason == "bad_timestamp"
+    assert parse_rejected(line(timestamp="2200-01-01T00:00:00Z")).reason == "bad_timestamp"
 
 
 def test_every_reject_reason_is_covered() -> None:
@@ -441,12 +502,15 @@ def test_stage_event_pickles() -> None:
 def _check(result: object) -> None:
     assert isinstance(result, StageEvent | Rejected), result
     if isinstance(result, Rejected):
-        assert result.reason in REJECT_REASONS
+        assert result.reason in REJECT_REASONS or result.reason == BLANK
         assert isinstance(result.detail, str)
         assert isinstance(result.line, str)
     else:
-        assert isinstance(result.uid, str) and result.uid
-        assert isinstance(result.stage, str) and result.stage
+        assert isinstance(result.uid, str) and result.uid and result.uid.isprintable()
+        assert isinstance(result.stage, str) and result.stage and result.stage.isprintable()
+        assert all(v is None or (v and v.isprintable()) for v in (result.tenant, result.lot))
+        assert LIMITS.min_time_us <= result.t_us < LIMITS.max_time_us
+        assert result.reported_ms is None or 0 <= result.reported_ms <= LIMITS.max_latency_ms
         assert type(result.t_us) is int
         assert isinstance(result.failed, bool)
 

@@ -27,7 +27,7 @@ from typing import Any, BinaryIO, Protocol
 import orjson
 
 from stagewatch.backtest.engine import DetectorConfig, Ingest
-from stagewatch.core.events import Rejected, StageEvent
+from stagewatch.core.events import BLANK, Rejected, StageEvent
 from stagewatch.core.parser import Parser
 from stagewatch.core.records import DeadLetter, dead_letter
 from stagewatch.core.stages import INFER_SAMPLE, StageOrder, infer_from_events
@@ -60,17 +60,21 @@ class FrontSettings:
 
 @dataclass
 class FrontStats:
+    """Every line read is an event, a rejected line (by reason) or a blank line: ``lines == events +
+    sum(rejected.values()) + blank``. Duplicates and late events are events, counted again in ``counts``."""
+
     lines: int = 0
     events: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
-    counts: dict[str, int] = field(default_factory=dict)  # duplicates, late
+    blank: int = 0
+    counts: dict[str, int] = field(default_factory=dict)  # duplicates, late, latencies_dropped
 
 
 class Back(Protocol):
     """What the front drives, in this order: ``start`` once, then ``release``, ``dead_letter`` and ``drain``
     as they come, then ``end_of_input`` and ``end``."""
 
-    def start(self, order: StageOrder, inferred: bool) -> None: ...
+    def start(self, order: StageOrder | None, inferred: bool) -> None: ...
 
     def release(self, events: list[StageEvent], watermark: int) -> None: ...
 
@@ -95,6 +99,9 @@ def run_front(lines: Iterable[bytes], settings: FrontSettings, back: Back) -> No
     held: list[Rejected] = []  # rejects before any event time is known
 
     def reject(r: Rejected) -> None:
+        if r.reason == BLANK:  # counted, not a dead letter
+            stats.blank += 1
+            return
         rejected[r.reason] = rejected.get(r.reason, 0) + 1
         if not dead_letters:
             return
@@ -135,7 +142,8 @@ def run_front(lines: Iterable[bytes], settings: FrontSettings, back: Back) -> No
                     break
             else:
                 reject(parsed)  # type: ignore[arg-type]
-        order = infer_from_events(sample, len(sample))
+        # No event at all (every line rejected or blank): nothing to order; the back reports what it read.
+        order = infer_from_events(sample, len(sample)) if sample else None
     back.start(order, inferred)
     ingest = Ingest(settings.cfg, back.release, Outbox(keep_summaries=False))
     push = ingest.push
@@ -160,6 +168,8 @@ def run_front(lines: Iterable[bytes], settings: FrontSettings, back: Back) -> No
     late_letters()
     stats.lines, stats.events = n_lines, n_events
     stats.counts = dict(ingest.out.counts)
+    if settings.parser.latencies_dropped:
+        stats.counts["latencies_dropped"] = settings.parser.latencies_dropped
     back.end(stats)
 
 
@@ -192,7 +202,7 @@ class _Shipper:
     def read(self, n: int) -> None:
         self.bytes += n
 
-    def start(self, order: StageOrder, inferred: bool) -> None:
+    def start(self, order: StageOrder | None, inferred: bool) -> None:
         self.calls.append(("start", order, inferred))
 
     def release(self, events: list[StageEvent], watermark: int) -> None:

@@ -32,9 +32,14 @@ __all__ = ["ReplayStats", "replay", "replay_files", "summary_text"]
 
 @dataclass
 class ReplayStats:
+    """What a replay read and made. Every line is an event, a line the parser rejected (``rejected``, by reason;
+    ``late`` there too, for the dead letters, though late lines are events) or a blank line:
+    ``lines == events + sum(rejected) - late + blank``."""
+
     lines: int = 0
     events: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
+    blank: int = 0
     counts: dict[str, int] = field(default_factory=dict)
     anomalies: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     order: StageOrder | None = None
@@ -50,6 +55,7 @@ class ReplayStats:
             "lines": self.lines,
             "events": self.events,
             "rejected": dict(sorted(self.rejected.items())),
+            "blank": self.blank,
             "duplicates": self.counts.get("duplicates", 0),
             "late": self.counts.get("late", 0),
             "traces": self.traces,
@@ -92,20 +98,23 @@ class _Back:
         self.stats.seconds = time.perf_counter() - started
         return self.stats
 
-    def start(self, order: StageOrder, inferred: bool) -> None:
+    def start(self, order: StageOrder | None, inferred: bool) -> None:
+        self.stats.order, self.stats.order_inferred = order, inferred
+        if order is None:  # no event in the whole input: nothing to trace
+            return
         cfg = self.cfg
         rules = TraceRules(
             order, hold_s=cfg.hold_s, stall_factor=cfg.stall_factor, min_stall_s=cfg.min_stall_s, ttl_s=cfg.ttl_s
         )
         self.detector = Detector(rules, cfg, keep_summaries=self.on_summary is not None)
-        self.stats.order, self.stats.order_inferred = order, inferred
 
     def release(self, events: list[StageEvent], watermark: int) -> None:
         assert self.detector is not None, "events released before the stage order was known"
         self.detector.release(events, watermark)
 
     def drain(self) -> None:
-        assert self.detector is not None
+        if self.detector is None:
+            return
         out, stats, on_arrival = self.detector.out, self.stats, self.on_arrival
         arrivals = sorted(out.arrivals, key=_arrival_time) if on_arrival is not None else []
         out.arrivals.clear()
@@ -129,14 +138,13 @@ class _Back:
             out.summaries.clear()
 
     def end_of_input(self) -> None:
-        assert self.detector is not None
-        self.detector.close_open()
+        if self.detector is not None:
+            self.detector.close_open()
 
     def end(self, front: FrontStats) -> None:
-        assert self.detector is not None
         stats = self.stats
-        stats.lines, stats.events, stats.rejected = front.lines, front.events, front.rejected
-        stats.counts = dict(self.detector.out.counts)
+        stats.lines, stats.events, stats.rejected, stats.blank = front.lines, front.events, front.rejected, front.blank
+        stats.counts = dict(self.detector.out.counts) if self.detector is not None else {}
         for name, n in front.counts.items():
             stats.counts[name] = stats.counts.get(name, 0) + n
         if stats.counts.get("late"):
@@ -223,10 +231,11 @@ def summary_text(stats: ReplayStats) -> str:
         f"stagewatch replay: {stats.lines:,} lines in {stats.seconds:.1f} s ({rate:,.0f} lines/s)",
         f"  events     {stats.events:,} parsed · {c.get('duplicates', 0):,} duplicates · "
         f"{c.get('late', 0):,} late (dead-lettered)",
-        f"  rejected   {sum(stats.rejected.values()):,}: {join(dict(sorted(stats.rejected.items())))}",
+        f"  rejected   {sum(stats.rejected.values()):,}: {join(dict(sorted(stats.rejected.items())))}"
+        + (f" · {stats.blank:,} blank lines" if stats.blank else ""),
         f"  traces     {sum(stats.traces.values()):,}: {join(stats.traces)}",
         f"  anomalies  {sum(stats.anomalies.values()):,}: {join(stats.anomalies)}",
-        f"  stages     {stats.order} ({how})",
+        f"  stages     {stats.order} ({how})" if stats.order is not None else "  stages     none: no event",
     ]
     extras = {
         "clock-skew gaps clamped": c.get("negative_gaps", 0),
@@ -234,6 +243,7 @@ def summary_text(stats: ReplayStats) -> str:
         "events after their file closed": sum(v for k, v in c.items() if k.startswith("after_")),
         "repeated stages": c.get("repeated_stage", 0),
         "unknown stages": c.get("unknown_stage", 0),
+        "reported latencies unusable (dropped)": c.get("latencies_dropped", 0),
         "traces evicted (TTL)": c.get("traces_evicted", 0),
     }
     notes = [f"{v:,} {k}" for k, v in extras.items() if v]

@@ -109,5 +109,8 @@ def _run(args: argparse.Namespace) -> int:
     print(summary_text(stats), file=sys.stderr)
     if args.summary_json:
         Path(args.summary_json).write_bytes(orjson.dumps(stats.to_dict(), option=orjson.OPT_INDENT_2))
+    if stats.events == 0:
+        raise ValueError("no line was a stage event (each was rejected or blank: the summary above says why); if "
+                         "your logs name the uid or the stage otherwise, map them with --config (docs/input.md)")
     return 0
 

@@ -9,7 +9,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-__all__ = ["MAX_LINE_BYTES", "REJECT_REASONS", "FieldMapping", "Rejected", "StageEvent"]
+__all__ = [
+    "BLANK",
+    "LIMITS",
+    "MAX_LINE_BYTES",
+    "REJECT_REASONS",
+    "FieldMapping",
+    "Limits",
+    "Rejected",
+    "StageEvent",
+]
 
 MAX_LINE_BYTES = 256 * 1024
 
@@ -21,9 +30,33 @@ REJECT_REASONS = (
     "invalid_json",
     "not_object",
     "missing_uid",
+    "bad_uid",
     "missing_stage",
+    "bad_stage",
     "bad_timestamp",
 )
+#: An empty (or blank) line: counted on its own, neither an event nor a rejected line, and not dead-lettered.
+BLANK = "blank"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a log line's values may be. Values from logs are someone else's: a uid or stage with control or
+    formatting characters (C0, C1, NUL, bidi overrides) or longer than its cap is rejected; a tenant or lot is
+    cleaned (those characters dropped, cut to its cap); an event time outside ``[min_time, max_time)`` is a
+    ``bad_timestamp`` (no log line of this pipeline was written in 1970 or in 9999, and such times break the
+    arithmetic of the clocks downstream); a reported latency outside ``[0, max_latency_ms]`` is dropped from its
+    event (the event still counts: its time is sound, only what the line said about its own duration is not)."""
+
+    max_uid_chars: int = 512
+    max_stage_chars: int = 128
+    max_label_chars: int = 256  # tenant, lot
+    min_time_us: int = 946_684_800_000_000  # 2000-01-01T00:00:00Z
+    max_time_us: int = 7_258_118_400_000_000  # 2200-01-01T00:00:00Z
+    max_latency_ms: float = 30 * 24 * 3600 * 1000.0  # 30 days: the baselines' largest bin
+
+
+LIMITS = Limits()
 
 class StageEvent(NamedTuple):
     """One log line that says a file reached a stage. A tuple: cheap to build, pickle and compare."""

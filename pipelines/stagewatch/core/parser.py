@@ -7,15 +7,17 @@ a reason from ``REJECT_REASONS``, which the caller counts and dead-letters. Wher
 
 from __future__ import annotations
 
-import math
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
 import orjson
 
-from stagewatch.core.events import MAX_LINE_BYTES, FieldMapping, Rejected, StageEvent
-from stagewatch.core.timeutil import US_PER_MS, US_PER_S, parse_duration_s, parse_rfc3339_us
+from stagewatch.core.events import BLANK, LIMITS, MAX_LINE_BYTES, FieldMapping, Limits, Rejected, StageEvent
+from stagewatch.core.records import DEAD_LINE_CHARS
+from stagewatch.core.timeutil import parse_duration_s, parse_rfc3339_us
+from stagewatch.core.values import as_str, identifier_problem, label, timestamp_us
 
 __all__ = ["Parser"]
 
@@ -24,7 +26,6 @@ _FAILED_SEVERITIES = frozenset({"ERROR", "CRITICAL", "ALERT", "EMERGENCY"})
 
 
 _Getter = Callable[[dict[str, Any]], Any]
-_MAX_EPOCH_US = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999Z
 _new_event = tuple.__new__  # StageEvent without NamedTuple's Python-level __new__: a third of the cost
 
 
@@ -104,33 +105,27 @@ def _first_of(getters: Sequence[_Getter]) -> _Getter:
     return first
 
 
-def _as_str(value: Any) -> str | None:
-    if value is None:
-        return None
-    if type(value) is str:
-        return value or None
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return str(value)
-    return None
-
-
 class Parser:
     """Turns raw lines (``bytes`` or ``str``) into ``StageEvent`` or ``Rejected``: ``parser.parse(line)``.
     Picklable for Beam."""
 
     parse: Callable[[bytes | str], StageEvent | Rejected]  # the default mapping's path or the generic one
 
-    def __init__(self, mapping: FieldMapping | None = None) -> None:
+    def __init__(self, mapping: FieldMapping | None = None, limits: Limits = LIMITS) -> None:
         self.mapping = mapping or FieldMapping()
+        self.limits = limits
+        # Events whose reported latency was there but unusable (not a duration, or out of range): the field is
+        # dropped, the event kept. The drivers add this to their counts.
+        self.latencies_dropped = 0
         self._compile()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"mapping": self.mapping}
+        return {"mapping": self.mapping, "limits": self.limits}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.mapping = state["mapping"]
+        self.limits = state.get("limits", LIMITS)
+        self.latencies_dropped = 0
         self._compile()
 
     def _compile(self) -> None:
@@ -165,27 +160,39 @@ class Parser:
         try:
             obj = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
+            if not raw.strip():
+                return Rejected(BLANK, "an empty line", "")
             return _classify_decode_error(raw, exc)
         if type(obj) is not dict:
             return Rejected("not_object", f"JSON {type(obj).__name__}, not an object", _preview(raw))
-        uid = _as_str(self._uid(obj))
+        limits = self.limits
+        uid = as_str(self._uid(obj))
         if uid is None:
             return Rejected("missing_uid", "no uid at " + "|".join(self.mapping.uid), _preview(raw))
-        stage = _as_str(self._stage(obj))
+        problem = identifier_problem(uid, limits.max_uid_chars)
+        if problem:
+            return Rejected("bad_uid", "the uid " + problem, _preview(raw))
+        stage = as_str(self._stage(obj))
         if stage is None:
             return Rejected("missing_stage", "no stage at " + "|".join(self.mapping.stage), _preview(raw))
+        problem = identifier_problem(stage, limits.max_stage_chars)
+        if problem:
+            return Rejected("bad_stage", "the stage " + problem, _preview(raw))
         ts = self._ts(obj)
         try:
-            t_us = _timestamp_us(ts)
+            t_us = timestamp_us(ts)
         except (ValueError, TypeError, OverflowError):
-            return Rejected("bad_timestamp", f"timestamp {str(ts)[:60]!r} is not RFC 3339", _preview(raw))
+            return Rejected("bad_timestamp", f"timestamp {_shown(ts)} is not RFC 3339", _preview(raw))
+        if not limits.min_time_us <= t_us < limits.max_time_us:
+            return Rejected("bad_timestamp", f"timestamp {_shown(ts)} is outside {_year(limits.min_time_us)}"
+                            f"-{_year(limits.max_time_us) - 1}", _preview(raw))
         return StageEvent(
             uid,
             stage,
             t_us,
-            _as_str(self._tenant(obj)),
-            _as_str(self._lot(obj)),
-            _as_str(self._insert_id(obj)),
+            label(as_str(self._tenant(obj)), limits.max_label_chars),
+            label(as_str(self._lot(obj)), limits.max_label_chars),
+            as_str(self._insert_id(obj)),
             self._is_failed(obj),
             self._reported_ms(obj),
         )
@@ -245,6 +252,7 @@ class Parser:
         if status is None:
             status = e.status
         latency = http.latency
+        limits = self.limits
         if (
             type(uid) is not str
             or not uid
@@ -253,6 +261,13 @@ class Parser:
             or type(ts) is not str
             or not (tenant is None or type(tenant) is str)
             or not (lot is None or type(lot) is str)
+            # Anything an identifier or label must not be: the generic path says why, or cleans it.
+            or len(uid) > limits.max_uid_chars
+            or not uid.isprintable()
+            or len(stage) > limits.max_stage_chars
+            or not stage.isprintable()
+            or (tenant and (len(tenant) > limits.max_label_chars or not tenant.isprintable()))
+            or (lot and (len(lot) > limits.max_label_chars or not lot.isprintable()))
             or not (insert_id is None or type(insert_id) is str)
             or not (severity is None or severity == "INFO" or severity == "DEFAULT")
             or not (status is None or (type(status) is int and status < 500))
@@ -263,13 +278,15 @@ class Parser:
             t_us = parse_rfc3339_us(ts)
         except ValueError:
             return self._parse_generic(raw)
+        if not limits.min_time_us <= t_us < limits.max_time_us:
+            return self._parse_generic(raw)
         reported: float | None = None
         if latency is not None:
             try:
                 reported = float(latency[:-1]) * 1000.0
             except ValueError:
                 return self._parse_generic(raw)
-            if not 0 <= reported < math.inf:
+            if not 0 <= reported <= limits.max_latency_ms:
                 return self._parse_generic(raw)
         elif jp.duration_ms is not msgspec.UNSET or e.duration_ms is not msgspec.UNSET:
             return self._parse_generic(raw)
@@ -294,43 +311,33 @@ class Parser:
         return self._failed_flag(obj) is True
 
     def _reported_ms(self, obj: dict[str, Any]) -> float | None:
-        latency = self._latency(obj)
+        """The latency the line reports about itself, in ms within ``[0, max_latency_ms]``; None when it reports
+        none -- or an unusable one, which is counted (``latencies_dropped``)."""
+        latency, ms = self._latency(obj), None
         if type(latency) is str:
-            try:
-                return parse_duration_s(latency) * 1000.0
-            except ValueError:
-                pass
+            with contextlib.suppress(ValueError):
+                ms = parse_duration_s(latency) * 1000.0
         elif type(latency) is dict:  # a protobuf Duration as an object: {"seconds": 1, "nanos": 5e8}
-            try:
+            with contextlib.suppress(TypeError, ValueError):
                 ms = float(latency.get("seconds", 0)) * 1000.0 + float(latency.get("nanos", 0)) / 1e6
-                if math.isfinite(ms) and ms >= 0:
-                    return ms
-            except (TypeError, ValueError):
-                pass
-        duration = self._duration(obj)
-        if isinstance(duration, int | float) and not isinstance(duration, bool) and 0 <= duration < math.inf:
-            return float(duration)
+        if latency is None or ms is None:
+            duration = self._duration(obj)
+            if isinstance(duration, int | float) and not isinstance(duration, bool):
+                ms = float(duration)
+            elif duration is None and latency is None:
+                return None
+        if ms is not None and 0 <= ms <= self.limits.max_latency_ms:  # NaN fails both comparisons
+            return ms
+        self.latencies_dropped += 1
         return None
 
 
-def _timestamp_us(value: Any) -> int:
-    if type(value) is str:
-        return parse_rfc3339_us(value)
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        # Plain JSON lines may carry epoch numbers: seconds, milliseconds or microseconds by magnitude.
-        v = float(value)
-        if v <= 0 or v != v:
-            raise ValueError("non-positive epoch")
-        if v < 1e11:
-            t = round(v * US_PER_S)
-        elif v < 1e14:
-            t = round(v * US_PER_MS)
-        else:
-            t = int(v)
-        if t > _MAX_EPOCH_US:  # nanoseconds, or nonsense: not a time we can write back as RFC 3339
-            raise ValueError("epoch out of range")
-        return t
-    raise ValueError("missing timestamp")
+def _shown(value: Any) -> str:
+    return repr(str(value)[:60])
+
+
+def _year(t_us: int) -> int:
+    return 1970 + round(t_us / (365.2425 * 24 * 3600 * 1e6))
 
 
 def _too_large(raw: bytes | str) -> Rejected | None:
@@ -344,8 +351,8 @@ def _too_large(raw: bytes | str) -> Rejected | None:
 
 def _preview(raw: bytes | str) -> str:
     if isinstance(raw, bytes):
-        return raw[:1000].decode("utf-8", errors="replace")
-    return raw[:1000]
+        return raw[:DEAD_LINE_CHARS].decode("utf-8", errors="replace")
+    return raw[:DEAD_LINE_CHARS]
 
 
 def _classify_decode_error(raw: bytes | str, exc: orjson.JSONDecodeError) -> Rejected:

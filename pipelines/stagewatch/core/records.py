@@ -27,8 +27,9 @@ __all__ = [
     "dumps",
 ]
 
-#: A dead letter keeps this much of the line it is about: enough to find it, bounded whatever came in.
-DEAD_LINE_CHARS = 10_000
+#: A dead letter keeps this much of the line (or record) it is about: enough to find it, bounded whatever came in,
+#: the same for every reason.
+DEAD_LINE_CHARS = 1000
 
 
 class Record(Protocol):

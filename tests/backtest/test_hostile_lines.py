@@ -1,0 +1,79 @@
+"""Hostile lines through the backtest: every one accounted for with its reason, none changes a verdict about the
+other files, in one process and in two; an input with no valid line still reports what it read."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import pytest
+
+from stagewatch.cli import main
+from stagewatch.evaluation.simulate import SHORT_FAULTS, SHORT_HOURS, SHORT_START, SimConfig, simulate_to_dir
+from tests.hostile import hostile_lines, spliced
+
+pytestmark = pytest.mark.cli
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("hostile")
+    simulate_to_dir(SimConfig(seed=5, start=SHORT_START, hours=SHORT_HOURS, peak_rate_per_min=4, faults=SHORT_FAULTS),
+                    folder)
+    return folder / "logs.jsonl"
+
+
+def _rows(path: Path) -> list[dict]:
+    return [orjson.loads(x) for x in path.read_bytes().splitlines() if x.strip()]
+
+
+def _replay(logs: Path, out: Path, processes: str) -> tuple[list[dict], list[dict], dict]:
+    out.mkdir()
+    assert main(["replay", str(logs), "-o", str(out / "a.jsonl"), "--dead-letters", str(out / "d.jsonl"),
+                 "--summary-json", str(out / "s.json"), "--processes", processes, "--no-progress"]) == 0
+    return _rows(out / "a.jsonl"), _rows(out / "d.jsonl"), orjson.loads((out / "s.json").read_bytes())
+
+
+def _verdicts(anomalies: list[dict]) -> set[tuple[str, str, str, str]]:
+    return {(a["kind"], a["uid"], a["stage"], a["event_time"]) for a in anomalies
+            if not a["uid"].startswith("hostile-")}
+
+
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_hostile_lines_are_accounted_for_and_change_no_verdict(clean: Path, tmp_path: Path, processes: str) -> None:
+    valid = clean.read_bytes().splitlines()
+    template = next(e for e in map(orjson.loads, valid[:200]) if e.get("jsonPayload", {}).get("stage") == "detect")
+    cases = hostile_lines(template)
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_bytes(b"\n".join(spliced(valid, cases)) + b"\n")
+    want, want_dead, want_stats = _replay(clean, tmp_path / "clean", processes)
+    got, dead, stats = _replay(mixed, tmp_path / "mixed", processes)
+
+    assert _verdicts(got) == _verdicts(want) and len(want) > 100
+    # Every line read is an event, a rejected line or a blank one; the hostile ones each where they belong.
+    assert stats["lines"] == stats["events"] + sum(stats["rejected"].values()) - stats["late"] + stats["blank"]
+    expected = Counter(outcome for _, outcome, _ in cases)
+    assert stats["blank"] - want_stats["blank"] == expected["blank"]
+    assert stats["events"] - want_stats["events"] == expected["event"]
+    grown = Counter(stats["rejected"]) - Counter(want_stats["rejected"])
+    assert grown == Counter({k: v for k, v in expected.items() if k not in ("blank", "event")})
+    assert stats["counts"].get("latencies_dropped", 0) - want_stats["counts"].get("latencies_dropped", 0) == 2
+    assert Counter(d["reason"] for d in dead) - Counter(d["reason"] for d in want_dead) == grown
+    assert all(len(d["line"]) <= 1000 for d in dead)
+
+
+def test_an_input_without_a_single_event_still_reports_what_it_read(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    logs = tmp_path / "junk.jsonl"
+    logs.write_bytes(b"not json\n\n{\"uid\": \"u\"}\n\r\n[1, 2]\n")
+    assert main(["replay", str(logs), "-o", str(tmp_path / "a.jsonl"), "--dead-letters", str(tmp_path / "d.jsonl"),
+                 "--summary-json", str(tmp_path / "s.json"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "stagewatch replay: 5 lines" in err and "stages     none: no event" in err
+    assert err.strip().splitlines()[-1].startswith("stagewatch replay: error: no line was a stage event")
+    stats = orjson.loads((tmp_path / "s.json").read_bytes())
+    assert (stats["lines"], stats["events"], stats["blank"]) == (5, 0, 2)
+    assert stats["rejected"] == {"invalid_json": 1, "missing_stage": 1, "not_object": 1}
+    assert sorted(d["reason"] for d in _rows(tmp_path / "d.jsonl")) == ["invalid_json", "missing_stage", "not_object"]
+    assert (tmp_path / "a.jsonl").read_bytes() == b""
