@@ -126,3 +126,26 @@ def test_the_report_without_matplotlib_says_which_extra_to_install(
     err = capsys.readouterr().err
     assert err == ("stagewatch report: error: the report draws its charts with matplotlib, which is not installed "
                    "here: pip install 'stagewatch[report]'\n")
+
+
+def test_what_reaches_a_terminal_has_its_control_characters_escaped(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """A trace written by someone else's job (or an older release) with an escape sequence in it: explain shows
+    the sequence escaped, never sends it to the terminal."""
+    from stagewatch.cli.common import for_terminal
+
+    assert for_terminal("ok\nline\x1b[2J\u202e\x07") == "ok\nline\\x1b[2J\\u202e\\x07"
+    assert for_terminal("plain text, naïve") == "plain text, naïve"
+    evil = "f-1\x1b]0;owned\x07"
+    row = {"uid": evil, "tenant": "acme\x1b[31m", "lot": None, "status": "complete",
+           "first_time": "2026-06-06T10:00:00.000000Z", "last_time": "2026-06-06T10:00:05.000000Z",
+           "end_to_end_ms": 5000.0, "missing_stages": [], "negative_gaps": 0,
+           "closed_at": "2026-06-06T10:00:05.000000Z",
+           "stages": [{"stage": "a\x1b[2J", "time": "2026-06-06T10:00:00.000000Z", "duration_ms": None,
+                       "reported_ms": None, "verdict": "start"},
+                      {"stage": "b", "time": "2026-06-06T10:00:05.000000Z", "duration_ms": 5000.0,
+                       "reported_ms": None, "verdict": "ok"}]}
+    (tmp_path / "traces.jsonl").write_bytes(orjson.dumps(row) + b"\n")
+    assert main(["explain", evil, "--input", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out and "\\x1b" in out

@@ -71,12 +71,50 @@ def test_block_kit_message_says_what_where_how_bad_how_many_since() -> None:
     msg = format_incident(EVENT, "demo-proj")
     assert msg["text"].startswith(":rotating_light: OPENED: analyse is slow for everyone")
     fields = " ".join(f["text"] for f in msg["blocks"][1]["fields"])
-    for part in ("slow_stage at *analyse*", "everyone", "worst 4.0 min (usually 30 s)", "7 files, 2 tenants of 12",
+    for part in ("What\nslow_stage at analyse", "everyone", "worst 4.0 min (usually 30 s)", "7 files, 2 tenants of 12",
                  "2026-06-06T10:00:01.000000Z", EVENT["incident_id"]):
         assert part in fields, part
     link = msg["blocks"][2]["elements"][0]["url"]
     assert link == logging_link(EVENT, "demo-proj")
     assert "f-1" in link and "project=demo-proj" in link and link.startswith("https://console.cloud.google.com/logs/")
+
+
+@pytest.mark.unit
+def test_no_mention_formatting_or_link_can_come_from_the_data() -> None:
+    """A tenant, stage or message from someone's logs reaches Slack as text: every text carrying data is plain
+    text, and the fallback goes with mrkdwn off and Slack's control characters escaped."""
+    evil = "<!channel> *bold* _it_ ~st~ `code` <https://evil.example|click> & co"
+    event = {**EVENT, "scope": "tenant", "scope_key": evil, "stage": evil, "message": f"{evil} is slow",
+             "incident_id": evil}
+    msg = format_incident(event, "demo-proj")
+    assert msg["mrkdwn"] is False and "<" not in msg["text"] and "&lt;!channel&gt;" in msg["text"]
+    texts = [msg["blocks"][0]["text"], *msg["blocks"][1]["fields"]]
+    assert all(t["type"] == "plain_text" for t in texts)
+    assert all(len(t["text"]) <= 3000 for t in texts)
+    huge = format_incident({**EVENT, "message": "x" * 100_000}, None)
+    assert len(huge["blocks"][0]["text"]["text"]) == 3000 and len(huge["text"]) <= 3000
+
+
+@pytest.mark.unit
+def test_the_logging_link_quotes_every_value_and_stays_within_slacks_limit() -> None:
+    quoted = logging_link({**EVENT, "sample_uids": ['f"1) OR (severity>=DEFAULT', "f\\2"]}, None)
+    from urllib.parse import unquote
+
+    query = unquote(quoted.split("query=")[1].split(";timeRange")[0])
+    assert query == 'jsonPayload.uid=("f\\"1) OR (severity>=DEFAULT" OR "f\\\\2")'
+    long = logging_link({**EVENT, "sample_uids": ["u" * 100_000, *(f"f-{i:0180d}" for i in range(10))]}, "p")
+    assert len(long) <= 3000 and "u" * 300 not in long
+    none_fit = logging_link({**EVENT, "sample_uids": ["u" * 100_000]}, "p")
+    assert "jsonPayload.stage%3D%22analyse%22" in none_fit
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("url", ["hooks.slack.com/services/T0/B0/SECRETSECRET", "https://hooks.slack.com:port/SECRETSECRET",
+                                 "ftp://hooks.slack.com/SECRETSECRET", "https:///SECRETSECRET", "SECRETSECRET"])
+def test_a_malformed_webhook_url_is_refused_without_showing_it(url: str) -> None:
+    with pytest.raises(ValueError) as refused:
+        Webhook(url)
+    assert "SECRETSECRET" not in str(refused.value) and "not shown" in str(refused.value)
 
 
 @pytest.mark.unit
@@ -281,3 +319,34 @@ def test_the_bot_token_mode_needs_a_channel_and_a_token(monkeypatch: pytest.Monk
     assert f"${BOT_TOKEN_ENV}" in capsys.readouterr().err
     assert main(["notify-slack", "--subscription", sub, "--thread-state", "x.json"]) == 2
     assert "give --channel too" in capsys.readouterr().err
+
+
+@pytest.mark.unit
+def test_max_messages_is_exact_even_within_a_pulled_batch() -> None:
+    from stagewatch.notify.slack import notify
+
+    class Received:
+        def __init__(self, k: int) -> None:
+            self.ack_id = f"a{k}"
+            self.message = type("M", (), {"data": json.dumps({**EVENT, "incident_id": f"i{k}"}).encode()})()
+
+    class Subscriber:
+        def __init__(self) -> None:
+            self.asked: list[int] = []
+            self.acked: list[str] = []
+
+        def pull(self, subscription: str, max_messages: int, timeout: float) -> Any:
+            self.asked.append(max_messages)
+            return type("R", (), {"received_messages": [Received(k) for k in range(max_messages)]})()
+
+        def acknowledge(self, subscription: str, ack_ids: list[str]) -> None:
+            self.acked += ack_ids
+
+    class Hook:
+        def deliver(self, event: dict[str, Any], payload: dict[str, Any]) -> str:
+            return "posted"
+
+    sub = Subscriber()
+    seen, skipped = notify(sub, "projects/p/subscriptions/s", Hook(), "p", max_messages=1,  # type: ignore[arg-type]
+                           log=lambda line: None)
+    assert (seen, skipped, sub.asked, sub.acked) == (1, 0, [1], ["a0"])

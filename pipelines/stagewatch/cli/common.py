@@ -19,6 +19,7 @@ from stagewatch.core.records import Record, dumps
 __all__ = [
     "JsonlWriter",
     "bigquery_errors",
+    "for_terminal",
     "print_rows",
     "progress_bar",
     "read_anomalies",
@@ -97,6 +98,15 @@ def stderr_is_tty() -> bool:
     return isinstance(sys.stderr, io.TextIOBase) and sys.stderr.isatty()
 
 
+def for_terminal(text: str) -> str:
+    """Text fit for a terminal: every character that is not printable (an escape sequence, a bell, a bidi override,
+    NUL) shown as its Python escape, newlines kept. What the commands print can come from someone else's logs."""
+    if text.isprintable():
+        return text
+    return "\n".join(line if line.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in line)
+                     for line in text.split("\n"))
+
+
 def _format_cell(value: Any) -> str:
     if value is None:
         return "-"
@@ -112,8 +122,8 @@ def print_rows(rows: list[dict[str, Any]]) -> None:
     if not rows:
         print("(no rows)")
         return
-    columns = list(rows[0])
-    cells = [[_format_cell(row[c]) for c in columns] for row in rows]
+    columns = [for_terminal(str(c)) for c in rows[0]]
+    cells = [[for_terminal(_format_cell(v)) for v in row.values()] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
     print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
     for r in cells:

@@ -50,7 +50,7 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def _labels(args: argparse.Namespace) -> int:
-    from stagewatch.cli.common import read_anomalies, read_jsonl
+    from stagewatch.cli.common import for_terminal, read_anomalies, read_jsonl
     from stagewatch.evaluation.scoring import score_kinds
 
     scores, delay = score_kinds(read_jsonl(args.labels), read_anomalies(args.anomalies))
@@ -59,7 +59,8 @@ def _labels(args: argparse.Namespace) -> int:
         return 0
     print(f"{'kind':<12} {'tp':>6} {'fp':>6} {'fn':>6} {'precision':>10} {'recall':>8} {'f1':>6}")
     for s in scores:
-        print(f"{s.kind:<12} {s.tp:>6} {s.fp:>6} {s.fn:>6} {s.precision:>10.3f} {s.recall:>8.3f} {s.f1:>6.3f}")
+        print(for_terminal(f"{s.kind:<12} {s.tp:>6} {s.fp:>6} {s.fn:>6} {s.precision:>10.3f} {s.recall:>8.3f} "
+                           f"{s.f1:>6.3f}"))
     if delay["n"]:
         print(f"stall detection delay after the file's last event: median {delay['median_s']} s, "
               f"p95 {delay['p95_s']} s, max {delay['max_s']} s (n={delay['n']})")

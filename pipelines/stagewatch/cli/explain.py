@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 
-from stagewatch.cli.common import bigquery_errors, time_option
+from stagewatch.cli.common import bigquery_errors, for_terminal, time_option
 
 __all__ = ["add"]
 
@@ -37,9 +37,9 @@ def _run(args: argparse.Namespace) -> int:
             raise ValueError(f"--day must be a date such as 2026-06-06, got {args.day!r}")
         day_us = time_option("--day", f"{args.day}T00:00:00Z")
     if args.input is not None:
-        print(explain(args.uid, LocalTables(args.input), day_us))
+        print(for_terminal(explain(args.uid, LocalTables(args.input), day_us)))
         return 0
     with bigquery_errors(args.bigquery):
-        print(explain(args.uid, BigQueryTables(args.bigquery), day_us))
+        print(for_terminal(explain(args.uid, BigQueryTables(args.bigquery), day_us)))
     return 0
 

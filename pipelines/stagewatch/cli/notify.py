@@ -6,6 +6,8 @@ import argparse
 import re
 import sys
 
+from stagewatch.cli.common import for_terminal
+
 __all__ = ["add"]
 
 
@@ -53,7 +55,8 @@ def _run(args: argparse.Namespace) -> int:
     seen = skipped = 0
     try:
         seen, skipped = notify(subscriber, args.subscription, hook, args.project or match.group(1),
-                               args.max_messages, args.idle_exit, log=lambda line: print(line, file=sys.stderr))
+                               args.max_messages, args.idle_exit,
+                               log=lambda line: print(for_terminal(line), file=sys.stderr))
     except KeyboardInterrupt:
         pass
     finally:

@@ -49,7 +49,7 @@ def add(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from stagewatch.backtest.config import load_settings
     from stagewatch.backtest.replay import replay_files, summary_text
-    from stagewatch.cli.common import JsonlWriter, progress_bar, stderr_is_tty
+    from stagewatch.cli.common import JsonlWriter, for_terminal, progress_bar, stderr_is_tty
     from stagewatch.core.feed import BacktestFeed
     from stagewatch.core.parser import Parser
     from stagewatch.core.records import Anomaly, IncidentEvent, LotRecord, TraceSummary
@@ -106,7 +106,7 @@ def _run(args: argparse.Namespace) -> int:
         for w in (anomalies, traces, dead, incidents, lots):
             if w is not None:
                 w.close()
-    print(summary_text(stats), file=sys.stderr)
+    print(for_terminal(summary_text(stats)), file=sys.stderr)
     if args.summary_json:
         Path(args.summary_json).write_bytes(orjson.dumps(stats.to_dict(), option=orjson.OPT_INDENT_2))
     if stats.events == 0:

@@ -65,47 +65,89 @@ def secret_value(env_name: str, option: str, secret: str | None = None, env: dic
     return value
 
 
+# Slack's limits: a button's URL, a section's text, a field's text (characters).
+MAX_URL = 3000
+MAX_SECTION = 3000
+MAX_FIELD = 2000
+_MAX_LINK_UID = 200
+
+
+def _filter_string(value: str) -> str:
+    """A value as a Cloud Logging query string: in double quotes, its backslashes and quotes escaped."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def logging_link(event: dict[str, Any], project: str | None) -> str:
-    """Cloud Logging's query page, filtered by the incident's files (or its stage), over its time span."""
-    uids = event.get("sample_uids") or []
-    if uids:
-        query = "jsonPayload.uid=(" + " OR ".join(f'"{u}"' for u in uids) + ")"
-    else:
-        query = f'jsonPayload.stage="{event["stage"]}"'
-    start = event["started_at"]
-    end = event.get("resolved_at") or event["at"]
-    path = f"query;query={urllib.parse.quote(query, safe='')};timeRange={start}%2F{end}"
+    """Cloud Logging's query page, filtered by the incident's files (or its stage), over its time span; each value
+    quoted in the query, and the whole within Slack's limit for a button's URL (files left out to fit)."""
+    start = _text(event.get("started_at"))
+    end = _text(event.get("resolved_at") or event.get("at"))
     suffix = f"?project={urllib.parse.quote(project)}" if project else ""
-    return f"https://console.cloud.google.com/logs/{path}{suffix}"
+
+    def url(query: str) -> str:
+        path = f"query;query={urllib.parse.quote(query, safe='')};timeRange={urllib.parse.quote(start, safe='')}%2F" \
+               f"{urllib.parse.quote(end, safe='')}"
+        return f"https://console.cloud.google.com/logs/{path}{suffix}"
+
+    uids = [u for u in event.get("sample_uids") or [] if isinstance(u, str) and len(u) <= _MAX_LINK_UID]
+    while uids:
+        link = url("jsonPayload.uid=(" + " OR ".join(_filter_string(u) for u in uids) + ")")
+        if len(link) <= MAX_URL:
+            return link
+        uids.pop()
+    return url("jsonPayload.stage=" + _filter_string(_text(event.get("stage"))[:_MAX_LINK_UID]))
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _mrkdwn_escaped(text: str) -> str:
+    """Text for a field Slack may read as mrkdwn, with Slack's three control characters escaped: no mention
+    (``<!channel>``), link or user reference can come from it."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _plain(text: str, limit: int) -> dict[str, Any]:
+    """A plain_text object: Slack neither formats it nor reads mentions in it -- what carries values from logs."""
+    return {"type": "plain_text", "text": _cut(text, limit), "emoji": True}
 
 
 def format_incident(event: dict[str, Any], project: str | None = None) -> dict[str, Any]:
-    """A Block Kit message (``text`` is the notification's fallback)."""
-    where = {"global": "everyone", "tenant": f"tenant *{event.get('scope_key')}*", "lot":
-             f"lot *{event.get('scope_key')}*", "trace": f"file *{event.get('scope_key')}*"}.get(event["scope"],
-                                                                                                event["scope"])
-    head = f"{_EMOJI.get(event['event'], '')} {event['event'].upper()}: {event['message']}".strip()
+    """A Block Kit message (``text`` is the notification's fallback). Every text that carries a value from the
+    logs (stage, tenant, lot, the message) is plain text, and the fallback is sent with mrkdwn off and Slack's
+    control characters escaped, so no mention or formatting can come from data."""
+    scope, key = _text(event.get("scope")), _text(event.get("scope_key"))
+    where = {"global": "everyone", "tenant": f"tenant {key}", "lot": f"lot {key}", "trace": f"file {key}"}.get(
+        scope, scope)
+    what = _text(event.get("event"))
+    head = f"{_EMOJI.get(what, '')} {what.upper()}: {_text(event.get('message'))}".strip()
     how = "—"
     if event.get("worst_observed_ms") is not None and event.get("expected_ms"):
         how = (f"worst {format_duration_ms(event['worst_observed_ms'])} "
                f"(usually {format_duration_ms(event['expected_ms'])})")
-    reach = f"{event['files']} files, {event['affected_tenants']} tenants"
-    if event["scope"] == "global":
-        reach += f" of {event['active_tenants']} active"
-    since = event["started_at"] + (f" → resolved {event['resolved_at']}" if event.get("resolved_at") else "")
+    reach = f"{event.get('files')} files, {event.get('affected_tenants')} tenants"
+    if scope == "global":
+        reach += f" of {event.get('active_tenants')} active"
+    since = _text(event.get("started_at")) + (f" → resolved {event['resolved_at']}" if event.get("resolved_at") else "")
     fields = [
-        ("What", f"{event['kind']} at *{event['stage']}*"),
+        ("What", f"{_text(event.get('kind'))} at {_text(event.get('stage'))}"),
         ("Where", where),
         ("How bad", how),
         ("How many", reach),
         ("Since", since),
-        ("Incident", f"`{event['incident_id']}`"),
+        ("Incident", _text(event.get("incident_id"))),
     ]
     return {
-        "text": head,
+        "text": _mrkdwn_escaped(_cut(head, MAX_SECTION)),
+        "mrkdwn": False,
         "blocks": [
-            {"type": "section", "text": {"type": "mrkdwn", "text": f"*{head}*"}},
-            {"type": "section", "fields": [{"type": "mrkdwn", "text": f"*{k}*\n{v}"} for k, v in fields]},
+            {"type": "section", "text": _plain(head, MAX_SECTION)},
+            {"type": "section", "fields": [_plain(f"{k}\n{v}", MAX_FIELD) for k, v in fields]},
             {"type": "actions", "elements": [{
                 "type": "button", "text": {"type": "plain_text", "text": "Logs in Cloud Logging"},
                 "url": logging_link(event, project),
@@ -125,6 +167,9 @@ class Webhook:
     timeout_s: float = 15.0
     sleep: Callable[[float], None] = time.sleep
     stats: Counter[str] = field(default_factory=Counter)
+
+    def __post_init__(self) -> None:
+        _check_url(self.url)
 
     def __repr__(self) -> str:  # the URL is the credential
         return f"{type(self).__name__}(<redacted>, stats={dict(self.stats)})"
@@ -182,6 +227,7 @@ class SlackApi(Webhook):
     threads: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.token or not self.channel:
             raise ValueError("the Slack Web API needs a bot token and a --channel")
         if self.state_path:
@@ -255,6 +301,19 @@ class SlackApi(Webhook):
             self.stats["state_not_saved"] += 1
 
 
+def _check_url(url: str) -> None:
+    """An http(s) URL with a host and, if any, a numeric port -- said without showing it: a webhook's URL is the
+    credential, and the errors urllib raises for a malformed one quote it whole."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        ok = parts.scheme in ("https", "http") and bool(parts.hostname) and (parts.port or 0) >= 0
+    except ValueError:  # a port that is not a number, a malformed IPv6 host, ...
+        ok = False
+    if not ok:
+        raise ValueError("the Slack URL is not an http(s) URL with a host (it is not shown: it is the credential); "
+                         "a webhook looks like https://hooks.slack.com/services/T.../B.../...")
+
+
 def _ts_seconds(ts: str) -> float:
     try:
         return float(ts)  # Slack's message ids are epoch seconds
@@ -277,7 +336,8 @@ def notify(
     while max_messages is None or seen < max_messages:
         if idle_exit_s is not None and time.monotonic() - last_message > idle_exit_s:
             break
-        resp = subscriber.pull(subscription=subscription, max_messages=10, timeout=30)
+        room = 10 if max_messages is None else min(10, max_messages - seen)  # never more than asked for
+        resp = subscriber.pull(subscription=subscription, max_messages=room, timeout=30)
         ack = []
         for received in resp.received_messages:
             seen += 1
