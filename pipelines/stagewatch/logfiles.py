@@ -8,10 +8,18 @@ from __future__ import annotations
 
 import gzip
 import sys
+import zlib
 from collections.abc import Callable, Iterable, Iterator
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
-__all__ = ["iter_lines"]
+__all__ = ["Damage", "iter_lines"]
+
+
+class Damage(NamedTuple):
+    """An input that could not be read to its end (a truncated or corrupt ``.gz``): what was read of it counts."""
+
+    path: str
+    detail: str
 
 _REPORT_BYTES = 1 << 20
 
@@ -25,10 +33,13 @@ def _open_binary(path: str) -> BinaryIO:
     return raw
 
 
-def iter_lines(paths: Iterable[str], on_bytes: Callable[[int], None] | None = None) -> Iterator[bytes]:
+def iter_lines(
+    paths: Iterable[str], on_bytes: Callable[[int], None] | None = None, damaged: list[Damage] | None = None
+) -> Iterator[bytes]:
     """Lines of every input in turn, without line endings (an empty line is yielded as ``b""``: the parser
     counts it as blank). ``on_bytes(n)`` hears of the bytes read every megabyte or so, and at the end of each
-    input."""
+    input. With ``damaged``, an input that breaks off (a truncated or corrupt ``.gz``) is noted there and the next
+    one read -- its lines up to the break are yielded; without it, the error is raised."""
     for path in paths:
         f = _open_binary(path)
         read = 0
@@ -40,6 +51,10 @@ def iter_lines(paths: Iterable[str], on_bytes: Callable[[int], None] | None = No
                         on_bytes(read)
                         read = 0
                 yield line.rstrip(b"\r\n")
+        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+            if damaged is None:
+                raise
+            damaged.append(Damage(path, f"{type(exc).__name__}: {exc}"))
         finally:
             if read and on_bytes is not None:
                 on_bytes(read)

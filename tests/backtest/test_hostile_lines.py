@@ -77,3 +77,30 @@ def test_an_input_without_a_single_event_still_reports_what_it_read(tmp_path: Pa
     assert stats["rejected"] == {"invalid_json": 1, "missing_stage": 1, "not_object": 1}
     assert sorted(d["reason"] for d in _rows(tmp_path / "d.jsonl")) == ["invalid_json", "missing_stage", "not_object"]
     assert (tmp_path / "a.jsonl").read_bytes() == b""
+
+
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_a_truncated_gz_is_read_up_to_the_break_and_said_so(clean: Path, tmp_path: Path, processes: str,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """Everything before the break is processed and every output written; the summary, the dead letters and the
+    exit status (3) say the input was not whole; one process and two agree."""
+    import gzip
+
+    whole = gzip.compress(clean.read_bytes())
+    broken = tmp_path / "logs.jsonl.gz"
+    broken.write_bytes(whole[: len(whole) * 2 // 3])
+    out = tmp_path / f"p{processes}"
+    assert main(["replay", str(broken), "-o", str(out / "a.jsonl"), "--dead-letters", str(out / "d.jsonl"),
+                 "--summary-json", str(out / "s.json"), "--processes", processes, "--no-progress"]) == 3
+    err = capsys.readouterr().err
+    assert "inputs truncated or corrupt" in err and "exit status 3" in err and "Traceback" not in err
+    stats = orjson.loads((out / "s.json").read_bytes())
+    assert stats["counts"]["truncated_input"] == 1 and stats["events"] > 1000
+    (damage,) = [d for d in _rows(out / "d.jsonl") if d["reason"] == "truncated_input"]
+    assert damage["detail"].startswith(str(broken)) and damage["source"] == "read"
+    anomalies = (out / "a.jsonl").read_bytes()
+    assert anomalies
+    other = tmp_path / f"p{3 - int(processes)}"
+    assert main(["replay", str(broken), "-o", str(other / "a.jsonl"), "--processes", str(3 - int(processes)),
+                 "--no-progress"]) == 3
+    assert (other / "a.jsonl").read_bytes() == anomalies

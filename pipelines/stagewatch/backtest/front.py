@@ -33,6 +33,7 @@ from stagewatch.core.records import DeadLetter, dead_letter
 from stagewatch.core.stages import INFER_SAMPLE, StageOrder, infer_from_events
 from stagewatch.core.timeutil import format_rfc3339
 from stagewatch.core.traces import Outbox
+from stagewatch.logfiles import Damage, iter_lines
 
 __all__ = ["Back", "FrontSettings", "FrontStats", "run_front", "run_front_in_child"]
 
@@ -67,7 +68,7 @@ class FrontStats:
     events: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
     blank: int = 0
-    counts: dict[str, int] = field(default_factory=dict)  # duplicates, late, latencies_dropped
+    counts: dict[str, int] = field(default_factory=dict)  # duplicates, late, latencies_dropped, truncated_input
 
 
 class Back(Protocol):
@@ -87,9 +88,11 @@ class Back(Protocol):
     def end(self, stats: FrontStats) -> None: ...
 
 
-def run_front(lines: Iterable[bytes], settings: FrontSettings, back: Back) -> None:
+def run_front(lines: Iterable[bytes], settings: FrontSettings, back: Back, damaged: list[Damage] | None = None) -> None:
     """Drive ``back`` over ``lines``. Without a stage order, the first ``infer_sample`` events are read ahead,
-    the order inferred from them, and replayed from the first (kept parsed; nothing is read twice)."""
+    the order inferred from them, and replayed from the first (kept parsed; nothing is read twice). ``damaged``:
+    the inputs that ``lines`` could not read to their end, filled as it reads: each is counted
+    (``truncated_input``) and dead-lettered once the lines are exhausted."""
     order, dead_letters = settings.order, settings.dead_letters
     stats = FrontStats()
     rejected = stats.rejected
@@ -164,10 +167,16 @@ def run_front(lines: Iterable[bytes], settings: FrontSettings, back: Back) -> No
     ingest.flush()
     back.end_of_input()
     flush_held(max(newest, ingest.max_seen))
+    for damage in damaged or ():
+        if dead_letters:
+            back.dead_letter(dead_letter("truncated_input", f"{damage.path}: {damage.detail}", "",
+                                         format_rfc3339(max(newest, ingest.max_seen, 0)), "read"))
     back.drain()
     late_letters()
     stats.lines, stats.events = n_lines, n_events
     stats.counts = dict(ingest.out.counts)
+    if damaged:
+        stats.counts["truncated_input"] = len(damaged)
     if settings.parser.latencies_dropped:
         stats.counts["latencies_dropped"] = settings.parser.latencies_dropped
     back.end(stats)
@@ -245,7 +254,6 @@ class _Shipper:
 
 def _child_main() -> None:
     """``python -m stagewatch.backtest.front``: the arguments arrive pickled on stdin; the calls leave on stdout."""
-    from stagewatch.logfiles import iter_lines
 
     pipe = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # a stray print must not land in the middle of a pickle
@@ -259,7 +267,8 @@ def _child_main() -> None:
     ship = _Shipper(pipe)
     try:
         paths, settings = pickle.load(sys.stdin.buffer)
-        run_front(iter_lines(paths, ship.read), settings, ship)
+        damaged: list[Damage] = []
+        run_front(iter_lines(paths, ship.read, damaged), settings, ship, damaged)
     except BrokenPipeError:
         pass  # the parent stopped listening (it failed or was interrupted): nothing left to tell it
     except BaseException as exc:  # whatever stopped the front, the parent must hear why

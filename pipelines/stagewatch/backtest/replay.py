@@ -25,7 +25,7 @@ from stagewatch.core.records import Anomaly, DeadLetter, TraceSummary
 from stagewatch.core.stages import INFER_SAMPLE, StageOrder
 from stagewatch.core.timeutil import parse_rfc3339_us
 from stagewatch.core.traces import TraceRules
-from stagewatch.logfiles import iter_lines
+from stagewatch.logfiles import Damage, iter_lines
 
 __all__ = ["ReplayStats", "replay", "replay_files", "summary_text"]
 
@@ -200,7 +200,8 @@ def replay_files(
     back = _Back(cfg or DetectorConfig(), on_anomaly, on_summary, on_dead_letter, on_arrival)
     settings = back.front_settings(parser, order, infer_sample)
     if processes == 1:
-        run_front(iter_lines(paths, on_bytes), settings, back)
+        damaged: list[Damage] = []
+        run_front(iter_lines(paths, on_bytes, damaged), settings, back, damaged)
     else:
         run_front_in_child(paths, settings, back, on_bytes)
     return back.finish(started)
@@ -244,6 +245,7 @@ def summary_text(stats: ReplayStats) -> str:
         "repeated stages": c.get("repeated_stage", 0),
         "unknown stages": c.get("unknown_stage", 0),
         "reported latencies unusable (dropped)": c.get("latencies_dropped", 0),
+        "inputs truncated or corrupt (read up to the break)": c.get("truncated_input", 0),
         "traces evicted (TTL)": c.get("traces_evicted", 0),
     }
     notes = [f"{v:,} {k}" for k, v in extras.items() if v]

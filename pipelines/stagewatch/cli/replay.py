@@ -8,7 +8,10 @@ from pathlib import Path
 
 import orjson
 
-__all__ = ["add"]
+__all__ = ["TRUNCATED_INPUT", "add"]
+
+#: The exit status of a replay whose input broke off (a truncated or corrupt .gz): all it could read was processed.
+TRUNCATED_INPUT = 3
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -109,6 +112,11 @@ def _run(args: argparse.Namespace) -> int:
     print(for_terminal(summary_text(stats)), file=sys.stderr)
     if args.summary_json:
         Path(args.summary_json).write_bytes(orjson.dumps(stats.to_dict(), option=orjson.OPT_INDENT_2))
+    if stats.counts.get("truncated_input"):
+        # Everything that could be read was processed and written; the caller must know the input was not whole.
+        print("stagewatch replay: an input was truncated or corrupt: read up to the break (see the dead letters, "
+              f"reason truncated_input); exit status {TRUNCATED_INPUT}", file=sys.stderr)
+        return TRUNCATED_INPUT
     if stats.events == 0:
         raise ValueError("no line was a stage event (each was rejected or blank: the summary above says why); if "
                          "your logs name the uid or the stage otherwise, map them with --config (docs/input.md)")
