@@ -38,6 +38,7 @@ from stagewatch.logfiles import Damage, iter_lines
 __all__ = ["Back", "FrontSettings", "FrontStats", "run_front", "run_front_in_child"]
 
 _DRAIN_EVERY = 4096  # events: how often the back hands its records on (and late events are dead-lettered)
+_HOLD_AT_MOST = 4096  # rejected lines kept back until the first event time is known
 _SHIP_EVERY = 4096  # events: how many the child process sends at once (a send costs ~30 us; an event ~0.3)
 # A batch is ~200 KB pickled: a pipe that holds one lets the child write it and go on parsing the next while
 # this process is still busy with the last (a kernel pipe is 64 KiB unless asked; 1 MiB is the usual ceiling).
@@ -113,6 +114,9 @@ def run_front(lines: Iterable[bytes], settings: FrontSettings, back: Back, damag
         seen = max(newest, ingest.max_seen if ingest is not None else -1)
         if seen < 0:
             held.append(r)
+            if len(held) >= _HOLD_AT_MOST:
+                # A long run of junk before the first event: filed at the epoch rather than kept in memory.
+                flush_held(seen)
             return
         flush_held(seen)
         back.dead_letter(dead_letter(r.reason, r.detail, r.line, format_rfc3339(seen), "parse"))
@@ -227,6 +231,8 @@ class _Shipper:
 
     def dead_letter(self, row: DeadLetter) -> None:
         self.calls.append(("dead_letter", row))
+        if len(self.calls) >= _SHIP_EVERY:  # an input of junk releases no events: send by calls too
+            self.send()
 
     def drain(self) -> None:
         self.calls.append(("drain",))
