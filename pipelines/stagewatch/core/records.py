@@ -112,13 +112,13 @@ class TraceSummary:
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
     """Input that was not used, and why (``reason``: the parser's, ``late``, ``after_close``,
-    ``bigquery_rejected``); ``source`` is the step that set it aside."""
+    ``internal_error``, ``bigquery_rejected``); ``source`` is the step that set it aside."""
 
     reason: str
     detail: str
     line: str  # the line (or record) it is about, cut to DEAD_LINE_CHARS
     received_at: str  # RFC 3339
-    source: str  # parse, late, assemble, bigquery:<table>
+    source: str  # parse, late, assemble, bigquery:<table>; a stream step's name for internal_error
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -28,6 +28,7 @@ from stagewatch.stream.local import LocalRunner
 from stagewatch.stream.options import ValidatedOptions, validate
 from stagewatch.stream.sinks import PublishAnomalies, WriteJsonl, WriteTableRows, clear_local_output
 from stagewatch.stream.steps.assemble import FAILURES, LATE, PROGRESS, SUMMARIES, AssembleTraces
+from stagewatch.stream.steps.contain import ContainedStep
 from stagewatch.stream.steps.dedup import Dedup
 from stagewatch.stream.steps.incidents import TrackIncidents
 from stagewatch.stream.steps.judging import JudgeMeasurements
@@ -55,24 +56,32 @@ def build(
     """The detection graph on ``lines``; ``end_us``: a finite input's last event time (in-flight files at the
     end are open, not stalled, as in the backtest); ``watermark_step_s``: how far the source's watermark
     jumps at once (a local file's ``TestStream``)."""
-    parsed = lines | "Parse" >> ParseEvents(Parser(), stamp=stamp)
-    events = parsed.events | "Dedup" >> Dedup()
-    assembled = events | "Assemble" >> AssembleTraces(rules)
+    steps: list[ContainedStep] = []
+
+    def step(transform: Any) -> Any:
+        steps.append(transform)
+        return transform
+
+    parsed = lines | "Parse" >> step(ParseEvents(Parser(), stamp=stamp))
+    events = parsed.events | "Dedup" >> step(Dedup())
+    assembled = events | "Assemble" >> step(AssembleTraces(rules))
     measurements, progress = assembled.measurements, assembled[PROGRESS]
-    snapshots = measurements | "Learn" >> LearnBaselines(rules, baseline)
+    snapshots = measurements | "Learn" >> step(LearnBaselines(rules, baseline))
     to_judge = (measurements, progress) | "ToJudge" >> beam.Flatten()
-    verdicts, deadlines = (to_judge, snapshots) | "Judge" >> JudgeMeasurements(rules, baseline)
+    verdicts, deadlines = (to_judge, snapshots) | "Judge" >> step(JudgeMeasurements(rules, baseline))
     if end_us is not None:
         deadlines = deadlines | "UntilEndOfInput" >> beam.Filter(lambda d: d.deadline_us <= end_us)
-    watched = (progress, deadlines, assembled[SUMMARIES], verdicts) | "Stalls" >> WatchStalls(rules)
+    watched = (progress, deadlines, assembled[SUMMARIES], verdicts) | "Stalls" >> step(WatchStalls(rules))
     anomalies = (assembled[FAILURES], watched.stalls) | "AllAnomalies" >> beam.Flatten()
-    dead = (parsed[DEAD_LETTERS], assembled[LATE]) | "AllDeadLetters" >> beam.Flatten()
     traces = watched[STALLED_SUMMARIES]
-    lots = traces | "Lots" >> TrackLots(end_us=end_us)
+    lots = traces | "Lots" >> step(TrackLots(end_us=end_us))
     # Verdicts reach the incident step up to the baseline fold's grace (half an interval) behind the
     # watermark, and a jumping watermark adds its step: the tracker decides that far behind it.
-    incidents = (anomalies, traces, watched[ARRIVALS], lots) | "Incidents" >> TrackIncidents(
-        interval_s=baseline.interval_s, end_us=end_us, hold_s=baseline.interval_s / 2 + watermark_step_s)
+    incidents = (anomalies, traces, watched[ARRIVALS], lots) | "Incidents" >> step(TrackIncidents(
+        interval_s=baseline.interval_s, end_us=end_us, hold_s=baseline.interval_s / 2 + watermark_step_s))
+    # What no step could handle (an element its code did not foresee) is a dead letter too: contained.py.
+    internal = [pc for s in steps for pc in s.internal_errors]
+    dead = (parsed[DEAD_LETTERS], assembled[LATE], *internal) | "AllDeadLetters" >> beam.Flatten()
     return Outputs(anomalies, traces, dead, incidents, lots)
 
 

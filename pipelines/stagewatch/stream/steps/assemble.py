@@ -34,6 +34,7 @@ from stagewatch.core.measurements import Measured, Measurement, Progress, StallI
 from stagewatch.core.records import DeadLetter, dead_letter
 from stagewatch.core.timeutil import US_PER_S, format_rfc3339
 from stagewatch.core.traces import Outbox, Trace, TraceRules
+from stagewatch.stream.steps.contain import ContainedStep, contained
 from stagewatch.stream.steps.timers import fire_at, fire_no_later_than, take_due
 
 __all__ = ["FAILURES", "LATE", "PROGRESS", "SUMMARIES", "AssembleTraces"]
@@ -90,6 +91,7 @@ class _AssembleFn(beam.DoFn):
         self._late = Metrics.counter("stagewatch", "late")
         self._after_close = Metrics.counter("stagewatch", "events_after_close")
 
+    @contained("Assemble")
     def process(
         self,
         element: tuple[str, StageEvent],
@@ -117,6 +119,7 @@ class _AssembleFn(beam.DoFn):
         fire_no_later_than(next_fire, fire, ev.t_us)
 
     @on_timer(FIRE)
+    @contained("Assemble")
     def _fire(
         self,
         key: Any = beam.DoFn.KeyParam,
@@ -174,7 +177,7 @@ def _dead_letter(ev: StageEvent, reason: str, detail: str) -> DeadLetter:
     return dead_letter(reason, detail, repr(ev), format_rfc3339(ev.t_us), "assemble")
 
 
-class AssembleTraces(beam.PTransform):
+class AssembleTraces(ContainedStep):
     """Events (after ``Dedup``) → measurements (main), and tagged ``PROGRESS``, ``FAILURES``, ``SUMMARIES``,
     ``LATE``."""
 
@@ -184,6 +187,5 @@ class AssembleTraces(beam.PTransform):
 
     def expand(self, events: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
         keyed = events | "KeyByUid" >> beam.Map(lambda ev: (ev.uid, ev)).with_output_types(tuple[str, Any])
-        return keyed | "AssemblePerUid" >> beam.ParDo(_AssembleFn(self._rules)).with_outputs(
-            PROGRESS, FAILURES, SUMMARIES, LATE, main="measurements"
-        )
+        return self.pardo(keyed, "AssemblePerUid", _AssembleFn(self._rules),
+                          outputs=(PROGRESS, FAILURES, SUMMARIES, LATE), main="measurements")

@@ -14,6 +14,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from stagewatch.core.events import StageEvent
 from stagewatch.core.timeutil import US_PER_S
+from stagewatch.stream.steps.contain import ContainedStep, contained
 
 __all__ = ["Dedup"]
 
@@ -34,6 +35,7 @@ class _FirstSeenFn(beam.DoFn):
         self._horizon_us = int(horizon_s * US_PER_S)
         self._duplicates = Metrics.counter("stagewatch", "duplicates")
 
+    @contained("Dedup")
     def process(
         self,
         element: tuple[str, StageEvent],
@@ -56,12 +58,13 @@ class _FirstSeenFn(beam.DoFn):
         yield ev
 
     @on_timer(EXPIRE)
+    @contained("Dedup")
     def _forget(self, seen: Any = beam.DoFn.StateParam(SEEN), newest: Any = beam.DoFn.StateParam(NEWEST)) -> None:
         seen.clear()
         newest.clear()
 
 
-class Dedup(beam.PTransform):
+class Dedup(ContainedStep):
     """At-least-once delivery repeats lines: keep the first of each insertId (else uid + stage + time)."""
 
     def __init__(self, horizon_s: float = 3600.0) -> None:
@@ -70,4 +73,4 @@ class Dedup(beam.PTransform):
 
     def expand(self, events: beam.PCollection) -> beam.PCollection:
         keyed = events | "KeyByUid" >> beam.Map(lambda ev: (ev.uid, ev)).with_output_types(tuple[str, Any])
-        return keyed | "KeepFirstSeen" >> beam.ParDo(_FirstSeenFn(self._horizon_s))
+        return self.pardo(keyed, "KeepFirstSeen", _FirstSeenFn(self._horizon_s)).main

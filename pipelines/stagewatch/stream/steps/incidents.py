@@ -27,6 +27,7 @@ from stagewatch.core.feed import TenantActivity, TrackerInput, feed, time_of
 from stagewatch.core.incidents import IncidentConfig, IncidentTracker
 from stagewatch.core.records import IncidentEvent, TraceSummary
 from stagewatch.core.timeutil import US_PER_S
+from stagewatch.stream.steps.contain import ContainedStep, contained
 from stagewatch.stream.steps.timers import fire_at, fire_no_later_than, take_due
 
 __all__ = ["TrackIncidents"]
@@ -46,6 +47,7 @@ class _TrackFn(beam.DoFn):
         self._end_us = end_us
         self._hold_us = hold_us
 
+    @contained("Incidents")
     def process(
         self,
         kv: tuple[str, TrackerInput],
@@ -59,6 +61,7 @@ class _TrackFn(beam.DoFn):
         fire_no_later_than(next_fire, fire, t + self._hold_us)
 
     @on_timer(FIRE)
+    @contained("Incidents")
     def _fire(
         self,
         ts: Any = beam.DoFn.TimestampParam,
@@ -87,7 +90,7 @@ class _TrackFn(beam.DoFn):
         fire_at(next_fire, fire, wake)
 
 
-class TrackIncidents(beam.PTransform):
+class TrackIncidents(ContainedStep):
     """(anomalies, trace summaries, arrivals of stalled files, lot records) → incident events (opened /
     updated / resolved)."""
 
@@ -103,26 +106,26 @@ class TrackIncidents(beam.PTransform):
     def expand(self, inputs: tuple[beam.PCollection, ...]) -> beam.PCollection:
         anomalies, summaries, arrivals, lots = inputs
         interval_us = int(self._interval_s * US_PER_S)
-        active = (
+        per_interval = (
             summaries
             | "TenantOf" >> beam.FlatMap(_tenant_of)
             | "ActivityWindows" >> beam.WindowInto(FixedWindows(self._interval_s))
             | "TenantsPerInterval" >> beam.CombineGlobally(_TenantSet()).without_defaults()
-            | "StampInterval" >> beam.ParDo(_StampWindowEnd(interval_us))
-            | "ActivityGlobal" >> beam.WindowInto(GlobalWindows())
         )
+        stamped = self.pardo(per_interval, "StampInterval", _StampWindowEnd(interval_us)).main
+        active = stamped | "ActivityGlobal" >> beam.WindowInto(GlobalWindows())
         tagged = (
             anomalies | "TagAnomaly" >> beam.Map(lambda a: (_KEY, a)),
             active | "TagTenants" >> beam.Map(lambda r: (_KEY, r)),
             arrivals | "TagArrival" >> beam.Map(lambda r: (_KEY, r)),
             lots | "TagLot" >> beam.Map(lambda r: (_KEY, r)),
         )
-        return (
+        together = (
             tagged
             | "AllForTracker" >> beam.Flatten()
             | "Typed" >> beam.Map(lambda kv: kv).with_output_types(tuple[str, Any])
-            | "Track" >> beam.ParDo(_TrackFn(self._cfg, self._end_us, self._hold_us))
         )
+        return self.pardo(together, "Track", _TrackFn(self._cfg, self._end_us, self._hold_us)).main
 
 
 class _TenantSet(beam.CombineFn):
@@ -144,6 +147,7 @@ class _StampWindowEnd(beam.DoFn):
     def __init__(self, interval_us: int) -> None:
         self._interval_us = interval_us
 
+    @contained("Incidents")
     def process(self, tenants: list[str], w: Any = beam.DoFn.WindowParam) -> Iterator[TenantActivity]:
         yield TenantActivity(int(w.start.micros) + self._interval_us, tuple(tenants))
 

@@ -23,6 +23,7 @@ from stagewatch.core.measurements import Deadline, Measured, Progress
 from stagewatch.core.records import Anomaly
 from stagewatch.core.traces import TraceRules
 from stagewatch.core.verdicts import baseline_stage, judge_measurement, stall_deadline
+from stagewatch.stream.steps.contain import ContainedStep, contained
 
 __all__ = ["DEADLINES", "JudgeMeasurements"]
 
@@ -36,6 +37,7 @@ class _JudgeFn(beam.DoFn):
         self._verdicts = {v: Metrics.counter("stagewatch", f"verdicts_{v}") for v in ("ok", "slow", "warmup")}
         self._deadlines = Metrics.counter("stagewatch", "stall_deadlines")
 
+    @contained("Judge")
     def process(
         self, record: Measured | Progress, snaps: dict[Any, Any], w: Any = beam.DoFn.WindowParam
     ) -> Iterator[Anomaly | beam.pvalue.TaggedOutput]:
@@ -57,7 +59,7 @@ class _JudgeFn(beam.DoFn):
             yield anomaly
 
 
-class JudgeMeasurements(beam.PTransform):
+class JudgeMeasurements(ContainedStep):
     """(measurements and progress, snapshots) → anomalies (main; a stage's wait and latency may both be there)
     and stall deadlines (tagged ``DEADLINES``)."""
 
@@ -70,11 +72,7 @@ class JudgeMeasurements(beam.PTransform):
         records, snapshots = inputs
         interval = self._cfg.interval_s
         side = snapshots | "SnapshotWindows" >> beam.WindowInto(FixedWindows(interval))
-        judged = (
-            records
-            | "MeasurementWindows" >> beam.WindowInto(FixedWindows(interval))
-            | "JudgeAgainstSnapshots" >> beam.ParDo(
-                _JudgeFn(self._rules, self._cfg), beam.pvalue.AsDict(side)
-            ).with_outputs(DEADLINES, main="anomalies")
-        )
+        windowed = records | "MeasurementWindows" >> beam.WindowInto(FixedWindows(interval))
+        judged = self.pardo(windowed, "JudgeAgainstSnapshots", _JudgeFn(self._rules, self._cfg),
+                            beam.pvalue.AsDict(side), outputs=(DEADLINES,), main="anomalies")
         return judged.anomalies, judged[DEADLINES]

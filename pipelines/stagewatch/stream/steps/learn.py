@@ -38,6 +38,7 @@ from stagewatch.core.baselines import BaselineConfig, BaselineStore, bin_counts
 from stagewatch.core.timeutil import US_PER_S
 from stagewatch.core.traces import TraceRules
 from stagewatch.core.verdicts import baseline_stage
+from stagewatch.stream.steps.contain import ContainedStep, contained
 from stagewatch.stream.steps.timers import fire_at, fire_no_later_than, take_due
 
 __all__ = ["LearnBaselines"]
@@ -66,6 +67,7 @@ class _CountBinsFn(beam.DoFn):
     def __init__(self, interval_us: int) -> None:
         self._interval_us = interval_us
 
+    @contained("Learn")
     def process(
         self,
         kv: tuple[tuple[str, int], tuple[int, str | None, float]],
@@ -77,6 +79,7 @@ class _CountBinsFn(beam.DoFn):
         fire_no_later_than(next_fire, fire, (kv[1][0] + 1) * self._interval_us)
 
     @on_timer(FIRE)
+    @contained("Learn")
     def _fire(
         self,
         key: Any = beam.DoFn.KeyParam,
@@ -123,6 +126,7 @@ class _RollFn(beam.DoFn):
         self._grace_us = grace_us
         self._after_fold = Metrics.counter("stagewatch", "baseline_counts_after_fold")
 
+    @contained("Learn")
     def process(
         self,
         kv: tuple[str, tuple[int, Counts]],
@@ -143,6 +147,7 @@ class _RollFn(beam.DoFn):
         fire_no_later_than(next_fire, fire, (k + 1) * self._cfg.interval_us + self._grace_us)
 
     @on_timer(FIRE)
+    @contained("Learn")
     def _fire(
         self,
         key: Any = beam.DoFn.KeyParam,
@@ -179,7 +184,7 @@ class _RollFn(beam.DoFn):
         fire_at(next_fire, fire, [step * interval + self._grace_us for step in steps])
 
 
-class LearnBaselines(beam.PTransform):
+class LearnBaselines(ContainedStep):
     """Measurements (timestamped when they were made) → per-interval snapshots of every baseline key.
 
     ``grace_s``: how long after an interval's end its late counts are still taken (default half an
@@ -196,13 +201,12 @@ class LearnBaselines(beam.PTransform):
     def expand(self, measurements: beam.PCollection) -> beam.PCollection:
         rules, cfg = self._rules, self._cfg
         quiet = max(1, int(rules.ttl_us // cfg.interval_us))
-        return (
-            measurements
-            | "KeyByBaseline" >> beam.Map(lambda r: (
-                (baseline_stage(r.m, rules), _shard_of(r.file.uid)),
-                (r.now_us // cfg.interval_us, r.file.tenant, r.m.value_ms),
-            )).with_output_types(tuple[tuple[str, int], Any])
-            | "CountBins" >> beam.ParDo(_CountBinsFn(cfg.interval_us))
-            | "Typed" >> beam.Map(lambda kv: kv).with_output_types(tuple[str, Any])
-            | "RollPerStage" >> beam.ParDo(_RollFn(cfg, quiet, int(self._grace_s * US_PER_S)))
-        )
+        # Contained (unlike the other steps' keying, which read one field): it runs the rules on each measurement.
+        keyed = self.map(measurements, "KeyByBaseline", lambda r: (
+            (baseline_stage(r.m, rules), _shard_of(r.file.uid)),
+            (r.now_us // cfg.interval_us, r.file.tenant, r.m.value_ms),
+        ), "Learn")
+        keyed = keyed | "TypedKeys" >> beam.Map(lambda kv: kv).with_output_types(tuple[tuple[str, int], Any])
+        counts = self.pardo(keyed, "CountBins", _CountBinsFn(cfg.interval_us)).main
+        typed = counts | "Typed" >> beam.Map(lambda kv: kv).with_output_types(tuple[str, Any])
+        return self.pardo(typed, "RollPerStage", _RollFn(cfg, quiet, int(self._grace_s * US_PER_S))).main

@@ -20,6 +20,7 @@ from apache_beam.utils.timestamp import Timestamp
 from stagewatch.core.lots import Lot, LotConfig, LotJudge, add_file
 from stagewatch.core.records import LotRecord, TraceSummary
 from stagewatch.core.timeutil import US_PER_S
+from stagewatch.stream.steps.contain import ContainedStep, contained
 from stagewatch.stream.steps.timers import fire_at, fire_no_later_than, take_due
 
 __all__ = ["TrackLots"]
@@ -33,6 +34,7 @@ class _GatherLotFn(beam.DoFn):
         self._quiet_us = quiet_us
         self._end_us = end_us
 
+    @contained("Lots")
     def process(
         self,
         kv: tuple[str, TraceSummary],
@@ -44,6 +46,7 @@ class _GatherLotFn(beam.DoFn):
         quiet.set(Timestamp(micros=lot.last_us + self._quiet_us))
 
     @on_timer(QUIET)
+    @contained("Lots")
     def _quiet(
         self, key: Any = beam.DoFn.KeyParam, lot_state: Any = beam.DoFn.StateParam(LOT)
     ) -> Iterator[tuple[str, tuple[int, str, Lot]]]:
@@ -65,6 +68,7 @@ class _JudgeLotsFn(beam.DoFn):
     def __init__(self, cfg: LotConfig) -> None:
         self._cfg = cfg
 
+    @contained("Lots")
     def process(
         self,
         kv: tuple[str, tuple[int, str, Lot]],
@@ -76,6 +80,7 @@ class _JudgeLotsFn(beam.DoFn):
         fire_no_later_than(next_fire, fire, kv[1][0])
 
     @on_timer(FIRE)
+    @contained("Lots")
     def _fire(
         self,
         ts: Any = beam.DoFn.TimestampParam,
@@ -96,7 +101,7 @@ class _JudgeLotsFn(beam.DoFn):
         fire_at(next_fire, fire, [item[0] for item in rest[:1]])
 
 
-class TrackLots(beam.PTransform):
+class TrackLots(ContainedStep):
     """Trace summaries → lot records (``lot_incomplete``, ``lot_slow``)."""
 
     def __init__(self, cfg: LotConfig | None = None, end_us: int | None = None) -> None:
@@ -105,11 +110,8 @@ class TrackLots(beam.PTransform):
         self._end_us = end_us
 
     def expand(self, summaries: beam.PCollection) -> beam.PCollection:
-        return (
-            summaries
-            | "KeyByLot" >> beam.FlatMap(lambda s: [(s.lot, s)] if s.lot else []).with_output_types(
-                tuple[str, Any])
-            | "GatherLot" >> beam.ParDo(_GatherLotFn(int(self._cfg.quiet_s * US_PER_S), self._end_us))
-            | "TypedLots" >> beam.Map(lambda kv: kv).with_output_types(tuple[str, Any])
-            | "JudgeLots" >> beam.ParDo(_JudgeLotsFn(self._cfg))
-        )
+        keyed = summaries | "KeyByLot" >> beam.FlatMap(lambda s: [(s.lot, s)] if s.lot else []).with_output_types(
+            tuple[str, Any])
+        gathered = self.pardo(keyed, "GatherLot", _GatherLotFn(int(self._cfg.quiet_s * US_PER_S), self._end_us)).main
+        typed = gathered | "TypedLots" >> beam.Map(lambda kv: kv).with_output_types(tuple[str, Any])
+        return self.pardo(typed, "JudgeLots", _JudgeLotsFn(self._cfg)).main

@@ -18,6 +18,7 @@ from stagewatch.core.events import BLANK, REJECT_REASONS, StageEvent
 from stagewatch.core.parser import Parser
 from stagewatch.core.records import dead_letter
 from stagewatch.core.timeutil import US_PER_S, format_rfc3339
+from stagewatch.stream.steps.contain import ContainedStep, contained
 
 __all__ = ["DEAD_LETTERS", "ParseEvents"]
 
@@ -37,6 +38,7 @@ class _ParseFn(beam.DoFn):
         self._latencies_dropped = Metrics.counter("stagewatch", "latencies_dropped")
         self._dropped_seen = 0  # the parser's count when last looked at (a copy of this DoFn starts both at 0)
 
+    @contained("Parse")
     def process(self, raw: bytes | str, ts: Any = beam.DoFn.TimestampParam) -> Iterator[Any]:
         parsed = self._parser.parse(raw)
         dropped = self._parser.latencies_dropped
@@ -63,7 +65,7 @@ def _rfc3339(ts: Any) -> str:
         return format_rfc3339(0)
 
 
-class ParseEvents(beam.PTransform):
+class ParseEvents(ContainedStep):
     """Raw lines or message bodies → ``StageEvent`` (main) and dead letters (tagged ``DEAD_LETTERS``).
 
     ``stamp``: give each event its log timestamp as element time (for sources without one, like files).
@@ -75,6 +77,5 @@ class ParseEvents(beam.PTransform):
         self._stamp = stamp
 
     def expand(self, lines: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
-        return lines | "ParseLogEntries" >> beam.ParDo(_ParseFn(self._parser, self._stamp)).with_outputs(
-            DEAD_LETTERS, main="events"
-        )
+        return self.pardo(lines, "ParseLogEntries", _ParseFn(self._parser, self._stamp), outputs=(DEAD_LETTERS,),
+                          main="events")

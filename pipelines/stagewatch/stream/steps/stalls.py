@@ -33,6 +33,7 @@ from stagewatch.core.measurements import Arrival, Deadline, Progress
 from stagewatch.core.records import Anomaly, StageTiming, TraceSummary
 from stagewatch.core.timeutil import parse_rfc3339_us
 from stagewatch.core.traces import TraceRules
+from stagewatch.stream.steps.contain import ContainedStep, contained
 from stagewatch.stream.steps.timers import fire_at, fire_no_later_than, take_due
 
 __all__ = ["ARRIVALS", "STALLED_SUMMARIES", "WatchStalls"]
@@ -70,6 +71,7 @@ class _WatchFn(beam.DoFn):
     def __init__(self, rules: TraceRules) -> None:
         self._rules = rules
 
+    @contained("Stalls")
     def process(
         self,
         kv: tuple[str, Progress | Deadline | TraceSummary | Anomaly],
@@ -124,6 +126,7 @@ class _WatchFn(beam.DoFn):
             forget.set(Timestamp(micros=max(int(ts.micros), latest.read() or 0) + self._rules.ttl_us))
 
     @on_timer(RELEASE)
+    @contained("Stalls")
     def _release(
         self,
         ts: Any = beam.DoFn.TimestampParam,
@@ -143,6 +146,7 @@ class _WatchFn(beam.DoFn):
         fire_at(next_release, release, [t for t, _, _ in rest[:1]])
 
     @on_timer(FORGET)
+    @contained("Stalls")
     def _forget(
         self,
         latest: Any = beam.DoFn.StateParam(LATEST),
@@ -159,6 +163,7 @@ class _WatchFn(beam.DoFn):
             state.clear()
 
     @on_timer(FIRE)
+    @contained("Stalls")
     def _fire(
         self,
         ts: Any = beam.DoFn.TimestampParam,
@@ -223,7 +228,7 @@ def _uid_of(record: Progress | Deadline | TraceSummary | Anomaly) -> str:
     return record.uid
 
 
-class WatchStalls(beam.PTransform):
+class WatchStalls(ContainedStep):
     """(progress, deadlines, summaries, judged anomalies) → anomalies (main: stalls, and the judged ones, one
     per kind and stage of a file), final summaries (``STALLED_SUMMARIES``) and ``ARRIVALS``."""
 
@@ -242,10 +247,10 @@ class WatchStalls(beam.PTransform):
                 ("progress", progress), ("deadline", deadlines), ("summary", summaries), ("anomaly", anomalies)
             )
         ]
-        return (
+        merged = (
             tagged
             | "MergeByUid" >> beam.Flatten()
             | "Typed" >> beam.Map(lambda kv: kv).with_output_types(tuple[str, Any])
-            | "WatchPerUid" >> beam.ParDo(_WatchFn(self._rules)).with_outputs(
-                STALLED_SUMMARIES, ARRIVALS, main="stalls")
         )
+        return self.pardo(merged, "WatchPerUid", _WatchFn(self._rules), outputs=(STALLED_SUMMARIES, ARRIVALS),
+                          main="stalls")
