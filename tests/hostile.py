@@ -13,7 +13,9 @@ from typing import Any
 
 import orjson
 
-__all__ = ["HOSTILE", "hostile_lines", "spliced"]
+from stagewatch.core.timeutil import US_PER_S, format_rfc3339, parse_rfc3339_us
+
+__all__ = ["HARMLESS_EVENTS", "HOSTILE", "RELATIVE", "hostile_lines", "spliced"]
 
 
 def _with(template: dict[str, Any], **changes: Any) -> dict[str, Any]:
@@ -33,6 +35,14 @@ HOSTILE: list[tuple[str, str, dict[str, Any] | bytes]] = [
     ("leap_second_of_9999", "bad_timestamp", {"timestamp": "9999-12-31T23:59:60Z"}),
     ("epoch_0", "bad_timestamp", {"timestamp": "1970-01-01T00:00:00Z"}),
     ("year_0", "bad_timestamp", {"timestamp": "0000-01-01T00:00:00Z"}),
+    ("year_10000", "bad_timestamp", {"timestamp": "10000-01-01T00:00:00Z"}),
+    ("offset_24h", "bad_timestamp", {"timestamp": "2026-06-01T12:00:00+24:00"}),
+    ("no_offset", "bad_timestamp", {"timestamp": "2026-06-01T12:00:00"}),
+    # Sound dates, far from when the logs are: they would move the watermark (or open files that stall).
+    ("year_2099", "future", {"timestamp": "2099-06-01T00:00:00Z"}),
+    ("last_second_before_2200", "future", {"timestamp": "2199-12-31T23:59:59Z"}),
+    ("year_2001", "too_old", {"timestamp": "2001-06-01T00:00:00Z"}),
+    ("first_second_of_2000", "too_old", {"timestamp": "2000-01-01T00:00:00Z"}),
     ("epoch_number_huge", "bad_timestamp", {"timestamp": 1e308}),
     ("uid_terminal_escape", "bad_uid", {"jsonPayload__uid": "evil\x1b[2J\x1b]0;owned\x07"}),
     ("uid_bidi_override", "bad_uid", {"jsonPayload__uid": "f-\u202e1"}),
@@ -43,6 +53,13 @@ HOSTILE: list[tuple[str, str, dict[str, Any] | bytes]] = [
     ("blank", "blank", b""),
     ("carriage_return", "blank", b"\r"),
     ("spaces", "blank", b"   "),
+]
+# Dated relative to the valid line before them, wherever they are put: (name, outcome, seconds from it).
+RELATIVE: list[tuple[str, str, float]] = [
+    ("a_day_ahead", "future", 86_400.0),
+    ("twenty_minutes_ahead", "future", 1200.0),  # (the clock's resolution is a block or two of events)
+    ("a_month_behind", "too_old", -30 * 86_400.0),
+    ("leap_second_a_day_ahead", "future", 86_400.0),  # written as :60 of the second before
 ]
 # Lines that are events but must change no verdict about other files (their own file is new and alone).
 HARMLESS_EVENTS: list[tuple[str, dict[str, Any]]] = [
@@ -58,6 +75,8 @@ def hostile_lines(template: dict[str, Any]) -> list[tuple[str, str, bytes]]:
     for name, outcome, change in HOSTILE:
         line = change if isinstance(change, bytes) else orjson.dumps(_with(template, **change))
         out.append((name, outcome, line))
+    for name, outcome, _ in RELATIVE:
+        out.append((name, outcome, orjson.dumps(_with(template, insertId=f"relative-{name}"))))
     for k, (name, change) in enumerate(HARMLESS_EVENTS):
         # A uid of its own and no insertId: a duplicate of nothing, and alone in its file.
         entry = _with(template, **change, jsonPayload__uid=f"hostile-{k}", insertId=f"hostile-{k}")
@@ -71,11 +90,18 @@ def spliced(valid: list[bytes], hostile: list[tuple[str, str, bytes]], seed: int
     valid line before it, so that it is on time and goes all the way through."""
     rng = random.Random(seed)
     out = list(valid)
-    for _, outcome, line in hostile:
+    offsets = {name: s for name, _, s in RELATIVE}
+    originals = set(valid)
+    for name, outcome, line in hostile:
         at = rng.randint(min(500, len(out)), len(out))
-        if outcome == "event":
-            before = next(e for e in map(_entry, reversed(out[:at])) if isinstance(e, dict) and "timestamp" in e)
-            line = orjson.dumps({**orjson.loads(line), "timestamp": before["timestamp"]})
+        if outcome == "event" or name in offsets:
+            before = next(e for e in map(_entry, (x for x in reversed(out[:at]) if x in originals))
+                          if isinstance(e, dict) and "timestamp" in e)
+            t_us = parse_rfc3339_us(before["timestamp"]) + int(offsets.get(name, 0.0) * US_PER_S)
+            stamp = format_rfc3339(t_us)
+            if name.startswith("leap_second"):
+                stamp = format_rfc3339(t_us // US_PER_S * US_PER_S - US_PER_S)[:17] + "60Z"
+            line = orjson.dumps({**orjson.loads(line), "timestamp": stamp})
         out.insert(at, line)
     return out
 

@@ -10,6 +10,8 @@ import orjson
 import pytest
 
 from stagewatch.cli import main
+from stagewatch.core.clock import BLOCK
+from stagewatch.core.timeutil import US_PER_S, format_rfc3339, parse_rfc3339_us
 from stagewatch.evaluation.simulate import SHORT_FAULTS, SHORT_HOURS, SHORT_START, SimConfig, simulate_to_dir
 from tests.hostile import hostile_lines, spliced
 
@@ -104,3 +106,25 @@ def test_a_truncated_gz_is_read_up_to_the_break_and_said_so(clean: Path, tmp_pat
     assert main(["replay", str(broken), "-o", str(other / "a.jsonl"), "--processes", str(3 - int(processes)),
                  "--no-progress"]) == 3
     assert (other / "a.jsonl").read_bytes() == anomalies
+
+
+@pytest.mark.parametrize("minutes", [3, 9])
+def test_a_line_a_few_minutes_ahead_does_not_make_the_minutes_before_it_late(clean: Path, tmp_path: Path,
+                                                                             minutes: int) -> None:
+    """Within ``max_ahead_s`` a line is believed -- a writer's clock may run a few minutes fast -- but it pulls the
+    watermark no further than the file's clock plus the allowed lateness: the lines of the next minutes are not
+    late (a watermark that followed it would have made every line of those minutes late: ~200 here)."""
+    valid = clean.read_bytes().splitlines()
+    at = len(valid) // 2
+    entry = orjson.loads(valid[at])
+    t_us = parse_rfc3339_us(entry["timestamp"]) + minutes * 60 * US_PER_S
+    entry.update(timestamp=format_rfc3339(t_us), insertId="hostile-ahead")
+    entry["jsonPayload"]["uid"] = "hostile-ahead"
+    mixed = tmp_path / "ahead.jsonl"
+    mixed.write_bytes(b"\n".join([*valid[:at], orjson.dumps(entry), *valid[at:]]) + b"\n")
+    want, _, want_stats = _replay(clean, tmp_path / "clean", "1")
+    got, _, stats = _replay(mixed, tmp_path / "mixed", "1")
+    assert stats["rejected"].get("future", 0) == 0 and stats["events"] == want_stats["events"] + 1
+    assert stats["late"] - want_stats["late"] <= BLOCK  # at most a block's worth, at this input's pace
+    verdicts, wanted = _verdicts(got), _verdicts(want)
+    assert len(verdicts & wanted) / len(verdicts | wanted) >= 0.99

@@ -81,6 +81,8 @@ def test_evaluate_reads_a_run_output_folder(sim: Path, tmp_path: Path, capsys: p
         (["replay", "-", "--stages", ","], "--stages needs"),
         (["replay", "-", "--config", "no-such.toml"], "does not exist"),
         (["replay", "-", "--processes", "2"], "standard input (-) is read in this process"),
+        (["replay", "-", "--max-ahead", "0"], "--max-ahead) must be > 0"),
+        (["replay", "-", "--max-age", "-1"], "--max-age) must be > 0"),
         (["evaluate", "one.jsonl"], "invalid choice"),
         (["evaluate", "labels", "one.jsonl"], "required: ANOMALIES"),
         (["run", "--input_file", "no-such-file.jsonl", "--output_dir", "out"], "does not exist"),

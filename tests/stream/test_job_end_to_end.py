@@ -69,6 +69,8 @@ def test_logentries_in_anomalies_out_through_pubsub_and_bigquery(tmp_path: Path)
                 _entry(f"bad-{i}", "b", now - (16 - i) * US_PER_S, "ERROR"),
             )],
             (b"{this is not json", {}),
+            # Dated an hour ahead of the processing time: dead-lettered as future, never a trace (nor a watermark).
+            _entry("ahead-1", "a", now + 3600 * US_PER_S),
         ]
         for data, attrs in messages:
             publisher.publish(logs_topic, data, **attrs).result(timeout=30)
@@ -115,9 +117,9 @@ def test_logentries_in_anomalies_out_through_pubsub_and_bigquery(tmp_path: Path)
         stored = _until("the incident in BigQuery", lambda: rows(
             f"SELECT incident_id, event, files FROM `{dataset}.incidents` WHERE event = 'opened'"))
         assert [(r["incident_id"], r["files"]) for r in stored] == [(opened["incident_id"], 5)]
-        dead = _until("the malformed message as a dead letter", lambda: rows(
-            f"SELECT reason, source FROM `{dataset}.dead_letters`"))
-        assert [(r["reason"], r["source"]) for r in dead] == [("invalid_json", "parse")]
+        dead = _until("the malformed and the future message as dead letters", lambda: rows(
+            f"SELECT reason, source FROM `{dataset}.dead_letters` ORDER BY reason", at_least=2))
+        assert [(r["reason"], r["source"]) for r in dead] == [("future", "parse"), ("invalid_json", "parse")]
         # The local output folder (given too) holds the same, as JSONL named for the tables.
         local = [orjson.loads(line) for f in tmp_path.glob("anomalies*.jsonl") for line in f.read_bytes().splitlines()]
         assert sorted(a["uid"] for a in local) == [f"bad-{i}" for i in range(1, 6)]

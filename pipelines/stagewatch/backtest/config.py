@@ -9,7 +9,8 @@ A config file (``--config stagewatch.toml``) may hold::
     [fields]                  # dotted paths into each log line; a list is tried in order
     uid = ["jsonPayload.file_id", "labels.uid"]
 
-    [detector]                # DetectorConfig: allowed_lateness_s, dedup_horizon_s, hold_s, stall_factor, ttl_s
+    [detector]                # DetectorConfig: allowed_lateness_s, dedup_horizon_s, hold_s, stall_factor, ttl_s,
+                              # max_ahead_s, max_age_s
     allowed_lateness_s = 120
 
     [baseline]                # BaselineConfig: interval_s, half_life_s, warmup_n, k, min_ratio, tenant_baselines

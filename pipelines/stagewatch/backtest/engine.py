@@ -5,10 +5,11 @@ Beam's watermark replaces ``Ingest``; Beam's keyed state and event-time timers r
 timer heap here; the baselines become bin counts in keyed shards, folded per stage and interval and shared
 as a side input. The per-UID logic is ``Trace`` in both.
 
-Watermark: ``max event time seen - allowed_lateness``. Events are buffered and released in event-time order
-as the watermark passes them; an event older than the watermark when it arrives is *late* (dead-lettered
-with that reason). Timers (stall deadlines, skew holds, TTL) fire when the watermark passes them; before an
-event at time ``t`` is processed, every timer earlier than ``t`` has fired.
+Watermark: ``max event time seen - allowed_lateness`` -- of the event times within the allowed lateness of
+the front's robust clock (``cap_lead``). Events are buffered and released in event-time order as the watermark
+passes them; an event older than the watermark when it arrives is *late* (dead-lettered with that reason).
+Timers (stall deadlines, skew holds, TTL) fire when the watermark passes them; before an event at time ``t``
+is processed, every timer earlier than ``t`` has fired.
 
 The end of a finite input is not the passage of time: ``finish`` releases what is buffered, fires timers only
 up to the last event time actually seen, and reports files still in flight as ``open``.
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 
 from stagewatch.core.baselines import BaselineConfig, BaselineStore
+from stagewatch.core.clock import TimeBounds
 from stagewatch.core.events import StageEvent
 from stagewatch.core.measurements import Arrival
 from stagewatch.core.timeutil import US_PER_S
@@ -48,6 +50,8 @@ class DetectorConfig:
     stall_factor: float = 8.0
     min_stall_s: float = 10.0
     ttl_s: float = 6 * 3600.0
+    max_ahead_s: float = TimeBounds.max_ahead_s  # an event further ahead of the file's clock is ``future``
+    max_age_s: float = TimeBounds.max_age_s  # ... further behind it, ``too_old`` (core/clock.py)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
 
     def __post_init__(self) -> None:
@@ -55,6 +59,11 @@ class DetectorConfig:
             raise ValueError("allowed lateness must be >= 0 seconds")
         if self.dedup_horizon_s < self.allowed_lateness_s:
             raise ValueError("the dedup horizon must cover at least the allowed lateness")
+        TimeBounds(self.max_ahead_s, self.max_age_s)  # raises for bounds out of range, now, not at an event
+
+    @property
+    def time_bounds(self) -> TimeBounds:
+        return TimeBounds(self.max_ahead_s, self.max_age_s)
 
 
 class Ingest:
@@ -77,6 +86,8 @@ class Ingest:
         self._buffer: list[StageEvent] = []
         self._release_at = _RELEASE_EVERY
         self._released_wm = -1
+        self._lead_cap = 1 << 62  # the newest an event may be and still pull the watermark: see ``cap_lead``
+        self._pulled = -1  # the newest event time that pulled it
         # Dedup: two generations of keys, rotated every horizon of event time: O(1) per event, bounded.
         self._dedup_us = int(cfg.dedup_horizon_s * US_PER_S)
         self._seen_now: set[object] = set()
@@ -98,13 +109,23 @@ class Ingest:
         self._seen_now.add(key)
         buffer = self._buffer
         buffer.append(ev)
-        if t > self.max_seen:
-            self.max_seen = t
-            wm = t - self._lateness_us
-            if wm > self.watermark:
-                self.watermark = wm
+        if t > self._pulled:
+            if t > self.max_seen:
+                self.max_seen = t
+            if t <= self._lead_cap:
+                self._pulled = t
+                wm = t - self._lateness_us
+                if wm > self.watermark:
+                    self.watermark = wm
         if len(buffer) >= self._release_at or self.watermark - self._released_wm >= _RELEASE_AFTER_US:
             self.advance(self.watermark)
+
+    def cap_lead(self, t_us: int) -> None:
+        """An event pushed from now on that is newer than ``t_us`` (``backtest.front``: the file's robust clock
+        plus the allowed lateness) is processed in its turn but does not pull the watermark: an event a few
+        minutes ahead of its neighbours, from a writer whose clock runs fast, must not make the minutes before
+        it late for everyone else. Every event of a well-ordered log is within that, and pulls it as ever."""
+        self._lead_cap = t_us
 
     def flush(self) -> None:
         """End of input: release everything buffered, as if the watermark reached the newest event."""
@@ -130,10 +151,11 @@ class Ingest:
         if self._gen_end < 0:
             self._gen_end = t + self._dedup_us
             return
-        while t > self._gen_end:
-            self._seen_prev = self._seen_now
-            self._seen_now = set()
-            self._gen_end += self._dedup_us
+        # As many rotations as horizons passed -- counted, not walked: a gap of years costs what one costs.
+        turns = -(-(t - self._gen_end) // self._dedup_us)
+        self._seen_prev = self._seen_now if turns == 1 else set()
+        self._seen_now = set()
+        self._gen_end += turns * self._dedup_us
 
 
 class Detector:

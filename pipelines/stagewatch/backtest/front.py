@@ -24,14 +24,13 @@ from itertools import repeat
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-import orjson
-
 from stagewatch.backtest.engine import DetectorConfig, Ingest
+from stagewatch.core.clock import BlockClock
 from stagewatch.core.events import BLANK, Rejected, StageEvent
 from stagewatch.core.parser import Parser
-from stagewatch.core.records import DeadLetter, dead_letter
+from stagewatch.core.records import DeadLetter, dead_letter, event_json
 from stagewatch.core.stages import INFER_SAMPLE, StageOrder, infer_from_events
-from stagewatch.core.timeutil import format_rfc3339
+from stagewatch.core.timeutil import US_PER_S, format_rfc3339
 from stagewatch.core.traces import Outbox
 from stagewatch.logfiles import Damage, iter_lines
 
@@ -99,8 +98,11 @@ def run_front(lines: Iterable[bytes], settings: FrontSettings, back: Back, damag
     rejected = stats.rejected
     parse = settings.parser.parse
     it = iter(lines)
-    newest = -1  # the newest event time so far: rejected lines without a usable time are filed at it
-    held: list[Rejected] = []  # rejects before any event time is known
+    # Event times are judged against the file's robust clock, a block of events later (core/clock.py): one
+    # line from the far future must not move the watermark. Rejected lines are filed at that clock too.
+    bounds = settings.cfg.time_bounds
+    clock: BlockClock[StageEvent] = BlockClock()
+    held: list[Rejected] = []  # rejects before the clock knows any time
 
     def reject(r: Rejected) -> None:
         if r.reason == BLANK:  # counted, not a dead letter
@@ -109,9 +111,9 @@ def run_front(lines: Iterable[bytes], settings: FrontSettings, back: Back, damag
         rejected[r.reason] = rejected.get(r.reason, 0) + 1
         if not dead_letters:
             return
-        # The shape of the dead_letters table; a line without a usable time is filed at the stream's newest
-        # event time, as the streaming job files it -- held until there is one.
-        seen = max(newest, ingest.max_seen if ingest is not None else -1)
+        # The shape of the dead_letters table; a line without a usable time is filed at the file's clock, as
+        # the streaming job's file source files it -- held until there is one.
+        seen = clock.now
         if seen < 0:
             held.append(r)
             if len(held) >= _HOLD_AT_MOST:
@@ -144,7 +146,6 @@ def run_front(lines: Iterable[bytes], settings: FrontSettings, back: Back, damag
             parsed = parse(raw)
             if type(parsed) is StageEvent:
                 sample.append(parsed)
-                newest = max(newest, parsed.t_us)
                 if len(sample) >= settings.infer_sample:
                     break
             else:
@@ -153,28 +154,47 @@ def run_front(lines: Iterable[bytes], settings: FrontSettings, back: Back, damag
         order = infer_from_events(sample, len(sample)) if sample else None
     back.start(order, inferred)
     ingest = Ingest(settings.cfg, back.release, Outbox(keep_summaries=False))
-    push = ingest.push
+    push, verdict, n_events = ingest.push, bounds.verdict, 0
+
+    lateness_us = int(settings.cfg.allowed_lateness_s * US_PER_S)
+
+    def judged(block: list[StageEvent], at: int) -> None:
+        nonlocal n_events
+        flush_held(at)  # the lines rejected before the clock knew a time go out first, filed at its first time
+        ingest.cap_lead(at + lateness_us)  # a line further ahead of the clock does not pull the watermark
+        for ev in block:
+            reason = verdict(ev.t_us, at)
+            if reason is not None:
+                reject(Rejected(reason, bounds.detail(reason, ev.t_us, at), event_json(ev)))
+                continue
+            n_events += 1
+            push(ev)
+            if not n_events % _DRAIN_EVERY:
+                back.drain()
+                late_letters()
+
+    on_clock = clock.push
     for ev in sample:
-        push(ev)
-    n_lines, n_events = stats.lines, len(sample)
+        if (done := on_clock(ev, ev.t_us)) is not None:
+            judged(*done)
+    n_lines = stats.lines
     for raw in it:
         n_lines += 1
         parsed = parse(raw)
         if type(parsed) is StageEvent:
-            n_events += 1
-            push(parsed)
-            if not n_events % _DRAIN_EVERY:
-                back.drain()
-                late_letters()
+            if (done := on_clock(parsed, parsed.t_us)) is not None:
+                judged(*done)
         else:
             reject(parsed)  # type: ignore[arg-type]
+    for done in clock.end():
+        judged(*done)
     ingest.flush()
     back.end_of_input()
-    flush_held(max(newest, ingest.max_seen))
+    flush_held(clock.now)
     for damage in damaged or ():
         if dead_letters:
             back.dead_letter(dead_letter("truncated_input", f"{damage.path}: {damage.detail}", "",
-                                         format_rfc3339(max(newest, ingest.max_seen, 0)), "read"))
+                                         format_rfc3339(max(clock.now, 0)), "read"))
     back.drain()
     late_letters()
     stats.lines, stats.events = n_lines, n_events
@@ -190,7 +210,7 @@ def _late_record(ev: StageEvent, watermark: int) -> DeadLetter:
     behind_s = (watermark - ev.t_us) / 1e6
     return dead_letter(
         "late", f"event time {format_rfc3339(ev.t_us)} is {behind_s:.1f} s behind the watermark "
-        f"{format_rfc3339(watermark)} (beyond the allowed lateness)", orjson.dumps(ev._asdict()).decode(),
+        f"{format_rfc3339(watermark)} (beyond the allowed lateness)", event_json(ev),
         format_rfc3339(ev.t_us), "late")
 
 

@@ -33,6 +33,10 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", help="TOML config file (stages, field paths, detector and baseline settings)")
     p.add_argument("--allowed-lateness", type=float, metavar="SECONDS",
                    help="out-of-orderness tolerated behind the newest event (default 60)")
+    p.add_argument("--max-ahead", type=float, metavar="SECONDS",
+                   help="an event dated further ahead of the logs' own clock is set aside as future (default 600)")
+    p.add_argument("--max-age", type=float, metavar="SECONDS",
+                   help="an event dated further behind it, as too_old (default 604800, 7 days)")
     p.add_argument("--stall-factor", type=float, help="stall deadline = this x the next stage's alert line "
                    "(default 8)")
     p.add_argument("--half-life", type=float, metavar="SECONDS", help="baseline half-life (default 10800)")
@@ -63,7 +67,8 @@ def _run(args: argparse.Namespace) -> int:
     settings = load_settings(
         args.config,
         args.stages,
-        detector_overrides={"allowed_lateness_s": args.allowed_lateness, "stall_factor": args.stall_factor},
+        detector_overrides={"allowed_lateness_s": args.allowed_lateness, "stall_factor": args.stall_factor,
+                            "max_ahead_s": args.max_ahead, "max_age_s": args.max_age},
         baseline_overrides={"half_life_s": args.half_life, "warmup_n": args.warmup},
     )
     progress = stderr_is_tty() if args.progress is None else args.progress

@@ -25,6 +25,7 @@ __all__ = [
     "anomaly_id",
     "dead_letter",
     "dumps",
+    "event_json",
 ]
 
 #: A dead letter keeps this much of the line (or record) it is about: enough to find it, bounded whatever came in,
@@ -122,6 +123,11 @@ class DeadLetter:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def event_json(ev: Any) -> str:
+    """A ``StageEvent`` set aside after parsing (late, from the future ...), as its dead letter's ``line``."""
+    return orjson.dumps(ev._asdict()).decode()
 
 
 def dead_letter(reason: str, detail: str, line: str, received_at: str, source: str) -> DeadLetter:

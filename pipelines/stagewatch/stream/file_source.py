@@ -10,7 +10,9 @@ from typing import Any
 
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import Timestamp
 
+from stagewatch.core.clock import BlockClock, TimeBounds
 from stagewatch.core.events import StageEvent
 from stagewatch.core.parser import Parser
 from stagewatch.core.stages import INFER_SAMPLE
@@ -19,39 +21,71 @@ from stagewatch.logfiles import iter_lines
 __all__ = ["file_stream"]
 
 
-def file_stream(path: str, lateness_us: int, step_us: int, chunk: int = 2000) -> tuple[Any, list[StageEvent], int]:
-    """A local file as a stream: lines in file order, each at its event time, the watermark following the
-    newest event time minus the allowed lateness — what a Pub/Sub source with a timestamp attribute does.
+def file_stream(
+    path: str, lateness_us: int, step_us: int, bounds: TimeBounds | None = None, chunk: int = 2000
+) -> tuple[Any, list[StageEvent], int]:
+    """A local file as a stream: lines in file order, each stamped with the time it "arrives" at -- the
+    file's robust clock (``core/clock.py``), the same the backtest judges event times against, so the
+    parsing step dead-letters the same lines as ``future`` or ``too_old`` --, the watermark following the
+    newest believed event time minus the allowed lateness: what a Pub/Sub source with a timestamp attribute
+    does, without letting one line from the future move it.
 
     The watermark moves at least every ``step_us`` of event time (and every ``chunk`` lines): a jump larger
     than a baseline interval would close many intervals at once, and the snapshots of an interval would
     reach the judging step after the watermark had already let it judge that interval without them.
 
     Returns (stream, the first ``INFER_SAMPLE`` events -- what the stage order is inferred from when none is
-    given --, the last event time).
+    given --, the last believed event time).
     """
+    bounds = bounds or TimeBounds()
     parser = Parser()
     stream = TestStream()
     batch: list[Any] = []
     sample: list[StageEvent] = []
+    clock: BlockClock[tuple[bytes, int]] = BlockClock()
+    early: list[bytes] = []  # rejected lines read before the clock knows a time
     newest = 0
+    pulled = 0  # what the watermark follows: the newest believed time within the lateness of its clock
     advanced = -1
-    for raw in iter_lines([path]):
-        ev = parser.parse(raw)
-        if isinstance(ev, StageEvent):
-            newest = max(newest, ev.t_us)
-            if len(sample) < INFER_SAMPLE:
-                sample.append(ev)
-            batch.append(TimestampedValue(raw, ev.t_us / 1e6))
-        else:
-            batch.append(TimestampedValue(raw, max(newest, 1) / 1e6))  # rejected downstream, never late
-        watermark = max(0, newest - lateness_us) // 1000 * 1000  # TestStream keeps whole milliseconds
+
+    def emit() -> None:
+        """Hand the batch over when it is full or the watermark moved a step; advance the watermark."""
+        nonlocal stream, batch, advanced
+        watermark = max(0, pulled - lateness_us) // 1000 * 1000  # TestStream keeps whole milliseconds
         if len(batch) >= chunk or (advanced >= 0 and watermark - advanced >= step_us) or advanced < 0 < watermark:
             stream = stream.add_elements(batch)
             batch = []
             if watermark > advanced:
                 stream = stream.advance_watermark_to(watermark / 1e6)
                 advanced = watermark
+
+    def arrived(block: list[tuple[bytes, int]], at: int) -> None:
+        nonlocal newest, pulled
+        if early:
+            batch.extend(TimestampedValue(raw, Timestamp(micros=at)) for raw in early)
+            early.clear()
+        for raw, t_us in block:
+            if bounds.verdict(t_us, at) is None:
+                newest = max(newest, t_us)
+                if t_us <= at + lateness_us:  # further ahead of the clock it does not pull: Ingest.cap_lead
+                    pulled = max(pulled, t_us)
+            batch.append(TimestampedValue(raw, Timestamp(micros=at)))  # judged again, the same way, when parsed
+            emit()  # event by event, as a Pub/Sub source's watermark would follow them
+
+    for raw in iter_lines([path]):
+        ev = parser.parse(raw)
+        if isinstance(ev, StageEvent):
+            if len(sample) < INFER_SAMPLE:
+                sample.append(ev)
+            if (done := clock.push((raw, ev.t_us), ev.t_us)) is not None:
+                arrived(*done)
+        elif clock.now < 0:
+            early.append(raw)
+        else:
+            batch.append(TimestampedValue(raw, Timestamp(micros=clock.now)))  # rejected downstream
+            emit()
+    for done in clock.end():  # the last blocks, stepped like the rest: no jump over many intervals at the end
+        arrived(*done)
     if newest == 0:
         raise ValueError(f"{path} holds no stage events")
     if batch:

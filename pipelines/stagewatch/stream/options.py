@@ -15,6 +15,7 @@ from typing import Any
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from stagewatch.core.clock import TimeBounds
 from stagewatch.core.stages import StageOrder
 from stagewatch.store.schemas import DATASET_RE
 from stagewatch.stream.parameters import PARAMETERS, SUBSCRIPTION_RE, TOPIC_RE, Parameter
@@ -43,6 +44,7 @@ class ValidatedOptions:
     stages: StageOrder | None
     session_gap_s: float
     allowed_lateness_s: float
+    time_bounds: TimeBounds
     stall_factor: float
     half_life_s: float
 
@@ -60,6 +62,15 @@ def _number(name: str, raw: Any, minimum: float, strict: bool) -> float:
         rel = ">" if strict else ">="
         raise ValueError(f"--{name} must be {rel} {minimum:g}, got {raw!r}")
     return value
+
+
+def _bounds(ahead: Any, age: Any) -> TimeBounds:
+    ahead_s = _number("max_ahead_s", ahead, 0, strict=True)
+    age_s = _number("max_age_s", age, 0, strict=True)
+    try:
+        return TimeBounds(ahead_s, age_s)
+    except ValueError as exc:
+        raise ValueError(f"--{exc}".replace(" (replay: --max-ahead)", "").replace(" (replay: --max-age)", "")) from None
 
 
 def _flag(name: str, raw: Any) -> bool:
@@ -110,6 +121,7 @@ def validate(opts: PipelineOptions) -> ValidatedOptions:
         stages=stages,
         session_gap_s=_number("session_gap_s", o.get("session_gap_s"), 0, strict=True),
         allowed_lateness_s=_number("allowed_lateness_s", o.get("allowed_lateness_s"), 0, strict=False),
+        time_bounds=_bounds(o.get("max_ahead_s"), o.get("max_age_s")),
         stall_factor=_number("stall_factor", o.get("stall_factor"), 1, strict=False),
         half_life_s=_number("half_life_s", o.get("half_life_s"), 0, strict=True),
     )

@@ -66,6 +66,14 @@ PARAMETERS: tuple[Parameter, ...] = (
               "backtest's does (from Pub/Sub the watermark is the runner's estimate). Either way, an event "
               "older than what its file already processed is dead-lettered with reason late.",
               _NUMBER_RE, "60", float),
+    Parameter("max_ahead_s", "Furthest event time ahead (seconds)",
+              "An event dated further ahead than this of the time its line arrived (the processing time; for "
+              "a local file, the file's robust clock, as in the backtest) is dead-lettered with reason future: "
+              "it never reaches a watermark or a file's state.", _NUMBER_RE, "600", float),
+    Parameter("max_age_s", "Oldest event time (seconds)",
+              "An event dated further back than this from the time its line arrived is dead-lettered with "
+              "reason too_old (the default, 7 days, is Pub/Sub's default retention: a job catching up on a "
+              "backlog loses nothing).", _NUMBER_RE, "604800", float),
     Parameter("stall_factor", "Stall factor",
               "A file is stalled when its next stage has not arrived within this many times that stage's "
               "alert line.", _NUMBER_RE, "8", float),

@@ -18,6 +18,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from stagewatch.core.baselines import BaselineConfig
+from stagewatch.core.clock import TimeBounds
 from stagewatch.core.parser import Parser
 from stagewatch.core.stages import infer_from_events
 from stagewatch.core.timeutil import US_PER_S
@@ -51,18 +52,19 @@ class Outputs:
 
 def build(
     lines: beam.PCollection, rules: TraceRules, baseline: BaselineConfig, stamp: bool = True,
-    end_us: int | None = None, watermark_step_s: float = 0.0,
+    end_us: int | None = None, watermark_step_s: float = 0.0, bounds: TimeBounds | None = None,
 ) -> Outputs:
     """The detection graph on ``lines``; ``end_us``: a finite input's last event time (in-flight files at the
     end are open, not stalled, as in the backtest); ``watermark_step_s``: how far the source's watermark
-    jumps at once (a local file's ``TestStream``)."""
+    jumps at once (a local file's ``TestStream``); ``bounds``: how far an event time may be from when its line
+    arrived (``core/clock.py``)."""
     steps: list[ContainedStep] = []
 
     def step(transform: Any) -> Any:
         steps.append(transform)
         return transform
 
-    parsed = lines | "Parse" >> step(ParseEvents(Parser(), stamp=stamp))
+    parsed = lines | "Parse" >> step(ParseEvents(Parser(), stamp=stamp, bounds=bounds))
     events = parsed.events | "Dedup" >> step(Dedup())
     assembled = events | "Assemble" >> step(AssembleTraces(rules))
     measurements, progress = assembled.measurements, assembled[PROGRESS]
@@ -112,7 +114,7 @@ def construct(argv: list[str] | None = None) -> tuple[beam.Pipeline, ValidatedOp
             raise ValueError(f"--input_file {opts.input_file} does not exist")
         # Watermark steps shorter than interval - grace (LearnBaselines): a third of an interval.
         stream, sample, end_us = file_stream(
-            opts.input_file, int(opts.allowed_lateness_s * US_PER_S), baseline.interval_us // 3
+            opts.input_file, int(opts.allowed_lateness_s * US_PER_S), baseline.interval_us // 3, opts.time_bounds
         )
         order = opts.stages or infer_from_events(sample)
     else:
@@ -125,12 +127,12 @@ def construct(argv: list[str] | None = None) -> tuple[beam.Pipeline, ValidatedOp
     if opts.local:
         lines = p | "ReadLogFile" >> stream
         out = build(lines, rules, baseline, stamp=True, end_us=end_us,
-                    watermark_step_s=baseline.interval_us // 3 / US_PER_S)
+                    watermark_step_s=baseline.interval_us // 3 / US_PER_S, bounds=opts.time_bounds)
     else:
         lines = p | "ReadLogEntries" >> beam.io.ReadFromPubSub(
             subscription=opts.input_subscription, timestamp_attribute=opts.timestamp_attribute
         )
-        out = build(lines, rules, baseline, stamp=False)
+        out = build(lines, rules, baseline, stamp=False, bounds=opts.time_bounds)
     if opts.output_dir:
         out.anomalies | "WriteAnomaliesJsonl" >> WriteJsonl(opts.output_dir, "anomalies")
         out.traces | "WriteTracesJsonl" >> WriteJsonl(opts.output_dir, "traces")

@@ -1,0 +1,112 @@
+"""The robust clock a file's event times are judged by (core/clock.py): what a far-off line cannot move, what a
+real pause in the logs must not cost, and the bounds themselves."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stagewatch.core.clock import AFTER, BEFORE, BLOCK, FUTURE, TOO_OLD, BlockClock, TimeBounds
+from stagewatch.core.timeutil import US_PER_S
+
+T0 = 1_780_000_000 * US_PER_S  # 2026-05-28
+HOUR = 3600 * US_PER_S
+
+
+def _judge(times: list[int], bounds: TimeBounds | None = None) -> list[str | None]:
+    """The verdict for each time, in input order, through the clock as a driver uses it."""
+    bounds = bounds or TimeBounds()
+    clock: BlockClock[int] = BlockClock()
+    verdicts: dict[int, str | None] = {}
+
+    def judged(block: list[int], at: int) -> None:
+        for k in block:
+            verdicts[k] = bounds.verdict(times[k], at)
+
+    for k, t in enumerate(times):
+        if (done := clock.push(k, t)) is not None:
+            judged(*done)
+    for done in clock.end():
+        judged(*done)
+    assert sorted(verdicts) == list(range(len(times)))  # every item comes back exactly once
+    return [verdicts[k] for k in range(len(times))]
+
+
+def _steady(n: int, every_s: float = 1.0, start: int = T0, jitter_s: float = 20.0, seed: int = 1) -> list[int]:
+    rng = random.Random(seed)
+    return [start + int((k * every_s + rng.uniform(-jitter_s, jitter_s)) * US_PER_S) for k in range(n)]
+
+
+def test_bounds_are_exclusive_and_checked() -> None:
+    b = TimeBounds(max_ahead_s=600, max_age_s=3600)
+    assert b.verdict(T0 + 600 * US_PER_S, T0) is None and b.verdict(T0 + 600 * US_PER_S + 1, T0) == FUTURE
+    assert b.verdict(T0 - 3600 * US_PER_S, T0) is None and b.verdict(T0 - 3600 * US_PER_S - 1, T0) == TOO_OLD
+    assert "ahead" in b.detail(FUTURE, T0 + HOUR, T0) and "behind" in b.detail(TOO_OLD, T0 - 2 * HOUR, T0)
+    for bad in ({"max_ahead_s": 0}, {"max_age_s": -1}, {"max_ahead_s": 1e12}):
+        with pytest.raises(ValueError, match="must be > 0 and at most"):
+            TimeBounds(**bad)
+
+
+@pytest.mark.parametrize("where", [0, 1, 15, 16, 200, 1000, 1998, 1999])
+@pytest.mark.parametrize("offset_h", [1.0, 24 * 365 * 70.0, -24 * 30.0])
+def test_one_far_line_is_judged_wherever_it_is_and_no_other_line_is(where: int, offset_h: float) -> None:
+    times = _steady(2000)
+    times.insert(where, times[where] + int(offset_h * HOUR))
+    verdicts = _judge(times)
+    assert verdicts[where] == (FUTURE if offset_h > 0 else TOO_OLD)
+    assert verdicts[:where] + verdicts[where + 1:] == [None] * 2000
+
+
+def test_a_pause_in_the_logs_costs_nothing_wherever_it_falls_in_a_block() -> None:
+    """Eight quiet hours, then the logs go on: no line after the pause is taken for the future (the clock
+    looks further ahead than back)."""
+    for cut in range(3 * BLOCK, 4 * BLOCK + 1):
+        times = _steady(cut, jitter_s=0) + _steady(1000, start=T0 + 8 * HOUR + cut * US_PER_S, jitter_s=0)
+        assert _judge(times) == [None] * len(times), cut
+
+
+def test_what_the_clock_holds_back_and_when_it_lets_go() -> None:
+    clock: BlockClock[int] = BlockClock()
+    out = [clock.push(k, T0 + k) for k in range(BLOCK * (AFTER + 1))]
+    assert out[:-1] == [None] * (len(out) - 1) and out[-1] is not None
+    assert out[-1][0] == list(range(BLOCK)) and clock.now == out[-1][1]
+    rest = clock.end()
+    assert [k for block, _ in rest for k in block] == list(range(BLOCK, BLOCK * (AFTER + 1)))
+    assert clock.end() == []
+
+
+def test_a_lone_last_line_cannot_vouch_for_itself() -> None:
+    times = [*_steady(BLOCK * (BEFORE + AFTER + 3)), T0 + 80 * 365 * 24 * HOUR]
+    assert _judge(times)[-1] == FUTURE
+    assert _judge([T0, T0 + 80 * 365 * 24 * HOUR]) == [None, FUTURE]
+
+
+def test_a_small_input_is_judged_against_itself() -> None:
+    assert _judge([T0]) == [None]
+    assert _judge([T0, T0 + HOUR, T0 + 2]) == [None, FUTURE, None]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(1, 900),
+    far=st.lists(st.tuples(st.floats(0, 1), st.sampled_from([48.0, -24.0 * 10, 24.0 * 365 * 100])), max_size=12),
+    seed=st.integers(0, 10_000),
+)
+def test_fewer_than_a_few_far_lines_are_each_judged_and_change_nothing_else(
+    n: int, far: list[tuple[float, float]], seed: int
+) -> None:
+    """Scattered far-off lines (at most one in 60 here; a window of 272 is moved only by half of it) are each
+    dead-lettered, and every other line believed."""
+    times = _steady(max(n, 60 * len(far)), seed=seed)
+    marked = set()
+    for frac, hours in far:
+        at = int(frac * len(times))
+        ref = times[min(at, len(times) - 1)]
+        times.insert(at, ref + int(hours * HOUR))
+        marked = {m + 1 if m >= at else m for m in marked} | {at}
+    verdicts = _judge(times)
+    for k, v in enumerate(verdicts):
+        assert (v is not None) == (k in marked), (k, v)
