@@ -19,7 +19,13 @@ from google.cloud import pubsub_v1
 
 from stagewatch.core.records import Anomaly
 from stagewatch.store.bigquery import create_tables
-from stagewatch.stream.sinks import PublishAnomalies, WriteJsonl, WriteTableRows, pubsub_message
+from stagewatch.stream.sinks import (
+    MAX_ATTRIBUTE_BYTES,
+    PublishAnomalies,
+    WriteJsonl,
+    WriteTableRows,
+    pubsub_message,
+)
 from tests.emulators import PROJECT, bigquery_client
 from tests.streams import PIPE_FOR_TABLES, run, steady_stream
 
@@ -45,6 +51,23 @@ def test_pubsub_message_carries_filter_attributes() -> None:
     msg = pubsub_message(types.SimpleNamespace(to_dict=lambda: record))
     assert orjson.loads(msg.data) == record
     assert msg.attributes == {"kind": "slow_stage", "stage": "upload", "severity": "warning"}
+
+
+@pytest.mark.unit
+def test_pubsub_attributes_stay_within_pubsubs_limit() -> None:
+    """A tenant from the logs may be 256 four-byte characters, a scope names it: Pub/Sub refuses an attribute
+    value over 1,024 bytes (and the publish would be retried without end). Cut at a character boundary; the
+    body keeps the whole value."""
+    tenant = "\U0001F600" * 256
+    record = {"kind": "slow_stage", "tenant": tenant, "scope": f"tenant:{tenant}", "stage": "é" * 600}
+    msg = pubsub_message(types.SimpleNamespace(to_dict=lambda: record))
+    assert orjson.loads(msg.data) == record
+    for key in ("tenant", "scope", "stage"):
+        value = msg.attributes[key]
+        assert len(value.encode()) <= MAX_ATTRIBUTE_BYTES and record[key].startswith(value), key
+    assert msg.attributes["tenant"] == tenant  # exactly 1,024 bytes: kept whole
+    assert len(msg.attributes["scope"].encode()) == MAX_ATTRIBUTE_BYTES - 1  # "tenant:" + 254 whole characters
+    assert msg.attributes["kind"] == "slow_stage"
 
 
 @pytest.mark.pipeline

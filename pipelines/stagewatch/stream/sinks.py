@@ -29,6 +29,7 @@ from stagewatch.store.schemas import row_problems
 __all__ = [
     "BIGQUERY_DEAD",
     "LOCAL_TABLES",
+    "MAX_ATTRIBUTE_BYTES",
     "PublishAnomalies",
     "WriteJsonl",
     "WriteTableRows",
@@ -74,11 +75,25 @@ def local_output_summary(output_dir: str) -> str:
     return "\n".join(lines)
 
 
+MAX_ATTRIBUTE_BYTES = 1024  # Pub/Sub refuses a message with an attribute value longer than this (UTF-8 bytes)
+
+
+def _attribute(value: object) -> str:
+    """A value within Pub/Sub's limit for an attribute: cut at a character boundary. The values come from logs
+    (a tenant of 256 four-byte characters, a scope naming it): a publish refused for one attribute would
+    fail the bundle and, on Dataflow, be retried without end. The body keeps the whole value."""
+    text = str(value)
+    raw = text.encode("utf-8", "replace")
+    if len(raw) <= MAX_ATTRIBUTE_BYTES:
+        return text
+    return raw[:MAX_ATTRIBUTE_BYTES].decode("utf-8", "ignore")
+
+
 def pubsub_message(record: Record) -> PubsubMessage:
     """JSON body; ``kind``, ``stage``, ``tenant``, ``severity`` (anomalies) and ``event``, ``scope``
     (incidents) as attributes, when present, so subscribers can filter."""
     row = record.to_dict()
-    attributes = {k: str(row[k]) for k in _ATTRIBUTES if row.get(k) is not None}
+    attributes = {k: _attribute(row[k]) for k in _ATTRIBUTES if row.get(k) is not None}
     return PubsubMessage(orjson.dumps(row), attributes)
 
 
