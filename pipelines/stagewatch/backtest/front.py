@@ -154,7 +154,7 @@ def run_front(lines: Iterable[bytes], settings: FrontSettings, back: Back, damag
         order = infer_from_events(sample, len(sample)) if sample else None
     back.start(order, inferred)
     ingest = Ingest(settings.cfg, back.release, Outbox(keep_summaries=False))
-    push, verdict, n_events = ingest.push, bounds.verdict, 0
+    push, verdict, window, n_events = ingest.push, bounds.verdict, bounds.window, 0
 
     lateness_us = int(settings.cfg.allowed_lateness_s * US_PER_S)
 
@@ -162,9 +162,10 @@ def run_front(lines: Iterable[bytes], settings: FrontSettings, back: Back, damag
         nonlocal n_events
         flush_held(at)  # the lines rejected before the clock knew a time go out first, filed at its first time
         ingest.cap_lead(at + lateness_us)  # a line further ahead of the clock does not pull the watermark
+        lo, hi = window(at)
         for ev in block:
-            reason = verdict(ev.t_us, at)
-            if reason is not None:
+            if not lo <= ev.t_us <= hi:
+                reason = verdict(ev.t_us, at) or ""
                 reject(Rejected(reason, bounds.detail(reason, ev.t_us, at), event_json(ev)))
                 continue
             n_events += 1

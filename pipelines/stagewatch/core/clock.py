@@ -68,11 +68,16 @@ class TimeBounds:
             raise ValueError(f"max_age_s (replay: --max-age) must be > 0 and at most 100 years of seconds, e.g. "
                              f"604800; got {self.max_age_s:g}")
 
+    def window(self, arrival_us: int) -> tuple[int, int]:
+        """The event times believed at ``arrival_us``, both ends included: a block's test in two comparisons."""
+        return arrival_us - int(self.max_age_s * US_PER_S), arrival_us + int(self.max_ahead_s * US_PER_S)
+
     def verdict(self, t_us: int, arrival_us: int) -> str | None:
         """``FUTURE``, ``TOO_OLD`` or None (believed)."""
-        if t_us - arrival_us > self.max_ahead_s * US_PER_S:
+        lo, hi = self.window(arrival_us)
+        if t_us > hi:
             return FUTURE
-        if arrival_us - t_us > self.max_age_s * US_PER_S:
+        if t_us < lo:
             return TOO_OLD
         return None
 
