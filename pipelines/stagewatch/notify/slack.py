@@ -12,6 +12,8 @@ id), so every event is a message of its own quoting the incident's id. With a bo
 the resolution are replies in its thread, and the resolution also rewrites the opening message so the
 channel shows it resolved. The opening's message id (``ts``) per incident is kept in memory and, with a state
 file, across restarts.
+
+``stagewatch.notify.courier`` pulls the events from Pub/Sub and hands them to ``deliver`` in each incident's order.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ from typing import Any
 
 from stagewatch.core.timeutil import format_duration_ms
 
-__all__ = ["BOT_TOKEN_ENV", "WEBHOOK_ENV", "SlackApi", "Webhook", "format_incident", "logging_link", "notify",
-           "secret_value", "webhook_url"]
+__all__ = ["BOT_TOKEN_ENV", "WEBHOOK_ENV", "SlackApi", "Webhook", "format_incident", "logging_link", "secret_value",
+           "webhook_url"]
 
 WEBHOOK_ENV = "STAGEWATCH_SLACK_WEBHOOK"
 BOT_TOKEN_ENV = "STAGEWATCH_SLACK_BOT_TOKEN"
@@ -117,10 +119,11 @@ def _plain(text: str, limit: int) -> dict[str, Any]:
     return {"type": "plain_text", "text": _cut(text, limit), "emoji": True}
 
 
-def format_incident(event: dict[str, Any], project: str | None = None) -> dict[str, Any]:
+def format_incident(event: dict[str, Any], project: str | None = None, note: str | None = None) -> dict[str, Any]:
     """A Block Kit message (``text`` is the notification's fallback). Every text that carries a value from the
     logs (stage, tenant, lot, the message) is plain text, and the fallback is sent with mrkdwn off and Slack's
-    control characters escaped, so no mention or formatting can come from data."""
+    control characters escaped, so no mention or formatting can come from data. ``note`` (the notifier's own
+    words, e.g. that the incident's opening was not seen) goes under the headline and into the fallback."""
     scope, key = _text(event.get("scope")), _text(event.get("scope_key"))
     where = {"global": "everyone", "tenant": f"tenant {key}", "lot": f"lot {key}", "trace": f"file {key}"}.get(
         scope, scope)
@@ -142,11 +145,14 @@ def format_incident(event: dict[str, Any], project: str | None = None) -> dict[s
         ("Since", since),
         ("Incident", _text(event.get("incident_id"))),
     ]
+    noted = [{"type": "context", "elements": [_plain(note, MAX_FIELD)]}] if note else []
+    tail = f" — {note}" if note else ""
     return {
-        "text": _mrkdwn_escaped(_cut(head, MAX_SECTION)),
+        "text": _mrkdwn_escaped(_cut(head, MAX_SECTION - len(tail)) + tail),
         "mrkdwn": False,
         "blocks": [
             {"type": "section", "text": _plain(head, MAX_SECTION)},
+            *noted,
             {"type": "section", "fields": [_plain(f"{k}\n{v}", MAX_FIELD) for k, v in fields]},
             {"type": "actions", "elements": [{
                 "type": "button", "text": {"type": "plain_text", "text": "Logs in Cloud Logging"},
@@ -154,6 +160,10 @@ def format_incident(event: dict[str, Any], project: str | None = None) -> dict[s
             }]},
         ],
     }
+
+
+def _sleep(seconds: float) -> None:
+    time.sleep(seconds)  # looked up when called, so that a test can take the waiting out of the backoff
 
 
 @dataclass
@@ -165,7 +175,7 @@ class Webhook:
     base_delay_s: float = 1.0
     max_delay_s: float = 60.0
     timeout_s: float = 15.0
-    sleep: Callable[[float], None] = time.sleep
+    sleep: Callable[[float], None] = _sleep
     stats: Counter[str] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
@@ -177,6 +187,10 @@ class Webhook:
     def deliver(self, event: dict[str, Any], payload: dict[str, Any]) -> str:
         """Post one incident event's message: ``posted``, ``refused`` or ``gave_up`` (see ``post``)."""
         return self.post(payload)
+
+    def knows_opening(self, incident_id: str) -> bool:
+        """Whether the incident's opening was posted before this notifier started. A webhook keeps no record."""
+        return False
 
     def post(self, payload: dict[str, Any]) -> str:
         """``posted``; ``refused`` (a 4xx other than 429: retrying will not help); or ``gave_up`` (429, 5xx or
@@ -225,6 +239,8 @@ class SlackApi(Webhook):
     # An opening whose resolution never came is forgotten after this long (its thread is stale by then).
     forget_after_s: float = 7 * 86400.0
     threads: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Incidents whose resolution is in the thread but whose opening is not marked resolved yet (chat.update gave up).
+    unmarked: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -246,22 +262,35 @@ class SlackApi(Webhook):
                                      "({incident_id: {channel, ts}})")
                 self.threads = threads
 
+    def knows_opening(self, incident_id: str) -> bool:
+        return incident_id in self.threads
+
     def deliver(self, event: dict[str, Any], payload: dict[str, Any]) -> str:
         incident, what = event["incident_id"], event["event"]
         parent = self.threads.get(incident)
-        message = {"channel": self.channel, **payload}
-        if parent is not None and what != "opened":
-            message["thread_ts"] = parent["ts"]
-        outcome, reply = self._api("chat.postMessage", message)
-        if outcome == "posted" and what == "opened" and reply.get("ts"):
-            # chat.update needs the channel's id, which the reply gives even when --channel is a name.
-            self.threads[incident] = {"channel": str(reply.get("channel") or self.channel), "ts": str(reply["ts"])}
+        if what == "resolved" and incident in self.unmarked and parent is not None:
+            outcome = "posted"  # in the thread on an earlier try: only the mark is left to do
+        else:
+            message = {"channel": self.channel, **payload}
+            if parent is not None and what != "opened":
+                message["thread_ts"] = parent["ts"]
+            outcome, reply = self._api("chat.postMessage", message)
+            if outcome == "posted" and what == "opened" and reply.get("ts"):
+                # chat.update needs the channel's id, which the reply gives even when --channel is a name.
+                self.threads[incident] = {"channel": str(reply.get("channel") or self.channel),
+                                          "ts": str(reply["ts"])}
         if outcome == "posted" and parent is not None and what == "resolved":
             # The channel shows the opening message: make it say it is over. A refusal here (a deleted
-            # message, a missing scope) still posted the resolution in the thread, which is what counts.
-            self._api("chat.update", {"channel": parent["channel"], "ts": parent["ts"], **payload})
-        if what == "resolved":
-            self.threads.pop(incident, None)
+            # message, a missing scope) still posted the resolution in the thread, which is what counts; when
+            # Slack gave up, the event comes again from Pub/Sub and then only the mark is tried again.
+            marked, _ = self._api("chat.update", {"channel": parent["channel"], "ts": parent["ts"], **payload})
+            if marked == "gave_up":
+                self.unmarked.add(incident)
+                outcome = "gave_up"
+            else:
+                self.unmarked.discard(incident)
+        if what == "resolved" and outcome != "gave_up":
+            self.threads.pop(incident, None)  # kept while the resolution has yet to come again
         self._forget_stale()
         self._save()
         return outcome
@@ -287,6 +316,7 @@ class SlackApi(Webhook):
         horizon = time.time() - self.forget_after_s
         for incident in [i for i, m in self.threads.items() if _ts_seconds(m["ts"]) < horizon]:
             del self.threads[incident]
+        self.unmarked &= self.threads.keys()
 
     def _save(self) -> None:
         if not self.state_path:
@@ -319,41 +349,3 @@ def _ts_seconds(ts: str) -> float:
         return float(ts)  # Slack's message ids are epoch seconds
     except ValueError:
         return 0.0
-
-
-def notify(
-    subscriber: Any, subscription: str, hook: Webhook, project: str | None, max_messages: int | None = None,
-    idle_exit_s: float | None = None, log: Callable[[str], None] = print,
-) -> tuple[int, int]:
-    """Pull incident events from ``subscription`` and post each; returns (messages, skipped non-incidents).
-
-    A message is acknowledged once posted, or refused for good (counted in ``hook.stats``); one Slack gave up
-    on after retries is left for Pub/Sub to deliver again. Stops after ``max_messages``, or after
-    ``idle_exit_s`` without a message; else runs until interrupted.
-    """
-    seen = skipped = 0
-    last_message = time.monotonic()
-    while max_messages is None or seen < max_messages:
-        if idle_exit_s is not None and time.monotonic() - last_message > idle_exit_s:
-            break
-        room = 10 if max_messages is None else min(10, max_messages - seen)  # never more than asked for
-        resp = subscriber.pull(subscription=subscription, max_messages=room, timeout=30)
-        ack = []
-        for received in resp.received_messages:
-            seen += 1
-            last_message = time.monotonic()
-            try:
-                event = json.loads(received.message.data)
-            except ValueError:
-                event = None
-            if not isinstance(event, dict) or "incident_id" not in event:
-                skipped += 1  # a per-file anomaly (--publish_anomalies) or a stranger: not for Slack
-                ack.append(received.ack_id)
-                continue
-            outcome = hook.deliver(event, format_incident(event, project))
-            log(f"stagewatch notify-slack: {outcome} {event['event']} {event['incident_id']}")
-            if outcome != "gave_up":
-                ack.append(received.ack_id)
-        if ack:
-            subscriber.acknowledge(subscription=subscription, ack_ids=ack)
-    return seen, skipped
