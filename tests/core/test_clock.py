@@ -100,11 +100,12 @@ def test_fewer_than_a_few_far_lines_are_each_judged_and_change_nothing_else(
 ) -> None:
     """Scattered far-off lines (at most one in 60 here; a window of 272 is moved only by half of it) are each
     dead-lettered, and every other line believed."""
-    times = _steady(max(n, 60 * len(far)), seed=seed)
+    base = _steady(max(n, 60 * len(far)), seed=seed)
+    times = list(base)
     marked = set()
     for frac, hours in far:
         at = int(frac * len(times))
-        ref = times[min(at, len(times) - 1)]
+        ref = base[min(int(frac * len(base)), len(base) - 1)]  # far from the steady lines, not from another far one
         times.insert(at, ref + int(hours * HOUR))
         marked = {m + 1 if m >= at else m for m in marked} | {at}
     verdicts = _judge(times)

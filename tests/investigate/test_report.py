@@ -140,6 +140,7 @@ class MemoryTables:
     """The ``Tables`` protocol over rows in memory (filtered on the partition column like the real ones)."""
 
     where = "memory"
+    incomplete = None
 
     def __init__(self, **tables: list[dict[str, Any]]) -> None:
         self.tables = tables

@@ -28,6 +28,7 @@ from stagewatch.backtest.engine import DetectorConfig, Ingest
 from stagewatch.core.clock import BlockClock
 from stagewatch.core.events import BLANK, Rejected, StageEvent
 from stagewatch.core.parser import Parser
+from stagewatch.core.privacy import payload_chars
 from stagewatch.core.records import DeadLetter, dead_letter, event_json
 from stagewatch.core.stages import INFER_SAMPLE, StageOrder, infer_from_events
 from stagewatch.core.timeutil import US_PER_S, format_rfc3339
@@ -38,6 +39,7 @@ __all__ = ["Back", "FrontSettings", "FrontStats", "run_front", "run_front_in_chi
 
 _DRAIN_EVERY = 4096  # events: how often the back hands its records on (and late events are dead-lettered)
 _HOLD_AT_MOST = 4096  # rejected lines kept back until the first event time is known
+_HOLD_CHARS_AT_MOST = 16 << 20  # ... and at most this many of their characters (payload full: whole lines)
 _SHIP_EVERY = 4096  # events: how many the child process sends at once (a send costs ~30 us; an event ~0.3)
 # A batch is ~200 KB pickled: a pipe that holds one lets the child write it and go on parsing the next while
 # this process is still busy with the last (a kernel pipe is 64 KiB unless asked; 1 MiB is the usual ceiling).
@@ -103,6 +105,8 @@ def run_front(lines: Iterable[bytes], settings: FrontSettings, back: Back, damag
     bounds = settings.cfg.time_bounds
     clock: BlockClock[StageEvent] = BlockClock()
     held: list[Rejected] = []  # rejects before the clock knows any time
+    held_chars = 0  # ... and their lines' characters: whole lines (payload full) are up to 256 KiB each
+    keep = payload_chars(settings.parser.payload)  # of a rejected line, in its dead letter
 
     def reject(r: Rejected) -> None:
         if r.reason == BLANK:  # counted, not a dead letter
@@ -115,19 +119,24 @@ def run_front(lines: Iterable[bytes], settings: FrontSettings, back: Back, damag
         # the streaming job's file source files it -- held until there is one.
         seen = clock.now
         if seen < 0:
+            nonlocal held_chars
             held.append(r)
-            if len(held) >= _HOLD_AT_MOST:
+            held_chars += len(r.line)
+            if len(held) >= _HOLD_AT_MOST or held_chars >= _HOLD_CHARS_AT_MOST:
                 # A long run of junk before the first event: filed at the epoch rather than kept in memory.
                 flush_held(seen)
             return
         flush_held(seen)
-        back.dead_letter(dead_letter(r.reason, r.detail, r.line, format_rfc3339(seen), "parse"))
+        back.dead_letter(dead_letter(r.reason, r.detail, r.line, format_rfc3339(seen), "parse", keep))
 
     def flush_held(t_us: int) -> None:
+        nonlocal held_chars
         if held and dead_letters:
             for h in held:
-                back.dead_letter(dead_letter(h.reason, h.detail, h.line, format_rfc3339(max(t_us, 0)), "parse"))
+                back.dead_letter(dead_letter(h.reason, h.detail, h.line, format_rfc3339(max(t_us, 0)), "parse",
+                                             keep))
             held.clear()
+            held_chars = 0
 
     def late_letters() -> None:
         assert ingest is not None

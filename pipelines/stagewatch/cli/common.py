@@ -3,6 +3,7 @@ BigQuery's refusals turned into the one-line errors every command gives."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import glob
 import io
@@ -14,10 +15,14 @@ from typing import IO, Any
 
 import orjson
 
+from stagewatch.core.privacy import UID_KEY_ENV
 from stagewatch.core.records import Record, dumps
+from stagewatch.secrets import UidKey
+from stagewatch.store.manifest import PARTIAL
 
 __all__ = [
     "JsonlWriter",
+    "add_uid_key_options",
     "bigquery_errors",
     "for_terminal",
     "print_rows",
@@ -26,7 +31,25 @@ __all__ = [
     "read_jsonl",
     "stderr_is_tty",
     "time_option",
+    "uid_key",
 ]
+
+
+def add_uid_key_options(p: argparse.ArgumentParser) -> None:
+    """``--hash-uids`` / ``--uid-key-secret``: uids as keyed hashes (core/privacy.py), for replay and explain."""
+    p.add_argument("--hash-uids", action="store_true",
+                   help=f"replace every uid by its keyed hash (HMAC-SHA256); the key from ${UID_KEY_ENV}")
+    p.add_argument("--uid-key-secret", metavar="projects/P/secrets/S",
+                   help="... the key from this Secret Manager secret instead (implies --hash-uids)")
+
+
+def uid_key(args: argparse.Namespace) -> UidKey | None:
+    """The uid key the options name, read now (a missing or short key is an error here, not at the first line)."""
+    if not (args.hash_uids or args.uid_key_secret):
+        return None
+    key = UidKey(args.uid_key_secret)
+    key.resolve()
+    return key
 
 
 def read_jsonl(path: str) -> list[dict[str, Any]]:
@@ -52,18 +75,31 @@ def read_anomalies(path: str) -> list[dict[str, Any]]:
 
 
 class JsonlWriter:
-    """JSON lines to a file (or stdout), written as they come."""
+    """JSON lines to a file (or stdout), written as they come.
+
+    A regular file is written as ``<name>.partial`` and gets its name only from ``close(complete=True)``, and a
+    file already there under that name is removed first: a replay stopped halfway leaves partial files, never
+    whole-looking ones (``store/manifest.py``; ``report`` and ``explain`` say so). A device or a pipe
+    (``/dev/null``, ``/dev/stdout``, a FIFO) is written as it is."""
 
     def __init__(self, target: str | Path | None, default_stdout: bool = False) -> None:
         self._own = False
+        self._rename: tuple[Path, Path] | None = None
         self.f: IO[bytes] | None = None
         if target is None:
             self.f = sys.stdout.buffer if default_stdout else None
         elif str(target) == "-":
             self.f = sys.stdout.buffer
         else:
-            Path(target).parent.mkdir(parents=True, exist_ok=True)
-            self.f = open(target, "wb")  # noqa: SIM115 - closed in close()
+            path = Path(target)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if path.exists() and not path.is_file():  # a device or a pipe: nothing to rename
+                self.f = open(path, "wb")  # noqa: SIM115 - closed in close()
+            else:
+                partial = path.with_name(path.name + PARTIAL)
+                self.f = open(partial, "wb")  # noqa: SIM115 - closed in close()
+                path.unlink(missing_ok=True)  # an earlier run's file must not pass for this one's
+                self._rename = (partial, path)
             self._own = True
 
     def write(self, record: Record | dict[str, Any]) -> None:
@@ -71,11 +107,22 @@ class JsonlWriter:
             self.f.write(dumps(record))
             self.f.write(b"\n")
 
-    def close(self) -> None:
+    def close(self, complete: bool = True) -> Path | None:
+        """``complete``: the writer's job is done, the file gets its name; else it stays ``<name>.partial``,
+        which is returned."""
+        left = None
         if self.f is not None:
             self.f.flush()
             if self._own:
                 self.f.close()
+                if self._rename is not None:
+                    if complete:
+                        os.replace(*self._rename)
+                    else:
+                        left = self._rename[0]
+                self._rename = None
+            self.f = None
+        return left
 
 
 def progress_bar(paths: list[str], enabled: bool) -> tuple[Callable[[int], None] | None, Callable[[], None]]:

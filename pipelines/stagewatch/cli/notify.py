@@ -46,6 +46,7 @@ def _run(args: argparse.Namespace) -> int:
     from google.cloud import pubsub_v1  # type: ignore[attr-defined]
 
     from stagewatch.notify import courier, slack
+    from stagewatch.secrets import secret_value
 
     match = re.match(r"^projects/([^/]+)/subscriptions/[^/]+$", args.subscription)
     if not match:
@@ -59,7 +60,8 @@ def _run(args: argparse.Namespace) -> int:
     hook: slack.Webhook
     if args.channel:
         hook = slack.SlackApi(url=args.slack_api, channel=args.channel, state_path=args.thread_state,
-                              token=slack.secret_value(slack.BOT_TOKEN_ENV, "--token-secret", args.token_secret))
+                              token=secret_value(slack.BOT_TOKEN_ENV, "--token-secret", args.token_secret,
+                                                   what="Slack credential"))
     elif args.token_secret or args.thread_state:
         raise ValueError("--token-secret and --thread-state are for the bot-token mode: give --channel too")
     else:

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import orjson
 
+from stagewatch.cli.common import add_uid_key_options, uid_key
+from stagewatch.core.privacy import NONE, PAYLOADS, TRIMMED
+
 __all__ = ["TRUNCATED_INPUT", "add"]
 
 #: The exit status of a replay whose input broke off (a truncated or corrupt .gz): all it could read was processed.
@@ -42,6 +45,10 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--half-life", type=float, metavar="SECONDS", help="baseline half-life (default 10800)")
     p.add_argument("--warmup", type=float, metavar="N", help="samples a baseline needs before it judges "
                    "(default 30)")
+    add_uid_key_options(p)
+    p.add_argument("--dead-letter-payload", choices=PAYLOADS, default=TRIMMED,
+                   help="how much of a rejected line its dead letter keeps: trimmed (the first 1,000 characters; "
+                   "default), full (the whole line) or none")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--progress", dest="progress", action="store_true", default=None,
                    help="show a progress bar on stderr (default: when stderr is a terminal)")
@@ -59,7 +66,7 @@ def _run(args: argparse.Namespace) -> int:
     from stagewatch.cli.common import JsonlWriter, for_terminal, progress_bar, stderr_is_tty
     from stagewatch.core.feed import BacktestFeed
     from stagewatch.core.parser import Parser
-    from stagewatch.core.records import Anomaly, IncidentEvent, LotRecord, TraceSummary
+    from stagewatch.core.records import Anomaly, IncidentEvent, LotRecord, TraceSummary, without_payload
 
     for path in args.logs:
         if path != "-" and not Path(path).is_file():
@@ -96,24 +103,29 @@ def _run(args: argparse.Namespace) -> int:
             traces.write(s)
         write(follow.summary(s))
 
+    complete = False
     try:
         stats = replay_files(
             args.logs,
             processes=args.processes,
             on_bytes=on_bytes,
             order=settings.order,
-            parser=Parser(settings.mapping),
+            parser=Parser(settings.mapping, uid_key=uid_key(args), payload=args.dead_letter_payload),
             cfg=settings.detector,
             on_anomaly=on_anomaly,
             on_summary=on_summary if traces or follow.lot_tracker else None,
-            on_dead_letter=dead.write if dead else None,
+            on_dead_letter=(dead.write if args.dead_letter_payload != NONE else
+                            lambda dl: dead.write(without_payload(dl))) if dead else None,
             on_arrival=(lambda arrival: write(follow.arrival(arrival))) if follow.tracker else None,
         )
+        complete = True
     finally:
         close_bar()
-        for w in (anomalies, traces, dead, incidents, lots):
-            if w is not None:
-                w.close()
+        # Stopped (Ctrl-C, an error): the outputs stay <name>.partial, and say so.
+        left = [w.close(complete) for w in (anomalies, traces, dead, incidents, lots) if w is not None]
+        if any(left):
+            print(for_terminal(f"stagewatch replay: stopped before the end; what was written is left as "
+                               f"{', '.join(str(p) for p in left if p)}"), file=sys.stderr)
     print(for_terminal(summary_text(stats)), file=sys.stderr)
     if args.summary_json:
         Path(args.summary_json).write_bytes(orjson.dumps(stats.to_dict(), option=orjson.OPT_INDENT_2))

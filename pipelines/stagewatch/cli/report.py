@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from stagewatch.cli.common import bigquery_errors, time_option
+from stagewatch.cli.common import bigquery_errors, for_terminal, time_option
 
 __all__ = ["add"]
 
@@ -30,7 +30,6 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--since", metavar="RFC3339", help="only rows from this time on, e.g. 2026-06-06T00:00:00Z")
     p.add_argument("--until", metavar="RFC3339", help="only rows before this time")
     p.set_defaults(func=_run)
-
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -62,6 +61,8 @@ def _run(args: argparse.Namespace) -> int:
             tables = BigQueryTables(args.bigquery)
     else:
         tables = LocalTables(args.input)
+        if tables.incomplete:  # said first: what follows may stop where the writer stopped
+            print(for_terminal(f"stagewatch report: warning: {tables.incomplete}"), file=sys.stderr)
         # An empty page from the wrong folder (demo instead of demo/out) would read as "all quiet".
         if not any(glob.glob(os.path.join(glob.escape(args.input), f"{t}*.jsonl")) for t in TABLES):
             raise ValueError(f"{args.input} holds none of {', '.join(f'{t}*.jsonl' for t in TABLES)} (give the "

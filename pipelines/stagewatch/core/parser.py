@@ -15,6 +15,7 @@ import msgspec
 import orjson
 
 from stagewatch.core.events import BLANK, LIMITS, MAX_LINE_BYTES, FieldMapping, Limits, Rejected, StageEvent
+from stagewatch.core.privacy import PAYLOADS, TRIMMED, KeySource, payload_chars, pseudonym
 from stagewatch.core.records import DEAD_LINE_CHARS
 from stagewatch.core.timeutil import parse_duration_s, parse_rfc3339_us
 from stagewatch.core.values import as_str, identifier_problem, label, timestamp_us
@@ -111,20 +112,27 @@ class Parser:
 
     parse: Callable[[bytes | str], StageEvent | Rejected]  # the default mapping's path or the generic one
 
-    def __init__(self, mapping: FieldMapping | None = None, limits: Limits = LIMITS) -> None:
+    def __init__(self, mapping: FieldMapping | None = None, limits: Limits = LIMITS, uid_key: KeySource | None = None,
+                 payload: str = TRIMMED) -> None:
+        if payload not in PAYLOADS:
+            raise ValueError(f"the dead-letter payload must be one of {', '.join(PAYLOADS)}; got {payload!r}")
         self.mapping = mapping or FieldMapping()
         self.limits = limits
+        self.uid_key = uid_key  # uids become keyed hashes (core/privacy.py); the key is read where this parses
+        self.payload = payload  # how much of a rejected line its dead letter keeps
         # Events whose reported latency was there but unusable (not a duration, or out of range): the field is
         # dropped, the event kept. The drivers add this to their counts.
         self.latencies_dropped = 0
         self._compile()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"mapping": self.mapping, "limits": self.limits}
+        return {"mapping": self.mapping, "limits": self.limits, "uid_key": self.uid_key, "payload": self.payload}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.mapping = state["mapping"]
         self.limits = state.get("limits", LIMITS)
+        self.uid_key = state.get("uid_key")
+        self.payload = state.get("payload", TRIMMED)
         self.latencies_dropped = 0
         self._compile()
 
@@ -148,6 +156,24 @@ class Parser:
         self._latency = getter(m.latency)
         self._duration = getter(m.duration_ms)
         self._failed_flag = getter(m.extra_failed)
+        if self.uid_key is not None or self.payload != TRIMMED:
+            self.parse = self._shaped(self.parse)
+
+    def _shaped(self, parse: Callable[[bytes | str], StageEvent | Rejected]) -> Callable[[bytes | str],
+                                                                                          StageEvent | Rejected]:
+        """``parse`` with the uid hashed and a rejected line kept whole or not at all: the one place both
+        drivers see a line, so nothing downstream ever holds the raw uid or more of a line than asked."""
+        key = self.uid_key.resolve() if self.uid_key is not None else None
+        keep = payload_chars(self.payload)
+
+        def shaped(raw: bytes | str) -> StageEvent | Rejected:
+            out = parse(raw)
+            if type(out) is StageEvent:
+                return out if key is None else out._replace(uid=pseudonym(key, out.uid))
+            assert isinstance(out, Rejected)
+            return out if keep == DEAD_LINE_CHARS else out._replace(line=_preview(raw, keep))
+
+        return shaped
 
     def _parse_mapped(self, raw: bytes | str) -> StageEvent | Rejected:
         if len(raw) * 4 > MAX_LINE_BYTES:
@@ -349,10 +375,10 @@ def _too_large(raw: bytes | str) -> Rejected | None:
     return None
 
 
-def _preview(raw: bytes | str) -> str:
+def _preview(raw: bytes | str, keep: int = DEAD_LINE_CHARS) -> str:
     if isinstance(raw, bytes):
-        return raw[:DEAD_LINE_CHARS].decode("utf-8", errors="replace")
-    return raw[:DEAD_LINE_CHARS]
+        return raw[:keep].decode("utf-8", errors="replace")
+    return raw[:keep]
 
 
 def _classify_decode_error(raw: bytes | str, exc: orjson.JSONDecodeError) -> Rejected:

@@ -8,7 +8,7 @@ between steps as they are; the sinks turn them into JSON at the edge).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, NamedTuple, Protocol
 
 import orjson
@@ -26,6 +26,7 @@ __all__ = [
     "dead_letter",
     "dumps",
     "event_json",
+    "without_payload",
 ]
 
 #: A dead letter keeps this much of the line (or record) it is about: enough to find it, bounded whatever came in,
@@ -117,7 +118,7 @@ class DeadLetter:
 
     reason: str
     detail: str
-    line: str  # the line (or record) it is about, cut to DEAD_LINE_CHARS
+    line: str  # the line (or record) it is about, cut to DEAD_LINE_CHARS (a rejected line: the payload setting)
     received_at: str  # RFC 3339
     source: str  # parse, late, assemble, bigquery:<table>; a stream step's name for internal_error
 
@@ -130,8 +131,15 @@ def event_json(ev: Any) -> str:
     return orjson.dumps(ev._asdict()).decode()
 
 
-def dead_letter(reason: str, detail: str, line: str, received_at: str, source: str) -> DeadLetter:
-    return DeadLetter(reason, detail, line[:DEAD_LINE_CHARS], received_at, source)
+def dead_letter(reason: str, detail: str, line: str, received_at: str, source: str,
+                keep: int = DEAD_LINE_CHARS) -> DeadLetter:
+    """``keep``: characters of ``line`` kept (a rejected line: as the parser's dead-letter payload says)."""
+    return DeadLetter(reason, detail, line[:keep], received_at, source)
+
+
+def without_payload(dl: DeadLetter) -> DeadLetter:
+    """The dead letter as written with the payload ``none``: what it is about, not what it held."""
+    return replace(dl, line="") if dl.line else dl
 
 
 class LotFile(NamedTuple):

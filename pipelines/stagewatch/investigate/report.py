@@ -333,6 +333,7 @@ def render_report(tables: Tables, *, since_us: int | None, until_us: int | None)
               else "No rejected input lines.")
     body = "".join([
         f"<header><h1>stagewatch report</h1><p class=sub>{escape(span)} · from {escape(data.where)}</p></header>",
+        f'<p class="headline bad">Incomplete input: {escape(tables.incomplete)}</p>' if tables.incomplete else "",
         _headline(data, page),
         _stages_section(data, page),
         _incidents_section(data, page),

@@ -18,7 +18,6 @@ file, across restarts.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import time
@@ -31,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stagewatch.core.timeutil import format_duration_ms
+from stagewatch.secrets import secret_value
 
 __all__ = ["BOT_TOKEN_ENV", "WEBHOOK_ENV", "SlackApi", "Webhook", "format_incident", "logging_link", "secret_value",
            "webhook_url"]
@@ -43,28 +43,7 @@ _EMOJI = {"opened": ":rotating_light:", "updated": ":hourglass_flowing_sand:", "
 def webhook_url(secret: str | None = None, env: dict[str, str] | None = None, session: Any = None) -> str:
     """The webhook URL: from Secret Manager when ``secret`` (``projects/P/secrets/S[/versions/V]``) is given,
     else from ``$STAGEWATCH_SLACK_WEBHOOK``. Raises ``ValueError`` naming where it looked, never the value."""
-    return secret_value(WEBHOOK_ENV, "--webhook-secret", secret, env, session)
-
-
-def secret_value(env_name: str, option: str, secret: str | None = None, env: dict[str, str] | None = None,
-                 session: Any = None) -> str:
-    """A credential from Secret Manager (``secret``) or else the environment variable ``env_name``."""
-    if secret:
-        name = secret if "/versions/" in secret else f"{secret}/versions/latest"
-        if session is None:
-            import google.auth
-            from google.auth.transport.requests import AuthorizedSession
-
-            credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
-            session = AuthorizedSession(credentials)
-        resp = session.get(f"https://secretmanager.googleapis.com/v1/{name}:access", timeout=30)
-        if resp.status_code != 200:
-            raise ValueError(f"Secret Manager refused {name}: HTTP {resp.status_code}")
-        return base64.b64decode(resp.json()["payload"]["data"]).decode().strip()
-    value = (env if env is not None else os.environ).get(env_name, "").strip()
-    if not value:
-        raise ValueError(f"no Slack credential: set ${env_name}, or give {option} projects/P/secrets/S")
-    return value
+    return secret_value(WEBHOOK_ENV, "--webhook-secret", secret, env, session, what="Slack credential")
 
 
 # Slack's limits: a button's URL, a section's text, a field's text (characters).

@@ -19,6 +19,7 @@ import orjson
 
 from stagewatch.core.timeutil import format_rfc3339, parse_rfc3339_us
 from stagewatch.store.bigquery import bigquery_client
+from stagewatch.store.manifest import incomplete
 from stagewatch.store.schemas import TABLES, dataset_id
 
 __all__ = ["BigQueryTables", "LocalTables", "Tables", "json_shaped", "read_table"]
@@ -29,6 +30,8 @@ class Tables(Protocol):
 
     #: shown to people: the folder, or ``bigquery:PROJECT.DATASET``
     where: str
+    #: why the tables may not be whole (a stopped run's folder: ``store/manifest.py``), else None
+    incomplete: str | None
 
     def rows(self, table: str, *, uid: str | None = None, since_us: int | None = None,
              until_us: int | None = None) -> Iterator[dict[str, Any]]:
@@ -62,6 +65,7 @@ class LocalTables:
             raise ValueError(f"{folder} is not a folder (give the --output_dir of stagewatch run)")
         self.folder = folder
         self.where = folder
+        self.incomplete = incomplete(folder)
 
     def rows(self, table: str, *, uid: str | None = None, since_us: int | None = None,
              until_us: int | None = None) -> Iterator[dict[str, Any]]:
@@ -107,6 +111,7 @@ class BigQueryTables:
     def __init__(self, dataset: str, client: Any | None = None) -> None:
         self.dataset = dataset_id(dataset, "--bigquery")
         self.where = f"bigquery:{self.dataset}"
+        self.incomplete: str | None = None  # a table is whole at any time; a stopped job is Dataflow's to show
         self.client = client if client is not None else bigquery_client(self.dataset.split(".")[0])
 
     def rows(self, table: str, *, uid: str | None = None, since_us: int | None = None,

@@ -16,9 +16,11 @@ from typing import Any
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from stagewatch.core.clock import TimeBounds
+from stagewatch.core.privacy import PAYLOADS, TRIMMED
 from stagewatch.core.stages import StageOrder
+from stagewatch.secrets import UidKey
 from stagewatch.store.schemas import DATASET_RE
-from stagewatch.stream.parameters import PARAMETERS, SUBSCRIPTION_RE, TOPIC_RE, Parameter
+from stagewatch.stream.parameters import PARAMETERS, SECRET_RE, SUBSCRIPTION_RE, TOPIC_RE, Parameter
 
 __all__ = ["PARAMETERS", "Parameter", "StagewatchOptions", "ValidatedOptions", "template_metadata", "validate"]
 
@@ -47,6 +49,8 @@ class ValidatedOptions:
     time_bounds: TimeBounds
     stall_factor: float
     half_life_s: float
+    uid_key: UidKey | None  # uids hashed with the key found there (core/privacy.py)
+    dead_letter_payload: str
 
     @property
     def local(self) -> bool:
@@ -124,7 +128,31 @@ def validate(opts: PipelineOptions) -> ValidatedOptions:
         time_bounds=_bounds(o.get("max_ahead_s"), o.get("max_age_s")),
         stall_factor=_number("stall_factor", o.get("stall_factor"), 1, strict=False),
         half_life_s=_number("half_life_s", o.get("half_life_s"), 0, strict=True),
+        uid_key=_uid_key(o, local=path is not None),
+        dead_letter_payload=_payload(o.get("dead_letter_payload")),
     )
+
+
+def _uid_key(o: dict[str, Any], local: bool) -> UidKey | None:
+    """Where the uid key is, when uids are hashed; read once here, so a missing or short key is said now."""
+    secret = o.get("uid_key_secret") or None
+    if secret is not None and not re.match(SECRET_RE, secret):
+        raise ValueError(f"--uid_key_secret must look like projects/PROJECT/secrets/NAME, got {secret!r}")
+    if secret is None and not _flag("hash_uids", o.get("hash_uids")):
+        return None
+    if secret is None and not local:
+        raise ValueError("--hash_uids true on Pub/Sub needs --uid_key_secret projects/PROJECT/secrets/NAME: the "
+                         "workers read the key there ($STAGEWATCH_UID_KEY is only for local runs)")
+    key = UidKey(secret)
+    key.resolve()
+    return key
+
+
+def _payload(raw: Any) -> str:
+    payload = str(raw or TRIMMED)
+    if payload not in PAYLOADS:
+        raise ValueError(f"--dead_letter_payload must be one of {', '.join(PAYLOADS)}, got {raw!r}")
+    return payload
 
 
 def template_metadata() -> dict[str, Any]:

@@ -18,6 +18,7 @@ _RESOURCE = r"[A-Za-z][-A-Za-z0-9_.~+%]{2,254}"
 SUBSCRIPTION_RE = rf"^projects/{_PROJECT}/subscriptions/{_RESOURCE}$"
 TOPIC_RE = rf"^projects/{_PROJECT}/topics/{_RESOURCE}$"
 _NUMBER_RE = r"^[0-9]+(\.[0-9]+)?$"
+SECRET_RE = r"^projects/[^/\s]+/secrets/[^/\s]+(/versions/[^/\s]+)?$"
 _PATH_RE = r"^\S.*$"
 
 
@@ -79,4 +80,15 @@ PARAMETERS: tuple[Parameter, ...] = (
               "alert line.", _NUMBER_RE, "8", float),
     Parameter("half_life_s", "Baseline half-life (seconds)",
               "How fast the rolling baselines forget.", _NUMBER_RE, "10800", float),
+    Parameter("hash_uids", "Hash file uids",
+              "true: every uid is replaced by a keyed hash (HMAC-SHA256) when its line is parsed, so no table or "
+              "message holds a raw uid; the key is read by each worker from uid_key_secret (or, for local runs, "
+              "$STAGEWATCH_UID_KEY).", r"^(true|false)$", "false"),
+    Parameter("uid_key_secret", "Uid key secret",
+              "Secret Manager secret holding the uid key (at least 16 bytes), e.g. "
+              "projects/my-proj/secrets/stagewatch-uid-key; implies hash_uids.", SECRET_RE),
+    Parameter("dead_letter_payload", "Dead-letter payload",
+              "How much of a rejected line its dead letter keeps: trimmed (the first 1,000 characters), full "
+              "(the whole line, up to 256 KiB) or none (reason, detail, time and step only).",
+              r"^(full|trimmed|none)$", "trimmed"),
 )

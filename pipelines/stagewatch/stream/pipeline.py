@@ -20,9 +20,12 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from stagewatch.core.baselines import BaselineConfig
 from stagewatch.core.clock import TimeBounds
 from stagewatch.core.parser import Parser
+from stagewatch.core.privacy import NONE
+from stagewatch.core.records import without_payload
 from stagewatch.core.stages import infer_from_events
 from stagewatch.core.timeutil import US_PER_S
 from stagewatch.core.traces import TraceRules
+from stagewatch.store import manifest
 from stagewatch.stream.file_source import file_stream
 from stagewatch.stream.local import NAME as LOCAL_RUNNER
 from stagewatch.stream.local import LocalRunner
@@ -53,18 +56,19 @@ class Outputs:
 def build(
     lines: beam.PCollection, rules: TraceRules, baseline: BaselineConfig, stamp: bool = True,
     end_us: int | None = None, watermark_step_s: float = 0.0, bounds: TimeBounds | None = None,
+    parser: Parser | None = None,
 ) -> Outputs:
     """The detection graph on ``lines``; ``end_us``: a finite input's last event time (in-flight files at the
     end are open, not stalled, as in the backtest); ``watermark_step_s``: how far the source's watermark
     jumps at once (a local file's ``TestStream``); ``bounds``: how far an event time may be from when its line
-    arrived (``core/clock.py``)."""
+    arrived (``core/clock.py``); ``parser``: how lines are read (its uid key, its dead-letter payload)."""
     steps: list[ContainedStep] = []
 
     def step(transform: Any) -> Any:
         steps.append(transform)
         return transform
 
-    parsed = lines | "Parse" >> step(ParseEvents(Parser(), stamp=stamp, bounds=bounds))
+    parsed = lines | "Parse" >> step(ParseEvents(parser or Parser(), stamp=stamp, bounds=bounds))
     events = parsed.events | "Dedup" >> step(Dedup())
     assembled = events | "Assemble" >> step(AssembleTraces(rules))
     measurements, progress = assembled.measurements, assembled[PROGRESS]
@@ -124,19 +128,28 @@ def construct(argv: list[str] | None = None) -> tuple[beam.Pipeline, ValidatedOp
     rules = TraceRules(order, stall_factor=opts.stall_factor, ttl_s=opts.session_gap_s)
     runner = _runner(options.view_as(StandardOptions).runner, opts)
     p = beam.Pipeline(runner=runner, options=options)
+    parser = Parser(uid_key=opts.uid_key, payload=opts.dead_letter_payload)
     if opts.local:
         lines = p | "ReadLogFile" >> stream
         out = build(lines, rules, baseline, stamp=True, end_us=end_us,
-                    watermark_step_s=baseline.interval_us // 3 / US_PER_S, bounds=opts.time_bounds)
+                    watermark_step_s=baseline.interval_us // 3 / US_PER_S, bounds=opts.time_bounds, parser=parser)
     else:
         lines = p | "ReadLogEntries" >> beam.io.ReadFromPubSub(
             subscription=opts.input_subscription, timestamp_attribute=opts.timestamp_attribute
         )
-        out = build(lines, rules, baseline, stamp=False, bounds=opts.time_bounds)
+        out = build(lines, rules, baseline, stamp=False, bounds=opts.time_bounds, parser=parser)
+
+    def payload(dead: beam.PCollection, label: str) -> beam.PCollection:
+        """Payload none: no dead letter leaves with what it held (a late event, a row BigQuery refused...)."""
+        if opts.dead_letter_payload != NONE:
+            return dead
+        return dead | label >> beam.Map(without_payload)
+
     if opts.output_dir:
         out.anomalies | "WriteAnomaliesJsonl" >> WriteJsonl(opts.output_dir, "anomalies")
         out.traces | "WriteTracesJsonl" >> WriteJsonl(opts.output_dir, "traces")
-        out.dead_letters | "WriteDeadLettersJsonl" >> WriteJsonl(opts.output_dir, "dead_letters")
+        payload(out.dead_letters, "DeadLettersWithoutPayload") | "WriteDeadLettersJsonl" >> WriteJsonl(
+            opts.output_dir, "dead_letters")
         out.incidents | "WriteIncidentsJsonl" >> WriteJsonl(opts.output_dir, "incidents")
         out.lots | "WriteLotsJsonl" >> WriteJsonl(opts.output_dir, "lots")
     if opts.output_topic:
@@ -151,7 +164,8 @@ def construct(argv: list[str] | None = None) -> tuple[beam.Pipeline, ValidatedOp
             for name, pc in (("anomalies", out.anomalies), ("traces", out.traces), ("incidents", out.incidents),
                              ("lots", out.lots))
         ]
-        dead = ([out.dead_letters, *rejected]) | "AllBigQueryDeadLetters" >> beam.Flatten()
+        dead = payload(([out.dead_letters, *rejected]) | "AllBigQueryDeadLetters" >> beam.Flatten(),
+                       "BigQueryDeadLettersWithoutPayload")
         dead | "WriteBigQueryDeadLetters" >> WriteTableRows(opts.bigquery_dataset, "dead_letters")
     return p, opts
 
@@ -163,6 +177,7 @@ def run(argv: list[str] | None = None, wait: bool = True) -> Any:
     if opts.output_dir:
         os.makedirs(opts.output_dir, exist_ok=True)
         clear_local_output(opts.output_dir)  # the local writers append; a new run replaces the old one's files
+        manifest.start(opts.output_dir, "stagewatch run")  # until the end says otherwise, the folder is not whole
     if opts.bigquery_dataset:
         from stagewatch.store.bigquery import bigquery_client, create_tables
 
@@ -170,4 +185,6 @@ def run(argv: list[str] | None = None, wait: bool = True) -> Any:
     result = p.run()
     if wait:
         result.wait_until_finish()
+        if opts.output_dir:
+            manifest.finish(opts.output_dir, "stagewatch run")
     return result

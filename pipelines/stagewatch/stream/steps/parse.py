@@ -18,6 +18,7 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
 from stagewatch.core.clock import TIME_REASONS, TimeBounds
 from stagewatch.core.events import BLANK, REJECT_REASONS, StageEvent
 from stagewatch.core.parser import Parser
+from stagewatch.core.privacy import payload_chars
 from stagewatch.core.records import dead_letter, event_json
 from stagewatch.core.timeutil import US_PER_S, format_rfc3339
 from stagewatch.stream.steps.contain import ContainedStep, contained
@@ -36,6 +37,7 @@ class _ParseFn(beam.DoFn):
         self._parser = parser
         self._stamp = stamp
         self._bounds = bounds
+        self._keep = payload_chars(parser.payload)  # of a rejected line, in its dead letter
         self._parsed = Metrics.counter("stagewatch", "events_parsed")
         self._rejected = {r: Metrics.counter("stagewatch", f"rejected_{r}") for r in REJECT_REASONS + TIME_REASONS}
         self._blank = Metrics.counter("stagewatch", "blank_lines")
@@ -68,7 +70,7 @@ class _ParseFn(beam.DoFn):
             return
         self._rejected[parsed.reason].inc()
         yield beam.pvalue.TaggedOutput(
-            DEAD_LETTERS, dead_letter(parsed.reason, parsed.detail, parsed.line, _rfc3339(ts), "parse"))
+            DEAD_LETTERS, dead_letter(parsed.reason, parsed.detail, parsed.line, _rfc3339(ts), "parse", self._keep))
 
     def _arrival_us(self, ts: Any) -> int | None:
         """When the line arrived: from Pub/Sub (whose element time is the event time, from the timestamp

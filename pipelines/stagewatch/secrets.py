@@ -1,0 +1,58 @@
+"""Credentials and keys, read where they are used: Secret Manager, else an environment variable.
+
+Never printed: every error names where it looked, never what it found (the value is the credential).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from stagewatch.core.privacy import MIN_KEY_BYTES, UID_KEY_ENV
+
+__all__ = ["UidKey", "secret_value"]
+
+
+def secret_value(env_name: str, option: str, secret: str | None = None, env: dict[str, str] | None = None,
+                 session: Any = None, what: str = "credential") -> str:
+    """A credential from Secret Manager (``secret``: ``projects/P/secrets/S[/versions/V]``) or else the environment
+    variable ``env_name``; ``ValueError`` naming where it looked (``what``, ``option``) when there is none."""
+    if secret:
+        name = secret if "/versions/" in secret else f"{secret}/versions/latest"
+        if session is None:
+            import google.auth
+            from google.auth.exceptions import DefaultCredentialsError
+            from google.auth.transport.requests import AuthorizedSession
+
+            try:
+                credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
+            except DefaultCredentialsError:
+                raise ValueError(f"no Google credentials to read {name} (run: gcloud auth application-default "
+                                 "login)") from None
+            session = AuthorizedSession(credentials)
+        resp = session.get(f"https://secretmanager.googleapis.com/v1/{name}:access", timeout=30)
+        if resp.status_code != 200:
+            raise ValueError(f"Secret Manager refused {name}: HTTP {resp.status_code}")
+        return base64.b64decode(resp.json()["payload"]["data"]).decode().strip()
+    value = (env if env is not None else os.environ).get(env_name, "").strip()
+    if not value:
+        raise ValueError(f"no {what}: set ${env_name}, or give {option} projects/P/secrets/S")
+    return value
+
+
+@dataclass(frozen=True)
+class UidKey:
+    """Where the uid key is (``core/privacy.py``): ``secret`` (``projects/P/secrets/S[/versions/V]``), else
+    ``$STAGEWATCH_UID_KEY``. Pickled as that place, never as the key: a worker reads the key itself."""
+
+    secret: str | None = None
+
+    def resolve(self) -> bytes:
+        """The key's bytes; ``ValueError`` naming where it looked (never the value) when absent or too short."""
+        key = secret_value(UID_KEY_ENV, "--uid-key-secret", self.secret, what="uid key").encode()
+        if len(key) < MIN_KEY_BYTES:
+            raise ValueError(f"the uid key in {self.secret or '$' + UID_KEY_ENV} is {len(key)} bytes; it must be "
+                             f"at least {MIN_KEY_BYTES} (make one with: openssl rand -hex 32)")
+        return key
