@@ -29,7 +29,7 @@ def _judge(times: list[int], bounds: TimeBounds | None = None) -> list[str | Non
     for k, t in enumerate(times):
         if (done := clock.push(k, t)) is not None:
             judged(*done)
-    for done in clock.end():
+    for done in clock.end(bounds):
         judged(*done)
     assert sorted(verdicts) == list(range(len(times)))  # every item comes back exactly once
     return [verdicts[k] for k in range(len(times))]
@@ -111,3 +111,13 @@ def test_fewer_than_a_few_far_lines_are_each_judged_and_change_nothing_else(
     verdicts = _judge(times)
     for k, v in enumerate(verdicts):
         assert (v is not None) == (k in marked), (k, v)
+
+
+@pytest.mark.parametrize(("gap_s", "n"), [(90, 1000), (60, 1000), (300, 10), (100, 180)])
+def test_a_sparse_steady_log_loses_nothing_at_its_end(gap_s: int, n: int) -> None:
+    """The last blocks are judged against a centred window; in a log of a line a minute or more their later lines
+    were more than max_ahead_s ahead of it (48 of 1,000 lines 90 s apart were future). Each is now vouched for by
+    the line believed before it."""
+    times = [T0 + k * gap_s * US_PER_S for k in range(n)]
+    assert _judge(times) == [None] * n
+    assert _judge([*times, times[-1] + 80 * 365 * 24 * HOUR]) == [None] * n + [FUTURE]  # a lone far line still is

@@ -196,7 +196,7 @@ def run_front(lines: Iterable[bytes], settings: FrontSettings, back: Back, damag
                 judged(*done)
         else:
             reject(parsed)  # type: ignore[arg-type]
-    for done in clock.end():
+    for done in clock.end(bounds):
         judged(*done)
     ingest.flush()
     back.end_of_input()

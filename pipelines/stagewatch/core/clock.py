@@ -129,14 +129,32 @@ class BlockClock(Generic[T]):
         self._before.append(times)
         return items, self.now
 
-    def end(self) -> list[tuple[list[T], int]]:
+    def end(self, bounds: TimeBounds | None = None) -> list[tuple[list[T], int]]:
         """What is still held. Without ``AFTER`` blocks to look ahead to, a block is judged against as many
         blocks before it as there are after it (at least one): the last lines of a file cannot vouch for
-        themselves alone."""
+        themselves alone. Such a window is centred on its block, so in a sparse log (a line every minute or
+        more) the later lines of the last blocks would be more than ``max_ahead_s`` ahead of it: with
+        ``bounds``, each held line is returned on its own, and one that its block's clock would call future is
+        judged against the newest line believed before it instead, when that is near enough -- a steady tail
+        goes through, a lone far line after it does not."""
         if self._block:
             self._waiting.append((self._block, self._block_t))
             self._block, self._block_t = [], []
-        out = []
+        last = -1
+        if bounds is not None and self._before:
+            last = max((t for t in self._before[-1] if bounds.verdict(t, self.now) is None), default=-1)
+        out: list[tuple[list[T], int]] = []
         while self._waiting:
-            out.append(self._judge(min(len(self._before), max(1, len(self._waiting) - 1))))
+            times = self._waiting[0][1]
+            items, at = self._judge(min(len(self._before), max(1, len(self._waiting) - 1)))
+            if bounds is None:
+                out.append((items, at))
+                continue
+            for item, t in zip(items, times, strict=True):
+                clock = at
+                if bounds.verdict(t, at) == FUTURE and last >= 0 and bounds.verdict(t, last) is None:
+                    clock = max(at, last)
+                if bounds.verdict(t, clock) is None:
+                    last = max(last, t)
+                out.append(([item], clock))
         return out

@@ -84,7 +84,7 @@ def file_stream(
         else:
             batch.append(TimestampedValue(raw, Timestamp(micros=clock.now)))  # rejected downstream
             emit()
-    for done in clock.end():  # the last blocks, stepped like the rest: no jump over many intervals at the end
+    for done in clock.end(bounds):  # the last blocks, stepped like the rest: no jump over many intervals at the end
         arrived(*done)
     if newest == 0:
         raise ValueError(f"{path} holds no stage events")
