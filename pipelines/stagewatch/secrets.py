@@ -50,9 +50,17 @@ class UidKey:
     secret: str | None = None
 
     def resolve(self) -> bytes:
-        """The key's bytes; ``ValueError`` naming where it looked (never the value) when absent or too short."""
+        """The key's bytes; ``ValueError`` naming where it looked (never the value) when absent or too short.
+        A secret is fetched once per process: a Beam worker unpickles the parsing step for every bundle."""
+        if self.secret is not None and self.secret in _FETCHED:
+            return _FETCHED[self.secret]
         key = secret_value(UID_KEY_ENV, "--uid-key-secret", self.secret, what="uid key").encode()
         if len(key) < MIN_KEY_BYTES:
             raise ValueError(f"the uid key in {self.secret or '$' + UID_KEY_ENV} is {len(key)} bytes; it must be "
                              f"at least {MIN_KEY_BYTES} (make one with: openssl rand -hex 32)")
+        if self.secret is not None:
+            _FETCHED[self.secret] = key
         return key
+
+
+_FETCHED: dict[str, bytes] = {}  # secret name -> key, for this process

@@ -144,3 +144,16 @@ def test_a_key_secret_without_google_credentials_is_one_clear_error(monkeypatch:
     with pytest.raises(ValueError, match=r"no Google credentials to read projects/p/secrets/k/versions/latest "
                                          r"\(run: gcloud auth application-default login\)"):
         UidKey("projects/p/secrets/k").resolve()
+
+
+@pytest.mark.cli
+def test_with_hashed_uids_a_dead_letter_keeps_no_raw_uid_by_default(key_env: str, tmp_path: Path) -> None:
+    logs = tmp_path / "logs.jsonl"
+    logs.write_bytes(LINE + b"\n" + LINE.replace(b'"upload"', b'"up\\u0000load"') + b"\n")
+    for extra, kept in (([], False), (["--dead-letter-payload", "trimmed"], True)):
+        dead = tmp_path / "dead.jsonl"
+        assert main(["replay", str(logs), "--hash-uids", "--dead-letters", str(dead), "-o", str(tmp_path / "a.jsonl"),
+                     "--stages", "detect,upload", "--no-progress", *extra]) == 0
+        rows = [orjson.loads(x) for x in dead.read_bytes().splitlines()]
+        assert [r["reason"] for r in rows] == ["bad_stage"]
+        assert ("patient-4711" in rows[0]["line"]) is kept

@@ -41,9 +41,9 @@ def test_a_manifest_says_whether_the_folder_is_whole(tmp_path: Path) -> None:
     assert "is not JSON" in (incomplete(str(tmp_path)) or "")
 
 
-def test_a_replay_stopped_halfway_leaves_only_partial_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_replay_stopped_halfway_leaves_partial_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Outputs are written as ``<name>.partial`` and renamed once the replay is over; a previous run's file of the
-    same name is gone from the start, so it cannot be read as this run's."""
+    same name stays as it was until then, and the folder is marked by the partial files."""
     from stagewatch.backtest import replay as replay_module
 
     out = tmp_path / "out"
@@ -66,7 +66,9 @@ def test_a_replay_stopped_halfway_leaves_only_partial_files(tmp_path: Path, monk
 
     monkeypatch.setattr(replay_module, "replay_files", interrupted)
     assert main(argv) == 130
-    assert sorted(p.name for p in out.iterdir()) == ["anomalies.jsonl" + PARTIAL, "traces.jsonl" + PARTIAL]
+    # The earlier run's files stay as they were until a run is whole; this one's are left beside them, marked.
+    assert sorted(p.name for p in out.iterdir()) == ["anomalies.jsonl", "anomalies.jsonl" + PARTIAL,
+                                                      "traces.jsonl", "traces.jsonl" + PARTIAL]
     assert (out / ("anomalies.jsonl" + PARTIAL)).read_bytes() == whole  # kept, for whoever wants to look
     said = incomplete(str(out))
     assert said and "anomalies.jsonl.partial, traces.jsonl.partial" in said and "did not finish" in said
@@ -80,7 +82,6 @@ def test_a_killed_replay_is_reported_as_incomplete(tmp_path: Path) -> None:
     and ``report`` and ``explain`` say so before anything else."""
     out = tmp_path / "out"
     out.mkdir()
-    (out / "anomalies.jsonl").write_bytes(_row("from-an-earlier-run"))
     child = subprocess.Popen([sys.executable, "-m", "stagewatch", "replay", "-", "-o", str(out / "anomalies.jsonl"),
                               "--traces", str(out / "traces.jsonl"), "--no-progress"],
                              stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

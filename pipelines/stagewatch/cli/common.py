@@ -77,10 +77,10 @@ def read_anomalies(path: str) -> list[dict[str, Any]]:
 class JsonlWriter:
     """JSON lines to a file (or stdout), written as they come.
 
-    A regular file is written as ``<name>.partial`` and gets its name only from ``close(complete=True)``, and a
-    file already there under that name is removed first: a replay stopped halfway leaves partial files, never
-    whole-looking ones (``store/manifest.py``; ``report`` and ``explain`` say so). A device or a pipe
-    (``/dev/null``, ``/dev/stdout``, a FIFO) is written as it is."""
+    A regular file is written as ``<name>.partial`` and gets its name only from ``close(complete=True)``: a replay
+    stopped halfway leaves partial files beside whatever was there (``store/manifest.py``; ``report`` and
+    ``explain`` say so). A symlink, a device or a pipe (``/dev/null``, ``/dev/stdout``, a FIFO) is written
+    through as it is."""
 
     def __init__(self, target: str | Path | None, default_stdout: bool = False) -> None:
         self._own = False
@@ -93,12 +93,14 @@ class JsonlWriter:
         else:
             path = Path(target)
             path.parent.mkdir(parents=True, exist_ok=True)
-            if path.exists() and not path.is_file():  # a device or a pipe: nothing to rename
+            if path.is_symlink() or (path.exists() and not path.is_file()):
+                # A link (/dev/stdout, a link to where results live), a device or a pipe: written through.
                 self.f = open(path, "wb")  # noqa: SIM115 - closed in close()
             else:
+                # An earlier run's file of that name stays until this one is whole (os.replace swaps them); a
+                # stopped run leaves NAME.partial beside it, which report and explain point out.
                 partial = path.with_name(path.name + PARTIAL)
                 self.f = open(partial, "wb")  # noqa: SIM115 - closed in close()
-                path.unlink(missing_ok=True)  # an earlier run's file must not pass for this one's
                 self._rename = (partial, path)
             self._own = True
 

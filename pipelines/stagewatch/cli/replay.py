@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -46,9 +47,10 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup", type=float, metavar="N", help="samples a baseline needs before it judges "
                    "(default 30)")
     add_uid_key_options(p)
-    p.add_argument("--dead-letter-payload", choices=PAYLOADS, default=TRIMMED,
+    p.add_argument("--dead-letter-payload", choices=PAYLOADS,
                    help="how much of a rejected line its dead letter keeps: trimmed (the first 1,000 characters; "
-                   "default), full (the whole line) or none")
+                   "default), full (the whole line) or none (the default with --hash-uids: a rejected line may "
+                   "hold a raw uid)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--progress", dest="progress", action="store_true", default=None,
                    help="show a progress bar on stderr (default: when stderr is a terminal)")
@@ -78,6 +80,11 @@ def _run(args: argparse.Namespace) -> int:
                             "max_ahead_s": args.max_ahead, "max_age_s": args.max_age},
         baseline_overrides={"half_life_s": args.half_life, "warmup_n": args.warmup},
     )
+    outputs = [o for o in (args.output, args.traces, args.dead_letters, args.incidents, args.lots, args.summary_json)
+               if o and o != "-"]
+    _check_outputs(args.logs, outputs)
+    key = uid_key(args)  # a missing key is said before any output is opened
+    payload = args.dead_letter_payload or (NONE if key is not None else TRIMMED)
     progress = stderr_is_tty() if args.progress is None else args.progress
     on_bytes, close_bar = progress_bar(args.logs, progress)
     anomalies = JsonlWriter(args.output, default_stdout=True)
@@ -110,11 +117,11 @@ def _run(args: argparse.Namespace) -> int:
             processes=args.processes,
             on_bytes=on_bytes,
             order=settings.order,
-            parser=Parser(settings.mapping, uid_key=uid_key(args), payload=args.dead_letter_payload),
+            parser=Parser(settings.mapping, uid_key=key, payload=payload),
             cfg=settings.detector,
             on_anomaly=on_anomaly,
             on_summary=on_summary if traces or follow.lot_tracker else None,
-            on_dead_letter=(dead.write if args.dead_letter_payload != NONE else
+            on_dead_letter=(dead.write if payload != NONE else
                             lambda dl: dead.write(without_payload(dl))) if dead else None,
             on_arrival=(lambda arrival: write(follow.arrival(arrival))) if follow.tracker else None,
         )
@@ -139,3 +146,20 @@ def _run(args: argparse.Namespace) -> int:
                          "your logs name the uid or the stage otherwise, map them with --config (docs/input.md)")
     return 0
 
+
+
+def _check_outputs(inputs: list[str], outputs: list[str]) -> None:
+    """One line for an output that would overwrite an input, be written twice, or is a folder."""
+    seen: dict[str, str] = {}
+    for out in outputs:
+        path = Path(out)
+        if path.is_dir():
+            raise ValueError(f"output {out} is a folder: give a file name, e.g. {out.rstrip('/')}/anomalies.jsonl")
+        real = os.path.realpath(out)
+        if real in seen and not path.is_char_device():
+            raise ValueError(f"{seen[real]} and {out} are the same file: give each output its own")
+        seen[real] = out
+        for log in inputs:
+            if log != "-" and path.exists() and os.path.samefile(log, out):
+                raise ValueError(f"output {out} is the input {log}: writing it would destroy the logs; give "
+                                 "another file name")

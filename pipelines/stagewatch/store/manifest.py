@@ -7,7 +7,8 @@ whether it finished:
 - ``stagewatch run --output_dir`` writes ``output-manifest.json`` with ``"complete": false`` before the job starts and
   rewrites it with ``"complete": true`` and each table's row count once every output is flushed;
 - ``stagewatch replay`` writes each output as ``<name>.partial`` and renames it once the replay is over (a previous
-  run's file of that name is removed first: a stopped replay leaves no whole-looking file beside its partial ones).
+  run's file of that name is replaced only then: a stopped replay leaves its partial files beside it, and the
+  folder is marked by them).
 
 ``incomplete(folder)`` is what ``report`` and ``explain`` then say, or None when nothing says the folder is not
 whole (a folder written by a stagewatch from before manifests cannot be told apart, and is taken as whole).

@@ -16,7 +16,7 @@ from typing import Any
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from stagewatch.core.clock import TimeBounds
-from stagewatch.core.privacy import PAYLOADS, TRIMMED
+from stagewatch.core.privacy import NONE, PAYLOADS, TRIMMED
 from stagewatch.core.stages import StageOrder
 from stagewatch.secrets import UidKey
 from stagewatch.store.schemas import DATASET_RE
@@ -128,8 +128,8 @@ def validate(opts: PipelineOptions) -> ValidatedOptions:
         time_bounds=_bounds(o.get("max_ahead_s"), o.get("max_age_s")),
         stall_factor=_number("stall_factor", o.get("stall_factor"), 1, strict=False),
         half_life_s=_number("half_life_s", o.get("half_life_s"), 0, strict=True),
-        uid_key=_uid_key(o, local=path is not None),
-        dead_letter_payload=_payload(o.get("dead_letter_payload")),
+        uid_key=(key := _uid_key(o, local=path is not None)),
+        dead_letter_payload=_payload(o.get("dead_letter_payload"), hashed=key is not None),
     )
 
 
@@ -148,8 +148,9 @@ def _uid_key(o: dict[str, Any], local: bool) -> UidKey | None:
     return key
 
 
-def _payload(raw: Any) -> str:
-    payload = str(raw or TRIMMED)
+def _payload(raw: Any, hashed: bool) -> str:
+    """``none`` by default when uids are hashed: a rejected line may hold a raw uid (core/privacy.py)."""
+    payload = str(raw or (NONE if hashed else TRIMMED))
     if payload not in PAYLOADS:
         raise ValueError(f"--dead_letter_payload must be one of {', '.join(PAYLOADS)}, got {raw!r}")
     return payload

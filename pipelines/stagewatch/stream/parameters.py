@@ -88,7 +88,8 @@ PARAMETERS: tuple[Parameter, ...] = (
               "Secret Manager secret holding the uid key (at least 16 bytes), e.g. "
               "projects/my-proj/secrets/stagewatch-uid-key; implies hash_uids.", SECRET_RE),
     Parameter("dead_letter_payload", "Dead-letter payload",
-              "How much of a rejected line its dead letter keeps: trimmed (the first 1,000 characters), full "
-              "(the whole line, up to 256 KiB) or none (reason, detail, time and step only).",
-              r"^(full|trimmed|none)$", "trimmed"),
+              "How much of a rejected line its dead letter keeps: trimmed (the first 1,000 characters; the "
+              "default), full (the whole line, up to 256 KiB) or none (reason, detail, time and step only; the "
+              "default when uids are hashed: a rejected line may hold a raw uid).",
+              r"^(full|trimmed|none)$"),
 )
