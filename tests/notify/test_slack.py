@@ -718,3 +718,19 @@ def test_notifier_options_out_of_range_are_refused(argv: list[str], capsys: pyte
 
     assert main(["notify-slack", "--subscription", "projects/p/subscriptions/s", *argv]) == 2
     assert argv[0] in capsys.readouterr().err
+
+
+@pytest.mark.unit
+def test_a_malformed_message_is_skipped_not_a_crash(fake_slack: _FakeSlack) -> None:
+    """An event that is a list or a dict, and JSON nested beyond Python's stack, are strangers: acknowledged and
+    counted, and the incident after them is posted (they raised, unacknowledged, at every restart)."""
+    from stagewatch.notify.courier import Tally, notify
+
+    fake_slack.statuses = []
+    pubsub = _FakePubSub([{**EVENT, "event": ["opened"]}, {**EVENT, "event": {"a": 1}}, {}, EVENT])
+    pubsub.data[2] = b"[" * 100_000
+    tally = Tally()
+    notify(pubsub, "projects/p/subscriptions/s", Webhook(fake_slack.url, sleep=lambda s: None), "p",
+           max_messages=4, log=lambda line: None, tally=tally, clock=pubsub.clock)
+    assert [_what(m["text"]) for m in fake_slack.received] == ["OPENED"]
+    assert (tally.skipped, tally.posted, tally.not_delivered()) == (3, 1, []) and pubsub.acked == {0, 1, 2, 3}

@@ -155,10 +155,10 @@ class _Courier:
             self.tally.copies += 1
         try:
             event = json.loads(message.data)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested deeper than Python's stack: a stranger
             event = None
         if not isinstance(event, dict) or not isinstance(event.get("incident_id"), str) \
-                or event.get("event") not in _RANK:
+                or not isinstance(event.get("event"), str) or event["event"] not in _RANK:
             self.tally.skipped += new  # a per-file anomaly (--publish_anomalies) or a stranger: not for Slack
             self._ack([ack_id])
             return True
