@@ -290,3 +290,11 @@ def test_parsed_events_are_stage_events(day: Path) -> None:
     first = next(iter(iter_lines([str(day / "logs.jsonl")])))
     ev = parser.parse(first)
     assert type(ev) is StageEvent and ev.stage in STAGES
+
+
+def test_a_zero_dedup_horizon_is_refused() -> None:
+    """It divided by zero in the dedup rotation (before that: rotated without end)."""
+    from stagewatch.backtest.engine import DetectorConfig
+
+    with pytest.raises(ValueError, match="dedup horizon must be more than 0 seconds"):
+        DetectorConfig(allowed_lateness_s=0, dedup_horizon_s=0)

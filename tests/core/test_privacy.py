@@ -157,3 +157,11 @@ def test_with_hashed_uids_a_dead_letter_keeps_no_raw_uid_by_default(key_env: str
         rows = [orjson.loads(x) for x in dead.read_bytes().splitlines()]
         assert [r["reason"] for r in rows] == ["bad_stage"]
         assert ("patient-4711" in rows[0]["line"]) is kept
+
+
+@pytest.mark.cli
+def test_explain_takes_a_hash_as_it_is(key_env: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    hashed = pseudonym(KEY.encode(), "f-1")
+    (tmp_path / "traces.jsonl").write_bytes(b"")
+    assert main(["explain", hashed, "--input", str(tmp_path), "--hash-uids"]) == 2
+    assert hashed in capsys.readouterr().err  # looked for as given, not hashed again

@@ -734,3 +734,18 @@ def test_a_malformed_message_is_skipped_not_a_crash(fake_slack: _FakeSlack) -> N
            max_messages=4, log=lambda line: None, tally=tally, clock=pubsub.clock)
     assert [_what(m["text"]) for m in fake_slack.received] == ["OPENED"]
     assert (tally.skipped, tally.posted, tally.not_delivered()) == (3, 1, []) and pubsub.acked == {0, 1, 2, 3}
+
+
+@pytest.mark.unit
+def test_ctrl_c_lets_go_of_what_waits_for_its_opening(fake_slack: _FakeSlack) -> None:
+    """An update waiting for its opening has its ack deadline stretched; stopped with Ctrl-C, the notifier hands it
+    back to Pub/Sub at once (deadline 0) for the next notifier, as docs/slack.md says (review finding)."""
+    from stagewatch.notify.courier import Tally, notify
+
+    fake_slack.statuses = []
+    pubsub = _FakePubSub([UPDATED], interrupt_at=3)
+    tally = Tally()
+    with pytest.raises(KeyboardInterrupt):
+        notify(pubsub, "projects/p/subscriptions/s", Webhook(fake_slack.url, sleep=lambda s: None), "p",
+               log=lambda line: None, tally=tally, clock=pubsub.clock)
+    assert fake_slack.received == [] and pubsub.extended == [0] and pubsub.nacked == [0]

@@ -57,6 +57,8 @@ class DetectorConfig:
     def __post_init__(self) -> None:
         if self.allowed_lateness_s < 0:
             raise ValueError("allowed lateness must be >= 0 seconds")
+        if not self.dedup_horizon_s > 0:  # a zero horizon would rotate without end
+            raise ValueError("the dedup horizon must be more than 0 seconds")
         if self.dedup_horizon_s < self.allowed_lateness_s:
             raise ValueError("the dedup horizon must cover at least the allowed lateness")
         TimeBounds(self.max_ahead_s, self.max_age_s)  # raises for bounds out of range, now, not at an event

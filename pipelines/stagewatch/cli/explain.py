@@ -33,7 +33,8 @@ def _run(args: argparse.Namespace) -> int:
     from stagewatch.store.readers import BigQueryTables, LocalTables
 
     key = uid_key(args)
-    if key is not None:  # the run hashed its uids: look for the hash of the one given, with the same key
+    if key is not None and not re.fullmatch(r"h-[0-9a-f]{32}", args.uid):
+        # The run hashed its uids: look for the hash of the one given (a hash already is taken as it is).
         from stagewatch.core.privacy import pseudonym
 
         args.uid = pseudonym(key.resolve(), args.uid)

@@ -310,6 +310,15 @@ def notify(
     tally = Tally() if tally is None else tally
     clock = clock or time.monotonic
     courier = _Courier(subscriber, subscription, hook, project, tally, log, wait_for_opening_s, clock)
+    try:
+        _loop(subscriber, subscription, courier, tally, max_messages, idle_exit_s, clock)
+    finally:  # Ctrl-C too: what waits for its opening goes back to Pub/Sub now, not when its deadline ends
+        courier.let_go()
+    return tally
+
+
+def _loop(subscriber: Any, subscription: str, courier: _Courier, tally: Tally, max_messages: int | None,
+          idle_exit_s: float | None, clock: Callable[[], float]) -> None:
     while True:
         full = max_messages is not None and tally.messages >= max_messages
         if full and not tally.pending:
@@ -328,5 +337,3 @@ def notify(
         courier.expire()
         if taken and not any(taken):
             time.sleep(1.0)  # only new messages, let go: do not pull them again and again while waiting
-    courier.let_go()
-    return tally
