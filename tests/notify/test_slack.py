@@ -5,6 +5,7 @@ for Slack): each incident's events in order and once, whatever Pub/Sub hands out
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import threading
 import time
@@ -172,17 +173,14 @@ def test_webhook_url_from_env_or_secret_manager_never_in_errors() -> None:
         webhook_url("projects/p/secrets/slack/versions/3", session=Session(Resp(403)))
 
 
-@pytest.mark.integration
-def test_notifier_end_to_end_through_pubsub_to_a_local_slack(
-    fake_slack: _FakeSlack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+@contextlib.contextmanager
+def _incident_topic() -> Iterator[tuple[Any, Any, str, str]]:
+    """A topic and its subscription on the Pub/Sub emulator, removed afterwards: (publisher, subscriber, topic,
+    subscription)."""
     from google.cloud import pubsub_v1
 
-    from stagewatch.cli import main
     from tests.emulators import PROJECT
 
-    monkeypatch.setenv(WEBHOOK_ENV, fake_slack.url)
-    monkeypatch.setattr("stagewatch.notify.slack.time.sleep", lambda s: None)  # the backoff, not the test, waits
     suffix = uuid.uuid4().hex[:8]
     publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
     topic = publisher.topic_path(PROJECT, f"incidents-{suffix}")
@@ -190,15 +188,27 @@ def test_notifier_end_to_end_through_pubsub_to_a_local_slack(
     publisher.create_topic(name=topic)
     subscriber.create_subscription(name=sub, topic=topic)
     try:
+        yield publisher, subscriber, topic, sub
+    finally:
+        subscriber.delete_subscription(subscription=sub)
+        publisher.delete_topic(topic=topic)
+
+
+@pytest.mark.integration
+def test_notifier_end_to_end_through_pubsub_to_a_local_slack(
+    fake_slack: _FakeSlack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from stagewatch.cli import main
+
+    monkeypatch.setenv(WEBHOOK_ENV, fake_slack.url)
+    monkeypatch.setattr("stagewatch.notify.slack.time.sleep", lambda s: None)  # the backoff, not the test, waits
+    with _incident_topic() as (publisher, _subscriber, topic, sub):
         resolved = {**EVENT, "event": "resolved", "resolved_at": "2026-06-06T10:45:00.000000Z", "files": 211,
                     "message": "resolved: analyse is slow for everyone (211 files, 12 tenants)"}
         anomaly = {"anomaly_id": "a1", "kind": "failed", "uid": "f-9", "stage": "b"}  # not an incident: skipped
         for record in (EVENT, anomaly, resolved):
             publisher.publish(topic, orjson.dumps(record)).result(timeout=30)
         assert main(["notify-slack", "--subscription", sub, "--max-messages", "3", "--idle-exit", "60"]) == 0
-    finally:
-        subscriber.delete_subscription(subscription=sub)
-        publisher.delete_topic(topic=topic)
     # The first post met a 500, then a 429: posted on the third try; the resolution straight away.
     texts = [m["text"] for m in fake_slack.received]
     assert len(texts) == 4 and texts[0] == texts[1] == texts[2]
@@ -217,29 +227,17 @@ def test_notifier_through_pubsub_posts_the_opening_first_after_it_failed_and_exi
     """The hostile tester's case on the real emulator: the first posts fail until Slack is given up on. The
     opening is let go and Pub/Sub delivers it again; the update and the resolution wait for it, however the
     emulator orders them; nothing is posted twice; everything was delivered in the end: exit 0."""
-    from google.cloud import pubsub_v1
-
     from stagewatch.cli import main
-    from tests.emulators import PROJECT
 
     fake_slack.statuses = [500] * 6  # every try of the first post
     monkeypatch.setenv(WEBHOOK_ENV, fake_slack.url)
     monkeypatch.setattr("stagewatch.notify.slack.time.sleep", lambda s: None)
-    suffix = uuid.uuid4().hex[:8]
-    publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
-    topic = publisher.topic_path(PROJECT, f"incidents-{suffix}")
-    sub = subscriber.subscription_path(PROJECT, f"incidents-{suffix}")
-    publisher.create_topic(name=topic)
-    subscriber.create_subscription(name=sub, topic=topic)
-    try:
+    with _incident_topic() as (publisher, subscriber, topic, sub):
         for record in (EVENT, UPDATED, RESOLVED):
             publisher.publish(topic, orjson.dumps(record)).result(timeout=30)
         assert main(["notify-slack", "--subscription", sub, "--max-messages", "3", "--idle-exit", "30"]) == 0
         left = subscriber.pull(subscription=sub, max_messages=10, timeout=5)
         assert list(left.received_messages) == []  # every message acknowledged
-    finally:
-        subscriber.delete_subscription(subscription=sub)
-        publisher.delete_topic(topic=topic)
     assert [_what(m["text"]) for m in fake_slack.received] == ["OPENED"] * 7 + ["UPDATED", "RESOLVED"]
     err = capsys.readouterr().err
     assert "stagewatch notify-slack: 3 messages" in err and "3 posted" in err and "not delivered" not in err

@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 
 from stagewatch.cli.common import add_uid_key_options, uid_key
-from stagewatch.core.privacy import NONE, PAYLOADS, TRIMMED
+from stagewatch.core.privacy import NONE, PAYLOADS, default_payload
 
 __all__ = ["TRUNCATED_INPUT", "add"]
 
@@ -84,7 +84,7 @@ def _run(args: argparse.Namespace) -> int:
                if o and o != "-"]
     _check_outputs(args.logs, outputs)
     key = uid_key(args)  # a missing key is said before any output is opened
-    payload = args.dead_letter_payload or (NONE if key is not None else TRIMMED)
+    payload = default_payload(args.dead_letter_payload, hashed=key is not None)
     progress = stderr_is_tty() if args.progress is None else args.progress
     on_bytes, close_bar = progress_bar(args.logs, progress)
     anomalies = JsonlWriter(args.output, default_stdout=True)
@@ -145,7 +145,6 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError("no line was a stage event (each was rejected or blank: the summary above says why); if "
                          "your logs name the uid or the stage otherwise, map them with --config (docs/input.md)")
     return 0
-
 
 
 def _check_outputs(inputs: list[str], outputs: list[str]) -> None:

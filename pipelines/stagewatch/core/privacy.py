@@ -23,13 +23,19 @@ import hashlib
 import hmac
 from typing import Protocol
 
-__all__ = ["FULL", "MIN_KEY_BYTES", "NONE", "PAYLOADS", "TRIMMED", "UID_KEY_ENV", "KeySource", "payload_chars",
-           "pseudonym"]
+__all__ = ["FULL", "MIN_KEY_BYTES", "NONE", "PAYLOADS", "TRIMMED", "UID_KEY_ENV", "KeySource", "default_payload",
+           "payload_chars", "pseudonym"]
 
 UID_KEY_ENV = "STAGEWATCH_UID_KEY"
 MIN_KEY_BYTES = 16  # 128 bits: shorter keys can be searched
 FULL, TRIMMED, NONE = "full", "trimmed", "none"
 PAYLOADS = (FULL, TRIMMED, NONE)
+
+
+def default_payload(given: str | None, hashed: bool) -> str:
+    """The dead-letter payload asked for, else ``none`` when uids are hashed (a rejected line may hold a raw uid)
+    and ``trimmed`` otherwise: the same rule for replay and the streaming job."""
+    return given or (NONE if hashed else TRIMMED)
 
 
 def payload_chars(payload: str) -> int:

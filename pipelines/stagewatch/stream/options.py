@@ -16,7 +16,7 @@ from typing import Any
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from stagewatch.core.clock import TimeBounds
-from stagewatch.core.privacy import NONE, PAYLOADS, TRIMMED
+from stagewatch.core.privacy import PAYLOADS, default_payload
 from stagewatch.core.stages import StageOrder
 from stagewatch.secrets import UidKey
 from stagewatch.store.schemas import DATASET_RE
@@ -149,8 +149,7 @@ def _uid_key(o: dict[str, Any], local: bool) -> UidKey | None:
 
 
 def _payload(raw: Any, hashed: bool) -> str:
-    """``none`` by default when uids are hashed: a rejected line may hold a raw uid (core/privacy.py)."""
-    payload = str(raw or (NONE if hashed else TRIMMED))
+    payload = default_payload(str(raw) if raw else None, hashed)
     if payload not in PAYLOADS:
         raise ValueError(f"--dead_letter_payload must be one of {', '.join(PAYLOADS)}, got {raw!r}")
     return payload
