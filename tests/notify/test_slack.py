@@ -747,3 +747,47 @@ def test_ctrl_c_lets_go_of_what_waits_for_its_opening(fake_slack: _FakeSlack) ->
         notify(pubsub, "projects/p/subscriptions/s", Webhook(fake_slack.url, sleep=lambda s: None), "p",
                log=lambda line: None, tally=tally, clock=pubsub.clock)
     assert fake_slack.received == [] and pubsub.extended == [0] and pubsub.nacked == [0]
+
+
+@pytest.mark.unit
+def test_an_opening_that_comes_after_its_events_went_alone_is_not_posted(fake_api: _FakeSlackApi) -> None:
+    """i1's update and resolution waited out their opening and went alone; the opening, handed out at last, is
+    acknowledged and not posted -- last in the channel, it would read as a new incident."""
+    from stagewatch.notify.courier import Tally, notify
+    from stagewatch.notify.slack import SlackApi
+
+    api = SlackApi(url=fake_api.url, token=TOKEN, channel="C1", sleep=lambda s: None)
+    records = [_other(UPDATED, "i1"), _other(RESOLVED, "i1"), _other(EVENT, "i1")]
+    pubsub = _FakePubSub(records, script=[[0, 1], [], [], [], [2]], tick=25.0)
+    tally = Tally()
+    notify(pubsub, "projects/p/subscriptions/s", api, "p", max_messages=3, log=lambda line: None, tally=tally,
+           wait_for_opening_s=60.0, clock=pubsub.clock)
+    posts = [_what(b["text"]) for m, _, b in fake_api.calls if m == "chat.postMessage"]
+    assert posts[-2:] == ["UPDATED", "RESOLVED"] and "OPENED" not in posts
+    assert (tally.posted, tally.without_opening, tally.superseded, tally.not_delivered()) == (2, 2, 1, [])
+    assert pubsub.acked == {0, 1, 2}
+
+
+@pytest.mark.unit
+def test_max_messages_takes_the_opening_its_update_waits_for() -> None:
+    """``--max-messages 1`` and the one message is an update whose opening is the next: the opening is taken too
+    (beyond the count, which says 2) and posted first, not refused while the update waits and goes alone."""
+    from stagewatch.notify.courier import notify
+
+    class Hook:
+        def __init__(self) -> None:
+            self.posted: list[str] = []
+
+        def deliver(self, event: dict[str, Any], payload: dict[str, Any]) -> str:
+            self.posted.append(event["event"])
+            return "posted"
+
+        def knows_opening(self, incident: str) -> bool:
+            return False
+
+    hook = Hook()
+    pubsub = _FakePubSub([_other(UPDATED, "i1"), _other(EVENT, "i2"), _other(EVENT, "i1")], tick=25.0)
+    tally = notify(pubsub, "projects/p/subscriptions/s", hook, "p", max_messages=1,  # type: ignore[arg-type]
+                   log=lambda line: None, wait_for_opening_s=60.0, clock=pubsub.clock)
+    assert hook.posted == ["opened", "updated"] and pubsub.acked == {0, 2} and 1 in pubsub.nacked
+    assert (tally.messages, tally.without_opening, tally.not_delivered()) == (2, 0, [])

@@ -60,7 +60,7 @@ class Tally:
     posted: int = 0  # incident events posted ...
     without_opening: int = 0  # ... of which alone, their incident's opening not posted
     duplicates: int = 0  # incident events published again once posted: acknowledged, not posted twice
-    superseded: int = 0  # updates that came after their incident's resolution: acknowledged, not posted
+    superseded: int = 0  # updates (or a late opening) after their incident's resolution: acknowledged, not posted
     refused: int = 0  # incident events Slack refused for good (a 4xx other than 429, ok=false)
     refused_names: list[str] = field(default_factory=list)  # "<event> <incident>", the first _LISTED of them
     # Messages taken in and not acknowledged: message id -> "<event> <incident> (why)". Left to Pub/Sub, which
@@ -78,7 +78,7 @@ class Tally:
         parts = [f"{self.messages} messages", f"{self.skipped} not incidents", f"{self.posted} posted"
                  + (f" ({self.without_opening} without their opening)" if self.without_opening else "")]
         for count, what in ((self.duplicates, "published again, not posted twice"),
-                            (self.superseded, "updates after their resolution, not posted"),
+                            (self.superseded, "updates or openings after their resolution, not posted"),
                             (self.copies, "handed out again by Pub/Sub")):
             if count:
                 parts.append(f"{count} {what}")
@@ -144,7 +144,11 @@ class _Courier:
         message, ack_id = received.message, received.ack_id
         mid = str(getattr(message, "message_id", "") or ack_id)
         new = mid not in self.ids
-        if new and not room:
+        try:
+            event = json.loads(message.data)
+        except (ValueError, RecursionError):  # not JSON, or nested deeper than Python's stack: a stranger
+            event = None
+        if new and not room and not self._owed(event):
             self._deadline([ack_id], 0)  # beyond --max-messages: let go unposted, for the next notifier
             return False
         if new:
@@ -153,10 +157,6 @@ class _Courier:
             self.progress = self.clock()
         else:
             self.tally.copies += 1
-        try:
-            event = json.loads(message.data)
-        except (ValueError, RecursionError):  # not JSON, or nested deeper than Python's stack: a stranger
-            event = None
         if not isinstance(event, dict) or not isinstance(event.get("incident_id"), str) \
                 or not isinstance(event.get("event"), str) or event["event"] not in _RANK:
             self.tally.skipped += new  # a per-file anomaly (--publish_anomalies) or a stranger: not for Slack
@@ -169,7 +169,12 @@ class _Courier:
             self._ack([ack_id])
             return True
         incident = self._incident(event["incident_id"])
-        if event["event"] == "opened" and incident.opening == "posted":
+        if event["event"] == "opened" and incident.resolved:
+            # Its resolution went without it (it was waited out): posted now, it would read as a new incident.
+            self.tally.superseded += new
+            _remember(self.done, key)
+            self._settle({mid: ack_id})
+        elif event["event"] == "opened" and incident.opening == "posted":
             # Posted before this notifier started (its thread is in --thread-state); the ack was lost.
             self.tally.duplicates += new
             _remember(self.done, key)
@@ -190,6 +195,15 @@ class _Courier:
                     incident.note = _NOT_POSTED if incident.opening == "failing" else _NOT_SEEN
                     incident.opening = "waited_out"
                 self._drain(incident)
+
+    def _owed(self, event: Any) -> bool:
+        """Whether ``event`` is the opening that events taken in wait for: taken beyond ``--max-messages`` (it
+        completes what was taken; refused, the events would go alone once the wait is over)."""
+        if not isinstance(event, dict) or event.get("event") != "opened":
+            return False
+        incident_id = event.get("incident_id")
+        incident = self.incidents.get(incident_id) if isinstance(incident_id, str) else None
+        return incident is not None and bool(incident.waiting) and not incident.ready
 
     def let_go(self) -> None:
         """Stopping: what still waits goes back to Pub/Sub now (not after its stretched deadline)."""
@@ -304,8 +318,9 @@ def notify(
     A message is acknowledged once posted, refused for good (counted in ``hook.stats``), or known to be posted
     already; one Slack gave up on after retries is let go for Pub/Sub to hand out again. Stops once
     ``max_messages`` distinct messages are taken in and done with (copies handed out again are not counted; a
-    message beyond them is let go unposted), or after ``idle_exit_s`` with no new message and no post tried;
-    else runs until interrupted. What still waits for its opening then is let go, and is in ``tally.pending``.
+    message beyond them is let go unposted, unless it is the opening that taken events wait for), or after
+    ``idle_exit_s`` with no new message and no post tried; else runs until interrupted. What still waits for its
+    opening then is let go, and is in ``tally.pending``.
     """
     tally = Tally() if tally is None else tally
     clock = clock or time.monotonic
@@ -330,7 +345,7 @@ def _loop(subscriber: Any, subscription: str, courier: _Courier, tally: Tally, m
         elif not full:
             room = min(10, max_messages - tally.messages)  # never more new messages than asked for
         else:
-            room = min(10, len(tally.pending))  # only what is owed: Pub/Sub's copies of what is pending
+            room = 10  # only what is owed is taken: copies of what is pending, and the openings it waits for
         resp = subscriber.pull(subscription=subscription, max_messages=room, timeout=30)
         taken = [courier.take(received, max_messages is None or tally.messages < max_messages)
                  for received in resp.received_messages]
