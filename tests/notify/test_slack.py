@@ -120,6 +120,11 @@ def test_the_logging_link_quotes_every_value_and_stays_within_slacks_limit() -> 
     assert len(long) <= 3000 and "u" * 300 not in long
     none_fit = logging_link({**EVENT, "sample_uids": ["u" * 100_000]}, "p")
     assert "jsonPayload.stage%3D%22analyse%22" in none_fit
+    # Hashed uids (--hash-uids) are in no log line: the link looks for the raw ones it can, else by stage.
+    hashed = logging_link({**EVENT, "sample_uids": ["h-" + "0123456789abcdef" * 2, "f-7"]}, "p")
+    assert unquote(hashed.split("query=")[1].split(";timeRange")[0]) == 'jsonPayload.uid=("f-7")'
+    only_hashed = logging_link({**EVENT, "sample_uids": ["h-" + "fedcba9876543210" * 2]}, "p")
+    assert "jsonPayload.stage%3D%22analyse%22" in only_hashed and "h-" not in only_hashed
 
 
 @pytest.mark.unit

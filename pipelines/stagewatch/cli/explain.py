@@ -29,14 +29,13 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from stagewatch.core.privacy import is_pseudonym, pseudonym
     from stagewatch.investigate.explain import explain
     from stagewatch.store.readers import BigQueryTables, LocalTables
 
     key = uid_key(args)
-    if key is not None and not re.fullmatch(r"h-[0-9a-f]{32}", args.uid):
+    if key is not None and not is_pseudonym(args.uid):
         # The run hashed its uids: look for the hash of the one given (a hash already is taken as it is).
-        from stagewatch.core.privacy import pseudonym
-
         args.uid = pseudonym(key.resolve(), args.uid)
     day_us = None
     if args.day is not None:

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from typing import Protocol
 
 __all__ = ["FULL", "MIN_KEY_BYTES", "NONE", "PAYLOADS", "TRIMMED", "UID_KEY_ENV", "KeySource", "default_payload",
-           "payload_chars", "pseudonym"]
+           "is_pseudonym", "payload_chars", "pseudonym"]
 
 UID_KEY_ENV = "STAGEWATCH_UID_KEY"
 MIN_KEY_BYTES = 16  # 128 bits: shorter keys can be searched
@@ -49,6 +50,15 @@ def payload_chars(payload: str) -> int:
 def pseudonym(key: bytes, uid: str) -> str:
     """The uid as the outputs hold it: ``h-`` + 32 hex digits of HMAC-SHA256(key, uid)."""
     return "h-" + hmac.new(key, uid.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()[:32]
+
+
+_PSEUDONYM = re.compile(r"h-[0-9a-f]{32}")
+
+
+def is_pseudonym(uid: str) -> bool:
+    """Whether ``uid`` has the shape of a ``pseudonym`` (a run with hashed uids wrote it; the logs hold the raw
+    uid, not this)."""
+    return _PSEUDONYM.fullmatch(uid) is not None
 
 
 class KeySource(Protocol):

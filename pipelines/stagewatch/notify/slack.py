@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from stagewatch.core.privacy import is_pseudonym
 from stagewatch.core.timeutil import format_duration_ms
 from stagewatch.secrets import secret_value
 
@@ -59,8 +60,9 @@ def _filter_string(value: str) -> str:
 
 
 def logging_link(event: dict[str, Any], project: str | None) -> str:
-    """Cloud Logging's query page, filtered by the incident's files (or its stage), over its time span; each value
-    quoted in the query, and the whole within Slack's limit for a button's URL (files left out to fit)."""
+    """Cloud Logging's query page, filtered by the incident's files (or its stage, when their uids are hashed),
+    over its time span; each value quoted in the query, and the whole within Slack's limit for a button's URL
+    (files left out to fit)."""
     start = _text(event.get("started_at"))
     end = _text(event.get("resolved_at") or event.get("at"))
     suffix = f"?project={urllib.parse.quote(project)}" if project else ""
@@ -70,7 +72,9 @@ def logging_link(event: dict[str, Any], project: str | None) -> str:
                f"{urllib.parse.quote(end, safe='')}"
         return f"https://console.cloud.google.com/logs/{path}{suffix}"
 
-    uids = [u for u in event.get("sample_uids") or [] if isinstance(u, str) and len(u) <= _MAX_LINK_UID]
+    # A hashed uid (--hash-uids) is in no log line: such files are found by their stage and time instead.
+    uids = [u for u in event.get("sample_uids") or []
+            if isinstance(u, str) and len(u) <= _MAX_LINK_UID and not is_pseudonym(u)]
     while uids:
         link = url("jsonPayload.uid=(" + " OR ".join(_filter_string(u) for u in uids) + ")")
         if len(link) <= MAX_URL:
