@@ -20,10 +20,11 @@ def secret_value(env_name: str, option: str, secret: str | None = None, env: dic
     """A credential from Secret Manager (``secret``: ``projects/P/secrets/S[/versions/V]``) or else the environment
     variable ``env_name``; ``ValueError`` naming where it looked (``what``, ``option``) when there is none."""
     if secret:
+        from google.auth.exceptions import DefaultCredentialsError, GoogleAuthError
+
         name = secret if "/versions/" in secret else f"{secret}/versions/latest"
         if session is None:
             import google.auth
-            from google.auth.exceptions import DefaultCredentialsError
             from google.auth.transport.requests import AuthorizedSession
 
             try:
@@ -32,10 +33,19 @@ def secret_value(env_name: str, option: str, secret: str | None = None, env: dic
                 raise ValueError(f"no Google credentials to read {name} (run: gcloud auth application-default "
                                  "login)") from None
             session = AuthorizedSession(credentials)
-        resp = session.get(f"https://secretmanager.googleapis.com/v1/{name}:access", timeout=30)
+        try:
+            resp = session.get(f"https://secretmanager.googleapis.com/v1/{name}:access", timeout=30)
+        except (OSError, GoogleAuthError) as exc:  # requests' errors are OSErrors; a token refresh can fail too
+            raise ValueError(f"could not reach Secret Manager for {name}: {type(exc).__name__}") from None
         if resp.status_code != 200:
             raise ValueError(f"Secret Manager refused {name}: HTTP {resp.status_code}")
-        return base64.b64decode(resp.json()["payload"]["data"]).decode().strip()
+        try:
+            return base64.b64decode(resp.json()["payload"]["data"], validate=True).decode().strip()
+        except (ValueError, KeyError, TypeError):
+            # Not JSON, no payload, not base64, not UTF-8. Said without the decoder's words: a UnicodeDecodeError
+            # quotes a byte of the value and its position. "from None": nor in a chained traceback.
+            raise ValueError(f"Secret Manager's answer for {name} holds no UTF-8 text (is the secret's value text?)"
+                             ) from None
     value = (env if env is not None else os.environ).get(env_name, "").strip()
     if not value:
         raise ValueError(f"no {what}: set ${env_name}, or give {option} projects/P/secrets/S")

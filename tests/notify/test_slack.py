@@ -177,6 +177,32 @@ def test_webhook_url_from_env_or_secret_manager_never_in_errors() -> None:
     with pytest.raises(ValueError, match="HTTP 403"):
         webhook_url("projects/p/secrets/slack/versions/3", session=Session(Resp(403)))
 
+    class Odd(Resp):
+        def __init__(self, answer: Any) -> None:
+            super().__init__(200)
+            self.answer = answer
+
+        def json(self) -> Any:
+            if isinstance(self.answer, Exception):
+                raise self.answer
+            return self.answer
+
+    secret_bytes = base64.b64encode(b"SECRET\xff\xfeSECRET").decode()
+    for answer in ({"payload": {"data": secret_bytes}}, {"payload": {}}, {}, [], {"payload": {"data": "%%%"}},
+                   ValueError("Expecting value: line 1 column 1")):
+        with pytest.raises(ValueError, match="holds no UTF-8 text") as caught:
+            webhook_url("projects/p/secrets/slack", session=Session(Odd(answer)))
+        assert "SECRET" not in str(caught.value) and "0xff" not in str(caught.value)
+        assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+    class Down(Session):
+        def get(self, url: str, timeout: float) -> Resp:
+            raise ConnectionError(f"Max retries exceeded with url: {url}")
+
+    with pytest.raises(ValueError, match="could not reach Secret Manager for projects/p/secrets/slack/versions/"
+                                         "latest: ConnectionError"):
+        webhook_url("projects/p/secrets/slack", session=Down(Resp(200)))
+
 
 @contextlib.contextmanager
 def _incident_topic() -> Iterator[tuple[Any, Any, str, str]]:
