@@ -46,7 +46,9 @@ def test_a_dataset_that_is_not_project_dot_dataset_is_refused_before_any_query()
 
 
 @pytest.fixture(scope="module")
-def run_in_bigquery(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, BigQueryTables]]:
+def run_in_bigquery(tmp_path_factory: pytest.TempPathFactory,
+                    emulator_hosts: dict[str, str]) -> Iterator[tuple[Path, BigQueryTables]]:
+    # (emulator_hosts: started before this module-scoped fixture, which the per-test gate would come after)
     out = write_run(tmp_path_factory.mktemp("run"))
     client = bigquery_client()
     dataset = f"{PROJECT}.stagewatch_tables_{uuid.uuid4().hex[:8]}"
@@ -104,12 +106,34 @@ def test_uid_and_span_filters_select_the_same_rows_as_the_local_reader(
 def test_a_local_folder_with_broken_rows_gives_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
     from stagewatch.store.readers import LocalTables
 
-    (tmp_path / "traces-1.jsonl").write_bytes(b'{"uid": "f-1", "first_time": "2026-06-06T12:00:00Z"}\n{"uid": "f-')
+    t = "2026-06-06T12:00:00Z"
+    trace = {"uid": "f-1", "status": "complete", "first_time": t, "last_time": t, "closed_at": t,
+             "stages": [{"stage": "upload", "time": t}]}
+    traces = tmp_path / "traces-1.jsonl"
+    traces.write_bytes(orjson.dumps(trace) + b'\n{"uid": "f-')
     with pytest.raises(ValueError, match=r"traces-1.jsonl, line 2: not JSON"):
         list(LocalTables(str(tmp_path)).rows("traces"))
-    (tmp_path / "traces-1.jsonl").write_bytes(b"[1, 2]\n")
+    traces.write_bytes(b"[1, 2]\n")
     with pytest.raises(ValueError, match="line 1: not a traces row"):
         list(LocalTables(str(tmp_path)).rows("traces"))
-    (tmp_path / "dead_letters-1.jsonl").write_bytes(b'{"reason": "invalid_json", "detail": "", "line": "{"}\n')
-    with pytest.raises(ValueError, match="has no received_at"):
+    # A field missing or of another type: said with the file, the line and the field, not a KeyError later.
+    broken: list[tuple[dict[str, Any], str]] = [
+        ({k: v for k, v in trace.items() if k != "status"}, "status: missing"),
+        ({**trace, "status": None}, "status: missing"),
+        ({**trace, "tenant": {"a": 1}}, "tenant: not a string"),
+        ({**trace, "end_to_end_ms": "slow"}, "end_to_end_ms: not a float"),
+        ({**trace, "end_to_end_ms": True}, "end_to_end_ms: not a float"),
+        ({**trace, "stages": {"stage": "upload"}}, "stages: not a list"),
+        ({**trace, "stages": [{"time": t}]}, "stages.stage: missing"),
+        ({**trace, "missing_stages": ["upload", 3]}, "missing_stages: not a string"),
+    ]
+    for row, problem in broken:
+        traces.write_bytes(orjson.dumps(trace) + b"\n" + orjson.dumps(row) + b"\n")
+        with pytest.raises(ValueError, match=f"traces-1.jsonl, line 2: this traces row is not as stagewatch writes "
+                                             f"it \\({problem}\\)"):
+            list(LocalTables(str(tmp_path)).rows("traces"))
+    traces.write_bytes(orjson.dumps({k: v for k, v in trace.items() if k != "stages"}) + b"\n")
+    assert [r["stages"] for r in LocalTables(str(tmp_path)).rows("traces")] == [[]]  # absent repeated: empty
+    (tmp_path / "dead_letters-1.jsonl").write_bytes(b'{"reason": "invalid_json", "received_at": "noon"}\n')
+    with pytest.raises(ValueError, match="has a received_at that is not an RFC 3339 time: 'noon'"):
         list(LocalTables(str(tmp_path)).rows("dead_letters", since_us=0))

@@ -13,14 +13,14 @@ import datetime as dt
 import glob
 import os
 from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import orjson
 
 from stagewatch.core.timeutil import format_rfc3339, parse_rfc3339_us
 from stagewatch.store.bigquery import bigquery_client
 from stagewatch.store.manifest import incomplete
-from stagewatch.store.schemas import TABLES, dataset_id
+from stagewatch.store.schemas import TABLES, Field, dataset_id
 
 __all__ = ["BigQueryTables", "LocalTables", "Tables", "json_shaped", "read_table"]
 
@@ -41,8 +41,10 @@ class Tables(Protocol):
 
 
 def read_table(folder: str, table: str) -> Iterator[dict[str, Any]]:
-    """The rows of ``<table>*.jsonl`` in ``folder`` (a local run's stand-in for the BigQuery table)."""
+    """The rows of ``<table>*.jsonl`` in ``folder`` (a local run's stand-in for the BigQuery table), each with
+    the fields the table requires (``ValueError`` naming the file, line and field for one without)."""
     paths = sorted(glob.glob(os.path.join(glob.escape(folder), f"{table}*.jsonl")))
+    fields = TABLES[table].fields
     for path in paths:
         with open(path, "rb") as f:
             for n, line in enumerate(f, 1):
@@ -54,7 +56,38 @@ def read_table(folder: str, table: str) -> Iterator[dict[str, Any]]:
                     raise ValueError(f"{path}, line {n}: not JSON ({exc}); a run stopped mid-write?") from None
                 if not isinstance(row, dict):
                     raise ValueError(f"{path}, line {n}: not a {table} row (a JSON object)")
+                problem = _shape_problem(fields, row)
+                if problem:
+                    raise ValueError(f"{path}, line {n}: this {table} row is not as stagewatch writes it ({problem}); "
+                                     "edited by hand, or written by another program?")
                 yield row
+
+
+_TYPES: dict[str, tuple[type, ...]] = {"STRING": (str,), "TIMESTAMP": (str,), "INTEGER": (int,),
+                                       "FLOAT": (int, float), "RECORD": (dict,)}
+
+
+def _shape_problem(fields: tuple[Field, ...], row: dict[str, Any]) -> str | None:
+    """What keeps ``row`` from being read as these fields say (a required one missing, a value of another type,
+    a repeated one not a list), else None; a repeated field that is absent becomes ``[]``. Cheaper than
+    ``schemas.row_problems`` (no timestamp parsing, nothing about unknown fields): it runs for every row read."""
+    for f in fields:
+        value = row.get(f.name)
+        if value is None:
+            if f.mode == "REPEATED":
+                row[f.name] = []
+            elif f.mode == "REQUIRED":
+                return f"{f.name}: missing"
+            continue
+        items: Any = value if f.mode == "REPEATED" else (value,)
+        if not isinstance(items, list | tuple):
+            return f"{f.name}: not a list"
+        for item in items:
+            if isinstance(item, bool) or not isinstance(item, _TYPES[f.type]):
+                return f"{f.name}: not a {f.type.lower()}"
+            if f.type == "RECORD" and (problem := _shape_problem(f.fields, cast(dict[str, Any], item))) is not None:
+                return f"{f.name}.{problem}"
+    return None
 
 
 class LocalTables:
@@ -74,10 +107,11 @@ class LocalTables:
             if uid is not None and row.get("uid") != uid:
                 continue
             if since_us is not None or until_us is not None:
-                if not isinstance(row.get(column), str):
-                    raise ValueError(f"a {table} row in {self.folder} has no {column} (written by an older "
-                                     f"stagewatch?): {str(row)[:200]}")
-                t = parse_rfc3339_us(row[column])
+                try:  # read_table saw to it that it is a string
+                    t = parse_rfc3339_us(row[column])
+                except ValueError:
+                    raise ValueError(f"a {table} row in {self.folder} has a {column} that is not an RFC 3339 "
+                                     f"time: {row[column][:100]!r}") from None
                 if (since_us is not None and t < since_us) or (until_us is not None and t >= until_us):
                     continue
             yield row
