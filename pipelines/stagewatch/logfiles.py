@@ -12,7 +12,10 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import BinaryIO, NamedTuple
 
-__all__ = ["Damage", "iter_lines"]
+__all__ = ["DAMAGE_REASON", "Damage", "iter_lines"]
+
+
+DAMAGE_REASON = "truncated_input"  # a Damage's dead-letter reason and count, in both drivers
 
 
 class Damage(NamedTuple):

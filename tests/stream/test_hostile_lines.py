@@ -38,3 +38,28 @@ def test_hostile_lines_change_no_verdict_of_the_streaming_job(tmp_path: Path) ->
     assert got == want and len(want) > 100
     rejected = Counter(outcome for _, outcome, _ in cases if outcome not in ("blank", "event"))
     assert dead - want_dead == rejected
+
+
+def test_a_truncated_gz_is_run_up_to_the_break_and_said_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """As the backtest does: every line before the break goes through the job and every output is written; the
+    break is a dead letter (truncated_input, source read) and the exit status is 3; the anomalies are the
+    backtest's of the same broken file."""
+    import gzip
+
+    simulate_to_dir(SimConfig(seed=5, start=SHORT_START, hours=SHORT_HOURS, peak_rate_per_min=3,
+                              faults=SHORT_FAULTS), tmp_path)
+    whole = gzip.compress((tmp_path / "logs.jsonl").read_bytes())
+    broken = tmp_path / "logs.jsonl.gz"
+    broken.write_bytes(whole[: len(whole) * 2 // 3])
+    out = tmp_path / "out"
+    assert main(["run", "--input_file", str(broken), "--output_dir", str(out)]) == 3
+    err = capsys.readouterr().err
+    assert "truncated or corrupt" in err and "exit status 3" in err and "Traceback" not in err
+    (damage,) = [d for d in read_table(str(out), "dead_letters") if d["reason"] == "truncated_input"]
+    assert damage["detail"].startswith(str(broken)) and damage["source"] == "read"
+    assert orjson.loads((out / "output-manifest.json").read_bytes())["complete"] is True
+    ran = {(a["kind"], a["uid"], a["stage"], a["event_time"]) for a in read_table(str(out), "anomalies")}
+    assert main(["replay", str(broken), "-o", str(tmp_path / "replayed.jsonl"), "--no-progress"]) == 3
+    replayed = {(a["kind"], a["uid"], a["stage"], a["event_time"])
+                for a in map(orjson.loads, (tmp_path / "replayed.jsonl").read_bytes().splitlines())}
+    assert ran == replayed and len(ran) > 50

@@ -33,7 +33,7 @@ from stagewatch.core.records import DeadLetter, dead_letter, event_json
 from stagewatch.core.stages import INFER_SAMPLE, StageOrder, infer_from_events
 from stagewatch.core.timeutil import US_PER_S, format_rfc3339
 from stagewatch.core.traces import Outbox
-from stagewatch.logfiles import Damage, iter_lines
+from stagewatch.logfiles import DAMAGE_REASON, Damage, iter_lines
 
 __all__ = ["Back", "FrontSettings", "FrontStats", "run_front", "run_front_in_child"]
 
@@ -203,14 +203,14 @@ def run_front(lines: Iterable[bytes], settings: FrontSettings, back: Back, damag
     flush_held(clock.now)
     for damage in damaged or ():
         if dead_letters:
-            back.dead_letter(dead_letter("truncated_input", f"{damage.path}: {damage.detail}", "",
+            back.dead_letter(dead_letter(DAMAGE_REASON, f"{damage.path}: {damage.detail}", "",
                                          format_rfc3339(max(clock.now, 0)), "read"))
     back.drain()
     late_letters()
     stats.lines, stats.events = n_lines, n_events
     stats.counts = dict(ingest.out.counts)
     if damaged:
-        stats.counts["truncated_input"] = len(damaged)
+        stats.counts[DAMAGE_REASON] = len(damaged)
     if settings.parser.latencies_dropped:
         stats.counts["latencies_dropped"] = settings.parser.latencies_dropped
     back.end(stats)

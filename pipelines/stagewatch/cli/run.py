@@ -11,6 +11,8 @@ import argparse
 import sys
 import time
 
+from stagewatch.cli.common import for_terminal
+
 __all__ = ["add", "pipeline_argv"]
 
 
@@ -41,12 +43,20 @@ def pipeline_argv(args: argparse.Namespace) -> list[str]:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from stagewatch.cli.replay import TRUNCATED_INPUT
+    from stagewatch.core.records import DeadLetter
     from stagewatch.stream.pipeline import run
     from stagewatch.stream.sinks import local_output_summary
 
     started = time.monotonic()
-    run(pipeline_argv(args))
+    broken_off: list[DeadLetter] = []
+    run(pipeline_argv(args), broken_off=broken_off)
     if args.input_file and args.output_dir:
         print(f"stagewatch run: {args.input_file} in {time.monotonic() - started:.0f} s -> {args.output_dir}\n"
               + local_output_summary(args.output_dir), file=sys.stderr)
+    if broken_off:
+        print(for_terminal(f"stagewatch run: the input was truncated or corrupt ({broken_off[0].detail}): run up to "
+                           f"the break (see the dead letters, reason truncated_input); exit status {TRUNCATED_INPUT}"),
+              file=sys.stderr)
+        return TRUNCATED_INPUT
     return 0

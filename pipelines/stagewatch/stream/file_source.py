@@ -16,13 +16,14 @@ from stagewatch.core.clock import BlockClock, TimeBounds
 from stagewatch.core.events import StageEvent
 from stagewatch.core.parser import Parser
 from stagewatch.core.stages import INFER_SAMPLE
-from stagewatch.logfiles import iter_lines
+from stagewatch.logfiles import Damage, iter_lines
 
 __all__ = ["file_stream"]
 
 
 def file_stream(
-    path: str, lateness_us: int, step_us: int, bounds: TimeBounds | None = None, chunk: int = 2000
+    path: str, lateness_us: int, step_us: int, bounds: TimeBounds | None = None, chunk: int = 2000,
+    damaged: list[Damage] | None = None,
 ) -> tuple[Any, list[StageEvent], int]:
     """A local file as a stream: lines in file order, each stamped with the time it "arrives" at -- the
     file's robust clock (``core/clock.py``), the same the backtest judges event times against, so the
@@ -35,7 +36,8 @@ def file_stream(
     reach the judging step after the watermark had already let it judge that interval without them.
 
     Returns (stream, the first ``INFER_SAMPLE`` events -- what the stage order is inferred from when none is
-    given --, the last believed event time).
+    given --, the last believed event time). With ``damaged``, a file that breaks off (a truncated or corrupt
+    ``.gz``) is streamed up to the break and noted there, as the backtest does; without it, the error is raised.
     """
     bounds = bounds or TimeBounds()
     parser = Parser()
@@ -72,7 +74,7 @@ def file_stream(
             batch.append(TimestampedValue(raw, Timestamp(micros=at)))  # judged again, the same way, when parsed
             emit()  # event by event, as a Pub/Sub source's watermark would follow them
 
-    for raw in iter_lines([path]):
+    for raw in iter_lines([path], damaged=damaged):
         ev = parser.parse(raw)
         if isinstance(ev, StageEvent):
             if len(sample) < INFER_SAMPLE:

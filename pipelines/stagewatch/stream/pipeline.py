@@ -21,16 +21,23 @@ from stagewatch.core.baselines import BaselineConfig
 from stagewatch.core.clock import TimeBounds
 from stagewatch.core.parser import Parser
 from stagewatch.core.privacy import NONE
-from stagewatch.core.records import without_payload
+from stagewatch.core.records import DeadLetter, dead_letter, without_payload
 from stagewatch.core.stages import infer_from_events
-from stagewatch.core.timeutil import US_PER_S
+from stagewatch.core.timeutil import US_PER_S, format_rfc3339
 from stagewatch.core.traces import TraceRules
+from stagewatch.logfiles import DAMAGE_REASON, Damage
 from stagewatch.store import manifest
 from stagewatch.stream.file_source import file_stream
 from stagewatch.stream.local import NAME as LOCAL_RUNNER
 from stagewatch.stream.local import LocalRunner
 from stagewatch.stream.options import ValidatedOptions, validate
-from stagewatch.stream.sinks import PublishAnomalies, WriteJsonl, WriteTableRows, clear_local_output
+from stagewatch.stream.sinks import (
+    PublishAnomalies,
+    WriteJsonl,
+    WriteTableRows,
+    append_local_rows,
+    clear_local_output,
+)
 from stagewatch.stream.steps.assemble import FAILURES, LATE, PROGRESS, SUMMARIES, AssembleTraces
 from stagewatch.stream.steps.contain import ContainedStep
 from stagewatch.stream.steps.dedup import Dedup
@@ -104,22 +111,28 @@ def _runner(name: str | None, opts: ValidatedOptions) -> Any:
     return None
 
 
-def construct(argv: list[str] | None = None) -> tuple[beam.Pipeline, ValidatedOptions]:
+def construct(argv: list[str] | None = None,
+              broken_off: list[DeadLetter] | None = None) -> tuple[beam.Pipeline, ValidatedOptions]:
     """Validate the options and build the whole job, sources and sinks included, without running it or
-    touching anything outside (the step-name test and ``run`` share it)."""
+    touching anything outside (the step-name test and ``run`` share it). ``broken_off``: see ``run``."""
     options = PipelineOptions(argv)
     opts: ValidatedOptions = validate(options)
     baseline = BaselineConfig(half_life_s=opts.half_life_s)
     options.view_as(StandardOptions).streaming = True
     end_us = None
+    damaged: list[Damage] | None = None if broken_off is None else []
     if opts.local:
         assert opts.input_file is not None
         if not os.path.isfile(opts.input_file):
             raise ValueError(f"--input_file {opts.input_file} does not exist")
         # Watermark steps shorter than interval - grace (LearnBaselines): a third of an interval.
         stream, sample, end_us = file_stream(
-            opts.input_file, int(opts.allowed_lateness_s * US_PER_S), baseline.interval_us // 3, opts.time_bounds
+            opts.input_file, int(opts.allowed_lateness_s * US_PER_S), baseline.interval_us // 3, opts.time_bounds,
+            damaged=damaged,
         )
+        if broken_off is not None and damaged:  # filed at the last event time read (the backtest: its clock)
+            broken_off.extend(dead_letter(DAMAGE_REASON, f"{d.path}: {d.detail}", "", format_rfc3339(end_us),
+                                          "read") for d in damaged)
         order = opts.stages or infer_from_events(sample)
     else:
         if opts.stages is None:
@@ -170,10 +183,12 @@ def construct(argv: list[str] | None = None) -> tuple[beam.Pipeline, ValidatedOp
     return p, opts
 
 
-def run(argv: list[str] | None = None, wait: bool = True) -> Any:
+def run(argv: list[str] | None = None, wait: bool = True, broken_off: list[DeadLetter] | None = None) -> Any:
     """Validate, build, prepare the outputs, run. A flex-template launch passes ``wait=False``: submit and
-    return."""
-    p, opts = construct(argv)
+    return. With ``broken_off``, a local input file that breaks off (a truncated or corrupt ``.gz``) is run up to
+    the break, and its dead letter (``truncated_input``, source ``read``) is added there and to the output
+    folder's; without it, the error is raised."""
+    p, opts = construct(argv, broken_off)
     if opts.output_dir:
         os.makedirs(opts.output_dir, exist_ok=True)
         clear_local_output(opts.output_dir)  # the local writers append; a new run replaces the old one's files
@@ -186,5 +201,7 @@ def run(argv: list[str] | None = None, wait: bool = True) -> Any:
     if wait:
         result.wait_until_finish()
         if opts.output_dir:
+            if broken_off:  # the driver read the file, not a step: its dead letters are the driver's to write
+                append_local_rows(opts.output_dir, "dead_letters", [d.to_dict() for d in broken_off])
             manifest.finish(opts.output_dir, "stagewatch run")
     return result

@@ -57,6 +57,13 @@ def clear_local_output(output_dir: str) -> list[str]:
     return removed
 
 
+def append_local_rows(output_dir: str, table: str, rows: list[dict[str, Any]]) -> None:
+    """Rows the driver itself has for a local table (a dead letter of reading the input), after the job's own:
+    in ``<table>-driver.jsonl``, read with the rest."""
+    with open(os.path.join(output_dir, f"{table}-driver.jsonl"), "ab") as f:
+        f.write(b"".join(dumps(r) + b"\n" for r in rows))
+
+
 def local_output_summary(output_dir: str) -> str:
     """What a local run wrote, counted from its files: anomalies by kind, traces by status, dead letters by
     reason."""
