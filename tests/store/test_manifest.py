@@ -116,7 +116,10 @@ def test_a_stopped_run_leaves_its_folder_marked(tmp_path: Path, monkeypatch: pyt
     assert main(["simulate", str(tmp_path / "sim"), "--short", "--seed", "31", "--rate", "2"]) == 0
     logs = str(tmp_path / "sim" / "logs.jsonl")
     out = tmp_path / "out"
+    out.mkdir()
+    (out / "anomalies.jsonl.partial").write_bytes(b"{}\n")  # a replay stopped while writing here: replaced too
     assert main(["run", "--input_file", logs, "--output_dir", str(out)]) == 0
+    assert not (out / "anomalies.jsonl.partial").exists()
     written = orjson.loads((out / MANIFEST).read_bytes())
     assert written["complete"] is True and written["writer"] == "stagewatch run"
     assert written["rows"] == manifest.table_rows(str(out)) and written["rows"]["anomalies"] > 0

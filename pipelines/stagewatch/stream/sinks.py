@@ -23,6 +23,7 @@ from apache_beam.options.pipeline_options import StandardOptions
 
 from stagewatch.core.records import DeadLetter, Record, dead_letter, dumps
 from stagewatch.core.timeutil import US_PER_S, format_rfc3339
+from stagewatch.store import manifest
 from stagewatch.store.bigquery import bigquery_client
 from stagewatch.store.schemas import row_problems
 
@@ -46,14 +47,17 @@ LOCAL_TABLES = ("anomalies", "traces", "dead_letters", "incidents", "lots")
 
 
 def clear_local_output(output_dir: str) -> list[str]:
-    """Remove a previous run's ``<table>*.jsonl`` files (a local run appends); returns what was removed."""
+    """Remove a previous run's ``<table>*.jsonl`` files (a local run appends), and what a replay stopped while
+    writing into this folder left (``*.jsonl.partial``: it would mark the new run's folder incomplete); returns
+    what was removed."""
     import glob
 
     removed = []
     for table in LOCAL_TABLES:
-        for path in glob.glob(os.path.join(glob.escape(output_dir), f"{table}*.jsonl")):
-            os.remove(path)
-            removed.append(path)
+        for pattern in (f"{table}*.jsonl", f"{table}*.jsonl{manifest.PARTIAL}"):
+            for path in glob.glob(os.path.join(glob.escape(output_dir), pattern)):
+                os.remove(path)
+                removed.append(path)
     return removed
 
 
