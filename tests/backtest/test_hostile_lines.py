@@ -128,3 +128,29 @@ def test_a_line_a_few_minutes_ahead_does_not_make_the_minutes_before_it_late(cle
     assert stats["late"] - want_stats["late"] <= BLOCK  # at most a block's worth, at this input's pace
     verdicts, wanted = _verdicts(got), _verdicts(want)
     assert len(verdicts & wanted) / len(verdicts | wanted) >= 0.99
+
+
+@pytest.mark.parametrize("where", ["middle", "end"])
+def test_a_late_line_is_said_behind_the_watermark_it_arrived_behind(clean: Path, tmp_path: Path, where: str) -> None:
+    """The dead letter's detail names the watermark when the line came (at most the newest time read before it),
+    not the watermark when the dead letters were written (at the end of input: past every line)."""
+    valid = clean.read_bytes().splitlines()
+    at = len(valid) // 2 if where == "middle" else len(valid) - 3
+    before = max(t for t in map(_time_us, valid[:at]) if t is not None)
+    at = next(k for k in range(at, len(valid)) if _time_us(valid[k]) is not None)
+    entry = orjson.loads(valid[at])
+    entry.update(timestamp=format_rfc3339(before - 20 * 60 * US_PER_S), insertId="hostile-late")
+    entry["jsonPayload"]["uid"] = "hostile-late"
+    mixed = tmp_path / "late.jsonl"
+    mixed.write_bytes(b"\n".join([*valid[:at], orjson.dumps(entry), *valid[at:]]) + b"\n")
+    _, dead, _ = _replay(mixed, tmp_path / "out", "1")
+    (late,) = [d for d in dead if d["reason"] == "late"]
+    watermark = parse_rfc3339_us(late["detail"].split("behind the watermark ")[1].split(" ")[0])
+    assert watermark <= before
+
+
+def _time_us(line: bytes) -> int | None:
+    try:
+        return parse_rfc3339_us(orjson.loads(line)["timestamp"])
+    except (orjson.JSONDecodeError, TypeError, KeyError, ValueError):
+        return None

@@ -81,7 +81,7 @@ class Ingest:
     ) -> None:
         self.release = release
         self.out = out
-        self.late: list[StageEvent] = []
+        self.late: list[tuple[StageEvent, int]] = []  # (event, the watermark it arrived behind)
         self.max_seen = -1
         self.watermark = -1
         self._lateness_us = int(cfg.allowed_lateness_s * US_PER_S)
@@ -104,7 +104,7 @@ class Ingest:
             return
         if t < self.watermark:
             self.out.count("late")
-            self.late.append(ev)
+            self.late.append((ev, self.watermark))
             return
         if t > self._gen_end:
             self._rotate_dedup(t)
@@ -185,7 +185,7 @@ class Detector:
         self.ingest.push(ev)
 
     @property
-    def late(self) -> list[StageEvent]:
+    def late(self) -> list[tuple[StageEvent, int]]:
         return self.ingest.late
 
     @property

@@ -142,8 +142,8 @@ def run_front(lines: Iterable[bytes], settings: FrontSettings, back: Back, damag
         assert ingest is not None
         if ingest.late:
             if dead_letters:
-                for ev in ingest.late:
-                    back.dead_letter(_late_record(ev, ingest.watermark))
+                for ev, watermark in ingest.late:  # the watermark it arrived behind, not today's
+                    back.dead_letter(_late_record(ev, watermark))
             ingest.late.clear()
 
     ingest: Ingest | None = None
