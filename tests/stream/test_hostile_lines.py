@@ -63,3 +63,21 @@ def test_a_truncated_gz_is_run_up_to_the_break_and_said_so(tmp_path: Path, capsy
     replayed = {(a["kind"], a["uid"], a["stage"], a["event_time"])
                 for a in map(orjson.loads, (tmp_path / "replayed.jsonl").read_bytes().splitlines())}
     assert ran == replayed and len(ran) > 50
+
+
+def test_junk_before_the_first_event_is_filed_alike_by_both_drivers(tmp_path: Path) -> None:
+    """5,000 rejected lines before the first event: the first 4,096 are let go at the epoch (memory), the rest
+    wait for the file's first clock -- in the streaming job as in the backtest (the stream kept them all and filed
+    them at its first clock)."""
+    simulate_to_dir(SimConfig(seed=5, start=SHORT_START, hours=SHORT_HOURS, peak_rate_per_min=2,
+                              faults=SHORT_FAULTS), tmp_path)
+    logs = tmp_path / "junk_first.jsonl"
+    logs.write_bytes(b"".join(b"not json %d\n" % k for k in range(5000)) + (tmp_path / "logs.jsonl").read_bytes())
+    assert main(["run", "--input_file", str(logs), "--output_dir", str(tmp_path / "out")]) == 0
+    assert main(["replay", str(logs), "-o", str(tmp_path / "a.jsonl"), "--dead-letters", str(tmp_path / "d.jsonl"),
+                 "--no-progress"]) == 0
+    ran = Counter((d["reason"], d["received_at"]) for d in read_table(str(tmp_path / "out"), "dead_letters"))
+    replayed = Counter((d["reason"], d["received_at"])
+                       for d in map(orjson.loads, (tmp_path / "d.jsonl").read_bytes().splitlines()))
+    assert ran == replayed
+    assert ran[("invalid_json", "1970-01-01T00:00:00.000000Z")] == 4096

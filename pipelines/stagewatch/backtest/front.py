@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from stagewatch.backtest.engine import DetectorConfig, Ingest
-from stagewatch.core.clock import BlockClock
+from stagewatch.core.clock import BlockClock, Held
 from stagewatch.core.events import BLANK, Rejected, StageEvent
 from stagewatch.core.parser import Parser
 from stagewatch.core.privacy import payload_chars
@@ -38,8 +38,6 @@ from stagewatch.logfiles import DAMAGE_REASON, Damage, iter_lines
 __all__ = ["Back", "FrontSettings", "FrontStats", "run_front", "run_front_in_child"]
 
 _DRAIN_EVERY = 4096  # events: how often the back hands its records on (and late events are dead-lettered)
-_HOLD_AT_MOST = 4096  # rejected lines kept back until the first event time is known
-_HOLD_CHARS_AT_MOST = 16 << 20  # ... and at most this many of their characters (payload full: whole lines)
 _SHIP_EVERY = 4096  # events: how many the child process sends at once (a send costs ~30 us; an event ~0.3)
 # A batch is ~200 KB pickled: a pipe that holds one lets the child write it and go on parsing the next while
 # this process is still busy with the last (a kernel pipe is 64 KiB unless asked; 1 MiB is the usual ceiling).
@@ -104,8 +102,7 @@ def run_front(lines: Iterable[bytes], settings: FrontSettings, back: Back, damag
     # line from the far future must not move the watermark. Rejected lines are filed at that clock too.
     bounds = settings.cfg.time_bounds
     clock: BlockClock[StageEvent] = BlockClock()
-    held: list[Rejected] = []  # rejects before the clock knows any time
-    held_chars = 0  # ... and their lines' characters: whole lines (payload full) are up to 256 KiB each
+    held: Held[Rejected] = Held()  # rejects before the clock knows any time
     keep = payload_chars(settings.parser.payload)  # of a rejected line, in its dead letter
 
     def reject(r: Rejected) -> None:
@@ -119,10 +116,7 @@ def run_front(lines: Iterable[bytes], settings: FrontSettings, back: Back, damag
         # the streaming job's file source files it -- held until there is one.
         seen = clock.now
         if seen < 0:
-            nonlocal held_chars
-            held.append(r)
-            held_chars += len(r.line)
-            if len(held) >= _HOLD_AT_MOST or held_chars >= _HOLD_CHARS_AT_MOST:
+            if held.add(r, len(r.line)):
                 # A long run of junk before the first event: filed at the epoch rather than kept in memory.
                 flush_held(seen)
             return
@@ -130,13 +124,10 @@ def run_front(lines: Iterable[bytes], settings: FrontSettings, back: Back, damag
         back.dead_letter(dead_letter(r.reason, r.detail, r.line, format_rfc3339(seen), "parse", keep))
 
     def flush_held(t_us: int) -> None:
-        nonlocal held_chars
         if held and dead_letters:
-            for h in held:
+            for h in held.take():
                 back.dead_letter(dead_letter(h.reason, h.detail, h.line, format_rfc3339(max(t_us, 0)), "parse",
                                              keep))
-            held.clear()
-            held_chars = 0
 
     def late_letters() -> None:
         assert ingest is not None
@@ -149,12 +140,19 @@ def run_front(lines: Iterable[bytes], settings: FrontSettings, back: Back, damag
     ingest: Ingest | None = None
     sample: list[StageEvent] = []
     inferred = order is None
+    # Blocks the clock completed while the stage order was being inferred: judged once it is known. The clock
+    # moves as lines are read, inference or not, so a rejected line is filed at the clock when it was read --
+    # as the streaming job's file source files it.
+    early_blocks: list[tuple[list[StageEvent], int]] = []
     if order is None:
         for raw in it:
             stats.lines += 1
             parsed = parse(raw)
             if type(parsed) is StageEvent:
                 sample.append(parsed)
+                if (done := clock.push(parsed, parsed.t_us)) is not None:
+                    flush_held(done[1])
+                    early_blocks.append(done)
                 if len(sample) >= settings.infer_sample:
                     break
             else:
@@ -183,10 +181,9 @@ def run_front(lines: Iterable[bytes], settings: FrontSettings, back: Back, damag
                 back.drain()
                 late_letters()
 
+    for done in early_blocks:
+        judged(*done)
     on_clock = clock.push
-    for ev in sample:
-        if (done := on_clock(ev, ev.t_us)) is not None:
-            judged(*done)
     n_lines = stats.lines
     for raw in it:
         n_lines += 1

@@ -40,7 +40,7 @@ from typing import Generic, TypeVar
 
 from stagewatch.core.timeutil import US_PER_S, format_rfc3339
 
-__all__ = ["AFTER", "BEFORE", "BLOCK", "FUTURE", "TIME_REASONS", "TOO_OLD", "BlockClock", "TimeBounds"]
+__all__ = ["AFTER", "BEFORE", "BLOCK", "FUTURE", "TIME_REASONS", "TOO_OLD", "BlockClock", "Held", "TimeBounds"]
 
 FUTURE = "future"
 TOO_OLD = "too_old"
@@ -158,3 +158,28 @@ class BlockClock(Generic[T]):
                     last = max(last, t)
                 out.append(([item], clock))
         return out
+
+
+class Held(Generic[T]):
+    """Rejected lines read before a file's clock knows any time: kept back to be filed at its first time, as
+    both drivers file a rejected line at the clock. At most ``at_most`` lines and ``chars_at_most`` of their
+    characters (whole lines are up to 256 KiB each): a long run of junk before the first event is let go
+    sooner, to be filed at the epoch -- the same lines in both drivers, so they file them alike."""
+
+    def __init__(self, at_most: int = 4096, chars_at_most: int = 16 << 20) -> None:
+        self.at_most, self.chars_at_most = at_most, chars_at_most
+        self._items: list[T] = []
+        self._chars = 0
+
+    def __bool__(self) -> bool:
+        return bool(self._items)
+
+    def add(self, item: T, chars: int) -> bool:
+        """Keep ``item`` (``chars`` long); whether the bound is reached: ``take`` them now, for the epoch."""
+        self._items.append(item)
+        self._chars += chars
+        return len(self._items) >= self.at_most or self._chars >= self.chars_at_most
+
+    def take(self) -> list[T]:
+        items, self._items, self._chars = self._items, [], 0
+        return items

@@ -12,9 +12,10 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
-from stagewatch.core.clock import BlockClock, TimeBounds
+from stagewatch.core.clock import BlockClock, Held, TimeBounds
 from stagewatch.core.events import StageEvent
 from stagewatch.core.parser import Parser
+from stagewatch.core.records import DEAD_LINE_CHARS
 from stagewatch.core.stages import INFER_SAMPLE
 from stagewatch.logfiles import Damage, iter_lines
 
@@ -23,7 +24,7 @@ __all__ = ["file_stream"]
 
 def file_stream(
     path: str, lateness_us: int, step_us: int, bounds: TimeBounds | None = None, chunk: int = 2000,
-    damaged: list[Damage] | None = None,
+    damaged: list[Damage] | None = None, keep: int = DEAD_LINE_CHARS,
 ) -> tuple[Any, list[StageEvent], int]:
     """A local file as a stream: lines in file order, each stamped with the time it "arrives" at -- the
     file's robust clock (``core/clock.py``), the same the backtest judges event times against, so the
@@ -38,6 +39,8 @@ def file_stream(
     Returns (stream, the first ``INFER_SAMPLE`` events -- what the stage order is inferred from when none is
     given --, the last believed event time). With ``damaged``, a file that breaks off (a truncated or corrupt
     ``.gz``) is streamed up to the break and noted there, as the backtest does; without it, the error is raised.
+    ``keep``: the characters of a rejected line its dead letter keeps (what the backtest holds of one, and
+    counts towards ``Held``'s bound).
     """
     bounds = bounds or TimeBounds()
     parser = Parser()
@@ -45,7 +48,7 @@ def file_stream(
     batch: list[Any] = []
     sample: list[StageEvent] = []
     clock: BlockClock[tuple[bytes, int]] = BlockClock()
-    early: list[bytes] = []  # rejected lines read before the clock knows a time
+    early: Held[bytes] = Held()  # rejected lines read before the clock knows a time
     newest = 0
     pulled = 0  # what the watermark follows: the newest believed time within the lateness of its clock
     advanced = -1
@@ -64,8 +67,7 @@ def file_stream(
     def arrived(block: list[tuple[bytes, int]], at: int) -> None:
         nonlocal newest, pulled
         if early:
-            batch.extend(TimestampedValue(raw, Timestamp(micros=at)) for raw in early)
-            early.clear()
+            batch.extend(TimestampedValue(raw, Timestamp(micros=at)) for raw in early.take())
         for raw, t_us in block:
             if bounds.verdict(t_us, at) is None:
                 newest = max(newest, t_us)
@@ -82,7 +84,8 @@ def file_stream(
             if (done := clock.push((raw, ev.t_us), ev.t_us)) is not None:
                 arrived(*done)
         elif clock.now < 0:
-            early.append(raw)
+            if early.add(raw, min(len(raw), keep)):  # a long run of junk before the first event: at the epoch
+                batch.extend(TimestampedValue(held, Timestamp(micros=0)) for held in early.take())
         else:
             batch.append(TimestampedValue(raw, Timestamp(micros=clock.now)))  # rejected downstream
             emit()

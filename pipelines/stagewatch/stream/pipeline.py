@@ -20,7 +20,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from stagewatch.core.baselines import BaselineConfig
 from stagewatch.core.clock import TimeBounds
 from stagewatch.core.parser import Parser
-from stagewatch.core.privacy import NONE
+from stagewatch.core.privacy import NONE, payload_chars
 from stagewatch.core.records import DeadLetter, dead_letter, without_payload
 from stagewatch.core.stages import infer_from_events
 from stagewatch.core.timeutil import US_PER_S, format_rfc3339
@@ -128,7 +128,7 @@ def construct(argv: list[str] | None = None,
         # Watermark steps shorter than interval - grace (LearnBaselines): a third of an interval.
         stream, sample, end_us = file_stream(
             opts.input_file, int(opts.allowed_lateness_s * US_PER_S), baseline.interval_us // 3, opts.time_bounds,
-            damaged=damaged,
+            damaged=damaged, keep=payload_chars(opts.dead_letter_payload),
         )
         if broken_off is not None and damaged:  # filed at the last event time read (the backtest: its clock)
             broken_off.extend(dead_letter(DAMAGE_REASON, f"{d.path}: {d.detail}", "", format_rfc3339(end_us),
