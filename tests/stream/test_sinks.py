@@ -131,3 +131,47 @@ def test_anomalies_published_to_the_pubsub_emulator_with_attributes() -> None:
         assert dict(m.message.attributes) == {k: body[k] for k in ("kind", "stage", "tenant", "severity")}
     subscriber.delete_subscription(subscription=sub)
     publisher.delete_topic(topic=topic)
+
+
+@pytest.mark.integration
+def test_a_record_that_cannot_be_a_message_is_a_dead_letter_and_the_rest_are_published(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Turning a record into a Pub/Sub message is contained: the one that raises becomes an internal_error dead
+    letter (source publish), the others reach the topic."""
+    import stagewatch.stream.sinks as sinks
+
+    original = sinks.pubsub_message
+
+    def fussy(record: Anomaly) -> object:
+        if record.anomaly_id == "poison":
+            raise ValueError("cannot be a message")
+        return original(record)
+
+    monkeypatch.setattr(sinks, "pubsub_message", fussy)
+    publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+    suffix = uuid.uuid4().hex[:8]
+    topic = publisher.topic_path(PROJECT, f"contained-{suffix}")
+    sub = subscriber.subscription_path(PROJECT, f"contained-{suffix}-sub")
+    publisher.create_topic(name=topic)
+    subscriber.create_subscription(name=sub, topic=topic)
+    rows = _anomalies()[:3]
+    opts = PipelineOptions()
+    opts.view_as(StandardOptions).streaming = True
+    stream = TestStream().add_elements([dataclasses.replace(rows[0], anomaly_id="poison"), *rows])
+    with TestPipeline(options=opts) as p:
+        publish = PublishAnomalies(topic)
+        _ = p | stream.advance_watermark_to_infinity() | publish
+        (errors,) = publish.internal_errors
+        assert_that(errors | beam.Map(lambda d: (d.reason, d.source, "cannot be a message" in d.detail)),
+                    equal_to([("internal_error", "publish", True)]))
+    received: list = []
+    deadline = time.time() + 60
+    while len(received) < len(rows) and time.time() < deadline:
+        resp = subscriber.pull(subscription=sub, max_messages=10, timeout=10)
+        received += resp.received_messages
+        if resp.received_messages:
+            subscriber.acknowledge(subscription=sub, ack_ids=[m.ack_id for m in resp.received_messages])
+    assert sorted(orjson.loads(m.message.data)["anomaly_id"] for m in received) == sorted(r.anomaly_id for r in rows)
+    subscriber.delete_subscription(subscription=sub)
+    publisher.delete_topic(topic=topic)

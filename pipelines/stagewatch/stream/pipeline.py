@@ -158,26 +158,30 @@ def construct(argv: list[str] | None = None,
             return dead
         return dead | label >> beam.Map(without_payload)
 
-    if opts.output_dir:
-        out.anomalies | "WriteAnomaliesJsonl" >> WriteJsonl(opts.output_dir, "anomalies")
-        out.traces | "WriteTracesJsonl" >> WriteJsonl(opts.output_dir, "traces")
-        payload(out.dead_letters, "DeadLettersWithoutPayload") | "WriteDeadLettersJsonl" >> WriteJsonl(
-            opts.output_dir, "dead_letters")
-        out.incidents | "WriteIncidentsJsonl" >> WriteJsonl(opts.output_dir, "incidents")
-        out.lots | "WriteLotsJsonl" >> WriteJsonl(opts.output_dir, "lots")
+    dead_letters = out.dead_letters
     if opts.output_topic:
         # The topic carries incident events; per-file anomalies only when asked (they can be thousands).
         published = out.incidents
         if opts.publish_anomalies:
             published = (out.incidents, out.anomalies) | "IncidentsAndAnomalies" >> beam.Flatten()
-        published | "PublishAnomalies" >> PublishAnomalies(opts.output_topic)
+        publish = PublishAnomalies(opts.output_topic)
+        published | "PublishAnomalies" >> publish
+        # A record that cannot be made a message is a dead letter, not a bundle retried without end.
+        dead_letters = (dead_letters, *publish.internal_errors) | "WithPublishDeadLetters" >> beam.Flatten()
+    if opts.output_dir:
+        out.anomalies | "WriteAnomaliesJsonl" >> WriteJsonl(opts.output_dir, "anomalies")
+        out.traces | "WriteTracesJsonl" >> WriteJsonl(opts.output_dir, "traces")
+        payload(dead_letters, "DeadLettersWithoutPayload") | "WriteDeadLettersJsonl" >> WriteJsonl(
+            opts.output_dir, "dead_letters")
+        out.incidents | "WriteIncidentsJsonl" >> WriteJsonl(opts.output_dir, "incidents")
+        out.lots | "WriteLotsJsonl" >> WriteJsonl(opts.output_dir, "lots")
     if opts.bigquery_dataset:
         rejected = [
             pc | f"WriteBigQuery{name.title()}" >> WriteTableRows(opts.bigquery_dataset, name)
             for name, pc in (("anomalies", out.anomalies), ("traces", out.traces), ("incidents", out.incidents),
                              ("lots", out.lots))
         ]
-        dead = payload(([out.dead_letters, *rejected]) | "AllBigQueryDeadLetters" >> beam.Flatten(),
+        dead = payload(([dead_letters, *rejected]) | "AllBigQueryDeadLetters" >> beam.Flatten(),
                        "BigQueryDeadLettersWithoutPayload")
         dead | "WriteBigQueryDeadLetters" >> WriteTableRows(opts.bigquery_dataset, "dead_letters")
     return p, opts

@@ -26,6 +26,7 @@ from stagewatch.core.timeutil import US_PER_S, format_rfc3339
 from stagewatch.store import manifest
 from stagewatch.store.bigquery import bigquery_client
 from stagewatch.store.schemas import row_problems
+from stagewatch.stream.steps.contain import ContainedStep
 
 __all__ = [
     "BIGQUERY_DEAD",
@@ -108,17 +109,17 @@ def pubsub_message(record: Record) -> PubsubMessage:
     return PubsubMessage(orjson.dumps(row), attributes)
 
 
-class PublishAnomalies(beam.PTransform):
+class PublishAnomalies(ContainedStep):
+    """Records as Pub/Sub messages to ``topic``; one that cannot be made a message is an ``internal_error`` dead
+    letter (``internal_errors``). The publish itself is not contained: a failed publish is retried."""
+
     def __init__(self, topic: str) -> None:
         super().__init__()
         self._topic = topic
 
     def expand(self, records: beam.PCollection) -> Any:
-        return (
-            records
-            | "ToPubsubMessage" >> beam.Map(pubsub_message)
-            | "PublishToTopic" >> beam.io.WriteToPubSub(self._topic, with_attributes=True)
-        )
+        messages = self.map(records, "ToPubsubMessage", pubsub_message, "publish")
+        return messages | "PublishToTopic" >> beam.io.WriteToPubSub(self._topic, with_attributes=True)
 
 
 class WriteJsonl(beam.PTransform):
