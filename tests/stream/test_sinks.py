@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 import types
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import apache_beam as beam
@@ -102,35 +104,53 @@ def test_bigquery_rows_written_and_bad_rows_dead_lettered_on_the_emulator() -> N
         client.close()
 
 
-@pytest.mark.integration
-def test_anomalies_published_to_the_pubsub_emulator_with_attributes() -> None:
+@contextlib.contextmanager
+def _topic(prefix: str) -> Iterator[tuple[str, Callable[[int], list]]]:
+    """A fresh topic on the emulator, and a function that pulls (and acknowledges) up to n of its messages."""
     publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
     suffix = uuid.uuid4().hex[:8]
-    topic = publisher.topic_path(PROJECT, f"anomalies-{suffix}")
-    sub = subscriber.subscription_path(PROJECT, f"anomalies-{suffix}-sub")
+    topic = publisher.topic_path(PROJECT, f"{prefix}-{suffix}")
+    sub = subscriber.subscription_path(PROJECT, f"{prefix}-{suffix}-sub")
     publisher.create_topic(name=topic)
     subscriber.create_subscription(name=sub, topic=topic)
-    rows = _anomalies()[:5]
+
+    def pull(n: int) -> list:
+        received: list = []
+        deadline = time.time() + 60
+        while len(received) < n and time.time() < deadline:
+            resp = subscriber.pull(subscription=sub, max_messages=10, timeout=10)
+            received += resp.received_messages
+            if resp.received_messages:
+                subscriber.acknowledge(subscription=sub, ack_ids=[m.ack_id for m in resp.received_messages])
+        return received
+
+    try:
+        yield topic, pull
+    finally:
+        subscriber.delete_subscription(subscription=sub)
+        publisher.delete_topic(topic=topic)
+
+
+def _streaming() -> PipelineOptions:
     opts = PipelineOptions()
     opts.view_as(StandardOptions).streaming = True
-    stream = TestStream().add_elements(rows).advance_watermark_to_infinity()
-    with TestPipeline(options=opts) as p:
-        _ = p | stream | PublishAnomalies(topic)
-    received: list = []
-    deadline = time.time() + 60
-    while len(received) < len(rows) and time.time() < deadline:
-        resp = subscriber.pull(subscription=sub, max_messages=10, timeout=10)
-        received += resp.received_messages
-        if resp.received_messages:
-            subscriber.acknowledge(subscription=sub, ack_ids=[m.ack_id for m in resp.received_messages])
+    return opts
+
+
+@pytest.mark.integration
+def test_anomalies_published_to_the_pubsub_emulator_with_attributes() -> None:
+    rows = _anomalies()[:5]
+    with _topic("anomalies") as (topic, pull):
+        stream = TestStream().add_elements(rows).advance_watermark_to_infinity()
+        with TestPipeline(options=_streaming()) as p:
+            _ = p | stream | PublishAnomalies(topic)
+        received = pull(len(rows))
     assert sorted(orjson.loads(m.message.data)["anomaly_id"] for m in received) == sorted(
         r.anomaly_id for r in rows
     )
     for m in received:
         body = orjson.loads(m.message.data)
         assert dict(m.message.attributes) == {k: body[k] for k in ("kind", "stage", "tenant", "severity")}
-    subscriber.delete_subscription(subscription=sub)
-    publisher.delete_topic(topic=topic)
 
 
 @pytest.mark.integration
@@ -149,29 +169,14 @@ def test_a_record_that_cannot_be_a_message_is_a_dead_letter_and_the_rest_are_pub
         return original(record)
 
     monkeypatch.setattr(sinks, "pubsub_message", fussy)
-    publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
-    suffix = uuid.uuid4().hex[:8]
-    topic = publisher.topic_path(PROJECT, f"contained-{suffix}")
-    sub = subscriber.subscription_path(PROJECT, f"contained-{suffix}-sub")
-    publisher.create_topic(name=topic)
-    subscriber.create_subscription(name=sub, topic=topic)
     rows = _anomalies()[:3]
-    opts = PipelineOptions()
-    opts.view_as(StandardOptions).streaming = True
-    stream = TestStream().add_elements([dataclasses.replace(rows[0], anomaly_id="poison"), *rows])
-    with TestPipeline(options=opts) as p:
-        publish = PublishAnomalies(topic)
-        _ = p | stream.advance_watermark_to_infinity() | publish
-        (errors,) = publish.internal_errors
-        assert_that(errors | beam.Map(lambda d: (d.reason, d.source, "cannot be a message" in d.detail)),
-                    equal_to([("internal_error", "publish", True)]))
-    received: list = []
-    deadline = time.time() + 60
-    while len(received) < len(rows) and time.time() < deadline:
-        resp = subscriber.pull(subscription=sub, max_messages=10, timeout=10)
-        received += resp.received_messages
-        if resp.received_messages:
-            subscriber.acknowledge(subscription=sub, ack_ids=[m.ack_id for m in resp.received_messages])
+    with _topic("contained") as (topic, pull):
+        stream = TestStream().add_elements([dataclasses.replace(rows[0], anomaly_id="poison"), *rows])
+        with TestPipeline(options=_streaming()) as p:
+            publish = PublishAnomalies(topic)
+            _ = p | stream.advance_watermark_to_infinity() | publish
+            (errors,) = publish.internal_errors
+            assert_that(errors | beam.Map(lambda d: (d.reason, d.source, "cannot be a message" in d.detail)),
+                        equal_to([("internal_error", "publish", True)]))
+        received = pull(len(rows))
     assert sorted(orjson.loads(m.message.data)["anomaly_id"] for m in received) == sorted(r.anomaly_id for r in rows)
-    subscriber.delete_subscription(subscription=sub)
-    publisher.delete_topic(topic=topic)
