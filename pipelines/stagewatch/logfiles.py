@@ -12,9 +12,6 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import BinaryIO, NamedTuple
 
-from stagewatch.core.records import DeadLetter, dead_letter
-from stagewatch.core.timeutil import format_rfc3339
-
 __all__ = ["DAMAGE_REASON", "Damage", "iter_lines"]
 
 
@@ -26,10 +23,6 @@ class Damage(NamedTuple):
 
     path: str
     detail: str
-
-    def letter(self, at_us: int) -> DeadLetter:
-        """Its dead letter, filed at ``at_us``: the same in both drivers."""
-        return dead_letter(DAMAGE_REASON, f"{self.path}: {self.detail}", "", format_rfc3339(max(at_us, 0)), "read")
 
 _REPORT_BYTES = 1 << 20
 

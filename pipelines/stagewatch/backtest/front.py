@@ -200,7 +200,8 @@ def run_front(lines: Iterable[bytes], settings: FrontSettings, back: Back, damag
     flush_held(clock.now)
     for damage in damaged or ():
         if dead_letters:
-            back.dead_letter(damage.letter(clock.now))
+            back.dead_letter(dead_letter(DAMAGE_REASON, f"{damage.path}: {damage.detail}", "",
+                                         format_rfc3339(max(clock.now, 0)), "read"))
     back.drain()
     late_letters()
     stats.lines, stats.events = n_lines, n_events

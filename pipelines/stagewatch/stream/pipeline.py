@@ -21,11 +21,11 @@ from stagewatch.core.baselines import BaselineConfig
 from stagewatch.core.clock import TimeBounds
 from stagewatch.core.parser import Parser
 from stagewatch.core.privacy import NONE, payload_chars
-from stagewatch.core.records import DeadLetter, without_payload
+from stagewatch.core.records import DeadLetter, dead_letter, without_payload
 from stagewatch.core.stages import infer_from_events
-from stagewatch.core.timeutil import US_PER_S
+from stagewatch.core.timeutil import US_PER_S, format_rfc3339
 from stagewatch.core.traces import TraceRules
-from stagewatch.logfiles import Damage
+from stagewatch.logfiles import DAMAGE_REASON, Damage
 from stagewatch.store import manifest
 from stagewatch.stream.file_source import file_stream
 from stagewatch.stream.local import NAME as LOCAL_RUNNER
@@ -131,7 +131,8 @@ def construct(argv: list[str] | None = None,
             damaged=damaged, keep=payload_chars(opts.dead_letter_payload),
         )
         if broken_off is not None and damaged:  # filed at the last event time read (the backtest: its clock)
-            broken_off.extend(d.letter(end_us) for d in damaged)
+            broken_off.extend(dead_letter(DAMAGE_REASON, f"{d.path}: {d.detail}", "", format_rfc3339(end_us),
+                                          "read") for d in damaged)
         order = opts.stages or infer_from_events(sample)
     else:
         if opts.stages is None:
