@@ -82,6 +82,29 @@ def test_stall_deadlines_follow_each_stage_own_baseline() -> None:
     assert "has not reached fast" in fast.message
 
 
+def test_an_optional_stage_before_the_next_one_counts_in_its_stall_deadline() -> None:
+    # "scan" is optional and takes a minute; "b" after it takes a second. A file that is in "scan" is not
+    # stalled before "b" (zoo 10012: 1,209 files were, with b's deadline alone); one that stops after "a" is.
+    full = Pipeline(stages=("a", "scan", "b", "z"), medians={"scan": 60.0, "b": 1.0, "z": 1.0})
+    skipping = Pipeline(stages=("a", "b", "z"), medians={"b": 1.0, "z": 1.0})
+    rng = random.Random(12)
+    events = []
+    for k in range(1500):
+        pipe = full if k % 2 else skipping
+        events += file_events(pipe, f"f{k}", T0 + k * 10 * S, rng)
+    t_stuck = T0 + 1500 * 10 * S
+    events += file_events(full, "stuck", t_stuck, rng, drop_from="scan")
+    events += [e for k in range(300) for e in file_events(skipping, f"n{k}", t_stuck + (k + 1) * 10 * S, rng)]
+    events.sort(key=lambda e: e.t_us)
+    anomalies, _, _ = run(events, full.stages, optional=frozenset({"scan"}))
+    stalls = [a for a in anomalies if a.kind == "stalled"]
+    assert [(a.uid, a.stage, a.last_stage) for a in stalls] == [("stuck", "b", "a")]
+    # Its deadline allows for scan (8 x its line, minutes), and its message adds scan's usual time to b's.
+    (stall,) = stalls
+    assert stall.threshold_ms is not None and stall.threshold_ms >= 8 * 60_000
+    assert stall.expected_ms is not None and 55_000 <= stall.expected_ms <= 70_000
+
+
 def test_stall_fires_when_the_deadline_passes_not_at_the_end_of_input() -> None:
     pipe = Pipeline(stages=("a", "b", "c"), medians={"b": 1.0, "c": 1.0})
     rng = random.Random(4)

@@ -8,6 +8,8 @@ a step that sees the measurements of one interval together with that interval's 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from stagewatch.core import anomalies
 from stagewatch.core.baselines import END_TO_END, BaselineStore, Snapshot
 from stagewatch.core.measurements import FileRef, Measurement, StallInfo
@@ -39,14 +41,25 @@ def judge_measurement(
 
 
 def stall_deadline(
-    next_i: int, last_t: int, snap: Snapshot | None, by_tenant: bool, rules: TraceRules
+    from_i: int, next_i: int, last_t: int, lookup: Callable[[str], tuple[Snapshot | None, bool]], rules: TraceRules
 ) -> tuple[int, StallInfo] | None:
-    """The next stage is overdue ``stall_factor`` x its own alert line (at least ``min_stall_s``) after the
-    last stage seen: a fast stage stalls in seconds, a slow one in minutes."""
+    """When stage ``next_i`` is overdue for a file whose furthest stage ``from_i`` was logged at ``last_t``:
+    ``stall_factor`` x the stage's own alert line (at least ``min_stall_s``) -- a fast stage stalls in seconds, a
+    slow one in minutes -- plus the same allowance for each optional stage in between, which the file may still
+    go through first (``lookup``: the snapshot judging a stage for this file). None while any of these baselines
+    is cold: a deadline without the optional stage's time would call every file in it stalled."""
+    snap, by_tenant = lookup(rules.names[next_i])
     if snap is None:
         return None
     allowed_ms = max(rules.stall_factor * snap.threshold_ms, rules.min_stall_ms)
-    return last_t + int(allowed_ms * US_PER_MS), StallInfo(next_i, snap.median_ms, allowed_ms, int(snap.n), by_tenant)
+    median_ms = snap.median_ms
+    for i in range(from_i + 1, next_i):
+        optional, _ = lookup(rules.names[i])
+        if optional is None:
+            return None
+        allowed_ms += rules.stall_factor * optional.threshold_ms
+        median_ms += optional.median_ms
+    return last_t + int(allowed_ms * US_PER_MS), StallInfo(next_i, median_ms, allowed_ms, int(snap.n), by_tenant)
 
 
 class Judge:
@@ -62,7 +75,7 @@ class Judge:
         self.base = base
         self._epoch = -1
         self._judged_by: dict[tuple[str, int, str | None], tuple[Snapshot | None, bool, list[float]]] = {}
-        self._deadlines: dict[tuple[int, str | None], tuple[int, StallInfo] | None] = {}
+        self._deadlines: dict[tuple[int, int, str | None], tuple[int, StallInfo] | None] = {}
 
     def _renew(self) -> None:
         self._epoch = self.base.epoch
@@ -98,11 +111,12 @@ class Judge:
     def stall_deadline(self, trace: Trace, next_i: int, last_t: int, now: int) -> tuple[int, StallInfo] | None:
         if self.base.epoch != self._epoch:
             self._renew()
-        key = (next_i, trace.tenant)
+        key = (trace.furthest, next_i, trace.tenant)
         if key in self._deadlines:
             found = self._deadlines[key]
         else:
-            snap, by_tenant = self.base.lookup(self.rules.names[next_i], trace.tenant)
+            tenant = trace.tenant
             # Cached as the allowed wait (a deadline after a stage seen at time 0): the same for every file.
-            found = self._deadlines[key] = stall_deadline(next_i, 0, snap, by_tenant, self.rules)
+            found = self._deadlines[key] = stall_deadline(
+                trace.furthest, next_i, 0, lambda stage: self.base.lookup(stage, tenant), self.rules)
         return None if found is None else (last_t + found[0], found[1])

@@ -44,8 +44,9 @@ class _JudgeFn(beam.DoFn):
         rules, cfg = self._rules, self._cfg
         step = int(w.start.micros) // cfg.interval_us
         if isinstance(record, Progress):  # when is the next stage overdue?
-            snap, by_tenant = judge(snaps, step, rules.names[record.next_i], record.file.tenant, cfg.chronic_n)
-            found = stall_deadline(record.next_i, record.last_t_us, snap, by_tenant, rules)
+            tenant = record.file.tenant
+            found = stall_deadline(rules.index[record.last_stage], record.next_i, record.last_t_us,
+                                   lambda stage: judge(snaps, step, stage, tenant, cfg.chronic_n), rules)
             if found is not None:
                 self._deadlines.inc()
                 yield beam.pvalue.TaggedOutput(DEADLINES, Deadline(record, *found))
