@@ -117,3 +117,42 @@ def test_of_a_stages_two_slow_measures_the_one_the_backtest_judged_first_is_repo
         out = _watch(p | stream)
         assert_that(out.stalls | beam.Map(lambda a: (a.uid, a.measure)),
                     equal_to([("d", "latency"), ("e", "wait")]))
+
+
+def _slow_at(uid: str, stage: str, t_us: int) -> Anomaly:
+    at = format_rfc3339(t_us)
+    return Anomaly(anomaly_id=f"{uid}-{stage}", kind="slow_stage", uid=uid, stage=stage, last_stage=stage,
+                   tenant=None, lot=None, event_time=at, detected_at=at, observed_ms=70_000.0, expected_ms=1.0,
+                   threshold_ms=2.0, score=4.5, baseline_n=50, baseline="stage", severity="critical",
+                   measure="wait", message="slow")
+
+
+def test_a_move_after_the_deadline_does_not_undo_the_stall_however_early_it_arrives() -> None:
+    """Both files wait at enqueue (t0 + 10 s), overdue at t0 + 60 s; everything reaches the step before the
+    watermark moves (progress comes straight from the traces, the deadline through judging). ``f`` reached
+    download at t0 + 80 s, after its deadline: stalled, as the backtest says, then arrived -- and download's slow
+    verdict, judged after the deadline, is dropped (the backtest closed the trace at the stall). ``g`` reached
+    download at t0 + 50 s, in time: no stall, its slow verdict stands."""
+    stall = StallInfo(DOWNLOAD, 5000.0, 50_000.0, 40, False)
+    records: list[tuple[str, Any, int]] = []
+    for uid, moved_s in (("f", 80), ("g", 50)):
+        p = _progress(uid, "enqueue", DOWNLOAD, T0 + 10 * S)
+        moved = T0 + moved_s * S
+        records += [
+            ("progress", p, T0 + 10 * S),
+            ("progress", _progress(uid, "download", DOWNLOAD + 1, moved), moved),
+            ("anomaly", _slow_at(uid, "download", moved), moved),
+            ("summary", _summary(uid, [("detect", T0), ("enqueue", T0 + 10 * S), ("download", moved)],
+                                 status="complete"), moved),
+            ("deadline", Deadline(p, T0 + 60 * S, stall), T0 + 10 * S),
+        ]
+    stream = (TestStream().add_elements([TimestampedValue((w, r), t / S) for w, r, t in records])
+              .advance_watermark_to_infinity())
+    with beam.Pipeline(runner=LocalRunner(), options=_streaming()) as p:
+        out = _watch(p | stream)
+        assert_that(out.stalls | beam.Map(lambda a: (a.kind, a.uid, a.stage)),
+                    equal_to([("stalled", "f", "download"), ("slow_stage", "g", "download")]), label="Verdicts")
+        assert_that(out[ARRIVALS] | "Arrivals" >> beam.Map(lambda a: (a.uid, a.stage, a.t_us)),
+                    equal_to([("f", "download", T0 + 80 * S)]), label="Arrivals")
+        assert_that(out[STALLED_SUMMARIES] | "Statuses" >> beam.Map(lambda s: (s.uid, s.status)),
+                    equal_to([("f", "stalled"), ("g", "complete")]), label="Summaries")

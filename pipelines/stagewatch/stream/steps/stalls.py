@@ -6,13 +6,18 @@ Three inputs, keyed by UID:
 * deadlines, from ``JudgeMeasurements``: when the next stage after a given progress is overdue;
 * summaries, from ``AssembleTraces``: the file closed (complete, failed, or open after its TTL).
 
-A deadline counts only if no newer progress arrived since the one it was computed for (the judging step
-delivers deadlines up to an interval late; progress is never late, so the check is exact). A fired stall
-closes the watch; the file's summary, when it comes, is reported ``stalled``. Timeline::
+A file is stalled, as in the backtest, when its deadline passes before its next move: a move logged after the
+deadline does not undo the stall, however early it reaches this step (progress comes straight from the traces,
+ahead of the watermark). Every move up to a deadline has arrived when the watermark passes it (each holds the
+watermark at its own time), so the timer at the deadline decides. A summary is held until the watermark passes
+its own time, by which the deadline of the file's last progress has come. A fired stall closes the watch; the
+file's summary, when it comes, is reported ``stalled``, and what was judged of the file after its deadline is
+dropped (the backtest closed the trace there). Timeline::
 
     12:00:00  progress(enqueue, t=12:00:00)          -> remembered
+    12:00:30  progress(download, t=12:01:30)         -> remembered: a move, but after the deadline below
     12:05:00  deadline(for 12:00:00) = 12:01:00       -> timer 12:01:00 (already due: fires now)
-              no newer progress                       -> "stalled": download after enqueue
+              no move by 12:01:00                     -> "stalled": download after enqueue; arrival 12:01:30
 """
 
 from __future__ import annotations
@@ -47,18 +52,22 @@ ARRIVALS = "arrivals"
 
 class _StallMark(NamedTuple):
     """A file declared stalled: which stall, after which progress, waiting for which stage, declared when; and
-    whether it has shown itself beyond the stall since."""
+    whether it has shown itself beyond the stall since; its deadline (None in marks written before it was kept:
+    then nothing judged after the stall is dropped)."""
 
     anomaly_id: str
     last_t_us: int
     next_i: int
     at_us: int
     arrived: bool = False
+    deadline_us: int | None = None
 
 
 class _WatchFn(beam.DoFn):
     LATEST = ReadModifyWriteStateSpec("latest_progress_us", VarIntCoder())
-    PENDING = ReadModifyWriteStateSpec("deadline", PickleCoder())
+    MOVES = ReadModifyWriteStateSpec("moves", PickleCoder())  # (t_us, stage) of each progress
+    SUMMARY = ReadModifyWriteStateSpec("summary", PickleCoder())  # held until the watermark passes it
+    PENDING = ReadModifyWriteStateSpec("deadline", PickleCoder())  # the deadlines waiting, a tuple
     STALLED = ReadModifyWriteStateSpec("stalled", PickleCoder())
     REPORTED = ReadModifyWriteStateSpec("reported", PickleCoder())
     CLOSED = ReadModifyWriteStateSpec("closed", VarIntCoder())
@@ -67,6 +76,7 @@ class _WatchFn(beam.DoFn):
     FIRE = TimerSpec("fire", TimeDomain.WATERMARK)
     FORGET = TimerSpec("forget", TimeDomain.WATERMARK)
     RELEASE = TimerSpec("release", TimeDomain.WATERMARK)
+    CLOSE = TimerSpec("close", TimeDomain.WATERMARK)
 
     def __init__(self, rules: TraceRules) -> None:
         self._rules = rules
@@ -77,15 +87,16 @@ class _WatchFn(beam.DoFn):
         kv: tuple[str, Progress | Deadline | TraceSummary | Anomaly],
         ts: Any = beam.DoFn.TimestampParam,
         latest: Any = beam.DoFn.StateParam(LATEST),
+        moves: Any = beam.DoFn.StateParam(MOVES),
+        held_summary: Any = beam.DoFn.StateParam(SUMMARY),
         pending: Any = beam.DoFn.StateParam(PENDING),
         stalled: Any = beam.DoFn.StateParam(STALLED),
         closed: Any = beam.DoFn.StateParam(CLOSED),
-        reported: Any = beam.DoFn.StateParam(REPORTED),
         held: Any = beam.DoFn.StateParam(HELD),
         next_release: Any = beam.DoFn.StateParam(NEXT_RELEASE),
         fire: Any = beam.DoFn.TimerParam(FIRE),
-        forget: Any = beam.DoFn.TimerParam(FORGET),
         release: Any = beam.DoFn.TimerParam(RELEASE),
+        close: Any = beam.DoFn.TimerParam(CLOSE),
     ) -> Iterator[Any]:
         record = kv[1]
         if isinstance(record, Anomaly):
@@ -101,55 +112,98 @@ class _WatchFn(beam.DoFn):
         if isinstance(record, Progress):
             if record.last_t_us > (latest.read() or -1):
                 latest.write(record.last_t_us)
+            moves.write((moves.read() or ()) + ((record.last_t_us, record.last_stage),))
             yield from _arrival(stalled, record.file.uid, record.last_stage, record.last_t_us)
         elif isinstance(record, Deadline):
             # Deadlines come through the judging step, up to an interval after the progress they answer: one
             # that arrives after the file closed (or after its stall) is moot.
             if stalled.read() is None and closed.read() is None:
-                current: Deadline | None = pending.read()
-                if current is None or record.progress.last_t_us >= current.progress.last_t_us:
-                    pending.write(record)
-                    fire.set(Timestamp(micros=record.deadline_us))
-        else:  # a summary: the file closed
-            summary: TraceSummary = record
-            mark: _StallMark | None = stalled.read()
-            if mark is not None:
-                beyond = _first_beyond(mark, summary.stages, self._rules)
-                if beyond is not None:
-                    yield from _arrival(stalled, summary.uid, *beyond)
-                summary = replace(summary, status="stalled")
-            yield beam.pvalue.TaggedOutput(STALLED_SUMMARIES, summary)
-            pending.clear()
-            closed.write(1)
-            # Keep the closed mark for as long as a deadline can still be on its way (an interval, and the
-            # trace TTL for good measure), then forget the file.
-            forget.set(Timestamp(micros=max(int(ts.micros), latest.read() or 0) + self._rules.ttl_us))
+                waiting = (*_deadlines(pending), record)
+                pending.write(waiting)
+                fire.set(Timestamp(micros=min(d.deadline_us for d in waiting)))
+        else:  # a summary: the file closed; said once the deadline of its last progress has surely come
+            held_summary.write(record)
+            # Its stages are moves too, known now (a last stage has no progress of its own): whichever of this
+            # step's timers fires first, a deadline the file met by completing is not a stall.
+            moves.write(tuple(set(moves.read() or ()) | {(parse_rfc3339_us(t.time), t.stage) for t in record.stages}))
+            close.set(Timestamp(micros=int(ts.micros)))
 
     @on_timer(RELEASE)
     @contained("Stalls")
     def _release(
         self,
         ts: Any = beam.DoFn.TimestampParam,
+        moves: Any = beam.DoFn.StateParam(MOVES),
+        pending: Any = beam.DoFn.StateParam(PENDING),
+        stalled: Any = beam.DoFn.StateParam(STALLED),
         reported: Any = beam.DoFn.StateParam(REPORTED),
         held: Any = beam.DoFn.StateParam(HELD),
         next_release: Any = beam.DoFn.StateParam(NEXT_RELEASE),
         release: Any = beam.DoFn.TimerParam(RELEASE),
     ) -> Iterator[Any]:
-        due, rest = take_due(held, int(ts.micros), _held_time, _held_order)
+        now = int(ts.micros)
+        # A stall due by now is declared first, whichever timer the runner fires first.
+        yield from self._declare(now, moves, pending, stalled)
+        stall: _StallMark | None = stalled.read()
+        after = stall.deadline_us if stall is not None and stall.deadline_us is not None else None
+        due, rest = take_due(held, now, _held_time, _held_order)
         seen: set[tuple[str, str]] = reported.read() or set()
-        for _, _, anomaly in due:
+        for t_us, _, anomaly in due:
             mark = (anomaly.kind, anomaly.stage)
+            if after is not None and t_us > after:
+                continue  # judged after the file's deadline passed: the backtest closed its trace there
             if mark not in seen:
                 seen.add(mark)
                 yield anomaly
         reported.write(seen)
         fire_at(next_release, release, [t for t, _, _ in rest[:1]])
 
+    @on_timer(CLOSE)
+    @contained("Stalls")
+    def _close(
+        self,
+        ts: Any = beam.DoFn.TimestampParam,
+        latest: Any = beam.DoFn.StateParam(LATEST),
+        moves: Any = beam.DoFn.StateParam(MOVES),
+        held_summary: Any = beam.DoFn.StateParam(SUMMARY),
+        pending: Any = beam.DoFn.StateParam(PENDING),
+        stalled: Any = beam.DoFn.StateParam(STALLED),
+        closed: Any = beam.DoFn.StateParam(CLOSED),
+        forget: Any = beam.DoFn.TimerParam(FORGET),
+        close: Any = beam.DoFn.TimerParam(CLOSE),
+    ) -> Iterator[Any]:
+        summary: TraceSummary | None = held_summary.read()
+        if summary is None:
+            return
+        now = int(ts.micros)
+        later = [d.deadline_us for d in _deadlines(pending)
+                 if d.deadline_us > now and not self._moved_in_time(d, moves)]
+        if later and stalled.read() is None:
+            # Closed (open: end of input, or evicted) before a deadline passed that may still make it a stall
+            # (the stream lets through only deadlines before the end of its input): the summary waits for it.
+            close.set(Timestamp(micros=min(later)))
+            return
+        held_summary.clear()
+        yield from self._declare(now, moves, pending, stalled)
+        mark: _StallMark | None = stalled.read()
+        if mark is not None:
+            beyond = _first_beyond(mark, summary.stages, self._rules)
+            if beyond is not None:
+                yield from _arrival(stalled, summary.uid, *beyond)
+            summary = replace(summary, status="stalled")
+        yield beam.pvalue.TaggedOutput(STALLED_SUMMARIES, summary)
+        pending.clear()
+        closed.write(1)
+        # Keep the closed mark for as long as a deadline can still be on its way (an interval, and the
+        # trace TTL for good measure), then forget the file.
+        forget.set(Timestamp(micros=max(int(ts.micros), latest.read() or 0) + self._rules.ttl_us))
+
     @on_timer(FORGET)
     @contained("Stalls")
     def _forget(
         self,
         latest: Any = beam.DoFn.StateParam(LATEST),
+        moves: Any = beam.DoFn.StateParam(MOVES),
         pending: Any = beam.DoFn.StateParam(PENDING),
         stalled: Any = beam.DoFn.StateParam(STALLED),
         closed: Any = beam.DoFn.StateParam(CLOSED),
@@ -159,7 +213,7 @@ class _WatchFn(beam.DoFn):
     ) -> None:
         # Held anomalies were released long before: they are no later than the file's last event, and this
         # fires a TTL after it.
-        for state in (latest, pending, stalled, closed, reported, held, next_release):
+        for state in (latest, moves, pending, stalled, closed, reported, held, next_release):
             state.clear()
 
     @on_timer(FIRE)
@@ -167,24 +221,60 @@ class _WatchFn(beam.DoFn):
     def _fire(
         self,
         ts: Any = beam.DoFn.TimestampParam,
-        latest: Any = beam.DoFn.StateParam(LATEST),
+        moves: Any = beam.DoFn.StateParam(MOVES),
         pending: Any = beam.DoFn.StateParam(PENDING),
         stalled: Any = beam.DoFn.StateParam(STALLED),
-    ) -> Iterator[Anomaly]:
-        deadline: Deadline | None = pending.read()
-        if deadline is None or stalled.read() is not None:
+        fire: Any = beam.DoFn.TimerParam(FIRE),
+    ) -> Iterator[Any]:
+        yield from self._declare(int(ts.micros), moves, pending, stalled, fire)
+
+    def _moves_beyond(self, deadline: Deadline, moves: Any) -> list[tuple[int, str]]:
+        """(time, stage) of the file's moves past the stage its deadline was set at, earliest first (a stage
+        before it, logged late, is not a move)."""
+        beyond, index = self._rules.index[deadline.progress.last_stage], self._rules.index
+        return sorted(m for m in (moves.read() or ()) if index.get(m[1], -1) > beyond)
+
+    def _moved_in_time(self, deadline: Deadline, moves: Any) -> bool:
+        later = self._moves_beyond(deadline, moves)
+        return bool(later) and later[0][0] <= deadline.deadline_us
+
+    def _declare(self, now: int, moves: Any, pending: Any, stalled: Any, fire: Any = None) -> Iterator[Any]:
+        """The stall of the earliest deadline due by ``now`` that the file did not move on by (as the
+        backtest: a deadline passes, with no move since the progress it was set at); with its arrival when
+        the file has already been seen beyond it. Deadlines it moved on in time are dropped; ``fire`` is set
+        for the next one still waiting."""
+        waiting = _deadlines(pending)
+        if not waiting or stalled.read() is not None:
             return
-        progress = deadline.progress
-        if (latest.read() or -1) > progress.last_t_us:
-            return  # the file moved on; the deadline for its new progress will come
-        now = int(ts.micros)
-        if deadline.deadline_us > now:
-            return  # superseded by a later deadline; its own timer will fire
-        anomaly = anomalies.stalled(progress.file, self._rules.names[deadline.stall.next_i], progress.last_stage,
-                                    progress.last_t_us, deadline.deadline_us, deadline.stall, now)
-        stalled.write(_StallMark(anomaly.anomaly_id, progress.last_t_us, deadline.stall.next_i, now))
-        pending.clear()
-        yield anomaly
+        due = sorted((d for d in waiting if d.deadline_us <= now), key=lambda d: d.deadline_us)
+        rest = tuple(d for d in waiting if d.deadline_us > now)
+        for deadline in due:
+            later = self._moves_beyond(deadline, moves)
+            if later and later[0][0] <= deadline.deadline_us:
+                continue  # the file moved on in time
+            progress = deadline.progress
+            anomaly = anomalies.stalled(progress.file, self._rules.names[deadline.stall.next_i],
+                                        progress.last_stage, progress.last_t_us, deadline.deadline_us,
+                                        deadline.stall, now)
+            stalled.write(_StallMark(anomaly.anomaly_id, progress.last_t_us, deadline.stall.next_i, now,
+                                     deadline_us=deadline.deadline_us))
+            pending.clear()
+            yield anomaly
+            if later:  # it moved on after its deadline, before this step heard of the deadline
+                t_us, stage = later[0]
+                yield from _arrival(stalled, progress.file.uid, stage, t_us)
+            return
+        pending.write(rest)
+        if rest and fire is not None:
+            fire.set(Timestamp(micros=min(d.deadline_us for d in rest)))
+
+
+def _deadlines(pending: Any) -> tuple[Deadline, ...]:
+    """The deadlines waiting for a file (one, not a tuple, in state written before 2026-12-04)."""
+    value = pending.read()
+    if value is None:
+        return ()
+    return (value,) if isinstance(value, Deadline) else tuple(value)
 
 
 # Of a stage's anomalies judged at one moment, the backtest's order: the reported latency, then the wait.
