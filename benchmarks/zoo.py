@@ -1,7 +1,7 @@
 """Detection on the pipeline zoo: many random pipelines the detector was not tuned on, scored against labels from
 their true normal distributions (``stagewatch.evaluation.zoo``), with the defaults a user gets.
 
-    python benchmarks/zoo.py [--seeds 10001-10030] [--max-files 100000] [--workdir DIR]
+    python benchmarks/zoo.py [--seeds 10001-10030] [--max-files 100000] [--workdir DIR] [--line body|tail]
                              [--json FILE] [--markdown FILE]
 
 Seeds from 10001 up are the benchmark's; the tests draw theirs below 100. For each seed: a random pipeline, its
@@ -24,9 +24,12 @@ from typing import Any
 import numpy as np
 import orjson
 
+from stagewatch.backtest.engine import DetectorConfig
 from stagewatch.backtest.replay import replay
+from stagewatch.core.baselines import BaselineConfig
 from stagewatch.core.incidents import IncidentTracker
 from stagewatch.core.kinds import FAILED, SLOW_STAGE, SLOW_TRACE, STALLED
+from stagewatch.core.lines import LINE_RULES
 from stagewatch.core.stages import StageOrder
 from stagewatch.core.timeutil import parse_rfc3339_us
 from stagewatch.evaluation.scoring import score_kinds
@@ -40,7 +43,7 @@ def _rows(path: Path) -> list[dict[str, Any]]:
     return [orjson.loads(line) for line in path.read_bytes().splitlines()]
 
 
-def run_seed(seed: int, max_files: int, work: Path) -> dict[str, Any]:
+def run_seed(seed: int, max_files: int, work: Path, line: str = "body") -> dict[str, Any]:
     out = work / f"zoo-{seed}"
     pipe = random_pipeline(seed, max_files)
     manifest = simulate_zoo(pipe, out)
@@ -52,6 +55,7 @@ def run_seed(seed: int, max_files: int, work: Path) -> dict[str, Any]:
         tracker.add(a)
 
     stats = replay(iter_lines([str(out / "logs.jsonl")]), order=StageOrder.parse(pipe.order),
+                   cfg=DetectorConfig(baseline=BaselineConfig(line=line)),
                    on_anomaly=on_anomaly, on_summary=tracker.observe_summary)
     labels, ambiguous = _rows(out / "labels.jsonl"), _rows(out / "ambiguous.jsonl")
     scores, _ = score_kinds(labels, anomalies, ambiguous)
@@ -163,12 +167,13 @@ def main() -> int:
     ap.add_argument("--max-files", type=int, default=100_000,
                     help="files per pipeline at most: bounds the time; a faster drawn rate is lowered to fit")
     ap.add_argument("--workdir", default="/tmp/stagewatch-zoo")
+    ap.add_argument("--line", choices=LINE_RULES, default="body", help="the alert line rule (docs/detection.md)")
     ap.add_argument("--json", help="write every pipeline's figures and the summary here")
     ap.add_argument("--markdown", help="write the tables here")
     args = ap.parse_args()
     results = []
     for seed in _seeds(args.seeds):
-        r = run_seed(seed, args.max_files, Path(args.workdir))
+        r = run_seed(seed, args.max_files, Path(args.workdir), args.line)
         results.append(r)
         f1s = " ".join(f"{k} {v['f1']:.2f}" for k, v in r["scores"].items() if v["tp"] + v["fp"] + v["fn"])
         print(f"zoo {seed}: {r['stages']} stages, {r['files']:,} files, {r['incidents']} incidents; {f1s}",

@@ -83,6 +83,7 @@ def test_evaluate_reads_a_run_output_folder(sim: Path, tmp_path: Path, capsys: p
         (["replay", "-", "--processes", "2"], "standard input (-) is read in this process"),
         (["replay", "-", "--max-ahead", "0"], "--max-ahead) must be > 0"),
         (["replay", "-", "--max-age", "-1"], "--max-age) must be > 0"),
+        (["replay", "-", "--line", "p99"], "invalid choice: 'p99'"),
         (["evaluate", "one.jsonl"], "invalid choice"),
         (["evaluate", "labels", "one.jsonl"], "required: ANOMALIES"),
         (["run", "--input_file", "no-such-file.jsonl", "--output_dir", "out"], "does not exist"),
@@ -113,6 +114,21 @@ def test_config_file_sets_stages_fields_and_settings(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[baseline]\nhalflife = 1\n")
     assert main(["replay", str(logs), "--config", str(bad)]) == 2
+    bad.write_text('[baseline]\nline = "p99"\n')
+    assert main(["replay", str(logs), "--config", str(bad)]) == 2
+
+
+def test_the_tail_line_is_chosen_by_flag_or_config_alike(sim: Path, tmp_path: Path) -> None:
+    cfg = tmp_path / "tail.toml"
+    cfg.write_text('[baseline]\nline = "tail"\n')
+    logs = str(sim / "logs.jsonl")
+    assert main(["replay", logs, "--line", "tail", "-o", str(tmp_path / "flag.jsonl")]) == 0
+    assert main(["replay", logs, "--config", str(cfg), "-o", str(tmp_path / "config.jsonl")]) == 0
+    assert main(["replay", logs, "-o", str(tmp_path / "body.jsonl")]) == 0
+    flag, config = _lines(tmp_path / "flag.jsonl"), _lines(tmp_path / "config.jsonl")
+    assert flag == config and flag
+    # The rule is in force: its lines are not the body rule's.
+    assert {a["threshold_ms"] for a in flag} != {a["threshold_ms"] for a in _lines(tmp_path / "body.jsonl")}
 
 
 def test_the_report_without_matplotlib_says_which_extra_to_install(

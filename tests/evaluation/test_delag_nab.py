@@ -171,7 +171,7 @@ def test_evaluate_delag_with_beam_peers(tmp_path: Path) -> None:
     d = _delag_csv(tmp_path / "toy" / "000.csv", rows=400)
     res = evaluate_delag([str(tmp_path / "toy" / "000.csv")], beam=True)
     row = res.per_file[d.name]
-    assert set(row) == {"stagewatch", "static p99", "Beam RobustZScore", "Beam ZScore"}
+    assert set(row) == {"stagewatch", "stagewatch, tail line", "static p99", "Beam RobustZScore", "Beam ZScore"}
     sw = row["stagewatch"]
     assert sw.tp >= 1 and sw.named_right == sw.named
     assert row["Beam ZScore"].tp + row["Beam ZScore"].fn == int((d.labels != 0).sum())

@@ -52,6 +52,7 @@ def test_production_options() -> None:
         (["--input_file", "x", "--output_dir", "o", "--max_age_s", "1e12"], "--max_age_s must be > 0 and at most 100"),
         (["--input_file", "x", "--output_dir", "o", "--stages", ",?"], "--stages needs"),
         (["--input_file", "x", "--output_dir", "o", "--publish_anomalies", "yes"], "must be true or false"),
+        (["--input_file", "x", "--output_dir", "o", "--alert_line", "p99"], "--alert_line must be one of body, tail"),
     ],
 )
 def test_bad_options_say_what_to_type(argv: list[str], says: str) -> None:

@@ -13,7 +13,7 @@ A config file (``--config stagewatch.toml``) may hold::
                               # max_ahead_s, max_age_s
     allowed_lateness_s = 120
 
-    [baseline]                # BaselineConfig: interval_s, half_life_s, warmup_n, k, min_ratio, tenant_baselines
+    [baseline]                # BaselineConfig: line ("body" or "tail"), interval_s, half_life_s, warmup_n, ...
     half_life_s = 7200
 
 Command-line flags override the file.

@@ -10,6 +10,7 @@ from pathlib import Path
 import orjson
 
 from stagewatch.cli.common import add_uid_key_options, uid_key
+from stagewatch.core.lines import LINE_RULES
 from stagewatch.core.privacy import NONE, PAYLOADS, default_payload
 
 __all__ = ["TRUNCATED_INPUT", "add"]
@@ -46,6 +47,8 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--half-life", type=float, metavar="SECONDS", help="baseline half-life (default 10800)")
     p.add_argument("--warmup", type=float, metavar="N", help="samples a baseline needs before it judges "
                    "(default 30)")
+    p.add_argument("--line", choices=LINE_RULES, help="how alert lines are read: body (default; from the lower "
+                   "half of each stage's durations) or tail (from its estimated p99.9); docs/detection.md")
     add_uid_key_options(p)
     p.add_argument("--dead-letter-payload", choices=PAYLOADS,
                    help="how much of a rejected line its dead letter keeps: trimmed (the first 1,000 characters; "
@@ -78,7 +81,7 @@ def _run(args: argparse.Namespace) -> int:
         args.stages,
         detector_overrides={"allowed_lateness_s": args.allowed_lateness, "stall_factor": args.stall_factor,
                             "max_ahead_s": args.max_ahead, "max_age_s": args.max_age},
-        baseline_overrides={"half_life_s": args.half_life, "warmup_n": args.warmup},
+        baseline_overrides={"half_life_s": args.half_life, "warmup_n": args.warmup, "line": args.line},
     )
     outputs = [o for o in (args.output, args.traces, args.dead_letters, args.incidents, args.lots, args.summary_json)
                if o and o != "-"]

@@ -5,17 +5,20 @@ Semantics both drivers reproduce exactly (the backtest in-process, the Beam job 
 * Time is cut into intervals of ``interval_s`` of event time. Verdicts made during interval ``k`` use the
   *snapshot* taken at the start of ``k``: everything learned in intervals ``< k``, decayed to ``k``.
   Learning within an interval is a sum of bin counts, so its order does not matter.
-* Score first, then learn. A value above the key's threshold (above its bin) is learned at a tenth of the weight
-  (``anomaly_weight``). That is why an incident stays flagged: when a stage turns 8x slower for 30 minutes,
-  the baseline has seen those values as a couple of percent of its mass, and its quantiles barely move.
-  (Clipping them at the threshold instead, at full weight, raised the threshold 2x within the 30 minutes of a
-  simulated slowdown.) A lasting change is still adopted: with a 3 h half-life the slow values reach half of
-  the mass after about ten hours, from then on they are normal and learned at full weight.
-* The threshold is ``median * exp(k * s)``, where ``s`` is the spread of the *lower half* of log-durations
-  (median minus first quartile) scaled to a normal sigma. Slowness only ever adds mass above the median, so
-  the lower half barely moves while an incident is learned (the interquartile range grew 50 % in a simulated
-  30-minute 8x slowdown; the lower half grows about 10 %). Scale-free: a 300 ms stage and a 3 minute stage are
-  judged by the same rule. The threshold is never below ``min_ratio`` times the median.
+* Score first, then learn. Under the default (``body``) line a value above the key's threshold (above its bin)
+  is learned at a tenth of the weight (``anomaly_weight``). That is why an incident stays flagged: when a stage
+  turns 8x slower for 30 minutes, the baseline has seen those values as a couple of percent of its mass, and
+  its quantiles barely move. (Clipping them at the threshold instead, at full weight, raised the threshold 2x
+  within the 30 minutes of a simulated slowdown.) A lasting change is still adopted: with a 3 h half-life the
+  slow values reach half of the mass after about ten hours, from then on they are normal and learned at full
+  weight. The ``tail`` line reads the upper tail itself, so it learns nothing over its line nor from a disturbed
+  interval (``BaselineConfig``).
+* The line (``stagewatch.core.lines``): by default ``median * exp(k * s)``, where ``s`` is the spread of the
+  *lower half* of log-durations (median minus first quartile) scaled to a normal sigma. Slowness only ever
+  adds mass above the median, so the lower half barely moves while an incident is learned (the interquartile
+  range grew 50 % in a simulated 30-minute 8x slowdown; the lower half grows about 10 %). Scale-free: a
+  300 ms stage and a 3 minute stage are judged by the same rule. The threshold is never below ``min_ratio``
+  times the 70th percentile. ``line = "tail"`` reads the estimated p99.9 instead.
 * A key is warm while its decayed sample count is at least ``warmup_n``; a cold key makes no verdict (the
   visible warm-up). A tenant's key is used when warm, else the stage-wide key: one customer's chronically
   slow network gets its own normal instead of alerting all day, and a slowdown of the stage still exceeds
@@ -34,6 +37,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from stagewatch.core.lines import BODY_PS, LINE_RULES, TAIL_PS, body_line, tail_line
 from stagewatch.core.sketch import N_BINS, HistogramBank, bin_of, bins_of
 
 __all__ = [
@@ -50,23 +54,41 @@ END_TO_END = "end_to_end"  # the pseudo-stage under which end-to-end durations a
 
 BaselineKey = tuple[str, str | None]  # (stage or END_TO_END, tenant or None for stage-wide)
 
-# Distance from the first quartile to the median of a standard normal: turns it into a sigma.
-_HALF_IQR_TO_SIGMA = 0.6744898
-
 
 @dataclass(frozen=True)
 class BaselineConfig:
     interval_s: int = 300
     half_life_s: float = 3 * 3600.0
     warmup_n: float = 30.0
+    line: str = "body"  # how the alert line is read: "body" or "tail" (``stagewatch.core.lines``)
+    # The body rule: median x exp(k x the lower half's spread), at least min_ratio x the 70th percentile.
     k: float = 4.0
     min_ratio: float = 1.65  # the line is at least this x the 70th percentile (1 - max_anomaly_share)
-    # ... and at least this far above the median: a 2 ms call taking 6 ms is not what anyone gets paged for.
+    # Either line is at least this far above the median: a 2 ms call taking 6 ms is not what anyone gets paged for.
     min_excess_ms: float = 5.0
-    anomaly_weight: float = 0.1
+    anomaly_weight: float = 0.1  # body rule: what a value over the line weighs when learned
     chronic_n: float = 5.0
     prior_n: float = 50.0
     max_anomaly_share: float = 0.3
+    # The tail rule: the estimated p99.9 times ``margin`` (labels and people call a duration clearly slow at
+    # about 1.5x its p99.9; a lognormal stage's normal durations cross 1.35x its p99.9 about once in 4,000).
+    margin: float = 1.35
+    tail_support: float = 10.0  # samples above a quantile before the tail rule reads it
+    young_widen: float = 0.25  # how much wider a line read from few samples is (``lines.tail_line``)
+    # The tail rule reads the history, so the history is kept clean. A key is judged by the body line until it
+    # holds ``establish_n`` samples (the body line keeps a young history clear of a slow share present from the
+    # start), then by the tail line; what either line flags counts as flagged for learning. It
+    # learns nothing from a flagged value unless it usually flags ``mode_share`` of what it sees (a second mode,
+    # not a slow share: the one knob between the two). An established key learns nothing from a disturbed
+    # interval -- one flagging at least ``disturbed_share`` of its values, ``disturbed_ratio`` x its usual share
+    # and ``disturbed_min`` values -- until the disturbance has lasted ``adopt_after_s`` with ``mode_share``
+    # flagged: a change that lasts is how the stage behaves now.
+    establish_n: float = 200.0
+    mode_share: float = 0.15
+    disturbed_share: float = 0.01
+    disturbed_ratio: float = 3.0
+    disturbed_min: float = 3.0
+    adopt_after_s: float = 3 * 3600.0
     tenant_baselines: bool = True
     max_tenants: int = 5000
 
@@ -77,6 +99,10 @@ class BaselineConfig:
             raise ValueError("warmup_n >= 1, k > 0 and min_ratio >= 1 are required")
         if not 0 <= self.anomaly_weight <= 1:
             raise ValueError("anomaly_weight must be between 0 and 1")
+        if self.line not in LINE_RULES:
+            raise ValueError(f"line must be one of {', '.join(LINE_RULES)}, not {self.line!r}")
+        if self.margin < 1 or self.tail_support < 1 or self.young_widen < 0 or self.adopt_after_s <= 0:
+            raise ValueError("margin >= 1, tail_support >= 1, young_widen >= 0 and adopt_after_s > 0 are required")
 
     @property
     def interval_us(self) -> int:
@@ -93,9 +119,15 @@ class Snapshot(NamedTuple):
     median_ms: float
     threshold_ms: float
     n: float  # decayed sample count
-    spread: float  # robust sigma of log-durations
+    spread: float  # the body rule's robust sigma of log-durations (a young tenant borrows it)
     warm_until: int  # last interval in which n stays >= warmup_n without new data; -1 if cold
     flagged_share: float  # decayed share of recent samples that were over the line
+    # The tail rule's log of its line over the median (NaN under the body rule); a young tenant borrows it.
+    # Last, with a default: snapshots pickled in a running job's state before it existed still load.
+    reach: float = math.nan
+    # The line over which values are held out of learning, when not the alert line (NaN): the tail rule's
+    # young keys hold out what the body line flags too.
+    learn_ms: float = math.nan
 
 
 def bin_counts(heard: list[tuple[str | None, float]]) -> dict[tuple[str | None, int], float]:
@@ -114,34 +146,23 @@ def bin_counts(heard: list[tuple[str | None, float]]) -> dict[tuple[str | None, 
 
 
 def make_snapshots(
-    bank: HistogramBank, rows: np.ndarray, step: int, cfg: BaselineConfig, prior_spread: np.ndarray
+    bank: HistogramBank, rows: np.ndarray, step: int, cfg: BaselineConfig, prior: np.ndarray
 ) -> list[Snapshot]:
-    """Median, spread and alert line of each row. ``prior_spread`` is NaN for a stage-wide key and the
-    stage-wide key's spread for a tenant's key (a young tenant borrows it)."""
-    floor = 1.0  # ms: below a millisecond, log spreads are clock resolution, not behaviour
-    n, q = bank.quantiles(rows, (0.25, 0.5, 1.0 - cfg.max_anomaly_share, 0.75))
-    q25, q50, q_upper, q75 = (np.maximum(q[:, j], floor) for j in range(4))
-    spread = (np.log(q50) - np.log(q25)) / _HALF_IQR_TO_SIGMA
-    # The lower half sits in one bin: durations logged in whole milliseconds (a 2 ms call is 2 ms a quarter
-    # of the time and half of the time). Its spread is not measurable there; the third quartile's is, and
-    # stays clear of anomalies while they are under a quarter of the samples (q90 did not: an anomaly type
-    # slowing 10 % of requests sat right on it).
-    spread = np.where(q[:, 0] == q[:, 1], (np.log(q75) - np.log(q50)) / _HALF_IQR_TO_SIGMA, spread)
-    # A young tenant's quartiles are noisy (with 40 samples the spread came out at half its true value and
-    # the line at 2x the median); it borrows the stage-wide spread, as much as ``prior_n`` samples.
-    has_prior = ~np.isnan(prior_spread)
-    prior = np.where(has_prior, prior_spread, 0.0)
-    spread = np.where(has_prior, (n * spread + cfg.prior_n * prior) / (n + cfg.prior_n), spread)
-    weight = np.where(has_prior, n + cfg.prior_n, n)
-    # A quartile estimated from few samples is noisy (relative error ~1/sqrt(n)); widen the line accordingly
-    # so that a young baseline errs towards silence rather than towards false alarms.
-    spread = spread * (1.0 + 2.0 / np.sqrt(np.maximum(weight, 1.0)))
-    # Never below min_ratio x the 70th percentile: a stage's own history cannot be more than 30 % anomalous;
-    # a second mode that common (a cache miss, another code path) is its normal, not an incident. And never
-    # within min_excess_ms of the median.
-    threshold = np.maximum.reduce(
-        [q50 * np.exp(cfg.k * spread), q_upper * cfg.min_ratio, q[:, 1] + cfg.min_excess_ms]
-    )
+    """Median, spread and alert line of each row. ``prior`` holds (spread, reach) of the stage-wide key for a
+    tenant's key (a young tenant borrows them), NaN for a stage-wide key. Under the tail rule, a key is judged
+    by the body line until it is established (``establish_n``): it is the body line that keeps a young history
+    clean of a slow share present from the start, which the tail line would learn as its tail."""
+    n, q = bank.quantiles(rows, BODY_PS)
+    spread, threshold = body_line(n, q, prior[:, 0], cfg)
+    reach = learn = np.full(len(n), np.nan)
+    if cfg.line == "tail":
+        _, q_tail = bank.quantiles(rows, TAIL_PS)
+        reach, tail_threshold = tail_line(n, q_tail, prior[:, 1], cfg)
+        # What the body line flags is held out of learning too: a slow share (DeLag: a tenth of the calls at
+        # 2.3x the median, where the normal p99.9 is 1.7x) sits just under a tail line read with it, and once
+        # learned it is the tail -- the line rose 3x within hours and never flagged it again.
+        learn = np.minimum(threshold, tail_threshold)
+        threshold = tail_threshold
     warm = n >= cfg.warmup_n
     warm_until = np.where(
         warm,
@@ -154,7 +175,7 @@ def make_snapshots(
         Snapshot(*values)
         for values in zip(
             q[:, 1].tolist(), threshold.tolist(), n.tolist(), spread.tolist(),
-            warm_until.astype(np.int64).tolist(), share.tolist(), strict=True,
+            warm_until.astype(np.int64).tolist(), share.tolist(), reach.tolist(), learn.tolist(), strict=True,
         )
     ]
 
@@ -226,34 +247,55 @@ class BaselineStore:
         """Fold ``pending`` (learned during ``self.step``) into the histograms as of ``step``; new snapshots."""
         if self.pending:
             # What was learned during the interval that ends now was judged against the lines in force during
-            # it: values over a warm key's line weigh ``anomaly_weight`` -- unless that key already flags more
-            # than ``max_anomaly_share`` of what it sees: then those values are how the stage behaves now (the
-            # way out of a baseline that learned one mode of two at its start), and they count in full.
+            # it. Body rule: values over a warm key's line weigh ``anomaly_weight`` -- unless that key already
+            # flags more than ``max_anomaly_share`` of what it sees: then those values are how the stage
+            # behaves now (the way out of a baseline that learned one mode of two at its start), and they
+            # count in full. Tail rule: see ``BaselineConfig``.
             cfg, old = self.cfg, self.step
+            tail = cfg.line == "tail"
             over_bin = np.full(len(self.pending), 1 << 30, dtype=np.int64)
             over_weight = np.ones(len(self.pending))
-            for k, key in enumerate(self.pending):
+            disturbed = np.full(len(self.pending), np.inf) if tail else None
+            for k, (key, counts) in enumerate(self.pending.items()):
                 snap = self.snaps.get(key)
-                if snap is not None and snap.warm_until >= old:
-                    over_bin[k] = bin_of(snap.threshold_ms)
+                if snap is None or snap.warm_until < old:
+                    continue
+                over_bin[k] = bin_of(snap.threshold_ms if math.isnan(snap.learn_ms) else snap.learn_ms)
+                if not tail:
                     if snap.flagged_share < cfg.max_anomaly_share:
                         over_weight[k] = cfg.anomaly_weight
+                    continue
+                # What the key flags is held out, unless it usually flags a common share of what it sees: a
+                # second mode its line has not caught up with, not a slow share.
+                if snap.flagged_share < cfg.mode_share:
+                    over_weight[k] = 0.0
+                if snap.n >= cfg.establish_n:
+                    # An interval flagging far more than the key usually does: its values under the line are
+                    # slow too (an 8x slowdown leaves 40 % of a gamma stage's files under it), and learning them
+                    # lifted the tail the line is read from within minutes (zoo 10002: the line rose 5x).
+                    assert disturbed is not None
+                    share = max(cfg.disturbed_share, cfg.disturbed_ratio * snap.flagged_share)
+                    disturbed[k] = max(cfg.disturbed_min, sum(counts.values()) * share)
             rows = self.bank.fold(
-                self.pending, step, cfg.decay_per_interval, over_bin, over_weight  # type: ignore[arg-type]
+                self.pending, step, cfg.decay_per_interval, over_bin, over_weight,  # type: ignore[arg-type]
+                disturbed, max(1, round(cfg.adopt_after_s / cfg.interval_s)), cfg.mode_share,
             )
             keys = list(self.pending)
-            # Stage-wide keys first: a tenant's snapshot borrows the spread of its stage's new one.
+            # Stage-wide keys first: a tenant's snapshot borrows the spread and reach of its stage's new one.
             stage_wide = np.array([k[1] is None for k in keys])
             for part in (stage_wide, ~stage_wide):
                 if not part.any():
                     continue
                 part_keys = [k for k, p in zip(keys, part.tolist(), strict=True) if p]
+                nothing = (np.nan, np.nan)
                 prior = np.array(
                     [
-                        np.nan if k[1] is None or (k[0], None) not in self.snaps else self.snaps[(k[0], None)].spread
+                        nothing if k[1] is None or (k[0], None) not in self.snaps
+                        else (self.snaps[(k[0], None)].spread, self.snaps[(k[0], None)].reach)
                         for k in part_keys
-                    ]
-                )
+                    ],
+                    dtype=np.float64,
+                ).reshape(len(part_keys), 2)
                 for key, snap in zip(part_keys, make_snapshots(self.bank, rows[part], step, self.cfg, prior),
                                      strict=True):
                     self.snaps[key] = snap

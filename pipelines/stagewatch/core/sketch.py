@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-__all__ = ["GAMMA", "MAX_MS", "MIN_MS", "N_BINS", "HistogramBank", "bin_of", "bins_of", "value_of"]
+__all__ = ["CALM", "GAMMA", "MAX_MS", "MIN_MS", "N_BINS", "HistogramBank", "bin_of", "bins_of", "value_of"]
 
 GAMMA = 1.04  # relative bin width: quantiles are exact to about ±2 %
 MIN_MS = 0.1  # values below (including clamped zero gaps) share bin 0
@@ -26,6 +26,7 @@ _INV_LOG_GAMMA = 1.0 / _LOG_GAMMA
 _LOG_MIN = math.log(MIN_MS)
 N_BINS = math.ceil((math.log(MAX_MS) - _LOG_MIN) * _INV_LOG_GAMMA) + 2
 _LAST = N_BINS - 1
+CALM = -1  # ``HistogramBank.since`` of a key that is not in a run of disturbed intervals
 # Representative value of each bin: its geometric middle; bin 0 stands for "at most MIN_MS".
 _VALUES = np.concatenate(([MIN_MS], MIN_MS * np.exp((np.arange(1, N_BINS) - 0.5) * _LOG_GAMMA)))
 
@@ -65,14 +66,24 @@ class HistogramBank:
     backtest's time.
     """
 
-    __slots__ = ("flagged", "rows", "seen", "steps", "weights")
+    __slots__ = ("flagged", "rows", "seen", "since", "steps", "weights")
 
     def __init__(self, capacity: int = 64) -> None:
         self.weights = np.zeros((capacity, N_BINS), dtype=np.float64)
         self.steps = np.zeros(capacity, dtype=np.int64)
         self.seen = np.zeros(capacity, dtype=np.float64)
         self.flagged = np.zeros(capacity, dtype=np.float64)
+        # The step at which a key's current run of disturbed intervals began; CALM while it is calm.
+        self.since = np.full(capacity, CALM, dtype=np.int64)
         self.rows: dict[object, int] = {}
+
+    def __setstate__(self, state: tuple[None, dict[str, object]]) -> None:
+        # A bank pickled in a running job's state before ``since`` existed (``--update``).
+        slots = state[1]
+        for name, value in slots.items():
+            setattr(self, name, value)
+        if "since" not in slots:
+            self.since = np.full(len(self.steps), CALM, dtype=np.int64)
 
     def _row(self, key: object, step: int) -> int:
         r = self.rows.get(key)
@@ -84,6 +95,7 @@ class HistogramBank:
                 self.steps = np.concatenate([self.steps, np.zeros(grow, dtype=np.int64)])
                 self.seen = np.concatenate([self.seen, np.zeros(grow)])
                 self.flagged = np.concatenate([self.flagged, np.zeros(grow)])
+                self.since = np.concatenate([self.since, np.full(grow, CALM, dtype=np.int64)])
             self.steps[r] = step
         return r
 
@@ -94,11 +106,19 @@ class HistogramBank:
         factor_per_step: float,
         over_bin: np.ndarray,
         over_weight: np.ndarray,
+        disturbed: np.ndarray | None = None,
+        adopt_steps: int = 0,
+        adopt_share: float = 0.0,
     ) -> np.ndarray:
         """Decay every key in ``pending`` to ``step`` and add its raw counts ``{bin: n}``; returns their rows.
 
         Per key (in ``pending`` order): counts in bins above ``over_bin`` were over that key's line while
-        they were learned; they count ``over_weight`` each and as flagged. Everything counts as seen.
+        they were learned; they count ``over_weight`` each and as flagged. When the counts over the line are at
+        least ``disturbed`` (a count per key, ``inf`` for a key not judged that way; none when omitted), the
+        interval was disturbed: nothing of it is learned -- until the key has been disturbed for ``adopt_steps``
+        in a row with at least ``adopt_share`` of an interval over its line: then the change has lasted, and it
+        is learned in full. A disturbed interval that is not learned is not counted as seen or flagged either;
+        everything else is, whatever its weight.
         """
         rows = np.fromiter((self._row(key, step) for key in pending), dtype=np.int64, count=len(pending))
         decay = factor_per_step ** (step - self.steps[rows]).astype(np.float64)
@@ -117,9 +137,22 @@ class HistogramBank:
         bb = np.asarray(bins, dtype=np.int64)
         cc = np.asarray(counts, dtype=np.float64)
         over = bb > over_bin[kk]
-        np.add.at(self.weights, (rows[kk], bb), np.where(over, cc * over_weight[kk], cc))
-        np.add.at(self.seen, rows[kk], cc)
-        np.add.at(self.flagged, rows[kk], np.where(over, cc, 0.0))
+        weight = np.where(over, cc * over_weight[kk], cc)
+        counted = np.ones(len(rows), dtype=bool)
+        if disturbed is not None:
+            flagged = np.bincount(kk, weights=np.where(over, cc, 0.0), minlength=len(rows))
+            hit = flagged >= disturbed
+            since = np.where(hit, np.where(self.since[rows] == CALM, step, self.since[rows]), CALM)
+            self.since[rows] = since
+            total = np.bincount(kk, weights=cc, minlength=len(rows))
+            lasted = hit & (step - since >= adopt_steps) & (flagged >= adopt_share * total)
+            weight = np.where(hit[kk], np.where(lasted[kk], cc, 0.0), weight)
+            # What a key usually flags is measured on the intervals it learns from.
+            counted = ~hit | lasted
+        np.add.at(self.weights, (rows[kk], bb), weight)
+        ck = counted[kk]
+        np.add.at(self.seen, rows[kk], np.where(ck, cc, 0.0))
+        np.add.at(self.flagged, rows[kk], np.where(over & ck, cc, 0.0))
         return rows
 
     def quantiles(self, rows: np.ndarray, qs: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import orjson
 
+from stagewatch.backtest.engine import DetectorConfig
 from stagewatch.backtest.replay import replay
+from stagewatch.core.baselines import BaselineConfig
 from stagewatch.core.records import Anomaly
 from stagewatch.evaluation.delag import read_delag, slowed_calls, to_log_lines
 from stagewatch.evaluation.peers import BEAM_DETECTORS, beam_flags, static_p99_flags
@@ -60,7 +62,7 @@ class DelagResult:
     totals: dict[str, dict[str, Tally]] = field(default_factory=dict)  # system -> detector -> tally
 
 
-def _stagewatch(path: str) -> tuple[set[int], Tally]:
+def _stagewatch(path: str, line: str = "body") -> tuple[set[int], Tally]:
     d = read_delag(path)
     index = {u: k for k, u in enumerate(d.uids)}
     worst: dict[int, Anomaly] = {}
@@ -72,7 +74,7 @@ def _stagewatch(path: str) -> tuple[set[int], Tally]:
         if a.kind == "slow_stage" and (k not in worst or (a.score or 0) > (worst[k].score or 0)):
             worst[k] = a
 
-    replay(to_log_lines(d), on_anomaly=on_anomaly)
+    replay(to_log_lines(d), on_anomaly=on_anomaly, cfg=DetectorConfig(baseline=BaselineConfig(line=line)))
     tally = Tally()
     labels = [int(x) for x in d.labels]
     tally.add(flagged, labels)
@@ -111,7 +113,8 @@ def evaluate_delag(paths: list[str], beam: bool = True, cache: str | Path | None
         labels = [int(x) for x in d.labels]
         system = d.name.split("/")[0]
         _, sw = _stagewatch(path)
-        row = {"stagewatch": sw}
+        _, tail = _stagewatch(path, "tail")
+        row = {"stagewatch": sw, "stagewatch, tail line": tail}
         p99 = Tally()
         p99.add(static_p99_flags(d), labels)
         row["static p99"] = p99
@@ -130,7 +133,8 @@ def markdown(res: DelagResult, command: str) -> str:
     lines = [
         "# DeLag: per-request detection, stagewatch beside its peers",
         "",
-        f"Produced by `{command}` on {datetime.date.today().isoformat()}; stagewatch with its default settings.",
+        f"Produced by `{command}` on {datetime.date.today().isoformat()}; stagewatch with its default settings, "
+        "and with `line = \"tail\"` (docs/detection.md).",
         "A request is flagged when any of its calls (or its end-to-end latency) is; label = `anomaly != 0`.",
         "",
         "| system | detector | TP | FP | FN | precision | recall | F1 | slowed call named |",

@@ -16,6 +16,7 @@ from typing import Any
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from stagewatch.core.clock import TimeBounds
+from stagewatch.core.lines import LINE_RULES
 from stagewatch.core.privacy import PAYLOADS, default_payload
 from stagewatch.core.stages import StageOrder
 from stagewatch.secrets import UidKey
@@ -49,6 +50,7 @@ class ValidatedOptions:
     time_bounds: TimeBounds
     stall_factor: float
     half_life_s: float
+    alert_line: str  # BaselineConfig.line
     uid_key: UidKey | None  # uids hashed with the key found there (core/privacy.py)
     dead_letter_payload: str
 
@@ -66,6 +68,12 @@ def _number(name: str, raw: Any, minimum: float, strict: bool) -> float:
         rel = ">" if strict else ">="
         raise ValueError(f"--{name} must be {rel} {minimum:g}, got {raw!r}")
     return value
+
+
+def _choice(name: str, raw: Any, choices: tuple[str, ...]) -> str:
+    if raw not in choices:
+        raise ValueError(f"--{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return str(raw)
 
 
 def _bounds(ahead: Any, age: Any) -> TimeBounds:
@@ -128,6 +136,7 @@ def validate(opts: PipelineOptions) -> ValidatedOptions:
         time_bounds=_bounds(o.get("max_ahead_s"), o.get("max_age_s")),
         stall_factor=_number("stall_factor", o.get("stall_factor"), 1, strict=False),
         half_life_s=_number("half_life_s", o.get("half_life_s"), 0, strict=True),
+        alert_line=_choice("alert_line", o.get("alert_line") or "body", LINE_RULES),
         uid_key=(key := _uid_key(o, local=path is not None)),
         dead_letter_payload=_payload(o.get("dead_letter_payload"), hashed=key is not None),
     )

@@ -80,6 +80,11 @@ PARAMETERS: tuple[Parameter, ...] = (
               "alert line.", _NUMBER_RE, "8", float),
     Parameter("half_life_s", "Baseline half-life (seconds)",
               "How fast the rolling baselines forget.", _NUMBER_RE, "10800", float),
+    Parameter("alert_line", "Alert line rule",
+              "How each stage's alert line is read from its baseline: body (the default: from the lower half "
+              "of its durations; catches a slow share of up to 30 % present from the start) or tail (from "
+              "the estimated p99.9 of its own durations; fewest false alerts on stages with a second mode or a "
+              "long tail). docs/detection.md compares them.", r"^(body|tail)$", "body"),
     Parameter("hash_uids", "Hash file uids",
               "true: every uid is replaced by a keyed hash (HMAC-SHA256) when its line is parsed, so no table or "
               "message holds a raw uid; the key is read by each worker from uid_key_secret (or, for local runs, "

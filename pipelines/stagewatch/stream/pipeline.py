@@ -117,7 +117,7 @@ def construct(argv: list[str] | None = None,
     touching anything outside (the step-name test and ``run`` share it). ``broken_off``: see ``run``."""
     options = PipelineOptions(argv)
     opts: ValidatedOptions = validate(options)
-    baseline = BaselineConfig(half_life_s=opts.half_life_s)
+    baseline = BaselineConfig(half_life_s=opts.half_life_s, line=opts.alert_line)
     options.view_as(StandardOptions).streaming = True
     end_us = None
     damaged: list[Damage] | None = None if broken_off is None else []

@@ -1,0 +1,109 @@
+"""Alert lines: where a key's normal durations end, read from its decayed histogram by one of two rules.
+
+* ``body`` (the default): ``median * exp(k * s)`` with ``s`` the spread of the *lower half* of log-durations,
+  and never below ``min_ratio`` x the 70th percentile. It assumes that up to 30 % of what a stage does may be
+  anomalous, so a slow subpopulation present from the first minute (DeLag's requests: 20 % slowed 1.3-4x from
+  the start) is still caught. Its cost: a stage whose normal tail is not lognormal-like pages on it -- a second
+  mode under 30 % of the files, a gamma or a wide lognormal stage (the pipeline zoo: 1.9 % of normal stage
+  measurements flagged).
+* ``tail``: the estimated p99.9 of the key's own normal distribution times ``margin``, read from the highest
+  quantile the key has enough samples for and extrapolated at the tail's local slope. It bounds false alerts
+  per normal file whatever the family (``benchmarks/lines.md``), but it trusts the history it learned: what was
+  there from the start is normal to it. The store keeps that history clean (``BaselineConfig``).
+
+Both are pure functions of quantiles, so both drivers compute the same lines.
+"""
+
+from __future__ import annotations
+
+import math
+from statistics import NormalDist
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from stagewatch.core.baselines import BaselineConfig
+
+__all__ = ["BODY_PS", "FLOOR_MS", "LINE_RULES", "TAIL_PS", "body_line", "tail_line"]
+
+LINE_RULES = ("body", "tail")
+FLOOR_MS = 1.0  # below a millisecond, log spreads are clock resolution, not behaviour
+
+# Distance from the first quartile to the median of a standard normal: turns it into a sigma.
+_HALF_IQR_TO_SIGMA = 0.6744898
+
+#: Quantiles the body rule reads: the quartiles, and the 70th percentile (1 - the anomalous share it allows).
+BODY_PS = (0.25, 0.5, 0.7, 0.75)
+
+#: Quantiles the tail rule reads, and the standard normal's quantile at each: the tail's slope is measured in
+#: log-duration per unit of z, which a lognormal stage keeps constant.
+TAIL_PS = (0.25, 0.5, 0.75, 0.9, 0.97, 0.99, 0.997, 0.999)
+_PS = np.array(TAIL_PS)
+_Z = np.array([NormalDist().inv_cdf(p) for p in TAIL_PS])
+_Z_TARGET = NormalDist().inv_cdf(0.999)
+
+
+def body_line(
+    n: np.ndarray, q: np.ndarray, prior_spread: np.ndarray, cfg: BaselineConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """(spread, threshold) of each row from its quantiles at ``BODY_PS`` (``q`` unfloored). ``prior_spread`` is
+    NaN for a stage-wide key and the stage-wide key's spread for a tenant's key (a young tenant borrows it)."""
+    q25, q50, q_upper, q75 = (np.maximum(q[:, j], FLOOR_MS) for j in range(4))
+    spread = (np.log(q50) - np.log(q25)) / _HALF_IQR_TO_SIGMA
+    # The lower half sits in one bin: durations logged in whole milliseconds (a 2 ms call is 2 ms a quarter
+    # of the time and half of the time). Its spread is not measurable there; the third quartile's is, and
+    # stays clear of anomalies while they are under a quarter of the samples (q90 did not: an anomaly type
+    # slowing 10 % of requests sat right on it).
+    spread = np.where(q[:, 0] == q[:, 1], (np.log(q75) - np.log(q50)) / _HALF_IQR_TO_SIGMA, spread)
+    # A young tenant's quartiles are noisy (with 40 samples the spread came out at half its true value and
+    # the line at 2x the median); it borrows the stage-wide spread, as much as ``prior_n`` samples.
+    has_prior = ~np.isnan(prior_spread)
+    prior = np.where(has_prior, prior_spread, 0.0)
+    spread = np.where(has_prior, (n * spread + cfg.prior_n * prior) / (n + cfg.prior_n), spread)
+    weight = np.where(has_prior, n + cfg.prior_n, n)
+    # A quartile estimated from few samples is noisy (relative error ~1/sqrt(n)); widen the line accordingly
+    # so that a young baseline errs towards silence rather than towards false alarms.
+    spread = spread * (1.0 + 2.0 / np.sqrt(np.maximum(weight, 1.0)))
+    # Never below min_ratio x the 70th percentile: a stage's own history cannot be more than 30 % anomalous;
+    # a second mode that common (a cache miss, another code path) is its normal, not an incident. And never
+    # within min_excess_ms of the median.
+    threshold = np.maximum.reduce(
+        [q50 * np.exp(cfg.k * spread), q_upper * cfg.min_ratio, q[:, 1] + cfg.min_excess_ms]
+    )
+    return spread, threshold
+
+
+def tail_line(
+    n: np.ndarray, q: np.ndarray, prior_reach: np.ndarray, cfg: BaselineConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """(reach, threshold) of each row from its quantiles at ``TAIL_PS`` (``q`` unfloored); ``reach`` is the log
+    of the line over the median, which a young tenant borrows from its stage (``prior_reach``, NaN if none).
+
+    The estimate starts at the highest quantile the key has enough samples to read (at least
+    ``cfg.tail_support`` of them above it) and goes on to p99.9 at the local slope of log-duration against the
+    normal quantile there: exact for a lognormal stage, above the truth for lighter tails (gamma), and read
+    where the upper mode of a two-mode stage lives once there are enough samples to see it. The fewer samples
+    above the quantile it starts from, the further the estimate has to go and the wider the line is made: a
+    young baseline errs towards silence.
+    """
+    q = np.maximum(q, FLOOR_MS)
+    logs = np.log(q)
+    support = n[:, None] * (1.0 - _PS[None, :]) >= cfg.tail_support
+    # The highest readable quantile (at least the median: below twenty samples, the median and the quartile).
+    top = np.maximum(np.where(support, np.arange(len(TAIL_PS))[None, :], 0).max(axis=1), 1)
+    rows = np.arange(len(n))
+    slopes = np.diff(logs, axis=1) / np.diff(_Z)[None, :]  # column j: between TAIL_PS[j] and TAIL_PS[j + 1]
+    upper = slopes[rows, top - 1]
+    # Whole-millisecond durations can put both quantiles in one bin: then the pair below tells the slope.
+    slope = np.where(upper > 0, upper, slopes[rows, np.maximum(top - 2, 0)])
+    reach_z = _Z_TARGET - _Z[top]
+    widen = 1.0 + cfg.young_widen * (1.0 + reach_z) / np.sqrt(np.maximum(n * (1.0 - _PS[top]), 1.0))
+    reach = logs[rows, top] + slope * reach_z * widen + math.log(cfg.margin) - logs[:, 1]
+    has_prior = ~np.isnan(prior_reach)
+    prior = np.where(has_prior, prior_reach, 0.0)
+    reach = np.where(has_prior, (n * reach + cfg.prior_n * prior) / (n + cfg.prior_n), reach)
+    q50 = q[:, 1]
+    # Never within min_excess_ms of the median: a 2 ms call taking 6 ms is not what anyone gets paged for.
+    threshold = np.maximum(q50 * np.exp(reach), q50 + cfg.min_excess_ms)
+    return reach, threshold
