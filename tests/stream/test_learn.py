@@ -76,7 +76,7 @@ def test_snapshots_per_interval_match_the_in_process_store(straggler: bool) -> N
                 continue
             assert set(by_step[step]) == set(snaps), step
             for key, snap in snaps.items():
-                assert by_step[step][key] == pytest.approx(snap, rel=1e-9), (step, key)
+                assert by_step[step][key] == pytest.approx(snap, rel=1e-9, nan_ok=True), (step, key)
             compared += 1
         assert compared >= 20, compared
 
