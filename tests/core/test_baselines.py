@@ -185,3 +185,16 @@ def test_bin_counts_count_each_value_for_the_stage_and_its_tenant() -> None:
             want[key] = want.get(key, 0.0) + 1.0
     assert bin_counts(heard) == want
     assert bin_counts([]) == {}
+
+
+def test_a_bank_pickled_before_disturbed_runs_were_kept_still_loads() -> None:
+    store = BaselineStore(BaselineConfig(line="tail"))
+    feed(store, [100.0 + k % 7 for k in range(300)])
+    bank = store.bank
+    state = bank.__reduce_ex__(2)[2]  # (None, {slot: value}), as pickle keeps it
+    assert isinstance(state, tuple) and "since" in state[1]
+    del state[1]["since"]
+    old = HistogramBank.__new__(HistogramBank)
+    old.__setstate__(state)
+    assert old.since.tolist() == [-1] * len(old.steps)
+    assert pickle.loads(pickle.dumps(bank)).since.tolist() == bank.since.tolist()

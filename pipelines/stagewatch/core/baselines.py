@@ -75,11 +75,9 @@ class BaselineConfig:
     margin: float = 1.35
     tail_support: float = 10.0  # samples above a quantile before the tail rule reads it
     young_widen: float = 0.25  # how much wider a line read from few samples is (``lines.tail_line``)
-    # The tail rule reads the history, so the history is kept clean. A key is judged by the body line until it
-    # holds ``establish_n`` samples (the body line keeps a young history clear of a slow share present from the
-    # start), then by the tail line; what either line flags counts as flagged for learning. It
-    # learns nothing from a flagged value unless it usually flags ``mode_share`` of what it sees (a second mode,
-    # not a slow share: the one knob between the two). An established key learns nothing from a disturbed
+    # The tail rule reads the history, so the history is kept clean. What its line or the body line flags is
+    # not learned unless the key usually flags ``mode_share`` of what it sees (a second mode, not a slow share:
+    # the one knob between the two). A key holding ``establish_n`` samples learns nothing from a disturbed
     # interval -- one flagging at least ``disturbed_share`` of its values, ``disturbed_ratio`` x its usual share
     # and ``disturbed_min`` values -- until the disturbance has lasted ``adopt_after_s`` with ``mode_share``
     # flagged: a change that lasts is how the stage behaves now.
@@ -125,8 +123,8 @@ class Snapshot(NamedTuple):
     # The tail rule's log of its line over the median (NaN under the body rule); a young tenant borrows it.
     # Last, with a default: snapshots pickled in a running job's state before it existed still load.
     reach: float = math.nan
-    # The line over which values are held out of learning, when not the alert line (NaN): the tail rule's
-    # young keys hold out what the body line flags too.
+    # The line over which values are held out of learning, when not the alert line (NaN): the tail rule holds
+    # out what the body line flags too.
     learn_ms: float = math.nan
 
 
@@ -149,9 +147,8 @@ def make_snapshots(
     bank: HistogramBank, rows: np.ndarray, step: int, cfg: BaselineConfig, prior: np.ndarray
 ) -> list[Snapshot]:
     """Median, spread and alert line of each row. ``prior`` holds (spread, reach) of the stage-wide key for a
-    tenant's key (a young tenant borrows them), NaN for a stage-wide key. Under the tail rule, a key is judged
-    by the body line until it is established (``establish_n``): it is the body line that keeps a young history
-    clean of a slow share present from the start, which the tail line would learn as its tail."""
+    tenant's key (a young tenant borrows them), NaN for a stage-wide key. Under the tail rule the snapshot
+    also carries the line over which values are held out of learning: the lower of the two lines."""
     n, q = bank.quantiles(rows, BODY_PS)
     spread, threshold = body_line(n, q, prior[:, 0], cfg)
     reach = learn = np.full(len(n), np.nan)

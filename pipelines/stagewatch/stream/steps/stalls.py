@@ -65,7 +65,7 @@ class _StallMark(NamedTuple):
 
 class _WatchFn(beam.DoFn):
     LATEST = ReadModifyWriteStateSpec("latest_progress_us", VarIntCoder())
-    MOVES = ReadModifyWriteStateSpec("moves", PickleCoder())  # (t_us, stage) of each progress
+    MOVES = ReadModifyWriteStateSpec("moves", PickleCoder())  # (t_us, stage) the file was seen at
     SUMMARY = ReadModifyWriteStateSpec("summary", PickleCoder())  # held until the watermark passes it
     PENDING = ReadModifyWriteStateSpec("deadline", PickleCoder())  # the deadlines waiting, a tuple
     STALLED = ReadModifyWriteStateSpec("stalled", PickleCoder())
@@ -112,7 +112,7 @@ class _WatchFn(beam.DoFn):
         if isinstance(record, Progress):
             if record.last_t_us > (latest.read() or -1):
                 latest.write(record.last_t_us)
-            moves.write((moves.read() or ()) + ((record.last_t_us, record.last_stage),))
+            _add_moves(moves, [(record.last_t_us, record.last_stage)])
             yield from _arrival(stalled, record.file.uid, record.last_stage, record.last_t_us)
         elif isinstance(record, Deadline):
             # Deadlines come through the judging step, up to an interval after the progress they answer: one
@@ -125,7 +125,7 @@ class _WatchFn(beam.DoFn):
             held_summary.write(record)
             # Its stages are moves too, known now (a last stage has no progress of its own): whichever of this
             # step's timers fires first, a deadline the file met by completing is not a stall.
-            moves.write(tuple(set(moves.read() or ()) | {(parse_rfc3339_us(t.time), t.stage) for t in record.stages}))
+            _add_moves(moves, [(parse_rfc3339_us(t.time), t.stage) for t in record.stages])
             close.set(Timestamp(micros=int(ts.micros)))
 
     @on_timer(RELEASE)
@@ -267,6 +267,14 @@ class _WatchFn(beam.DoFn):
         pending.write(rest)
         if rest and fire is not None:
             fire.set(Timestamp(micros=min(d.deadline_us for d in rest)))
+
+
+def _add_moves(moves: Any, seen: list[tuple[int, str]]) -> None:
+    """Remember where a file was seen and when (a progress, or a closed file's stages), each once."""
+    known = moves.read() or ()
+    fresh = [m for m in dict.fromkeys(seen) if m not in known]
+    if fresh:
+        moves.write((*known, *fresh))
 
 
 def _deadlines(pending: Any) -> tuple[Deadline, ...]:
