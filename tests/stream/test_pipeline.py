@@ -196,15 +196,24 @@ def test_run_and_replay_report_the_same_anomalies(tmp_path: Path) -> None:
                               faults=SHORT_FAULTS), tmp_path / "sim")
     logs = str(tmp_path / "sim" / "logs.jsonl")
     replayed: set[tuple[str, str, str]] = set()
-    replay(iter_lines([logs]), on_anomaly=lambda a: replayed.add((a.kind, a.uid, a.stage)))
+    said: dict[str, str] = {}  # a slow file's message (it names the stages its time went to), by anomaly id
+
+    def on_anomaly(a: Any) -> None:
+        replayed.add((a.kind, a.uid, a.stage))
+        if a.kind == "slow_trace":
+            said[a.anomaly_id] = a.message
+
+    replay(iter_lines([logs]), on_anomaly=on_anomaly)
     assert main(["run", "--input_file", logs, "--output_dir", str(tmp_path / "out")]) == 0
-    streamed = {
-        (a["kind"], a["uid"], a["stage"])
-        for f in (tmp_path / "out").glob("anomalies*.jsonl") for a in map(orjson.loads, f.read_bytes().splitlines())
-    }
+    rows = [a for f in (tmp_path / "out").glob("anomalies*.jsonl")
+            for a in map(orjson.loads, f.read_bytes().splitlines())]
+    streamed = {(a["kind"], a["uid"], a["stage"]) for a in rows}
     assert {k for k, _, _ in replayed} == {"slow_stage", "slow_trace", "stalled", "failed"}
     agreement = _agreement(replayed, streamed)
     assert agreement >= 0.99, (agreement, sorted(replayed - streamed)[:10], sorted(streamed - replayed)[:10])
+    stream_said = {a["anomaly_id"]: a["message"] for a in rows if a["anomaly_id"] in said}
+    assert len(stream_said) >= 0.99 * len(said) and all("; most of it in " in m for m in said.values())
+    assert {k: said[k] for k in stream_said} == stream_said
     # Incidents too: the same ones open and resolve with the same files (ids come from the anomalies' times).
     assert main(["replay", logs, "-o", str(tmp_path / "a.jsonl"), "--incidents", str(tmp_path / "i.jsonl")]) == 0
 

@@ -13,7 +13,7 @@ from stagewatch.core.measurements import FileRef, Measurement, StallInfo
 from stagewatch.core.records import Anomaly, anomaly_id
 from stagewatch.core.timeutil import US_PER_MS, format_duration_ms, format_rfc3339
 
-__all__ = ["failed", "slow", "slow_message", "stall_message", "stalled"]
+__all__ = ["failed", "slow", "slow_message", "stall_message", "stalled", "where_it_went"]
 
 
 def _anomaly(kind: str, file: FileRef, stage: str, last_stage: str | None, t_us: int, now_us: int, *,
@@ -43,9 +43,10 @@ def _anomaly(kind: str, file: FileRef, stage: str, last_stage: str | None, t_us:
 
 
 def slow(file: FileRef, stage: str, last_stage: str | None, m: Measurement, snap: Snapshot, by_tenant: bool,
-         now_us: int) -> Anomaly:
+         now_us: int, named: tuple[tuple[str, float], ...] = ()) -> Anomaly:
     """``slow_stage`` (a stage's wait or reported latency) or ``slow_trace`` (``m`` end to end) over ``snap``'s
-    line; ``stage`` is the stage's name (``end_to_end`` for a whole file)."""
+    line; ``stage`` is the stage's name (``end_to_end`` for a whole file). ``named``: for a whole file, the
+    stages that added most over their usual, and by how much (``core.evidence``)."""
     ratio = m.value_ms / snap.threshold_ms
     return _anomaly(
         SLOW_TRACE if m.measure == "end_to_end" else SLOW_STAGE, file, stage, last_stage, m.t_us, now_us,
@@ -58,7 +59,7 @@ def slow(file: FileRef, stage: str, last_stage: str | None, m: Measurement, snap
         severity="critical" if ratio >= 2 else "warning",
         measure=m.measure,
         message=slow_message(stage, file.uid, m.value_ms, snap.median_ms, snap.threshold_ms, by_tenant, file.tenant,
-                             m.measure),
+                             m.measure) + where_it_went(named),
     )
 
 
@@ -105,6 +106,13 @@ def slow_message(
         f"{head}; usually {format_duration_ms(median_ms)}{whose} at this hour, "
         f"alert above {format_duration_ms(threshold_ms)}"
     )
+
+
+def where_it_went(named: tuple[tuple[str, float], ...]) -> str:
+    """``; most of it in analyse (+41 s), upload (+3.2 s)``, or nothing when no stage is named."""
+    if not named:
+        return ""
+    return "; most of it in " + ", ".join(f"{stage} (+{format_duration_ms(ms)})" for stage, ms in named)
 
 
 def stall_message(

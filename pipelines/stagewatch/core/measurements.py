@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-__all__ = ["Arrival", "Deadline", "FileRef", "Measured", "Measurement", "Progress", "StallInfo"]
+__all__ = ["Arrival", "Deadline", "FileRef", "Measured", "Measurement", "Part", "Progress", "StallInfo"]
 
 
 class Measurement(NamedTuple):
@@ -41,15 +41,20 @@ class FileRef(NamedTuple):
     lot: str | None
 
 
+Part = tuple[str, int, float]  # one of a file's stage measurements: (measure, stage index, ms)
+
+
 class Measured(NamedTuple):
     """A measurement with the file that made it: ``last_stage`` is the furthest stage the file had reached, and
     ``now_us`` the event-time clock when it was made (a verdict is made, and learned, in that moment's
-    baseline interval)."""
+    baseline interval). An end-to-end measurement carries the file's stage measurements (``parts``), so that
+    a slow file's verdict can name where its time went (``core.evidence``)."""
 
     file: FileRef
     last_stage: str | None
     m: Measurement
     now_us: int
+    parts: tuple[Part, ...] = ()
 
 
 class Progress(NamedTuple):

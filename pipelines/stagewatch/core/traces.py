@@ -25,7 +25,7 @@ from typing import Protocol
 
 from stagewatch.core import anomalies
 from stagewatch.core.events import StageEvent
-from stagewatch.core.measurements import Arrival, FileRef, Measurement, StallInfo
+from stagewatch.core.measurements import Arrival, FileRef, Measurement, Part, StallInfo
 from stagewatch.core.records import Anomaly, StageTiming, TraceSummary
 from stagewatch.core.stages import StageOrder
 from stagewatch.core.timeutil import US_PER_MS, US_PER_S, format_rfc3339
@@ -324,6 +324,14 @@ class Trace:
 
     def ref(self) -> FileRef:
         return FileRef(self.uid, self.tenant, self.lot)
+
+    def parts(self) -> tuple[Part, ...]:
+        """What each stage took, as measured: its wait (not a clamped negative gap) and the latency its log
+        line reported -- what an end-to-end verdict sets against the stages' baselines (``core.evidence``)."""
+        waits = tuple(("wait", i, d) for i, d in enumerate(self.durs) if d is not None and self.verdicts[i] != "skew")
+        if self.reported is None:
+            return waits
+        return waits + tuple(("latency", i, r) for i, r in enumerate(self.reported) if r is not None)
 
     def last_stage(self, rules: TraceRules) -> str | None:
         """The furthest stage this file reached."""

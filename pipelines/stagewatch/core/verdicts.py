@@ -12,7 +12,8 @@ from collections.abc import Callable
 
 from stagewatch.core import anomalies
 from stagewatch.core.baselines import END_TO_END, BaselineStore, Snapshot
-from stagewatch.core.measurements import FileRef, Measurement, StallInfo
+from stagewatch.core.evidence import contributors
+from stagewatch.core.measurements import FileRef, Measurement, Part, StallInfo
 from stagewatch.core.records import Anomaly
 from stagewatch.core.timeutil import US_PER_MS
 from stagewatch.core.traces import Outbox, Trace, TraceRules
@@ -27,21 +28,28 @@ def baseline_stage(m: Measurement, rules: TraceRules) -> str:
     return rules.latency_names[m.stage_i] if m.measure == "latency" else rules.names[m.stage_i]
 
 
+Lookup = Callable[[str], tuple[Snapshot | None, bool]]  # the snapshot judging a baseline, for one file
+
+
 def judge_measurement(
     file: FileRef, last_stage: str | None, m: Measurement, snap: Snapshot | None, by_tenant: bool, rules: TraceRules,
-    now: int,
+    now: int, parts: tuple[Part, ...] = (), lookup: Lookup | None = None,
 ) -> tuple[str, Anomaly | None]:
-    """(verdict, anomaly or None) for one measurement of ``file`` against the snapshot that judges it."""
+    """(verdict, anomaly or None) for one measurement of ``file`` against the snapshot that judges it. A slow
+    end to end names the stages that added most (``parts``: the file's stage measurements, set against the
+    snapshots ``lookup`` gives at the same moment)."""
     if snap is None:
         return "warmup", None
     if m.value_ms <= snap.threshold_ms:
         return "ok", None
-    stage = END_TO_END if m.measure == "end_to_end" else rules.names[m.stage_i]
-    return "slow", anomalies.slow(file, stage, last_stage, m, snap, by_tenant, now)
+    if m.measure != "end_to_end":
+        return "slow", anomalies.slow(file, rules.names[m.stage_i], last_stage, m, snap, by_tenant, now)
+    named = contributors(parts, lookup, rules) if lookup is not None else ()
+    return "slow", anomalies.slow(file, END_TO_END, last_stage, m, snap, by_tenant, now, named)
 
 
 def stall_deadline(
-    from_i: int, next_i: int, last_t: int, lookup: Callable[[str], tuple[Snapshot | None, bool]], rules: TraceRules
+    from_i: int, next_i: int, last_t: int, lookup: Lookup, rules: TraceRules
 ) -> tuple[int, StallInfo] | None:
     """When stage ``next_i`` is overdue for a file whose furthest stage ``from_i`` was logged at ``last_t``:
     ``stall_factor`` x the stage's own alert line (at least ``min_stall_s``) -- a fast stage stalls in seconds, a
@@ -99,8 +107,14 @@ class Judge:
             return "warmup"
         if m.value_ms <= snap.threshold_ms:
             return "ok"
-        verdict, anomaly = judge_measurement(trace.ref(), trace.last_stage(self.rules), m, snap, by_tenant,
-                                             self.rules, now)
+        if m.measure == "end_to_end":
+            tenant = trace.tenant
+            verdict, anomaly = judge_measurement(trace.ref(), trace.last_stage(self.rules), m, snap, by_tenant,
+                                                 self.rules, now, trace.parts(),
+                                                 lambda stage: self.base.lookup(stage, tenant))
+        else:
+            verdict, anomaly = judge_measurement(trace.ref(), trace.last_stage(self.rules), m, snap, by_tenant,
+                                                 self.rules, now)
         # One slow_stage per stage, whichever measure (wait or reported latency) saw it first.
         if anomaly is not None and (m.stage_i < 0 or not (trace.slow >> m.stage_i) & 1):
             if m.stage_i >= 0:

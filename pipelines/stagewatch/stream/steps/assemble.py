@@ -60,7 +60,8 @@ class _Recorder:
         self.progress: list[Progress] = []
 
     def measure(self, trace: Trace, m: Measurement, now: int, out: Outbox) -> str:
-        self.measurements.append(Measured(trace.ref(), trace.last_stage(self.rules), m, now))
+        parts = trace.parts() if m.measure == "end_to_end" else ()
+        self.measurements.append(Measured(trace.ref(), trace.last_stage(self.rules), m, now, parts))
         return "pending"
 
     def stall_deadline(self, trace: Trace, next_i: int, last_t: int, now: int) -> tuple[int, StallInfo] | None:

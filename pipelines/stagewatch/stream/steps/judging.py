@@ -52,9 +52,11 @@ class _JudgeFn(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(DEADLINES, Deadline(record, *found))
             return
         # ``now_us``: when the trace made it, the backtest's clock at the verdict.
-        snap, by_tenant = judge(snaps, step, baseline_stage(record.m, rules), record.file.tenant, cfg.chronic_n)
+        tenant = record.file.tenant
+        snap, by_tenant = judge(snaps, step, baseline_stage(record.m, rules), tenant, cfg.chronic_n)
         verdict, anomaly = judge_measurement(record.file, record.last_stage, record.m, snap, by_tenant, rules,
-                                             record.now_us)
+                                             record.now_us, record.parts,
+                                             lambda stage: judge(snaps, step, stage, tenant, cfg.chronic_n))
         self._verdicts[verdict].inc()
         if anomaly is not None:
             yield anomaly
