@@ -35,6 +35,9 @@ def add(sub: argparse._SubParsersAction) -> None:
     delag.add_argument("csv", nargs="+", metavar="CSV",
                        help="DeLag files, e.g. ../shared/data/delag/trainticket/0*.csv")
     delag.add_argument("--no-beam", action="store_true", help="skip the Beam detectors (they take minutes)")
+    delag.add_argument("--every", type=_spacing, action="append", default=[], metavar="SECONDS",
+                       help="score stagewatch again with the requests SECONDS apart (repeatable), e.g. --every 0.25: "
+                       "how soon verdicts start when files come in a burst")
     delag.add_argument("--markdown", metavar="FILE", help="write the tables here (markdown)")
     delag.add_argument("--beam-cache", metavar="DIR",
                        help="keep the Beam detectors' verdicts here and reuse them (they take minutes)")
@@ -67,6 +70,17 @@ def _labels(args: argparse.Namespace) -> int:
     return 0
 
 
+def _spacing(text: str) -> float:
+    """``--every``: seconds between requests, a number above 0 (a day at most)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, e.g. 0.25, not {text!r}") from None
+    if not 0 < value <= 86400:
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most 86400 seconds, not {text}")
+    return value
+
+
 def _delag(args: argparse.Namespace) -> int:
     from stagewatch.evaluation.delag_eval import evaluate_delag, markdown
 
@@ -74,11 +88,12 @@ def _delag(args: argparse.Namespace) -> int:
     for path in paths:
         if not Path(path).is_file():
             raise ValueError(f"{path} does not exist")
-    res = evaluate_delag(paths, beam=not args.no_beam, cache=args.beam_cache)
+    res = evaluate_delag(paths, beam=not args.no_beam, cache=args.beam_cache, spacings=tuple(args.every))
     # The command as a person types it: one glob per folder rather than forty file names.
     folders = sorted({str(Path(p).parent) for p in paths})
     shown = " ".join(f"{f}/*.csv" for f in folders) if len(paths) > 2 * len(folders) else " ".join(paths)
-    command = "stagewatch evaluate delag " + shown + (" --no-beam" if args.no_beam else "")
+    command = "stagewatch evaluate delag " + shown + "".join(f" --every {e:g}" for e in args.every) + (
+        " --no-beam" if args.no_beam else "")
     text = markdown(res, command)
     if args.markdown:
         Path(args.markdown).write_text(text, encoding="utf-8")

@@ -18,7 +18,7 @@ from stagewatch.backtest.engine import DetectorConfig
 from stagewatch.backtest.replay import replay
 from stagewatch.core.baselines import BaselineConfig
 from stagewatch.core.records import Anomaly
-from stagewatch.evaluation.delag import read_delag, slowed_calls, to_log_lines
+from stagewatch.evaluation.delag import ROW_EVERY_S, read_delag, slowed_calls, to_log_lines
 from stagewatch.evaluation.peers import BEAM_DETECTORS, beam_flags, static_p99_flags
 from stagewatch.evaluation.scoring import prf
 
@@ -62,7 +62,7 @@ class DelagResult:
     totals: dict[str, dict[str, Tally]] = field(default_factory=dict)  # system -> detector -> tally
 
 
-def _stagewatch(path: str, line: str = "body") -> tuple[set[int], Tally]:
+def _stagewatch(path: str, line: str = "body", every_s: float = ROW_EVERY_S) -> tuple[set[int], Tally]:
     d = read_delag(path)
     index = {u: k for k, u in enumerate(d.uids)}
     worst: dict[int, Anomaly] = {}
@@ -74,7 +74,7 @@ def _stagewatch(path: str, line: str = "body") -> tuple[set[int], Tally]:
         if a.kind == "slow_stage" and (k not in worst or (a.score or 0) > (worst[k].score or 0)):
             worst[k] = a
 
-    replay(to_log_lines(d), on_anomaly=on_anomaly, cfg=DetectorConfig(baseline=BaselineConfig(line=line)))
+    replay(to_log_lines(d, every_s), on_anomaly=on_anomaly, cfg=DetectorConfig(baseline=BaselineConfig(line=line)))
     tally = Tally()
     labels = [int(x) for x in d.labels]
     tally.add(flagged, labels)
@@ -102,7 +102,11 @@ def _beam_flags_cached(paths: list[str], detector: str, cache: Path | None) -> d
     return flags
 
 
-def evaluate_delag(paths: list[str], beam: bool = True, cache: str | Path | None = None) -> DelagResult:
+def evaluate_delag(
+    paths: list[str], beam: bool = True, cache: str | Path | None = None, spacings: tuple[float, ...] = ()
+) -> DelagResult:
+    """Every file scored by stagewatch (both lines) and the peers; ``spacings``: stagewatch again with the
+    requests that many seconds apart instead of ``ROW_EVERY_S`` (a burst: how soon verdicts start)."""
     res = DelagResult(files=sorted(paths))
     cache_dir = Path(cache) if cache else None
     beam_by_detector = (
@@ -115,6 +119,8 @@ def evaluate_delag(paths: list[str], beam: bool = True, cache: str | Path | None
         _, sw = _stagewatch(path)
         _, tail = _stagewatch(path, "tail")
         row = {"stagewatch": sw, "stagewatch, tail line": tail}
+        for every in spacings:
+            row[f"stagewatch, {every:g} s apart"] = _stagewatch(path, every_s=every)[1]
         p99 = Tally()
         p99.add(static_p99_flags(d), labels)
         row["static p99"] = p99
@@ -134,7 +140,8 @@ def markdown(res: DelagResult, command: str) -> str:
         "# DeLag: per-request detection, stagewatch beside its peers",
         "",
         f"Produced by `{command}` on {datetime.date.today().isoformat()}; stagewatch with its default settings, "
-        "and with `line = \"tail\"` (docs/detection.md).",
+        "and with `line = \"tail\"` (docs/detection.md). Requests are "
+        f"{ROW_EVERY_S:g} s apart unless a row says otherwise.",
         "A request is flagged when any of its calls (or its end-to-end latency) is; label = `anomaly != 0`.",
         "",
         "| system | detector | TP | FP | FN | precision | recall | F1 | slowed call named |",
