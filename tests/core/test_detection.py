@@ -105,6 +105,23 @@ def test_an_optional_stage_before_the_next_one_counts_in_its_stall_deadline() ->
     assert stall.expected_ms is not None and 55_000 <= stall.expected_ms <= 70_000
 
 
+def test_an_optional_stage_too_rare_to_have_a_baseline_holds_no_deadline_back() -> None:
+    # One line naming a stage nobody else logs (the fuzz test drew it: the order inferred from the data took it
+    # as an optional stage before the last one) must not leave every file after it without a stall deadline:
+    # a cold optional stage adds nothing to the deadline. Files stuck before "z" are still stalled.
+    pipe = Pipeline(stages=("a", "b", "z"), medians={"b": 1.0, "z": 1.0})
+    rng = random.Random(5)
+    events = steady_stream(pipe, hours=2, every_s=10, seed=5)
+    events.append(StageEvent("hostile-0", "acme", T0 + 600 * S, "t1", "lot-1", "h-0", False, None))
+    t_stuck = T0 + 2 * 3600 * S
+    events += file_events(pipe, "stuck", t_stuck, rng, drop_from="z")
+    events += [e for k in range(30) for e in file_events(pipe, f"n{k}", t_stuck + (k + 1) * 10 * S, rng)]
+    events.sort(key=lambda e: e.t_us)
+    anomalies, _, _ = run(events, ("a", "b", "acme", "z"), optional=frozenset({"acme"}))
+    stalls = {(a.uid, a.stage, a.last_stage) for a in anomalies if a.kind == "stalled"}
+    assert stalls - {("hostile-0", "z", "acme")} == {("stuck", "z", "b")}  # the line's own file: it stopped there
+
+
 def test_stall_fires_when_the_deadline_passes_not_at_the_end_of_input() -> None:
     pipe = Pipeline(stages=("a", "b", "c"), medians={"b": 1.0, "c": 1.0})
     rng = random.Random(4)

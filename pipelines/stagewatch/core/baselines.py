@@ -48,6 +48,7 @@ __all__ = [
     "Snapshot",
     "judge",
     "make_snapshots",
+    "seen_n",
 ]
 
 END_TO_END = "end_to_end"  # the pseudo-stage under which end-to-end durations are learned and reported
@@ -193,6 +194,12 @@ def judge(
     if own is not None and own.n >= chronic_n and own.median_ms > snap.threshold_ms:
         return None, False  # a cold tenant whose normal is beyond the stage's line: still warming up
     return snap, False
+
+
+def seen_n(snaps: dict[BaselineKey, Snapshot], stage: str) -> float:
+    """How many samples (decayed) a stage's stage-wide baseline holds; 0 before its first fold."""
+    snap = snaps.get((stage, None))
+    return 0.0 if snap is None else snap.n
 
 
 class BaselineStore:

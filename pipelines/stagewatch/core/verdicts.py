@@ -11,14 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from stagewatch.core import anomalies
-from stagewatch.core.baselines import END_TO_END, BaselineStore, Snapshot
+from stagewatch.core.baselines import END_TO_END, BaselineStore, Snapshot, seen_n
 from stagewatch.core.evidence import contributors
 from stagewatch.core.measurements import FileRef, Measurement, Part, StallInfo
 from stagewatch.core.records import Anomaly
 from stagewatch.core.timeutil import US_PER_MS
 from stagewatch.core.traces import Outbox, Trace, TraceRules
 
-__all__ = ["Judge", "baseline_stage", "judge_measurement", "stall_deadline"]
+__all__ = ["RARE_OPTIONAL", "Judge", "baseline_stage", "judge_measurement", "stall_deadline"]
 
 
 def baseline_stage(m: Measurement, rules: TraceRules) -> str:
@@ -29,6 +29,7 @@ def baseline_stage(m: Measurement, rules: TraceRules) -> str:
 
 
 Lookup = Callable[[str], tuple[Snapshot | None, bool]]  # the snapshot judging a baseline, for one file
+RARE_OPTIONAL = 0.01  # an optional stage seen less often than this, next to the stage after it, is rare
 
 
 def judge_measurement(
@@ -49,13 +50,19 @@ def judge_measurement(
 
 
 def stall_deadline(
-    from_i: int, next_i: int, last_t: int, lookup: Lookup, rules: TraceRules
+    from_i: int, next_i: int, last_t: int, lookup: Lookup, rules: TraceRules, seen: Callable[[str], float]
 ) -> tuple[int, StallInfo] | None:
     """When stage ``next_i`` is overdue for a file whose furthest stage ``from_i`` was logged at ``last_t``:
     ``stall_factor`` x the stage's own alert line (at least ``min_stall_s``) -- a fast stage stalls in seconds, a
     slow one in minutes -- plus the same allowance for each optional stage in between, which the file may still
-    go through first (``lookup``: the snapshot judging a stage for this file). None while any of these baselines
-    is cold: a deadline without the optional stage's time would call every file in it stalled."""
+    go through first (``lookup``: the snapshot judging a stage for this file; ``seen``: a stage's decayed sample
+    count, stage-wide). None while one of these baselines is cold -- with one exception.
+
+    A cold optional stage seen less than ``RARE_OPTIONAL`` as often as the awaited one adds nothing: it is too
+    rare to have a baseline, or one a single log line named (the order inferred from the data takes such a
+    stage in as optional; the fuzz test drew one, and it left every file after it without a deadline: 22 stalls
+    unreported). A common one still warming up holds the deadline back: calling its files stalled would close
+    them before it learned anything from them, and it would never warm up (725 false stalls in the test)."""
     snap, by_tenant = lookup(rules.names[next_i])
     if snap is None:
         return None
@@ -64,6 +71,8 @@ def stall_deadline(
     for i in range(from_i + 1, next_i):
         optional, _ = lookup(rules.names[i])
         if optional is None:
+            if seen(rules.names[i]) < RARE_OPTIONAL * seen(rules.names[next_i]):
+                continue
             return None
         allowed_ms += rules.stall_factor * optional.threshold_ms
         median_ms += optional.median_ms
@@ -132,5 +141,6 @@ class Judge:
             tenant = trace.tenant
             # Cached as the allowed wait (a deadline after a stage seen at time 0): the same for every file.
             found = self._deadlines[key] = stall_deadline(
-                trace.furthest, next_i, 0, lambda stage: self.base.lookup(stage, tenant), self.rules)
+                trace.furthest, next_i, 0, lambda stage: self.base.lookup(stage, tenant), self.rules,
+                lambda stage: seen_n(self.base.snaps, stage))
         return None if found is None else (last_t + found[0], found[1])

@@ -18,7 +18,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import FixedWindows
 
-from stagewatch.core.baselines import BaselineConfig, judge
+from stagewatch.core.baselines import BaselineConfig, judge, seen_n
 from stagewatch.core.measurements import Deadline, Measured, Progress
 from stagewatch.core.records import Anomaly
 from stagewatch.core.traces import TraceRules
@@ -46,7 +46,8 @@ class _JudgeFn(beam.DoFn):
         if isinstance(record, Progress):  # when is the next stage overdue?
             tenant = record.file.tenant
             found = stall_deadline(rules.index[record.last_stage], record.next_i, record.last_t_us,
-                                   lambda stage: judge(snaps, step, stage, tenant, cfg.chronic_n), rules)
+                                   lambda stage: judge(snaps, step, stage, tenant, cfg.chronic_n), rules,
+                                   lambda stage: seen_n(snaps, stage))
             if found is not None:
                 self._deadlines.inc()
                 yield beam.pvalue.TaggedOutput(DEADLINES, Deadline(record, *found))
