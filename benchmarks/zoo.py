@@ -2,7 +2,7 @@
 their true normal distributions (``stagewatch.evaluation.zoo``), with the defaults a user gets.
 
     python benchmarks/zoo.py [--seeds 10001-10030] [--max-files 100000] [--workdir DIR] [--line body|tail]
-                             [--json FILE] [--markdown FILE]
+                             [--peers] [--json FILE] [--markdown FILE]
 
 Seeds from 10001 up are the benchmark's; the tests draw theirs below 100. For each seed: a random pipeline, its
 logs, labels and ambiguous cases, ``replay`` with the stage order given (``--stages``, optional stages marked),
@@ -11,6 +11,10 @@ alerts on normal stage measurements (``slow_stage`` verdicts on a file and stage
 over the stage measurements no fault touched), the time from each slowdown's start to its first ``slow_stage``
 verdict, and the incidents opened. Prints one line per pipeline, then each kind's F1 over the pipelines that had
 anything of that kind (median, p10, minimum): judge a change by this spread, not by one pipeline.
+
+``--peers``: the same slow_stage scores and false-alert rate for the peers (``stagewatch.evaluation.peers``: a
+static p99 per stage, Beam's RobustZScore and ZScore keyed by stage) on the stage durations stagewatch
+measured, each stage one series in time order.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from stagewatch.core.kinds import FAILED, SLOW_STAGE, SLOW_TRACE, STALLED
 from stagewatch.core.lines import LINE_RULES
 from stagewatch.core.stages import StageOrder
 from stagewatch.core.timeutil import parse_rfc3339_us
+from stagewatch.evaluation.peers import BEAM_DETECTORS, beam_series_flags, static_p99_series_flags
 from stagewatch.evaluation.scoring import score_kinds
 from stagewatch.evaluation.zoo import random_pipeline, simulate_zoo
 from stagewatch.logfiles import iter_lines
@@ -43,20 +48,43 @@ def _rows(path: Path) -> list[dict[str, Any]]:
     return [orjson.loads(line) for line in path.read_bytes().splitlines()]
 
 
-def run_seed(seed: int, max_files: int, work: Path, line: str = "body") -> dict[str, Any]:
+def _peer_scores(series: list[tuple[str, str, float]], labels: list[dict[str, Any]],
+                 ambiguous: list[dict[str, Any]], normal: int) -> dict[str, dict[str, Any]]:
+    """slow_stage scores and false alerts of each peer on the run's stage durations ((stage, uid, ms) rows)."""
+    flags = {"static p99": static_p99_series_flags(series)}
+    for detector in BEAM_DETECTORS:
+        flags[f"Beam {detector}"] = beam_series_flags(series, detector)
+    out = {}
+    for name, flagged in flags.items():
+        found = [{"uid": uid, "kind": SLOW_STAGE, "stage": stage} for stage, uid in sorted(flagged)]
+        scores, _ = score_kinds(labels, found, ambiguous)
+        s = next(x for x in scores if x.kind == SLOW_STAGE)
+        out[name] = {**s.to_dict(), "false_alerts": s.fp, "false_alert_rate": round(s.fp / max(1, normal), 6)}
+    return out
+
+
+def run_seed(seed: int, max_files: int, work: Path, line: str = "body", peers: bool = False) -> dict[str, Any]:
     out = work / f"zoo-{seed}"
     pipe = random_pipeline(seed, max_files)
     manifest = simulate_zoo(pipe, out)
     anomalies: list[dict[str, Any]] = []
     tracker = IncidentTracker()
 
+    series: list[tuple[int, str, str, float]] = []  # (time, stage, uid, ms): what the peers judge
+
     def on_anomaly(a: Any) -> None:
         anomalies.append(a.to_dict())
         tracker.add(a)
 
+    def on_summary(summary: Any) -> None:
+        tracker.observe_summary(summary)
+        if peers:
+            series.extend((parse_rfc3339_us(st.time), st.stage, summary.uid, st.duration_ms)
+                          for st in summary.stages if st.duration_ms is not None and st.verdict != "skew")
+
     stats = replay(iter_lines([str(out / "logs.jsonl")]), order=StageOrder.parse(pipe.order),
                    cfg=DetectorConfig(baseline=BaselineConfig(line=line)),
-                   on_anomaly=on_anomaly, on_summary=tracker.observe_summary)
+                   on_anomaly=on_anomaly, on_summary=on_summary)
     labels, ambiguous = _rows(out / "labels.jsonl"), _rows(out / "ambiguous.jsonl")
     scores, _ = score_kinds(labels, anomalies, ambiguous)
     by_kind = {s.kind: s for s in scores}
@@ -88,6 +116,8 @@ def run_seed(seed: int, max_files: int, work: Path, line: str = "body") -> dict[
         "normal_stage_measures": manifest["normal_stage_measures"],
         "first_verdict_s": delays,
         "incidents": sum(1 for e in tracker.events if e.event == "opened"),
+        "peers": _peer_scores([(stage, uid, ms) for _, stage, uid, ms in sorted(series)], labels, ambiguous,
+                              manifest["normal_stage_measures"]) if peers else {},
     }
 
 
@@ -118,7 +148,19 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
         "first_slow_stage_verdict_s": {"n": len(delays),
                                        "median": round(float(np.median(delays)), 1) if delays else None},
         "incidents_per_pipeline": _spread([float(r["incidents"]) for r in results]),
+        "peers": {
+            name: {
+                "slow_stage_f1": _spread([r["peers"][name]["f1"] for r in results if _any(r["peers"][name])]),
+                "false_alerts_pooled": round(sum(r["peers"][name]["false_alerts"] for r in results)
+                                             / max(1, sum(r["normal_stage_measures"] for r in results)), 6),
+            }
+            for name in (results[0]["peers"] if results else {})
+        },
     }
+
+
+def _any(score: dict[str, Any]) -> bool:
+    return score["tp"] + score["fp"] + score["fn"] > 0
 
 
 def markdown(results: list[dict[str, Any]], summary: dict[str, Any], command: str) -> str:
@@ -135,10 +177,21 @@ def markdown(results: list[dict[str, Any]], summary: dict[str, Any], command: st
             f"pipelines {fa['median']}, worst {fa['worst']} (target: at most 1 in 2,000 = 0.0005).",
             f"From a slowdown's start to its first `slow_stage` verdict: median {first['median']} s over "
             f"{first['n']} slowdowns that got one.",
-            f"Incidents opened per pipeline: median {inc['median']}, min {inc['min']}.", "",
-            "| seed | stages | families | files/s (drawn) | hours | faults | slow_stage P/R/F1 | slow_trace F1 | "
-            "stalled F1 | failed F1 | false alerts / normal | incidents |",
-            "|---:|---:|---|---|---:|---|---|---:|---:|---:|---|---:|"]
+            f"Incidents opened per pipeline: median {inc['median']}, min {inc['min']}.", ""]
+    if summary["peers"]:
+        out += ["The peers on the same stage durations (`--peers`):", "",
+                "| detector | slow_stage F1 median | p10 | min | false alerts / normal stage measurement |",
+                "|---|---:|---:|---:|---:|"]
+        ours = summary["f1"][SLOW_STAGE]
+        out.append(f"| stagewatch | {ours['median']} | {ours['p10']} | {ours['min']} | {fa['pooled']} |")
+        for name, p in summary["peers"].items():
+            f = p["slow_stage_f1"]
+            out.append(f"| {name} | {f['median']} | {f['p10']} | {f['min']} | {p['false_alerts_pooled']} |")
+        out.append("")
+    out += [
+        "| seed | stages | families | files/s (drawn) | hours | faults | slow_stage P/R/F1 | slow_trace F1 | "
+        "stalled F1 | failed F1 | false alerts / normal | incidents |",
+        "|---:|---:|---|---|---:|---|---|---:|---:|---:|---|---:|"]
     for r in results:
         sc = r["scores"]
 
@@ -168,12 +221,14 @@ def main() -> int:
                     help="files per pipeline at most: bounds the time; a faster drawn rate is lowered to fit")
     ap.add_argument("--workdir", default="/tmp/stagewatch-zoo")
     ap.add_argument("--line", choices=LINE_RULES, default="body", help="the alert line rule (docs/detection.md)")
+    ap.add_argument("--peers", action="store_true",
+                    help="score the peers too (static p99, Beam RobustZScore and ZScore; minutes per pipeline)")
     ap.add_argument("--json", help="write every pipeline's figures and the summary here")
     ap.add_argument("--markdown", help="write the tables here")
     args = ap.parse_args()
     results = []
     for seed in _seeds(args.seeds):
-        r = run_seed(seed, args.max_files, Path(args.workdir), args.line)
+        r = run_seed(seed, args.max_files, Path(args.workdir), args.line, args.peers)
         results.append(r)
         f1s = " ".join(f"{k} {v['f1']:.2f}" for k, v in r["scores"].items() if v["tp"] + v["fp"] + v["fn"])
         print(f"zoo {seed}: {r['stages']} stages, {r['files']:,} files, {r['incidents']} incidents; {f1s}",

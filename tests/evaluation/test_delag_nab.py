@@ -187,3 +187,16 @@ def test_evaluate_delag_cli_without_beam(tmp_path: Path, capsys: pytest.CaptureF
     assert "| toy | stagewatch |" in text and "static p99" in text and "Beam" not in text
     assert main(["evaluate", "delag"]) == 2
     assert "required: CSV" in capsys.readouterr().err
+
+
+def test_evaluate_delag_scores_requests_closer_together_when_asked(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    _delag_csv(tmp_path / "toy" / "000.csv")
+    out = tmp_path / "delag.md"
+    assert main(["evaluate", "delag", str(tmp_path / "toy" / "000.csv"), "--no-beam", "--every", "0.25",
+                 "--markdown", str(out)]) == 0
+    text = out.read_text()
+    assert "| toy | stagewatch, 0.25 s apart |" in text and "--every 0.25" in text
+    for bad in ("0", "-1", "soon"):
+        assert main(["evaluate", "delag", str(tmp_path / "toy" / "000.csv"), "--no-beam", "--every", bad]) == 2
+    assert "--every" in capsys.readouterr().err
