@@ -87,12 +87,26 @@ def test_a_disturbed_interval_is_not_learned_and_a_lasting_change_is() -> None:
 def test_a_young_tail_key_learns_a_second_mode_it_flags_often() -> None:
     rng = np.random.default_rng(13)
     store = BaselineStore(TAIL)
-    # 40 samples of the fast mode only: the line is below the slow mode, which is a quarter of the calls.
-    _fold(store, rng.lognormal(0, 0.2, 40) * 100, 0)
+    # 120 samples of the fast mode only (a tail key judges from 100): the line is below the slow mode, which is
+    # a quarter of the calls from then on.
+    _fold(store, rng.lognormal(0, 0.2, 120) * 100, 0)
     assert _line(store) < 400
     for k in range(1, 12):  # an hour: once a fifth of what it saw was flagged, it learns them
         _fold(store, rng.lognormal(0, 0.2, 40) * np.where(rng.random(40) < 0.25, 5.0, 1.0) * 100, k)
     assert _line(store) > 500 * 1.3  # the slow mode (~500 ms) is normal now
+
+
+def test_a_tail_key_judges_once_it_can_read_its_90th_percentile() -> None:
+    # From fewer samples the tail rule would extrapolate from the median along the body's slope, and a young
+    # two-mode stage would page on its upper mode (the zoo: young mixture stages flagged at 1.0-1.9x the line).
+    rng = np.random.default_rng(14)
+    store = BaselineStore(TAIL)
+    _fold(store, rng.lognormal(0, 0.5, 99) * 100, 0)
+    assert store.lookup("call", None) == (None, False)
+    _fold(store, rng.lognormal(0, 0.5, 10) * 100, 1)
+    snap, _ = store.lookup("call", None)
+    assert snap is not None and snap.n >= 100
+    assert BaselineStore().cfg.warm_n == 30 and TAIL.warm_n == 100
 
 
 def test_the_line_rule_is_checked() -> None:

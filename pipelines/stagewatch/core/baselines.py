@@ -19,8 +19,9 @@ Semantics both drivers reproduce exactly (the backtest in-process, the Beam job 
   range grew 50 % in a simulated 30-minute 8x slowdown; the lower half grows about 10 %). Scale-free: a
   300 ms stage and a 3 minute stage are judged by the same rule. The threshold is never below ``min_ratio``
   times the 70th percentile. ``line = "tail"`` reads the estimated p99.9 instead.
-* A key is warm while its decayed sample count is at least ``warmup_n``; a cold key makes no verdict (the
-  visible warm-up). A tenant's key is used when warm, else the stage-wide key: one customer's chronically
+* A key is warm while its decayed sample count is at least ``warmup_n`` (the tail rule: enough to read its
+  ``tail_from`` quantile, 100 samples); a cold key makes no verdict (the visible warm-up). A tenant's key is
+  used when warm, else the stage-wide key: one customer's chronically
   slow network gets its own normal instead of alerting all day, and a slowdown of the stage still exceeds
   every tenant's own line. While a tenant is cold but has ``chronic_n`` samples whose median is already
   above the stage-wide alert line, it is that tenant's normal showing, not an incident: no verdict yet.
@@ -75,6 +76,10 @@ class BaselineConfig:
     # about 1.5x its p99.9; a lognormal stage's normal durations cross 1.35x its p99.9 about once in 4,000).
     margin: float = 1.35
     tail_support: float = 10.0  # samples above a quantile before the tail rule reads it
+    # The lowest quantile the tail rule goes on from: a key with fewer than ``tail_support`` samples above it is
+    # still warming up. From the median, the extrapolation follows the body's slope, and a two-mode stage's
+    # upper mode is not seen yet: the zoo's young mixture stages paged at 1.0-1.9x such lines.
+    tail_from: float = 0.9
     young_widen: float = 0.25  # how much wider a line read from few samples is (``lines.tail_line``)
     # The tail rule reads the history, so the history is kept clean. What its line or the body line flags is
     # not learned unless the key usually flags ``mode_share`` of what it sees (a second mode, not a slow share:
@@ -102,10 +107,19 @@ class BaselineConfig:
             raise ValueError(f"line must be one of {', '.join(LINE_RULES)}, not {self.line!r}")
         if self.margin < 1 or self.tail_support < 1 or self.young_widen < 0 or self.adopt_after_s <= 0:
             raise ValueError("margin >= 1, tail_support >= 1, young_widen >= 0 and adopt_after_s > 0 are required")
+        if not 0 <= self.tail_from < 0.999:
+            raise ValueError("tail_from must be at least 0 and below 0.999")
 
     @property
     def interval_us(self) -> int:
         return self.interval_s * 1_000_000
+
+    @property
+    def warm_n(self) -> float:
+        """The decayed sample count from which a key judges: the tail rule needs its ``tail_from`` quantile."""
+        if self.line == "tail":
+            return max(self.warmup_n, round(self.tail_support / (1.0 - self.tail_from), 6))  # 10 / 0.1: 100
+        return self.warmup_n
 
     @property
     def decay_per_interval(self) -> float:
@@ -161,10 +175,11 @@ def make_snapshots(
         # learned it is the tail -- the line rose 3x within hours and never flagged it again.
         learn = np.minimum(threshold, tail_threshold)
         threshold = tail_threshold
-    warm = n >= cfg.warmup_n
+    warm_n = cfg.warm_n
+    warm = n >= warm_n
     warm_until = np.where(
         warm,
-        step + np.floor(np.log(cfg.warmup_n / np.maximum(n, 1e-300)) / math.log(cfg.decay_per_interval)),
+        step + np.floor(np.log(warm_n / np.maximum(n, 1e-300)) / math.log(cfg.decay_per_interval)),
         -1,
     )
     seen = bank.seen[rows]
