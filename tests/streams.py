@@ -70,6 +70,22 @@ def steady_stream(
     return events
 
 
+def burst(n: int = 2000, every_s: float = 0.25, slow_from: int = 200, slow_to: int = 260,
+          ) -> tuple[Pipeline, list[StageEvent], int]:
+    """Files ``every_s`` apart from the start of a baseline interval (returned); files ``slow_from`` to
+    ``slow_to`` (in the first interval, before any baseline has a snapshot) 10x slower in "b"."""
+    pipe = Pipeline(stages=("a", "b", "c"), medians={"b": 2.0, "c": 1.0})
+    rng = random.Random(8)
+    start = T0 - T0 % (300 * S)
+
+    def slow(k: int) -> Callable[[str, int], float]:
+        return lambda stage, t: 10.0 if stage == "b" and slow_from <= k < slow_to else 1.0
+
+    events = [e for k in range(n) for e in file_events(pipe, f"f{k:05d}", start + int(k * every_s * S), rng, slow(k))]
+    events.sort(key=lambda e: e.t_us)
+    return pipe, events, start
+
+
 def diurnal(amplitude: float, period_h: float = 24.0) -> Callable[[str, int], float]:
     """Every stage slower in busy hours: 1x at the quietest, (1 + amplitude)x at the peak, smoothly."""
 

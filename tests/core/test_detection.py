@@ -9,7 +9,7 @@ import pytest
 
 from stagewatch.backtest.engine import DetectorConfig
 from stagewatch.core.events import StageEvent
-from tests.streams import T0, Pipeline, S, diurnal, file_events, run, steady_stream
+from tests.streams import T0, Pipeline, S, burst, diurnal, file_events, run, steady_stream
 
 pytestmark = pytest.mark.unit
 
@@ -120,6 +120,20 @@ def test_an_optional_stage_too_rare_to_have_a_baseline_holds_no_deadline_back() 
     anomalies, _, _ = run(events, ("a", "b", "acme", "z"), optional=frozenset({"acme"}))
     stalls = {(a.uid, a.stage, a.last_stage) for a in anomalies if a.kind == "stalled"}
     assert stalls - {("hostile-0", "z", "acme")} == {("stuck", "z", "b")}  # the line's own file: it stopped there
+
+
+def test_what_a_cold_baseline_saw_is_judged_at_the_next_snapshot() -> None:
+    # A burst: 1,200 files in the first five minutes, before any baseline has a snapshot. Sixty of them are
+    # 10x slow in "b": they are judged against the first snapshot, as of its start -- not lost to the warm-up.
+    pipe, events, start = burst()
+    anomalies, _, _ = run(events, pipe.stages)
+    slow = {a.uid for a in anomalies if a.kind == "slow_stage" and a.stage == "b"}
+    assert {f"f{k:05d}" for k in range(200, 260)} <= slow
+    first = [a for a in anomalies if a.uid in {f"f{k:05d}" for k in range(200, 260)} and a.stage == "b"]
+    from stagewatch.core.timeutil import format_rfc3339
+
+    assert {a.detected_at for a in first} == {format_rfc3339(start + 300 * S)}
+    assert len(slow) <= 60 + 5  # and the burst's normal files are not paged for it
 
 
 def test_stall_fires_when_the_deadline_passes_not_at_the_end_of_input() -> None:

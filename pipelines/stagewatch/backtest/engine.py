@@ -200,6 +200,7 @@ class Detector:
     def close_open(self) -> None:
         """Report the files still in flight as open (the end of a finite input is not the passage of time)."""
         rules, out, wm = self.rules, self.out, self.watermark
+        self.judge.drop_deferred(out)
         for uid in sorted(self.traces):
             self.traces[uid].close_open(rules, wm, out)
         self.traces.clear()
@@ -218,6 +219,7 @@ class Detector:
                 self._fire_timers(t, strict=True)
             if t >= base.next_boundary_us:
                 base.advance(t)
+                judge.judge_deferred(out)
             uid = ev.uid
             trace = traces.get(uid)
             if trace is None:
@@ -268,7 +270,9 @@ class Detector:
                 heapq.heappush(timers, (due, uid))
                 continue
             del timer_of[uid]
-            self.base.advance(t)
+            if t >= self.base.next_boundary_us:
+                self.base.advance(t)
+                self.judge.judge_deferred(self.out)
             if trace.on_timer(self.rules, self.judge, self.watermark, self.out):
                 self._closed_trace(uid, closed_at=t, status=trace.status)
             else:

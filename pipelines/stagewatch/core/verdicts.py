@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from stagewatch.core import anomalies
-from stagewatch.core.baselines import END_TO_END, BaselineStore, Snapshot, seen_n
+from stagewatch.core.baselines import END_TO_END, BaselineKey, BaselineStore, Snapshot, judge, seen_n
 from stagewatch.core.evidence import contributors
 from stagewatch.core.measurements import FileRef, Measurement, Part, StallInfo
 from stagewatch.core.records import Anomaly
@@ -79,6 +79,11 @@ def stall_deadline(
     return last_t + int(allowed_ms * US_PER_MS), StallInfo(next_i, median_ms, allowed_ms, int(snap.n), by_tenant)
 
 
+def _lookup_at(snaps: dict[BaselineKey, Snapshot], step: int, tenant: str | None, chronic_n: float) -> Lookup:
+    """The snapshot judging each baseline for a file of ``tenant`` in interval ``step``."""
+    return lambda stage: judge(snaps, step, stage, tenant, chronic_n)
+
+
 class Judge:
     """Immediate verdicts for the in-process driver: judge against the current snapshot, then learn.
 
@@ -93,6 +98,10 @@ class Judge:
         self._epoch = -1
         self._judged_by: dict[tuple[str, int, str | None], tuple[Snapshot | None, bool, list[float]]] = {}
         self._deadlines: dict[tuple[int, int, str | None], tuple[int, StallInfo] | None] = {}
+        # What was measured while its baseline was cold, in the interval ``_deferred_step``: judged once more
+        # against the next interval's snapshots (``judge_deferred``).
+        self._deferred: list[tuple[Trace, str | None, Measurement]] = []
+        self._deferred_step = -1
 
     def _renew(self) -> None:
         self._epoch = self.base.epoch
@@ -111,8 +120,8 @@ class Judge:
         snap, by_tenant, learning = entry
         learning.append(m.value_ms)  # learned as of the interval's end: after every verdict made in it
         if snap is None:
-            if m.measure == "wait":
-                out.count("verdicts_warmup")
+            self._deferred_step = self.base.step
+            self._deferred.append((trace, trace.last_stage(self.rules), m))
             return "warmup"
         if m.value_ms <= snap.threshold_ms:
             return "ok"
@@ -130,6 +139,40 @@ class Judge:
                 trace.slow |= 1 << m.stage_i
             out.anomalies.append(anomaly)
         return verdict
+
+    def judge_deferred(self, out: Outbox) -> None:
+        """After a fold: what was measured while its baseline was cold, judged against the snapshots of the
+        interval after the one it was made in, as of that interval's start -- once: a key
+        cold in that one too leaves them unjudged, as the streaming job's second judging pass does.
+        A file declared stalled before then is not judged (the streaming job drops what comes after a
+        stall's deadline). Call it whenever the store moved on (``Detector``)."""
+        if not self._deferred or self.base.step <= self._deferred_step:
+            return
+        deferred, self._deferred = self._deferred, []
+        step = self._deferred_step + 1
+        now = step * self.base.cfg.interval_us
+        rules, snaps, chronic_n = self.rules, self.base.snaps, self.base.cfg.chronic_n
+        for trace, last_stage, m in deferred:
+            if trace.status == "stalled" and trace.deadline is not None and trace.deadline < now:
+                continue
+            tenant = trace.tenant
+            snap, by_tenant = judge(snaps, step, baseline_stage(m, rules), tenant, chronic_n)
+            if snap is None:
+                if m.measure == "wait":
+                    out.count("verdicts_warmup")
+                continue
+            parts = trace.parts() if m.measure == "end_to_end" else ()
+            _, anomaly = judge_measurement(trace.ref(), last_stage, m, snap, by_tenant, rules, now, parts,
+                                           _lookup_at(snaps, step, tenant, chronic_n))
+            if anomaly is not None and (m.stage_i < 0 or not (trace.slow >> m.stage_i) & 1):
+                if m.stage_i >= 0:
+                    trace.slow |= 1 << m.stage_i
+                out.anomalies.append(anomaly)
+
+    def drop_deferred(self, out: Outbox) -> None:
+        """End of a finite input: what waits for a snapshot that will not come stays unjudged (warm-up)."""
+        out.count("verdicts_warmup", sum(1 for _, _, m in self._deferred if m.measure == "wait"))
+        self._deferred = []
 
     def stall_deadline(self, trace: Trace, next_i: int, last_t: int, now: int) -> tuple[int, StallInfo] | None:
         if self.base.epoch != self._epoch:

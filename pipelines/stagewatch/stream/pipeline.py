@@ -81,7 +81,7 @@ def build(
     measurements, progress = assembled.measurements, assembled[PROGRESS]
     snapshots = measurements | "Learn" >> step(LearnBaselines(rules, baseline))
     to_judge = (measurements, progress) | "ToJudge" >> beam.Flatten()
-    verdicts, deadlines = (to_judge, snapshots) | "Judge" >> step(JudgeMeasurements(rules, baseline))
+    verdicts, deadlines = (to_judge, snapshots) | "Judge" >> step(JudgeMeasurements(rules, baseline, end_us))
     if end_us is not None:
         deadlines = deadlines | "UntilEndOfInput" >> beam.Filter(lambda d: d.deadline_us <= end_us)
     watched = (progress, deadlines, assembled[SUMMARIES], verdicts) | "Stalls" >> step(WatchStalls(rules))

@@ -7,6 +7,11 @@ order — at the price of waiting for the end of the previous interval.
 
 A stage's wait and its reported latency may both cross their lines: they make the same anomaly id; the
 per-file step downstream (``WatchStalls``) passes the one the backtest judged first.
+
+A measurement whose baseline is cold in its own interval is judged once more, against the next interval's
+snapshots, as of that interval's start (``JudgeDeferred``; the backtest's ``Judge.judge_deferred``): the first
+interval of a new stage is not lost to the warm-up. Up to ``end_us`` only: the backtest does not move past a
+finite input's last event.
 """
 
 from __future__ import annotations
@@ -16,11 +21,12 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.transforms.window import FixedWindows
+from apache_beam.transforms.window import FixedWindows, TimestampedValue
 
 from stagewatch.core.baselines import BaselineConfig, judge, seen_n
 from stagewatch.core.measurements import Deadline, Measured, Progress
 from stagewatch.core.records import Anomaly
+from stagewatch.core.timeutil import US_PER_S
 from stagewatch.core.traces import TraceRules
 from stagewatch.core.verdicts import baseline_stage, judge_measurement, stall_deadline
 from stagewatch.stream.steps.contain import ContainedStep, contained
@@ -28,12 +34,17 @@ from stagewatch.stream.steps.contain import ContainedStep, contained
 __all__ = ["DEADLINES", "JudgeMeasurements"]
 
 DEADLINES = "deadlines"
+DEFERRED = "deferred"  # measured while the baseline was cold: judged again in the next interval
 
 
 class _JudgeFn(beam.DoFn):
-    def __init__(self, rules: TraceRules, cfg: BaselineConfig) -> None:
+    """``deferred``: this is the second pass, over what the first deferred; it judges as of its window's start
+    and defers nothing."""
+
+    def __init__(self, rules: TraceRules, cfg: BaselineConfig, deferred: bool = False) -> None:
         self._rules = rules
         self._cfg = cfg
+        self._second = deferred
         self._verdicts = {v: Metrics.counter("stagewatch", f"verdicts_{v}") for v in ("ok", "slow", "warmup")}
         self._deadlines = Metrics.counter("stagewatch", "stall_deadlines")
 
@@ -52,11 +63,17 @@ class _JudgeFn(beam.DoFn):
                 self._deadlines.inc()
                 yield beam.pvalue.TaggedOutput(DEADLINES, Deadline(record, *found))
             return
-        # ``now_us``: when the trace made it, the backtest's clock at the verdict.
+        # ``now_us``: when the trace made it, the backtest's clock at the verdict; a deferred one is judged as
+        # of the start of the interval after it.
         tenant = record.file.tenant
         snap, by_tenant = judge(snaps, step, baseline_stage(record.m, rules), tenant, cfg.chronic_n)
+        if snap is None and not self._second:
+            next_us = (record.now_us // cfg.interval_us + 1) * cfg.interval_us
+            yield beam.pvalue.TaggedOutput(DEFERRED, TimestampedValue(record, next_us / US_PER_S))
+            return
+        now = step * cfg.interval_us if self._second else record.now_us
         verdict, anomaly = judge_measurement(record.file, record.last_stage, record.m, snap, by_tenant, rules,
-                                             record.now_us, record.parts,
+                                             now, record.parts,
                                              lambda stage: judge(snaps, step, stage, tenant, cfg.chronic_n))
         self._verdicts[verdict].inc()
         if anomaly is not None:
@@ -67,10 +84,11 @@ class JudgeMeasurements(ContainedStep):
     """(measurements and progress, snapshots) → anomalies (main; a stage's wait and latency may both be there)
     and stall deadlines (tagged ``DEADLINES``)."""
 
-    def __init__(self, rules: TraceRules, cfg: BaselineConfig | None = None) -> None:
+    def __init__(self, rules: TraceRules, cfg: BaselineConfig | None = None, end_us: int | None = None) -> None:
         super().__init__()
         self._rules = rules
         self._cfg = cfg or BaselineConfig()
+        self._end_us = end_us
 
     def expand(self, inputs: tuple[beam.PCollection, beam.PCollection]) -> tuple[Any, Any]:
         records, snapshots = inputs
@@ -78,5 +96,14 @@ class JudgeMeasurements(ContainedStep):
         side = snapshots | "SnapshotWindows" >> beam.WindowInto(FixedWindows(interval))
         windowed = records | "MeasurementWindows" >> beam.WindowInto(FixedWindows(interval))
         judged = self.pardo(windowed, "JudgeAgainstSnapshots", _JudgeFn(self._rules, self._cfg),
-                            beam.pvalue.AsDict(side), outputs=(DEADLINES,), main="anomalies")
-        return judged.anomalies, judged[DEADLINES]
+                            beam.pvalue.AsDict(side), outputs=(DEADLINES, DEFERRED), main="anomalies")
+        later = judged[DEFERRED]
+        if self._end_us is not None:
+            end_us, interval_us = self._end_us, self._cfg.interval_us
+            later = later | "DeferredUntilEndOfInput" >> beam.Filter(
+                lambda r: (r.now_us // interval_us + 1) * interval_us <= end_us)
+        rewindowed = later | "DeferredWindows" >> beam.WindowInto(FixedWindows(interval))
+        second = self.pardo(rewindowed, "JudgeDeferred", _JudgeFn(self._rules, self._cfg, deferred=True),
+                            beam.pvalue.AsDict(side), main="anomalies")
+        anomalies = (judged.anomalies, second.anomalies) | "AllVerdicts" >> beam.Flatten()
+        return anomalies, judged[DEADLINES]
