@@ -18,7 +18,7 @@ from stagewatch.core.records import Anomaly
 from stagewatch.core.timeutil import US_PER_MS
 from stagewatch.core.traces import Outbox, Trace, TraceRules
 
-__all__ = ["RARE_OPTIONAL", "Judge", "baseline_stage", "judge_measurement", "stall_deadline"]
+__all__ = ["RARE_OPTIONAL", "Judge", "baseline_stage", "deferred_snapshot", "judge_measurement", "stall_deadline"]
 
 
 def baseline_stage(m: Measurement, rules: TraceRules) -> str:
@@ -77,6 +77,20 @@ def stall_deadline(
         allowed_ms += rules.stall_factor * optional.threshold_ms
         median_ms += optional.median_ms
     return last_t + int(allowed_ms * US_PER_MS), StallInfo(next_i, median_ms, allowed_ms, int(snap.n), by_tenant)
+
+
+def deferred_snapshot(
+    snaps: dict[BaselineKey, Snapshot], step: int, stage: str, tenant: str | None, chronic_n: float
+) -> tuple[Snapshot | None, bool]:
+    """What judges a measurement made while its baseline was cold, at the next snapshot: as ``judge``, except
+    that a customer's file is judged only by the customer's own baseline. The stage-wide one is young then
+    too, and learned from little else than what it judges; a customer whose normal is its own (a slow
+    network, a skewed clock) is only told apart by its own key (a simulated day: its first minutes' waits,
+    judged by a 36-sample stage-wide line, opened an incident on that customer's normal)."""
+    snap, by_tenant = judge(snaps, step, stage, tenant, chronic_n)
+    if tenant is not None and not by_tenant:
+        return None, False
+    return snap, by_tenant
 
 
 def _lookup_at(snaps: dict[BaselineKey, Snapshot], step: int, tenant: str | None, chronic_n: float) -> Lookup:
@@ -156,7 +170,7 @@ class Judge:
             if trace.status == "stalled" and trace.deadline is not None and trace.deadline < now:
                 continue
             tenant = trace.tenant
-            snap, by_tenant = judge(snaps, step, baseline_stage(m, rules), tenant, chronic_n)
+            snap, by_tenant = deferred_snapshot(snaps, step, baseline_stage(m, rules), tenant, chronic_n)
             if snap is None:
                 if m.measure == "wait":
                     out.count("verdicts_warmup")

@@ -28,7 +28,7 @@ from stagewatch.core.measurements import Deadline, Measured, Progress
 from stagewatch.core.records import Anomaly
 from stagewatch.core.timeutil import US_PER_S
 from stagewatch.core.traces import TraceRules
-from stagewatch.core.verdicts import baseline_stage, judge_measurement, stall_deadline
+from stagewatch.core.verdicts import baseline_stage, deferred_snapshot, judge_measurement, stall_deadline
 from stagewatch.stream.steps.contain import ContainedStep, contained
 
 __all__ = ["DEADLINES", "JudgeMeasurements"]
@@ -66,7 +66,8 @@ class _JudgeFn(beam.DoFn):
         # ``now_us``: when the trace made it, the backtest's clock at the verdict; a deferred one is judged as
         # of the start of the interval after it.
         tenant = record.file.tenant
-        snap, by_tenant = judge(snaps, step, baseline_stage(record.m, rules), tenant, cfg.chronic_n)
+        choose = deferred_snapshot if self._second else judge
+        snap, by_tenant = choose(snaps, step, baseline_stage(record.m, rules), tenant, cfg.chronic_n)
         if snap is None and not self._second:
             next_us = (record.now_us // cfg.interval_us + 1) * cfg.interval_us
             yield beam.pvalue.TaggedOutput(DEFERRED, TimestampedValue(record, next_us / US_PER_S))
