@@ -18,7 +18,8 @@ from stagewatch.core.records import Anomaly
 from stagewatch.core.timeutil import US_PER_MS
 from stagewatch.core.traces import Outbox, Trace, TraceRules
 
-__all__ = ["RARE_OPTIONAL", "Judge", "baseline_stage", "deferred_snapshot", "judge_measurement", "stall_deadline"]
+__all__ = ["RARE_OPTIONAL", "Judge", "baseline_stage", "deferred_snapshot", "defers",
+           "judge_measurement", "stall_deadline"]
 
 
 def baseline_stage(m: Measurement, rules: TraceRules) -> str:
@@ -79,6 +80,14 @@ def stall_deadline(
     return last_t + int(allowed_ms * US_PER_MS), StallInfo(next_i, median_ms, allowed_ms, int(snap.n), by_tenant)
 
 
+def defers(snaps: dict[BaselineKey, Snapshot], stage: str) -> bool:
+    """Whether a measurement its snapshot cannot judge is judged again at the next one: only in a stage's first
+    interval (no snapshot of it at all yet -- a job's start, a new stage). The streaming job's second pass
+    holds its output watermark until the next snapshot comes, a fold's grace past the interval's end; in every
+    interval, for a stage too rare to warm up, that would delay every incident by as much."""
+    return (stage, None) not in snaps
+
+
 def deferred_snapshot(
     snaps: dict[BaselineKey, Snapshot], step: int, stage: str, tenant: str | None, chronic_n: float
 ) -> tuple[Snapshot | None, bool]:
@@ -134,8 +143,11 @@ class Judge:
         snap, by_tenant, learning = entry
         learning.append(m.value_ms)  # learned as of the interval's end: after every verdict made in it
         if snap is None:
-            self._deferred_step = self.base.step
-            self._deferred.append((trace, trace.last_stage(self.rules), m))
+            if defers(self.base.snaps, baseline_stage(m, self.rules)):
+                self._deferred_step = self.base.step
+                self._deferred.append((trace, trace.last_stage(self.rules), m))
+            elif m.measure == "wait":
+                out.count("verdicts_warmup")
             return "warmup"
         if m.value_ms <= snap.threshold_ms:
             return "ok"

@@ -8,10 +8,12 @@ order — at the price of waiting for the end of the previous interval.
 A stage's wait and its reported latency may both cross their lines: they make the same anomaly id; the
 per-file step downstream (``WatchStalls``) passes the one the backtest judged first.
 
-A measurement whose baseline is cold in its own interval is judged once more, against the next interval's
-snapshots, as of that interval's start (``JudgeDeferred``; the backtest's ``Judge.judge_deferred``): the first
-interval of a new stage is not lost to the warm-up. Up to ``end_us`` only: the backtest does not move past a
-finite input's last event.
+A measurement made in its stage's first interval (no snapshot of the stage yet) is judged once more, against
+the next interval's snapshots, as of that interval's start (``JudgeDeferred``; the backtest's
+``Judge.judge_deferred``; ``verdicts.defers``): a job's first minutes are not lost to the warm-up. The pass
+holds its output watermark, and so the incidents', until that snapshot comes -- a fold's grace past the
+interval's end -- which is why it is for a stage's first interval only. Up to ``end_us`` only: the backtest
+does not move past a finite input's last event.
 """
 
 from __future__ import annotations
@@ -28,7 +30,13 @@ from stagewatch.core.measurements import Deadline, Measured, Progress
 from stagewatch.core.records import Anomaly
 from stagewatch.core.timeutil import US_PER_S
 from stagewatch.core.traces import TraceRules
-from stagewatch.core.verdicts import baseline_stage, deferred_snapshot, judge_measurement, stall_deadline
+from stagewatch.core.verdicts import (
+    baseline_stage,
+    deferred_snapshot,
+    defers,
+    judge_measurement,
+    stall_deadline,
+)
 from stagewatch.stream.steps.contain import ContainedStep, contained
 
 __all__ = ["DEADLINES", "JudgeMeasurements"]
@@ -68,7 +76,7 @@ class _JudgeFn(beam.DoFn):
         tenant = record.file.tenant
         choose = deferred_snapshot if self._second else judge
         snap, by_tenant = choose(snaps, step, baseline_stage(record.m, rules), tenant, cfg.chronic_n)
-        if snap is None and not self._second:
+        if snap is None and not self._second and defers(snaps, baseline_stage(record.m, rules)):
             next_us = (record.now_us // cfg.interval_us + 1) * cfg.interval_us
             yield beam.pvalue.TaggedOutput(DEFERRED, TimestampedValue(record, next_us / US_PER_S))
             return
