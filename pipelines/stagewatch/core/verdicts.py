@@ -19,7 +19,7 @@ from stagewatch.core.timeutil import US_PER_MS
 from stagewatch.core.traces import Outbox, Trace, TraceRules
 
 __all__ = ["RARE_OPTIONAL", "Judge", "baseline_stage", "deferred_snapshot", "defers",
-           "judge_measurement", "stall_deadline"]
+           "judge_measurement", "lookup_at", "stall_deadline"]
 
 
 def baseline_stage(m: Measurement, rules: TraceRules) -> str:
@@ -102,7 +102,7 @@ def deferred_snapshot(
     return snap, by_tenant
 
 
-def _lookup_at(snaps: dict[BaselineKey, Snapshot], step: int, tenant: str | None, chronic_n: float) -> Lookup:
+def lookup_at(snaps: dict[BaselineKey, Snapshot], step: int, tenant: str | None, chronic_n: float) -> Lookup:
     """The snapshot judging each baseline for a file of ``tenant`` in interval ``step``."""
     return lambda stage: judge(snaps, step, stage, tenant, chronic_n)
 
@@ -189,7 +189,7 @@ class Judge:
                 continue
             parts = trace.parts() if m.measure == "end_to_end" else ()
             _, anomaly = judge_measurement(trace.ref(), last_stage, m, snap, by_tenant, rules, now, parts,
-                                           _lookup_at(snaps, step, tenant, chronic_n))
+                                           lookup_at(snaps, step, tenant, chronic_n))
             if anomaly is not None and (m.stage_i < 0 or not (trace.slow >> m.stage_i) & 1):
                 if m.stage_i >= 0:
                     trace.slow |= 1 << m.stage_i

@@ -35,6 +35,7 @@ from stagewatch.core.verdicts import (
     deferred_snapshot,
     defers,
     judge_measurement,
+    lookup_at,
     stall_deadline,
 )
 from stagewatch.stream.steps.contain import ContainedStep, contained
@@ -42,7 +43,7 @@ from stagewatch.stream.steps.contain import ContainedStep, contained
 __all__ = ["DEADLINES", "JudgeMeasurements"]
 
 DEADLINES = "deadlines"
-DEFERRED = "deferred"  # measured while the baseline was cold: judged again in the next interval
+DEFERRED = "deferred"  # measured in its stage's first interval (no snapshot yet): judged again in the next
 
 
 class _JudgeFn(beam.DoFn):
@@ -65,7 +66,7 @@ class _JudgeFn(beam.DoFn):
         if isinstance(record, Progress):  # when is the next stage overdue?
             tenant = record.file.tenant
             found = stall_deadline(rules.index[record.last_stage], record.next_i, record.last_t_us,
-                                   lambda stage: judge(snaps, step, stage, tenant, cfg.chronic_n), rules,
+                                   lookup_at(snaps, step, tenant, cfg.chronic_n), rules,
                                    lambda stage: seen_n(snaps, stage))
             if found is not None:
                 self._deadlines.inc()
@@ -75,15 +76,15 @@ class _JudgeFn(beam.DoFn):
         # of the start of the interval after it.
         tenant = record.file.tenant
         choose = deferred_snapshot if self._second else judge
-        snap, by_tenant = choose(snaps, step, baseline_stage(record.m, rules), tenant, cfg.chronic_n)
-        if snap is None and not self._second and defers(snaps, baseline_stage(record.m, rules)):
+        stage = baseline_stage(record.m, rules)
+        snap, by_tenant = choose(snaps, step, stage, tenant, cfg.chronic_n)
+        if snap is None and not self._second and defers(snaps, stage):
             next_us = (record.now_us // cfg.interval_us + 1) * cfg.interval_us
             yield beam.pvalue.TaggedOutput(DEFERRED, TimestampedValue(record, next_us / US_PER_S))
             return
         now = step * cfg.interval_us if self._second else record.now_us
         verdict, anomaly = judge_measurement(record.file, record.last_stage, record.m, snap, by_tenant, rules,
-                                             now, record.parts,
-                                             lambda stage: judge(snaps, step, stage, tenant, cfg.chronic_n))
+                                             now, record.parts, lookup_at(snaps, step, tenant, cfg.chronic_n))
         self._verdicts[verdict].inc()
         if anomaly is not None:
             yield anomaly
