@@ -11,10 +11,11 @@ MIN = 60 * US_PER_S
 
 
 def anomaly(kind: str, uid: str, stage: str, t_us: int, tenant: str | None, lot: str | None = None,
-            observed: float = 900.0) -> Anomaly:
+            observed: float = 900.0, baseline: str = "stage", cause_stage: str | None = None) -> Anomaly:
     return Anomaly(
         anomaly_id(kind, uid, stage, t_us), kind, uid, stage, None, tenant, lot, format_rfc3339(t_us),
-        format_rfc3339(t_us), observed, 100.0, 250.0, observed / 250.0, 500, "stage", "critical", "wait", "m",
+        format_rfc3339(t_us), observed, 100.0, 250.0, observed / 250.0, 500, baseline, "critical", "wait", "m",
+        cause_stage,
     )
 
 

@@ -49,21 +49,91 @@ def test_one_tenant_opens_a_tenant_incident_that_others_do_not_join() -> None:
     assert "tenant wayne" in opened[0].message
 
 
+def _traffic(tracker: IncidentTracker, tenant: str, per_hour: int, hours: int = 2) -> None:
+    """``per_hour`` files of ``tenant`` closed every hour from an hour before T0, as trace summaries say."""
+    for i in range(per_hour * hours):
+        tracker.observe_summary(closed_summary(f"{tenant}-{i}", tenant, T0 - 60 * MIN + i * 60 * MIN // per_hour))
+
+
 @pytest.mark.unit
 def test_a_few_scattered_anomalies_open_nothing() -> None:
     tracker = IncidentTracker()
-    scattered = [anomaly("slow_stage", f"f{i}", "register", T0 + i * 10 * MIN, "hooli") for i in range(10)]
+    _traffic(tracker, "hooli", 400, hours=3)  # 6 an hour of 400: 1.5 %, what chance gives
+    scattered = [anomaly("slow_stage", f"f{i}", "register", T0 + i * 10 * MIN, "hooli", baseline="tenant")
+                 for i in range(10)]
     assert _feed(tracker, scattered) == []
+
+
+@pytest.mark.unit
+def test_a_tenant_fault_opens_an_incident_at_a_bar_that_scales_with_its_traffic() -> None:
+    """The quickstart demo's tenant fault: 7 of a customer's files slow in 30 minutes, 5 minutes apart at
+    best -- never 5 in 15 minutes, the bar for everyone's anomalies."""
+    def slow_uploads(tenant: str) -> list[Anomaly]:
+        return [anomaly("slow_stage", f"{tenant}-slow{i}", "upload", T0 + i * 5 * MIN, tenant, baseline="tenant")
+                for i in range(7)]
+
+    small, busy = IncidentTracker(), IncidentTracker()
+    _traffic(small, "wayne", 20)
+    _traffic(busy, "wayne", 2000)
+    events = _feed(small, slow_uploads("wayne"))
+    opened = [e for e in events if e.event == "opened"]
+    assert [(e.scope, e.scope_key, e.stage, e.files) for e in opened] == [("tenant", "wayne", "upload", 4)]
+    assert small.open[0].uids == {f"wayne-slow{i}" for i in range(7)}
+    assert _feed(busy, slow_uploads("wayne")) == []  # 7 of 2,000 files an hour: what chance gives
+    # Against everyone's baseline a customer's normal can look slow: those verdicts do not meet its own bar.
+    cold = IncidentTracker()
+    _traffic(cold, "wayne", 20)
+    assert _feed(cold, [anomaly("slow_stage", f"c{i}", "upload", T0 + i * 5 * MIN, "wayne") for i in range(4)]) == []
+
+
+@pytest.mark.unit
+def test_a_tenant_incident_widens_to_everyone_when_the_same_cause_reaches_the_others() -> None:
+    tracker = IncidentTracker()
+    _traffic(tracker, "wayne", 20)
+    first = [anomaly("slow_stage", f"w{i}", "analyse", T0 + i * MIN, "wayne", baseline="tenant") for i in range(4)]
+    rest = [anomaly("slow_stage", f"f{i}", "analyse", T0 + 4 * MIN + i * 10 * US_PER_S, f"t{i % 4}")
+            for i in range(8)]
+    events = _feed(tracker, first + rest)
+    assert [(e.event, e.scope) for e in events if e.event != "updated" or e.scope == "global"][:2] == [
+        ("opened", "tenant"), ("updated", "global")]
+    assert len(tracker.open) == 1 and tracker.open[0].scope == "global" and len(tracker.open[0].uids) == 12
 
 
 @pytest.mark.unit
 def test_slow_end_to_end_joins_the_stage_incident_that_explains_it() -> None:
     tracker = IncidentTracker()
     cause = [anomaly("slow_stage", f"f{i}", "analyse", T0 + i * MIN, f"t{i % 3}") for i in range(6)]
-    effect = [anomaly("slow_trace", f"f{i}", "end_to_end", T0 + (i + 1) * MIN, f"t{i % 3}") for i in range(20)]
+    effect = [anomaly("slow_trace", f"f{i}", "end_to_end", T0 + (i + 1) * MIN, f"t{i % 3}", cause_stage="analyse")
+              for i in range(20)]
     events = _feed(tracker, cause + effect)
     assert [(e.kind, e.stage) for e in events if e.event == "opened"] == [("slow_stage", "analyse")]
     assert len(tracker.open[0].uids) == 20
+
+
+@pytest.mark.unit
+def test_slow_end_to_end_never_joins_an_incident_of_another_stage() -> None:
+    """The quickstart demo: a customer's slow uploads, slow end to end, had joined the stall before download."""
+    tracker = IncidentTracker()
+    _feed(tracker, [anomaly("stalled", f"s{i}", "download", T0 + i * MIN, f"t{i % 4}") for i in range(6)])
+    assert [(i.kind, i.stage) for i in tracker.open] == [("stalled", "download")]
+    _feed(tracker, [anomaly("slow_trace", f"u{i}", "end_to_end", T0 + (7 + i) * MIN, "wayne", cause_stage="upload")
+                    for i in range(4)])
+    _feed(tracker, [anomaly("slow_trace", f"n{i}", "end_to_end", T0 + (7 + i) * MIN, "acme") for i in range(4)])
+    assert tracker.open[0].uids == {f"s{i}" for i in range(6)}
+    # ... but the stall's own files, slow end to end once they arrive, are its.
+    _feed(tracker, [anomaly("slow_trace", "s1", "end_to_end", T0 + 12 * MIN, "t1", cause_stage="download"),
+                    anomaly("slow_trace", "late", "end_to_end", T0 + 12 * MIN, "t1", cause_stage="download")])
+    assert {"late"} < tracker.open[0].uids
+
+
+@pytest.mark.unit
+def test_files_slow_end_to_end_at_one_stage_open_that_stage_incident_at_three_times_the_count() -> None:
+    tracker = IncidentTracker()
+    effect = [anomaly("slow_trace", f"f{i}", "end_to_end", T0 + i * 30 * US_PER_S, f"t{i % 4}",
+                      cause_stage="analyse") for i in range(15)]
+    events = _feed(tracker, effect)
+    assert [(e.kind, e.stage, e.files) for e in events if e.event == "opened"] == [("slow_stage", "analyse", 15)]
+    assert sum(1 for e in _feed(IncidentTracker(), effect[:14]) if e.event == "opened") == 0
 
 
 @pytest.mark.unit

@@ -65,6 +65,30 @@ def test_a_lot_slow_for_its_size_after_warmup_and_not_before() -> None:
 
 
 @pytest.mark.unit
+def test_a_lot_slow_only_because_of_one_file_names_it_and_opens_no_incident() -> None:
+    """A held-out day: five lot_slow incidents at no fault, each one slow file's end to end over again."""
+    from stagewatch.core.incidents import IncidentTracker
+
+    tracker = LotTracker(LotConfig(quiet_s=600, warmup=5))
+    out = []
+    for k in range(8):
+        for s in _lot(f"lot-{k}", T0 + k * 30 * MIN, 8, 40):
+            out += tracker.observe(s)
+    one = _lot("lot-echo", T0 + 9 * 30 * MIN, 8, 40)
+    one[-1] = _summary("lot-echo-f7", "lot-echo", T0 + 9 * 30 * MIN + 7 * US_PER_S, 600)  # one file 15x slower
+    many = _lot("lot-many", T0 + 11 * 30 * MIN, 8, 400)  # every file slow: the batch's own
+    for s in one + many:
+        out += tracker.observe(s)
+    out += tracker.advance(T0 + 14 * 30 * MIN)
+    assert [(r.kind, r.lot, r.slowed_by) for r in out] == [
+        ("lot_slow", "lot-echo", "lot-echo-f7"), ("lot_slow", "lot-many", None)]
+    assert "all of it one file, lot-echo-f7" in out[0].message
+    incidents = IncidentTracker()
+    assert incidents.add_lot(out[0]) == [] and incidents.explained_lots == 1
+    assert [(e.event, e.kind, e.scope_key) for e in incidents.add_lot(out[1])] == [("opened", "lot_slow", "lot-many")]
+
+
+@pytest.mark.unit
 def test_bad_lot_settings_are_refused() -> None:
     with pytest.raises(ValueError):
         LotConfig(factor=1.0)

@@ -19,7 +19,7 @@ __all__ = ["failed", "slow", "slow_message", "stall_message", "stalled", "where_
 def _anomaly(kind: str, file: FileRef, stage: str, last_stage: str | None, t_us: int, now_us: int, *,
              observed_ms: float | None, severity: str, message: str, expected_ms: float | None = None,
              threshold_ms: float | None = None, score: float | None = None, baseline_n: int | None = None,
-             baseline: str | None = None, measure: str | None = None) -> Anomaly:
+             baseline: str | None = None, measure: str | None = None, cause_stage: str | None = None) -> Anomaly:
     return Anomaly(
         anomaly_id=anomaly_id(kind, file.uid, stage, t_us),
         kind=kind,
@@ -39,6 +39,7 @@ def _anomaly(kind: str, file: FileRef, stage: str, last_stage: str | None, t_us:
         severity=severity,
         measure=measure,
         message=message,
+        cause_stage=cause_stage,
     )
 
 
@@ -60,6 +61,7 @@ def slow(file: FileRef, stage: str, last_stage: str | None, m: Measurement, snap
         measure=m.measure,
         message=slow_message(stage, file.uid, m.value_ms, snap.median_ms, snap.threshold_ms, by_tenant, file.tenant,
                              m.measure) + where_it_went(named),
+        cause_stage=named[0][0] if named else None,
     )
 
 

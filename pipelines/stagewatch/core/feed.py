@@ -22,11 +22,12 @@ __all__ = ["BacktestFeed", "TenantActivity", "TrackerInput", "feed", "time_of"]
 
 
 class TenantActivity(NamedTuple):
-    """The tenants that had a file close in the interval ending at ``t_us`` (the streaming job's summary of
-    its trace summaries, one record per interval)."""
+    """The tenants that had files close in the activity interval ending at ``t_us``, and how many (the
+    streaming job's summary of its trace summaries, one record per interval). A record saved by an older
+    release names the tenants alone: one file each."""
 
     t_us: int
-    tenants: tuple[str, ...]
+    tenants: tuple[tuple[str, int] | str, ...]
 
 
 TrackerInput = Anomaly | TenantActivity | Arrival | LotRecord
@@ -45,8 +46,10 @@ def time_of(record: TrackerInput) -> int:
 def feed(tracker: IncidentTracker, t_us: int, record: TrackerInput) -> list[IncidentEvent]:
     """One input, in time order; returns the incident events it caused."""
     if isinstance(record, TenantActivity):
-        for tenant in record.tenants:
+        for item in record.tenants:
+            tenant, n = (item, 1) if isinstance(item, str) else item
             tracker.seen_tenant(tenant, t_us)
+            tracker.closed_files(tenant, t_us, n)
         return []
     if isinstance(record, Arrival):
         return tracker.arrived(record.uid, t_us)

@@ -48,10 +48,22 @@ class IncidentConfig:
     # slow_trace needs this many times open_count to open an incident of its own: a slow end to end is
     # usually a slow stage's consequence, and that stage's incident (which it then joins) should open first.
     slow_trace_factor: int = 3
+    # A customer's own bar (core.candidates): its anomalies of one cause within tenant_window_s open its
+    # incident when at least tenant_min of them would come by chance less than once in 1 / tenant_alpha
+    # windows, were each of its files there flagged with probability noise_rate.
+    tenant_window_s: float = 3600.0
+    tenant_min: int = 3
+    noise_rate: float = 0.01
+    tenant_alpha: float = 1e-3
+    activity_s: float = 300.0  # the interval tenants' traffic is counted in (the streaming job's windows)
 
     def __post_init__(self) -> None:
         if self.open_count < 1 or self.open_window_s <= 0 or self.quiet_s <= 0 or self.settle_s < 0:
             raise ValueError("open_count >= 1, open_window_s > 0, quiet_s > 0 and settle_s >= 0 are required")
+        if self.tenant_min < 1 or self.tenant_window_s <= 0 or self.activity_s <= 0 or not (
+                0 < self.noise_rate < 1 and 0 < self.tenant_alpha < 1):
+            raise ValueError("tenant_min >= 1, tenant_window_s > 0, activity_s > 0, noise_rate and tenant_alpha "
+                             "in (0, 1) are required")
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         _restore(self, state)
@@ -135,4 +147,5 @@ def message(inc: Incident, event: str) -> str:
     head = {"opened": "", "updated": "still: ", "resolved": "resolved: "}[event]
     if event == "resolved" and inc.resolution == "arrived":
         how += f"; all {len(inc.arrived)} held-up file{'s' if len(inc.arrived) != 1 else ''} arrived"
-    return f"{head}{what} for {where} ({files}, {len(inc.tenants)} tenants){how}"
+    tenants = f"{len(inc.tenants)} tenant{'s' if len(inc.tenants) != 1 else ''}"
+    return f"{head}{what} for {where} ({files}, {tenants}){how}"

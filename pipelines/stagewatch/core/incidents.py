@@ -14,9 +14,13 @@ join it. An incomplete lot's incident resolves early when its unfinished files a
 Scope comes from where the opening anomalies concentrate, not from one file: when one tenant accounts for
 ``tenant_share`` of them the incident is that tenant's (a slow home network, a wrong client setting) and
 only that tenant's files join it; else one lot's; else ``global`` (many tenants), with affected and active
-tenant counts. A slow end-to-end time is a consequence, not a cause: a ``slow_trace`` joins an open incident
-that already holds its file, or else an open incident whose scope covers it, and opens its own only when
-``slow_trace_factor`` times as many gather with no stage to explain them.
+tenant counts. A customer's anomalies also open its incident on their own when they are too many for its
+traffic (``core.candidates``: a bar that scales with the customer's files), and a customer's incident widens
+to everyone when the same cause then reaches the others: one cause, one incident.
+
+An anomaly joins only an incident that explains it (``candidates.cause_key``): a slow end-to-end file the
+incident of the stage that added most to it (or that stage's stall), never one of another stage; one whose
+stages are not named opens its own only when ``slow_trace_factor`` times as many gather.
 
 Timeline (open_count 5, window 15 min, quiet 15 min)::
 
@@ -30,6 +34,7 @@ from __future__ import annotations
 from collections import Counter, deque
 from typing import Any
 
+from stagewatch.core.candidates import Traffic, cause_key, poisson_tail, weights
 from stagewatch.core.incident import LOT_STAGE, SAMPLE_LOTS, SAMPLE_UIDS, Incident, IncidentConfig, message
 from stagewatch.core.kinds import LOT_SLOW, SLOW_STAGE, SLOW_TRACE, STALLED
 from stagewatch.core.records import Anomaly, IncidentEvent, LotRecord, TraceSummary
@@ -56,10 +61,18 @@ class IncidentTracker:
         self.explained_lots = 0  # lot records that an incident already known explained
         # Stalled files that arrived before any incident held them (their stall still a candidate): uid -> time.
         self._arrived_early: dict[str, int] = {}
+        self.traffic = Traffic(int(self.cfg.tenant_window_s * US_PER_S))
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # A tracker pickled by an older release (Beam state across --update) lacks what came later.
-        self.__dict__.update({"explained_lots": 0, "_arrived_early": {}, **state})
+        cfg = state.get("cfg") or IncidentConfig()
+        self.__dict__.update({"explained_lots": 0, "_arrived_early": {},
+                              "traffic": Traffic(int(cfg.tenant_window_s * US_PER_S)), **state})
+
+    def incident_of(self, uid: str) -> str | None:
+        """The id of the incident a file's anomalies joined (while it is open or remembered)."""
+        inc = self._by_uid.get(uid)
+        return inc.incident_id if inc is not None else None
 
     # -- input -------------------------------------------------------------------------------------------
 
@@ -68,11 +81,18 @@ class IncidentTracker:
         if tenant:
             self._active[tenant] = max(self._active.get(tenant, 0), t_us)
 
+    def closed_files(self, tenant: str, end_us: int, n: int) -> None:
+        """``n`` files of ``tenant`` closed in the activity interval ending at ``end_us`` (its traffic)."""
+        self.traffic.add(tenant, end_us, n)
+
     def observe_summary(self, summary: TraceSummary) -> list[IncidentEvent]:
-        """A trace closed: its tenant is active, and event time has reached its close (quiet incidents
-        resolve even when no anomaly follows them)."""
+        """A trace closed: its tenant is active, its traffic counts from the end of the interval it closed in,
+        and event time has reached its close (quiet incidents resolve even when no anomaly follows them)."""
         t = parse_rfc3339_us(summary.closed_at)
         self.seen_tenant(summary.tenant, t)
+        if summary.tenant:
+            interval = int(self.cfg.activity_s * US_PER_S)
+            self.closed_files(summary.tenant, (t // interval + 1) * interval, 1)
         return self.advance(t)
 
     def add(self, a: Anomaly) -> list[IncidentEvent]:
@@ -87,20 +107,41 @@ class IncidentTracker:
             if t - home.last_update_us >= self.cfg.update_every_s * US_PER_S:
                 out.append(self._event(home, "updated", t))
             return out
-        key = (a.kind, a.stage)
+        cfg = self.cfg
+        key = cause_key(a)
         queue = self._candidates.setdefault(key, deque())
         queue.append((t, a))
-        horizon = t - int(self.cfg.open_window_s * US_PER_S)
+        horizon = t - int(max(cfg.open_window_s, cfg.tenant_window_s) * US_PER_S)
         while queue and queue[0][0] < horizon:
             queue.popleft()
-        needed = self.cfg.open_count * (self.cfg.slow_trace_factor if a.kind == SLOW_TRACE else 1)
-        if len(queue) >= needed:
-            opened = self._open(key, list(queue), t)
-            if opened is not None:
-                members = {id(m) for _, m in queue if opened.covers(m)}
-                self._candidates[key] = deque((tq, m) for tq, m in queue if id(m) not in members)
-                out.append(self._event(opened, "opened", t))
+        since = t - int(cfg.open_window_s * US_PER_S)
+        recent = [(tq, m) for tq, m in queue if tq >= since]
+        found = None
+        units = cfg.slow_trace_factor  # weights' units: an own verdict counts slow_trace_factor, an echo 1
+        if sum(weights((m for _, m in recent), units).values()) >= cfg.open_count * units:
+            found = self._open(key, recent, t)
+        if found is None and a.tenant and self._tenant_bar_met(queue, a.tenant, t):
+            found = self._open(key, [(tq, m) for tq, m in queue if m.tenant == a.tenant], t, ("tenant", a.tenant))
+        if found is not None:
+            inc, event = found
+            self._candidates[key] = deque((tq, m) for tq, m in queue if not inc.covers(m))
+            out.append(self._event(inc, event, t))
         return out
+
+    def _tenant_bar_met(self, queue: deque[tuple[int, Anomaly]], tenant: str, t: int) -> bool:
+        """Whether ``tenant``'s anomalies in ``queue`` (one cause, ``tenant_window_s``) are too many for its
+        traffic -- and its own, not the first of a slowdown that reaches everyone. Only verdicts of the
+        tenant's own baseline count: against everyone's, a customer's normal can look slow (a simulated day:
+        one customer's first register waits after midnight, before its own baseline warmed up)."""
+        cfg = self.cfg
+        units = cfg.slow_trace_factor
+        everyone = sum(weights((m for _, m in queue), units).values())
+        mine = sum(weights((m for _, m in queue if m.tenant == tenant and m.baseline != "stage"), units).values())
+        k = mine // units  # whole files' worth
+        if k < cfg.tenant_min or mine < cfg.tenant_share * everyone:
+            return False
+        files = max(self.traffic.files(tenant, t), k)
+        return poisson_tail(k, files * cfg.noise_rate) <= cfg.tenant_alpha
 
     def arrived(self, uid: str, t_us: int) -> list[IncidentEvent]:
         """A file that had stalled logged again at ``t_us``: it arrived after all."""
@@ -142,6 +183,10 @@ class IncidentTracker:
         out = self.advance(t)
         lot, kind = record.lot, record.kind
         unfinished = [f.uid for f in record.unfinished]
+        if kind == LOT_SLOW and record.slowed_by:
+            # Slow only because of one file: that file's story (its verdict, its incident), not the batch's.
+            self.explained_lots += 1
+            return out
         cause = self._cause_of_lot(record, unfinished)
         if cause is not None:
             cause.lots.add(lot)
@@ -229,14 +274,15 @@ class IncidentTracker:
         inc = self._by_uid.get(a.uid)
         if inc is not None and inc in self.open:
             return inc
-        same = [i for i in self.open if i.kind == a.kind and i.stage == a.stage and i.covers(a)]
+        key = cause_key(a)
+        same = [i for i in self.open if (i.kind, i.stage) == key and i.covers(a)]
         if same:
             return same[0]
-        if a.kind == SLOW_TRACE:
-            # A slow end to end during an open slowdown whose scope covers the file is that slowdown's.
-            covering = [i for i in self.open if i.kind in (SLOW_STAGE, STALLED) and i.covers(a)]
-            if covering:
-                return covering[0]
+        if a.kind == SLOW_TRACE and a.cause_stage:
+            # A file slow end to end mostly at a stage where files stall is that stall's (held, then let go).
+            stall = [i for i in self.open if i.kind == STALLED and i.stage == a.cause_stage and i.covers(a)]
+            if stall:
+                return stall[0]
         if a.kind == STALLED:
             # A file so late at a slow stage that it was called stalled there is the slowdown's too.
             slow = [i for i in self.open if i.kind == SLOW_STAGE and i.stage == a.stage and i.covers(a)]
@@ -244,37 +290,58 @@ class IncidentTracker:
                 return slow[0]
         return None
 
-    def _open(self, key: tuple[str, str], members: list[tuple[int, Anomaly]], t: int) -> Incident | None:
+    def _open(self, key: tuple[str, str], members: list[tuple[int, Anomaly]], t: int,
+              scoped: tuple[str, str] | None = None) -> tuple[Incident, str] | None:
+        """The incident ``members`` open (``opened``), or the narrower one of the same cause they widen to
+        everyone (``updated``); None while a tenant's or lot's share is not yet enough. ``scoped``: the
+        scope already decided (a tenant over its own bar)."""
         cfg = self.cfg
-        tenants = Counter(m.tenant for _, m in members)
-        lots = Counter(m.lot for _, m in members)
-        uids = {m.uid for _, m in members}
+        weight = weights((m for _, m in members), cfg.slow_trace_factor)
+        owner = {m.uid: (m.tenant, m.lot) for _, m in members}
+        tenants: Counter[str | None] = Counter()
+        lots: Counter[str | None] = Counter()
+        for uid, w in weight.items():
+            tenants[owner[uid][0]] += w
+            lots[owner[uid][1]] += w
+        total = sum(weight.values())
+        need = cfg.open_count * cfg.slow_trace_factor  # in weights' units
         top_tenant, n_tenant = tenants.most_common(1)[0]
         top_lot, n_lot = lots.most_common(1)[0]
-        if len(uids) == 1:
-            scope, scope_key = "trace", next(iter(uids))
-        elif top_tenant is not None and n_tenant >= cfg.tenant_share * len(members):
-            if n_tenant < cfg.open_count:
-                return None  # the tenant's own anomalies are not yet enough
+        scope: str
+        scope_key: str | None
+        if scoped is not None:
+            scope, scope_key = scoped
+        elif len(weight) == 1:
+            scope, scope_key = "trace", next(iter(weight))
+        elif top_tenant is not None and n_tenant >= cfg.tenant_share * total:
+            if n_tenant < need:
+                return None  # the tenant's own anomalies are not yet enough (its own bar may still be met)
             scope, scope_key = "tenant", top_tenant
-        elif top_lot is not None and n_lot >= cfg.lot_share * len(members):
-            if n_lot < cfg.open_count:
+        elif top_lot is not None and n_lot >= cfg.lot_share * total:
+            if n_lot < need:
                 return None
             scope, scope_key = "lot", top_lot
         else:
             scope, scope_key = "global", None
-        # The first anomaly's own time (not when it was detected): the same id in the backtest and the stream.
-        first = min(parse_rfc3339_us(m.event_time) for _, m in members)
-        inc = Incident(
-            incident_id=f"{key[0]}-{key[1]}-{scope}-{scope_key or 'all'}-{format_rfc3339(first)}",
-            kind=key[0], stage=key[1], scope=scope, scope_key=scope_key, started_us=first, last_us=t,
-        )
+        inc = next((i for i in self.open if (i.kind, i.stage) == key and i.scope in ("tenant", "lot")), None) \
+            if scope == "global" else None
+        event = "updated"
+        if inc is not None:  # the same cause, first seen at one customer or batch, reaches everyone
+            inc.scope, inc.scope_key = "global", None
+        else:
+            # The first anomaly's own time (not when it was detected): the same id in the backtest and the stream.
+            first = min(parse_rfc3339_us(m.event_time) for _, m in members)
+            inc = Incident(
+                incident_id=f"{key[0]}-{key[1]}-{scope}-{scope_key or 'all'}-{format_rfc3339(first)}",
+                kind=key[0], stage=key[1], scope=scope, scope_key=scope_key, started_us=first, last_us=t,
+            )
+            self.open.append(inc)
+            event = "opened"
         for tq, m in members:
             if inc.covers(m):
                 inc.join(m, tq, self._arrived_early)
                 self._by_uid[m.uid] = inc
-        self.open.append(inc)
-        return inc
+        return inc, event
 
     def _event(self, inc: Incident, event: str, t_us: int) -> IncidentEvent:
         inc.last_update_us = t_us

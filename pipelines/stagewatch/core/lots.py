@@ -7,7 +7,10 @@ once none of its files has logged anything for ``quiet_s`` (its upload is over a
 * ``lot_slow`` when all finished but the batch took more than ``factor`` times the usual for lots of its
   size to finish once it was all submitted (from its last file's first event to its last event: how the
   customer spread the uploads is theirs, what follows is the pipeline's) (sizes grouped by powers of two, the median
-  of the last ``history`` complete lots of that size; no verdict before ``warmup`` of them).
+  of the last ``history`` complete lots of that size; no verdict before ``warmup`` of them). When the lot
+  would have been in time without the file that finished last, the record names it (``slowed_by``): after
+  its last file came in, a lot's duration is mostly that one file's end to end, and a lot slow only because
+  of it is that file's story (its own verdict, its incident), not the batch's -- it opens no incident.
 
 The end of a finite input judges nothing that is not yet quiet: a batch still in flight is not incomplete.
 """
@@ -47,6 +50,20 @@ class Lot:
     last_us: int
     submitted_us: int  # the latest first event of its files: the whole batch is in from then on
     files: dict[str, LotFile] = field(default_factory=dict)
+    spans: dict[str, tuple[int, int]] = field(default_factory=dict)  # uid -> (first, last event)
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        # A lot pickled by an older release (the streaming job's state across --update) has no spans.
+        self.__dict__.update({"spans": {}, **state})
+
+    def without_last(self) -> tuple[str | None, float | None]:
+        """(the file that finished last, the lot's duration in ms had it finished with the others): None, None
+        for a lot of one file, or one whose spans are unknown."""
+        if len(self.spans) < 2:
+            return (next(iter(self.spans)) if self.spans else None), None
+        last = max(self.spans, key=lambda uid: (self.spans[uid][1], uid))
+        rest = [span for uid, span in self.spans.items() if uid != last]
+        return last, max(0, max(e for _, e in rest) - max(f for f, _ in rest)) / US_PER_MS
 
 
 def add_file(lot: Lot | None, summary: TraceSummary) -> Lot:
@@ -59,6 +76,7 @@ def add_file(lot: Lot | None, summary: TraceSummary) -> Lot:
     stages = summary.stages
     lot.files[summary.uid] = LotFile(summary.uid, summary.status, summary.tenant,
                                      stages[-1].stage if stages else None)
+    lot.spans[summary.uid] = (first, last)
     return lot
 
 
@@ -77,13 +95,13 @@ class LotJudge:
         unfinished = tuple(sorted((f for f in lot.files.values() if f.status != "complete"), key=lambda f: f.uid))
         tenants = tuple(sorted({f.tenant for f in lot.files.values() if f.tenant}))
 
-        def record(kind: str, expected_ms: float | None, message: str) -> LotRecord:
+        def record(kind: str, expected_ms: float | None, message: str, slowed_by: str | None = None) -> LotRecord:
             return LotRecord(
                 lot=lot_id, tenants=tenants, files=size, started_at=format_rfc3339(lot.first_us),
                 submitted_at=format_rfc3339(lot.submitted_us), finished_at=format_rfc3339(lot.last_us),
                 judged_at=format_rfc3339(lot.last_us + int(self.cfg.quiet_s * US_PER_S)), duration_ms=duration_ms,
                 kind=kind, expected_ms=expected_ms, unfinished=unfinished,
-                message=message)
+                message=message, slowed_by=slowed_by)
 
         if unfinished:
             what = ", ".join(f"{f.uid} ({f.status} after {f.last_stage})" for f in unfinished[:5])
@@ -94,9 +112,13 @@ class LotJudge:
         expected = statistics.median(bucket) if len(bucket) >= self.cfg.warmup else None
         bucket.append(duration_ms)
         if expected is not None and duration_ms > self.cfg.factor * expected:
+            last, rest_ms = lot.without_last()
+            one = last if rest_ms is None or rest_ms <= self.cfg.factor * expected else None
+            why = f"; all of it one file, {one}, which finished last" if one else ""
             return record(LOT_SLOW, expected,
                           f"lot {lot_id} ({size} files) took {format_duration_ms(duration_ms)} to finish after "
-                          f"its last file came in; lots of its size usually take {format_duration_ms(expected)}")
+                          f"its last file came in; lots of its size usually take {format_duration_ms(expected)}"
+                          f"{why}", one)
         return None
 
 

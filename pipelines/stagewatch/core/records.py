@@ -66,6 +66,9 @@ class Anomaly:
     # "end_to_end", "deadline" (a stall); None for a failure.
     measure: str | None
     message: str
+    # For a slow_trace: the stage that added most over its usual (``core.evidence``), the cause an incident
+    # files it under; None when no stage stood out, and for every other kind.
+    cause_stage: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -168,6 +171,9 @@ class LotRecord:
     expected_ms: float | None  # the usual for lots of its size (lot_slow)
     unfinished: tuple[LotFile, ...]
     message: str
+    # lot_slow: the one file without which the batch would not have been slow (it finished last, the rest in
+    # time): a lot slow only because of one file is that file's story, and opens no incident.
+    slowed_by: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         row = asdict(self)

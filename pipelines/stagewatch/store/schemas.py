@@ -63,6 +63,7 @@ _ANOMALY = (
     Field("severity", "STRING", "REQUIRED"),
     Field("measure", "STRING"),
     Field("message", "STRING", "REQUIRED"),
+    Field("cause_stage", "STRING"),
 )
 _STAGE = (
     Field("stage", "STRING", "REQUIRED"),
@@ -133,6 +134,7 @@ _LOT = (
     Field("expected_ms", "FLOAT"),
     Field("unfinished", "RECORD", "REPEATED", _UNFINISHED),
     Field("message", "STRING", "REQUIRED"),
+    Field("slowed_by", "STRING"),  # lot_slow: the one file that made it slow (then no incident)
 )
 
 TABLES: dict[str, Table] = {

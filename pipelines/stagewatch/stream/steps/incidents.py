@@ -2,8 +2,9 @@
 
 Anomalies are few (a fraction of a percent of the files), so one key holds the tracker: scope is decided
 from where anomalies concentrate across all tenants, which needs them together. Tenants' activity (the
-denominator of a global incident's reach) is not routed there file by file: trace summaries are reduced to
-the set of tenants per interval window first, one small record per interval.
+denominator of a global incident's reach, and a customer's traffic that sets its own bar) is not routed there
+file by file: trace summaries are reduced to files per tenant per activity window first, one small record per
+window.
 
 The tracker sees anomalies, arrivals of stalled files and lot records sorted by their time once the watermark
 is ``hold`` past it (a buffer and one event-time timer, as ``AssembleTraces`` does for events; ``hold``
@@ -105,12 +106,12 @@ class TrackIncidents(ContainedStep):
 
     def expand(self, inputs: tuple[beam.PCollection, ...]) -> beam.PCollection:
         anomalies, summaries, arrivals, lots = inputs
-        interval_us = int(self._interval_s * US_PER_S)
+        interval_us = int(self._cfg.activity_s * US_PER_S)
         per_interval = (
             summaries
             | "TenantOf" >> beam.FlatMap(_tenant_of)
-            | "ActivityWindows" >> beam.WindowInto(FixedWindows(self._interval_s))
-            | "TenantsPerInterval" >> beam.CombineGlobally(_TenantSet()).without_defaults()
+            | "ActivityWindows" >> beam.WindowInto(FixedWindows(self._cfg.activity_s))
+            | "TenantsPerInterval" >> beam.CombineGlobally(_TenantCounts()).without_defaults()
         )
         stamped = self.pardo(per_interval, "StampInterval", _StampWindowEnd(interval_us)).main
         active = stamped | "ActivityGlobal" >> beam.WindowInto(GlobalWindows())
@@ -128,19 +129,23 @@ class TrackIncidents(ContainedStep):
         return self.pardo(together, "Track", _TrackFn(self._cfg, self._end_us, self._hold_us)).main
 
 
-class _TenantSet(beam.CombineFn):
-    def create_accumulator(self) -> set[str]:
-        return set()
+class _TenantCounts(beam.CombineFn):
+    def create_accumulator(self) -> dict[str, int]:
+        return {}
 
-    def add_input(self, acc: set[str], tenant: str) -> set[str]:
-        acc.add(tenant)
+    def add_input(self, acc: dict[str, int], tenant: str) -> dict[str, int]:
+        acc[tenant] = acc.get(tenant, 0) + 1
         return acc
 
-    def merge_accumulators(self, accs: Any) -> set[str]:
-        return set().union(*accs)
+    def merge_accumulators(self, accs: Any) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for acc in accs:
+            for tenant, n in acc.items():
+                out[tenant] = out.get(tenant, 0) + n
+        return out
 
-    def extract_output(self, acc: set[str]) -> list[str]:
-        return sorted(acc)
+    def extract_output(self, acc: dict[str, int]) -> list[tuple[str, int]]:
+        return sorted(acc.items())
 
 
 class _StampWindowEnd(beam.DoFn):
@@ -148,7 +153,7 @@ class _StampWindowEnd(beam.DoFn):
         self._interval_us = interval_us
 
     @contained("Incidents")
-    def process(self, tenants: list[str], w: Any = beam.DoFn.WindowParam) -> Iterator[TenantActivity]:
+    def process(self, tenants: list[tuple[str, int]], w: Any = beam.DoFn.WindowParam) -> Iterator[TenantActivity]:
         yield TenantActivity(int(w.start.micros) + self._interval_us, tuple(tenants))
 
 
