@@ -113,7 +113,7 @@ def test_slow_end_to_end_joins_the_stage_incident_that_explains_it() -> None:
 @pytest.mark.unit
 def test_slow_end_to_end_never_joins_an_incident_of_another_stage() -> None:
     """The quickstart demo: a customer's slow uploads, slow end to end, had joined the stall before download."""
-    tracker = IncidentTracker()
+    tracker = IncidentTracker(IncidentConfig(min_quiet_s=900))
     _feed(tracker, [anomaly("stalled", f"s{i}", "download", T0 + i * MIN, f"t{i % 4}") for i in range(6)])
     assert [(i.kind, i.stage) for i in tracker.open] == [("stalled", "download")]
     _feed(tracker, [anomaly("slow_trace", f"u{i}", "end_to_end", T0 + (7 + i) * MIN, "wayne", cause_stage="upload")
@@ -138,7 +138,7 @@ def test_files_slow_end_to_end_at_one_stage_open_that_stage_incident_at_three_ti
 
 @pytest.mark.unit
 def test_resolved_after_quiet_and_not_at_the_end_of_input() -> None:
-    tracker = IncidentTracker(IncidentConfig(quiet_s=600))
+    tracker = IncidentTracker(IncidentConfig(quiet_s=600, min_quiet_s=600))
     _feed(tracker, [anomaly("stalled", f"f{i}", "download", T0 + i * MIN, f"t{i % 4}") for i in range(10)])
     assert tracker.advance(T0 + 15 * MIN) == []  # 6 minutes after the last: not yet
     done = tracker.observe_summary(closed_summary("z", "t1", T0 + 25 * MIN))
@@ -151,7 +151,7 @@ def test_resolved_after_quiet_and_not_at_the_end_of_input() -> None:
 
 @pytest.mark.unit
 def test_a_stall_incident_resolves_when_its_files_arrive_after_all() -> None:
-    tracker = IncidentTracker(IncidentConfig(settle_s=120))
+    tracker = IncidentTracker(IncidentConfig(settle_s=120, min_quiet_s=900))
     events = _feed(tracker, [anomaly("stalled", f"f{i}", "download", T0 + i * 10 * US_PER_S, f"t{i % 4}")
                              for i in range(6)])
     assert [e.event for e in events] == ["opened"]
@@ -167,7 +167,7 @@ def test_a_stall_incident_resolves_when_its_files_arrive_after_all() -> None:
 
 @pytest.mark.unit
 def test_stalls_that_keep_coming_do_not_resolve_on_arrivals() -> None:
-    tracker = IncidentTracker(IncidentConfig(settle_s=120))
+    tracker = IncidentTracker(IncidentConfig(settle_s=120, min_quiet_s=900))
     _feed(tracker, [anomaly("stalled", f"f{i}", "download", T0 + i * 10 * US_PER_S, "t1" if i % 2 else "t2")
                     for i in range(5)])
     for i in range(5):
@@ -219,7 +219,7 @@ def test_a_tracker_saved_by_an_older_release_loads_and_goes_on() -> None:
 
 @pytest.mark.unit
 def test_a_slowdown_resolves_by_quiet_even_when_its_stalled_files_arrive() -> None:
-    tracker = IncidentTracker(IncidentConfig(quiet_s=600, settle_s=60))
+    tracker = IncidentTracker(IncidentConfig(quiet_s=600, min_quiet_s=600, settle_s=60))
     _feed(tracker, [anomaly("slow_stage", f"f{i}", "upload", T0 + i * MIN, "wayne") for i in range(6)])
     tracker.add(anomaly("stalled", "s1", "upload", T0 + 7 * MIN, "wayne"))  # so slow it was called stalled
     assert tracker.open[0].uids >= {"s1"}
@@ -261,12 +261,36 @@ def test_unexplained_lots_open_a_lot_incident_that_widens_and_resolves_when_file
 
 @pytest.mark.unit
 def test_a_slow_lot_alone_is_a_lot_incident_that_resolves_when_quiet() -> None:
-    tracker = IncidentTracker(IncidentConfig(quiet_s=600))
+    tracker = IncidentTracker(IncidentConfig(quiet_s=600, min_quiet_s=600))
     (opened,) = tracker.add_lot(lot_record("lot-7", "lot_slow", T0, []))
     assert (opened.kind, opened.scope, opened.files, opened.worst_observed_ms) == (
         "lot_slow", "lot", 10, 60_000.0)
     (done,) = tracker.advance(T0 + 200 * MIN)
     assert done.event == "resolved" and done.resolved_at == format_rfc3339(T0 + 130 * MIN)
+
+
+@pytest.mark.unit
+def test_a_burst_resolves_minutes_after_its_last_file_and_a_trickle_waits_for_its_gaps() -> None:
+    """Quiet follows the incident's own pace: 4 of its usual gaps between files, 5 to 15 minutes (a held-out
+    day's slowdowns resolved 19-27 min after their end with a fixed 15 min; a customer's fault, one slow file
+    every 5 to 10 minutes, must not resolve between two of them)."""
+    burst = IncidentTracker()
+    _feed(burst, [anomaly("slow_stage", f"b{i}", "analyse", T0 + i * 6 * US_PER_S, f"t{i % 4}") for i in range(100)])
+    last = T0 + 99 * 6 * US_PER_S
+    assert burst.advance(last + 299 * US_PER_S) == []
+    (done,) = burst.advance(last + 301 * US_PER_S)
+    assert done.resolved_at == format_rfc3339(last + 300 * US_PER_S)
+    trickle = IncidentTracker()
+    _feed(trickle, [anomaly("slow_stage", f"w{i}", "upload", T0 + i * 2 * MIN, f"t{i % 4}") for i in range(10)])
+    last = T0 + 18 * MIN
+    assert trickle.advance(last + 7 * MIN) == []  # 2-minute gaps: quiet after 8 min
+    (done,) = trickle.advance(last + 9 * MIN)
+    assert done.resolved_at == format_rfc3339(last + 8 * MIN)
+    slowest = IncidentTracker()
+    _feed(slowest, [anomaly("slow_stage", f"s{i}", "upload", T0 + i * 6 * MIN, "wayne", baseline="tenant")
+                    for i in range(4)])
+    assert [i.scope_key for i in slowest.open] == ["wayne"]  # its own bar, one file every 6 minutes
+    assert slowest.advance(T0 + 18 * MIN + 14 * MIN) == []  # 4 gaps is 24 min: 15, the most
 
 
 @pytest.mark.unit

@@ -13,7 +13,7 @@ from typing import Any
 
 from stagewatch.core.kinds import LOT_INCOMPLETE, STALLED, incident_phrase
 from stagewatch.core.records import Anomaly
-from stagewatch.core.timeutil import format_duration_ms
+from stagewatch.core.timeutil import US_PER_S, format_duration_ms
 
 __all__ = ["LOT_STAGE", "SAMPLE_LOTS", "SAMPLE_UIDS", "Incident", "IncidentConfig", "message"]
 
@@ -35,7 +35,12 @@ def _restore(obj: Any, state: dict[str, Any]) -> None:
 class IncidentConfig:
     open_count: int = 5  # anomalies of one kind and stage within open_window_s that open an incident
     open_window_s: float = 900.0
-    quiet_s: float = 900.0  # resolved when no anomaly joined for this long (event time)
+    # Resolved when no anomaly joined for quiet_gaps of its usual gaps between files (event time), within
+    # [min_quiet_s, quiet_s]: a slowdown of hundreds of files is over minutes after the last one, a customer's
+    # trickle of one every five minutes is not over after one gap (Incident.quiet_us).
+    quiet_s: float = 900.0
+    min_quiet_s: float = 300.0
+    quiet_gaps: float = 4.0
     tenant_share: float = 0.8  # one tenant's share of the opening anomalies that makes it a tenant incident
     lot_share: float = 0.8
     update_every_s: float = 300.0  # at most one "updated" event per incident per this long
@@ -60,6 +65,8 @@ class IncidentConfig:
     def __post_init__(self) -> None:
         if self.open_count < 1 or self.open_window_s <= 0 or self.quiet_s <= 0 or self.settle_s < 0:
             raise ValueError("open_count >= 1, open_window_s > 0, quiet_s > 0 and settle_s >= 0 are required")
+        if not 0 < self.min_quiet_s <= self.quiet_s or self.quiet_gaps <= 0:
+            raise ValueError("0 < min_quiet_s <= quiet_s and quiet_gaps > 0 are required")
         if self.tenant_min < 1 or self.tenant_window_s <= 0 or self.activity_s <= 0 or not (
                 0 < self.noise_rate < 1 and 0 < self.tenant_alpha < 1):
             raise ValueError("tenant_min >= 1, tenant_window_s > 0, activity_s > 0, noise_rate and tenant_alpha "
@@ -94,6 +101,12 @@ class Incident:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         _restore(self, state)
+
+    def quiet_us(self, cfg: IncidentConfig) -> int:
+        """How long with no new file before it is over: ``quiet_gaps`` of its mean gap between files so far,
+        within [``min_quiet_s``, ``quiet_s``]."""
+        gap = max(0, self.last_us - self.started_us) / max(1, len(self.uids) - 1)
+        return int(min(cfg.quiet_s * US_PER_S, max(cfg.min_quiet_s * US_PER_S, cfg.quiet_gaps * gap)))
 
     @property
     def all_arrived(self) -> bool:

@@ -2,7 +2,8 @@
 
 An ``IncidentTracker`` is fed anomalies in the order they are detected (the backtest's order; event time)
 and emits incident events: ``opened`` when enough anomalies of one kind and stage concentrate, ``updated``
-(rate-limited) as files join, ``resolved`` when none has joined for ``quiet_s`` of event time -- or, for
+(rate-limited) as files join, ``resolved`` when none has joined for a while (event time: four of its usual gaps
+between files, 5 to 15 minutes; ``Incident.quiet_us``) -- or, for
 stalls, once every file it holds has arrived after all (``arrived``) and none stalled for ``settle_s``.
 
 Lots (``add_lot``: the records of ``lots.LotTracker``) are judged hours after their files, when the batch
@@ -22,11 +23,12 @@ An anomaly joins only an incident that explains it (``candidates.cause_key``): a
 incident of the stage that added most to it (or that stage's stall), never one of another stage; one whose
 stages are not named opens its own only when ``slow_trace_factor`` times as many gather.
 
-Timeline (open_count 5, window 15 min, quiet 15 min)::
+Timeline (open_count 5, window 15 min)::
 
     10:00-10:03  5 slow analyse from 4 tenants       -> opened  (global, analyse, 5 files)
     10:03-10:30  more slow analyse, slow end to end   -> updated (at most every update_every_s)
-    10:45        nothing new for 15 min               -> resolved (resolved_at 10:45, files 211)
+    10:35        nothing new for 5 min (211 files in  -> resolved (resolved_at 10:35)
+                 30 min: 4 gaps is well under 5 min)
 """
 
 from __future__ import annotations
@@ -160,12 +162,11 @@ class IncidentTracker:
     def advance(self, t_us: int) -> list[IncidentEvent]:
         """Event time moved to ``t_us``: resolve incidents that went quiet, or whose stalled files arrived."""
         out = []
-        quiet = int(self.cfg.quiet_s * US_PER_S)
         settle = int(self.cfg.settle_s * US_PER_S)
         for inc in list(self.open):
             # Each way out has its own instant, independent of when advance is called: the backtest calls it
             # at every anomaly, the streaming job every minute, and both must resolve at the same time.
-            ways = [(inc.last_us + quiet, "quiet")]
+            ways = [(inc.last_us + inc.quiet_us(self.cfg), "quiet")]
             if inc.all_arrived:
                 ways.append((max(inc.last_arrival_us, inc.last_us + settle), "arrived"))
             when, how = min(ways)

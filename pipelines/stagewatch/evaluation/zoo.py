@@ -265,9 +265,10 @@ def simulate_zoo(pipe: ZooPipeline, outdir: Path) -> dict[str, Any]:
     seq = n = 0
 
     def label(rows: list[dict[str, Any]], uid: str, kind: str, stage: str, tenant: Tenant, lot: str,
-              t_s: float) -> None:
+              t_s: float, fault: int | None) -> None:
+        # ``fault``: the index of the fault that made it (manifest's ``faults``); None for the normal tail.
         rows.append({"uid": uid, "kind": kind, "stage": stage, "tenant": tenant.name, "lot": lot,
-                     "time": format_rfc3339(t0_us + int(t_s * US_PER_S))})
+                     "time": format_rfc3339(t0_us + int(t_s * US_PER_S)), "fault": fault})
 
     for arrival, tenant, lot in _files(pipe, rng):
         n += 1
@@ -279,41 +280,46 @@ def simulate_zoo(pipe: ZooPipeline, outdir: Path) -> dict[str, Any]:
         t = arrival
         events: list[tuple[str, float, bool]] = [(pipe.stages[0].name, t, False)]
         total = 0.0
+        touched: int | None = None  # the first fault that slowed one of its stages
         hour = int(t // 3600)
         for stage in pipe.stages[1:]:
             if stage.skip and rng.random() < stage.skip:
                 continue
-            stopped = next((f for f in faults if f.kind == STALLED and stage.name in f.stages
+            stopped = next((i for i, f in enumerate(faults) if f.kind == STALLED and stage.name in f.stages
                             and f.hits(t, tenant.name, lot) and rng.random() < f.factor), None)
             if stopped is not None:
-                label(labels, uid, STALLED, stage.name, tenant, lot, t)
+                label(labels, uid, STALLED, stage.name, tenant, lot, t, stopped)
                 break
             scale = truth.scale(stage, int(t // 3600), tenant)
             normal = float(_quantise(stage, _unit(stage, rng, 1) * scale)[0])
-            factor = math.prod(f.factor for f in faults if f.kind == SLOW_STAGE and stage.name in f.stages
-                               and f.hits(t, tenant.name, lot))
+            slowing = [i for i, f in enumerate(faults) if f.kind == SLOW_STAGE and stage.name in f.stages
+                       and f.hits(t, tenant.name, lot)]
+            factor = math.prod(faults[i].factor for i in slowing)
+            cause = slowing[0] if slowing else None
+            touched = cause if touched is None else touched
             duration = float(_quantise(stage, np.array([normal * factor]))[0])
             t += duration
             total += duration
             line = truth.stage(stage, int((t - duration) // 3600), tenant)
             if duration > CLEAR * line:
-                label(labels, uid, SLOW_STAGE, stage.name, tenant, lot, t)
+                label(labels, uid, SLOW_STAGE, stage.name, tenant, lot, t, cause)
             elif duration > line:
-                label(ambiguous, uid, SLOW_STAGE, stage.name, tenant, lot, t)
+                label(ambiguous, uid, SLOW_STAGE, stage.name, tenant, lot, t, cause)
             elif factor == 1.0:
                 normal_measures += 1
-            broke = any(f.kind == FAILED and stage.name in f.stages and f.hits(t - duration, tenant.name, lot)
-                        and rng.random() < f.factor for f in faults)
+            broke_by = next((i for i, f in enumerate(faults) if f.kind == FAILED and stage.name in f.stages
+                             and f.hits(t - duration, tenant.name, lot) and rng.random() < f.factor), None)
+            broke = broke_by is not None
             events.append((stage.name, t, broke))
             if broke:
-                label(labels, uid, FAILED, stage.name, tenant, lot, t)
+                label(labels, uid, FAILED, stage.name, tenant, lot, t, broke_by)
                 break
         else:
             line = truth.e2e(hour, tenant)
             if total > CLEAR * line:
-                label(labels, uid, SLOW_TRACE, "end_to_end", tenant, lot, t)
+                label(labels, uid, SLOW_TRACE, "end_to_end", tenant, lot, t, touched)
             elif total > line:
-                label(ambiguous, uid, SLOW_TRACE, "end_to_end", tenant, lot, t)
+                label(ambiguous, uid, SLOW_TRACE, "end_to_end", tenant, lot, t, touched)
         for name, true_t, broke in events:
             stage = next(s for s in pipe.stages if s.name == name)
             skew = tenant.skew_s if stage.service == pipe.skewed_service else 0.0
