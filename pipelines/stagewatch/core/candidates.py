@@ -8,11 +8,14 @@ and the traffic that sets a customer's bar.
 * **Weight.** A file counts once per cause, by its strongest evidence: a verdict on the stage itself counts 1, a
   slow end to end that only points at the stage ``1 / slow_trace_factor`` (most slow end-to-end files are a
   slow stage's consequence; alone, many of them are needed).
-* **A customer's bar.** A customer sends a share of the traffic; the same count of anomalies means more from a
-  small one. A tenant's anomalies on one cause within ``tenant_window_s`` open its incident when so many would
-  come by chance less than once in ``1 / tenant_alpha`` windows, if each of its files there were flagged with
-  probability ``noise_rate`` (a Poisson tail on the tenant's files closed in the window) -- and at least
-  ``tenant_min`` of them. 7 of a customer's 10 files in half an hour open; 5 of a customer's 400 do not.
+* **A bar that scales with traffic.** The same count of anomalies means more from a small customer, or a
+  quiet pipeline, than from a busy one. Anomalies of one cause open an incident only when so many would come by
+  chance less than once in ``1 / tenant_alpha`` windows, if each file closed in the window were flagged at the
+  cause's noise rate (a Poisson tail): for everyone, ``open_count`` of them within ``open_window_s`` *and*
+  that; for one customer on its own, ``tenant_min`` of its files within ``tenant_window_s`` and that, on its
+  own traffic. 7 of a customer's 10 files in half an hour open; 5 of a customer's 400 do not.
+* **The noise rate** is learned per cause (``Noise``): the median, over the last ``noise_window_s`` in hours, of
+  its anomalies per file closed each hour -- at least ``noise_rate``.
 
 Traffic is counted per activity interval (the interval of each file's close), the same in both drivers: the
 streaming job sums its trace summaries per interval window, the backtest files each summary under the interval
@@ -22,13 +25,14 @@ it closed in; an interval counts from its end on.
 from __future__ import annotations
 
 import math
+import statistics
 from collections import deque
 from collections.abc import Iterable
 
 from stagewatch.core.kinds import SLOW_STAGE, SLOW_TRACE
 from stagewatch.core.records import Anomaly
 
-__all__ = ["Traffic", "cause_key", "poisson_tail", "weights"]
+__all__ = ["Noise", "Traffic", "cause_key", "poisson_tail", "weights"]
 
 Key = tuple[str, str]  # (kind, stage) of the incident an anomaly belongs to
 
@@ -66,10 +70,10 @@ def poisson_tail(k: int, lam: float) -> float:
 
 
 class Traffic:
-    """Files closed per tenant, per activity interval; ``files`` sums the intervals that ended in a window."""
+    """Files closed per tenant ("" for files with none), per activity interval, kept for ``keep_us``."""
 
-    def __init__(self, window_us: int) -> None:
-        self.window_us = window_us
+    def __init__(self, keep_us: int) -> None:
+        self.keep_us = keep_us
         self._per_tenant: dict[str, deque[tuple[int, int]]] = {}
 
     def add(self, tenant: str, end_us: int, n: int) -> None:
@@ -79,9 +83,42 @@ class Traffic:
             counts[-1] = (end_us, counts[-1][1] + n)
         else:
             counts.append((end_us, n))
-        while counts and counts[0][0] < end_us - 2 * self.window_us:
+        while counts and counts[0][0] < end_us - self.keep_us:
             counts.popleft()
 
-    def files(self, tenant: str, t_us: int) -> int:
-        """Files of ``tenant`` closed in the intervals that ended within the window up to ``t_us``."""
-        return sum(n for end, n in self._per_tenant.get(tenant, ()) if t_us - self.window_us < end <= t_us)
+    def files(self, tenant: str | None, t_us: int, window_us: int) -> int:
+        """Files of ``tenant`` (None: everyone's) closed in the intervals that ended in (t - window, t]."""
+        tenants = self._per_tenant.values() if tenant is None else [self._per_tenant.get(tenant, deque())]
+        return sum(n for counts in tenants for end, n in counts if t_us - window_us < end <= t_us)
+
+
+class Noise:
+    """How often each cause flags a file on this pipeline: per hour, its anomalies over the files closed, and
+    the median of the last ``hours`` complete hours -- a fault's hour or two does not move a median, a stage
+    whose alert line flags a fifth of its normal files does (the zoo: a two-mode stage flagged 22 % and, on a
+    bar that assumed 1 %, opened an incident every half hour)."""
+
+    def __init__(self, hours: int) -> None:
+        self.hours = hours
+        self._units: dict[Key, dict[int, int]] = {}
+
+    def add(self, key: Key, t_us: int, units: int) -> None:
+        per_hour = self._units.setdefault(key, {})
+        hour = t_us // _HOUR_US
+        per_hour[hour] = per_hour.get(hour, 0) + units
+        for old in [h for h in per_hour if h < hour - self.hours]:
+            del per_hour[old]
+
+    def rate(self, key: Key, t_us: int, units: int, traffic: Traffic) -> float | None:
+        """The median over the last complete hours of files flagged / files closed; None under 3 such hours."""
+        now = t_us // _HOUR_US
+        per_hour = self._units.get(key, {})
+        rates = []
+        for hour in range(now - self.hours, now):
+            files = traffic.files(None, (hour + 1) * _HOUR_US, _HOUR_US)
+            if files:
+                rates.append(per_hour.get(hour, 0) / units / files)
+        return statistics.median(rates) if len(rates) >= 3 else None
+
+
+_HOUR_US = 3600 * 1_000_000

@@ -48,7 +48,7 @@ def feed(tracker: IncidentTracker, t_us: int, record: TrackerInput) -> list[Inci
     if isinstance(record, TenantActivity):
         for item in record.tenants:
             tenant, n = (item, 1) if isinstance(item, str) else item
-            tracker.seen_tenant(tenant, t_us)
+            tracker.seen_tenant(tenant, t_us)  # "" (no tenant) is traffic, not a tenant
             tracker.closed_files(tenant, t_us, n)
         return []
     if isinstance(record, Arrival):

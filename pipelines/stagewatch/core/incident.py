@@ -58,7 +58,8 @@ class IncidentConfig:
     # windows, were each of its files there flagged with probability noise_rate.
     tenant_window_s: float = 3600.0
     tenant_min: int = 3
-    noise_rate: float = 0.01
+    noise_rate: float = 0.01  # the least noise assumed; each cause's own is learned over noise_window_s
+    noise_window_s: float = 6 * 3600.0
     tenant_alpha: float = 1e-3
     activity_s: float = 300.0  # the interval tenants' traffic is counted in (the streaming job's windows)
 

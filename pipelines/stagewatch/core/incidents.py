@@ -36,7 +36,7 @@ from __future__ import annotations
 from collections import Counter, deque
 from typing import Any
 
-from stagewatch.core.candidates import Traffic, cause_key, poisson_tail, weights
+from stagewatch.core.candidates import Noise, Traffic, cause_key, poisson_tail, weights
 from stagewatch.core.incident import LOT_STAGE, SAMPLE_LOTS, SAMPLE_UIDS, Incident, IncidentConfig, message
 from stagewatch.core.kinds import LOT_SLOW, SLOW_STAGE, SLOW_TRACE, STALLED
 from stagewatch.core.records import Anomaly, IncidentEvent, LotRecord, TraceSummary
@@ -63,13 +63,18 @@ class IncidentTracker:
         self.explained_lots = 0  # lot records that an incident already known explained
         # Stalled files that arrived before any incident held them (their stall still a candidate): uid -> time.
         self._arrived_early: dict[str, int] = {}
-        self.traffic = Traffic(int(self.cfg.tenant_window_s * US_PER_S))
+        self.traffic, self.noise = self._pace(self.cfg)
+
+    @staticmethod
+    def _pace(cfg: IncidentConfig) -> tuple[Traffic, Noise]:
+        keep = int(max(cfg.noise_window_s, cfg.tenant_window_s, cfg.open_window_s) * US_PER_S)
+        return Traffic(keep), Noise(max(1, round(cfg.noise_window_s / 3600)))
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # A tracker pickled by an older release (Beam state across --update) lacks what came later.
-        cfg = state.get("cfg") or IncidentConfig()
-        self.__dict__.update({"explained_lots": 0, "_arrived_early": {},
-                              "traffic": Traffic(int(cfg.tenant_window_s * US_PER_S)), **state})
+        traffic, noise = self._pace(state.get("cfg") or IncidentConfig())
+        self.__dict__.update({"explained_lots": 0, "_arrived_early": {}, "traffic": traffic, "noise": noise,
+                              **state})
 
     def incident_of(self, uid: str) -> str | None:
         """The id of the incident a file's anomalies joined (while it is open or remembered)."""
@@ -92,9 +97,8 @@ class IncidentTracker:
         and event time has reached its close (quiet incidents resolve even when no anomaly follows them)."""
         t = parse_rfc3339_us(summary.closed_at)
         self.seen_tenant(summary.tenant, t)
-        if summary.tenant:
-            interval = int(self.cfg.activity_s * US_PER_S)
-            self.closed_files(summary.tenant, (t // interval + 1) * interval, 1)
+        interval = int(self.cfg.activity_s * US_PER_S)
+        self.closed_files(summary.tenant or "", (t // interval + 1) * interval, 1)
         return self.advance(t)
 
     def add(self, a: Anomaly) -> list[IncidentEvent]:
@@ -102,6 +106,8 @@ class IncidentTracker:
         t = _event_us(a)
         out = self.advance(t)
         self.seen_tenant(a.tenant, t)
+        # Every anomaly, whatever it joins, is what the cause flags per hour (the bar's noise; a median).
+        self.noise.add(cause_key(a), t, 1 if a.kind == SLOW_TRACE else self.cfg.slow_trace_factor)
         home = self._home(a)
         if home is not None:
             home.join(a, t, self._arrived_early)
@@ -113,16 +119,17 @@ class IncidentTracker:
         key = cause_key(a)
         queue = self._candidates.setdefault(key, deque())
         queue.append((t, a))
+        units = cfg.slow_trace_factor  # weights' units: an own verdict counts slow_trace_factor, an echo 1
         horizon = t - int(max(cfg.open_window_s, cfg.tenant_window_s) * US_PER_S)
         while queue and queue[0][0] < horizon:
             queue.popleft()
-        since = t - int(cfg.open_window_s * US_PER_S)
-        recent = [(tq, m) for tq, m in queue if tq >= since]
+        window = int(cfg.open_window_s * US_PER_S)
+        recent = [(tq, m) for tq, m in queue if tq > t - window]
         found = None
-        units = cfg.slow_trace_factor  # weights' units: an own verdict counts slow_trace_factor, an echo 1
-        if sum(weights((m for _, m in recent), units).values()) >= cfg.open_count * units:
+        k = sum(weights((m for _, m in recent), units).values())
+        if k >= cfg.open_count * units and self._surprising(key, k // units, None, t, window):
             found = self._open(key, recent, t)
-        if found is None and a.tenant and self._tenant_bar_met(queue, a.tenant, t):
+        if found is None and a.tenant and self._tenant_bar_met(key, queue, a.tenant, t):
             found = self._open(key, [(tq, m) for tq, m in queue if m.tenant == a.tenant], t, ("tenant", a.tenant))
         if found is not None:
             inc, event = found
@@ -130,7 +137,16 @@ class IncidentTracker:
             out.append(self._event(inc, event, t))
         return out
 
-    def _tenant_bar_met(self, queue: deque[tuple[int, Anomaly]], tenant: str, t: int) -> bool:
+    def _surprising(self, key: tuple[str, str], k: int, tenant: str | None, t: int, window_us: int) -> bool:
+        """Whether ``k`` files flagged for ``key`` in ``window_us`` up to ``t`` (``tenant``'s, or everyone's) are
+        more than the cause's noise gives by chance on the files closed then (``core.candidates``)."""
+        cfg = self.cfg
+        rate = max(cfg.noise_rate, self.noise.rate(key, t, cfg.slow_trace_factor, self.traffic) or 0.0)
+        files = max(self.traffic.files(tenant, t, window_us), k)
+        return poisson_tail(k, files * rate) <= cfg.tenant_alpha
+
+    def _tenant_bar_met(self, key: tuple[str, str], queue: deque[tuple[int, Anomaly]], tenant: str,
+                        t: int) -> bool:
         """Whether ``tenant``'s anomalies in ``queue`` (one cause, ``tenant_window_s``) are too many for its
         traffic -- and its own, not the first of a slowdown that reaches everyone. Only verdicts of the
         tenant's own baseline count: against everyone's, a customer's normal can look slow (a simulated day:
@@ -142,8 +158,7 @@ class IncidentTracker:
         k = mine // units  # whole files' worth
         if k < cfg.tenant_min or mine < cfg.tenant_share * everyone:
             return False
-        files = max(self.traffic.files(tenant, t), k)
-        return poisson_tail(k, files * cfg.noise_rate) <= cfg.tenant_alpha
+        return self._surprising(key, k, tenant, t, int(cfg.tenant_window_s * US_PER_S))
 
     def arrived(self, uid: str, t_us: int) -> list[IncidentEvent]:
         """A file that had stalled logged again at ``t_us``: it arrived after all."""

@@ -158,4 +158,4 @@ class _StampWindowEnd(beam.DoFn):
 
 
 def _tenant_of(summary: TraceSummary) -> list[str]:
-    return [summary.tenant] if summary.tenant else []
+    return [summary.tenant or ""]  # "": files with no tenant count in the traffic too
