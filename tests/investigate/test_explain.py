@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from stagewatch.cli import main
+from stagewatch.core.timeutil import format_duration_ms
 from tests.emulators import PROJECT, bigquery_client
 from tests.simulated_run import load_run, write_run
 
@@ -43,6 +44,16 @@ def test_explain_a_stalled_file(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert "near that day" in capsys.readouterr().err
     assert main(["explain", stalled["uid"], "--input", str(out), "--day", "June 6"]) == 2
     assert "--day must be a date" in capsys.readouterr().err
+    # One baseline in both places: a customer's slow upload shows, in the table, the usual its message names.
+    anomalies = list(map(orjson.loads, (out / "anomalies.jsonl").read_bytes().splitlines()))
+    slow = next(a for a in anomalies if a["kind"] == "slow_stage" and a["baseline"] == "tenant")
+    assert main(["explain", slow["uid"], "--input", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    row = next(line for line in lines if line.strip().startswith(slow["stage"] + " "))
+    usual = format_duration_ms(slow["expected_ms"])
+    assert f"{usual} for {slow['tenant']}" in row and f"usually {usual} for {slow['tenant']}" in slow["message"]
+    others = [line for line in lines[2:] if "(n=" in line]
+    assert others and all(f"for {slow['tenant']} (n=" in line for line in others)  # the customer's own, too
 
 
 @pytest.mark.integration

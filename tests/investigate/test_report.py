@@ -22,6 +22,7 @@ import pytest
 
 from stagewatch.cli import main
 from stagewatch.core.timeutil import US_PER_S, format_rfc3339, parse_rfc3339_us
+from stagewatch.investigate.page import breakable_id
 from stagewatch.investigate.report import render_report
 from stagewatch.investigate.report_data import END_TO_END, gather, latest_incidents, stage_order
 from stagewatch.store.readers import LocalTables
@@ -75,9 +76,12 @@ def test_the_report_holds_every_section_incident_and_unfinished_lot(run_out: Pat
     assert headline.startswith(f'<p class="headline">{len(traces):,} files, {len(anomalies):,} anomalies')
     incident_ids = {e["incident_id"] for e in events}
     assert len(incident_ids) >= 3
-    # Each incident once (its id is printed in its row only), in its latest state.
+    # Each incident once (its id is printed in its row only), in its latest state; a narrow column breaks an
+    # id only between its parts, never inside a word or its timestamp.
     for incident_id in incident_ids:
-        assert html.count(escape(incident_id)) == 1, incident_id
+        shown = breakable_id(incident_id)
+        assert html.count(shown) == 1 and shown.replace("<wbr>", "") == escape(incident_id), incident_id
+        assert re.search(r"\d{4}-\d\d-\d\dT[\d:.]+Z$", shown) and "<wbr>" not in shown[-27:], shown
     assert html.count('<span class="badge ') == len(incident_ids)
     still_open = {i["incident_id"] for i in latest_incidents(events) if not i["resolved_at"]}
     assert html.count('<span class="badge open">') == len(still_open)
@@ -102,6 +106,35 @@ def test_the_report_holds_every_section_incident_and_unfinished_lot(run_out: Pat
     ids = re.findall(r'\bid="([^"]+)"', html)
     assert len(ids) == len(set(ids)), "two charts in one page must not share element ids"
     assert report_file.stat().st_size < 2_000_000
+
+
+@pytest.mark.cli
+def test_the_headline_and_tenants_tell_the_incidents_story(report_file: Path) -> None:
+    """The quickstart demo's page had "Slowest stage: upload (8.7x)" in red, no incident for it and wayne
+    unmarked: one customer's uploads were the story. Now the incident is named with its customer, the stage out
+    of range says whose incident it is, and wayne's row is marked with the stage it has trouble at."""
+    html = report_file.read_text(encoding="utf-8")
+    summary = html[html.index('<section id="summary">'):html.index('<section id="stages">')]
+    assert "tenant wayne: upload slow" in summary
+    assert re.search(r'<p class="headline">Out of usual range: upload: p95 wait [^<]*— the incident above: '
+                     r"tenant wayne: upload slow", summary)
+    assert 'headline bad">Out of usual range: <b>upload' not in summary
+    tenants = html[html.index('<section id="tenants">'):html.index('<section id="end-to-end">')]
+    row = re.search(r"<tr class=above><td>wayne</td>.*?</tr>", tenants)
+    assert row and re.search(r"<td>upload: \d+ of \d+ flagged</td>", row.group(0)), row
+    assert re.search(r"<td>upload slow \d\d:\d\d–\d\d:\d\d</td>", row.group(0))
+
+
+@pytest.mark.unit
+def test_lots_not_yet_judged_are_said_to_be_neither_good_nor_bad() -> None:
+    traces = [_trace(f"f{i}", T0 + i * MIN, 1_000.0) | {"lot": "lot-1"} for i in range(30)]
+    html = render_report(MemoryTables(traces=traces), since_us=None, until_us=None)
+    tile = re.search(r'<div class="tile ([a-z]*)"><b>[^<]*</b>lot records<div class="note">([^<]*)</div>', html)
+    assert tile and tile.groups() == ("", "no lot judged yet: 2 h after its last file"), tile
+    assert "No lot judged yet: lots are judged 2.0 h after their last file" in html
+    later = [*traces, _trace("g", T0 + 4 * 60 * MIN, 1_000.0)]  # lot-1 has been quiet for over 2 h by then
+    html = render_report(MemoryTables(traces=later), since_us=None, until_us=None)
+    assert "1 lot judged: none incomplete or slow" in html and "No lot judged yet" not in html
 
 
 @pytest.mark.cli
@@ -191,7 +224,9 @@ def test_the_usual_band_does_not_learn_the_flagged_waits() -> None:
     assert all(work.usual_p95[i] < 1_200 for i in block + after)
     assert work.ratio(work.worst() or 0) > 8
     html = render_report(MemoryTables(traces=traces, anomalies=anomalies), since_us=None, until_us=None)
-    assert "Slowest stage: <b>work: p95 wait 10 s" in html
+    # Out of range with no incident (the tables hold none): said plainly, in red, with why none opened.
+    assert re.search(r'<p class="headline bad">Out of usual range: <b>work: p95 wait 10 s[^<]*</b> — no incident: '
+                     r"its \d+ flagged files", html)
     # Unflagged, the same slow block would have raised its own band: the flags are what keep it usual.
     unflagged = gather(MemoryTables(traces=traces), since_us=None, until_us=None)
     assert max(next(s for s in unflagged.series if s.stage == "work").usual_p95[i] for i in after) > 5_000
@@ -220,8 +255,8 @@ def test_each_incident_once_in_its_latest_state_and_the_stage_order() -> None:
 def test_empty_tables_give_honest_empty_states() -> None:
     html = render_report(MemoryTables(), since_us=None, until_us=None)
     for text in ("0 files, 0 anomalies", "No stage waits in this span", "No incidents in this span.",
-                 "No files in this span.", "No complete files in this span.", "No incomplete lots in this span.",
-                 "No slow lots in this span.", "No rejected input lines."):
+                 "No files in this span.", "No complete files in this span.", "No lot judged yet",
+                 "No rejected input lines."):
         assert text in html, text
     assert "<svg" not in html
 
@@ -288,6 +323,41 @@ def test_the_report_renders_in_headless_chromium(report_file: Path, tmp_path: Pa
                                                      boxes[0][1] + boxes[0][3])))
     assert any(abs(r - 0xFF) < 16 and abs(g - 0x7F) < 24 and abs(b - 0x0E) < 24
                for _, (r, g, b) in stages_chart.getcolors(maxcolors=1 << 20) or [])
+
+
+@pytest.mark.cli
+@pytest.mark.parametrize("width", [900, 1400])
+def test_the_report_reads_at_900_and_1400_pixels(report_file: Path, width: int) -> None:
+    """Nothing wider than the window: the page does not scroll sideways, the headline and the incidents table
+    are whole (at 900 px the incidents table had been cut off), ids are not broken inside a word."""
+    driver = _chromium()
+    try:
+        driver.set_window_size(width, 1000)
+        driver.get(report_file.resolve().as_uri())
+        inner = driver.execute_script("return window.innerWidth")
+        assert driver.execute_script("return document.documentElement.scrollWidth") <= inner
+        cut = driver.execute_script(
+            "const box = document.querySelector('#incidents .scroll');"
+            "return [box.scrollWidth, box.clientWidth];")
+        assert cut[0] <= cut[1], f"the incidents table is cut off at {width} px: {cut}"
+        lines = driver.execute_script(
+            "return [...document.querySelectorAll('.headline')].map(p => p.getBoundingClientRect().right);")
+        assert lines and max(lines) <= inner
+        # Where an id wraps, the line before ends with a dash: never inside a part of it or its timestamp.
+        breaks = driver.execute_script(
+            "return [...document.querySelectorAll('#incidents .id.mono')].map(e => {"
+            "  const walk = document.createTreeWalker(e, NodeFilter.SHOW_TEXT), r = document.createRange();"
+            "  let text = ''; const tops = [];"
+            "  while (walk.nextNode()) { const n = walk.currentNode;"
+            "    for (let i = 0; i < n.length; i++) { r.setStart(n, i); r.setEnd(n, i + 1);"
+            "      tops.push(r.getBoundingClientRect().top); text += n.data[i]; } }"
+            "  const out = []; for (let i = 1; i < tops.length; i++) if (tops[i] > tops[i - 1] + 2)"
+            "    out.push(text.slice(0, i)); return out; });")
+        assert breaks and all(line.endswith("-") for lines in breaks for line in lines), breaks
+        severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert not severe, severe
+    finally:
+        driver.quit()
 
 
 @pytest.mark.integration

@@ -2,8 +2,10 @@
 
 The tables are a local output folder (what ``stagewatch run --output_dir`` writes) or the BigQuery dataset
 of the streaming job (see ``stagewatch.store.readers``). For each stage: when it was logged, how long the file
-waited for it, what is usual for that stage at that hour (the median wait of the other files that reached
-it within an hour either side, from the same tables), and the verdict: the file's anomalies, or the trace's own.
+waited for it, what is usual for that stage at that hour, and the verdict: the file's anomalies, or the trace's
+own. "Usual" names one baseline, the one the verdict used: for a flagged stage the anomaly's own (its median, the
+customer's or everyone's, as its message says); else the median wait of the customer's other files that reached
+the stage within an hour either side (everyone's when the customer has fewer than 5 there), from the same tables.
 """
 
 from __future__ import annotations
@@ -20,15 +22,27 @@ HOUR_US = 3600 * US_PER_S
 DAY_US = 24 * HOUR_US
 
 
-def _usual(traces: list[dict[str, Any]], uid: str, stage: str, t_us: int) -> tuple[float, int] | None:
-    waits = [
-        st["duration_ms"]
-        for tr in traces if tr["uid"] != uid
-        for st in tr["stages"]
-        if st["stage"] == stage and st["duration_ms"] is not None
-        and abs(parse_rfc3339_us(st["time"]) - t_us) <= HOUR_US
-    ]
-    return (statistics.median(waits), len(waits)) if len(waits) >= 5 else None
+def _usual(traces: list[dict[str, Any]], trace: dict[str, Any], stage: str, t_us: int) -> str:
+    """The median wait of the other files at that stage within the hour, the customer's own when it has 5."""
+    def waits(tenant: str | None) -> list[float]:
+        return [st["duration_ms"] for tr in traces if tr["uid"] != trace["uid"] and (tenant is None or
+                                                                                    tr["tenant"] == tenant)
+                for st in tr["stages"] if st["stage"] == stage and st["duration_ms"] is not None
+                and abs(parse_rfc3339_us(st["time"]) - t_us) <= HOUR_US]
+
+    own = waits(trace["tenant"]) if trace["tenant"] else []
+    if len(own) >= 5:
+        return f"{format_duration_ms(statistics.median(own))} for {trace['tenant']} (n={len(own)})"
+    everyone = waits(None)
+    return f"{format_duration_ms(statistics.median(everyone))} (n={len(everyone)})" if len(everyone) >= 5 else "—"
+
+
+def _judged_by(a: dict[str, Any]) -> str:
+    """The usual the anomaly was judged against, as its message names it."""
+    if a.get("expected_ms") is None:
+        return "—"
+    whose = f" for {a['tenant']}" if a.get("baseline") == "tenant" and a.get("tenant") else ""
+    return f"{format_duration_ms(a['expected_ms'])}{whose}"
 
 
 def explain(uid: str, tables: Tables, day_us: int | None = None) -> str:
@@ -52,22 +66,21 @@ def explain(uid: str, tables: Tables, day_us: int | None = None) -> str:
     anomalies = list(tables.rows("anomalies", uid=uid, since_us=first - HOUR_US, until_us=last + DAY_US))
     by_stage = {a["stage"]: a for a in anomalies}
     lines = [f"{uid} · tenant {trace['tenant'] or '-'} · lot {trace['lot'] or '-'} · {trace['status'].upper()}"]
-    lines.append(f"  {'stage':<14}{'logged at':<28}{'waited':>10}  {'usual at that hour':<22}verdict")
+    lines.append(f"  {'stage':<14}{'logged at':<28}{'waited':>10}  {'usual at that hour':<28}verdict")
     for st in trace["stages"]:
         t = parse_rfc3339_us(st["time"])
         waited = "—" if st["duration_ms"] is None else format_duration_ms(st["duration_ms"])
-        usual = _usual(traces, uid, st["stage"], t)
-        usual_text = "—" if usual is None else f"{format_duration_ms(usual[0])} (n={usual[1]})"
         anomaly = by_stage.get(st["stage"])
+        usual_text = _judged_by(anomaly) if anomaly else _usual(traces, trace, st["stage"], t)
         # The streaming job's summaries say "pending" (verdicts are made downstream): no anomaly means none.
         verdict = anomaly["kind"].upper() if anomaly else ("not flagged" if st["verdict"] == "pending" else
                                                           st["verdict"])
-        lines.append(f"  {st['stage']:<14}{st['time']:<28}{waited:>10}  {usual_text:<22}{verdict}")
+        lines.append(f"  {st['stage']:<14}{st['time']:<28}{waited:>10}  {usual_text:<28}{verdict}")
     for a in anomalies:
         if a["kind"] == "stalled" or a["stage"] == "end_to_end" or a["stage"] not in {s["stage"] for s in
                                                                                       trace["stages"]}:
-            when = "deadline passed" if a["kind"] == "stalled" else ""
-            lines.append(f"  {a['stage']:<14}{a['event_time']:<28}{'':>10}  {when:<22}{a['kind'].upper()}")
+            when = "deadline passed" if a["kind"] == "stalled" else _judged_by(a)
+            lines.append(f"  {a['stage']:<14}{a['event_time']:<28}{'':>10}  {when:<28}{a['kind'].upper()}")
     if trace.get("end_to_end_ms") is not None:
         lines.append(f"  end to end: {format_duration_ms(trace['end_to_end_ms'])}")
     for a in anomalies:

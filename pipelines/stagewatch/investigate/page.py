@@ -5,6 +5,7 @@ of. Every value from a run's tables reaches the HTML through ``td`` / ``listed``
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -13,7 +14,8 @@ from html import escape
 from stagewatch.core.timeutil import US_PER_S, format_duration_ms, parse_rfc3339_us
 from stagewatch.investigate.report_data import ReportData
 
-__all__ = ["CSS", "MAX_LISTED", "Markup", "Page", "counts", "listed", "ms", "ratio_text", "table", "td", "tile"]
+__all__ = ["CSS", "MAX_LISTED", "Markup", "Page", "breakable_id", "counts", "listed", "ms", "ratio_text", "table",
+           "td", "tile"]
 
 # Lists inside a table cell stop here ("and 12 more"): a global incident names every tenant, a lot can
 # leave hundreds of files unfinished, and the page must stay readable (and small).
@@ -48,7 +50,7 @@ tr.above td { background: #fff4f4; }
 .badge.resolved { background: #dfeedd; color: #235a23; }
 .nowrap { white-space: nowrap; }
 code, .mono { font-family: "DejaVu Sans Mono", Menlo, Consolas, monospace; font-size: .82rem; }
-.id { color: #666; display: block; margin-top: .15rem; word-break: break-all; }
+.id { color: #666; display: block; margin-top: .15rem; overflow-wrap: normal; word-break: normal; }
 .bar { margin-left: auto; background: #c6dbef; height: .55rem; border-radius: 2px; margin-top: .2rem; }
 .bar.hot { background: #f4a3a3; }
 .empty { color: #555; font-style: italic; padding: .5rem 0; }
@@ -103,6 +105,14 @@ def listed(items: list[str], limit: int = MAX_LISTED, nowrap: bool = False) -> M
     """Up to ``limit`` items, then "and N more"; ``nowrap``: never break inside an item (file ids)."""
     shown = ", ".join(f"<span class=nowrap>{escape(x)}</span>" if nowrap else escape(x) for x in items[:limit])
     return Markup(shown + (f" and {len(items) - limit} more" if len(items) > limit else ""))
+
+
+def breakable_id(text: str) -> Markup:
+    """An id that a narrow column breaks only between its parts (after a dash before its closing timestamp),
+    never inside a word or the timestamp: "slow_stage-upload-tenant-wayne-" / "2026-06-06T13:52:36Z"."""
+    m = re.search(r"\d{4}-\d\d-\d\dT[^-]*$", text)
+    head, stamp = (text[:m.start()], text[m.start():]) if m else (text, "")
+    return Markup("-<wbr>".join(escape(part) for part in head.split("-")) + escape(stamp))
 
 
 def table(head: Iterable[tuple[str, bool]], rows: Iterable[str], groups: Iterable[tuple[str, int]] = ()) -> str:

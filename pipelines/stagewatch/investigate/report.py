@@ -28,16 +28,14 @@ from stagewatch.core.kinds import (
     SLOW_STAGE,
     SLOW_TRACE,
     STALLED,
-    TRACE_STATUSES,
-    brief,
 )
 from stagewatch.core.lots import LotConfig
 from stagewatch.core.timeutil import US_PER_S, format_duration_ms
-from stagewatch.investigate.page import CSS, Markup, Page, counts, listed, ms, ratio_text, table, td, tile
+from stagewatch.investigate.headline import headline, incident_what, scope_words, stands_out, unjudged_lots
+from stagewatch.investigate.page import CSS, Markup, Page, breakable_id, counts, listed, ms, ratio_text, table, td
 from stagewatch.investigate.report_data import (
     ABOVE_USUAL_RATIO,
     END_TO_END,
-    MIN_BAND_N,
     ReportData,
     StageSeries,
     band_window_us,
@@ -49,88 +47,8 @@ from stagewatch.store.readers import Tables
 
 __all__ = ["render_report"]
 
-# The headline names at most this many incidents; the table below has them all.
-MAX_HEADLINE_INCIDENTS = 5
-
-
 def _stage_series(data: ReportData) -> list[StageSeries]:
     return [s for s in data.series if s.stage != END_TO_END]
-
-
-def _slowest(data: ReportData, page: Page) -> tuple[str, bool]:
-    """The headline's sentence about stages, and whether it reports trouble."""
-    if not data.traces:
-        return "", False
-    compared = [(s.ratio(i), s, i) for s in _stage_series(data) if (i := s.worst()) is not None]
-    if not compared:
-        window = duration_words(band_window_us(data.bucket_us))
-        return (f"Too little data to compare the stages with their usual band (a band needs {MIN_BAND_N} "
-                f"files in the {window} before a bucket).", False)
-    compared.sort(key=lambda c: -c[0])
-    ratio, s, i = compared[0]
-    where = (f"{escape(s.stage)}: p95 wait {ms(s.p95[i])} in {page.bucket(s.starts_us[i])} UTC, usually up to "
-             f"{ms(s.usual_p95[i])} ({ratio:.1f}x)")
-    if ratio < ABOVE_USUAL_RATIO:
-        return f"No stage went {ABOVE_USUAL_RATIO}x above its usual band; the closest was {where}.", False
-    also = [f"{escape(o.stage)} ({r:.1f}x in {page.bucket(o.starts_us[j])})" for r, o, j in compared[1:]
-            if r >= ABOVE_USUAL_RATIO]
-    return (f"Slowest stage: <b>{where}</b>." + (f" Also above usual: {', '.join(also)}." if also else ""), True)
-
-
-def _latest(data: ReportData, page: Page) -> tuple[str, bool]:
-    above = []
-    last_start: int | None = None
-    for s in _stage_series(data):
-        i = s.latest()
-        if i is None:
-            continue
-        last_start = s.starts_us[i] if last_start is None else max(last_start, s.starts_us[i])
-        r = s.ratio(i)
-        if not math.isnan(r) and r >= ABOVE_USUAL_RATIO:
-            above.append(f"{escape(s.stage)} (p95 {ms(s.p95[i])}, {r:.1f}x usual)")
-    if last_start is None:
-        return "", False
-    when = page.bucket(last_start)
-    if above:
-        return f"Latest ({when} UTC): above usual: <b>{', '.join(above)}</b>.", True
-    return f"Latest ({when} UTC): every stage within {ABOVE_USUAL_RATIO}x its usual p95.", False
-
-
-def _incident_what(inc: dict[str, Any]) -> str:
-    """An incident in a few words: "analyse slow", "stalls before download", "tenant wayne: upload slow"."""
-    what = brief(inc["kind"], inc["stage"])
-    return f"{_scope(inc)}: {what}" if inc["scope"] != "global" else what
-
-
-def _headline(data: ReportData, page: Page) -> str:
-    open_incidents = [i for i in data.incidents if not i.get("resolved_at")]
-    incomplete = sum(1 for r in data.lots if r["kind"] == LOT_INCOMPLETE)
-    tiles = [
-        tile("files", f"{data.traces:,}", counts(data.statuses, TRACE_STATUSES) or "none"),
-        tile("anomalies", f"{len(data.anomalies):,}", counts(data.anomaly_kinds, KINDS) or "none",
-              "bad" if data.anomalies else "good"),
-        tile("incidents", f"{len(data.incidents):,}", f"{len(open_incidents)} still open" if data.incidents
-              else "none", "bad" if open_incidents else ("" if data.incidents else "good")),
-        tile("lot records", f"{len(data.lots):,}", f"{incomplete} incomplete · {len(data.lots) - incomplete} slow"
-              if data.lots else "none", "bad" if data.lots else "good"),
-    ]
-    kinds = counts(data.anomaly_kinds, KINDS)
-    summary = (f"{data.traces:,} files, {len(data.anomalies):,} anomalies{f' ({kinds})' if kinds else ''}, "
-               f"{len(data.incidents):,} incidents ({len(open_incidents)} open), {len(data.lots):,} lot records.")
-    lines = [f'<p class="headline">{escape(summary)}</p>']
-    for text, bad in (_slowest(data, page), _latest(data, page)):
-        if text:
-            lines.append(f'<p class="headline{" bad" if bad else ""}">{text}</p>')
-    for inc in open_incidents:
-        lines.append(f'<p class="headline bad">Open since {page.time(inc["started_at"])} UTC: '
-                     f'{escape(inc["message"])}</p>')
-    resolved = [i for i in data.incidents if i.get("resolved_at")]
-    if resolved:
-        named = [f"{escape(_incident_what(i))} {page.minute(i['started_at'])}–{page.minute(i['resolved_at'])} "
-                 f"({i.get('files') or 0} files)" for i in resolved[:MAX_HEADLINE_INCIDENTS]]
-        more = f" and {len(resolved) - MAX_HEADLINE_INCIDENTS} more" if len(resolved) > MAX_HEADLINE_INCIDENTS else ""
-        lines.append(f'<p class="headline">Resolved incidents: {"; ".join(named)}{more}.</p>')
-    return f'<section id="summary"><div class="tiles">{"".join(tiles)}</div>{"".join(lines)}</section>'
 
 
 def _stages_section(data: ReportData, page: Page) -> str:
@@ -171,11 +89,6 @@ def _stages_section(data: ReportData, page: Page) -> str:
     )
 
 
-def _scope(inc: dict[str, Any]) -> str:
-    key = inc.get("scope_key")
-    return f"{inc['scope']} {key}" if key else str(inc["scope"])
-
-
 def _incidents_section(data: ReportData, page: Page) -> str:
     if not data.incidents:
         return ('<section id="incidents"><h2>Incidents</h2><p class="empty">No incidents in this span.</p>'
@@ -192,21 +105,21 @@ def _incidents_section(data: ReportData, page: Page) -> str:
         elif worst is not None and usual:
             how = f"{ms(worst)} vs {ms(usual)} ({ratio_text(worst, usual)})"
         tenants = list(inc.get("tenants") or [])
-        of = f"{inc.get('affected_tenants', len(tenants))} of {inc['active_tenants']}: " if inc.get(
-            "active_tenants") else ""
+        of = f" ({inc.get('affected_tenants', len(tenants))} of {inc['active_tenants']} tenants)" if inc.get(
+            "active_tenants") and inc["scope"] == "global" else ""
         samples = list(inc.get("sample_uids") or [])[:3]
-        message = (f"{escape(inc['message'])}<span class=\"id mono\">{escape(inc['incident_id'])}</span>"
+        message = (f"{escape(inc['message'])}<span class=\"id mono\">{breakable_id(inc['incident_id'])}</span>"
                    + (f'<span class="id">e.g. {listed(samples, nowrap=True)}</span>' if samples else ""))
         ended = page.time(resolved) if resolved else f"last update {page.time(inc['at'])}"
         rows.append("<tr>" + "".join([
-            td(Markup(state)), td(str(inc["kind"]).replace("_", " ")), td(inc["stage"]), td(_scope(inc)),
-            td(Markup(escape(of) + listed(tenants))), td(page.time(inc["started_at"]), True), td(ended, True),
-            td(inc.get("files") or 0, True), td(how, True), td(Markup(message))]) + "</tr>")
-    rows_table = table([("state", False), ("kind", False), ("stage", False), ("scope", False), ("tenants", False),
-                    ("started", True), ("resolved", True), ("files", True), ("worst vs usual", True),
-                    ("message", False)], rows)
+            td(Markup(state)), td(page.time(inc["started_at"]), True), td(ended, True),
+            td(inc.get("files") or 0, True), td(scope_words(inc) + of), td(how, True), td(Markup(message))])
+            + "</tr>")
+    rows_table = table([("state", False), ("started", True), ("resolved", True), ("files", True),
+                        ("scope", False), ("worst vs usual", True), ("what", False)], rows)
     return (f'<section id="incidents"><h2>Incidents</h2><p class="note">Each incident once, in its latest state '
-            f"({len(data.incidents)}; times UTC). Look at a file with <code>stagewatch explain UID</code>.</p>"
+            f"({len(data.incidents)}; times UTC): what, for whom, how many files. Look at a file with "
+            "<code>stagewatch explain UID</code>.</p>"
             f"{rows_table}</section>")
 
 
@@ -221,27 +134,32 @@ def _tenants_section(data: ReportData, page: Page) -> str:
         if inc["scope"] == "tenant" and inc.get("scope_key"):
             end = page.minute(inc["resolved_at"]) if inc.get("resolved_at") else "open"
             own.setdefault(inc["scope_key"], []).append(
-                f"{_incident_what({**inc, 'scope': 'global'})} {page.minute(inc['started_at'])}–{end}")
+                f"{incident_what({**inc, 'scope': 'global'})} {page.minute(inc['started_at'])}–{end}")
     rows = []
-    for t in sorted(data.tenants, key=lambda t: t.tenant not in own):  # stable: then by share flagged
+    standing = {t.tenant: found for t in data.tenants if (found := stands_out(data, t)) is not None}
+    # Stable: a customer with its own trouble first, then by share flagged.
+    for t in sorted(data.tenants, key=lambda t: (t.tenant not in own and t.tenant not in standing)):
         hot = not math.isnan(t.e2e_p95) and not math.isnan(overall) and t.e2e_p95 >= ABOVE_USUAL_RATIO * overall
         width = 0.0 if math.isnan(t.e2e_p95) or top <= 0 else 100 * t.e2e_p95 / top
         bar = Markup(f'{escape(ms(t.e2e_p95))}<div class="bar{" hot" if hot else ""}" '
                       f'style="width:{width:.0f}%"></div>')
         share = f"{100 * t.flagged_files / t.files:.0f} %" if t.files else "—"
-        rows.append(f'<tr{" class=above" if hot or t.tenant in own else ""}>' + "".join([
+        marked = hot or t.tenant in own or t.tenant in standing
+        rows.append(f'<tr{" class=above" if marked else ""}>' + "".join([
             td(t.tenant), td(f"{t.files:,}", True), td(t.statuses["open"], True),
             *(td(t.anomalies[k], True) for k in KINDS), td(share, True), td(ms(t.e2e_p50), True),
-            td(bar, True), td("; ".join(own.get(t.tenant, [])) or "—")]) + "</tr>")
+            td(bar, True), td(standing.get(t.tenant, "—")), td("; ".join(own.get(t.tenant, [])) or "—")]) + "</tr>")
     rows_table = table([("tenant", False), ("files", True), ("still open", True),
                     *((FILE_KINDS[k].label, True) for k in KINDS), ("files flagged", True),
-                    ("p50", True), ("p95", True), ("its own incidents", False)], rows,
-                   groups=[("", 3), ("anomalies", len(KINDS)), ("", 1), ("end to end", 2), ("", 1)])
+                    ("p50", True), ("p95", True), ("stands out at", False), ("its own incidents", False)], rows,
+                   groups=[("", 3), ("anomalies", len(KINDS)), ("", 1), ("end to end", 2), ("", 2)])
     return ('<section id="tenants"><h2>Tenants</h2><p class="note">Per customer: their files (still open: in '
             "flight when the data ends), their anomalies by kind, the share of their files with any anomaly, the "
-            "end-to-end latency of their complete files, and the incidents scoped to them alone. Rows in red: an "
-            f"incident of their own, or p95 end to end at least {ABOVE_USUAL_RATIO}x everyone's ({ms(overall)}). "
-            f"Those first, then by share of files flagged.</p>{rows_table}</section>")
+            "end-to-end latency of their complete files, a stage where they have trouble of their own (at least "
+            "3 of their files flagged there, and twice their share of the files among that stage's anomalies), "
+            "and the incidents scoped to them alone. Rows in red: one of those, or p95 end to end at least "
+            f"{ABOVE_USUAL_RATIO}x everyone's ({ms(overall)}). Those first, then by share of files flagged.</p>"
+            f"{rows_table}</section>")
 
 
 def _end_to_end_section(data: ReportData) -> str:
@@ -282,6 +200,9 @@ def _lots_section(data: ReportData, page: Page) -> str:
         return [td(Markup(f"<span class='mono nowrap'>{escape(r['lot'])}</span>")),
                 td(listed(list(r.get("tenants") or []))), td(r["files"], True)]
 
+    if unjudged_lots(data):
+        return (head + f'<p class="empty">No lot judged yet: lots are judged {quiet} after their last file, and '
+                "no lot in this data has been quiet that long.</p></section>")
     parts = [head, "<h3>Lots that did not complete</h3>"]
     if incomplete:
         rows = ["<tr>" + "".join([
@@ -334,7 +255,7 @@ def render_report(tables: Tables, *, since_us: int | None, until_us: int | None)
     body = "".join([
         f"<header><h1>stagewatch report</h1><p class=sub>{escape(span)} · from {escape(data.where)}</p></header>",
         f'<p class="headline bad">Incomplete input: {escape(tables.incomplete)}</p>' if tables.incomplete else "",
-        _headline(data, page),
+        headline(data, page),
         _stages_section(data, page),
         _incidents_section(data, page),
         _tenants_section(data, page),

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from stagewatch.core.lots import LotConfig
 from stagewatch.core.timeutil import US_PER_S, format_duration_ms, parse_rfc3339_us
 from stagewatch.store.readers import Tables
 
@@ -108,6 +109,9 @@ class ReportData:
     end_to_end: list[tuple[float, bool]]  # complete files: (ms, flagged slow end to end)
     lots: list[dict[str, Any]]  # lot records, by finished_at
     dead_letters: Counter[str] = field(default_factory=Counter)  # by reason
+    # Lots whose last file is old enough (the lots' quiet before the data's end) to have been judged: with
+    # none, "no lot record" means nothing yet, not "all good".
+    judgeable_lots: int = 0
 
     @property
     def anomaly_kinds(self) -> Counter[str]:
@@ -287,5 +291,16 @@ def gather(tables: Tables, *, since_us: int | None, until_us: int | None) -> Rep
         anomalies=anomalies, series=series, incidents=incidents,
         tenants=_tenant_rows(traces, anomalies),
         end_to_end=[(v, f) for _, v, f in per_stage.get(END_TO_END, [])],
-        lots=lots, dead_letters=dead,
+        lots=lots, dead_letters=dead, judgeable_lots=_judgeable_lots(traces, last_us),
     )
+
+
+def _judgeable_lots(traces: list[dict[str, Any]], last_us: int | None) -> int:
+    last_of: dict[str, int] = {}
+    for tr in traces:
+        if tr.get("lot"):
+            last_of[tr["lot"]] = max(last_of.get(tr["lot"], 0), parse_rfc3339_us(tr["last_time"]))
+    if last_us is None:
+        return 0
+    quiet_us = int(LotConfig().quiet_s * US_PER_S)
+    return sum(1 for t in last_of.values() if t + quiet_us <= last_us)

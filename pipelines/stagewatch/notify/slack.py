@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from stagewatch.core.kinds import brief
 from stagewatch.core.privacy import is_pseudonym
 from stagewatch.core.timeutil import format_duration_ms
 from stagewatch.secrets import secret_value
@@ -116,12 +117,14 @@ def format_incident(event: dict[str, Any], project: str | None = None, note: str
     if event.get("worst_observed_ms") is not None and event.get("expected_ms"):
         how = (f"worst {format_duration_ms(event['worst_observed_ms'])} "
                f"(usually {format_duration_ms(event['expected_ms'])})")
-    reach = f"{event.get('files')} files, {event.get('affected_tenants')} tenants"
+    tenants = event.get("affected_tenants")
+    reach = f"{event.get('files')} files, {tenants} tenant{'' if tenants == 1 else 's'}"
     if scope == "global":
         reach += f" of {event.get('active_tenants')} active"
     since = _text(event.get("started_at")) + (f" → resolved {event['resolved_at']}" if event.get("resolved_at") else "")
     fields = [
-        ("What", f"{_text(event.get('kind'))} at {_text(event.get('stage'))}"),
+        # The words of the report's page ("upload slow", "stalls before download"): one story in both.
+        ("What", brief(_text(event.get("kind")), _text(event.get("stage")))),
         ("Where", where),
         ("How bad", how),
         ("How many", reach),
