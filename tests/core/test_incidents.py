@@ -241,6 +241,21 @@ def test_a_lot_left_incomplete_by_a_known_incident_opens_nothing_new() -> None:
 
 
 @pytest.mark.unit
+def test_a_lot_that_lost_files_to_three_known_incidents_opens_no_fourth() -> None:
+    """A five-hour simulated run: a batch in flight through a stall, a failure burst and a missing completion
+    check, 3 + 3 + 4 of its files in each incident, had opened an incident of its own."""
+    tracker = IncidentTracker()
+    for kind, stage, at in (("stalled", "download", 0), ("failed", "analyse", 40), ("stalled", "lot_check", 80)):
+        _feed(tracker, [anomaly(kind, f"{stage}{i}", stage, T0 + (at + i) * MIN, f"t{i % 4}") for i in range(6)])
+    assert len(tracker.open + tracker.resolved) == 3
+    lost = ["download0", "download1", "download2", "analyse0", "analyse1", "analyse2",
+            "lot_check0", "lot_check1", "lot_check2", "lot_check3"]
+    events = tracker.add_lot(lot_record("lot-2", "lot_incomplete", T0 + 100 * MIN, lost))
+    assert [e.event for e in events if e.event == "opened"] == [] and tracker.explained_lots == 1
+    assert not [i for i in tracker.open if i.stage == "lot"]
+
+
+@pytest.mark.unit
 def test_unexplained_lots_open_a_lot_incident_that_widens_and_resolves_when_files_arrive() -> None:
     tracker = IncidentTracker()
     (opened,) = tracker.add_lot(lot_record("lot-1", "lot_incomplete", T0, ["a1"], tenant="acme"))

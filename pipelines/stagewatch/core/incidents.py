@@ -142,7 +142,11 @@ class IncidentTracker:
         more than the cause's noise gives by chance on the files closed then (``core.candidates``)."""
         cfg = self.cfg
         rate = max(cfg.noise_rate, self.noise.rate(key, t, cfg.slow_trace_factor, self.traffic) or 0.0)
-        files = max(self.traffic.files(tenant, t, window_us), k)
+        # Files are counted when they close, which can be long after their anomalies (a trace whose last stage
+        # is optional closes at its TTL, an hour on): the window's files, or its share of the noise window's.
+        noise_us = int(cfg.noise_window_s * US_PER_S)
+        usual = self.traffic.files(tenant, t, noise_us) * window_us / noise_us
+        files = max(self.traffic.files(tenant, t, window_us), usual, k)
         return poisson_tail(k, files * rate) <= cfg.tenant_alpha
 
     def _tenant_bar_met(self, key: tuple[str, str], queue: deque[tuple[int, Anomaly]], tenant: str,
@@ -259,9 +263,11 @@ class IncidentTracker:
         known = Counter(inc.incident_id for u in unfinished
                         if (inc := self._by_uid.get(u)) is not None and inc.stage != LOT_STAGE)
         if known:
-            top_id, n = known.most_common(1)[0]
-            # Half of its unfinished files in one incident: the batch is that incident's casualty.
-            if 2 * n >= len(unfinished):
+            top_id, _ = known.most_common(1)[0]
+            # Half of its unfinished files in incidents already known: the batch is their casualty, filed under
+            # the one that took most (a batch in flight through a stall, then a failure burst, then a missing
+            # completion check lost files to all three: not a fourth incident of its own).
+            if 2 * sum(known.values()) >= len(unfinished):
                 return next(i for i in self.open + self.resolved if i.incident_id == top_id)
         # Else an incident that covers the batch's customers while it was in flight explains it.
         start, end = parse_rfc3339_us(record.submitted_at), parse_rfc3339_us(record.finished_at)
