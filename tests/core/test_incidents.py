@@ -73,6 +73,8 @@ def test_a_tenant_fault_opens_an_incident_at_a_bar_that_scales_with_its_traffic(
                 for i in range(7)]
 
     small, busy = IncidentTracker(), IncidentTracker()
+    for tracker in (small, busy):
+        _traffic(tracker, "acme", 300)  # everyone else
     _traffic(small, "wayne", 20)
     _traffic(busy, "wayne", 2000)
     events = _feed(small, slow_uploads("wayne"))
@@ -82,13 +84,27 @@ def test_a_tenant_fault_opens_an_incident_at_a_bar_that_scales_with_its_traffic(
     assert _feed(busy, slow_uploads("wayne")) == []  # 7 of 2,000 files an hour: what chance gives
     # Against everyone's baseline a customer's normal can look slow: those verdicts do not meet its own bar.
     cold = IncidentTracker()
+    _traffic(cold, "acme", 300)
     _traffic(cold, "wayne", 20)
     assert _feed(cold, [anomaly("slow_stage", f"c{i}", "upload", T0 + i * 5 * MIN, "wayne") for i in range(4)]) == []
 
 
 @pytest.mark.unit
+def test_a_customer_sending_most_of_the_files_is_most_of_any_slowdown_not_its_own_incident() -> None:
+    """The zoo: a customer with 86 % of the traffic got an incident of its own for every noisy hour, and a
+    global slowdown was called theirs."""
+    tracker = IncidentTracker()
+    _traffic(tracker, "big", 860)
+    _traffic(tracker, "small", 140)
+    events = _feed(tracker, [anomaly("slow_stage", f"b{i}", "analyse", T0 + i * 20 * US_PER_S, "big",
+                                     baseline="tenant") for i in range(15)])
+    assert [(e.event, e.scope) for e in events if e.event == "opened"] == [("opened", "global")]
+
+
+@pytest.mark.unit
 def test_a_tenant_incident_widens_to_everyone_when_the_same_cause_reaches_the_others() -> None:
     tracker = IncidentTracker()
+    _traffic(tracker, "acme", 300)
     _traffic(tracker, "wayne", 20)
     first = [anomaly("slow_stage", f"w{i}", "analyse", T0 + i * MIN, "wayne", baseline="tenant") for i in range(4)]
     rest = [anomaly("slow_stage", f"f{i}", "analyse", T0 + 4 * MIN + i * 10 * US_PER_S, f"t{i % 4}")

@@ -36,7 +36,7 @@ from __future__ import annotations
 from collections import Counter, deque
 from typing import Any
 
-from stagewatch.core.candidates import Noise, Traffic, cause_key, poisson_tail, weights
+from stagewatch.core.candidates import Noise, Traffic, binomial_tail, cause_key, poisson_tail, weights
 from stagewatch.core.incident import LOT_STAGE, SAMPLE_LOTS, SAMPLE_UIDS, Incident, IncidentConfig, message
 from stagewatch.core.kinds import LOT_SLOW, SLOW_STAGE, SLOW_TRACE, STALLED
 from stagewatch.core.records import Anomaly, IncidentEvent, LotRecord, TraceSummary
@@ -160,9 +160,18 @@ class IncidentTracker:
         everyone = sum(weights((m for _, m in queue), units).values())
         mine = sum(weights((m for _, m in queue if m.tenant == tenant and m.baseline != "stage"), units).values())
         k = mine // units  # whole files' worth
-        if k < cfg.tenant_min or mine < cfg.tenant_share * everyone:
+        if k < cfg.tenant_min or mine < cfg.tenant_share * everyone or not self._its_own(tenant, mine, everyone, t):
             return False
         return self._surprising(key, k, tenant, t, int(cfg.tenant_window_s * US_PER_S))
+
+    def _its_own(self, tenant: str, mine: int, everyone: int, t: int) -> bool:
+        """Whether ``mine`` of ``everyone`` (weights' units) being ``tenant``'s is more than its share of the
+        traffic explains (``core.candidates``)."""
+        units = self.cfg.slow_trace_factor
+        noise_us = int(self.cfg.noise_window_s * US_PER_S)
+        total = self.traffic.files(None, t, noise_us)
+        share = self.traffic.files(tenant, t, noise_us) / total if total else 0.0
+        return binomial_tail(mine // units, max(1, everyone // units), share) <= self.cfg.tenant_alpha
 
     def arrived(self, uid: str, t_us: int) -> list[IncidentEvent]:
         """A file that had stalled logged again at ``t_us``: it arrived after all."""
@@ -335,21 +344,22 @@ class IncidentTracker:
             scope, scope_key = scoped
         elif len(weight) == 1:
             scope, scope_key = "trace", next(iter(weight))
-        elif top_tenant is not None and n_tenant >= cfg.tenant_share * total:
-            if n_tenant < need:
-                return None  # the tenant's own anomalies are not yet enough (its own bar may still be met)
-            scope, scope_key = "tenant", top_tenant
         elif top_lot is not None and n_lot >= cfg.lot_share * total:
+            # The narrowest that holds them: one batch (of one customer) before the customer.
             if n_lot < need:
                 return None
             scope, scope_key = "lot", top_lot
+        elif (top_tenant is not None and n_tenant >= cfg.tenant_share * total
+              and self._its_own(top_tenant, n_tenant, total, t)):
+            if n_tenant < need:
+                return None  # the tenant's own anomalies are not yet enough (its own bar may still be met)
+            scope, scope_key = "tenant", top_tenant
         else:
             scope, scope_key = "global", None
-        inc = next((i for i in self.open if (i.kind, i.stage) == key and i.scope in ("tenant", "lot")), None) \
-            if scope == "global" else None
+        inc = self._narrower(key, scope, scope_key)
         event = "updated"
-        if inc is not None:  # the same cause, first seen at one customer or batch, reaches everyone
-            inc.scope, inc.scope_key = "global", None
+        if inc is not None:  # the same cause, first seen at one batch or customer, reaches more
+            inc.scope, inc.scope_key = scope, scope_key
         else:
             # The first anomaly's own time (not when it was detected): the same id in the backtest and the stream.
             first = min(parse_rfc3339_us(m.event_time) for _, m in members)
@@ -364,6 +374,18 @@ class IncidentTracker:
                 inc.join(m, tq, self._arrived_early)
                 self._by_uid[m.uid] = inc
         return inc, event
+
+    def _narrower(self, key: tuple[str, str], scope: str, scope_key: str | None) -> Incident | None:
+        """An open incident of the same cause whose scope the new one contains: a lot's within its customer's,
+        a lot's or a customer's within everyone's. It widens instead of a second incident opening."""
+        for inc in self.open:
+            if (inc.kind, inc.stage) != key:
+                continue
+            if scope == "global" and inc.scope in ("tenant", "lot"):
+                return inc
+            if scope == "tenant" and inc.scope == "lot" and set(inc.tenants) == {scope_key}:
+                return inc
+        return None
 
     def _event(self, inc: Incident, event: str, t_us: int) -> IncidentEvent:
         inc.last_update_us = t_us
