@@ -87,6 +87,9 @@ def test_a_tenant_fault_opens_an_incident_at_a_bar_that_scales_with_its_traffic(
     _traffic(cold, "acme", 300)
     _traffic(cold, "wayne", 20)
     assert _feed(cold, [anomaly("slow_stage", f"c{i}", "upload", T0 + i * 5 * MIN, "wayne") for i in range(4)]) == []
+    # Nor before an hour of traffic is known: neither the cause's noise nor the customer's share.
+    young = IncidentTracker()
+    assert _feed(young, slow_uploads("wayne")[:4]) == []
 
 
 @pytest.mark.unit
@@ -318,6 +321,8 @@ def test_a_burst_resolves_minutes_after_its_last_file_and_a_trickle_waits_for_it
     (done,) = trickle.advance(last + 9 * MIN)
     assert done.resolved_at == format_rfc3339(last + 8 * MIN)
     slowest = IncidentTracker()
+    _traffic(slowest, "acme", 300)
+    _traffic(slowest, "wayne", 12)
     _feed(slowest, [anomaly("slow_stage", f"s{i}", "upload", T0 + i * 6 * MIN, "wayne", baseline="tenant")
                     for i in range(4)])
     assert [i.scope_key for i in slowest.open] == ["wayne"]  # its own bar, one file every 6 minutes

@@ -157,6 +157,8 @@ class IncidentTracker:
         one customer's first register waits after midnight, before its own baseline warmed up)."""
         cfg = self.cfg
         units = cfg.slow_trace_factor
+        if self.noise.rate(key, t, units, self.traffic) is None:
+            return False  # no hour of traffic known yet: neither the cause's noise nor the customer's share
         everyone = sum(weights((m for _, m in queue), units).values())
         mine = sum(weights((m for _, m in queue if m.tenant == tenant and m.baseline != "stage"), units).values())
         k = mine // units  # whole files' worth
