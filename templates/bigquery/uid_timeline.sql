@@ -1,6 +1,8 @@
 -- What happened to this file? One file's journey in time order: each stage (when it was logged, how long the
--- file waited for it, and what is usual for that stage within an hour either side: the median wait of the
--- other files, from 5 of them, as `stagewatch explain` shows it), its anomalies, and the incident events that
+-- file waited for it, and what is usual for that stage within an hour either side, as `stagewatch explain`
+-- shows it: for a stage the file was flagged at, the usual its verdict used (the anomaly's median, no count);
+-- else the median wait of the customer's other files, from 5 of them, else of everyone's), its anomalies, and
+-- the incident events that
 -- name it among their first files. Its anomalies show before its trace does: the streaming job writes a
 -- stalled file's trace only when the file's session closes, an hour after its last event.
 --
@@ -11,7 +13,7 @@
 -- param @uid STRING: the file's UID
 -- param @day DATE: the day the file's first event was logged (UTC)
 WITH nearby AS (
-  SELECT uid, first_time, last_time, closed_at, stages
+  SELECT uid, tenant, first_time, last_time, closed_at, stages
   FROM `${dataset}.traces`
   WHERE first_time >= TIMESTAMP_SUB(TIMESTAMP(@day), INTERVAL 2 HOUR)
     AND first_time < TIMESTAMP(DATE_ADD(@day, INTERVAL 2 DAY))
@@ -28,7 +30,7 @@ mine AS (
   FROM trace AS t, UNNEST(t.stages) AS s
 ),
 others AS (
-  SELECT s.stage, s.time, s.duration_ms
+  SELECT s.stage, s.time, s.duration_ms, COALESCE(n.tenant = t.tenant, FALSE) AS same_tenant
   FROM nearby AS n CROSS JOIN trace AS t, UNNEST(n.stages) AS s
   WHERE n.uid != @uid
     AND n.first_time >= TIMESTAMP_SUB(t.first_time, INTERVAL 2 HOUR)
@@ -49,6 +51,33 @@ usual AS (
   )
   GROUP BY stage, time
 ),
+own AS (  -- the same, among the customer's own files
+  SELECT stage, time, ANY_VALUE(median_ms) AS median_ms, COUNT(*) AS n
+  FROM (
+    SELECT
+      m.stage,
+      m.time,
+      PERCENTILE_CONT(o.duration_ms, 0.5) OVER (PARTITION BY m.stage, m.time) AS median_ms
+    FROM mine AS m
+    JOIN others AS o
+      ON o.stage = m.stage AND o.same_tenant
+      AND o.time BETWEEN TIMESTAMP_SUB(m.time, INTERVAL 1 HOUR) AND TIMESTAMP_ADD(m.time, INTERVAL 1 HOUR)
+  )
+  GROUP BY stage, time
+),
+its_anomalies AS (
+  SELECT *
+  FROM `${dataset}.anomalies`
+  WHERE event_time >= TIMESTAMP(@day)
+    AND event_time < TIMESTAMP(DATE_ADD(@day, INTERVAL 2 DAY))
+    AND uid = @uid
+  QUALIFY ROW_NUMBER() OVER (PARTITION BY anomaly_id ORDER BY detected_at) = 1  -- a retried insert, once
+),
+flagged AS (  -- the first verdict at each stage: what it was judged against
+  SELECT stage, expected_ms
+  FROM its_anomalies
+  QUALIFY ROW_NUMBER() OVER (PARTITION BY stage ORDER BY event_time, anomaly_id) = 1
+),
 events AS (
   SELECT
     m.time,
@@ -56,20 +85,19 @@ events AS (
     m.stage,
     m.verdict AS what,
     m.duration_ms AS waited_ms,
-    IF(u.n >= 5, u.median_ms, NULL) AS usual_ms,
-    IF(u.n >= 5, u.n, NULL) AS usual_n,
+    CASE WHEN f.stage IS NOT NULL THEN f.expected_ms WHEN w.n >= 5 THEN w.median_ms WHEN u.n >= 5 THEN u.median_ms
+      END AS usual_ms,
+    CASE WHEN f.stage IS NOT NULL THEN NULL WHEN w.n >= 5 THEN w.n WHEN u.n >= 5 THEN u.n END AS usual_n,
     CAST(NULL AS STRING) AS message,
     0 AS source_order
   FROM mine AS m
   LEFT JOIN usual AS u USING (stage, time)
+  LEFT JOIN own AS w USING (stage, time)
+  LEFT JOIN flagged AS f ON f.stage = m.stage
   UNION ALL
   SELECT
     event_time, 'anomaly', stage, kind, observed_ms, expected_ms, CAST(NULL AS INT64), message, 1
-  FROM `${dataset}.anomalies`
-  WHERE event_time >= TIMESTAMP(@day)
-    AND event_time < TIMESTAMP(DATE_ADD(@day, INTERVAL 2 DAY))
-    AND uid = @uid
-  QUALIFY ROW_NUMBER() OVER (PARTITION BY anomaly_id ORDER BY detected_at) = 1  -- a retried insert, once
+  FROM its_anomalies
   UNION ALL
   SELECT
     `at`, 'incident', stage, event, worst_observed_ms, expected_ms, CAST(NULL AS INT64), message, 2

@@ -242,7 +242,7 @@ def test_uid_timeline_lists_stages_anomalies_and_incidents_in_time_order(bq: tup
                trace("too-late", f"{DAY}T11:00:07Z", [("upload", BIG)]),
                trace("f-1", "2026-06-05T23:00:00Z", [("upload", BIG)])]
     insert(bq, "traces", [me, *others])
-    slow = anomaly("f-1", "slow_stage", "upload", f"{DAY}T10:00:05Z")
+    slow = anomaly("f-1", "slow_stage", "register", f"{DAY}T10:00:06Z")
     stall = anomaly("f-1", "stalled", "analyse", f"{DAY}T10:30:00Z", observed_ms=1_794_000.0)
     insert(bq, "anomalies", [slow, slow, stall, anomaly("f-1", "slow_stage", "upload", "2026-06-08T10:00:00Z"),
                              anomaly("o1", "slow_stage", "upload", f"{DAY}T10:10:01Z")])
@@ -253,8 +253,9 @@ def test_uid_timeline_lists_stages_anomalies_and_incidents_in_time_order(bq: tup
         (f"{DAY}T10:00:00.000000Z", "stage", "detect", "start", None, None, None, None),
         # usual: the median of 1000 .. 5000 and the hour-before's 6000
         (f"{DAY}T10:00:05.000000Z", "stage", "upload", "ok", 5000.0, 3500.0, 6, None),
-        (f"{DAY}T10:00:05.000000Z", "anomaly", "upload", "slow_stage", 5000.0, 1000.0, None, slow["message"]),
-        (f"{DAY}T10:00:06.000000Z", "stage", "register", "ok", 1000.0, None, None, None),  # 4 others: too few
+        # flagged there (4 others would be too few anyway): the usual its verdict used, as explain shows it
+        (f"{DAY}T10:00:06.000000Z", "stage", "register", "ok", 1000.0, 1000.0, None, None),
+        (f"{DAY}T10:00:06.000000Z", "anomaly", "register", "slow_stage", 5000.0, 1000.0, None, slow["message"]),
         (f"{DAY}T10:02:00.000000Z", "incident", "upload", "opened", 9000.0, 1000.0, None, "i1 opened"),
         (f"{DAY}T10:30:00.000000Z", "anomaly", "analyse", "stalled", 1_794_000.0, 1000.0, None, stall["message"]),
     ]
