@@ -71,6 +71,10 @@ def _arrival_time(a: Arrival) -> int:
     return a.t_us
 
 
+def _closed_time(s: TraceSummary) -> int:
+    return parse_rfc3339_us(s.closed_at)
+
+
 class _Back:
     """The back half of a backtest (see ``front``): the ``Detector``'s traces, timers and baselines over the
     released events, and the records they make handed to the callbacks."""
@@ -115,14 +119,22 @@ class _Back:
     def drain(self) -> None:
         if self.detector is None:
             return
-        out, stats, on_arrival = self.detector.out, self.stats, self.on_arrival
+        out, stats, on_arrival, on_summary = self.detector.out, self.stats, self.on_arrival, self.on_summary
         arrivals = sorted(out.arrivals, key=_arrival_time) if on_arrival is not None else []
         out.arrivals.clear()
+        # Closed files in time order among the anomalies, as the streaming job's incident step hears them: a
+        # batch of released events can span many minutes, and the tracker's traffic must not come after the
+        # anomalies it is the denominator of.
+        summaries = sorted(out.summaries, key=_closed_time) if on_summary is not None and out.summaries else []
+        if out.summaries:
+            out.summaries.clear()
         if out.anomalies:
             for a in out.anomalies:
                 stats.anomalies[a.kind] = stats.anomalies.get(a.kind, 0) + 1
+                detected = parse_rfc3339_us(a.detected_at)
+                while summaries and on_summary is not None and _closed_time(summaries[0]) <= detected:
+                    on_summary(summaries.pop(0))
                 if arrivals and on_arrival is not None:
-                    detected = parse_rfc3339_us(a.detected_at)
                     while arrivals and arrivals[0].t_us < detected:
                         on_arrival(arrivals.pop(0))
                 if self.on_anomaly is not None:
@@ -131,11 +143,9 @@ class _Back:
         if on_arrival is not None:
             for arrival in arrivals:
                 on_arrival(arrival)
-        if out.summaries:
-            if self.on_summary is not None:
-                for s in out.summaries:
-                    self.on_summary(s)
-            out.summaries.clear()
+        if on_summary is not None:
+            for s in summaries:
+                on_summary(s)
 
     def end_of_input(self) -> None:
         if self.detector is not None:

@@ -36,7 +36,7 @@ from collections.abc import Iterable
 from stagewatch.core.kinds import SLOW_STAGE, SLOW_TRACE
 from stagewatch.core.records import Anomaly
 
-__all__ = ["Noise", "Traffic", "binomial_tail", "cause_key", "poisson_tail", "weights"]
+__all__ = ["Key", "Noise", "Traffic", "binomial_tail", "cause_key", "poisson_tail", "weights"]
 
 Key = tuple[str, str]  # (kind, stage) of the incident an anomaly belongs to
 
@@ -88,10 +88,12 @@ def poisson_tail(k: int, lam: float) -> float:
 
 
 class Traffic:
-    """Files closed per tenant ("" for files with none), per activity interval, kept for ``keep_us``."""
+    """Files per tenant ("" for files with none), per activity interval, kept for ``keep_us``; an interval counts
+    ``settle_us`` after its end (``core.bar``: when both drivers have heard of all its files)."""
 
-    def __init__(self, keep_us: int) -> None:
+    def __init__(self, keep_us: int, settle_us: int = 0) -> None:
         self.keep_us = keep_us
+        self.settle_us = settle_us
         self._per_tenant: dict[str, deque[tuple[int, int]]] = {}
 
     def add(self, tenant: str, end_us: int, n: int) -> None:
@@ -105,7 +107,9 @@ class Traffic:
             counts.popleft()
 
     def files(self, tenant: str | None, t_us: int, window_us: int) -> int:
-        """Files of ``tenant`` (None: everyone's) closed in the intervals that ended in (t - window, t]."""
+        """Files of ``tenant`` (None: everyone's) in the intervals that ended in (t - window, t], as they stand
+        ``settle_us`` later."""
+        t_us -= self.settle_us
         tenants = self._per_tenant.values() if tenant is None else [self._per_tenant.get(tenant, deque())]
         return sum(n for counts in tenants for end, n in counts if t_us - window_us < end <= t_us)
 

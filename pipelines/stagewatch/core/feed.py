@@ -22,12 +22,13 @@ __all__ = ["BacktestFeed", "TenantActivity", "TrackerInput", "feed", "time_of"]
 
 
 class TenantActivity(NamedTuple):
-    """The tenants that had files close in the activity interval ending at ``t_us``, and how many (the
-    streaming job's summary of its trace summaries, one record per interval). A record saved by an older
-    release names the tenants alone: one file each."""
+    """The tenants that had files close in the interval ending at ``t_us`` (the streaming job's summary of its
+    trace summaries, one record per interval), each as (tenant, the activity interval its files count in
+    -- ``core.bar.counted_at`` -- or None, how many). A record saved by an older release names the tenants
+    alone: seen, not counted."""
 
     t_us: int
-    tenants: tuple[tuple[str, int] | str, ...]
+    tenants: tuple[tuple[str, int | None, int] | str, ...]
 
 
 TrackerInput = Anomaly | TenantActivity | Arrival | LotRecord
@@ -47,9 +48,10 @@ def feed(tracker: IncidentTracker, t_us: int, record: TrackerInput) -> list[Inci
     """One input, in time order; returns the incident events it caused."""
     if isinstance(record, TenantActivity):
         for item in record.tenants:
-            tenant, n = (item, 1) if isinstance(item, str) else item
+            tenant, end, n = (item, None, 0) if isinstance(item, str) else item
             tracker.seen_tenant(tenant, t_us)  # "" (no tenant) is traffic, not a tenant
-            tracker.closed_files(tenant, t_us, n)
+            if end is not None:
+                tracker.closed_files(tenant, end, n)
         return []
     if isinstance(record, Arrival):
         return tracker.arrived(record.uid, t_us)

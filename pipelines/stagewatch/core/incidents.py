@@ -36,7 +36,8 @@ from __future__ import annotations
 from collections import Counter, deque
 from typing import Any
 
-from stagewatch.core.candidates import Noise, Traffic, binomial_tail, cause_key, poisson_tail, weights
+from stagewatch.core.bar import Bar
+from stagewatch.core.candidates import cause_key, weights
 from stagewatch.core.incident import LOT_STAGE, SAMPLE_LOTS, SAMPLE_UIDS, Incident, IncidentConfig, message
 from stagewatch.core.kinds import LOT_SLOW, SLOW_STAGE, SLOW_TRACE, STALLED
 from stagewatch.core.records import Anomaly, IncidentEvent, LotRecord, TraceSummary
@@ -63,18 +64,12 @@ class IncidentTracker:
         self.explained_lots = 0  # lot records that an incident already known explained
         # Stalled files that arrived before any incident held them (their stall still a candidate): uid -> time.
         self._arrived_early: dict[str, int] = {}
-        self.traffic, self.noise = self._pace(self.cfg)
-
-    @staticmethod
-    def _pace(cfg: IncidentConfig) -> tuple[Traffic, Noise]:
-        keep = int(max(cfg.noise_window_s, cfg.tenant_window_s, cfg.open_window_s) * US_PER_S)
-        return Traffic(keep), Noise(max(1, round(cfg.noise_window_s / 3600)))
+        self.bar = Bar(self.cfg)  # traffic and noise: what an incident's bar is measured against
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # A tracker pickled by an older release (Beam state across --update) lacks what came later.
-        traffic, noise = self._pace(state.get("cfg") or IncidentConfig())
-        self.__dict__.update({"explained_lots": 0, "_arrived_early": {}, "traffic": traffic, "noise": noise,
-                              **state})
+        self.__dict__.update({"explained_lots": 0, "_arrived_early": {},
+                              "bar": Bar(state.get("cfg") or IncidentConfig()), **state})
 
     def incident_of(self, uid: str) -> str | None:
         """The id of the incident a file's anomalies joined (while it is open or remembered)."""
@@ -89,16 +84,15 @@ class IncidentTracker:
             self._active[tenant] = max(self._active.get(tenant, 0), t_us)
 
     def closed_files(self, tenant: str, end_us: int, n: int) -> None:
-        """``n`` files of ``tenant`` closed in the activity interval ending at ``end_us`` (its traffic)."""
-        self.traffic.add(tenant, end_us, n)
+        """``n`` files of ``tenant`` counted in the activity interval ending at ``end_us`` (``core.bar``)."""
+        self.bar.traffic.add(tenant, end_us, n)
 
     def observe_summary(self, summary: TraceSummary) -> list[IncidentEvent]:
-        """A trace closed: its tenant is active, its traffic counts from the end of the interval it closed in,
-        and event time has reached its close (quiet incidents resolve even when no anomaly follows them)."""
+        """A trace closed: its tenant is active, the file counts in its traffic (``core.bar``), and event time
+        has reached its close (quiet incidents resolve even when no anomaly follows them)."""
         t = parse_rfc3339_us(summary.closed_at)
         self.seen_tenant(summary.tenant, t)
-        interval = int(self.cfg.activity_s * US_PER_S)
-        self.closed_files(summary.tenant or "", (t // interval + 1) * interval, 1)
+        self.bar.file(summary)
         return self.advance(t)
 
     def add(self, a: Anomaly) -> list[IncidentEvent]:
@@ -107,7 +101,7 @@ class IncidentTracker:
         out = self.advance(t)
         self.seen_tenant(a.tenant, t)
         # Every anomaly, whatever it joins, is what the cause flags per hour (the bar's noise; a median).
-        self.noise.add(cause_key(a), t, 1 if a.kind == SLOW_TRACE else self.cfg.slow_trace_factor)
+        self.bar.anomaly(a, cause_key(a))
         home = self._home(a)
         if home is not None:
             home.join(a, t, self._arrived_early)
@@ -127,53 +121,15 @@ class IncidentTracker:
         recent = [(tq, m) for tq, m in queue if tq > t - window]
         found = None
         k = sum(weights((m for _, m in recent), units).values())
-        if k >= cfg.open_count * units and self._surprising(key, k // units, None, t, window):
+        if k >= cfg.open_count * units and self.bar.surprising(key, k // units, None, t, window):
             found = self._open(key, recent, t)
-        if found is None and a.tenant and self._tenant_bar_met(key, queue, a.tenant, t):
+        if found is None and a.tenant and self.bar.tenant_met(key, queue, a.tenant, t):
             found = self._open(key, [(tq, m) for tq, m in queue if m.tenant == a.tenant], t, ("tenant", a.tenant))
         if found is not None:
             inc, event = found
             self._candidates[key] = deque((tq, m) for tq, m in queue if not inc.covers(m))
             out.append(self._event(inc, event, t))
         return out
-
-    def _surprising(self, key: tuple[str, str], k: int, tenant: str | None, t: int, window_us: int) -> bool:
-        """Whether ``k`` files flagged for ``key`` in ``window_us`` up to ``t`` (``tenant``'s, or everyone's) are
-        more than the cause's noise gives by chance on the files closed then (``core.candidates``)."""
-        cfg = self.cfg
-        rate = max(cfg.noise_rate, self.noise.rate(key, t, cfg.slow_trace_factor, self.traffic) or 0.0)
-        # Files are counted when they close, which can be long after their anomalies (a trace whose last stage
-        # is optional closes at its TTL, an hour on): the window's files, or its share of the noise window's.
-        noise_us = int(cfg.noise_window_s * US_PER_S)
-        usual = self.traffic.files(tenant, t, noise_us) * window_us / noise_us
-        files = max(self.traffic.files(tenant, t, window_us), usual, k)
-        return poisson_tail(k, files * rate) <= cfg.tenant_alpha
-
-    def _tenant_bar_met(self, key: tuple[str, str], queue: deque[tuple[int, Anomaly]], tenant: str,
-                        t: int) -> bool:
-        """Whether ``tenant``'s anomalies in ``queue`` (one cause, ``tenant_window_s``) are too many for its
-        traffic -- and its own, not the first of a slowdown that reaches everyone. Only verdicts of the
-        tenant's own baseline count: against everyone's, a customer's normal can look slow (a simulated day:
-        one customer's first register waits after midnight, before its own baseline warmed up)."""
-        cfg = self.cfg
-        units = cfg.slow_trace_factor
-        if self.noise.rate(key, t, units, self.traffic) is None:
-            return False  # no hour of traffic known yet: neither the cause's noise nor the customer's share
-        everyone = sum(weights((m for _, m in queue), units).values())
-        mine = sum(weights((m for _, m in queue if m.tenant == tenant and m.baseline != "stage"), units).values())
-        k = mine // units  # whole files' worth
-        if k < cfg.tenant_min or mine < cfg.tenant_share * everyone or not self._its_own(tenant, mine, everyone, t):
-            return False
-        return self._surprising(key, k, tenant, t, int(cfg.tenant_window_s * US_PER_S))
-
-    def _its_own(self, tenant: str, mine: int, everyone: int, t: int) -> bool:
-        """Whether ``mine`` of ``everyone`` (weights' units) being ``tenant``'s is more than its share of the
-        traffic explains (``core.candidates``)."""
-        units = self.cfg.slow_trace_factor
-        noise_us = int(self.cfg.noise_window_s * US_PER_S)
-        total = self.traffic.files(None, t, noise_us)
-        share = self.traffic.files(tenant, t, noise_us) / total if total else 0.0
-        return binomial_tail(mine // units, max(1, everyone // units), share) <= self.cfg.tenant_alpha
 
     def arrived(self, uid: str, t_us: int) -> list[IncidentEvent]:
         """A file that had stalled logged again at ``t_us``: it arrived after all."""
@@ -352,7 +308,7 @@ class IncidentTracker:
                 return None
             scope, scope_key = "lot", top_lot
         elif (top_tenant is not None and n_tenant >= cfg.tenant_share * total
-              and self._its_own(top_tenant, n_tenant, total, t)):
+              and self.bar.its_own(top_tenant, n_tenant, total, t)):
             if n_tenant < need:
                 return None  # the tenant's own anomalies are not yet enough (its own bar may still be met)
             scope, scope_key = "tenant", top_tenant

@@ -24,6 +24,7 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.transforms.window import FixedWindows, GlobalWindows
 
+from stagewatch.core.bar import counted_at
 from stagewatch.core.feed import TenantActivity, TrackerInput, feed, time_of
 from stagewatch.core.incidents import IncidentConfig, IncidentTracker
 from stagewatch.core.records import IncidentEvent, TraceSummary
@@ -109,7 +110,7 @@ class TrackIncidents(ContainedStep):
         interval_us = int(self._cfg.activity_s * US_PER_S)
         per_interval = (
             summaries
-            | "TenantOf" >> beam.FlatMap(_tenant_of)
+            | "TenantOf" >> beam.FlatMap(_tenant_of(interval_us))
             | "ActivityWindows" >> beam.WindowInto(FixedWindows(self._cfg.activity_s))
             | "TenantsPerInterval" >> beam.CombineGlobally(_TenantCounts()).without_defaults()
         )
@@ -129,23 +130,26 @@ class TrackIncidents(ContainedStep):
         return self.pardo(together, "Track", _TrackFn(self._cfg, self._end_us, self._hold_us)).main
 
 
+_Counted = tuple[str, int | None]  # (tenant, the activity interval its file counts in, or None)
+
+
 class _TenantCounts(beam.CombineFn):
-    def create_accumulator(self) -> dict[str, int]:
+    def create_accumulator(self) -> dict[_Counted, int]:
         return {}
 
-    def add_input(self, acc: dict[str, int], tenant: str) -> dict[str, int]:
-        acc[tenant] = acc.get(tenant, 0) + 1
+    def add_input(self, acc: dict[_Counted, int], item: _Counted) -> dict[_Counted, int]:
+        acc[item] = acc.get(item, 0) + 1
         return acc
 
-    def merge_accumulators(self, accs: Any) -> dict[str, int]:
-        out: dict[str, int] = {}
+    def merge_accumulators(self, accs: Any) -> dict[_Counted, int]:
+        out: dict[_Counted, int] = {}
         for acc in accs:
-            for tenant, n in acc.items():
-                out[tenant] = out.get(tenant, 0) + n
+            for item, n in acc.items():
+                out[item] = out.get(item, 0) + n
         return out
 
-    def extract_output(self, acc: dict[str, int]) -> list[tuple[str, int]]:
-        return sorted(acc.items())
+    def extract_output(self, acc: dict[_Counted, int]) -> list[tuple[str, int | None, int]]:
+        return sorted(((tenant, end, n) for (tenant, end), n in acc.items()), key=lambda x: (x[0], x[1] or 0))
 
 
 class _StampWindowEnd(beam.DoFn):
@@ -153,9 +157,13 @@ class _StampWindowEnd(beam.DoFn):
         self._interval_us = interval_us
 
     @contained("Incidents")
-    def process(self, tenants: list[tuple[str, int]], w: Any = beam.DoFn.WindowParam) -> Iterator[TenantActivity]:
+    def process(self, tenants: list[tuple[str, int | None, int]], w: Any = beam.DoFn.WindowParam
+                ) -> Iterator[TenantActivity]:
         yield TenantActivity(int(w.start.micros) + self._interval_us, tuple(tenants))
 
 
-def _tenant_of(summary: TraceSummary) -> list[str]:
-    return [summary.tenant or ""]  # "": files with no tenant count in the traffic too
+def _tenant_of(interval_us: int) -> Any:
+    def counted(summary: TraceSummary) -> list[_Counted]:
+        # "": files with no tenant count in the traffic too; by their last event (core.bar).
+        return [(summary.tenant or "", counted_at(summary, interval_us))]
+    return counted
