@@ -123,6 +123,10 @@ class Noise:
     def __init__(self, hours: int) -> None:
         self.hours = hours
         self._units: dict[Key, dict[int, int]] = {}
+        self._known: dict[Key, tuple[int, float | None]] = {}  # the rate of the hour in progress, once asked
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update({"_known": {}, **state})
 
     def add(self, key: Key, t_us: int, units: int) -> None:
         per_hour = self._units.setdefault(key, {})
@@ -136,6 +140,9 @@ class Noise:
         first hours) all of them together. The hour in progress is left out: it holds what is being judged.
         None before an hour with files closed."""
         now = t_us // _HOUR_US
+        known = self._known.get(key)
+        if known is not None and known[0] == now:  # complete hours do not change within the hour
+            return known[1]
         per_hour = self._units.get(key, {})
         rates, flagged, closed = [], 0, 0
         for hour in range(now - self.hours, now):
@@ -143,9 +150,9 @@ class Noise:
             if files:
                 rates.append(per_hour.get(hour, 0) / units / files)
                 flagged, closed = flagged + per_hour.get(hour, 0), closed + files
-        if len(rates) >= 3:
-            return statistics.median(rates)
-        return flagged / units / closed if closed else None
+        rate = statistics.median(rates) if len(rates) >= 3 else flagged / units / closed if closed else None
+        self._known[key] = (now, rate)
+        return rate
 
 
 _HOUR_US = 3600 * 1_000_000
