@@ -67,10 +67,6 @@ class ReplayStats:
         }
 
 
-def _arrival_time(a: Arrival) -> int:
-    return a.t_us
-
-
 def _closed_time(s: TraceSummary) -> int:
     return parse_rfc3339_us(s.closed_at)
 
@@ -120,32 +116,38 @@ class _Back:
         if self.detector is None:
             return
         out, stats, on_arrival, on_summary = self.detector.out, self.stats, self.on_arrival, self.on_summary
-        arrivals = sorted(out.arrivals, key=_arrival_time) if on_arrival is not None else []
+        # Closed files and stalled files' arrivals in time order among the anomalies, as the streaming job's
+        # incident step hears them: a batch of released events can span many minutes, and the tracker's traffic
+        # must not come after the anomalies it is the denominator of, nor a close move its clock past an
+        # arrival not yet told. At one instant a close comes first, an arrival after the anomalies.
+        side: list[tuple[int, int, TraceSummary | Arrival]] = []
+        if on_summary is not None and out.summaries:
+            side += [(_closed_time(s), 0, s) for s in out.summaries]
+        if on_arrival is not None:
+            side += [(a.t_us, 2, a) for a in out.arrivals]
+        side.sort(key=lambda item: (item[0], item[1]))
         out.arrivals.clear()
-        # Closed files in time order among the anomalies, as the streaming job's incident step hears them: a
-        # batch of released events can span many minutes, and the tracker's traffic must not come after the
-        # anomalies it is the denominator of.
-        summaries = sorted(out.summaries, key=_closed_time) if on_summary is not None and out.summaries else []
         if out.summaries:
             out.summaries.clear()
-        if out.anomalies:
-            for a in out.anomalies:
-                stats.anomalies[a.kind] = stats.anomalies.get(a.kind, 0) + 1
-                detected = parse_rfc3339_us(a.detected_at)
-                while summaries and on_summary is not None and _closed_time(summaries[0]) <= detected:
-                    on_summary(summaries.pop(0))
-                if arrivals and on_arrival is not None:
-                    while arrivals and arrivals[0].t_us < detected:
-                        on_arrival(arrivals.pop(0))
-                if self.on_anomaly is not None:
-                    self.on_anomaly(a)
-            out.anomalies.clear()
-        if on_arrival is not None:
-            for arrival in arrivals:
-                on_arrival(arrival)
-        if on_summary is not None:
-            for s in summaries:
-                on_summary(s)
+
+        def tell(item: TraceSummary | Arrival) -> None:
+            if isinstance(item, Arrival):
+                on_arrival(item)  # type: ignore[misc]
+            else:
+                on_summary(item)  # type: ignore[misc]
+
+        i = 0
+        for a in out.anomalies:
+            stats.anomalies[a.kind] = stats.anomalies.get(a.kind, 0) + 1
+            detected = parse_rfc3339_us(a.detected_at)
+            while i < len(side) and (side[i][0], side[i][1]) < (detected, 1):
+                tell(side[i][2])
+                i += 1
+            if self.on_anomaly is not None:
+                self.on_anomaly(a)
+        out.anomalies.clear()
+        for _, _, item in side[i:]:
+            tell(item)
 
     def end_of_input(self) -> None:
         if self.detector is not None:

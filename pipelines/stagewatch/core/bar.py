@@ -25,9 +25,9 @@ COUNTED = ("complete", "failed")  # the statuses whose files count in the traffi
 
 
 def _coarse(lam: float) -> float:
-    """``lam`` rounded up to a power of two: the bar moves in steps, so that the two drivers, whose anomalies
-    agree to 99 % and not 100 %, clear it at the same file (the simulated run vs replay: opened at the 5th file
-    in one, the 6th in the other, on a noise rate a hair apart). Rounding up errs on the side of no page."""
+    """``lam`` rounded up to a power of two: the bar moves in steps, so that a hair's difference between the two
+    drivers (their anomalies agree to 99 %, not 100 %, and so do the noise rates learned from them) rarely moves
+    it by a file. Rounding up errs on the side of no page."""
     return 2.0 ** math.ceil(math.log2(lam)) if lam > 0 else 0.0
 
 
@@ -43,9 +43,11 @@ class Bar:
     def __init__(self, cfg: IncidentConfig) -> None:
         self.cfg = cfg
         self._interval = int(cfg.activity_s * US_PER_S)
-        keep = int((max(cfg.noise_window_s, cfg.tenant_window_s, cfg.open_window_s) + 2 * cfg.activity_s) * US_PER_S)
+        hours = max(1, round(cfg.noise_window_s / 3600))
+        # The noise looks back over its complete hours and the one in progress, shifted by the settle.
+        keep = int((max((hours + 1) * 3600, cfg.tenant_window_s, cfg.open_window_s) + 2 * cfg.activity_s) * US_PER_S)
         self.traffic = Traffic(keep, settle_us=self._interval)
-        self.noise = Noise(max(1, round(cfg.noise_window_s / 3600)))
+        self.noise = Noise(hours)
 
     def file(self, summary: TraceSummary) -> None:
         """One closed file (the backtest's trace summaries, one by one)."""

@@ -79,12 +79,11 @@ def poisson_tail(k: int, lam: float) -> float:
         return 1.0
     if lam <= 0:
         return 0.0
-    term = math.exp(-lam)
-    below = term
-    for i in range(1, k):
-        term *= lam / i
-        below += term
-    return max(0.0, 1.0 - below)
+    # In logs: exp(-lam) underflows to 0 past lam ~ 745 (a busy pipeline's window), which made every count look
+    # ordinary and no incident could open.
+    log_lam = math.log(lam)
+    below = sum(math.exp(i * log_lam - lam - math.lgamma(i + 1)) for i in range(k))
+    return min(1.0, max(0.0, 1.0 - below))
 
 
 class Traffic:

@@ -68,10 +68,10 @@ class IncidentConfig:
             raise ValueError("open_count >= 1, open_window_s > 0, quiet_s > 0 and settle_s >= 0 are required")
         if not 0 < self.min_quiet_s <= self.quiet_s or self.quiet_gaps <= 0:
             raise ValueError("0 < min_quiet_s <= quiet_s and quiet_gaps > 0 are required")
-        if self.tenant_min < 1 or self.tenant_window_s <= 0 or self.activity_s <= 0 or not (
-                0 < self.noise_rate < 1 and 0 < self.tenant_alpha < 1):
-            raise ValueError("tenant_min >= 1, tenant_window_s > 0, activity_s > 0, noise_rate and tenant_alpha "
-                             "in (0, 1) are required")
+        if self.tenant_min < 1 or self.tenant_window_s <= 0 or self.activity_s <= 0 or self.noise_window_s < 3600 \
+                or not (0 < self.noise_rate < 1 and 0 < self.tenant_alpha < 1):
+            raise ValueError("tenant_min >= 1, tenant_window_s > 0, activity_s > 0, noise_window_s >= 3600, "
+                             "noise_rate and tenant_alpha in (0, 1) are required")
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         _restore(self, state)

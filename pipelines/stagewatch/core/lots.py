@@ -59,6 +59,8 @@ class Lot:
     def without_last(self) -> tuple[str | None, float | None]:
         """(the file that finished last, the lot's duration in ms had it finished with the others): None, None
         for a lot of one file, or one whose spans are unknown."""
+        if self.spans.keys() != self.files.keys():  # a lot saved by an older release: spans of some files only
+            return None, None
         if len(self.spans) < 2:
             return (next(iter(self.spans)) if self.spans else None), None
         last = max(self.spans, key=lambda uid: (self.spans[uid][1], uid))
@@ -113,7 +115,8 @@ class LotJudge:
         bucket.append(duration_ms)
         if expected is not None and duration_ms > self.cfg.factor * expected:
             last, rest_ms = lot.without_last()
-            one = last if rest_ms is None or rest_ms <= self.cfg.factor * expected else None
+            alone = rest_ms is None and len(lot.files) == 1  # a lot of one file is that file's story
+            one = last if alone or (rest_ms is not None and rest_ms <= self.cfg.factor * expected) else None
             why = f"; all of it one file, {one}, which finished last" if one else ""
             return record(LOT_SLOW, expected,
                           f"lot {lot_id} ({size} files) took {format_duration_ms(duration_ms)} to finish after "

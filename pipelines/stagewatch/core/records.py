@@ -8,7 +8,7 @@ between steps as they are; the sinks turn them into JSON at the edge).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, NamedTuple, Protocol
 
 import orjson
@@ -36,6 +36,14 @@ DEAD_LINE_CHARS = 1000
 
 class Record(Protocol):
     def to_dict(self) -> dict[str, Any]: ...
+
+
+def _set_slots(obj: Any, state: Any) -> None:
+    """Unpickle a frozen slotted record, filling the fields a record pickled by an older release lacks with
+    their defaults (the streaming job's buffers hold records across ``--update``)."""
+    values = list(state) if isinstance(state, (list, tuple)) else [state.get(f.name) for f in fields(obj)]
+    for i, f in enumerate(fields(obj)):
+        object.__setattr__(obj, f.name, values[i] if i < len(values) else f.default)
 
 
 def anomaly_id(kind: str, uid: str, stage: str, event_time_us: int) -> str:
@@ -69,6 +77,9 @@ class Anomaly:
     # For a slow_trace: the stage that added most over its usual (``core.evidence``), the cause an incident
     # files it under; None when no stage stood out, and for every other kind.
     cause_stage: str | None = None
+
+    def __setstate__(self, state: Any) -> None:
+        _set_slots(self, state)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -174,6 +185,9 @@ class LotRecord:
     # lot_slow: the one file without which the batch would not have been slow (it finished last, the rest in
     # time): a lot slow only because of one file is that file's story, and opens no incident.
     slowed_by: str | None = None
+
+    def __setstate__(self, state: Any) -> None:
+        _set_slots(self, state)
 
     def to_dict(self) -> dict[str, Any]:
         row = asdict(self)
