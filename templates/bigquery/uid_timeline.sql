@@ -37,33 +37,25 @@ others AS (
     AND n.first_time < TIMESTAMP_ADD(t.last_time, INTERVAL 1 HOUR)
     AND s.duration_ms IS NOT NULL
 ),
-usual AS (
-  SELECT stage, time, ANY_VALUE(median_ms) AS median_ms, COUNT(*) AS n
-  FROM (
-    SELECT
-      m.stage,
-      m.time,
-      PERCENTILE_CONT(o.duration_ms, 0.5) OVER (PARTITION BY m.stage, m.time) AS median_ms
-    FROM mine AS m
-    JOIN others AS o
-      ON o.stage = m.stage
-      AND o.time BETWEEN TIMESTAMP_SUB(m.time, INTERVAL 1 HOUR) AND TIMESTAMP_ADD(m.time, INTERVAL 1 HOUR)
-  )
-  GROUP BY stage, time
+pool AS (  -- each neighbour's wait among everyone's, and once more among the customer's own
+  SELECT stage, time, duration_ms, FALSE AS own FROM others
+  UNION ALL
+  SELECT stage, time, duration_ms, TRUE FROM others WHERE same_tenant
 ),
-own AS (  -- the same, among the customer's own files
-  SELECT stage, time, ANY_VALUE(median_ms) AS median_ms, COUNT(*) AS n
+usual AS (
+  SELECT stage, time, own, ANY_VALUE(median_ms) AS median_ms, COUNT(*) AS n
   FROM (
     SELECT
       m.stage,
       m.time,
-      PERCENTILE_CONT(o.duration_ms, 0.5) OVER (PARTITION BY m.stage, m.time) AS median_ms
+      p.own,
+      PERCENTILE_CONT(p.duration_ms, 0.5) OVER (PARTITION BY m.stage, m.time, p.own) AS median_ms
     FROM mine AS m
-    JOIN others AS o
-      ON o.stage = m.stage AND o.same_tenant
-      AND o.time BETWEEN TIMESTAMP_SUB(m.time, INTERVAL 1 HOUR) AND TIMESTAMP_ADD(m.time, INTERVAL 1 HOUR)
+    JOIN pool AS p
+      ON p.stage = m.stage
+      AND p.time BETWEEN TIMESTAMP_SUB(m.time, INTERVAL 1 HOUR) AND TIMESTAMP_ADD(m.time, INTERVAL 1 HOUR)
   )
-  GROUP BY stage, time
+  GROUP BY stage, time, own
 ),
 its_anomalies AS (
   SELECT *
@@ -91,8 +83,8 @@ events AS (
     CAST(NULL AS STRING) AS message,
     0 AS source_order
   FROM mine AS m
-  LEFT JOIN usual AS u USING (stage, time)
-  LEFT JOIN own AS w USING (stage, time)
+  LEFT JOIN usual AS u ON u.stage = m.stage AND u.time = m.time AND NOT u.own
+  LEFT JOIN usual AS w ON w.stage = m.stage AND w.time = m.time AND w.own
   LEFT JOIN flagged AS f ON f.stage = m.stage
   UNION ALL
   SELECT
