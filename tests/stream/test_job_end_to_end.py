@@ -101,10 +101,11 @@ def test_logentries_in_anomalies_out_through_pubsub_and_bigquery(tmp_path: Path)
         }
         incident = next(m for m in received if "incident_id" in orjson.loads(m.message.data))
         opened = orjson.loads(incident.message.data)
+        # Five failures of one customer's one batch: the narrowest scope that holds them is that lot.
         assert (opened["event"], opened["kind"], opened["stage"], opened["scope"], opened["scope_key"]) == (
-            "opened", "failed", "b", "tenant", "acme")
+            "opened", "failed", "b", "lot", "lot-1")
         assert dict(incident.message.attributes) == {"kind": "failed", "stage": "b", "event": "opened",
-                                                     "scope": "tenant"}
+                                                     "scope": "lot"}
 
         def rows(sql: str, at_least: int = 1) -> list[Any]:
             got = list(bq.query(sql).result(timeout=60))
