@@ -21,9 +21,8 @@ and the traffic that sets a customer's bar.
 * **The noise rate** is learned per cause (``Noise``): the median, over the last ``noise_window_s`` in hours, of
   its anomalies per file closed each hour -- at least ``noise_rate``.
 
-Traffic is counted per activity interval (the interval of each file's close), the same in both drivers: the
-streaming job sums its trace summaries per interval window, the backtest files each summary under the interval
-it closed in; an interval counts from its end on.
+Traffic is counted per activity interval, the same in both drivers: ``core.bar`` says which files count, in
+which interval, and from when.
 """
 
 from __future__ import annotations

@@ -100,9 +100,10 @@ class IncidentTracker:
         t = _event_us(a)
         out = self.advance(t)
         self.seen_tenant(a.tenant, t)
+        key = cause_key(a)
         # Every anomaly, whatever it joins, is what the cause flags per hour (the bar's noise; a median).
-        self.bar.anomaly(a, cause_key(a))
-        home = self._home(a)
+        self.bar.anomaly(a, key)
+        home = self._home(a, key)
         if home is not None:
             home.join(a, t, self._arrived_early)
             self._by_uid[a.uid] = home
@@ -110,7 +111,6 @@ class IncidentTracker:
                 out.append(self._event(home, "updated", t))
             return out
         cfg = self.cfg
-        key = cause_key(a)
         queue = self._candidates.setdefault(key, deque())
         queue.append((t, a))
         units = cfg.slow_trace_factor  # weights' units: an own verdict counts slow_trace_factor, an echo 1
@@ -259,11 +259,11 @@ class IncidentTracker:
                 if self._by_uid.get(uid) is inc:
                     del self._by_uid[uid]
 
-    def _home(self, a: Anomaly) -> Incident | None:
+    def _home(self, a: Anomaly, key: tuple[str, str]) -> Incident | None:
+        """The open incident ``a`` (filed under ``key``, its ``cause_key``) joins, if any."""
         inc = self._by_uid.get(a.uid)
         if inc is not None and inc in self.open:
             return inc
-        key = cause_key(a)
         same = [i for i in self.open if (i.kind, i.stage) == key and i.covers(a)]
         if same:
             return same[0]

@@ -30,7 +30,8 @@ from stagewatch.investigate.report_data import (
     duration_words,
 )
 
-__all__ = ["MAX_HEADLINE_INCIDENTS", "headline", "incident_what", "scope_words", "stands_out", "unjudged_lots"]
+__all__ = ["MAX_HEADLINE_INCIDENTS", "headline", "incident_what", "scope_words", "stage_series", "stands_out",
+           "unjudged_lots"]
 
 # The headline names at most this many resolved incidents; the table below has them all.
 MAX_HEADLINE_INCIDENTS = 5
@@ -168,7 +169,7 @@ def headline(data: ReportData, page: Page) -> str:
     unexplained = _stages(data, page) + _tenants(data)
     for text, bad in unexplained:
         lines.append(f'<p class="headline{" bad" if bad else ""}">Out of usual range: {text}</p>')
-    comparable = any(s.worst() is not None for s in _stage_series(data))
+    comparable = any(s.worst() is not None for s in stage_series(data))
     if data.traces and not comparable:
         window = duration_words(band_window_us(data.bucket_us))
         lines.append(f'<p class="headline">Too little data to compare the stages with their usual band (a band '
@@ -179,5 +180,6 @@ def headline(data: ReportData, page: Page) -> str:
            f'{"".join(lines)}</section>'
 
 
-def _stage_series(data: ReportData) -> list[StageSeries]:
+def stage_series(data: ReportData) -> list[StageSeries]:
+    """The stages' series, without end to end."""
     return [s for s in data.series if s.stage != END_TO_END]

@@ -31,13 +31,18 @@ from stagewatch.core.kinds import (
 )
 from stagewatch.core.lots import LotConfig
 from stagewatch.core.timeutil import US_PER_S, format_duration_ms
-from stagewatch.investigate.headline import headline, incident_what, scope_words, stands_out, unjudged_lots
+from stagewatch.investigate.headline import (
+    headline,
+    incident_what,
+    scope_words,
+    stands_out,
+    unjudged_lots,
+)
 from stagewatch.investigate.page import CSS, Markup, Page, breakable_id, counts, listed, ms, ratio_text, table, td
 from stagewatch.investigate.report_data import (
     ABOVE_USUAL_RATIO,
     END_TO_END,
     ReportData,
-    StageSeries,
     band_window_us,
     duration_words,
     gather,
@@ -46,10 +51,6 @@ from stagewatch.investigate.report_plots import end_to_end_svg, stage_latency_sv
 from stagewatch.store.readers import Tables
 
 __all__ = ["render_report"]
-
-def _stage_series(data: ReportData) -> list[StageSeries]:
-    return [s for s in data.series if s.stage != END_TO_END]
-
 
 def _stages_section(data: ReportData, page: Page) -> str:
     chart = stage_latency_svg(data)
