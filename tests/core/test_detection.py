@@ -164,7 +164,9 @@ def test_a_stalled_file_that_logs_again_is_reported_as_arrived() -> None:
     events += late + [e for k in range(90) for e in file_events(pipe, f"n{k}", t_stuck + (k + 1) * 10 * S, rng)]
     events.sort(key=lambda e: e.t_us)
     anomalies, summaries, det = run(events, pipe.stages)
-    assert [(a.kind, a.uid, a.stage) for a in anomalies if a.uid == "late"] == [("stalled", "late", "b")]
+    # Flagged slow once past b's line, then stalled at its deadline.
+    assert [(a.kind, a.uid, a.stage) for a in anomalies if a.uid == "late"] == [
+        ("slow_stage", "late", "b"), ("stalled", "late", "b")]
     assert det.out.arrivals[0] == ("late", "b", late[1].t_us)
     assert [s.status for s in summaries if s.uid == "late"] == ["stalled"]
 
@@ -288,3 +290,53 @@ def test_unknown_stage_is_recorded_not_judged() -> None:
     assert det.out.counts["unknown_stage"] == 1
     (s,) = [s for s in summaries if s.uid == extra.uid]
     assert [st.verdict for st in s.stages if st.stage == "audit"] == ["unordered"]
+
+
+def _in_progress_day(factor_b: float) -> tuple[list, list, int, list]:
+    """Two normal hours through a, b (10 s), c; then one file whose b takes ``factor_b`` times as long, and
+    normal traffic after it so the watermark moves on."""
+    pipe = Pipeline(stages=("a", "b", "c"), medians={"b": 10.0, "c": 1.0})
+    rng = random.Random(6)
+    events = steady_stream(pipe, hours=2, every_s=10, seed=6)
+    t_in = T0 + 2 * 3600 * S
+    late = file_events(pipe, "late", t_in, rng, factor=lambda stage, t: factor_b if stage == "b" else 1.0)
+    events += late + [e for k in range(400) for e in file_events(pipe, f"n{k}", t_in + (k + 1) * 10 * S, rng)]
+    events.sort(key=lambda e: e.t_us)
+    anomalies, summaries, _ = run(events, pipe.stages)
+    return anomalies, summaries, t_in, late
+
+
+def test_a_file_past_its_stage_line_is_flagged_while_still_in_it_and_not_again_when_it_finishes() -> None:
+    """Issue 16 item 5: a slowdown is seen when the first file crosses its stage's line, not when it finishes.
+    The file is flagged slow there and then (``in_progress``), once: its finished wait, slower still, adds
+    no second verdict."""
+    from stagewatch.core.timeutil import parse_rfc3339_us
+
+    anomalies, summaries, t_in, late = _in_progress_day(factor_b=5.0)
+    mine = [a for a in anomalies if a.uid == "late" and a.kind == "slow_stage"]
+    assert [(a.stage, a.measure) for a in mine] == [("b", "in_progress")]
+    # Slow end to end too, filed under b (incidents count the file once, at b).
+    assert [a.cause_stage for a in anomalies if a.uid == "late" and a.kind == "slow_trace"] in ([], ["b"])
+    (a,) = mine
+    assert a.threshold_ms is not None and a.observed_ms == a.threshold_ms
+    # Flagged when it had been in b for its line, long before it left b (its wait is 5x the usual 10 s).
+    assert parse_rfc3339_us(a.event_time) == t_in + int(a.threshold_ms * 1000)
+    assert parse_rfc3339_us(a.event_time) < late[1].t_us
+    assert "still in b" in a.message and "late" in a.message
+    (summary,) = [s for s in summaries if s.uid == "late"]
+    assert summary.status == "complete" and [t.verdict for t in summary.stages if t.stage == "b"] == ["slow"]
+
+
+def test_a_file_that_stalls_is_flagged_slow_first_and_stalled_at_its_deadline() -> None:
+    """The stall deadline stays the later, stronger verdict."""
+    anomalies, _, _, _ = _in_progress_day(factor_b=600.0)
+    mine = [(a.kind, a.stage, a.measure) for a in anomalies if a.uid == "late"]
+    assert mine == [("slow_stage", "b", "in_progress"), ("stalled", "b", "deadline")]
+    slow, stall = (a for a in anomalies if a.uid == "late")
+    assert slow.event_time < stall.event_time
+
+
+def test_a_file_within_its_line_is_not_flagged_in_progress() -> None:
+    anomalies, _, _, _ = _in_progress_day(factor_b=1.0)
+    assert [a for a in anomalies if a.uid == "late"] == []
+    assert all(a.measure != "in_progress" for a in anomalies)

@@ -353,3 +353,29 @@ def test_a_simulated_day_gives_one_incident_per_fault(tmp_path: Path) -> None:
     tenant = next(e for e in events if e["event"] == "opened" and e["scope"] == "tenant")
     assert tenant["tenants"] == ["wayne"]
     assert {e["event"] for e in events} == {"opened", "updated", "resolved"}
+
+
+@pytest.mark.unit
+def test_files_flagged_slow_while_in_a_stage_that_then_stall_there_make_one_stall_incident() -> None:
+    """Files stuck before download are flagged slow there at its line (minutes before their stall): a slowdown
+    opens then. When their stalls come and make up half its files, it becomes download's stall (``updated`` at
+    once, the same id), and resolves when they arrive; a slow download after that joins it, not a second one."""
+    tracker = IncidentTracker()
+    tenants = ["t1", "t2", "t3", "t4"]
+    early = [anomaly("slow_stage", f"s{i}", "download", T0 + i * 10 * US_PER_S, tenants[i % 4]) for i in range(8)]
+    events = _feed(tracker, early)
+    assert [(e.event, e.kind) for e in events] == [("opened", "slow_stage")]
+    incident = events[0].incident_id
+    stalls = [anomaly("stalled", f"s{i}", "download", T0 + 2 * MIN + i * 10 * US_PER_S, tenants[i % 4])
+              for i in range(8)]
+    events = _feed(tracker, stalls)
+    assert [(e.event, e.kind, e.incident_id) for e in events] == [("updated", "stalled", incident)]
+    assert "files stall before download" in events[0].message
+    later = anomaly("slow_stage", "s9", "download", T0 + 4 * MIN, "t1")
+    assert _feed(tracker, [later]) == [] and tracker.incident_of("s9") == incident
+    out = []
+    for i in range(8):
+        out += tracker.arrived(f"s{i}", T0 + 5 * MIN + i * US_PER_S)
+    out += tracker.advance(T0 + 10 * MIN)
+    (done,) = [e for e in out if e.event == "resolved"]
+    assert done.incident_id == incident and done.kind == "stalled" and "held-up file" in done.message

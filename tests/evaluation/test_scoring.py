@@ -255,3 +255,18 @@ def test_negative_stall_delay_is_reported_as_is() -> None:
     label, anomaly = _stall("f1", "2026-06-06T08:00:10Z", "2026-06-06T08:00:00Z")
     _, delay = score_kinds([label], [anomaly])
     assert delay["max_s"] == -10.0
+
+
+def test_a_file_flagged_slow_in_progress_then_stalled_there_is_scored_by_its_stall() -> None:
+    labels = [{"uid": "s1", "kind": "stalled", "stage": "download", "time": "2026-06-06T12:00:00Z"},
+              {"uid": "s2", "kind": "slow_stage", "stage": "download"}]
+    anomalies = [
+        {"uid": "s1", "kind": "slow_stage", "stage": "download", "measure": "in_progress"},  # not scored
+        {"uid": "s1", "kind": "stalled", "stage": "download", "detected_at": "2026-06-06T12:01:00Z"},  # tp
+        {"uid": "s2", "kind": "slow_stage", "stage": "download", "measure": "in_progress"},  # tp
+        {"uid": "s3", "kind": "slow_stage", "stage": "download", "measure": "in_progress"},  # fp: no label
+        {"uid": "s1", "kind": "slow_stage", "stage": "upload", "measure": "in_progress"},  # fp: another stage
+    ]
+    s = by_kind(score_kinds(labels, anomalies)[0])
+    assert counts(s["stalled"]) == (1, 0, 0)
+    assert counts(s["slow_stage"]) == (1, 2, 0)

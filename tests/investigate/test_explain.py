@@ -31,8 +31,10 @@ def test_explain_a_stalled_file(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert lines[0].startswith(f"{stalled['uid']} · tenant {stalled['tenant']}") and lines[0].endswith("STALLED")
     last = next(line for line in lines if line.strip().startswith(stalled["last_stage"]))
     assert "(n=" in last  # what is usual at that hour, from the other files
-    missing = next(line for line in lines if line.strip().startswith(stalled["stage"]))
-    assert "deadline passed" in missing and missing.rstrip().endswith("STALLED")
+    missing = [line for line in lines if line.strip().startswith(stalled["stage"])]
+    assert "deadline passed" in missing[-1] and missing[-1].rstrip().endswith("STALLED")
+    # Before its stall, flagged slow while still waiting there (at the stage's line).
+    assert missing[0].rstrip().endswith("SLOW_STAGE (still in it)")
     assert f"has not reached {stalled['stage']}" in text
     assert main(["explain", "no-such-file", "--input", str(out)]) == 2
     assert "no file 'no-such-file'" in capsys.readouterr().err

@@ -63,7 +63,7 @@ CASES: list[tuple[str, str, str]] = [
     ("Assemble", "stagewatch.core.traces.Trace", "release"),
     ("Learn", "stagewatch.stream.steps.learn", "_shard_of"),
     ("Judge", "stagewatch.stream.steps.judging", "judge_measurement"),
-    ("Stalls", "stagewatch.stream.steps.stalls", "_arrival"),
+    ("Stalls", "stagewatch.stream.steps.stalls", "arrival"),
     ("Lots", "stagewatch.stream.steps.lots", "add_file"),
     ("Incidents", "stagewatch.stream.steps.incidents", "feed"),
 ]

@@ -197,9 +197,12 @@ def test_run_and_replay_report_the_same_anomalies(tmp_path: Path) -> None:
     logs = str(tmp_path / "sim" / "logs.jsonl")
     replayed: set[tuple[str, str, str]] = set()
     said: dict[str, str] = {}  # a slow file's message (it names the stages its time went to), by anomaly id
+    in_progress: set[tuple[str, str, str]] = set()  # flagged slow while still in the stage
 
     def on_anomaly(a: Any) -> None:
         replayed.add((a.kind, a.uid, a.stage))
+        if a.measure == "in_progress":
+            in_progress.add((a.uid, a.stage, a.event_time))
         if a.kind == "slow_trace":
             said[a.anomaly_id] = a.message
 
@@ -211,6 +214,10 @@ def test_run_and_replay_report_the_same_anomalies(tmp_path: Path) -> None:
     assert {k for k, _, _ in replayed} == {"slow_stage", "slow_trace", "stalled", "failed"}
     agreement = _agreement(replayed, streamed)
     assert agreement >= 0.99, (agreement, sorted(replayed - streamed)[:10], sorted(streamed - replayed)[:10])
+    # The same files flagged while still in a stage, at the same moment (the stage's line after their last
+    # event): the backtest's trace timer and the stream's WatchStalls timer.
+    streamed_in_progress = {(a["uid"], a["stage"], a["event_time"]) for a in rows if a["measure"] == "in_progress"}
+    assert len(in_progress) >= 10 and streamed_in_progress == in_progress
     stream_said = {a["anomaly_id"]: a["message"] for a in rows if a["anomaly_id"] in said}
     assert len(stream_said) >= 0.99 * len(said) and all("; most of it in " in m for m in said.values())
     assert {k: said[k] for k in stream_said} == stream_said

@@ -156,3 +156,39 @@ def test_a_move_after_the_deadline_does_not_undo_the_stall_however_early_it_arri
                     equal_to([("f", "download", T0 + 80 * S)]), label="Arrivals")
         assert_that(out[STALLED_SUMMARIES] | "Statuses" >> beam.Map(lambda s: (s.uid, s.status)),
                     equal_to([("f", "stalled"), ("g", "complete")]), label="Summaries")
+
+
+@pytest.mark.parametrize("end_s", [None, 40])
+def test_a_file_past_its_stage_line_is_flagged_slow_once_then_stalled_at_its_deadline(end_s: int | None) -> None:
+    """Each file waits at enqueue (t0 + 10 s) for download: line 20 s (t0 + 30 s), deadline t0 + 60 s. ``h``
+    reached download at t0 + 25 s: nothing. ``i`` at t0 + 45 s: flagged slow, still in download, at t0 + 30 s
+    -- its judged slow wait, later, is not a second verdict. ``j`` never did: flagged slow, then stalled. A
+    finite input ending at t0 + 40 s says nothing past it: no stall (the backtest stops there)."""
+    stall = StallInfo(DOWNLOAD, 5000.0, 50_000.0, 40, False, 20_000.0)
+    records: list[tuple[str, Any, int]] = []
+    for uid, moved_s in (("h", 25), ("i", 45), ("j", None)):
+        p = _progress(uid, "enqueue", DOWNLOAD, T0 + 10 * S)
+        records += [("progress", p, T0 + 10 * S), ("deadline", Deadline(p, T0 + 60 * S, stall), T0 + 10 * S)]
+        if moved_s is not None:
+            moved = T0 + moved_s * S
+            records.append(("progress", _progress(uid, "download", DOWNLOAD + 1, moved), moved))
+            if moved_s > 30:  # its wait, judged when it came, over the line
+                records.append(("anomaly", _slow_at(uid, "download", moved), moved))
+    stream, watermark = TestStream(), 0
+    for what, record, t_us in sorted(records, key=lambda r: r[2]):
+        stream = stream.add_elements([TimestampedValue((what, record), t_us / S)])
+        if t_us > watermark:
+            stream, watermark = stream.advance_watermark_to(t_us / S), t_us
+    stream = stream.advance_watermark_to_infinity()
+    end_us = None if end_s is None else T0 + end_s * S
+    with beam.Pipeline(runner=LocalRunner(), options=_streaming()) as p:
+        tagged = p | stream
+        inputs = [tagged | f"Only{name.title()}" >> beam.FlatMap(lambda r, n=name: [r[1]] if r[0] == n else [])
+                  for name in ("progress", "deadline", "summary", "anomaly")]
+        out = tuple(inputs) | WatchStalls(RULES, end_us)
+        line = format_rfc3339(T0 + 30 * S)
+        want = [("slow_stage", uid, "download", "in_progress", line) for uid in "ij"]
+        if end_s is None:
+            want.append(("stalled", "j", "download", "deadline", format_rfc3339(T0 + 60 * S)))
+        assert_that(out.stalls | beam.Map(lambda a: (a.kind, a.uid, a.stage, a.measure, a.event_time)),
+                    equal_to(want))

@@ -13,7 +13,11 @@ from stagewatch.core.measurements import FileRef, Measurement, StallInfo
 from stagewatch.core.records import Anomaly, anomaly_id
 from stagewatch.core.timeutil import US_PER_MS, format_duration_ms, format_rfc3339
 
-__all__ = ["failed", "slow", "slow_message", "stall_message", "stalled", "where_it_went"]
+__all__ = ["IN_PROGRESS", "failed", "overdue", "overdue_at", "slow", "slow_message", "stall_message", "stalled",
+           "where_it_went"]
+
+# The ``measure`` of a slow verdict made while the file was still in the stage (its wait so far).
+IN_PROGRESS = "in_progress"
 
 
 def _anomaly(kind: str, file: FileRef, stage: str, last_stage: str | None, t_us: int, now_us: int, *,
@@ -82,6 +86,37 @@ def stalled(file: FileRef, missing: str, last_stage: str, last_t_us: int, deadli
         severity="critical",
         measure="deadline",
         message=stall_message(file.uid, missing, last_stage, waited, stall.median_ms, allowed),
+    )
+
+
+def overdue_at(last_t_us: int, stall: StallInfo) -> int | None:
+    """When a file logged at ``last_t_us`` and not seen since is past the awaited stage's line: flagged slow
+    then, still in the stage. None when its stall comes as soon (a stall factor of 1) or there is no line."""
+    if stall.line_ms is None or stall.line_ms >= stall.allowed_ms:
+        return None
+    return last_t_us + int(stall.line_ms * US_PER_MS)
+
+
+def overdue(file: FileRef, stage: str, last_stage: str, last_t_us: int, stall: StallInfo, now_us: int) -> Anomaly:
+    """``slow_stage`` of a file still in ``stage``: nothing logged since ``last_stage`` at ``last_t_us`` by the
+    stage's line (``overdue_at``). What it took so far is the line; its stall, if it comes, says more."""
+    line = stall.line_ms
+    at = overdue_at(last_t_us, stall)
+    assert line is not None and at is not None
+    whose = " for " + file.tenant if stall.by_tenant and file.tenant else ""
+    return _anomaly(
+        SLOW_STAGE, file, stage, last_stage, at, now_us,
+        observed_ms=line,
+        expected_ms=stall.median_ms,
+        threshold_ms=line,
+        score=1.0,
+        baseline_n=stall.n,
+        baseline="tenant" if stall.by_tenant else "stage",
+        severity="warning",
+        measure=IN_PROGRESS,
+        message=(f"{file.uid} is still in {stage}: nothing logged for {format_duration_ms(line)} since "
+                 f"{last_stage}; usually {format_duration_ms(stall.median_ms)}{whose} at this hour, "
+                 f"alert above {format_duration_ms(line)}"),
     )
 
 

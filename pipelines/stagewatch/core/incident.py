@@ -110,6 +110,11 @@ class Incident:
         return int(min(cfg.quiet_s * US_PER_S, max(cfg.min_quiet_s * US_PER_S, cfg.quiet_gaps * gap)))
 
     @property
+    def stalled_files(self) -> int:
+        """Its files that stalled (arrived since or not)."""
+        return len(self.outstanding) + len(self.arrived)
+
+    @property
     def all_arrived(self) -> bool:
         """Everything it held up got through: over for a stall or an incomplete batch (a slowdown that made
         files late enough to be called stalled is over only when it goes quiet)."""

@@ -39,7 +39,7 @@ from typing import Any
 from stagewatch.core.bar import Bar
 from stagewatch.core.candidates import cause_key, weights
 from stagewatch.core.incident import LOT_STAGE, SAMPLE_LOTS, SAMPLE_UIDS, Incident, IncidentConfig, message
-from stagewatch.core.kinds import LOT_SLOW, SLOW_STAGE, SLOW_TRACE, STALLED
+from stagewatch.core.kinds import LOT_SLOW, SLOW_STAGE, STALLED
 from stagewatch.core.records import Anomaly, IncidentEvent, LotRecord, TraceSummary
 from stagewatch.core.timeutil import US_PER_S, format_rfc3339, parse_rfc3339_us
 
@@ -48,6 +48,16 @@ __all__ = ["IncidentConfig", "IncidentTracker"]
 
 def _event_us(a: Anomaly) -> int:
     return parse_rfc3339_us(a.detected_at)
+
+
+_LATE = frozenset({SLOW_STAGE, STALLED})
+
+
+def _explains(inc: Incident, key: tuple[str, str]) -> bool:
+    """Whether an open incident is the cause ``key`` points at: the same kind and stage, or lateness at the
+    same stage either way -- a file slow at a stage where files stall is that stall's (held, then let go),
+    and a file so late at a slow stage that it was called stalled there is the slowdown's."""
+    return inc.stage == key[1] and (inc.kind == key[0] or (inc.kind in _LATE and key[0] in _LATE))
 
 
 class IncidentTracker:
@@ -107,7 +117,12 @@ class IncidentTracker:
         if home is not None:
             home.join(a, t, self._arrived_early)
             self._by_uid[a.uid] = home
-            if t - home.last_update_us >= self.cfg.update_every_s * US_PER_S:
+            if home.kind == SLOW_STAGE and a.kind == STALLED and 2 * home.stalled_files >= len(home.uids):
+                # Files flagged slow while still in the stage (at its line) opened it; now most of them stalled
+                # there: it is a stall (it resolves when they arrive), said at once.
+                home.kind = STALLED
+                out.append(self._event(home, "updated", t))
+            elif t - home.last_update_us >= self.cfg.update_every_s * US_PER_S:
                 out.append(self._event(home, "updated", t))
             return out
         cfg = self.cfg
@@ -267,17 +282,8 @@ class IncidentTracker:
         same = [i for i in self.open if (i.kind, i.stage) == key and i.covers(a)]
         if same:
             return same[0]
-        if a.kind == SLOW_TRACE and a.cause_stage:
-            # A file slow end to end mostly at a stage where files stall is that stall's (held, then let go).
-            stall = [i for i in self.open if i.kind == STALLED and i.stage == a.cause_stage and i.covers(a)]
-            if stall:
-                return stall[0]
-        if a.kind == STALLED:
-            # A file so late at a slow stage that it was called stalled there is the slowdown's too.
-            slow = [i for i in self.open if i.kind == SLOW_STAGE and i.stage == a.stage and i.covers(a)]
-            if slow:
-                return slow[0]
-        return None
+        near = [i for i in self.open if _explains(i, key) and i.covers(a)]
+        return near[0] if near else None
 
     def _open(self, key: tuple[str, str], members: list[tuple[int, Anomaly]], t: int,
               scoped: tuple[str, str] | None = None) -> tuple[Incident, str] | None:
@@ -337,7 +343,7 @@ class IncidentTracker:
         """An open incident of the same cause whose scope the new one contains: a lot's within its customer's,
         a lot's or a customer's within everyone's. It widens instead of a second incident opening."""
         for inc in self.open:
-            if (inc.kind, inc.stage) != key:
+            if not _explains(inc, key):
                 continue
             if scope == "global" and inc.scope in ("tenant", "lot"):
                 return inc

@@ -14,7 +14,8 @@ reported as slowness); if not (a lost log line), the stage is measured from the 
 Timeline of a stall (next stage ``download`` after ``enqueue`` at 12:00:00, download's threshold 20 s,
 ``stall_factor`` 3)::
 
-    12:00:00  enqueue arrives   -> deadline = 12:00:00 + 3 x 20 s = 12:01:00, timer set
+    12:00:00  enqueue arrives   -> deadline = 12:00:00 + 3 x 20 s = 12:01:00; timer at its line, 12:00:20
+    12:00:20  watermark passes  -> on_timer: slow_stage "in_progress", stage=download (once); timer 12:01:00
     12:01:00  watermark passes  -> on_timer: "stalled", stage=download, last_stage=enqueue; trace released
 """
 
@@ -197,6 +198,9 @@ class Trace:
         t = self.last_t + rules.ttl_us
         if self.deadline is not None and self.deadline < t:
             t = self.deadline
+            at = self._overdue_at()
+            if at is not None and at < t:
+                t = at
         if self.held:
             t = min(t, min(self.held.values()))
         return t
@@ -207,6 +211,12 @@ class Trace:
             self._release_held(rules, judging, now, out, expire_before=now)
             if self._after_change(rules, judging, now, out):
                 return True
+        at = self._overdue_at()
+        if at is not None and at <= now:
+            # Only this: ``now`` is the watermark, which may be past events still to come before the stall's
+            # deadline (the driver fires timers strictly before each event); the deadline has a timer of its own.
+            self._flag_in_progress(rules, at, out)
+            return False
         if self.deadline is not None and self.deadline <= now and self.stall_info is not None:
             self._stall(rules, now, out)
             return True
@@ -337,6 +347,27 @@ class Trace:
         """The furthest stage this file reached."""
         return rules.names[self.furthest] if self.furthest >= 0 else None
 
+    def _overdue_at(self) -> int | None:
+        """When the awaited stage is past its line with nothing logged since the furthest stage: the file is
+        flagged slow then, still in it -- once (the stage's ``slow`` bit), and its finished wait, judged later,
+        pages nothing more. None without a deadline, or once flagged."""
+        info = self.stall_info
+        if info is None or self.deadline is None or (self.slow >> info.next_i) & 1:
+            return None
+        last = self.times[self.furthest]
+        assert last is not None
+        return anomalies.overdue_at(last, info)
+
+    def _flag_in_progress(self, rules: TraceRules, at: int, out: Outbox) -> None:
+        """Made as of ``at``, the moment it crossed the line (both drivers: the streaming job's timers for one
+        file may fire in any order once the watermark has passed them)."""
+        info = self.stall_info
+        last = self.times[self.furthest]
+        assert info is not None and last is not None
+        self.slow |= 1 << info.next_i
+        out.anomalies.append(anomalies.overdue(
+            self.ref(), rules.names[info.next_i], rules.names[self.furthest], last, info, at))
+
     def _stall(self, rules: TraceRules, now: int, out: Outbox) -> None:
         assert self.stall_info is not None and self.deadline is not None
         last_t = self.times[self.furthest]
@@ -351,40 +382,15 @@ class Trace:
         out.count("traces_" + status)
         if out.summaries is None:
             return
-        stages = []
         reported = self.reported
-        for i, t in enumerate(self.times):
-            if t is not None:
-                stages.append(
-                    StageTiming(
-                        rules.names[i],
-                        format_rfc3339(t),
-                        self.durs[i],
-                        reported[i] if reported is not None else None,
-                        "slow" if (self.slow >> i) & 1 else self.verdicts[i] or "held",
-                    )
-                )
-        if self.unordered:
-            for name, t in self.unordered:
-                stages.append(StageTiming(name, format_rfc3339(t), None, None, "unordered"))
+        stages = [StageTiming(rules.names[i], format_rfc3339(t), self.durs[i],
+                              reported[i] if reported is not None else None,
+                              "slow" if (self.slow >> i) & 1 else self.verdicts[i] or "held")
+                  for i, t in enumerate(self.times) if t is not None]
+        stages += [StageTiming(name, format_rfc3339(t), None, None, "unordered") for name, t in self.unordered or ()]
         stages.sort(key=lambda s: s.time)
-        missing = tuple(
-            rules.names[i]
-            for i in range(self.furthest)
-            if self.times[i] is None and not rules.optional[i]
-        )
-        out.summaries.append(
-            TraceSummary(
-                uid=self.uid,
-                tenant=self.tenant,
-                lot=self.lot,
-                status=status,
-                first_time=format_rfc3339(self.first_t),
-                last_time=format_rfc3339(self.last_t),
-                end_to_end_ms=e2e,
-                stages=tuple(stages),
-                missing_stages=missing,
-                negative_gaps=self.neg_gaps,
-                closed_at=format_rfc3339(now),
-            )
-        )
+        missing = tuple(rules.names[i] for i in range(self.furthest) if self.times[i] is None and not rules.optional[i])
+        out.summaries.append(TraceSummary(
+            uid=self.uid, tenant=self.tenant, lot=self.lot, status=status, first_time=format_rfc3339(self.first_t),
+            last_time=format_rfc3339(self.last_t), end_to_end_ms=e2e, stages=tuple(stages), missing_stages=missing,
+            negative_gaps=self.neg_gaps, closed_at=format_rfc3339(now)))

@@ -2,7 +2,8 @@
 
 A label and a verdict match when they name the same file (uid) and the same kind; for ``slow_stage``,
 ``stalled`` and ``failed`` the stage must match too (a verdict at the wrong stage sends people to the wrong
-service). A verdict of a kind nobody labelled counts as a false positive of that kind.
+service). A file flagged slow while still in a stage (``in_progress``) that then stalled there is scored by
+its stall. A verdict of a kind nobody labelled counts as a false positive of that kind.
 Several verdicts of one kind on one file count once.
 """
 
@@ -14,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from stagewatch.core.anomalies import IN_PROGRESS
 from stagewatch.core.kinds import FILE_KINDS, KINDS, STALLED
 from stagewatch.core.timeutil import parse_rfc3339_us
 
@@ -73,8 +75,14 @@ def score_kinds(
     unsure = {_key(r) for r in ambiguous} - truth.keys()
     found: dict[tuple[str, str, str], dict[str, Any]] = {}
     for a in anomalies:
-        if _key(a) not in unsure:
-            found.setdefault(_key(a), a)
+        key = _key(a)
+        if key in unsure:
+            continue
+        if a.get("measure") == IN_PROGRESS and key not in truth and (key[0], STALLED, key[2]) in truth:
+            # Flagged slow while still in the stage it then stalled in: true of it, and the stall verdict
+            # that followed is what is scored (it is neither a slow stage to find nor a false one).
+            continue
+        found.setdefault(key, a)
     scores = []
     kinds = list(KINDS) + sorted(({k[1] for k in truth} | {k[1] for k in found}) - set(KINDS))
     for kind in kinds:
@@ -111,10 +119,13 @@ class IncidentMatch:
 def score_incidents(
     events: Iterable[dict[str, Any]], faults: Iterable[dict[str, Any]], slack_s: float = 900.0
 ) -> tuple[list[IncidentMatch], list[dict[str, Any]]]:
-    """Match ``opened`` incidents to the manifest's faults: same kind and stage, opened between the fault's
-    start and its end + ``slack_s``. Returns one row per fault and the spurious incidents (matching none)."""
+    """Match ``opened`` incidents to the manifest's faults: same kind (the one it settled on: files flagged slow
+    while still in a stage open a slowdown, which becomes a stall when most of them stall) and stage, opened
+    between the fault's start and its end + ``slack_s``. Returns one row per fault and the spurious incidents
+    (matching none)."""
     events = list(events)
-    opened = [e for e in events if e["event"] == "opened"]
+    settled = {e["incident_id"]: e["kind"] for e in events}  # the last event's kind
+    opened = [{**e, "kind": settled[e["incident_id"]]} for e in events if e["event"] == "opened"]
     resolved = {e["incident_id"]: e for e in events if e["event"] == "resolved"}
     used: set[str] = set()
     rows = []

@@ -13,6 +13,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+from stagewatch.core.anomalies import IN_PROGRESS
 from stagewatch.core.timeutil import US_PER_S, format_duration_ms, parse_rfc3339_us
 from stagewatch.store.readers import Tables
 
@@ -80,7 +81,12 @@ def explain(uid: str, tables: Tables, day_us: int | None = None) -> str:
         if a["kind"] == "stalled" or a["stage"] == "end_to_end" or a["stage"] not in {s["stage"] for s in
                                                                                       trace["stages"]}:
             when = "deadline passed" if a["kind"] == "stalled" else _judged_by(a)
-            lines.append(f"  {a['stage']:<14}{a['event_time']:<28}{'':>10}  {when:<28}{a['kind'].upper()}")
+            verdict = a["kind"].upper()
+            if a.get("measure") == IN_PROGRESS:  # flagged while it was still there: it had waited its line
+                waited, verdict = format_duration_ms(a["observed_ms"]), verdict + " (still in it)"
+            else:
+                waited = ""
+            lines.append(f"  {a['stage']:<14}{a['event_time']:<28}{waited:>10}  {when:<28}{verdict}")
     if trace.get("end_to_end_ms") is not None:
         lines.append(f"  end to end: {format_duration_ms(trace['end_to_end_ms'])}")
     for a in anomalies:

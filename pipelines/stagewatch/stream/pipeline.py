@@ -17,6 +17,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
+from stagewatch.core.anomalies import overdue_at
 from stagewatch.core.baselines import BaselineConfig
 from stagewatch.core.clock import TimeBounds
 from stagewatch.core.parser import Parser
@@ -83,8 +84,11 @@ def build(
     to_judge = (measurements, progress) | "ToJudge" >> beam.Flatten()
     verdicts, deadlines = (to_judge, snapshots) | "Judge" >> step(JudgeMeasurements(rules, baseline, end_us))
     if end_us is not None:
-        deadlines = deadlines | "UntilEndOfInput" >> beam.Filter(lambda d: d.deadline_us <= end_us)
-    watched = (progress, deadlines, assembled[SUMMARIES], verdicts) | "Stalls" >> step(WatchStalls(rules))
+        # Only deadlines with something to say before the input ends (in progress at the stage's line, or
+        # stalled); ``WatchStalls`` says nothing past the end either.
+        deadlines = deadlines | "UntilEndOfInput" >> beam.Filter(
+            lambda d: min(d.deadline_us, overdue_at(d.progress.last_t_us, d.stall) or d.deadline_us) <= end_us)
+    watched = (progress, deadlines, assembled[SUMMARIES], verdicts) | "Stalls" >> step(WatchStalls(rules, end_us))
     anomalies = (assembled[FAILURES], watched.stalls) | "AllAnomalies" >> beam.Flatten()
     traces = watched[STALLED_SUMMARIES]
     lots = traces | "Lots" >> step(TrackLots(end_us=end_us))

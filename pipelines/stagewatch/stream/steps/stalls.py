@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import replace
-from typing import Any, NamedTuple
+from typing import Any
 
 import apache_beam as beam
 from apache_beam.coders import PickleCoder, VarIntCoder
@@ -34,33 +34,30 @@ from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.timestamp import Timestamp
 
 from stagewatch.core import anomalies
-from stagewatch.core.measurements import Arrival, Deadline, Progress
-from stagewatch.core.records import Anomaly, StageTiming, TraceSummary
+from stagewatch.core.kinds import SLOW_STAGE
+from stagewatch.core.measurements import Deadline, Progress
+from stagewatch.core.records import Anomaly, TraceSummary
 from stagewatch.core.timeutil import parse_rfc3339_us
 from stagewatch.core.traces import TraceRules
 from stagewatch.stream.steps.contain import ContainedStep, contained
+from stagewatch.stream.steps.stall_marks import (
+    ARRIVALS,
+    MEASURE_RANK,
+    StallMark,
+    add_moves,
+    arrival,
+    deadlines_of,
+    first_beyond,
+    held_order,
+    held_time,
+)
 from stagewatch.stream.steps.timers import fire_at, fire_no_later_than, take_due
 
 __all__ = ["ARRIVALS", "STALLED_SUMMARIES", "WatchStalls"]
 
 STALLED_SUMMARIES = "summaries"
-# ``Arrival``: a file declared stalled moved on after all (incidents resolve when they all do).
-# The backtest closes a stalled trace and hears of its next event; here the trace goes on upstream, so the
-# arrival is its next progress -- or, when the stage it reached was the last, its summary.
-ARRIVALS = "arrivals"
-
-
-class _StallMark(NamedTuple):
-    """A file declared stalled: which stall, after which progress, waiting for which stage, declared when; and
-    whether it has shown itself beyond the stall since; its deadline (None in marks written before it was kept:
-    then nothing judged after the stall is dropped)."""
-
-    anomaly_id: str
-    last_t_us: int
-    next_i: int
-    at_us: int
-    arrived: bool = False
-    deadline_us: int | None = None
+# Stall marks saved in Beam state before they moved to ``stall_marks`` name this module's class: they load.
+_StallMark = StallMark
 
 
 class _WatchFn(beam.DoFn):
@@ -78,8 +75,9 @@ class _WatchFn(beam.DoFn):
     RELEASE = TimerSpec("release", TimeDomain.WATERMARK)
     CLOSE = TimerSpec("close", TimeDomain.WATERMARK)
 
-    def __init__(self, rules: TraceRules) -> None:
+    def __init__(self, rules: TraceRules, end_us: int | None = None) -> None:
         self._rules = rules
+        self._end_us = end_us
 
     @contained("Stalls")
     def process(
@@ -92,6 +90,7 @@ class _WatchFn(beam.DoFn):
         pending: Any = beam.DoFn.StateParam(PENDING),
         stalled: Any = beam.DoFn.StateParam(STALLED),
         closed: Any = beam.DoFn.StateParam(CLOSED),
+        reported: Any = beam.DoFn.StateParam(REPORTED),
         held: Any = beam.DoFn.StateParam(HELD),
         next_release: Any = beam.DoFn.StateParam(NEXT_RELEASE),
         fire: Any = beam.DoFn.TimerParam(FIRE),
@@ -106,26 +105,26 @@ class _WatchFn(beam.DoFn):
             # until the watermark passes the moment it was judged at (its timestamp): by then every other
             # judged at that moment has come (it held the watermark on its way).
             t_us = int(ts.micros)
-            held.add((t_us, _MEASURE_RANK.get(record.measure or "", len(_MEASURE_RANK)), record))
+            held.add((t_us, MEASURE_RANK.get(record.measure or "", len(MEASURE_RANK)), record))
             fire_no_later_than(next_release, release, t_us)
             return
         if isinstance(record, Progress):
             if record.last_t_us > (latest.read() or -1):
                 latest.write(record.last_t_us)
-            _add_moves(moves, [(record.last_t_us, record.last_stage)])
-            yield from _arrival(stalled, record.file.uid, record.last_stage, record.last_t_us)
+            add_moves(moves, [(record.last_t_us, record.last_stage)])
+            yield from arrival(stalled, record.file.uid, record.last_stage, record.last_t_us)
         elif isinstance(record, Deadline):
             # Deadlines come through the judging step, up to an interval after the progress they answer: one
             # that arrives after the file closed (or after its stall) is moot.
             if stalled.read() is None and closed.read() is None:
-                waiting = (*_deadlines(pending), record)
+                waiting = (*deadlines_of(pending), record)
                 pending.write(waiting)
-                fire.set(Timestamp(micros=min(d.deadline_us for d in waiting)))
+                self._set_fire(fire, waiting, reported.read() or set())
         else:  # a summary: the file closed; said once the deadline of its last progress has surely come
             held_summary.write(record)
             # Its stages are moves too, known now (a last stage has no progress of its own): whichever of this
             # step's timers fires first, a deadline the file met by completing is not a stall.
-            _add_moves(moves, [(parse_rfc3339_us(t.time), t.stage) for t in record.stages])
+            add_moves(moves, [(parse_rfc3339_us(t.time), t.stage) for t in record.stages])
             close.set(Timestamp(micros=int(ts.micros)))
 
     @on_timer(RELEASE)
@@ -143,10 +142,10 @@ class _WatchFn(beam.DoFn):
     ) -> Iterator[Any]:
         now = int(ts.micros)
         # A stall due by now is declared first, whichever timer the runner fires first.
-        yield from self._declare(now, moves, pending, stalled)
-        stall: _StallMark | None = stalled.read()
+        yield from self._declare(now, moves, pending, stalled, reported)
+        stall: StallMark | None = stalled.read()
         after = stall.deadline_us if stall is not None and stall.deadline_us is not None else None
-        due, rest = take_due(held, now, _held_time, _held_order)
+        due, rest = take_due(held, now, held_time, held_order)
         seen: set[tuple[str, str]] = reported.read() or set()
         for t_us, _, anomaly in due:
             mark = (anomaly.kind, anomaly.stage)
@@ -169,6 +168,7 @@ class _WatchFn(beam.DoFn):
         pending: Any = beam.DoFn.StateParam(PENDING),
         stalled: Any = beam.DoFn.StateParam(STALLED),
         closed: Any = beam.DoFn.StateParam(CLOSED),
+        reported: Any = beam.DoFn.StateParam(REPORTED),
         forget: Any = beam.DoFn.TimerParam(FORGET),
         close: Any = beam.DoFn.TimerParam(CLOSE),
     ) -> Iterator[Any]:
@@ -176,20 +176,20 @@ class _WatchFn(beam.DoFn):
         if summary is None:
             return
         now = int(ts.micros)
-        later = [d.deadline_us for d in _deadlines(pending)
-                 if d.deadline_us > now and not self._moved_in_time(d, moves)]
+        seen = reported.read() or set()
+        later = [t for d in deadlines_of(pending) for t in self._verdict_times(d, seen, moves) if t > now]
         if later and stalled.read() is None:
             # Closed (open: end of input, or evicted) before a deadline passed that may still make it a stall
             # (the stream lets through only deadlines before the end of its input): the summary waits for it.
             close.set(Timestamp(micros=min(later)))
             return
         held_summary.clear()
-        yield from self._declare(now, moves, pending, stalled)
-        mark: _StallMark | None = stalled.read()
+        yield from self._declare(now, moves, pending, stalled, reported)
+        mark: StallMark | None = stalled.read()
         if mark is not None:
-            beyond = _first_beyond(mark, summary.stages, self._rules)
+            beyond = first_beyond(mark, summary.stages, self._rules)
             if beyond is not None:
-                yield from _arrival(stalled, summary.uid, *beyond)
+                yield from arrival(stalled, summary.uid, *beyond)
             summary = replace(summary, status="stalled")
         yield beam.pvalue.TaggedOutput(STALLED_SUMMARIES, summary)
         pending.clear()
@@ -224,9 +224,10 @@ class _WatchFn(beam.DoFn):
         moves: Any = beam.DoFn.StateParam(MOVES),
         pending: Any = beam.DoFn.StateParam(PENDING),
         stalled: Any = beam.DoFn.StateParam(STALLED),
+        reported: Any = beam.DoFn.StateParam(REPORTED),
         fire: Any = beam.DoFn.TimerParam(FIRE),
     ) -> Iterator[Any]:
-        yield from self._declare(int(ts.micros), moves, pending, stalled, fire)
+        yield from self._declare(int(ts.micros), moves, pending, stalled, reported, fire)
 
     def _moves_beyond(self, deadline: Deadline, moves: Any) -> list[tuple[int, str]]:
         """(time, stage) of the file's moves past the stage its deadline was set at, earliest first (a stage
@@ -234,20 +235,72 @@ class _WatchFn(beam.DoFn):
         beyond, index = self._rules.index[deadline.progress.last_stage], self._rules.index
         return sorted(m for m in (moves.read() or ()) if index.get(m[1], -1) > beyond)
 
-    def _moved_in_time(self, deadline: Deadline, moves: Any) -> bool:
-        later = self._moves_beyond(deadline, moves)
-        return bool(later) and later[0][0] <= deadline.deadline_us
+    def _stall_at(self, deadline: Deadline) -> int | None:
+        """When the deadline makes its file stalled: not past a finite input's end (the backtest stops there)."""
+        at = deadline.deadline_us
+        return at if self._end_us is None or at <= self._end_us else None
 
-    def _declare(self, now: int, moves: Any, pending: Any, stalled: Any, fire: Any = None) -> Iterator[Any]:
-        """The stall of the earliest deadline due by ``now`` that the file did not move on by (as the
-        backtest: a deadline passes, with no move since the progress it was set at); with its arrival when
-        the file has already been seen beyond it. Deadlines it moved on in time are dropped; ``fire`` is set
-        for the next one still waiting."""
-        waiting = _deadlines(pending)
+    def _overdue_at(self, deadline: Deadline, seen: set[tuple[str, str]]) -> int | None:
+        """When the file, still without a move, is flagged slow in the awaited stage; None once that stage was
+        reported slow (by this or by its judged wait), or past a finite input's end."""
+        at = anomalies.overdue_at(deadline.progress.last_t_us, deadline.stall)
+        if at is None or (SLOW_STAGE, self._rules.names[deadline.stall.next_i]) in seen:
+            return None
+        return at if self._end_us is None or at <= self._end_us else None
+
+    def _verdict_times(self, deadline: Deadline, seen: set[tuple[str, str]], moves: Any = None) -> list[int]:
+        """The times a deadline may still say something (in progress, stalled); none that the file's moves
+        (when given) already answered."""
+        times = [t for t in (self._overdue_at(deadline, seen), self._stall_at(deadline)) if t is not None]
+        if moves is None:
+            return times
+        later = self._moves_beyond(deadline, moves)
+        return [t for t in times if not (later and later[0][0] <= t)]
+
+    def _set_fire(self, fire: Any, waiting: tuple[Deadline, ...], seen: set[tuple[str, str]],
+                  after: int | None = None) -> None:
+        """The timer at the next verdict time of the deadlines waiting (after ``after``: what is due by then
+        was just said)."""
+        times = [t for d in waiting for t in self._verdict_times(d, seen) if after is None or t > after]
+        if times:
+            fire.set(Timestamp(micros=min(times)))
+
+    def _flag_in_progress(self, now: int, waiting: tuple[Deadline, ...], moves: Any, reported: Any) -> Iterator[Any]:
+        """As the backtest's trace: a file with no move by the awaited stage's line is flagged slow there, once
+        per stage; earliest first."""
+        seen: set[tuple[str, str]] = reported.read() or set()
+        timed = sorted((at, d) for d in waiting if (at := self._overdue_at(d, seen)) is not None and at <= now)
+        flagged = False
+        for at, deadline in timed:
+            stage = self._rules.names[deadline.stall.next_i]
+            later = self._moves_beyond(deadline, moves)
+            if (SLOW_STAGE, stage) in seen or (later and later[0][0] <= at):
+                continue
+            progress = deadline.progress
+            seen.add((SLOW_STAGE, stage))
+            flagged = True
+            # As of the moment it crossed the line, whichever timer of the file's fired first past it.
+            yield anomalies.overdue(progress.file, stage, progress.last_stage, progress.last_t_us, deadline.stall,
+                                    at)
+        if flagged:
+            reported.write(seen)
+
+    def _declare(
+        self, now: int, moves: Any, pending: Any, stalled: Any, reported: Any, fire: Any = None
+    ) -> Iterator[Any]:
+        """Files past the awaited stage's line are flagged slow, still in it (``_flag_in_progress``); then the
+        stall of the earliest deadline due by ``now`` that the file did not move on by (as the backtest: a
+        deadline passes, with no move since the progress it was set at), with its arrival when the file has
+        already been seen beyond it. Deadlines with nothing left to say are dropped; ``fire`` is set for the
+        next verdict still waiting."""
+        waiting = deadlines_of(pending)
         if not waiting or stalled.read() is not None:
             return
-        due = sorted((d for d in waiting if d.deadline_us <= now), key=lambda d: d.deadline_us)
-        rest = tuple(d for d in waiting if d.deadline_us > now)
+        yield from self._flag_in_progress(now, waiting, moves, reported)
+        due = sorted((d for d in waiting if (at := self._stall_at(d)) is not None and at <= now),
+                     key=lambda d: d.deadline_us)
+        seen = reported.read() or set()
+        rest = tuple(d for d in waiting if any(t > now for t in self._verdict_times(d, seen)))
         for deadline in due:
             later = self._moves_beyond(deadline, moves)
             if later and later[0][0] <= deadline.deadline_us:
@@ -256,66 +309,17 @@ class _WatchFn(beam.DoFn):
             anomaly = anomalies.stalled(progress.file, self._rules.names[deadline.stall.next_i],
                                         progress.last_stage, progress.last_t_us, deadline.deadline_us,
                                         deadline.stall, now)
-            stalled.write(_StallMark(anomaly.anomaly_id, progress.last_t_us, deadline.stall.next_i, now,
+            stalled.write(StallMark(anomaly.anomaly_id, progress.last_t_us, deadline.stall.next_i, now,
                                      deadline_us=deadline.deadline_us))
             pending.clear()
             yield anomaly
             if later:  # it moved on after its deadline, before this step heard of the deadline
                 t_us, stage = later[0]
-                yield from _arrival(stalled, progress.file.uid, stage, t_us)
+                yield from arrival(stalled, progress.file.uid, stage, t_us)
             return
         pending.write(rest)
-        if rest and fire is not None:
-            fire.set(Timestamp(micros=min(d.deadline_us for d in rest)))
-
-
-def _add_moves(moves: Any, seen: list[tuple[int, str]]) -> None:
-    """Remember where a file was seen and when (a progress, or a closed file's stages), each once."""
-    known = moves.read() or ()
-    fresh = [m for m in dict.fromkeys(seen) if m not in known]
-    if fresh:
-        moves.write((*known, *fresh))
-
-
-def _deadlines(pending: Any) -> tuple[Deadline, ...]:
-    """The deadlines waiting for a file (one, not a tuple, in state written before 2026-12-04)."""
-    value = pending.read()
-    if value is None:
-        return ()
-    return (value,) if isinstance(value, Deadline) else tuple(value)
-
-
-# Of a stage's anomalies judged at one moment, the backtest's order: the reported latency, then the wait.
-_MEASURE_RANK = {"latency": 0, "wait": 1}
-
-
-def _held_time(item: tuple[int, int, Anomaly]) -> int:
-    return item[0]
-
-
-def _held_order(item: tuple[int, int, Anomaly]) -> tuple[int, int]:
-    return item[0], item[1]
-
-
-def _first_beyond(mark: _StallMark, stages: tuple[StageTiming, ...], rules: TraceRules) -> tuple[str, int] | None:
-    """(stage, time) of the first stage in a closed file's summary that shows it got past its stall: the stage
-    it stalled waiting for or a later one, or any line logged after the stall was declared (what the
-    backtest, which closes a stalled trace, hears as its next event). A stage before the stall that was
-    logged out of order is not a move on."""
-    for timing in stages:
-        t_us = parse_rfc3339_us(timing.time)
-        if rules.index.get(timing.stage, -1) >= mark.next_i or t_us > mark.at_us:
-            return timing.stage, t_us
-    return None
-
-
-def _arrival(stalled: Any, uid: str, stage: str | None, t_us: int) -> Iterator[Any]:
-    """The first sign of a stalled file beyond the progress it stalled at, once."""
-    mark: _StallMark | None = stalled.read()
-    if mark is None or mark.arrived or t_us <= mark.last_t_us:
-        return
-    stalled.write(mark._replace(arrived=True))
-    yield beam.pvalue.TaggedOutput(ARRIVALS, Arrival(uid, stage, t_us))
+        if fire is not None:
+            self._set_fire(fire, rest, seen, now)
 
 
 def _uid_of(record: Progress | Deadline | TraceSummary | Anomaly) -> str:
@@ -330,9 +334,10 @@ class WatchStalls(ContainedStep):
     """(progress, deadlines, summaries, judged anomalies) → anomalies (main: stalls, and the judged ones, one
     per kind and stage of a file), final summaries (``STALLED_SUMMARIES``) and ``ARRIVALS``."""
 
-    def __init__(self, rules: TraceRules) -> None:
+    def __init__(self, rules: TraceRules, end_us: int | None = None) -> None:
         super().__init__()
         self._rules = rules
+        self._end_us = end_us
 
     def expand(
         self, inputs: tuple[beam.PCollection, beam.PCollection, beam.PCollection, beam.PCollection]
@@ -350,5 +355,5 @@ class WatchStalls(ContainedStep):
             | "MergeByUid" >> beam.Flatten()
             | "Typed" >> beam.Map(lambda kv: kv).with_output_types(tuple[str, Any])
         )
-        return self.pardo(merged, "WatchPerUid", _WatchFn(self._rules), outputs=(STALLED_SUMMARIES, ARRIVALS),
-                          main="stalls")
+        return self.pardo(merged, "WatchPerUid", _WatchFn(self._rules, self._end_us),
+                          outputs=(STALLED_SUMMARIES, ARRIVALS), main="stalls")
