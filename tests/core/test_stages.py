@@ -25,8 +25,8 @@ def test_parse_with_optional_stage() -> None:
     assert str(order) == "a,b?,c"
 
 
-def test_parse_strips_whitespace_and_empty_items() -> None:
-    order = StageOrder.parse(" upload , register ,, done ,")
+def test_parse_strips_whitespace() -> None:
+    order = StageOrder.parse(" upload , register , done ")
     assert order.stages == ("upload", "register", "done")
     assert order.optional == frozenset()
     assert order.terminal == "done"
@@ -236,3 +236,41 @@ def test_infer_result_is_a_valid_stage_order() -> None:
     assert order.stages == tuple(stages)
     assert order.optional == frozenset({"scan", "index"})
     assert StageOrder.parse(str(order)) == order
+
+
+def _sample(order: tuple[str, ...], files: int = 20) -> list:
+    from stagewatch.core.events import StageEvent
+
+    return [StageEvent(f"f{k}", s, (k * 100 + i) * 1_000_000, "t", None, f"f{k}-{i}", False, None)
+            for k in range(files) for i, s in enumerate(order)]
+
+
+@pytest.mark.parametrize(("given", "says"), [
+    ("foo,bar", "match 0 of the first 60 events"),
+    ("c,b,a", "puts c before b, but 20 of 20 files logged b first"),
+    ("a,b,c,dnoe", None),  # an order may name a stage the sample has not reached: nothing close to it
+    ("a,bb,c", "stage 'bb' of the order given names no event; the data has 'b'"),
+])
+def test_a_given_order_the_data_contradicts_is_refused_with_the_order_it_shows(given: str, says: str | None) -> None:
+    from stagewatch.core.stage_check import disagreement
+
+    found = disagreement(StageOrder.parse(given), _sample(("a", "b", "c")))
+    if says is None:
+        assert found is None
+    else:
+        assert found is not None and says in found and "the data's order is a,b,c" in found
+
+
+def test_the_order_the_data_shows_and_a_minority_of_skewed_files_agree() -> None:
+    from stagewatch.core.stage_check import disagreement
+
+    sample = _sample(("a", "b", "c"))
+    skewed = _sample(("b", "a", "c"), files=6)  # a customer's clock: b before a in a few files
+    assert disagreement(StageOrder.parse("a,b,c"), sample + [e._replace(uid="s" + e.uid) for e in skewed]) is None
+    assert disagreement(StageOrder.parse("a,b,c?"), []) is None
+
+
+@pytest.mark.parametrize("text", ["detect,,upload", ",", "a, ,b", ""])
+def test_an_empty_stage_name_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="none empty"):
+        StageOrder.parse(text)

@@ -42,11 +42,37 @@ class Settings:
 
 
 def _only_known(table: dict[str, Any], cls: type, where: str) -> dict[str, Any]:
-    known = {f.name for f in fields(cls)}
-    unknown = set(table) - known
+    """The table's keys, each a field of ``cls`` and of the type of its default (a number for a number, not
+    a quoted one): a wrong one is said with what to write, not left to fail inside."""
+    defaults = {f.name: getattr(cls(), f.name) for f in fields(cls)}
+    unknown = set(table) - set(defaults)
     if unknown:
-        raise ValueError(f"[{where}] has unknown keys {sorted(unknown)}; known: {sorted(known)}")
+        raise ValueError(f"[{where}] has unknown keys {sorted(unknown)}; known: {sorted(defaults)}")
+    for key, value in table.items():
+        want = defaults[key]
+        if isinstance(want, bool) or want is None:
+            ok = isinstance(value, bool) or want is None
+        elif isinstance(want, int | float):
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, type(want))
+        if not ok:
+            example = "a number, e.g. " + repr(want) if isinstance(want, int | float) and not isinstance(
+                want, bool) else f"like {want!r}"
+            raise ValueError(f"[{where}] {key} = {value!r} must be {example} (no quotes around a number)")
     return table
+
+
+def _config_order(table: Any) -> StageOrder:
+    """``[stages]``: ``order`` a list of names, ``optional`` a list of some of them."""
+    if not isinstance(table, dict):
+        raise ValueError('[stages] must be a table: order = ["upload", "register", "done"]')
+    order, optional = table.get("order", []), table.get("optional", [])
+    for key, value in (("order", order), ("optional", optional)):
+        if not isinstance(value, list) or not all(isinstance(n, str) and n.strip() for n in value):
+            raise ValueError(f'[stages] {key} must be a list of stage names, e.g. ["upload", "register", "done"]; '
+                             f"got {value!r}")
+    return StageOrder(tuple(n.strip() for n in order), frozenset(n.strip() for n in optional))
 
 
 def load_settings(
@@ -71,8 +97,7 @@ def load_settings(
     if stages:
         order = StageOrder.parse(stages)
     elif "stages" in raw:
-        table = raw["stages"]
-        order = StageOrder(tuple(table.get("order", ())), frozenset(table.get("optional", ())))
+        order = _config_order(raw["stages"])
     mapping = FieldMapping.from_dict(raw.get("fields", {}))
     base_table = _only_known(dict(raw.get("baseline", {})), BaselineConfig, "baseline")
     base_table.update({k: v for k, v in (baseline_overrides or {}).items() if v is not None})

@@ -24,7 +24,9 @@ __all__ = [
     "JsonlWriter",
     "add_uid_key_options",
     "bigquery_errors",
+    "check_stages",
     "for_terminal",
+    "log_inputs",
     "print_rows",
     "progress_bar",
     "read_anomalies",
@@ -50,6 +52,51 @@ def uid_key(args: argparse.Namespace) -> UidKey | None:
     key = UidKey(args.uid_key_secret)
     key.resolve()
     return key
+
+
+def log_inputs(paths: list[str]) -> list[str]:
+    """The files to read for ``paths`` (folders opened, ``core``-free: ``logfiles``); a path that is missing, empty,
+    a zip or not text is the user's mistake -- except an empty file inside a folder (a sink's quiet hour)."""
+    from stagewatch.logfiles import expand_inputs, input_problem
+
+    named, out = set(paths), []
+    for path in expand_inputs(paths):
+        problem = input_problem(path)
+        if problem is None:
+            out.append(path)
+        elif path in named or not problem.endswith("is empty"):
+            raise ValueError(problem)
+    if not out:
+        raise ValueError(f"every file in {', '.join(paths)} is empty")
+    return out
+
+
+def check_stages(order: Any, paths: list[str], mapping: Any, force: bool) -> str | None:
+    """A stage order given by flag or config, set against the first events of ``paths`` (``core.stage_check``):
+    refused (``ValueError``, with the order the data shows) unless ``force``; then the disagreement is returned,
+    for the summary to say. Standard input cannot be read twice: not checked."""
+    from stagewatch.core.events import StageEvent
+    from stagewatch.core.parser import Parser
+    from stagewatch.core.stage_check import disagreement
+    from stagewatch.core.stages import INFER_SAMPLE
+    from stagewatch.logfiles import iter_lines
+
+    if order is None or "-" in paths:
+        return None
+    parser, sample = Parser(mapping), []
+    lines = iter_lines(paths, damaged=[])
+    for raw in lines:
+        ev = parser.parse(raw)
+        if isinstance(ev, StageEvent):
+            sample.append(ev)
+            if len(sample) >= INFER_SAMPLE:
+                break
+    lines.close()
+    problem = disagreement(order, sample)
+    if problem is not None and not force:
+        raise ValueError(f"{problem}. Give the order the data shows with --stages (or none, to infer it), or add "
+                         "--force to run with yours")
+    return problem
 
 
 def read_jsonl(path: str) -> list[dict[str, Any]]:

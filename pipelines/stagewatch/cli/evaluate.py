@@ -60,6 +60,11 @@ def _labels(args: argparse.Namespace) -> int:
     if args.json:
         print(orjson.dumps({"kinds": [s.to_dict() for s in scores], "stall_delay": delay}).decode())
         return 0
+    found, labelled = sum(s.tp for s in scores), sum(s.tp + s.fn for s in scores)
+    flagged = sum(s.tp + s.fp for s in scores)
+    print(f"Found {found:,} of the {labelled:,} anomalies the labels expect; {flagged - found:,} of the {flagged:,} "
+          "flagged were not expected. Per kind -- tp: expected and found, fp: found, not expected, fn: expected, "
+          "missed:")
     print(f"{'kind':<12} {'tp':>6} {'fp':>6} {'fn':>6} {'precision':>10} {'recall':>8} {'f1':>6}")
     for s in scores:
         print(for_terminal(f"{s.kind:<12} {s.tp:>6} {s.fp:>6} {s.fn:>6} {s.precision:>10.3f} {s.recall:>8.3f} "

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import orjson
 
-from stagewatch.cli.common import add_uid_key_options, uid_key
+from stagewatch.cli.common import add_uid_key_options, check_stages, log_inputs, uid_key
 from stagewatch.core.lines import LINE_RULES
 from stagewatch.core.privacy import NONE, PAYLOADS, default_payload
 
@@ -23,10 +23,13 @@ def add(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "replay",
         help="run the detector over log files (backtest)",
-        description="Replay LogEntry JSON lines (plain, .gz, or - for stdin) through the detection core in "
-        "event-time order and write anomalies as JSON lines.",
+        description="Replay Cloud Logging entries (JSON lines, pretty-printed JSON, a JSON array as gcloud "
+        "logging read --format=json prints it, a folder of them, .gz of any, or - for stdin) through the "
+        "detection core in event-time order and write anomalies as JSON lines.",
+        epilog="example: stagewatch replay logs.json -o anomalies.jsonl --incidents incidents.jsonl",
     )
-    p.add_argument("logs", nargs="+", help="log files: plain JSON lines, .gz, or - for stdin")
+    p.add_argument("logs", nargs="+", help="log files or folders: JSON lines, pretty JSON, a JSON array, .gz of "
+                   "any, or - for stdin")
     p.add_argument("-o", "--output", default="-", help="anomalies JSONL (default: stdout)")
     p.add_argument("--traces", help="write one trace summary per file (JSONL) here")
     p.add_argument("--dead-letters", help="write rejected lines with their reason (JSONL) here")
@@ -35,6 +38,8 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--summary-json", help="write the closing summary as JSON here")
     p.add_argument("--stages", help="stage order, comma-separated (a trailing ? marks a stage optional); "
                    "inferred from the data when absent")
+    p.add_argument("--force", action="store_true",
+                   help="run with the stages given even when the data's first events contradict them")
     p.add_argument("--config", help="TOML config file (stages, field paths, detector and baseline settings)")
     p.add_argument("--allowed-lateness", type=float, metavar="SECONDS",
                    help="out-of-orderness tolerated behind the newest event (default 60)")
@@ -73,9 +78,7 @@ def _run(args: argparse.Namespace) -> int:
     from stagewatch.core.parser import Parser
     from stagewatch.core.records import Anomaly, IncidentEvent, LotRecord, TraceSummary, without_payload
 
-    for path in args.logs:
-        if path != "-" and not Path(path).is_file():
-            raise ValueError(f"input {path} does not exist")
+    args.logs = log_inputs(args.logs)
     settings = load_settings(
         args.config,
         args.stages,
@@ -86,6 +89,7 @@ def _run(args: argparse.Namespace) -> int:
     outputs = [o for o in (args.output, args.traces, args.dead_letters, args.incidents, args.lots, args.summary_json)
                if o and o != "-"]
     _check_outputs(args.logs, outputs)
+    forced = check_stages(settings.order, args.logs, settings.mapping, args.force)
     key = uid_key(args)  # a missing key is said before any output is opened
     payload = default_payload(args.dead_letter_payload, hashed=key is not None)
     progress = stderr_is_tty() if args.progress is None else args.progress
@@ -137,6 +141,9 @@ def _run(args: argparse.Namespace) -> int:
             print(for_terminal(f"stagewatch replay: stopped before the end; what was written is left as "
                                f"{', '.join(str(p) for p in left if p)}"), file=sys.stderr)
     print(for_terminal(summary_text(stats)), file=sys.stderr)
+    if forced:
+        print(for_terminal(f"stagewatch replay: --force: ran with the stages given although {forced}"),
+              file=sys.stderr)
     if args.summary_json:
         Path(args.summary_json).write_bytes(orjson.dumps(stats.to_dict(), option=orjson.OPT_INDENT_2))
     if stats.counts.get("truncated_input"):

@@ -8,6 +8,7 @@ to it untouched.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -27,10 +28,16 @@ def add(sub: argparse._SubParsersAction) -> None:
         "In production: --input_subscription projects/P/subscriptions/S with --output_topic and/or "
         "--bigquery_dataset, plus Beam's own options (--runner DataflowRunner, --project, --region, ...), which "
         "are passed on to Beam.",
+        epilog="example: stagewatch run --input_file sim/logs.jsonl --output_dir out",
     )
     for param in PARAMETERS:
-        p.add_argument(f"--{param.name}", dest=param.name, metavar=param.name.upper(),
+        # Dashes or underscores: replay's flags have dashes, Beam's (and the template's) underscores.
+        spellings = dict.fromkeys((f"--{param.name}", f"--{param.name.replace('_', '-')}"))
+        p.add_argument(*spellings, dest=param.name, metavar=param.name.upper(),
                        help=param.help + (f" (default {param.default})" if param.default else ""))
+    p.add_argument("--force", action="store_true",
+                   help="run with the stages given even when the input file's first events contradict them "
+                   "(local runs)")
     p.set_defaults(func=_run, pipeline_args=[], passes_through=True)
 
 
@@ -45,15 +52,33 @@ def pipeline_argv(args: argparse.Namespace) -> list[str]:
 def _run(args: argparse.Namespace) -> int:
     from stagewatch.cli.replay import TRUNCATED_INPUT
     from stagewatch.core.records import DeadLetter
+    from stagewatch.stream.options import validate_argv
     from stagewatch.stream.pipeline import run
     from stagewatch.stream.sinks import local_output_summary
 
+    validate_argv(pipeline_argv(args))  # the flags first, then the input they name
+    forced = None
+    if args.input_file:
+        from stagewatch.cli.common import check_stages, log_inputs
+        from stagewatch.core.events import FieldMapping
+        from stagewatch.core.stages import StageOrder
+
+        files = log_inputs([args.input_file])  # a file or a folder of them, each readable
+        if args.output_dir and os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
+            raise ValueError(f"--output_dir {args.output_dir} is a file: give a folder for the job's JSONL "
+                             "outputs, e.g. out")
+        if args.stages:
+            order = StageOrder.parse(args.stages)
+            forced = check_stages(order, files, FieldMapping(), args.force)
     started = time.monotonic()
     broken_off: list[DeadLetter] = []
     run(pipeline_argv(args), broken_off=broken_off)
     if args.input_file and args.output_dir:
         print(f"stagewatch run: {args.input_file} in {time.monotonic() - started:.0f} s -> {args.output_dir}\n"
               + local_output_summary(args.output_dir), file=sys.stderr)
+    if forced:
+        print(for_terminal(f"stagewatch run: --force: ran with the stages given although {forced}"),
+              file=sys.stderr)
     if broken_off:
         print(for_terminal(f"stagewatch run: the input was truncated or corrupt ({broken_off[0].detail}): run up to "
                            f"the break (see the dead letters, reason truncated_input); exit status {TRUNCATED_INPUT}"),

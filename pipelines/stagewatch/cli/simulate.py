@@ -15,6 +15,7 @@ def add(sub: argparse._SubParsersAction) -> None:
         help="write a realistic simulated log stream with injected faults and labels",
         description="Write OUTDIR/logs.jsonl (LogEntry lines in delivery order), OUTDIR/labels.jsonl (the "
         "injected faults' expected anomalies) and OUTDIR/manifest.json. Seeded: same seed, same output.",
+        epilog="example: stagewatch simulate sim --short --rate 6",
     )
     p.add_argument("outdir")
     p.add_argument("--seed", type=int, default=1)
@@ -40,12 +41,16 @@ def _run(args: argparse.Namespace) -> int:
         simulate_to_dir,
     )
 
+    out = Path(args.outdir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{args.outdir} is a file: simulate writes a folder (logs.jsonl, labels.jsonl, "
+                         "manifest.json); give a folder name, e.g. sim")
     start = args.start or (SHORT_START if args.short else "2026-06-06T00:00:00Z")
     hours = args.hours or (SHORT_HOURS if args.short else 24.0)
     parse_rfc3339_us(start)
     faults = () if args.no_faults else SHORT_FAULTS if args.short else STANDARD_FAULTS
     cfg = SimConfig(seed=args.seed, start=start, hours=hours, peak_rate_per_min=args.rate, faults=faults)
-    manifest = simulate_to_dir(cfg, Path(args.outdir))
+    manifest = simulate_to_dir(cfg, out)
     print(
         f"stagewatch simulate: {manifest['files']:,} files, {manifest['lines']:,} lines, "
         f"{manifest['labels']:,} labels, {len(manifest['faults'])} faults -> {args.outdir}/logs.jsonl",

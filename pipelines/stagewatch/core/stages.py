@@ -43,9 +43,10 @@ class StageOrder:
     @classmethod
     def parse(cls, text: str) -> StageOrder:
         """``"a,b,c?"``: comma-separated names; a trailing ``?`` marks a stage optional."""
-        names = [n.strip() for n in text.split(",") if n.strip()]
-        if not names or any(not n.rstrip("?") for n in names):
-            raise ValueError("--stages needs a comma-separated list of stage names, e.g. upload,register,done")
+        names = [n.strip() for n in text.split(",")]
+        if not text.strip() or any(not n.rstrip("?") for n in names):
+            raise ValueError(f"--stages needs a comma-separated list of stage names with none empty, e.g. "
+                             f"upload,register,done; got {text!r}")
         optional = frozenset(n[:-1] for n in names if n.endswith("?"))
         return cls(tuple(n.rstrip("?") for n in names), optional)
 

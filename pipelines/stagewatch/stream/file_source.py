@@ -17,7 +17,7 @@ from stagewatch.core.events import StageEvent
 from stagewatch.core.parser import Parser
 from stagewatch.core.records import DEAD_LINE_CHARS
 from stagewatch.core.stages import INFER_SAMPLE
-from stagewatch.logfiles import Damage, iter_lines
+from stagewatch.logfiles import Damage, expand_inputs, iter_lines
 
 __all__ = ["file_stream"]
 
@@ -76,7 +76,7 @@ def file_stream(
             batch.append(TimestampedValue(raw, Timestamp(micros=at)))  # judged again, the same way, when parsed
             emit()  # event by event, as a Pub/Sub source's watermark would follow them
 
-    for raw in iter_lines([path], damaged=damaged):
+    for raw in iter_lines(expand_inputs([path]), damaged=damaged):  # a folder: its files in name order
         ev = parser.parse(raw)
         if isinstance(ev, StageEvent):
             if len(sample) < INFER_SAMPLE:

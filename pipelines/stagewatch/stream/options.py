@@ -23,7 +23,8 @@ from stagewatch.secrets import UidKey
 from stagewatch.store.schemas import DATASET_RE
 from stagewatch.stream.parameters import PARAMETERS, SECRET_RE, SUBSCRIPTION_RE, TOPIC_RE, Parameter
 
-__all__ = ["PARAMETERS", "Parameter", "StagewatchOptions", "ValidatedOptions", "template_metadata", "validate"]
+__all__ = ["PARAMETERS", "Parameter", "StagewatchOptions", "ValidatedOptions", "template_metadata", "validate",
+           "validate_argv"]
 
 
 class StagewatchOptions(PipelineOptions):
@@ -90,6 +91,11 @@ def _flag(name: str, raw: Any) -> bool:
     if text not in ("true", "false"):
         raise ValueError(f"--{name} must be true or false, got {raw!r}")
     return text == "true"
+
+
+def validate_argv(argv: list[str]) -> ValidatedOptions:
+    """``validate`` of a command line (the ``run`` command checks its flags before the input they name)."""
+    return validate(PipelineOptions(argv))
 
 
 def validate(opts: PipelineOptions) -> ValidatedOptions:

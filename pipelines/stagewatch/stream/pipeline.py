@@ -115,6 +115,34 @@ def _runner(name: str | None, opts: ValidatedOptions) -> Any:
     return None
 
 
+def _check_credentials(options: PipelineOptions, opts: ValidatedOptions) -> None:
+    """Said before anything is tried, in one line: the Google services this run needs and no credentials for
+    them (without, Beam and the clients retry, warn and trace for minutes). The emulators need none; a dry
+    run touches nothing."""
+    every = options.get_all_options()
+    if str(every.get("dry_run") or "").lower() in ("true", "1"):
+        return
+    needs = []
+    if (every.get("runner") or "").lower().startswith("dataflow"):
+        needs.append("Dataflow")
+    if (opts.input_subscription or opts.output_topic) and not os.environ.get("PUBSUB_EMULATOR_HOST"):
+        needs.append("Pub/Sub")
+    if opts.bigquery_dataset and not os.environ.get("BIGQUERY_EMULATOR_HOST"):
+        needs.append("BigQuery")
+    if not needs:
+        return
+    import google.auth
+    from google.auth.exceptions import DefaultCredentialsError
+
+    try:
+        google.auth.default()
+    except DefaultCredentialsError:
+        raise ValueError(
+            f"no Google credentials for {', '.join(needs)}: run gcloud auth application-default login (or set "
+            "GOOGLE_APPLICATION_CREDENTIALS to a key file), or point at the emulators (PUBSUB_EMULATOR_HOST, "
+            "BIGQUERY_EMULATOR_HOST)") from None
+
+
 def construct(argv: list[str] | None = None,
               broken_off: list[DeadLetter] | None = None) -> tuple[beam.Pipeline, ValidatedOptions]:
     """Validate the options and build the whole job, sources and sinks included, without running it or
@@ -127,7 +155,7 @@ def construct(argv: list[str] | None = None,
     damaged: list[Damage] | None = None if broken_off is None else []
     if opts.local:
         assert opts.input_file is not None
-        if not os.path.isfile(opts.input_file):
+        if not os.path.exists(opts.input_file):
             raise ValueError(f"--input_file {opts.input_file} does not exist")
         # Watermark steps shorter than interval - grace (LearnBaselines): a third of an interval.
         stream, sample, end_us = file_stream(
@@ -196,6 +224,8 @@ def run(argv: list[str] | None = None, wait: bool = True, broken_off: list[DeadL
     return. With ``broken_off``, a local input file that breaks off (a truncated or corrupt ``.gz``) is run up to
     the break, and its dead letter (``truncated_input``, source ``read``) is added there and to the output
     folder's; without it, the error is raised."""
+    options = PipelineOptions(argv)
+    _check_credentials(options, validate(options))  # before the graph: building it for Dataflow wants them too
     p, opts = construct(argv, broken_off)
     if opts.output_dir:
         os.makedirs(opts.output_dir, exist_ok=True)
