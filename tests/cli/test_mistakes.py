@@ -56,6 +56,13 @@ def _mistakes(sim: Path, tmp: Path) -> list[tuple[list[str], str]]:
         (["run", "--input_file", logs, "--output_dir", logs], "is a file"),
         (["run", "--input-file", logs, "--output-dir", str(tmp / "o"), "--stages", "foo,bar"], "match 0"),
         (["run", "--input_file", str(tmp / "empty.json"), "--output_dir", str(tmp / "o")], "is empty"),
+        (["replay", logs, "-o", out, "--warmup", "-5"], "--warmup must be at least 1 (samples)"),
+        (["replay", logs, "-o", out, "--stall-factor", "0.5"], "--stall-factor must be at least 1"),
+        (["run", "--input_file", logs, "--output_dir", str(tmp / "o"), "--stall_factor", "abc"], "(a factor)"),
+        (["run", "--input_subscription", "projects/p/subscriptions/s", "--output_topic",
+          "projects/my-proj/topics/t"], "PROJECT: 6 to 30"),
+        (["evaluate", "labels", logs, str(sim / "labels.jsonl")], "give LABELS first, then ANOMALIES"),
+        (["evaluate", "labels", str(tmp / "missing.jsonl"), logs], "does not exist"),
         (["simulate", logs], "is a file"),
         (["report", str(tmp / "nothing"), "-o", str(tmp / "r.html")], "holds none of"),
     ]
@@ -137,3 +144,12 @@ def test_a_production_run_without_credentials_is_one_line(tmp_path: Path, monkey
         "stagewatch run: error: no Google credentials for Dataflow, Pub/Sub, BigQuery: run gcloud auth "
         "application-default login (or set GOOGLE_APPLICATION_CREDENTIALS to a key file), or point at the "
         "emulators (PUBSUB_EMULATOR_HOST, BIGQUERY_EMULATOR_HOST)"]
+
+
+@pytest.mark.parametrize("command", ["replay", "simulate", "evaluate", "run", "notify-slack", "explain", "report",
+                                     "bigquery"])
+def test_every_command_has_help_with_an_example(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """``run --help`` crashed (a "%" in a parameter's help); each help ends with an example to copy."""
+    assert main([command, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "example: stagewatch " in out and "usage:" in out

@@ -23,7 +23,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for command in (replay, simulate, evaluate, run, notify, explain, report, bigquery):
         command.add(sub)
+    for name, example in _EXAMPLES.items():
+        sub.choices[name].epilog = sub.choices[name].epilog or f"example: {example}"
     return parser
+
+
+# One example in each command's help (replay, simulate and run set theirs where they are defined).
+_EXAMPLES = {
+    "evaluate": "stagewatch evaluate labels demo/labels.jsonl demo/out",
+    "notify-slack": "stagewatch notify-slack --subscription projects/my-proj/subscriptions/stagewatch-slack "
+                    "(the webhook URL in $STAGEWATCH_SLACK_WEBHOOK)",
+    "explain": "stagewatch explain f-20260606-000123 --input demo/out",
+    "report": "stagewatch report demo/out -o demo/report.html",
+    "bigquery": "stagewatch bigquery query incidents --dataset my-proj.stagewatch --param day=2026-06-06",
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -101,6 +101,8 @@ def check_stages(order: Any, paths: list[str], mapping: Any, force: bool) -> str
 
 def read_jsonl(path: str) -> list[dict[str, Any]]:
     rows = []
+    if not os.path.isfile(path):
+        raise ValueError(f"{path} does not exist" if not os.path.exists(path) else f"{path} is not a file")
     with open(path, "rb") as f:
         for n, line in enumerate(f, 1):
             if line.strip():

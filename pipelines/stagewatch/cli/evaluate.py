@@ -4,6 +4,7 @@ per-request labels (``delag``), NAB's anomaly windows (``nab``)."""
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import orjson
@@ -56,7 +57,11 @@ def _labels(args: argparse.Namespace) -> int:
     from stagewatch.cli.common import for_terminal, read_anomalies, read_jsonl
     from stagewatch.evaluation.scoring import score_kinds
 
-    scores, delay = score_kinds(read_jsonl(args.labels), read_anomalies(args.anomalies))
+    labels = read_jsonl(args.labels) if _looks_like_labels(args.labels) else None
+    if labels is None:
+        raise ValueError(f"{args.labels} holds no labels (rows with uid and kind, as simulate's labels.jsonl): give "
+                         "LABELS first, then ANOMALIES (a JSONL file or a run's --output_dir)")
+    scores, delay = score_kinds(labels, read_anomalies(args.anomalies))
     if args.json:
         print(orjson.dumps({"kinds": [s.to_dict() for s in scores], "stall_delay": delay}).decode())
         return 0
@@ -73,6 +78,21 @@ def _labels(args: argparse.Namespace) -> int:
         print(f"stall detection delay after the file's last event: median {delay['median_s']} s, "
               f"p95 {delay['p95_s']} s, max {delay['max_s']} s (n={delay['n']})")
     return 0
+
+
+def _looks_like_labels(path: str) -> bool:
+    """Its first row has a uid and a kind (a log line has neither at its top): the arguments were not swapped."""
+    from stagewatch.cli.common import read_jsonl
+
+    if not os.path.isfile(path):
+        read_jsonl(path)  # says what is wrong with the path
+    with open(path, "rb") as f:
+        first = next((line for line in f if line.strip()), b"")
+    try:
+        row = orjson.loads(first)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(row, dict) and "uid" in row and "kind" in row
 
 
 def _spacing(text: str) -> float:

@@ -78,6 +78,12 @@ def _run(args: argparse.Namespace) -> int:
     from stagewatch.core.parser import Parser
     from stagewatch.core.records import Anomaly, IncidentEvent, LotRecord, TraceSummary, without_payload
 
+    for flag, value, least, what in (("--warmup", args.warmup, 1, "samples"),
+                                     ("--stall-factor", args.stall_factor, 1, "times the next stage's alert line"),
+                                     ("--allowed-lateness", args.allowed_lateness, 0, "seconds"),
+                                     ("--half-life", args.half_life, 1, "seconds")):
+        if value is not None and not value >= least:  # (not >=: NaN too)
+            raise ValueError(f"{flag} must be at least {least} ({what}), got {value:g}")
     args.logs = log_inputs(args.logs)
     settings = load_settings(
         args.config,

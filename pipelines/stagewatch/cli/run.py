@@ -33,8 +33,9 @@ def add(sub: argparse._SubParsersAction) -> None:
     for param in PARAMETERS:
         # Dashes or underscores: replay's flags have dashes, Beam's (and the template's) underscores.
         spellings = dict.fromkeys((f"--{param.name}", f"--{param.name.replace('_', '-')}"))
+        text = param.help + (f" (default {param.default})" if param.default else "")
         p.add_argument(*spellings, dest=param.name, metavar=param.name.upper(),
-                       help=param.help + (f" (default {param.default})" if param.default else ""))
+                       help=text.replace("%", "%%"))  # argparse formats help with %: "30 %" crashed --help
     p.add_argument("--force", action="store_true",
                    help="run with the stages given even when the input file's first events contradict them "
                    "(local runs)")

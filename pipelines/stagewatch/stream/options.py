@@ -64,7 +64,8 @@ def _number(name: str, raw: Any, minimum: float, strict: bool) -> float:
     try:
         value = float(raw)
     except (TypeError, ValueError):
-        raise ValueError(f"--{name} must be a number of seconds, got {raw!r}") from None
+        unit = "of seconds" if name.endswith("_s") else "(a factor)"
+        raise ValueError(f"--{name} must be a number {unit}, got {raw!r}") from None
     if value < minimum or (strict and value == minimum):
         rel = ">" if strict else ">="
         raise ValueError(f"--{name} must be {rel} {minimum:g}, got {raw!r}")
@@ -108,10 +109,14 @@ def validate(opts: PipelineOptions) -> ValidatedOptions:
             "--input_file LOGS.jsonl (a local run)"
         )
     if sub is not None and not re.match(SUBSCRIPTION_RE, sub):
-        raise ValueError(f"--input_subscription must look like projects/PROJECT/subscriptions/NAME, got {sub!r}")
+        raise ValueError(f"--input_subscription must look like projects/PROJECT/subscriptions/NAME (PROJECT: 6 to 30 "
+                         "lowercase letters, digits or hyphens, starting with a letter; NAME: 3 to 255 characters, "
+                         f"starting with a letter), got {sub!r}")
     topic = o.get("output_topic") or None
     if topic is not None and not re.match(TOPIC_RE, topic):
-        raise ValueError(f"--output_topic must look like projects/PROJECT/topics/NAME, got {topic!r}")
+        raise ValueError(f"--output_topic must look like projects/PROJECT/topics/NAME (PROJECT: 6 to 30 lowercase "
+                         "letters, digits or hyphens, starting with a letter; NAME: 3 to 255 characters, starting "
+                         f"with a letter), got {topic!r}")
     dataset = o.get("bigquery_dataset") or None
     if dataset is not None:
         if not re.match(DATASET_RE, dataset):
