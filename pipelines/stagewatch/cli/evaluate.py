@@ -4,8 +4,10 @@ per-request labels (``delag``), NAB's anomaly windows (``nab``)."""
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -61,7 +63,8 @@ def _labels(args: argparse.Namespace) -> int:
     if labels is None:
         raise ValueError(f"{args.labels} holds no labels (rows with uid and kind, as simulate's labels.jsonl): give "
                          "LABELS first, then ANOMALIES (a JSONL file or a run's --output_dir)")
-    scores, delay = score_kinds(labels, read_anomalies(args.anomalies))
+    anomalies = read_anomalies(args.anomalies)
+    scores, delay = score_kinds(labels, anomalies)
     if args.json:
         print(orjson.dumps({"kinds": [s.to_dict() for s in scores], "stall_delay": delay}).decode())
         return 0
@@ -77,7 +80,26 @@ def _labels(args: argparse.Namespace) -> int:
     if delay["n"]:
         print(f"stall detection delay after the file's last event: median {delay['median_s']} s, "
               f"p95 {delay['p95_s']} s, max {delay['max_s']} s (n={delay['n']})")
+    print(for_terminal(_by_fault(labels, anomalies, args.anomalies)))
     return 0
+
+
+def _by_fault(labels: list[dict[str, Any]], anomalies: list[dict[str, Any]], where: str) -> str:
+    """In words, per injected fault: how many of its files were flagged; and the incidents of a run's folder."""
+    flagged = {a.get("uid") for a in anomalies}
+    files: dict[str, set[str]] = {}
+    for row in labels:
+        files.setdefault(str(row.get("fault") or "unnamed"), set()).add(row["uid"])
+    parts = [f"{name}: {len(uids & flagged)} of {len(uids)} files flagged" for name, uids in files.items()]
+    text = "Faults -- " + "; ".join(parts) + "." if parts else "No fault in the labels."
+    incidents = sorted(glob.glob(os.path.join(glob.escape(where), "incidents*.jsonl"))) if os.path.isdir(where) else []
+    if incidents:
+        from stagewatch.cli.common import read_jsonl
+
+        opened = [e for f in incidents for e in read_jsonl(f) if e.get("event") == "opened"]
+        text += f" {len(opened)} incident{'s' if len(opened) != 1 else ''} opened (stagewatch report {where} -o " \
+                "report.html shows them)."
+    return text
 
 
 def _looks_like_labels(path: str) -> bool:
