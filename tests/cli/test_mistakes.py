@@ -153,3 +153,18 @@ def test_every_command_has_help_with_an_example(command: str, capsys: pytest.Cap
     assert main([command, "--help"]) == 0
     out = capsys.readouterr().out
     assert "example: stagewatch " in out and "usage:" in out
+
+
+def test_a_dry_run_builds_the_production_job_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 19: Beam's ``--dry_run true`` builds and translates the Dataflow job with no credentials, creates no
+    table and submits nothing (it stopped with a DefaultCredentialsError traceback, creating tables)."""
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "no-such-key.json"))
+    monkeypatch.delenv("BIGQUERY_EMULATOR_HOST", raising=False)
+    code = main(["run", "--input_subscription", "projects/my-proj/subscriptions/logs", "--output_topic",
+                 "projects/my-proj/topics/anomalies", "--bigquery_dataset", "my-proj.stagewatch", "--stages", "a,b,c",
+                 "--runner", "DataflowRunner", "--project", "my-proj", "--region", "us-central1",
+                 "--temp_location", "gs://my-bucket/tmp", "--dry_run", "true"])
+    err = capsys.readouterr().err
+    assert code == 0 and "Traceback" not in err, err
+    assert "the job was built and nothing run (--dry_run)" in err and "stateful (Assemble, Dedup" in err

@@ -11,6 +11,7 @@ stand in for Pub/Sub); ``run`` attaches the sources and sinks the options ask fo
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,7 @@ from stagewatch.core.timeutil import US_PER_S, format_rfc3339
 from stagewatch.core.traces import TraceRules
 from stagewatch.logfiles import DAMAGE_REASON, Damage
 from stagewatch.store import manifest
+from stagewatch.stream.dry_run import is_dry_run, summary
 from stagewatch.stream.file_source import file_stream
 from stagewatch.stream.local import NAME as LOCAL_RUNNER
 from stagewatch.stream.local import LocalRunner
@@ -120,7 +122,7 @@ def _check_credentials(options: PipelineOptions, opts: ValidatedOptions) -> None
     them (without, Beam and the clients retry, warn and trace for minutes). The emulators need none; a dry
     run touches nothing."""
     every = options.get_all_options()
-    if str(every.get("dry_run") or "").lower() in ("true", "1"):
+    if is_dry_run(options):
         return
     needs = []
     if (every.get("runner") or "").lower().startswith("dataflow"):
@@ -227,6 +229,11 @@ def run(argv: list[str] | None = None, wait: bool = True, broken_off: list[DeadL
     options = PipelineOptions(argv)
     _check_credentials(options, validate(options))  # before the graph: building it for Dataflow wants them too
     p, opts = construct(argv, broken_off)
+    if is_dry_run(options):  # built (for Dataflow: translated too); nothing created, written or submitted
+        said = summary(p)
+        result = p.run()
+        print(said, file=sys.stderr)
+        return result
     if opts.output_dir:
         os.makedirs(opts.output_dir, exist_ok=True)
         clear_local_output(opts.output_dir)  # the local writers append; a new run replaces the old one's files
