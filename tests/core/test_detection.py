@@ -340,3 +340,53 @@ def test_a_file_within_its_line_is_not_flagged_in_progress() -> None:
     anomalies, _, _, _ = _in_progress_day(factor_b=1.0)
     assert [a for a in anomalies if a.uid == "late"] == []
     assert all(a.measure != "in_progress" for a in anomalies)
+
+
+def test_a_file_held_for_a_lost_line_is_not_flagged_by_a_watermark_past_its_next_stage() -> None:
+    """b's line lost: c is held 30 s, then measured from a. d comes 36 s after c, within its line (~43 s).
+    When the hold's timer fires, the watermark may already be past d's line with d still to be handed over:
+    only what is due by the timer is done (the file was flagged slow in d, and its summary said so)."""
+    pipe = Pipeline(stages=("a", "b", "c", "d"), medians={"b": 5.0, "c": 5.0, "d": 15.0})
+    base = steady_stream(pipe, hours=2, every_s=10, seed=3)
+    t_end = max(e.t_us for e in base)
+    for off in (50, 70, 90):
+        tx = t_end - off * S
+        x = [StageEvent("x", "a", tx, "t1", "lot-1", "x-0", False, None),
+             StageEvent("x", "c", tx + 5 * S, "t1", "lot-1", "x-2", False, None),
+             StageEvent("x", "d", tx + 41 * S, "t1", "lot-1", "x-3", False, None)]
+        anomalies, summaries, _ = run(sorted(base + x, key=lambda e: e.t_us), pipe.stages)
+        assert [a for a in anomalies if a.uid == "x"] == []
+        (summary,) = [s for s in summaries if s.uid == "x"]
+        assert [t.verdict for t in summary.stages if t.stage == "d"] == ["ok"]
+
+
+def test_a_file_in_an_optional_stage_is_not_flagged_in_the_stage_after_it() -> None:
+    """a, scan?, b: a file slow in scan (optional) is scan's to flag when it logs; past b's line it may well be in
+    scan, so no in-progress verdict names b (it named b, with scan's time in its message)."""
+    full = Pipeline(stages=("a", "scan", "b"), medians={"scan": 10.0, "b": 10.0})
+    skipping = Pipeline(stages=("a", "b"), medians={"b": 10.0})
+    rng = random.Random(14)
+    events = []
+    for k in range(1000):
+        events += file_events(full if k % 2 else skipping, f"f{k}", T0 + k * 10 * S, rng)
+    t = T0 + 1000 * 10 * S
+    events += file_events(full, "late", t, rng, factor=lambda stage, _: 8.0 if stage == "scan" else 1.0)
+    events += [e for k in range(60) for e in file_events(skipping, f"n{k}", t + (k + 1) * 10 * S, rng)]
+    anomalies, _, _ = run(sorted(events, key=lambda e: e.t_us), full.stages, optional=frozenset({"scan"}))
+    assert {(a.stage, a.measure) for a in anomalies if a.uid == "late" and a.kind == "slow_stage"} <= {
+        ("scan", "wait"), ("scan", "latency")}
+    assert all(a.measure != "in_progress" or a.stage != "b" for a in anomalies)
+
+
+def test_a_stage_whose_stall_deadline_is_past_the_time_to_live_still_flags_a_file_past_its_line() -> None:
+    """b's deadline (8 x its line) is past the trace's time to live: the file is let go then, but past b's line,
+    well within it, it is flagged slow (the streaming job's timer does the same)."""
+    pipe = Pipeline(stages=("a", "b", "c"), medians={"b": 60.0, "c": 1.0})
+    rng = random.Random(9)
+    events = steady_stream(pipe, hours=3, every_s=20, seed=9)
+    t = T0 + 3 * 3600 * S
+    events += file_events(pipe, "late", t, rng, factor=lambda stage, _: 5.0 if stage == "b" else 1.0)
+    events += [e for k in range(60) for e in file_events(pipe, f"n{k}", t + (k + 1) * 20 * S, rng)]
+    anomalies, _, _ = run(sorted(events, key=lambda e: e.t_us), pipe.stages, cfg=DetectorConfig(ttl_s=900.0))
+    assert [(a.stage, a.measure) for a in anomalies if a.uid == "late" and a.kind == "slow_stage"] == [
+        ("b", "in_progress")]

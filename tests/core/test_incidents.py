@@ -379,3 +379,27 @@ def test_files_flagged_slow_while_in_a_stage_that_then_stall_there_make_one_stal
     out += tracker.advance(T0 + 10 * MIN)
     (done,) = [e for e in out if e.event == "resolved"]
     assert done.incident_id == incident and done.kind == "stalled" and "held-up file" in done.message
+
+
+@pytest.mark.unit
+def test_a_slowdown_whose_files_stall_at_another_stage_stays_a_slowdown() -> None:
+    tracker = IncidentTracker()
+    tenants = ["t1", "t2", "t3", "t4"]
+    _feed(tracker, [anomaly("slow_stage", f"f{i}", "analyse", T0 + i * 10 * US_PER_S, tenants[i % 4])
+                    for i in range(6)])
+    events = _feed(tracker, [anomaly("stalled", f"f{i}", "store_result", T0 + 3 * MIN + i * 10 * US_PER_S,
+                                     tenants[i % 4]) for i in range(3)])
+    assert all(e.kind == "slow_stage" for e in events)
+    assert [(i.kind, i.stage) for i in tracker.open] == [("slow_stage", "analyse")]
+
+
+@pytest.mark.unit
+def test_everyone_slow_at_a_stage_does_not_widen_a_customers_stall_there() -> None:
+    """A customer's stall before download stays the customer's; everyone's slow download is its own incident."""
+    tracker = IncidentTracker()
+    _feed(tracker, [anomaly("stalled", f"w{i}", "download", T0 + i * 10 * US_PER_S, "wayne") for i in range(5)])
+    tenants = ["a", "b", "c", "d", "e"]
+    _feed(tracker, [anomaly("slow_stage", f"g{i}", "download", T0 + MIN + i * 10 * US_PER_S, tenants[i % 5])
+                    for i in range(10)])
+    scopes = sorted((i.kind, i.scope, i.scope_key or "") for i in tracker.open)
+    assert scopes == [("slow_stage", "global", ""), ("stalled", "tenant", "wayne")]

@@ -17,7 +17,7 @@ from stagewatch.core.stages import StageOrder
 from stagewatch.core.timeutil import US_PER_S, format_rfc3339, parse_rfc3339_us
 from stagewatch.core.traces import TraceRules
 from stagewatch.stream.local import LocalRunner
-from stagewatch.stream.steps.stalls import ARRIVALS, STALLED_SUMMARIES, WatchStalls
+from stagewatch.stream.steps.stalls import ARRIVALS, STALLED_SUMMARIES, WatchStalls, _WatchFn
 
 pytestmark = pytest.mark.pipeline
 
@@ -192,3 +192,32 @@ def test_a_file_past_its_stage_line_is_flagged_slow_once_then_stalled_at_its_dea
             want.append(("stalled", "j", "download", "deadline", format_rfc3339(T0 + 60 * S)))
         assert_that(out.stalls | beam.Map(lambda a: (a.kind, a.uid, a.stage, a.measure, a.event_time)),
                     equal_to(want))
+
+
+class _State:
+    """A state cell for calling the step's pieces directly."""
+
+    def __init__(self, value: Any = None) -> None:
+        self.value = value
+
+    def read(self) -> Any:
+        return self.value
+
+    def write(self, value: Any) -> None:
+        self.value = value
+
+    def clear(self) -> None:
+        self.value = None
+
+
+def test_two_deadlines_due_at_once_for_a_file_whose_tenant_came_late_flag_it_once() -> None:
+    """Two progresses of one file at the same stage and time, before and after its tenant became known (a later
+    line of an earlier stage named it): the deadlines tie, and do not compare (a hostile pair of lines made the
+    step fail for the file -- its verdicts and its summary lost)."""
+    rules = TraceRules(StageOrder(("a", "b", "c")))
+    info = StallInfo(2, 5000.0, 40_000.0, 50, False, 8000.0)
+    first = Progress(FileRef("f", None, None), "b", 2, 10 * S, 10 * S)
+    second = Progress(FileRef("f", "t1", None), "b", 2, 10 * S, 12 * S)
+    waiting = (Deadline(first, 50 * S, info), Deadline(second, 50 * S, info))
+    flagged = list(_WatchFn(rules)._flag_in_progress(30 * S, waiting, _State(()), _State(set())))
+    assert [(a.kind, a.stage, a.measure) for a in flagged] == [("slow_stage", "c", "in_progress")]

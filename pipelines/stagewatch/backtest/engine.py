@@ -273,7 +273,7 @@ class Detector:
             if t >= self.base.next_boundary_us:
                 self.base.advance(t)
                 self.judge.judge_deferred(self.out)
-            if trace.on_timer(self.rules, self.judge, self.watermark, self.out):
+            if trace.on_timer(self.rules, self.judge, self.watermark, self.out, due=t):
                 self._closed_trace(uid, closed_at=t, status=trace.status)
             else:
                 self._schedule(uid, trace)

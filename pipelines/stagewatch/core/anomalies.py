@@ -89,12 +89,14 @@ def stalled(file: FileRef, missing: str, last_stage: str, last_t_us: int, deadli
     )
 
 
-def overdue_at(last_t_us: int, stall: StallInfo) -> int | None:
+def overdue_at(last_t_us: int, stall: StallInfo, ttl_us: int | None = None) -> int | None:
     """When a file logged at ``last_t_us`` and not seen since is past the awaited stage's line: flagged slow
-    then, still in the stage. None when its stall comes as soon (a stall factor of 1) or there is no line."""
+    then, still in the stage. None when its stall comes as soon (a stall factor of 1), there is no line, or
+    it falls past ``ttl_us`` after that time (the file is let go before: nothing more is said of it)."""
     if stall.line_ms is None or stall.line_ms >= stall.allowed_ms:
         return None
-    return last_t_us + int(stall.line_ms * US_PER_MS)
+    at = last_t_us + int(stall.line_ms * US_PER_MS)
+    return None if ttl_us is not None and at >= last_t_us + ttl_us else at
 
 
 def overdue(file: FileRef, stage: str, last_stage: str, last_t_us: int, stall: StallInfo, now_us: int) -> Anomaly:

@@ -99,6 +99,7 @@ class Incident:
     lots: set[str] = field(default_factory=set)  # batches it left incomplete or slow
     lot_files: int = 0  # files of its slow lots (a lot_slow record names no files)
     resolution: str = ""  # how it resolved: "quiet" or "arrived"
+    stalled_here: set[str] = field(default_factory=set)  # a slowdown's files that then stalled at its stage
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         _restore(self, state)
@@ -108,11 +109,6 @@ class Incident:
         within [``min_quiet_s``, ``quiet_s``]."""
         gap = max(0, self.last_us - self.started_us) / max(1, len(self.uids) - 1)
         return int(min(cfg.quiet_s * US_PER_S, max(cfg.min_quiet_s * US_PER_S, cfg.quiet_gaps * gap)))
-
-    @property
-    def stalled_files(self) -> int:
-        """Its files that stalled (arrived since or not)."""
-        return len(self.outstanding) + len(self.arrived)
 
     @property
     def all_arrived(self) -> bool:

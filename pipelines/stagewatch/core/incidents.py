@@ -117,7 +117,9 @@ class IncidentTracker:
         if home is not None:
             home.join(a, t, self._arrived_early)
             self._by_uid[a.uid] = home
-            if home.kind == SLOW_STAGE and a.kind == STALLED and 2 * home.stalled_files >= len(home.uids):
+            if home.kind == SLOW_STAGE and a.kind == STALLED and a.stage == home.stage:
+                home.stalled_here.add(a.uid)
+            if home.kind == SLOW_STAGE and a.kind == STALLED and 2 * len(home.stalled_here) >= len(home.uids):
                 # Files flagged slow while still in the stage (at its line) opened it; now most of them stalled
                 # there: it is a stall (it resolves when they arrive), said at once.
                 home.kind = STALLED
@@ -343,7 +345,7 @@ class IncidentTracker:
         """An open incident of the same cause whose scope the new one contains: a lot's within its customer's,
         a lot's or a customer's within everyone's. It widens instead of a second incident opening."""
         for inc in self.open:
-            if not _explains(inc, key):
+            if (inc.kind, inc.stage) != key:  # the same cause only: a customer's stall is not everyone's slowdown
                 continue
             if scope == "global" and inc.scope in ("tenant", "lot"):
                 return inc

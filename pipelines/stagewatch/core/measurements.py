@@ -24,8 +24,8 @@ class Measurement(NamedTuple):
 
 class StallInfo(NamedTuple):
     """What a stall of the next stage would say: which stage, its usual wait, the wait allowed, the baseline's
-    size, and whether the tenant's own baseline set it; and ``line_ms``, the stage's alert line (with those of
-    the optional stages before it): a file still waiting past it is flagged slow while in the stage (None in
+    size, and whether the tenant's own baseline set it; and ``line_ms``, the stage's alert line (none when
+    optional stages come before it): a file still waiting past it is flagged slow while in the stage (None in
     records made before it was kept)."""
 
     next_i: int

@@ -198,29 +198,32 @@ class Trace:
         t = self.last_t + rules.ttl_us
         if self.deadline is not None and self.deadline < t:
             t = self.deadline
-            at = self._overdue_at()
-            if at is not None and at < t:
-                t = at
+        at = self._overdue_at(rules)
+        if at is not None and at < t:
+            t = at
         if self.held:
             t = min(t, min(self.held.values()))
         return t
 
-    def on_timer(self, rules: TraceRules, judging: Judging, now: int, out: Outbox) -> bool:
-        """The watermark reached ``now``: expire holds, declare a stall, or evict. True when closed."""
+    def on_timer(self, rules: TraceRules, judging: Judging, now: int, out: Outbox, due: int | None = None) -> bool:
+        """The watermark reached ``now``: expire holds, flag the file slow in its stage, declare a stall, or evict.
+        True when closed. ``due``: the time of the timer that woke it, when the driver knows it -- only what is
+        due by then is done: the watermark may be past events of this file still to be handed over (the
+        backtest's engine fires a timer before each later event, with the watermark of the whole release)."""
+        by = now if due is None else due
         if self.held:
-            self._release_held(rules, judging, now, out, expire_before=now)
+            self._release_held(rules, judging, now, out, expire_before=by)
             if self._after_change(rules, judging, now, out):
                 return True
-        at = self._overdue_at()
-        if at is not None and at <= now:
-            # Only this: ``now`` is the watermark, which may be past events still to come before the stall's
-            # deadline (the driver fires timers strictly before each event); the deadline has a timer of its own.
+        at = self._overdue_at(rules)
+        if at is not None and at <= by:
+            # Only this: the stall's deadline has a timer of its own, after the events before it.
             self._flag_in_progress(rules, at, out)
             return False
-        if self.deadline is not None and self.deadline <= now and self.stall_info is not None:
+        if self.deadline is not None and self.deadline <= by and self.stall_info is not None:
             self._stall(rules, now, out)
             return True
-        if self.last_t + rules.ttl_us <= now:
+        if self.last_t + rules.ttl_us <= by:
             out.count("traces_evicted")
             self._close("open", rules, now, out)
             return True
@@ -347,16 +350,17 @@ class Trace:
         """The furthest stage this file reached."""
         return rules.names[self.furthest] if self.furthest >= 0 else None
 
-    def _overdue_at(self) -> int | None:
+    def _overdue_at(self, rules: TraceRules) -> int | None:
         """When the awaited stage is past its line with nothing logged since the furthest stage: the file is
         flagged slow then, still in it -- once (the stage's ``slow`` bit), and its finished wait, judged later,
-        pages nothing more. None without a deadline, or once flagged."""
+        pages nothing more. None without a deadline, once flagged, or past the trace's time to live after
+        that stage (``anomalies.overdue_at``: the same bound in the streaming job)."""
         info = self.stall_info
         if info is None or self.deadline is None or (self.slow >> info.next_i) & 1:
             return None
         last = self.times[self.furthest]
         assert last is not None
-        return anomalies.overdue_at(last, info)
+        return anomalies.overdue_at(last, info, rules.ttl_us)
 
     def _flag_in_progress(self, rules: TraceRules, at: int, out: Outbox) -> None:
         """Made as of ``at``, the moment it crossed the line (both drivers: the streaming job's timers for one

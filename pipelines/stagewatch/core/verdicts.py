@@ -56,9 +56,10 @@ def stall_deadline(
     """When stage ``next_i`` is overdue for a file whose furthest stage ``from_i`` was logged at ``last_t``:
     ``stall_factor`` x the stage's own alert line (at least ``min_stall_s``) -- a fast stage stalls in seconds, a
     slow one in minutes -- plus the same allowance for each optional stage in between, which the file may still
-    go through first; the lines alone, summed the same way, are when it is flagged slow while still waiting
-    (``StallInfo.line_ms``). ``lookup``: the snapshot judging a stage for this file; ``seen``: a stage's
-    decayed sample count, stage-wide. None while one of these baselines is cold -- with one exception.
+    go through first; the awaited stage's line alone is when it is flagged slow while still waiting
+    (``StallInfo.line_ms``; none with an optional stage in between, which it may be in). ``lookup``: the
+    snapshot judging a stage for this file; ``seen``: a stage's decayed sample count, stage-wide. None while
+    one of these baselines is cold -- with one exception.
 
     A cold optional stage seen less than ``RARE_OPTIONAL`` as often as the awaited one adds nothing: it is too
     rare to have a baseline, or one a single log line named (the order inferred from the data takes such a
@@ -70,6 +71,7 @@ def stall_deadline(
         return None
     allowed_ms = max(rules.stall_factor * snap.threshold_ms, rules.min_stall_ms)
     median_ms, line_ms = snap.median_ms, snap.threshold_ms
+    between = False
     for i in range(from_i + 1, next_i):
         optional, _ = lookup(rules.names[i])
         if optional is None:
@@ -78,9 +80,11 @@ def stall_deadline(
             return None
         allowed_ms += rules.stall_factor * optional.threshold_ms
         median_ms += optional.median_ms
-        line_ms += optional.threshold_ms
+        between = True
+    # Past the line of the awaited stage, a file is flagged slow *there*: with an optional stage in between it
+    # may be in that one instead, and the verdict would name the wrong stage -- none then (its stall still comes).
     return last_t + int(allowed_ms * US_PER_MS), StallInfo(next_i, median_ms, allowed_ms, int(snap.n), by_tenant,
-                                                           line_ms)
+                                                           None if between else line_ms)
 
 
 def defers(snaps: dict[BaselineKey, Snapshot], stage: str) -> bool:

@@ -243,7 +243,7 @@ class _WatchFn(beam.DoFn):
     def _overdue_at(self, deadline: Deadline, seen: set[tuple[str, str]]) -> int | None:
         """When the file, still without a move, is flagged slow in the awaited stage; None once that stage was
         reported slow (by this or by its judged wait), or past a finite input's end."""
-        at = anomalies.overdue_at(deadline.progress.last_t_us, deadline.stall)
+        at = anomalies.overdue_at(deadline.progress.last_t_us, deadline.stall, self._rules.ttl_us)
         if at is None or (SLOW_STAGE, self._rules.names[deadline.stall.next_i]) in seen:
             return None
         return at if self._end_us is None or at <= self._end_us else None
@@ -269,7 +269,8 @@ class _WatchFn(beam.DoFn):
         """As the backtest's trace: a file with no move by the awaited stage's line is flagged slow there, once
         per stage; earliest first."""
         seen: set[tuple[str, str]] = reported.read() or set()
-        timed = sorted((at, d) for d in waiting if (at := self._overdue_at(d, seen)) is not None and at <= now)
+        timed = sorted(((at, d) for d in waiting if (at := self._overdue_at(d, seen)) is not None and at <= now),
+                       key=lambda pair: pair[0])  # (the deadlines themselves do not compare: a tenant may be None)
         flagged = False
         for at, deadline in timed:
             stage = self._rules.names[deadline.stall.next_i]
