@@ -55,10 +55,43 @@ def test_a_folder_is_its_files_in_name_order(tmp_path: Path) -> None:
     assert _entries(files) == ENTRIES[:2]
 
 
-def test_a_broken_document_is_read_as_lines_for_the_parser_to_reject(tmp_path: Path) -> None:
+def test_a_document_cut_short_keeps_the_entries_before_the_break(tmp_path: Path) -> None:
+    """An interrupted ``gcloud ... > logs.json``: the entries before the break are read, the rest goes to the
+    parser line by line (each rejected and counted) -- one bad spot does not lose the file."""
     path = tmp_path / "broken.json"
-    path.write_bytes(b'[\n  {"a": 1},\n  {"b": \n')
-    assert list(iter_lines([str(path)])) == [b"[", b'  {"a": 1},', b'  {"b": ']
+    path.write_bytes(b'[\n  {"a": 1},\n  {"b": 2},\n  {"c": \n')
+    assert list(iter_lines([str(path)])) == [b'{"a":1}', b'{"b":2}', b'{"c": ']
+
+
+def test_a_truncated_gz_of_an_array_keeps_what_came_before_the_break(tmp_path: Path) -> None:
+    import json
+
+    whole = gzip.compress(json.dumps(ENTRIES * 400, indent=2).encode())
+    path = tmp_path / "logs.json.gz"
+    path.write_bytes(whole[: len(whole) // 2])
+    damaged: list = []
+    got = [orjson.loads(x) for x in iter_lines([str(path)], damaged=damaged) if x.startswith(b"{\"")]
+    assert len(got) > 100 and got[:3] == ENTRIES and len(damaged) == 1
+
+
+@pytest.mark.parametrize(("body", "want"), [
+    (b"\xef\xbb\xbf" + orjson.dumps(ENTRIES), 3),  # a byte order mark before the array
+    (b'[{"a": "\\ud800"}, ' + orjson.dumps(ENTRIES)[1:], 4),  # a lone surrogate: that entry as its own text
+    (b"[" + b'{"x":' * 300 + b"1" + b"}" * 300 + b", " + orjson.dumps(ENTRIES)[1:], 4),  # 300 levels deep
+])
+def test_an_entry_json_lines_cannot_carry_does_not_lose_the_others(body: bytes, want: int, tmp_path: Path) -> None:
+    path = tmp_path / "odd.json"
+    path.write_bytes(body)
+    lines = list(iter_lines([str(path)]))
+    assert len(lines) == want and [orjson.loads(x) for x in lines[-3:]] == ENTRIES
+
+
+def test_a_torn_first_line_of_json_lines_is_not_taken_for_a_document(tmp_path: Path) -> None:
+    """Its next line is a whole entry: read line by line (a whole-file read cost 17x the memory)."""
+    path = tmp_path / "torn.jsonl"
+    torn = b'{"timestamp": "2026-06-06T08:00:00Z", "json\n'
+    path.write_bytes(torn + b"".join(orjson.dumps(e) + b"\n" for e in ENTRIES))
+    assert list(iter_lines([str(path)]))[1:] == [orjson.dumps(e) for e in ENTRIES]
 
 
 @pytest.mark.parametrize(("content", "says"), [

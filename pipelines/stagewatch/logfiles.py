@@ -18,7 +18,7 @@ import itertools
 import json
 import sys
 import zlib
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
@@ -76,14 +76,14 @@ def input_problem(path: str) -> str | None:
             sample = f.read(_SAMPLE)
             while sample and not sample.strip():
                 sample = f.read(_SAMPLE)
+    except (EOFError, gzip.BadGzipFile, zlib.error):  # (BadGzipFile is an OSError: first)
+        return None  # what it holds up to the break is read, and the break said
     except FileNotFoundError:
         return f"input {path} does not exist"
     except IsADirectoryError:
         return None  # a folder: its files are checked one by one (expand_inputs)
     except OSError as exc:
         return f"input {path} cannot be read: {exc.strerror or exc}"
-    except (EOFError, gzip.BadGzipFile, zlib.error):
-        return None  # what it holds up to the break is read, and the break said
     if not sample.strip():
         return f"input {path} is empty"
     if _looks_binary(sample):
@@ -111,52 +111,90 @@ def _open_binary(path: str) -> BinaryIO:
     if path == "-":
         return sys.stdin.buffer
     raw = open(path, "rb")  # noqa: SIM115 - closed by the caller's loop
-    if path.endswith(".gz") or raw.peek(2)[:2] == _GZIP_MAGIC:
+    if raw.peek(2)[:2] == _GZIP_MAGIC:  # by content: a .gz without its suffix, and no plain file taken for one
         return gzip.GzipFile(fileobj=raw)  # type: ignore[return-value]
     return raw
 
 
-def _starts_a_document(first: bytes) -> bool:
-    """Whether the first non-blank line opens a JSON document rather than being a whole entry: an array, or an
-    object spread over lines."""
-    head = first.strip()
-    if head.startswith(b"["):
-        return True
-    if not head.startswith(b"{"):
-        return False
+_BOM = b"\xef\xbb\xbf"
+
+
+def _parses_alone(line: bytes) -> bool:
     try:
-        orjson.loads(head)
-        return False
+        return isinstance(orjson.loads(line), dict)
     except orjson.JSONDecodeError:
-        return True
+        return False
 
 
-def _document_entries(data: bytes) -> list[bytes] | None:
-    """The entries of a JSON document -- an array, or objects one after another -- each as one line; None when it
-    is not one (its lines go to the parser as they are)."""
+def _is_document(first: bytes, second: bytes | None) -> bool:
+    """Whether the first two non-blank lines open a JSON document (an array, or objects spread over lines)
+    rather than being whole entries: the first opens one and the second is no entry on its own. A torn first
+    line of JSON lines is followed by whole ones: read line by line (not the whole file into memory)."""
+    head = first.strip().removeprefix(_BOM)
+    if not head.startswith((b"[", b"{")) or (head.startswith(b"{") and _parses_alone(head)):
+        return False
+    return second is None or not _parses_alone(second.strip())
+
+
+def _entry_line(value: object, raw: str) -> bytes:
+    """One entry as one line: re-encoded, or -- what JSON lines cannot carry (a lone surrogate, 256 levels of
+    nesting, an integer past 64 bits) -- its own text on one line, for the parser to judge."""
+    try:
+        return orjson.dumps(value)
+    except (orjson.JSONEncodeError, TypeError):
+        return raw.replace("\r", " ").replace("\n", " ").encode("utf-8", errors="replace")
+
+
+def _document_entries(data: bytes) -> Iterator[bytes]:
+    """The entries of a JSON document -- an array, or objects one after another -- each as one line, as far as
+    it is JSON; from the first place it is not (a file cut short, a stray character), its lines as they are,
+    for the parser to count: one bad spot does not lose the entries before it."""
+    data = data.removeprefix(_BOM)
     try:
         whole = orjson.loads(data)
-        items = whole if isinstance(whole, list) else [whole]
-        return [orjson.dumps(x) for x in items]
-    except (orjson.JSONDecodeError, orjson.JSONEncodeError):
+        yield from (_entry_line(x, "") for x in (whole if isinstance(whole, list) else [whole]))
+        return
+    except orjson.JSONDecodeError:
         pass
-    # Objects one after another (pretty-printed, concatenated): not one JSON text, so decode them in turn.
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    decoder, at = json.JSONDecoder(), 0
-    out: list[bytes] = []
+    text = data.decode("utf-8", errors="replace")
+    decoder, at, n = json.JSONDecoder(), 0, len(text)
+
+    def skip(chars: str) -> int:
+        k = at
+        while k < n and (text[k].isspace() or text[k] in chars):
+            k += 1
+        return k
+
+    at = skip("")
+    in_array = at < n and text[at] == "["
+    if in_array:
+        at += 1
     while True:
-        while at < len(text) and text[at].isspace():
-            at += 1
-        if at == len(text):
-            return out
+        at = skip("," if in_array else "")
+        if at >= n or (in_array and text[at] == "]" and not text[at + 1:].strip()):
+            return
         try:
-            value, at = decoder.raw_decode(text, at)
-            out.append(orjson.dumps(value))
-        except (json.JSONDecodeError, orjson.JSONEncodeError, RecursionError):
-            return None  # not JSON, or a value JSON lines could not carry (an integer past 64 bits)
+            value, end = decoder.raw_decode(text, at)
+        except (json.JSONDecodeError, RecursionError):
+            break
+        yield _entry_line(value, text[at:end])
+        at = end
+    for line in text[at:].split("\n"):  # the rest, as it is
+        if line.strip():
+            yield line.rstrip("\r").encode("utf-8", errors="replace")
+
+
+def _read_rest(f: BinaryIO, head: bytes) -> tuple[bytes, BaseException | None]:
+    """``head`` and the rest of ``f``; what a truncated or corrupt ``.gz`` held up to its break, and the break."""
+    chunks = [head]
+    try:
+        # read1: a little at a time, so that a break loses at most what the last call had decompressed
+        read1 = getattr(f, "read1", f.read)
+        while chunk := read1(1 << 16):
+            chunks.append(chunk)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        return b"".join(chunks), exc
+    return b"".join(chunks), None
 
 
 def iter_lines(
@@ -171,20 +209,20 @@ def iter_lines(
         read = 0
         try:
             lines = iter(f)
-            leading: list[bytes] = []  # up to the first line that is not blank: does a document start there?
+            leading: list[bytes] = []  # up to the second line that is not blank: does a document start there?
+            firsts: list[bytes] = []
             for line in lines:
                 leading.append(line)
                 if line.strip():
-                    break
-            if leading and _starts_a_document(leading[-1]):
-                data = b"".join(leading) + f.read()
+                    firsts.append(line)
+                    if len(firsts) == 2:
+                        break
+            if firsts and _is_document(firsts[0], firsts[1] if len(firsts) > 1 else None):
+                data, broke = _read_rest(f, b"".join(leading))
                 read += len(data)
-                entries = _document_entries(data)
-                if entries is None:  # not a document after all: its lines, for the parser to count
-                    entries = [piece.rstrip(b"\r") for piece in data.split(b"\n")]
-                    if entries and not entries[-1]:
-                        entries.pop()
-                yield from entries
+                yield from _document_entries(data)
+                if broke is not None:
+                    raise broke
                 continue
             for line in itertools.chain(leading, lines):
                 if on_bytes is not None:

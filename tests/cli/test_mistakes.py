@@ -35,6 +35,10 @@ def _mistakes(sim: Path, tmp: Path) -> list[tuple[list[str], str]]:
     (tmp / "nothing").mkdir()
     (tmp / "wrong-type.toml").write_text("[detector]\nallowed_lateness_s = \"120\"\n")
     (tmp / "order-string.toml").write_text("[stages]\norder = \"detect,upload\"\n")
+    for name, text in (("not-a-table", "baseline = 5\n"), ("field-number", "[fields]\nuid = 3\n"),
+                       ("infinite", "[detector]\nttl_s = inf\n"), ("nan", "[detector]\nstall_factor = nan\n"),
+                       ("factor", "[detector]\nstall_factor = 0.5\n")):
+        (tmp / f"{name}.toml").write_text(text)
     typo = ORDER.replace("upload", "uplaod").split(",")
     (tmp / "typo.toml").write_text(f"[stages]\norder = {json.dumps(typo)}\n")
     out = str(tmp / "a.jsonl")
@@ -53,6 +57,12 @@ def _mistakes(sim: Path, tmp: Path) -> list[tuple[list[str], str]]:
         (["replay", logs, "-o", out, "--config", str(tmp / "wrong-type.toml")], "no quotes around a number"),
         (["replay", logs, "-o", out, "--config", str(tmp / "order-string.toml")], "must be a list of stage names"),
         (["replay", logs, "-o", out, "--stall-factor", "abc"], "invalid float value"),
+        (["replay", logs, "-o", out, "--config", str(tmp / "not-a-table.toml")], "baseline must be a table"),
+        (["replay", logs, "-o", out, "--config", str(tmp / "field-number.toml")], "[fields] uid must be a dotted"),
+        (["replay", logs, "-o", out, "--config", str(tmp / "infinite.toml")], "must be a finite number"),
+        (["replay", logs, "-o", out, "--config", str(tmp / "nan.toml")], "must be a finite number"),
+        (["replay", logs, "-o", out, "--config", str(tmp / "factor.toml")], "stall_factor must be at least 1"),
+        (["replay", logs, "-o", out, "--stall-factor", "inf"], "--stall-factor must be at least 1"),
         (["run", "--input_file", logs, "--output_dir", logs], "is a file"),
         (["run", "--input-file", logs, "--output-dir", str(tmp / "o"), "--stages", "foo,bar"], "match 0"),
         (["run", "--input_file", str(tmp / "empty.json"), "--output_dir", str(tmp / "o")], "is empty"),

@@ -21,6 +21,7 @@ Command-line flags override the file.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import fields, replace
 from pathlib import Path
@@ -53,11 +54,11 @@ def _only_known(table: dict[str, Any], cls: type, where: str) -> dict[str, Any]:
         if isinstance(want, bool) or want is None:
             ok = isinstance(value, bool) or want is None
         elif isinstance(want, int | float):
-            ok = isinstance(value, int | float) and not isinstance(value, bool)
+            ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
         else:
             ok = isinstance(value, type(want))
         if not ok:
-            example = "a number, e.g. " + repr(want) if isinstance(want, int | float) and not isinstance(
+            example = "a finite number, e.g. " + repr(want) if isinstance(want, int | float) and not isinstance(
                 want, bool) else f"like {want!r}"
             raise ValueError(f"[{where}] {key} = {value!r} must be {example} (no quotes around a number)")
     return table
@@ -93,6 +94,14 @@ def load_settings(
     unknown = set(raw) - {"stages", "fields", "detector", "baseline"}
     if unknown:
         raise ValueError(f"config file has unknown sections {sorted(unknown)}")
+    for section, value in raw.items():
+        if not isinstance(value, dict):
+            raise ValueError(f"config file: {section} must be a table ([{section}] and its keys below it), got "
+                             f"{value!r}")
+    for key, value in raw.get("fields", {}).items():
+        if not (isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))):
+            raise ValueError(f'config file: [fields] {key} must be a dotted path or a list of them, e.g. '
+                             f'"jsonPayload.{key}"; got {value!r}')
     order: StageOrder | None = None
     if stages:
         order = StageOrder.parse(stages)
@@ -104,5 +113,11 @@ def load_settings(
     det_table = _only_known(dict(raw.get("detector", {})), DetectorConfig, "detector")
     det_table.pop("baseline", None)
     det_table.update({k: v for k, v in (detector_overrides or {}).items() if v is not None})
-    detector = replace(DetectorConfig(), baseline=BaselineConfig(**base_table), **det_table)
+    try:
+        detector = replace(DetectorConfig(), baseline=BaselineConfig(**base_table), **det_table)
+    except (TypeError, ValueError, OverflowError) as exc:  # a range the settings' own checks refuse
+        raise ValueError(f"config file or flags: {exc}") from None
+    for key, least in (("hold_s", 0.0), ("stall_factor", 1.0), ("min_stall_s", 0.0), ("ttl_s", 1.0)):
+        if getattr(detector, key) < least:  # said now, before any output is opened (the traces' own check)
+            raise ValueError(f"[detector] {key} must be at least {least:g}, got {getattr(detector, key)!r}")
     return Settings(order, mapping, detector)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -82,7 +83,7 @@ def _run(args: argparse.Namespace) -> int:
                                      ("--stall-factor", args.stall_factor, 1, "times the next stage's alert line"),
                                      ("--allowed-lateness", args.allowed_lateness, 0, "seconds"),
                                      ("--half-life", args.half_life, 1, "seconds")):
-        if value is not None and not value >= least:  # (not >=: NaN too)
+        if value is not None and not least <= value < math.inf:  # (not: NaN too)
             raise ValueError(f"{flag} must be at least {least} ({what}), got {value:g}")
     args.logs = log_inputs(args.logs)
     settings = load_settings(
