@@ -178,3 +178,11 @@ def test_a_dry_run_builds_the_production_job_offline(tmp_path: Path, monkeypatch
     err = capsys.readouterr().err
     assert code == 0 and "Traceback" not in err, err
     assert "the job was built and nothing run (--dry_run)" in err and "stateful (Assemble, Dedup" in err
+
+
+def test_an_error_naming_what_someone_else_wrote_is_escaped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A path or a name in an error may come from elsewhere (a file name, a stage the data holds): its control
+    characters are shown escaped, on one line."""
+    assert main(["replay", str(tmp_path / "\x1b[2Jlogs\n.json"), "-o", str(tmp_path / "a.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\\x1b[2Jlogs\\n.json does not exist" in err and err.count("\n") == 1

@@ -53,7 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except ValueError as exc:
-        print(f"stagewatch {args.command}: error: {exc}", file=sys.stderr)
+        from stagewatch.cli.common import for_terminal
+
+        # One line, escaped: a message may name what someone else's logs hold (the stages the data shows).
+        print(for_terminal(f"stagewatch {args.command}: error: {exc}").replace("\n", "\\n"), file=sys.stderr)
         return 2
     except BrokenPipeError:
         return 0

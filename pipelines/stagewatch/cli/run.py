@@ -57,20 +57,17 @@ def _run(args: argparse.Namespace) -> int:
     from stagewatch.stream.pipeline import run
     from stagewatch.stream.sinks import local_output_summary
 
-    validate_argv(pipeline_argv(args))  # the flags first, then the input they name
+    opts = validate_argv(pipeline_argv(args))  # the flags first, then the input they name
     forced = None
-    if args.input_file:
+    if opts.input_file:
         from stagewatch.cli.common import check_stages, log_inputs
         from stagewatch.core.events import FieldMapping
-        from stagewatch.core.stages import StageOrder
 
-        files = log_inputs([args.input_file])  # a file or a folder of them, each readable
-        if args.output_dir and os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
-            raise ValueError(f"--output_dir {args.output_dir} is a file: give a folder for the job's JSONL "
+        files = log_inputs([opts.input_file])  # a file or a folder of them, each readable
+        if opts.output_dir and os.path.exists(opts.output_dir) and not os.path.isdir(opts.output_dir):
+            raise ValueError(f"--output_dir {opts.output_dir} is a file: give a folder for the job's JSONL "
                              "outputs, e.g. out")
-        if args.stages:
-            order = StageOrder.parse(args.stages)
-            forced = check_stages(order, files, FieldMapping(), args.force)
+        forced = check_stages(opts.stages, files, FieldMapping(), args.force)
     started = time.monotonic()
     broken_off: list[DeadLetter] = []
     run(pipeline_argv(args), broken_off=broken_off)

@@ -99,15 +99,15 @@ def overdue_at(last_t_us: int, stall: StallInfo, ttl_us: int | None = None) -> i
     return None if ttl_us is not None and at >= last_t_us + ttl_us else at
 
 
-def overdue(file: FileRef, stage: str, last_stage: str, last_t_us: int, stall: StallInfo, now_us: int) -> Anomaly:
-    """``slow_stage`` of a file still in ``stage``: nothing logged since ``last_stage`` at ``last_t_us`` by the
-    stage's line (``overdue_at``). What it took so far is the line; its stall, if it comes, says more."""
+def overdue(file: FileRef, stage: str, last_stage: str, stall: StallInfo, at_us: int) -> Anomaly:
+    """``slow_stage`` of a file still in ``stage``: nothing logged since ``last_stage`` by the stage's line, at
+    ``at_us`` (``overdue_at``), which is when it is made. What it took so far is the line; its stall, if it
+    comes, says more."""
     line = stall.line_ms
-    at = overdue_at(last_t_us, stall)
-    assert line is not None and at is not None
+    assert line is not None
     whose = " for " + file.tenant if stall.by_tenant and file.tenant else ""
     return _anomaly(
-        SLOW_STAGE, file, stage, last_stage, at, now_us,
+        SLOW_STAGE, file, stage, last_stage, at_us, at_us,
         observed_ms=line,
         expected_ms=stall.median_ms,
         threshold_ms=line,

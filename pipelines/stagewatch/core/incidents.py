@@ -119,12 +119,13 @@ class IncidentTracker:
             self._by_uid[a.uid] = home
             if home.kind == SLOW_STAGE and a.kind == STALLED and a.stage == home.stage:
                 home.stalled_here.add(a.uid)
-            if home.kind == SLOW_STAGE and a.kind == STALLED and 2 * len(home.stalled_here) >= len(home.uids):
-                # Files flagged slow while still in the stage (at its line) opened it; now most of them stalled
-                # there: it is a stall (it resolves when they arrive), said at once.
-                home.kind = STALLED
-                out.append(self._event(home, "updated", t))
-            elif t - home.last_update_us >= self.cfg.update_every_s * US_PER_S:
+                if 2 * len(home.stalled_here) >= len(home.uids):
+                    # Files flagged slow while still in the stage (at its line) opened it; now most of them
+                    # stalled there: it is a stall (it resolves when they arrive), said at once.
+                    home.kind = STALLED
+                    out.append(self._event(home, "updated", t))
+                    return out
+            if t - home.last_update_us >= self.cfg.update_every_s * US_PER_S:
                 out.append(self._event(home, "updated", t))
             return out
         cfg = self.cfg

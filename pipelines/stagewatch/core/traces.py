@@ -366,11 +366,10 @@ class Trace:
         """Made as of ``at``, the moment it crossed the line (both drivers: the streaming job's timers for one
         file may fire in any order once the watermark has passed them)."""
         info = self.stall_info
-        last = self.times[self.furthest]
-        assert info is not None and last is not None
+        assert info is not None
         self.slow |= 1 << info.next_i
-        out.anomalies.append(anomalies.overdue(
-            self.ref(), rules.names[info.next_i], rules.names[self.furthest], last, info, at))
+        out.anomalies.append(anomalies.overdue(self.ref(), rules.names[info.next_i], rules.names[self.furthest], info,
+                                               at))
 
     def _stall(self, rules: TraceRules, now: int, out: Outbox) -> None:
         assert self.stall_info is not None and self.deadline is not None

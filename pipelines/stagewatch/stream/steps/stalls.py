@@ -281,8 +281,7 @@ class _WatchFn(beam.DoFn):
             seen.add((SLOW_STAGE, stage))
             flagged = True
             # As of the moment it crossed the line, whichever timer of the file's fired first past it.
-            yield anomalies.overdue(progress.file, stage, progress.last_stage, progress.last_t_us, deadline.stall,
-                                    at)
+            yield anomalies.overdue(progress.file, stage, progress.last_stage, deadline.stall, at)
         if flagged:
             reported.write(seen)
 
