@@ -112,7 +112,8 @@ def _open_binary(path: str) -> BinaryIO:
         return sys.stdin.buffer
     raw = open(path, "rb")  # noqa: SIM115 - closed by the caller's loop
     if raw.peek(2)[:2] == _GZIP_MAGIC:  # by content: a .gz without its suffix, and no plain file taken for one
-        return gzip.GzipFile(fileobj=raw)  # type: ignore[return-value]
+        raw.close()
+        return gzip.open(path, "rb")  # type: ignore[return-value]  # (it owns its file: closed with it)
     return raw
 
 
