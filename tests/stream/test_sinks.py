@@ -21,11 +21,11 @@ from google.cloud import pubsub_v1
 
 from stagewatch.core.records import Anomaly
 from stagewatch.store.bigquery import create_tables
+from stagewatch.stream.bigquery_sink import WriteTableRows
 from stagewatch.stream.sinks import (
     MAX_ATTRIBUTE_BYTES,
     PublishAnomalies,
     WriteJsonl,
-    WriteTableRows,
     pubsub_message,
 )
 from tests.emulators import PROJECT, bigquery_client

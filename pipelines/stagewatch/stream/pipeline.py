@@ -29,18 +29,13 @@ from stagewatch.core.timeutil import US_PER_S, format_rfc3339
 from stagewatch.core.traces import TraceRules
 from stagewatch.logfiles import DAMAGE_REASON, Damage
 from stagewatch.store import manifest
+from stagewatch.stream.bigquery_sink import WriteTableRows
 from stagewatch.stream.dry_run import is_dry_run, summary
 from stagewatch.stream.file_source import file_stream
 from stagewatch.stream.local import NAME as LOCAL_RUNNER
 from stagewatch.stream.local import LocalRunner
 from stagewatch.stream.options import ValidatedOptions, validate
-from stagewatch.stream.sinks import (
-    PublishAnomalies,
-    WriteJsonl,
-    WriteTableRows,
-    append_local_rows,
-    clear_local_output,
-)
+from stagewatch.stream.sinks import PublishAnomalies, WriteJsonl, append_local_rows, clear_local_output
 from stagewatch.stream.steps.assemble import FAILURES, LATE, PROGRESS, SUMMARIES, AssembleTraces
 from stagewatch.stream.steps.contain import ContainedStep
 from stagewatch.stream.steps.dedup import Dedup

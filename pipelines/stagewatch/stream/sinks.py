@@ -1,46 +1,33 @@
 """Where the streaming job's records go: Pub/Sub, BigQuery, and local JSONL files named for their tables.
 
-BigQuery rows are written with the BigQuery client's streaming inserts from a DoFn rather than Beam's
-``WriteToBigQuery``: that one has no endpoint option (so it cannot reach the emulator), and its Storage Write
-path needs a Java expansion service. Rows are checked against the table's schema first (``row_problems``);
-a row that fails the check, or that BigQuery rejects, becomes a dead letter with the reason — never lost.
-Transient errors (429, 5xx) raise, so the runner retries the bundle.
+BigQuery's sink is ``stream/bigquery_sink.py``.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-import time
-from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import apache_beam as beam
 import orjson
 from apache_beam.io.gcp.pubsub import PubsubMessage
-from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import StandardOptions
 
-from stagewatch.core.records import DeadLetter, Record, dead_letter, dumps
-from stagewatch.core.timeutil import US_PER_S, format_rfc3339
+from stagewatch.core.records import Record, dumps
 from stagewatch.store import manifest
-from stagewatch.store.bigquery import bigquery_client
-from stagewatch.store.schemas import row_problems
 from stagewatch.stream.steps.contain import ContainedStep
 
 __all__ = [
-    "BIGQUERY_DEAD",
     "LOCAL_TABLES",
     "MAX_ATTRIBUTE_BYTES",
     "PublishAnomalies",
     "WriteJsonl",
-    "WriteTableRows",
     "clear_local_output",
     "local_output_summary",
     "pubsub_message",
 ]
 
-BIGQUERY_DEAD = "bigquery_dead_letters"
 _ATTRIBUTES = ("kind", "stage", "tenant", "severity", "event", "scope")
 
 
@@ -172,81 +159,3 @@ class _AppendJsonl(beam.DoFn):
                 f.write(b"".join(self._lines))
                 f.flush()
             self._lines = []
-
-
-class _InsertRowsFn(beam.DoFn):
-    """Checked streaming inserts in batches; what does not fit or is rejected goes out tagged with the reason."""
-
-    def __init__(self, table_id: str, table: str, batch: int = 500) -> None:
-        self._table_id = table_id
-        self._table = table
-        self._batch_size = batch
-        self._rejected = Metrics.counter("stagewatch", f"bigquery_rejected_{table}")
-        self._written = Metrics.counter("stagewatch", f"bigquery_rows_{table}")
-        self._client: Any = None
-        self._rows: list[dict[str, Any]] = []
-
-    def setup(self) -> None:
-        self._client = bigquery_client(self._table_id.split(".")[0])
-
-    def start_bundle(self) -> None:
-        self._rows = []
-
-    def process(self, record: Record) -> Iterator[Any]:
-        row = record.to_dict()
-        problems = row_problems(self._table, row)
-        if problems:
-            self._rejected.inc()
-            yield beam.pvalue.TaggedOutput(BIGQUERY_DEAD, _dead(self._table, "; ".join(problems), row))
-            return
-        self._rows.append(row)
-        if len(self._rows) >= self._batch_size:
-            for dead in self._flush():
-                yield beam.pvalue.TaggedOutput(BIGQUERY_DEAD, dead)
-
-    def finish_bundle(self) -> Iterator[Any]:
-        from apache_beam.transforms.window import GlobalWindow
-        from apache_beam.utils.timestamp import MAX_TIMESTAMP
-        from apache_beam.utils.windowed_value import WindowedValue
-
-        for dead in self._flush():
-            # Outside process() there is no element to inherit a window from.
-            yield beam.pvalue.TaggedOutput(
-                BIGQUERY_DEAD, WindowedValue(dead, MAX_TIMESTAMP - 1, (GlobalWindow(),))
-            )
-
-    def _flush(self) -> list[DeadLetter]:
-        rows, self._rows = self._rows, []
-        if not rows:
-            return []
-        errors = self._client.insert_rows_json(self._table_id, rows)
-        self._written.inc(len(rows) - len(errors))
-        dead = []
-        for err in errors:
-            self._rejected.inc()
-            row = rows[err.get("index", 0)]
-            reason = "; ".join(e.get("message", "rejected") for e in err.get("errors", [])) or "rejected"
-            dead.append(_dead(self._table, reason, row))
-        return dead
-
-
-def _dead(table: str, reason: str, row: dict[str, Any]) -> DeadLetter:
-    return dead_letter(
-        "bigquery_rejected", reason[:1000], orjson.dumps(row).decode(), format_rfc3339(int(time.time() * US_PER_S)),
-        f"bigquery:{table}",
-    )
-
-
-class WriteTableRows(beam.PTransform):
-    """Rows into ``dataset.table``; returns the dead letters (tagged ``BIGQUERY_DEAD``) for the dead-letter sink."""
-
-    def __init__(self, dataset: str, table: str) -> None:
-        super().__init__()
-        self._dataset = dataset
-        self._table = table
-
-    def expand(self, rows: beam.PCollection) -> Any:
-        out = rows | "InsertCheckedRows" >> beam.ParDo(
-            _InsertRowsFn(f"{self._dataset}.{self._table}", self._table)
-        ).with_outputs(BIGQUERY_DEAD, main="written")
-        return out[BIGQUERY_DEAD]

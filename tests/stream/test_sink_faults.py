@@ -1,0 +1,191 @@
+"""Faults injected into the sinks on the wire (``tests/faults.py``), against the real emulators: BigQuery answering
+5xx for a while, BigQuery unreachable, an answer lost after the rows were written, a permanent schema rejection,
+Pub/Sub unreachable mid-publish. Each time: every row written once or dead-lettered with its reason, nothing
+written twice (what is sent again carries the insert id it was first sent with), and the counters say what
+happened."""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import apache_beam as beam
+import orjson
+import pytest
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.test_stream import TestStream
+
+from stagewatch.core.records import Anomaly, DeadLetter
+from stagewatch.store.bigquery import create_tables
+from stagewatch.store.inserts import Backoff
+from stagewatch.stream.bigquery_sink import WriteTableRows
+from stagewatch.stream.sinks import PublishAnomalies
+from tests.emulators import BIGQUERY_ENV, PROJECT, PUBSUB_ENV, bigquery_client, bigquery_host, pubsub_host
+from tests.faults import CUT_AFTER, CUT_BEFORE, FORWARD, HttpFaultProxy, TcpFaultProxy, http_error, outage, reply
+from tests.records import MIN, anomaly
+
+pytestmark = pytest.mark.integration
+
+FAST = Backoff(first_s=0.05, max_s=0.2, give_up_s=60, request_timeout_s=30)
+T0 = 1_780_000_000_000_000
+
+
+def _keep(dead: DeadLetter, path: str) -> None:
+    """A dead letter kept in a file (the runner pickles what a step refers to: a list would be a copy)."""
+    with open(path, "ab") as f:
+        f.write(orjson.dumps(dead.to_dict()) + b"\n")
+
+
+def _rows(n: int) -> list[Anomaly]:
+    return [anomaly("slow_stage", f"f-{i:04d}", "upload", T0 + i * MIN, "acme") for i in range(n)]
+
+
+@contextlib.contextmanager
+def _dataset() -> Iterator[tuple[Any, str]]:
+    client = bigquery_client()
+    dataset = f"{PROJECT}.faults_{uuid.uuid4().hex[:8]}"
+    create_tables(client, dataset)
+    try:
+        yield client, dataset
+    finally:
+        client.delete_dataset(dataset, delete_contents=True, not_found_ok=True)
+        client.close()
+
+
+def _write(rows: list[Anomaly], dataset: str, proxy: HttpFaultProxy,
+           monkeypatch: pytest.MonkeyPatch) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Rows through the sink, the sink's client pointed at the proxy; the dead letters and the counters."""
+    kept = Path(tempfile.mkdtemp()) / "dead.jsonl"
+    kept.touch()
+    with monkeypatch.context() as m:
+        m.setenv(BIGQUERY_ENV, proxy.url)
+        p = beam.Pipeline(options=PipelineOptions())
+        _ = p | beam.Create(rows) | WriteTableRows(dataset, "anomalies", FAST) | beam.Map(_keep, str(kept))
+        result = p.run()
+        result.wait_until_finish()
+    counters = result.metrics().query(MetricsFilter().with_namespace("stagewatch"))["counters"]
+    return [orjson.loads(line) for line in kept.read_bytes().splitlines()], {
+        c.key.metric.name: c.committed for c in counters}
+
+
+def _stored(client: Any, dataset: str) -> list[str]:
+    rows = client.query(f"SELECT anomaly_id FROM `{dataset}.anomalies`").result(timeout=60)
+    return sorted(r["anomaly_id"] for r in rows)
+
+
+def _ids(rows: list[Anomaly]) -> list[str]:
+    return sorted(r.anomaly_id for r in rows)
+
+
+def test_bigquery_answering_503_for_a_while_then_recovering_writes_every_row_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = _rows(30)
+    with _dataset() as (client, dataset), HttpFaultProxy(bigquery_host()) as proxy:
+        proxy.rule = lambda n, body: http_error(503) if n < 3 else FORWARD
+        dead, counters = _write(rows, dataset, proxy, monkeypatch)
+        assert _stored(client, dataset) == _ids(rows)
+    assert dead == []
+    assert proxy.actions[:4] == ["status", "status", "status", "forward"]
+    assert counters["bigquery_retries_anomalies"] == 3 and counters["bigquery_rows_anomalies"] == 30
+    assert counters.get("bigquery_rejected_anomalies", 0) == 0
+
+
+def test_bigquery_unreachable_for_a_while_then_back_writes_every_row_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Connections cut before the request reaches BigQuery, for about a second (the service unreachable)."""
+    rows = _rows(20)
+    until = time.monotonic() + 1.0
+    with _dataset() as (client, dataset), HttpFaultProxy(bigquery_host()) as proxy:
+        proxy.rule = lambda n, body: CUT_BEFORE if time.monotonic() < until else FORWARD
+        dead, counters = _write(rows, dataset, proxy, monkeypatch)
+        assert _stored(client, dataset) == _ids(rows)
+    assert dead == [] and proxy.actions[0] == "cut_before" and proxy.actions[-1] == "forward"
+    assert counters["bigquery_retries_anomalies"] == proxy.actions.count("cut_before") >= 1
+
+
+def test_an_answer_lost_after_the_rows_were_written_sends_them_again_with_the_same_insert_ids(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rows reached BigQuery; the answer did not reach the job. They are sent again with the insert ids they
+    were first sent with, which BigQuery uses to drop the copies (the emulator does not: it keeps both, so what
+    is checked here is the ids, the part that is ours)."""
+    rows = _rows(10)
+    with _dataset() as (client, dataset), HttpFaultProxy(bigquery_host()) as proxy:
+        proxy.rule = lambda n, body: CUT_AFTER if n == 0 else FORWARD
+        dead, counters = _write(rows, dataset, proxy, monkeypatch)
+        assert _stored(client, dataset) == sorted(_ids(rows) * 2)  # the emulator kept the copies
+    first, again = proxy.inserts[0]["rows"], proxy.inserts[1]["rows"]
+    assert [r["insertId"] for r in again] == [r["insertId"] for r in first]
+    assert len({r["insertId"] for r in first}) == len(rows)
+    assert dead == [] and counters["bigquery_retries_anomalies"] == 1
+
+
+def test_a_row_bigquery_refuses_for_its_schema_is_dead_lettered_with_the_reason_and_the_rest_written_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """BigQuery's answer to a request with a row the table's schema refuses (here, as if the table lacked a
+    column the release writes): that row ``invalid`` with the message, the others ``stopped``."""
+    rows = _rows(12)
+    refused = rows[5].anomaly_id
+
+    def schema_rejection(n: int, body: dict[str, Any]) -> Any:
+        sent = [r["json"]["anomaly_id"] for r in body["rows"]]
+        if refused not in sent:
+            return FORWARD
+        return reply({"kind": "bigquery#tableDataInsertAllResponse", "insertErrors": [
+            {"index": i, "errors": [{"reason": "invalid", "location": "cause_stage", "message": "no such field: "
+                                     "cause_stage."} if a == refused else {"reason": "stopped", "message": ""}]}
+            for i, a in enumerate(sent)]})
+
+    with _dataset() as (client, dataset), HttpFaultProxy(bigquery_host()) as proxy:
+        proxy.rule = schema_rejection
+        dead, counters = _write(rows, dataset, proxy, monkeypatch)
+        assert _stored(client, dataset) == sorted(set(_ids(rows)) - {refused})
+    assert [(d["reason"], d["source"], orjson.loads(d["line"])["anomaly_id"]) for d in dead] == [
+        ("bigquery_rejected", "bigquery:anomalies", refused)]
+    assert "no such field: cause_stage" in dead[0]["detail"]
+    assert counters["bigquery_rejected_anomalies"] == 1 and counters["bigquery_rows_anomalies"] == 11
+
+
+def test_pubsub_unreachable_mid_publish_then_back_delivers_every_message_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The emulator unreachable (connections cut, new ones refused) for the job's first 5 s: the publisher's
+    retries carry the messages over; none lost, none twice."""
+    from google.api_core.exceptions import DeadlineExceeded
+    from google.cloud import pubsub_v1
+
+    rows = _rows(40)
+    publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+    suffix = uuid.uuid4().hex[:8]
+    topic = publisher.topic_path(PROJECT, f"faults-{suffix}")
+    sub = subscriber.subscription_path(PROJECT, f"faults-{suffix}-sub")
+    publisher.create_topic(name=topic)
+    subscriber.create_subscription(name=sub, topic=topic)
+    try:
+        with TcpFaultProxy(pubsub_host()) as proxy, monkeypatch.context() as m:
+            m.setenv(PUBSUB_ENV, proxy.address)
+            options = PipelineOptions()
+            options.view_as(StandardOptions).streaming = True
+            stream = TestStream()
+            for i in range(0, len(rows), 10):
+                stream = stream.add_elements(rows[i:i + 10])
+            with outage(proxy, after_s=0.0, for_s=5.0), TestPipeline(options=options) as p:
+                _ = p | stream.advance_watermark_to_infinity() | PublishAnomalies(topic)
+        received: list[Any] = []
+        deadline = time.time() + 60
+        while len(received) < len(rows) and time.time() < deadline:
+            resp = subscriber.pull(subscription=sub, max_messages=50, timeout=10)
+            received += resp.received_messages
+            if resp.received_messages:
+                subscriber.acknowledge(subscription=sub, ack_ids=[r.ack_id for r in resp.received_messages])
+        with contextlib.suppress(DeadlineExceeded):  # a copy, if there were one, would arrive now
+            received += subscriber.pull(subscription=sub, max_messages=50, timeout=5).received_messages
+    finally:
+        subscriber.delete_subscription(subscription=sub)
+        publisher.delete_topic(topic=topic)
+    assert sorted(orjson.loads(r.message.data)["anomaly_id"] for r in received) == _ids(rows)
+    assert proxy.cut + proxy.refused >= 1  # the outage happened while the job was talking to Pub/Sub
