@@ -25,7 +25,7 @@ from stagewatch.store.schemas import TABLES, row_problems
 from stagewatch.store.views import PACKAGED_DIR, REPO_DIR, Query, create_all, load_queries, run_query
 from tests.emulators import PROJECT, bigquery_client
 from tests.simulated_run import load_run, write_run
-from tests.stream.test_template_files import DOCKERFILE, image_file, parse_dockerfile
+from tests.stream.test_template_files import DOCKERFILE, image_file, parse_dockerfile, pip_installs
 
 REPO = Path(__file__).resolve().parents[2]
 DAY = "2026-06-06"
@@ -498,8 +498,9 @@ def test_the_sql_ships_in_the_sdist_and_the_built_package(tmp_path: Path) -> Non
 
 @pytest.mark.unit
 def test_the_flex_template_image_holds_the_sql_next_to_setup_py() -> None:
+    """The image installs the package from the folder that holds setup.py (``pip install .``): the views and
+    queries must be there for setup.py's build to copy them into the package."""
     df = parse_dockerfile(DOCKERFILE.read_text(encoding="utf-8"))
-    setup_dir = str(Path(df.env["FLEX_TEMPLATE_PYTHON_SETUP_FILE"]).parent)
-    assert image_file(df, f"{setup_dir}/MANIFEST.in") == REPO / "MANIFEST.in"
+    (setup_dir,) = {workdir for args, workdir in pip_installs(df) if "." in args}
     for sql in REPO_DIR.glob("*.sql"):
         assert image_file(df, f"{setup_dir}/templates/bigquery/{sql.name}") == sql
