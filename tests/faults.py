@@ -19,7 +19,7 @@ import http.client
 import json
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -63,6 +63,7 @@ class HttpFaultProxy:
         self._upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
         self.rule: Rule = lambda n, body: FORWARD
         self.inserts: list[dict[str, Any]] = []  # every insertAll body, in the order received
+        self.insert_bytes: list[int] = []  # and its size as sent
         self.actions: list[str] = []  # what was done with each of them
         self._lock = threading.Lock()
         proxy = self
@@ -82,6 +83,7 @@ class HttpFaultProxy:
                         n = len(proxy.inserts)
                         parsed = json.loads(body or b"{}")
                         proxy.inserts.append(parsed)
+                        proxy.insert_bytes.append(len(body))
                         action = proxy.rule(n, parsed)
                         proxy.actions.append(action.kind)
                 if action.kind == "cut_before":
@@ -141,7 +143,9 @@ class HttpFaultProxy:
 
 class TcpFaultProxy:
     """A byte-for-byte TCP proxy on 127.0.0.1 for ``host:port``; ``down()`` cuts every open connection and refuses
-    new ones (accepted and closed at once) until ``up()``; ``refused`` counts those."""
+    new ones (accepted and closed at once) until ``up()``; ``refused`` counts those. ``trip(n, min_bytes, for_s)``:
+    the n-th read of at least ``min_bytes`` from a client (a request, not the connection's preamble) is not
+    forwarded, and the proxy goes down there, for ``for_s`` seconds: the service lost in the middle of a run."""
 
     def __init__(self, upstream: str) -> None:
         host, _, port = upstream.rpartition(":")
@@ -155,6 +159,13 @@ class TcpFaultProxy:
         self._closed = False
         self.refused = 0
         self.cut = 0
+        self.tripped = False
+        self._trip: tuple[int, int, float] | None = None
+        self._big_reads = 0
+        self._accepting: threading.Thread | None = None
+
+    def trip(self, n: int, min_bytes: int, for_s: float) -> None:
+        self._trip = (n, min_bytes, for_s)
 
     def down(self) -> None:
         self._up.clear()
@@ -186,12 +197,26 @@ class TcpFaultProxy:
             server.settimeout(None)
             with self._lock:
                 self._open.update((client, server))
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+            for a, b, outbound in ((client, server, True), (server, client, False)):
+                threading.Thread(target=self._pump, args=(a, b, outbound), daemon=True).start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+    def _tripped_by(self, data: bytes) -> bool:
+        with self._lock:
+            if self._trip is None or self.tripped or len(data) < self._trip[1]:
+                return False
+            self._big_reads += 1
+            if self._big_reads < self._trip[0]:
+                return False
+            self.tripped = True
+        self.down()
+        threading.Timer(self._trip[2], self.up).start()
+        return True
+
+    def _pump(self, src: socket.socket, dst: socket.socket, outbound: bool) -> None:
         try:
             while data := src.recv(65536):
+                if outbound and self._tripped_by(data):
+                    return
                 dst.sendall(data)
         except OSError:
             pass
@@ -199,34 +224,20 @@ class TcpFaultProxy:
             for s in (src, dst):
                 with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
+                s.close()
             with self._lock:
                 self._open.discard(src)
 
     def __enter__(self) -> TcpFaultProxy:
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._accepting = threading.Thread(target=self._accept, daemon=True)
+        self._accepting.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._closed = True
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes accept(); close() alone would not
         self._listener.close()
+        if self._accepting is not None:
+            self._accepting.join(5)
         self.down()
-
-
-@contextlib.contextmanager
-def outage(proxy: TcpFaultProxy, after_s: float, for_s: float) -> Iterator[None]:
-    """``proxy`` down from ``after_s`` seconds after entry, for ``for_s`` seconds, in the background."""
-    def run() -> None:
-        if not done.wait(after_s):
-            proxy.down()
-            done.wait(for_s)
-            proxy.up()
-
-    done = threading.Event()
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        done.set()
-        thread.join()
-        proxy.up()
