@@ -124,14 +124,10 @@ def test_an_answer_lost_after_the_rows_were_written_sends_them_again_with_the_sa
     assert dead == [] and counters["bigquery_retries_anomalies"] == 1
 
 
-def test_a_row_bigquery_refuses_for_its_schema_is_dead_lettered_with_the_reason_and_the_rest_written_once(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """BigQuery's answer to a request with a row the table's schema refuses (here, as if the table lacked a
-    column the release writes): that row ``invalid`` with the message, the others ``stopped``."""
-    rows = _rows(12)
-    refused = rows[5].anomaly_id
-
-    def schema_rejection(n: int, body: dict[str, Any]) -> Any:
+def _schema_rejection(refused: str) -> Any:
+    """A rule: BigQuery's answer to a request holding the anomaly ``refused``, as if the table lacked a column
+    the release writes -- that row ``invalid`` with the message, the others ``stopped``; others forwarded."""
+    def rule(n: int, body: dict[str, Any]) -> Any:
         sent = [r["json"]["anomaly_id"] for r in body["rows"]]
         if refused not in sent:
             return FORWARD
@@ -139,9 +135,17 @@ def test_a_row_bigquery_refuses_for_its_schema_is_dead_lettered_with_the_reason_
             {"index": i, "errors": [{"reason": "invalid", "location": "cause_stage", "message": "no such field: "
                                      "cause_stage."} if a == refused else {"reason": "stopped", "message": ""}]}
             for i, a in enumerate(sent)]})
+    return rule
 
+
+def test_a_row_bigquery_refuses_for_its_schema_is_dead_lettered_with_the_reason_and_the_rest_written_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """BigQuery's answer to a request with a row the table's schema refuses (here, as if the table lacked a
+    column the release writes): that row ``invalid`` with the message, the others ``stopped``."""
+    rows = _rows(12)
+    refused = rows[5].anomaly_id
     with _dataset() as (client, dataset), HttpFaultProxy(bigquery_host()) as proxy:
-        proxy.rule = schema_rejection
+        proxy.rule = _schema_rejection(refused)
         dead, counters = _write(rows, dataset, proxy, monkeypatch)
         assert _stored(client, dataset) == sorted(set(_ids(rows)) - {refused})
     assert [(d["reason"], d["source"], orjson.loads(d["line"])["anomaly_id"]) for d in dead] == [
@@ -154,17 +158,8 @@ def test_big_bundles_go_in_requests_within_the_limits_and_a_row_refused_mid_bund
         monkeypatch: pytest.MonkeyPatch) -> None:
     rows = _rows(1200)
     refused = rows[7].anomaly_id
-
-    def refuse_one(n: int, body: dict[str, Any]) -> Any:
-        sent = [r["json"]["anomaly_id"] for r in body["rows"]]
-        if refused not in sent:
-            return FORWARD
-        return reply({"insertErrors": [{"index": sent.index(refused), "errors": [
-            {"reason": "invalid", "message": "no such field: cause_stage."}]}] + [
-            {"index": i, "errors": [{"reason": "stopped"}]} for i, a in enumerate(sent) if a != refused]})
-
     with _dataset() as (client, dataset), HttpFaultProxy(bigquery_host()) as proxy:
-        proxy.rule = refuse_one
+        proxy.rule = _schema_rejection(refused)
         dead, counters = _write(rows, dataset, proxy, monkeypatch, batch_rows=500, batch_bytes=100_000)
         assert _stored(client, dataset) == sorted(set(_ids(rows)) - {refused})
     assert max(proxy.insert_bytes) <= 100_000 and max(len(b["rows"]) for b in proxy.inserts) <= 500
