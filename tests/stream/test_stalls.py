@@ -221,3 +221,25 @@ def test_two_deadlines_due_at_once_for_a_file_whose_tenant_came_late_flag_it_onc
     waiting = (Deadline(first, 50 * S, info), Deadline(second, 50 * S, info))
     flagged = list(_WatchFn(rules)._flag_in_progress(30 * S, waiting, _State(()), _State(set())))
     assert [(a.kind, a.stage, a.measure) for a in flagged] == [("slow_stage", "c", "in_progress")]
+
+
+def test_two_summaries_of_one_file_held_at_once_both_come_out() -> None:
+    """A file can close twice (a line after its closed mark's TTL starts a new trace). Its second summary
+    reaching the step while the first is still held lost the first, and its lines with it (the soak: 2,524
+    lines at 200 lines/s). Both come out; only the trace that stalled is reported stalled."""
+    stall = StallInfo(DOWNLOAD, 5000.0, 50_000.0, 40, False)
+    p = _progress("s", "enqueue", DOWNLOAD, T0 + 10 * S)
+    first = _summary("s", [("detect", T0), ("enqueue", T0 + 10 * S)])
+    second = _summary("s", [("detect", T0 + 3700 * S), ("enqueue", T0 + 3710 * S), ("download", T0 + 3720 * S)],
+                      status="complete")
+    stream = (TestStream()
+              .add_elements([TimestampedValue(("progress", p), T0 / S + 10),
+                             TimestampedValue(("deadline", Deadline(p, T0 + 60 * S, stall)), T0 / S + 10)])
+              .advance_watermark_to(T0 / S + 61)
+              .add_elements([TimestampedValue(("summary", second), T0 / S + 3800),
+                             TimestampedValue(("summary", first), T0 / S + 3600)])
+              .advance_watermark_to(T0 / S + 3900).advance_watermark_to_infinity())
+    with beam.Pipeline(runner=LocalRunner(), options=_streaming()) as pipe:
+        out = _watch(pipe | stream)
+        assert_that(out[STALLED_SUMMARIES] | beam.Map(lambda s: (s.uid, s.first_time, s.status)),
+                    equal_to([("s", first.first_time, "stalled"), ("s", second.first_time, "complete")]))

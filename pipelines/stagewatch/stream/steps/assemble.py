@@ -157,7 +157,10 @@ class _AssembleFn(beam.DoFn):
             buffer.clear()
             trace_state.clear()
             closed.write(trace.status)
-            fire_at(next_fire, fire, [max(now, trace.last_t + rules.ttl_us)])
+            # The mark lasts a TTL from the close, as the backtest's (``Detector._forget_closed``): a trace
+            # closed open at its TTL would otherwise keep no mark at all, and its next straggler would start a
+            # second trace -- a second summary of the file downstream.
+            fire_at(next_fire, fire, [now + rules.ttl_us])
             return
         if trace.last_t:
             trace_state.write(trace)

@@ -63,7 +63,9 @@ _StallMark = StallMark
 class _WatchFn(beam.DoFn):
     LATEST = ReadModifyWriteStateSpec("latest_progress_us", VarIntCoder())
     MOVES = ReadModifyWriteStateSpec("moves", PickleCoder())  # (t_us, stage) the file was seen at
-    SUMMARY = ReadModifyWriteStateSpec("summary", PickleCoder())  # held until the watermark passes it
+    # Held until the watermark passes each: ((time, summary), ...). A file can close more than once (a line
+    # after its closed mark's TTL starts a new trace), and a second summary may come while the first waits.
+    SUMMARY = ReadModifyWriteStateSpec("summary", PickleCoder())
     PENDING = ReadModifyWriteStateSpec("deadline", PickleCoder())  # the deadlines waiting, a tuple
     STALLED = ReadModifyWriteStateSpec("stalled", PickleCoder())
     REPORTED = ReadModifyWriteStateSpec("reported", PickleCoder())
@@ -121,11 +123,12 @@ class _WatchFn(beam.DoFn):
                 pending.write(waiting)
                 self._set_fire(fire, waiting, reported.read() or set())
         else:  # a summary: the file closed; said once the deadline of its last progress has surely come
-            held_summary.write(record)
+            waiting = sorted((*_held_summaries(held_summary), (int(ts.micros), record)), key=lambda h: h[0])
+            held_summary.write(tuple(waiting))
             # Its stages are moves too, known now (a last stage has no progress of its own): whichever of this
             # step's timers fires first, a deadline the file met by completing is not a stall.
             add_moves(moves, [(parse_rfc3339_us(t.time), t.stage) for t in record.stages])
-            close.set(Timestamp(micros=int(ts.micros)))
+            close.set(Timestamp(micros=waiting[0][0]))
 
     @on_timer(RELEASE)
     @contained("Stalls")
@@ -172,10 +175,12 @@ class _WatchFn(beam.DoFn):
         forget: Any = beam.DoFn.TimerParam(FORGET),
         close: Any = beam.DoFn.TimerParam(CLOSE),
     ) -> Iterator[Any]:
-        summary: TraceSummary | None = held_summary.read()
-        if summary is None:
-            return
         now = int(ts.micros)
+        waiting = _held_summaries(held_summary)
+        due = [s for t, s in waiting if t <= now]
+        rest = tuple(h for h in waiting if h[0] > now)
+        if not due:
+            return
         seen = reported.read() or set()
         later = [t for d in deadlines_of(pending) for t in self._verdict_times(d, seen, moves) if t > now]
         if later and stalled.read() is None:
@@ -183,15 +188,21 @@ class _WatchFn(beam.DoFn):
             # (the stream lets through only deadlines before the end of its input): the summary waits for it.
             close.set(Timestamp(micros=min(later)))
             return
-        held_summary.clear()
+        if rest:
+            held_summary.write(rest)
+            close.set(Timestamp(micros=rest[0][0]))
+        else:
+            held_summary.clear()
         yield from self._declare(now, moves, pending, stalled, reported)
         mark: StallMark | None = stalled.read()
-        if mark is not None:
-            beyond = first_beyond(mark, summary.stages, self._rules)
-            if beyond is not None:
-                yield from arrival(stalled, summary.uid, *beyond)
-            summary = replace(summary, status="stalled")
-        yield beam.pvalue.TaggedOutput(STALLED_SUMMARIES, summary)
+        for summary in due:
+            # Only the trace the stall was declared in is stalled: a later one of the file began after it.
+            if mark is not None and parse_rfc3339_us(summary.first_time) <= mark.last_t_us:
+                beyond = first_beyond(mark, summary.stages, self._rules)
+                if beyond is not None:
+                    yield from arrival(stalled, summary.uid, *beyond)
+                summary = replace(summary, status="stalled")
+            yield beam.pvalue.TaggedOutput(STALLED_SUMMARIES, summary)
         pending.clear()
         closed.write(1)
         # Keep the closed mark for as long as a deadline can still be on its way (an interval, and the
@@ -320,6 +331,17 @@ class _WatchFn(beam.DoFn):
         pending.write(rest)
         if fire is not None:
             self._set_fire(fire, rest, seen, now)
+
+
+def _held_summaries(held_summary: Any) -> tuple[tuple[int, TraceSummary], ...]:
+    """The summaries waiting, earliest first. (A job updated in place may hold one bare summary, from before
+    several were kept: due at once.)"""
+    held = held_summary.read()
+    if held is None:
+        return ()
+    if isinstance(held, TraceSummary):
+        return ((0, held),)
+    return tuple(held)
 
 
 def _uid_of(record: Progress | Deadline | TraceSummary | Anomaly) -> str:
