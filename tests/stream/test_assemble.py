@@ -13,6 +13,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
 from stagewatch.core.events import StageEvent
+from stagewatch.core.records import event_json
 from stagewatch.core.stages import StageOrder
 from stagewatch.core.traces import Outbox, Trace, TraceRules
 from stagewatch.stream.steps.assemble import FAILURES, LATE, SUMMARIES, AssembleTraces, _Recorder
@@ -123,6 +124,6 @@ def test_events_within_a_ttl_of_a_close_are_dead_lettered_as_the_backtest_counts
     with TestPipeline(options=_streaming()) as p:
         out = p | stream | AssembleTraces(rules)
         assert_that(out[LATE] | beam.Map(lambda d: (d.reason, d.line)),
-                    equal_to([("after_close", repr(straggler))]), label="AfterClose")
+                    equal_to([("after_close", event_json(straggler))]), label="AfterClose")
         assert_that(out[SUMMARIES] | beam.Filter(lambda s: s.uid == "x") | beam.Map(lambda s: (s.uid, s.status)),
                     equal_to([("x", "open"), ("x", "open")]), label="Summaries")

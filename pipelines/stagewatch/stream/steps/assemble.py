@@ -31,7 +31,7 @@ from apache_beam.transforms.window import TimestampedValue
 
 from stagewatch.core.events import StageEvent
 from stagewatch.core.measurements import Measured, Measurement, Progress, StallInfo
-from stagewatch.core.records import DeadLetter, dead_letter
+from stagewatch.core.records import DeadLetter, dead_letter, event_json
 from stagewatch.core.timeutil import US_PER_S, format_rfc3339
 from stagewatch.core.traces import Outbox, Trace, TraceRules
 from stagewatch.stream.steps.contain import ContainedStep, contained
@@ -178,7 +178,8 @@ class _AssembleFn(beam.DoFn):
 
 
 def _dead_letter(ev: StageEvent, reason: str, detail: str) -> DeadLetter:
-    return dead_letter(reason, detail, repr(ev), format_rfc3339(ev.t_us), "assemble")
+    # The event as the backtest sets it aside (its line is long gone), at its own time: what the step knows.
+    return dead_letter(reason, detail, event_json(ev), format_rfc3339(ev.t_us), "assemble")
 
 
 class AssembleTraces(ContainedStep):

@@ -123,12 +123,12 @@ class _WatchFn(beam.DoFn):
                 pending.write(waiting)
                 self._set_fire(fire, waiting, reported.read() or set())
         else:  # a summary: the file closed; said once the deadline of its last progress has surely come
-            waiting = sorted((*_held_summaries(held_summary), (int(ts.micros), record)), key=lambda h: h[0])
-            held_summary.write(tuple(waiting))
+            summaries = sorted((*_held_summaries(held_summary), (int(ts.micros), record)), key=lambda h: h[0])
+            held_summary.write(tuple(summaries))
             # Its stages are moves too, known now (a last stage has no progress of its own): whichever of this
             # step's timers fires first, a deadline the file met by completing is not a stall.
             add_moves(moves, [(parse_rfc3339_us(t.time), t.stage) for t in record.stages])
-            close.set(Timestamp(micros=waiting[0][0]))
+            close.set(Timestamp(micros=summaries[0][0]))
 
     @on_timer(RELEASE)
     @contained("Stalls")
