@@ -1,6 +1,6 @@
 """The local runner: its fixes change nothing the job computes (each one, run with and without); every bundle still
-gets a DoFn of its own; timers due when set fire in order, and only once the watermark passed them. Its two
-corrections answer two bugs of Beam's runner, reproduced here on Beam's runner as shipped. It is chosen only for
+gets a DoFn of its own; timers due when set fire in order, and only once the watermark passed them. Its three
+corrections answer three bugs of Beam's runner, reproduced here on Beam's runner as shipped. It is chosen only for
 local runs (or by name); its patches last as long as the run; on another Beam it patches nothing."""
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ import os
 import subprocess
 import sys
 import threading
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,7 @@ from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner, Di
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import BagStateSpec, TimerSpec, on_timer
-from apache_beam.transforms.window import TimestampedValue
+from apache_beam.transforms.window import FixedWindows, TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from stagewatch.core.baselines import BaselineConfig
@@ -179,6 +181,47 @@ def test_bug_b_a_pending_timer_holds_its_steps_output_watermark(corrected: bool)
     got = sorted(_COLLECTED.get("grouped", []))
     assert got == ([[5, 7], [25]] if corrected else [])
 
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("corrected", [False, True], ids=["beams_runner", "corrected"])
+def test_bug_c_the_pubsub_readers_watermark_does_not_pass_the_messages_it_reads(corrected: bool) -> None:
+    """Correction C: 60 lines dated ten minutes ago wait in a subscription (a backlog), grouped in one-minute
+    windows with no allowed lateness. Beam's runner sets the watermark to the wall clock at its first pull (ten
+    messages) and drops what its later pulls read as late; the corrected one keeps every line."""
+    from google.cloud import pubsub_v1
+
+    publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+    suffix = uuid.uuid4().hex[:8]
+    topic = publisher.topic_path("demo-proj", f"backlog-{suffix}")
+    sub = subscriber.subscription_path("demo-proj", f"backlog-{suffix}")
+    publisher.create_topic(name=topic)
+    subscriber.create_subscription(name=sub, topic=topic)
+    start = Timestamp.of(time.time()) - 600
+    for i in range(60):
+        publisher.publish(topic, b"x", ts=(start + i).to_rfc3339()).result(timeout=30)
+    tag = f"backlog-{corrected}"
+    _COLLECTED.pop(tag, None)
+    p = beam.Pipeline(runner=LocalRunner(fixes=()) if corrected else BundleBasedDirectRunner(),
+                      options=beam_bugs.streaming())
+    _ = (p | beam.io.ReadFromPubSub(subscription=sub, timestamp_attribute="ts")
+         | beam.WindowInto(FixedWindows(60)) | beam.Map(lambda _: ("k", 1)) | beam.GroupByKey()
+         | beam.Map(lambda kv: sum(kv[1])) | beam.ParDo(_Collect(tag)))
+    result = p.run()
+    try:
+        # Until every line is counted, or nothing new came for 50 s (what a drop looks like; a pull of an empty
+        # subscription waits up to 30 s before the reader moves the watermark).
+        counted, last_change, deadline = 0, time.time(), time.time() + 150
+        while counted < 60 and time.time() < min(deadline, last_change + 50):
+            time.sleep(1)
+            now_counted = sum(_COLLECTED.get(tag, []))
+            if now_counted != counted:
+                counted, last_change = now_counted, time.time()
+    finally:
+        result.cancel()
+        subscriber.delete_subscription(subscription=sub)
+        publisher.delete_topic(topic=topic)
+    assert (counted == 60) if corrected else (counted < 60), counted
 
 # -- every fix, with and without -----------------------------------------------------------------------------
 

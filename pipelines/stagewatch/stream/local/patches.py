@@ -16,6 +16,14 @@ B. ``hold_output_for_timers``: a stateful step's pending event-time timers hold 
    binds only once the input watermark reaches the timer, until the timer has fired and its bundle is
    committed. The baselines depend on it: the per-stage roll folds an interval only after every shard's
    counts of it arrived, however far the watermark jumps.
+C. ``pubsub_watermark_behind_messages``: the Pub/Sub reader's watermark never passes the messages it reads. Beam's
+   sets it to the wall clock at every pull (its own "TODO(udim): Correct value for watermark hold"), so with a
+   backlog, or lines published out of order, every line behind the wall clock was late (the soak: a fifth of
+   them, and false stalls as the watermark ran ahead of the backlog). Dataflow estimates the watermark from the
+   timestamps of the messages not yet read; this runner cannot see those, so it holds the watermark at the
+   oldest timestamp of the messages it just read (the wall clock when none came), less the job's
+   ``allowed_lateness_s`` -- the backtest's rule (the newest event time less that allowance) -- and never moves
+   it back.
 
 Fixes (measured: ``benchmarks/stream_throughput.py``; each removes work whose result is already known, and a
 test runs the job with and without each one and compares every output byte for byte). The runner spends nearly
@@ -47,12 +55,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from stagewatch.stream.parameters import PARAMETERS
+
 __all__ = ["BEAM_VERSION", "CORRECTIONS", "FIXES", "PATCHES", "Patch", "Patcher"]
 
 #: The Beam release these patches were written for and tested against (setup.py pins it).
 BEAM_VERSION = "2.77.0"
 
 _MISSING = object()
+
+#: ``allowed_lateness_s`` when the pipeline's options do not say (the job's own default).
+DEFAULT_LATENESS_S = float(next(p.default or 0 for p in PARAMETERS if p.name == "allowed_lateness_s"))
 
 
 class Patcher:
@@ -118,6 +131,48 @@ def _hold_output_for_timers(p: Patcher) -> None:
         return result
 
     p.set(_ParDoEvaluator, "finish_bundle", finish_bundle)
+
+
+def _pubsub_watermark_behind_messages(p: Patcher) -> None:
+    import time
+
+    from apache_beam.runners.direct.transform_evaluator import _PubSubReadEvaluator
+    from apache_beam.utils.timestamp import Duration, Timestamp
+
+    read, finish = _PubSubReadEvaluator._read_from_pubsub, _PubSubReadEvaluator.finish_bundle
+    # Per subscription: the last hold (never moved back); per options object: the allowance (parsed once).
+    last_hold: dict[str, Any] = {}
+    allowance: dict[int, tuple[Any, int]] = {}
+
+    def read_from_pubsub(self: Any, timestamp_attribute: Any) -> Any:
+        data = read(self, timestamp_attribute)
+        self._stagewatch_oldest = min((ts for ts, _ in data), default=None)
+        return data
+
+    def finish_bundle(self: Any) -> Any:
+        result = finish(self)  # pulls, via read_from_pubsub
+        now = Timestamp.of(time.time())
+        oldest = self.__dict__.get("_stagewatch_oldest")
+        hold = (now if oldest is None or oldest > now else oldest) - Duration(micros=_allowance_us(self, allowance))
+        hold = max(hold, last_hold.get(self._sub_name, hold))
+        last_hold[self._sub_name] = hold
+        result.keyed_watermark_holds[None] = hold
+        return result
+
+    p.set(_PubSubReadEvaluator, "_read_from_pubsub", read_from_pubsub)
+    p.set(_PubSubReadEvaluator, "finish_bundle", finish_bundle)
+
+
+def _allowance_us(evaluator: Any, cache: dict[int, tuple[Any, int]]) -> int:
+    """The job's ``allowed_lateness_s`` (its default for a pipeline that is not stagewatch's)."""
+    options = getattr(evaluator._evaluation_context, "pipeline_options", None)
+    known = cache.get(id(options))
+    if known is None or known[0] is not options:
+        every = options.get_all_options(retain_unknown_options=True) if options is not None else {}
+        value = every.get("allowed_lateness_s")
+        seconds = float(value) if value not in (None, "") else DEFAULT_LATENESS_S
+        known = cache[id(options)] = (options, int(seconds * 1_000_000))
+    return known[1]
 
 
 def _cache_specs_and_signatures(p: Patcher) -> None:
@@ -278,6 +333,7 @@ def _fire_due_timers_in_bundle(p: Patcher) -> None:
 PATCHES: tuple[Patch, ...] = (
     Patch("skip_empty_bundles", True, _skip_empty_bundles),
     Patch("hold_output_for_timers", True, _hold_output_for_timers),
+    Patch("pubsub_watermark_behind_messages", True, _pubsub_watermark_behind_messages),
     Patch("cache_specs_and_signatures", False, _cache_specs_and_signatures),
     Patch("reuse_side_input_views", False, _reuse_side_input_views),
     Patch("skip_quiet_timer_scans", False, _skip_quiet_timer_scans),
