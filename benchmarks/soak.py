@@ -91,8 +91,8 @@ SIM_START = "2026-06-06T14:00:00Z"  # the diurnal peak: load 1.0, so the rate is
 LINES_PER_FILE = 8 * 1.01  # eight stages, 1 % duplicated (the simulator's default)
 INTERVAL_S = 300  # BaselineConfig.interval_s: a slow-stage verdict waits for its interval's end + half of one
 # A rejected line carries its insertId as written; an event set aside after parsing (late, after_close) is the
-# StageEvent's repr, with insert_id='...'.
-_INSERT_ID = re.compile(r'"insertId":"([^"]+)"|insert_id=\'([^\']+)\'')
+# event as JSON, with "insert_id":"..." (before 2026-12-05 the StageEvent's repr, with insert_id='...').
+_INSERT_ID = re.compile(r'"insertId":"([^"]+)"|"insert_id":"([^"]+)"|insert_id=\'([^\']+)\'')
 _MATCH_CHARS = 200
 
 
@@ -645,7 +645,7 @@ def _account(run: Run, traces: list[dict[str, Any]], dead: list[dict[str, Any]],
         text = d.get("line") or ""
         m = _INSERT_ID.search(text)
         if m:
-            by_insert[m.group(1) or m.group(2)].append(d)
+            by_insert[next(g for g in m.groups() if g)].append(d)
         else:
             by_text[text[:_MATCH_CHARS]].append(d)
     verdict: list[str] = [""] * len(run.lines)
@@ -809,8 +809,8 @@ def _results(run: Run, manifest: dict[str, Any], cfg: Any, written: dict[str, li
             read_time[mid] = t
     published = [i for i, t in enumerate(run.publish_t) if t > 0]
     labels = {tuple(k) for k in manifest.pop("label_keys")}
-    late_uids = {m.group(1) for d in written["dead_letters"] if d.get("reason") == "late"
-                 for m in [re.search(r"uid='([^']+)'", d.get("line") or "")] if m}
+    late_uids = {m.group(1) or m.group(2) for d in written["dead_letters"] if d.get("reason") == "late"
+                 for m in [re.search(r"^\{\"uid\":\"([^\"]+)\"|uid='([^']+)'", d.get("line") or "")] if m}
     from stagewatch.evaluation.simulate import STAGES
 
     _say("replaying the published lines through the backtest for reference")
