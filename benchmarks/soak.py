@@ -1055,9 +1055,11 @@ def markdown(res: dict[str, Any]) -> str:
         "`docs/local-runner.md`): one Python process, so at most one core for the job's code; Dataflow runs the same "
         "graph on workers in parallel, with its own Pub/Sub watermark (estimated from the backlog's timestamps). "
         "Nothing here is a Dataflow figure: throughput, latency and memory on Dataflow are not measured by this.",
-        "- This runner's Pub/Sub reader pulls at most 10 messages per pull, acknowledges them at once, and sets the "
-        "source's watermark to the wall clock at every pull, whatever the messages' timestamps "
-        "(`apache_beam/runners/direct/transform_evaluator.py`, `_PubSubReadEvaluator`).",
+        "- This runner's Pub/Sub reader pulls at most 10 messages per pull and acknowledges them at once "
+        "(`apache_beam/runners/direct/transform_evaluator.py`, `_PubSubReadEvaluator`); its watermark trails the "
+        "oldest line of each pull by the job's `--allowed_lateness_s` (60 s), the local runner's correction C "
+        "(Beam's sets it to the wall clock at every pull). Dataflow estimates it from the whole backlog; every "
+        "verdict here waits those 60 s.",
         "- The emulator has no metrics API: the backlog is lines published minus distinct messages the job pulled, "
         "recorded by a hook on the client's `pull` inside the job's process (the module docstring).",
         "- Latencies are differences of `time.time()` taken in two processes on one machine; receive times are when "
