@@ -93,10 +93,13 @@ def test_late_event_is_dead_lettered_and_failure_reported() -> None:
                     equal_to([("ok", "complete"), ("bad", "failed")]), label="Summaries")
 
 
-def test_events_within_a_ttl_of_a_close_are_dead_lettered_as_the_backtest_counts_them() -> None:
+@pytest.mark.parametrize("lag_s", [0, 90], ids=["watermark_at_each_event", "watermark_90s_behind"])
+def test_events_within_a_ttl_of_a_close_are_dead_lettered_as_the_backtest_counts_them(lag_s: int) -> None:
     """A trace closed open at its TTL keeps a "closed" mark for one more TTL, in both drivers: a straggler
-    within it is ``after_close`` (not a second trace of the file, whose summary would then overwrite the
-    first's downstream), one after it starts a new trace. Seen in the soak: the mark lasted no time here."""
+    dated within it is ``after_close`` (not a second trace of the file, whose summary would then overwrite the
+    first's downstream), one dated after it starts a new trace -- by its time, however far behind the
+    watermark is when it arrives (90 s: the mark is still there then). Seen in the soak: the mark lasted no
+    time here."""
     from stagewatch.backtest.engine import DetectorConfig
     from tests.streams import run
 
@@ -116,10 +119,10 @@ def test_events_within_a_ttl_of_a_close_are_dead_lettered_as_the_backtest_counts
     assert det.out.counts.get("after_open") == 1
 
     stream, watermark = TestStream(), 0.0
-    for ev in events:  # in order, the watermark right behind each event
+    for ev in events:  # in order, the watermark ``lag_s`` behind each event
         stream = stream.add_elements([TimestampedValue(ev, ev.t_us / S)])
-        if _ms(ev.t_us) > watermark:
-            stream, watermark = stream.advance_watermark_to(_ms(ev.t_us)), _ms(ev.t_us)
+        if _ms(ev.t_us - lag_s * S) > watermark:
+            stream, watermark = stream.advance_watermark_to(_ms(ev.t_us - lag_s * S)), _ms(ev.t_us - lag_s * S)
     stream = stream.advance_watermark_to(_ms(events[-1].t_us + 2 * int(ttl_s * S))).advance_watermark_to_infinity()
     with TestPipeline(options=_streaming()) as p:
         out = p | stream | AssembleTraces(rules)

@@ -175,8 +175,11 @@ class Detector:
         self.watermark = -1
         self._timers: list[tuple[int, str]] = []
         self._timer_of: dict[str, int] = {}
-        # UIDs whose trace closed, remembered for a TTL so their stragglers do not open a new trace.
+        # UIDs whose trace closed, remembered for a TTL so their stragglers do not open a new trace: an event
+        # dated before the close + TTL is counted (after_<status>), a later one starts the file's next trace.
+        # Decided by the event's time, not by when the mark is forgotten (the stream decides the same way).
         self._closed: dict[str, str] = {}
+        self._closed_until: dict[str, int] = {}
         self._closed_order: deque[tuple[int, str]] = deque()
 
     # -- input -------------------------------------------------------------------------------------------
@@ -224,8 +227,10 @@ class Detector:
             trace = traces.get(uid)
             if trace is None:
                 if uid in self._closed:
-                    self._after_close(uid, ev)
-                    continue
+                    if t < self._closed_until[uid]:
+                        self._after_close(uid, ev)
+                        continue
+                    del self._closed[uid], self._closed_until[uid]  # the mark is over: the file's next trace
                 trace = traces[uid] = Trace(uid, len(rules.names))
             if trace.add(ev, rules, judge, wm, out):
                 self._closed_trace(uid, closed_at=t, status=trace.status)
@@ -282,12 +287,15 @@ class Detector:
         self.traces.pop(uid, None)
         self._timer_of.pop(uid, None)
         self._closed[uid] = status
+        self._closed_until[uid] = closed_at + self.rules.ttl_us
         self._closed_order.append((closed_at, uid))
 
     def _forget_closed(self, wm: int) -> None:
         horizon = wm - self.rules.ttl_us
         order = self._closed_order
         while order and order[0][0] < horizon:
-            _, uid = order.popleft()
-            self._closed.pop(uid, None)
+            closed_at, uid = order.popleft()
+            # Unless the file closed again since (a later trace of it): that mark is another entry.
+            if self._closed_until.get(uid) == closed_at + self.rules.ttl_us:
+                del self._closed[uid], self._closed_until[uid]
 

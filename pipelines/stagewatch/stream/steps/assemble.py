@@ -4,7 +4,9 @@ The backtest releases events behind a global watermark; here each UID buffers it
 when the watermark passes them (an event-time timer at the earliest buffered time), so the ``Trace`` sees the
 same order. An event at or before what its UID already released arrived too late: a dead letter, reason
 ``late``. The trace's own timer (skew holds, TTL) is a second event-time timer. Its state is cleared when the
-trace closes; a short "closed" marker stays for the TTL so stragglers are counted, not made into new traces.
+trace closes; a "closed" mark stays for a TTL from the close, as the backtest's: an event dated before its end
+is a straggler (dead letter ``after_close``), a later one starts the file's next trace -- decided by the event's
+time, not by when it arrives.
 
 Baselines are not here: measurements (waits, reported latencies, end to end) and progress (for stall
 deadlines) go out to be judged downstream against the snapshots of their interval.
@@ -32,7 +34,7 @@ from apache_beam.transforms.window import TimestampedValue
 from stagewatch.core.events import StageEvent
 from stagewatch.core.measurements import Measured, Measurement, Progress, StallInfo
 from stagewatch.core.records import DeadLetter, dead_letter, event_json
-from stagewatch.core.timeutil import US_PER_S, format_rfc3339
+from stagewatch.core.timeutil import US_PER_S, format_rfc3339, parse_rfc3339_us
 from stagewatch.core.traces import Outbox, Trace, TraceRules
 from stagewatch.stream.steps.contain import ContainedStep, contained
 from stagewatch.stream.steps.timers import fire_at, fire_no_later_than, take_due
@@ -85,6 +87,8 @@ class _AssembleFn(beam.DoFn):
     RELEASED = ReadModifyWriteStateSpec("released_us", VarIntCoder())
     NEXT = ReadModifyWriteStateSpec("next_fire_us", VarIntCoder())
     CLOSED = ReadModifyWriteStateSpec("closed", StrUtf8Coder())
+    # When the closed mark ends (the close + the TTL); absent in marks written before it was kept.
+    CLOSED_UNTIL = ReadModifyWriteStateSpec("closed_until_us", VarIntCoder())
     FIRE = TimerSpec("fire", TimeDomain.WATERMARK)
 
     def __init__(self, rules: TraceRules) -> None:
@@ -100,6 +104,7 @@ class _AssembleFn(beam.DoFn):
         released: Any = beam.DoFn.StateParam(RELEASED),
         next_fire: Any = beam.DoFn.StateParam(NEXT),
         closed: Any = beam.DoFn.StateParam(CLOSED),
+        closed_until: Any = beam.DoFn.StateParam(CLOSED_UNTIL),
         fire: Any = beam.DoFn.TimerParam(FIRE),
     ) -> Iterator[Any]:
         ev = element[1]
@@ -111,7 +116,8 @@ class _AssembleFn(beam.DoFn):
                 f"processed ({format_rfc3339(done)}): it arrived after the watermark had passed it"))
             return
         status = closed.read()
-        if status:
+        until = closed_until.read() if status else None
+        if status and (until is None or ev.t_us < until):
             self._after_close.inc()
             yield beam.pvalue.TaggedOutput(LATE, _dead_letter(
                 ev, "after_close", f"the file's trace already closed ({status}); this event came after it"))
@@ -130,18 +136,26 @@ class _AssembleFn(beam.DoFn):
         released: Any = beam.DoFn.StateParam(RELEASED),
         next_fire: Any = beam.DoFn.StateParam(NEXT),
         closed: Any = beam.DoFn.StateParam(CLOSED),
+        closed_until: Any = beam.DoFn.StateParam(CLOSED_UNTIL),
         fire: Any = beam.DoFn.TimerParam(FIRE),
     ) -> Iterator[Any]:
         now = int(fire_ts.micros)
         rules = self.rules
+        trace: Trace | None = trace_state.read()
+        if trace is None and closed.read():
+            # The closed mark's end (its timer: nothing buffered is earlier). Buffered events, dated after
+            # it, are the file's next trace; with none, the file is forgotten.
+            until = closed_until.read()
+            if until is not None and now < until:  # not its end yet (no other timer is set while it lasts)
+                fire_at(next_fire, fire, [until])
+                return
+            closed.clear()
+            closed_until.clear()
+            released.clear()
         due, rest = take_due(buffer, now, _event_time, _event_time)
         if due:
             released.write(max(due[-1].t_us, released.read() or 0))
-        trace: Trace | None = trace_state.read()
-        if trace is None and closed.read():
-            # Only the closed marker is left; it lasts the TTL so stragglers are dead-lettered, then goes.
-            closed.clear()
-            released.clear()
+        if trace is None and not due and not rest:
             next_fire.clear()
             return
         if trace is None:
@@ -150,17 +164,24 @@ class _AssembleFn(beam.DoFn):
         stragglers = trace.release(due, now, rules, rec, out)
         yield from self._emit(rec, out)
         if stragglers is not None:  # closed
+            # The mark lasts a TTL from the close, as the backtest's (``Detector._closed_until``): a trace closed
+            # open at its TTL would otherwise keep no mark at all, and its next straggler would start a second
+            # trace where the backtest counts it. The close is the summary's moment (the closing event's time,
+            # or the timer's): the backtest's too.
+            closed_at = parse_rfc3339_us(out.summaries[-1].closed_at) if out.summaries else now
+            until = closed_at + rules.ttl_us
+            buffer.clear()
             for e in stragglers + rest:
+                if e.t_us >= until:  # the file's next trace: waits for the mark's end
+                    buffer.add(e)
+                    continue
                 self._after_close.inc()
                 yield beam.pvalue.TaggedOutput(LATE, _dead_letter(
                     e, "after_close", f"the file's trace already closed ({trace.status}); this event came after it"))
-            buffer.clear()
             trace_state.clear()
             closed.write(trace.status)
-            # The mark lasts a TTL from the close, as the backtest's (``Detector._forget_closed``): a trace
-            # closed open at its TTL would otherwise keep no mark at all, and its next straggler would start a
-            # second trace -- a second summary of the file downstream.
-            fire_at(next_fire, fire, [now + rules.ttl_us])
+            closed_until.write(until)
+            fire_at(next_fire, fire, [until])
             return
         if trace.last_t:
             trace_state.write(trace)
