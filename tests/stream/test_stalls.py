@@ -10,6 +10,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import Timestamp
 
 from stagewatch.core.measurements import Deadline, FileRef, Progress, StallInfo
 from stagewatch.core.records import Anomaly, StageTiming, TraceSummary
@@ -243,3 +244,27 @@ def test_two_summaries_of_one_file_held_at_once_both_come_out() -> None:
         out = _watch(pipe | stream)
         assert_that(out[STALLED_SUMMARIES] | beam.Map(lambda s: (s.uid, s.first_time, s.status)),
                     equal_to([("s", first.first_time, "stalled"), ("s", second.first_time, "complete")]))
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.at: list[int] = []
+
+    def set(self, ts: Any) -> None:
+        self.at.append(int(ts.micros))
+
+
+def test_a_summary_held_by_an_older_release_is_kept_and_the_close_timer_is_not_set_in_the_past() -> None:
+    """A job updated in place may hold one bare summary (before several were kept). A second summary of the file
+    keeps it, and the close timer goes to the new element's time, not to the old one's unknown time (0: a timer
+    in 1970 emits its output there, behind every window downstream)."""
+    old = _summary("u", [("detect", T0), ("enqueue", T0 + 10 * S)])
+    new = _summary("u", [("detect", T0 + 7200 * S), ("download", T0 + 7300 * S)], status="complete")
+    held, close = _State(old), _Timer()
+    out = list(_WatchFn(RULES).process(
+        ("u", new), ts=Timestamp(micros=T0 + 7300 * S), latest=_State(), moves=_State(), held_summary=held,
+        pending=_State(), stalled=_State(), closed=_State(), reported=_State(), held=_State(), next_release=_State(),
+        fire=_Timer(), release=_Timer(), close=close))
+    assert out == []
+    assert [s for _, s in held.value] == [old, new]
+    assert close.at == [T0 + 7300 * S]

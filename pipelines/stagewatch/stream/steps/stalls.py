@@ -128,7 +128,9 @@ class _WatchFn(beam.DoFn):
             # Its stages are moves too, known now (a last stage has no progress of its own): whichever of this
             # step's timers fires first, a deadline the file met by completing is not a stall.
             add_moves(moves, [(parse_rfc3339_us(t.time), t.stage) for t in record.stages])
-            close.set(Timestamp(micros=summaries[0][0]))
+            # Never behind this element: a summary held from an older release has no time of its own (0), and one
+            # whose close was deferred to a later deadline is re-examined now and deferred again.
+            close.set(Timestamp(micros=max(summaries[0][0], int(ts.micros))))
 
     @on_timer(RELEASE)
     @contained("Stalls")
@@ -196,8 +198,10 @@ class _WatchFn(beam.DoFn):
         yield from self._declare(now, moves, pending, stalled, reported)
         mark: StallMark | None = stalled.read()
         for summary in due:
-            # Only the trace the stall was declared in is stalled: a later one of the file began after it.
-            if mark is not None and parse_rfc3339_us(summary.first_time) <= mark.last_t_us:
+            # Only the trace the stall was declared in is stalled (the progress it stalled at is within it): a
+            # later trace of the file began after it, an earlier one ended before it.
+            if mark is not None and (parse_rfc3339_us(summary.first_time) <= mark.last_t_us
+                                     <= parse_rfc3339_us(summary.last_time)):
                 beyond = first_beyond(mark, summary.stages, self._rules)
                 if beyond is not None:
                     yield from arrival(stalled, summary.uid, *beyond)
