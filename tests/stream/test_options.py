@@ -47,6 +47,8 @@ def test_production_options() -> None:
         (["--input_file", "x", "--output_dir", "o", "--session_gap_s", "0"], "--session_gap_s must be > 0"),
         (["--input_file", "x", "--output_dir", "o", "--session_gap_s", "-5"], "must be > 0"),
         (["--input_file", "x", "--output_dir", "o", "--allowed_lateness_s", "soon"], "must be a number"),
+        (["--input_file", "x", "--output_dir", "o", "--allowed_lateness_s", "nan"], "must be a number"),
+        (["--input_file", "x", "--output_dir", "o", "--stall_factor", "inf"], "must be a number"),
         (["--input_file", "x", "--output_dir", "o", "--stall_factor", "0.5"], "--stall_factor must be >= 1"),
         (["--input_file", "x", "--output_dir", "o", "--max_ahead_s", "0"], "--max_ahead_s must be > 0"),
         (["--input_file", "x", "--output_dir", "o", "--max_age_s", "1e12"], "--max_age_s must be > 0 and at most 100"),

@@ -9,6 +9,7 @@ not talk to Google Cloud.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -64,8 +65,10 @@ def _number(name: str, raw: Any, minimum: float, strict: bool) -> float:
     try:
         value = float(raw)
     except (TypeError, ValueError):
+        value = math.nan
+    if not math.isfinite(value):  # nan and inf parse as floats, and no setting means them
         unit = "of seconds" if name.endswith("_s") else "(a factor)"
-        raise ValueError(f"--{name} must be a number {unit}, got {raw!r}") from None
+        raise ValueError(f"--{name} must be a number {unit}, got {raw!r}")
     if value < minimum or (strict and value == minimum):
         rel = ">" if strict else ">="
         raise ValueError(f"--{name} must be {rel} {minimum:g}, got {raw!r}")
