@@ -11,6 +11,15 @@ is ``hold`` past it (a buffer and one event-time timer, as ``AssembleTraces`` do
 because verdicts reach this step behind the watermark), and the timer keeps ticking every minute while an
 incident is open so that a quiet incident resolves without waiting for the next anomaly. A local run's
 ticks stop at the end of its input (``end_us``): the end of a file is not the passage of time.
+
+The timer fires on a grid (``GRID_US``, 10 s of event time), not at each record's own due time: a firing reads,
+sorts and rewrites the whole buffer (minutes of anomalies: the judging lag and ``hold``), so firing at every due
+time was quadratic in the anomaly rate -- more than a core at ~9 files/s during a pipeline-wide incident
+(docs/capacity.md). The incident events do not change (the tracker's every decision carries its own time,
+whenever it is told); they are said up to 10 s later. ``benchmarks/incident_grid.py`` measures both and compares
+what they say: the same events for about 1/60 of the CPU in the capacity benchmark's dense hour. A finite input
+(``end_us``, a local run of a file) keeps a timer at each due time: there the end of the input decides what is
+still open, and a grid would move the last minute's ticks.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ from stagewatch.stream.steps.timers import fire_at, fire_no_later_than, take_due
 __all__ = ["TrackIncidents"]
 
 TICK_US = 60 * US_PER_S
+GRID_US = 10 * US_PER_S
 _KEY = "incidents"
 
 
@@ -44,10 +54,14 @@ class _TrackFn(beam.DoFn):
     NEXT = ReadModifyWriteStateSpec("next_fire_us", VarIntCoder())
     FIRE = TimerSpec("fire", TimeDomain.WATERMARK)
 
-    def __init__(self, cfg: IncidentConfig, end_us: int | None, hold_us: int) -> None:
+    def __init__(self, cfg: IncidentConfig, end_us: int | None, hold_us: int, grid_us: int = GRID_US) -> None:
         self._cfg = cfg
         self._end_us = end_us
         self._hold_us = hold_us
+        self._grid_us = max(1, grid_us) if end_us is None else 1
+
+    def _on_grid(self, t_us: int) -> int:
+        return -(-t_us // self._grid_us) * self._grid_us
 
     @contained("Incidents")
     def process(
@@ -60,7 +74,7 @@ class _TrackFn(beam.DoFn):
         record = kv[1]
         t = time_of(record)
         buffer.add((t, not isinstance(record, TenantActivity), record))
-        fire_no_later_than(next_fire, fire, t + self._hold_us)
+        fire_no_later_than(next_fire, fire, self._on_grid(t + self._hold_us))
 
     @on_timer(FIRE)
     @contained("Incidents")
@@ -86,7 +100,7 @@ class _TrackFn(beam.DoFn):
         yield from tracker.advance(horizon)
         tracker.events.clear()  # emitted; the state keeps only what decides the future
         tracker_state.write(tracker)
-        wake = [rest[0][0] + self._hold_us] if rest else []
+        wake = [self._on_grid(rest[0][0] + self._hold_us)] if rest else []
         if tracker.open and (self._end_us is None or horizon + TICK_US <= self._end_us):
             wake.append(now + TICK_US)
         fire_at(next_fire, fire, wake)
