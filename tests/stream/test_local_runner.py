@@ -223,6 +223,53 @@ def test_bug_c_the_pubsub_readers_watermark_does_not_pass_the_messages_it_reads(
         publisher.delete_topic(topic=topic)
     assert (counted == 60) if corrected else (counted < 60), counted
 
+
+class _Context:
+    """A run's evaluation context, as far as correction C looks at it."""
+
+    def __init__(self) -> None:
+        self.pipeline_options = PipelineOptions([])
+
+
+def test_correction_c_a_stale_line_holds_nothing_and_each_run_keeps_its_own_hold() -> None:
+    """The reader's pulls played by hand (Beam's pull and bundle replaced for the test only): a line dated 1970
+    in every pull does not stop the watermark behind the fresh traffic; a second run reading an hour-old backlog
+    of the same subscription is not held to the first run's watermark; a line dated ahead does not move it."""
+    from apache_beam.runners.direct.transform_evaluator import _PubSubReadEvaluator as Reader
+
+    from stagewatch.stream.local.patches import _pubsub_watermark_behind_messages
+
+    pulls: list[list[tuple[Timestamp, None]]] = []
+
+    def finish(self: Any) -> Any:  # what Beam's does, minus Pub/Sub: one pull, the hold left to the patch
+        self._read_from_pubsub(None)
+        return type("Result", (), {"keyed_watermark_holds": {}})()
+
+    def hold_after(pull: list[float], context: _Context, sub: str = "projects/p/subscriptions/s") -> float:
+        pulls.append([(Timestamp.of(t), None) for t in pull])
+        reader = Reader.__new__(Reader)
+        reader._sub_name, reader._evaluation_context = sub, context
+        return float(reader.finish_bundle().keyed_watermark_holds[None].micros) / US_PER_S
+
+    saved = Reader.__dict__["_read_from_pubsub"], Reader.__dict__["finish_bundle"]
+    Reader._read_from_pubsub = lambda self, attribute: pulls.pop(0)
+    Reader.finish_bundle = finish
+    patcher = Patcher()
+    try:
+        _pubsub_watermark_behind_messages(patcher)
+        live, start = _Context(), time.time() - 3600
+        for minute in range(60):  # an hour of traffic, a pull a minute, each with a line from a 1970 clock
+            hold = hold_after([start + minute * 60 + k for k in range(9)] + [0.0], live)
+        assert hold >= start + 59 * 60 - 60 - 1  # the last pull's oldest fresh line, less the 60 s allowance
+        backfill = _Context()  # another run, an hour-old backlog
+        assert hold_after([start, start + 1], backfill) == pytest.approx(start - 60, abs=1e-5)
+        # A line dated an hour ahead among the backlog's does not move it either.
+        ahead = hold_after([start + 2, start + 3, time.time() + 3600], backfill)
+        assert ahead == pytest.approx(start + 2 - 60, abs=1e-5)
+    finally:
+        patcher.undo()
+        Reader._read_from_pubsub, Reader.finish_bundle = saved
+
 # -- every fix, with and without -----------------------------------------------------------------------------
 
 
