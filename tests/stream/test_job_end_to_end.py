@@ -56,10 +56,11 @@ def test_logentries_in_anomalies_out_through_pubsub_and_bigquery(tmp_path: Path)
     result = run([
         "--input_subscription", logs_sub, "--output_topic", out_topic, "--bigquery_dataset", dataset,
         "--stages", "a,b,c", "--output_dir", str(tmp_path), "--publish_anomalies", "true",
-        "--runner", "StagewatchLocalRunner",
+        "--runner", "StagewatchLocalRunner", "--allowed_lateness_s", "5",
     ], wait=False)
     try:
-        # The local runner's Pub/Sub watermark trails the oldest line of each pull by --allowed_lateness_s (60 s):
+        # The local runner's Pub/Sub watermark trails the oldest line of each pull by --allowed_lateness_s (5 s
+        # here: the entries are published in order; the default 60 s would add a minute to every wait below):
         # entries of a few seconds ago are on time.
         now = int(time.time() * US_PER_S)
         messages = [
@@ -92,7 +93,7 @@ def test_logentries_in_anomalies_out_through_pubsub_and_bigquery(tmp_path: Path)
         # The incident step decides half a baseline interval (150 s) behind the watermark (docs/incidents.md);
         # in a job's first interval the watermark behind the judging waits up to a fold's grace (150 s) more for
         # the next snapshot, which judges what that interval measured (JudgeDeferred): up to 300 s, and the
-        # wall clock here decides where the interval ends; the watermark trails the wall clock by 60 s more.
+        # wall clock here decides where the interval ends; the watermark trails the wall clock by 5 s more.
         _until("five failed anomalies and an incident on the topic", anomalies_and_incident, seconds=480)
         first = next(m for m in received if orjson.loads(m.message.data).get("uid") == "bad-1")
         body = orjson.loads(first.message.data)

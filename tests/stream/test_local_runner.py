@@ -209,10 +209,10 @@ def test_bug_c_the_pubsub_readers_watermark_does_not_pass_the_messages_it_reads(
          | beam.Map(lambda kv: sum(kv[1])) | beam.ParDo(_Collect(tag)))
     result = p.run()
     try:
-        # Until every line is counted, or nothing new came for 50 s (what a drop looks like; a pull of an empty
+        # Until every line is counted, or nothing new came for 40 s (what a drop looks like; a pull of an empty
         # subscription waits up to 30 s before the reader moves the watermark).
         counted, last_change, deadline = 0, time.time(), time.time() + 150
-        while counted < 60 and time.time() < min(deadline, last_change + 50):
+        while counted < 60 and time.time() < min(deadline, last_change + 40):
             time.sleep(1)
             now_counted = sum(_COLLECTED.get(tag, []))
             if now_counted != counted:
