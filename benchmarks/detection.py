@@ -1,7 +1,7 @@
 """Detection quality on simulated days, with the defaults a user gets, on seeds the tests do not use.
 
     python benchmarks/detection.py [--seeds 101 102 103 104 105] [--workdir DIR] [--line body|tail]
-                                   [--markdown FILE]
+                                   [--baseline-interval SECONDS] [--markdown FILE]
 
 For each seed: ``stagewatch simulate`` (a full day, standard faults), ``stagewatch replay`` with no options,
 then trace-level precision / recall / F1 per kind against the labels, and the stall detection delay (from
@@ -27,12 +27,13 @@ from stagewatch.evaluation.simulate import SimConfig, simulate_to_dir
 from stagewatch.logfiles import iter_lines
 
 
-def run_seed(seed: int, work: Path, line: str = "body") -> tuple[list[KindScore], dict, int]:
+def run_seed(seed: int, work: Path, line: str = "body", interval_s: int = 300) -> tuple[list[KindScore], dict, int]:
     out = work / f"seed-{seed}"
     if not (out / "logs.jsonl").exists():
         simulate_to_dir(SimConfig(seed=seed), out)
     anomalies: list[dict] = []
-    stats = replay(iter_lines([str(out / "logs.jsonl")]), cfg=DetectorConfig(baseline=BaselineConfig(line=line)),
+    cfg = DetectorConfig(baseline=BaselineConfig(line=line, interval_s=interval_s))
+    stats = replay(iter_lines([str(out / "logs.jsonl")]), cfg=cfg,
                    on_anomaly=lambda a: anomalies.append(a.to_dict()))
     labels = [orjson.loads(line) for line in (out / "labels.jsonl").read_bytes().splitlines()]
     scores, delay = score_kinds(labels, anomalies)
@@ -53,6 +54,8 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[101, 102, 103, 104, 105])
     ap.add_argument("--workdir", default="/tmp/stagewatch-detection")
     ap.add_argument("--line", choices=LINE_RULES, default="body", help="the alert line rule (docs/detection.md)")
+    ap.add_argument("--baseline-interval", type=int, default=300, metavar="SECONDS",
+                    help="how often baselines are folded (replay --baseline-interval)")
     ap.add_argument("--markdown", help="write the tables (markdown) here")
     args = ap.parse_args()
     work = Path(args.workdir)
@@ -60,7 +63,7 @@ def main() -> int:
     totals = {k: [0, 0, 0] for k in KINDS}
     delays = []
     for seed in args.seeds:
-        scores, delay, events = run_seed(seed, work, args.line)
+        scores, delay, events = run_seed(seed, work, args.line, args.baseline_interval)
         print(f"seed {seed}: {events:,} events, stall delay median {delay['median_s']} s, p95 {delay['p95_s']} s")
         for s in scores:
             rows.append((str(seed), s))

@@ -64,7 +64,8 @@ def _peer_scores(series: list[tuple[str, str, float]], labels: list[dict[str, An
     return out
 
 
-def run_seed(seed: int, max_files: int, work: Path, line: str = "body", peers: bool = False) -> dict[str, Any]:
+def run_seed(seed: int, max_files: int, work: Path, line: str = "body", peers: bool = False,
+             interval_s: int = 300) -> dict[str, Any]:
     out = work / f"zoo-{seed}"
     pipe = random_pipeline(seed, max_files)
     manifest = simulate_zoo(pipe, out)
@@ -84,7 +85,7 @@ def run_seed(seed: int, max_files: int, work: Path, line: str = "body", peers: b
                           for st in summary.stages if st.duration_ms is not None and st.verdict != "skew")
 
     stats = replay(iter_lines([str(out / "logs.jsonl")]), order=StageOrder.parse(pipe.order),
-                   cfg=DetectorConfig(baseline=BaselineConfig(line=line)),
+                   cfg=DetectorConfig(baseline=BaselineConfig(line=line, interval_s=interval_s)),
                    on_anomaly=on_anomaly, on_summary=on_summary)
     labels, ambiguous = _rows(out / "labels.jsonl"), _rows(out / "ambiguous.jsonl")
     scores, _ = score_kinds(labels, anomalies, ambiguous)
@@ -235,6 +236,8 @@ def main() -> int:
                     help="files per pipeline at most: bounds the time; a faster drawn rate is lowered to fit")
     ap.add_argument("--workdir", default="/tmp/stagewatch-zoo")
     ap.add_argument("--line", choices=LINE_RULES, default="body", help="the alert line rule (docs/detection.md)")
+    ap.add_argument("--baseline-interval", type=int, default=300, metavar="SECONDS",
+                    help="how often baselines are folded (replay --baseline-interval)")
     ap.add_argument("--peers", action="store_true",
                     help="score the peers too (static p99, Beam RobustZScore and ZScore; minutes per pipeline)")
     ap.add_argument("--json", help="write every pipeline's figures and the summary here")
@@ -242,7 +245,7 @@ def main() -> int:
     args = ap.parse_args()
     results = []
     for seed in _seeds(args.seeds):
-        r = run_seed(seed, args.max_files, Path(args.workdir), args.line, args.peers)
+        r = run_seed(seed, args.max_files, Path(args.workdir), args.line, args.peers, args.baseline_interval)
         results.append(r)
         f1s = " ".join(f"{k} {v['f1']:.2f}" for k, v in r["scores"].items() if v["tp"] + v["fp"] + v["fn"])
         print(f"zoo {seed}: {r['stages']} stages, {r['files']:,} files, {r['incidents']} incidents; {f1s}",

@@ -57,6 +57,8 @@ def test_logentries_in_anomalies_out_through_pubsub_and_bigquery(tmp_path: Path)
         "--input_subscription", logs_sub, "--output_topic", out_topic, "--bigquery_dataset", dataset,
         "--stages", "a,b,c", "--output_dir", str(tmp_path), "--publish_anomalies", "true",
         "--runner", "StagewatchLocalRunner", "--allowed_lateness_s", "5",
+        # One-minute baseline intervals: the job's first interval, which the first verdicts wait for, ends sooner.
+        "--baseline_interval_s", "60",
     ], wait=False)
     try:
         # The local runner's Pub/Sub watermark trails the oldest line of each pull by --allowed_lateness_s (5 s
@@ -90,11 +92,11 @@ def test_logentries_in_anomalies_out_through_pubsub_and_bigquery(tmp_path: Path)
             bodies = [orjson.loads(m.message.data) for m in received]
             return len([b for b in bodies if "anomaly_id" in b]) >= 5 and any("incident_id" in b for b in bodies)
 
-        # The incident step decides half a baseline interval (150 s) behind the watermark (docs/incidents.md);
-        # in a job's first interval the watermark behind the judging waits up to a fold's grace (150 s) more for
-        # the next snapshot, which judges what that interval measured (JudgeDeferred): up to 300 s, and the
+        # The incident step decides half a baseline interval (30 s) behind the watermark (docs/incidents.md);
+        # in a job's first interval the watermark behind the judging waits up to a fold's grace (30 s) more for
+        # the next snapshot, which judges what that interval measured (JudgeDeferred): up to 60 s, and the
         # wall clock here decides where the interval ends; the watermark trails the wall clock by 5 s more.
-        _until("five failed anomalies and an incident on the topic", anomalies_and_incident, seconds=480)
+        _until("five failed anomalies and an incident on the topic", anomalies_and_incident, seconds=300)
         first = next(m for m in received if orjson.loads(m.message.data).get("uid") == "bad-1")
         body = orjson.loads(first.message.data)
         assert (body["kind"], body["uid"], body["stage"], body["last_stage"]) == ("failed", "bad-1", "b", "a")

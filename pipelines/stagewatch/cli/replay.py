@@ -51,6 +51,9 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stall-factor", type=float, help="stall deadline = this x the next stage's alert line "
                    "(default 8)")
     p.add_argument("--half-life", type=float, metavar="SECONDS", help="baseline half-life (default 10800)")
+    p.add_argument("--baseline-interval", type=int, metavar="SECONDS",
+                   help="how often baselines fold in what they learned and alert lines are redrawn (default 300; "
+                   "the streaming job's --baseline_interval_s)")
     p.add_argument("--warmup", type=float, metavar="N", help="samples a baseline needs before it judges "
                    "(default 30)")
     p.add_argument("--line", choices=LINE_RULES, help="how alert lines are read: body (default; from the lower "
@@ -82,7 +85,8 @@ def _run(args: argparse.Namespace) -> int:
     for flag, value, least, what in (("--warmup", args.warmup, 1, "samples"),
                                      ("--stall-factor", args.stall_factor, 1, "times the next stage's alert line"),
                                      ("--allowed-lateness", args.allowed_lateness, 0, "seconds"),
-                                     ("--half-life", args.half_life, 1, "seconds")):
+                                     ("--half-life", args.half_life, 1, "seconds"),
+                                     ("--baseline-interval", args.baseline_interval, 1, "seconds")):
         if value is not None and not least <= value < math.inf:  # (not: NaN too)
             raise ValueError(f"{flag} must be at least {least} ({what}), got {value:g}")
     args.logs = log_inputs(args.logs)
@@ -91,7 +95,8 @@ def _run(args: argparse.Namespace) -> int:
         args.stages,
         detector_overrides={"allowed_lateness_s": args.allowed_lateness, "stall_factor": args.stall_factor,
                             "max_ahead_s": args.max_ahead, "max_age_s": args.max_age},
-        baseline_overrides={"half_life_s": args.half_life, "warmup_n": args.warmup, "line": args.line},
+        baseline_overrides={"half_life_s": args.half_life, "interval_s": args.baseline_interval,
+                            "warmup_n": args.warmup, "line": args.line},
     )
     outputs = [o for o in (args.output, args.traces, args.dead_letters, args.incidents, args.lots, args.summary_json)
                if o and o != "-"]

@@ -52,6 +52,7 @@ class ValidatedOptions:
     time_bounds: TimeBounds
     stall_factor: float
     half_life_s: float
+    baseline_interval_s: int  # BaselineConfig.interval_s
     alert_line: str  # BaselineConfig.line
     uid_key: UidKey | None  # uids hashed with the key found there (core/privacy.py)
     dead_letter_payload: str
@@ -73,6 +74,15 @@ def _number(name: str, raw: Any, minimum: float, strict: bool) -> float:
         rel = ">" if strict else ">="
         raise ValueError(f"--{name} must be {rel} {minimum:g}, got {raw!r}")
     return value
+
+
+def _interval(raw: Any) -> int:
+    """Whole seconds, 60 to 3600: a fold waits half an interval for late counts (under 30 s, Pub/Sub's
+    delivery delays would miss it), and a stage keeps emitting snapshots every interval while it is quiet."""
+    text = str(raw if raw is not None else "300").strip()
+    if not text.isdigit() or not 60 <= int(text) <= 3600:
+        raise ValueError(f"--baseline_interval_s must be whole seconds from 60 to 3600 (e.g. 300), got {raw!r}")
+    return int(text)
 
 
 def _choice(name: str, raw: Any, choices: tuple[str, ...]) -> str:
@@ -150,6 +160,7 @@ def validate(opts: PipelineOptions) -> ValidatedOptions:
         time_bounds=_bounds(o.get("max_ahead_s"), o.get("max_age_s")),
         stall_factor=_number("stall_factor", o.get("stall_factor"), 1, strict=False),
         half_life_s=_number("half_life_s", o.get("half_life_s"), 0, strict=True),
+        baseline_interval_s=_interval(o.get("baseline_interval_s")),
         alert_line=_choice("alert_line", o.get("alert_line") or "body", LINE_RULES),
         uid_key=(key := _uid_key(o, local=path is not None)),
         dead_letter_payload=_payload(o.get("dead_letter_payload"), hashed=key is not None),

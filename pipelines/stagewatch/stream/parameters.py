@@ -81,6 +81,11 @@ PARAMETERS: tuple[Parameter, ...] = (
               "alert line.", _NUMBER_RE, "8", float),
     Parameter("half_life_s", "Baseline half-life (seconds)",
               "How fast the rolling baselines forget.", _NUMBER_RE, "10800", float),
+    Parameter("baseline_interval_s", "Baseline interval (seconds)",
+              "How often each stage's baseline folds in what it learned and its alert lines are redrawn (whole "
+              "seconds, 60 to 3600). A stage's first interval is judged at its end, so a shorter interval gives "
+              "the first verdicts sooner, for more work per stage and tenant; replay's --baseline-interval.",
+              r"^[0-9]+$", "300", int),
     Parameter("alert_line", "Alert line rule",
               "How each stage's alert line is read from its baseline: body (the default: from the lower half "
               "of its durations; catches a slow share of up to 30 % present from the start) or tail (from "

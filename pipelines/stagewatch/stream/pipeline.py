@@ -146,7 +146,8 @@ def construct(argv: list[str] | None = None,
     touching anything outside (the step-name test and ``run`` share it). ``broken_off``: see ``run``."""
     options = PipelineOptions(argv)
     opts: ValidatedOptions = validate(options)
-    baseline = BaselineConfig(half_life_s=opts.half_life_s, line=opts.alert_line)
+    baseline = BaselineConfig(interval_s=opts.baseline_interval_s, half_life_s=opts.half_life_s,
+                              line=opts.alert_line)
     options.view_as(StandardOptions).streaming = True
     end_us = None
     damaged: list[Damage] | None = None if broken_off is None else []
