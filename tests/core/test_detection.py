@@ -9,6 +9,7 @@ import pytest
 
 from stagewatch.backtest.engine import DetectorConfig
 from stagewatch.core.events import StageEvent
+from stagewatch.core.timeutil import parse_rfc3339_us
 from tests.streams import T0, Pipeline, S, burst, diurnal, file_events, run, steady_stream
 
 pytestmark = pytest.mark.unit
@@ -328,8 +329,9 @@ def test_a_file_past_its_stage_line_is_flagged_while_still_in_it_and_not_again_w
 
 
 def test_a_file_that_stalls_is_flagged_slow_first_and_stalled_at_its_deadline() -> None:
-    """The stall deadline stays the later, stronger verdict."""
-    anomalies, _, _, _ = _in_progress_day(factor_b=600.0)
+    """The stall deadline stays the later, stronger verdict. (b's line comes 10 minutes late, within the
+    session gap after the stall: counted as its arrival; an hour later it would be the file's next session.)"""
+    anomalies, _, _, _ = _in_progress_day(factor_b=60.0)
     mine = [(a.kind, a.stage, a.measure) for a in anomalies if a.uid == "late"]
     assert mine == [("slow_stage", "b", "in_progress"), ("stalled", "b", "deadline")]
     slow, stall = (a for a in anomalies if a.uid == "late")
@@ -390,3 +392,26 @@ def test_a_stage_whose_stall_deadline_is_past_the_time_to_live_still_flags_a_fil
     anomalies, _, _ = run(sorted(events, key=lambda e: e.t_us), pipe.stages, cfg=DetectorConfig(ttl_s=900.0))
     assert [(a.stage, a.measure) for a in anomalies if a.uid == "late" and a.kind == "slow_stage"] == [
         ("b", "in_progress")]
+
+
+def test_a_file_silent_for_most_of_the_session_gap_before_its_deadline_is_stalled_not_let_go() -> None:
+    """b takes minutes (median 5 min, line ~15 min): 8x its line is two hours, past the session gap (1 h). A
+    file stuck before b is declared stalled at 90 % of the gap after its last stage -- before, it was let go
+    as open at the gap and nobody heard of it. A file that is only slow in b is flagged in progress at b's
+    line and arrives; no stall for it."""
+    pipe = Pipeline(stages=("a", "b", "c"), medians={"b": 300.0, "c": 1.0})
+    rng = random.Random(21)
+    events = steady_stream(pipe, hours=4, every_s=20, seed=21)
+    t = T0 + 2 * 3600 * S
+    stuck = file_events(pipe, "stuck", t, rng, drop_from="b")
+    slow = file_events(pipe, "slow", t, rng, factor=lambda stage, _: 4.0 if stage == "b" else 1.0)
+    events = sorted([*events, *stuck, *slow], key=lambda e: e.t_us)
+    anomalies, summaries, _ = run(events, pipe.stages, cfg=DetectorConfig(ttl_s=3600.0))
+    (stall,) = [a for a in anomalies if a.uid == "stuck" and a.kind == "stalled"]
+    assert (stall.stage, stall.last_stage) == ("b", "a")
+    assert parse_rfc3339_us(stall.event_time) == stuck[-1].t_us + int(0.9 * 3600 * S)
+    assert "within 54 min" in stall.message
+    assert [s.status for s in summaries if s.uid == "stuck"] == ["stalled"]
+    assert [(a.stage, a.measure) for a in anomalies if a.uid == "slow" and a.kind != "slow_trace"] == [
+        ("b", "in_progress")]
+    assert [s.status for s in summaries if s.uid == "slow"] == ["complete"]

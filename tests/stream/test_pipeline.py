@@ -20,7 +20,7 @@ from stagewatch.core.timeutil import format_rfc3339, parse_rfc3339_us
 from stagewatch.core.traces import TraceRules
 from stagewatch.stream.local import LocalRunner
 from stagewatch.stream.pipeline import build, construct
-from tests.streams import Pipeline, S, burst, file_events, steady_stream
+from tests.streams import T0, Pipeline, S, burst, file_events, steady_stream
 
 pytestmark = pytest.mark.pipeline
 
@@ -285,6 +285,33 @@ def test_a_shorter_baseline_interval_judges_a_burst_sooner_and_both_drivers_agre
         assert max(parse_rfc3339_us(r[3]) for r in slow) < start + 120 * S
     # The moment a verdict is made may differ by the drivers' watermark steps (docs/streaming.md).
     assert {r[:3] for r in streamed} == {r[:3] for r in replayed}
+
+
+def test_a_stage_taking_minutes_stalls_a_stuck_file_within_the_session_gap_in_both_drivers(tmp_path: Path) -> None:
+    """b takes 5 minutes (8x its line: two hours). With their defaults (one session gap, an hour, for both),
+    the job and the backtest declare the file stuck before b stalled at the same moment, 54 min after its
+    last stage; before, the job let it go as open at the gap and the backtest (6 h) stalled it at 8x the line."""
+    from stagewatch.cli import main
+    from stagewatch.stream.parameters import PARAMETERS
+
+    assert next(p.default for p in PARAMETERS if p.name == "session_gap_s") == "3600"
+    pipe = Pipeline(stages=("a", "b", "c"), medians={"b": 300.0, "c": 1.0})
+    rng = random.Random(21)
+    t = T0 + 2 * 3600 * S
+    stuck = file_events(pipe, "stuck", t, rng, drop_from="b")
+    events = sorted([*steady_stream(pipe, hours=4, every_s=20, seed=21), *stuck], key=lambda e: e.t_us)
+    logs = tmp_path / "logs.jsonl"
+    logs.write_bytes(b"\n".join(_line(ev) for ev in events) + b"\n")
+    assert main(["replay", str(logs), "-o", str(tmp_path / "a.jsonl")]) == 0
+    assert main(["run", "--input_file", str(logs), "--output_dir", str(tmp_path / "out")]) == 0
+    replayed = [orjson.loads(x) for x in (tmp_path / "a.jsonl").read_bytes().splitlines()]
+    streamed = [orjson.loads(x) for f in (tmp_path / "out").glob("anomalies*.jsonl")
+                for x in f.read_bytes().splitlines()]
+    for rows in (replayed, streamed):
+        stalls = [(a["uid"], a["stage"], parse_rfc3339_us(a["event_time"])) for a in rows if a["kind"] == "stalled"]
+        assert stalls == [("stuck", "b", stuck[-1].t_us + 54 * 60 * S)]
+    assert {(a["kind"], a["uid"], a["stage"]) for a in streamed} == {
+        (a["kind"], a["uid"], a["stage"]) for a in replayed}
 
 
 def test_run_and_replay_agree_with_the_tail_line(tmp_path: Path) -> None:

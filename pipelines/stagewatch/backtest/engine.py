@@ -29,7 +29,7 @@ from stagewatch.core.clock import TimeBounds
 from stagewatch.core.events import StageEvent
 from stagewatch.core.measurements import Arrival
 from stagewatch.core.timeutil import US_PER_S
-from stagewatch.core.traces import Outbox, Trace, TraceRules
+from stagewatch.core.traces import SESSION_GAP_S, Outbox, Trace, TraceRules
 from stagewatch.core.verdicts import Judge
 
 __all__ = ["Detector", "DetectorConfig", "Ingest"]
@@ -49,7 +49,7 @@ class DetectorConfig:
     hold_s: float = 30.0
     stall_factor: float = 8.0
     min_stall_s: float = 10.0
-    ttl_s: float = 6 * 3600.0
+    ttl_s: float = SESSION_GAP_S
     max_ahead_s: float = TimeBounds.max_ahead_s  # an event further ahead of the file's clock is ``future``
     max_age_s: float = TimeBounds.max_age_s  # ... further behind it, ``too_old`` (core/clock.py)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)

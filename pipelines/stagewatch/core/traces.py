@@ -31,10 +31,11 @@ from stagewatch.core.records import Anomaly, StageTiming, TraceSummary
 from stagewatch.core.stages import StageOrder
 from stagewatch.core.timeutil import US_PER_MS, US_PER_S, format_rfc3339
 
-__all__ = ["Judging", "Outbox", "Trace", "TraceRules"]
+__all__ = ["SESSION_GAP_S", "Judging", "Outbox", "Trace", "TraceRules"]
 
 _MISSING = -2  # predecessor is a required stage not seen yet: hold
 _NONE = -1  # no earlier stage at all: this is where the trace starts
+SESSION_GAP_S = 3600.0  # both drivers' default (--session_gap_s, ttl_s): a file's state lasts this long
 
 
 # Measurement without NamedTuple's Python-level __new__: two per event, and that __new__ was a tenth of judging.
@@ -61,7 +62,7 @@ class TraceRules:
     stall_factor: float = 8.0
     # Never declare a stall sooner than this: clocks of different hosts disagree by seconds.
     min_stall_s: float = 10.0
-    ttl_s: float = 6 * 3600.0
+    ttl_s: float = SESSION_GAP_S  # a file silent this long is let go (a stall deadline comes before it)
 
     def __post_init__(self) -> None:
         if self.hold_s < 0 or self.stall_factor < 1 or self.ttl_s <= 0 or self.min_stall_s < 0:

@@ -18,7 +18,7 @@ from stagewatch.core.records import Anomaly
 from stagewatch.core.timeutil import US_PER_MS
 from stagewatch.core.traces import Outbox, Trace, TraceRules
 
-__all__ = ["RARE_OPTIONAL", "Judge", "baseline_stage", "deferred_snapshot", "defers",
+__all__ = ["RARE_OPTIONAL", "STALL_WITHIN_TTL", "Judge", "baseline_stage", "deferred_snapshot", "defers",
            "judge_measurement", "lookup_at", "stall_deadline"]
 
 
@@ -31,6 +31,7 @@ def baseline_stage(m: Measurement, rules: TraceRules) -> str:
 
 Lookup = Callable[[str], tuple[Snapshot | None, bool]]  # the snapshot judging a baseline, for one file
 RARE_OPTIONAL = 0.01  # an optional stage seen less often than this, next to the stage after it, is rare
+STALL_WITHIN_TTL = 0.9  # a stall deadline is at most this share of the session gap after the file's last stage
 
 
 def judge_measurement(
@@ -81,6 +82,10 @@ def stall_deadline(
         allowed_ms += rules.stall_factor * optional.threshold_ms
         median_ms += optional.median_ms
         between = True
+    # Never later than most of the session gap after the stage the file reached: a file silent that long is
+    # stalled, not let go as open in silence when its trace times out (a stage taking minutes has a deadline
+    # of hours). The last tenth keeps the stall before the session's end in the streaming job's timers too.
+    allowed_ms = min(allowed_ms, STALL_WITHIN_TTL * rules.ttl_us / US_PER_MS)
     # Past the line of the awaited stage, a file is flagged slow *there*: with an optional stage in between it
     # may be in that one instead, and the verdict would name the wrong stage -- none then (its stall still comes).
     return last_t + int(allowed_ms * US_PER_MS), StallInfo(next_i, median_ms, allowed_ms, int(snap.n), by_tenant,
