@@ -145,18 +145,19 @@ def test_binning_an_interval_at_once_bins_each_value_as_bin_of() -> None:
 
 
 def test_learning_is_counted_per_key_when_the_interval_is_folded() -> None:
-    """Values learned in an interval reach the stage-wide key and the tenant's (within ``max_tenants``,
-    first come first served) when the interval is folded; the store's epoch moves with every fold."""
+    """Values learned in an interval reach the stage-wide key and the tenant's (within ``max_tenants``, new
+    tenants of an interval in name order) when the interval is folded; the store's epoch moves with every fold."""
     store = BaselineStore(BaselineConfig(max_tenants=1, warmup_n=5))
     store.advance(0)
     epoch = store.epoch
-    for tenant in ("first", "second", None, "first", "second"):
+    for tenant in ("second", "first", None, "second", "first"):  # "second" comes first: names decide
         for _ in range(10):
             store.learn("call", tenant, 100.0)
+    store.learn("other", "second", 100.0)  # each stage has its own places
     assert store.pending == {} and store.epoch == epoch  # nothing counted before the interval ends
     store.advance(300 * S)
     assert store.epoch > epoch
-    assert store.tenants == {"first"} and store.tenants_over_limit == 20
+    assert store.admitted == {"call": {"first"}, "other": {"second"}} and store.tenants_over_limit == 20
     assert store.lookup("call", None)[0].n == 50  # type: ignore[union-attr]
     assert store.lookup("call", "first") == (store.snaps[("call", "first")], True)
     assert store.snaps[("call", "first")].n == 20

@@ -415,3 +415,15 @@ def test_a_file_silent_for_most_of_the_session_gap_before_its_deadline_is_stalle
     assert [(a.stage, a.measure) for a in anomalies if a.uid == "slow" and a.kind != "slow_trace"] == [
         ("b", "in_progress")]
     assert [s.status for s in summaries if s.uid == "slow"] == ["complete"]
+
+
+@pytest.mark.parametrize(("median_s", "ttl_s"), [(2400.0, 3600.0), (1200.0, 3600.0), (2.0, 5.0)])
+def test_a_deadline_is_never_brought_within_twice_the_stages_line_nor_min_stall(median_s: float, ttl_s: float) -> None:
+    """The session gap's cap on a deadline applies only while it is twice the awaited stage's line and at least
+    ``min_stall_s``: a 40-minute stage's normal files were stalled at 54 minutes (101 in a review's run), and
+    a 5-second gap stalled files 4.5 s after their last stage. Here nothing is stuck: no stall."""
+    pipe = Pipeline(stages=("a", "b", "c"), medians={"b": median_s, "c": 1.0})
+    every_s = max(1.0, median_s / 40)
+    events = steady_stream(pipe, hours=max(1.0, median_s * 150 / 3600), every_s=every_s, seed=31)
+    anomalies, _, _ = run(events, pipe.stages, cfg=DetectorConfig(ttl_s=ttl_s))
+    assert [a for a in anomalies if a.kind == "stalled"] == []

@@ -56,7 +56,8 @@ def test_production_options() -> None:
         (["--input_file", "x", "--output_dir", "o", "--publish_anomalies", "yes"], "must be true or false"),
         (["--input_file", "x", "--output_dir", "o", "--alert_line", "p99"], "--alert_line must be one of body, tail"),
         *[(["--input_file", "x", "--output_dir", "o", "--baseline_interval_s", bad],
-           "--baseline_interval_s must be whole seconds from 60 to 3600") for bad in ("59", "3601", "90.5", "nan", "")],
+           "--baseline_interval_s must be whole seconds from 60 to 3600")
+          for bad in ("59", "3601", "90.5", "nan", "", "\u0666\u0660", "\u00b2")],
     ],
 )
 def test_bad_options_say_what_to_type(argv: list[str], says: str) -> None:

@@ -49,12 +49,12 @@ class _Collect(beam.DoFn):
 _COLLECTED: dict[str, list[dict[str, Any]]] = {}
 
 
-def _run(stream: TestStream) -> dict[str, list[dict[str, Any]]]:
+def _run(stream: TestStream, cfg: BaselineConfig | None = None) -> dict[str, list[dict[str, Any]]]:
     _COLLECTED.clear()
     opts = PipelineOptions()
     opts.view_as(StandardOptions).streaming = True
     with beam.Pipeline(runner=LocalRunner(), options=opts) as p:
-        out = build(p | stream, RULES, BaselineConfig())
+        out = build(p | stream, RULES, cfg or BaselineConfig())
         out.anomalies | "CollectAnomalies" >> beam.ParDo(_Collect("anomalies"))
         out.traces | "CollectTraces" >> beam.ParDo(_Collect("traces"))
         out.dead_letters | "CollectDeadLetters" >> beam.ParDo(_Collect("dead_letters"))
@@ -312,6 +312,55 @@ def test_a_stage_taking_minutes_stalls_a_stuck_file_within_the_session_gap_in_bo
         assert stalls == [("stuck", "b", stuck[-1].t_us + 54 * 60 * S)]
     assert {(a["kind"], a["uid"], a["stage"]) for a in streamed} == {
         (a["kind"], a["uid"], a["stage"]) for a in replayed}
+
+
+def test_the_tenant_limit_gives_the_same_tenants_their_own_baselines_in_both_drivers() -> None:
+    """``max_tenants`` 2 of four tenants: each stage lets in new tenants by name (t1, t2), not by arrival --
+    the streaming job kept no limit at all, and the backtest let in whoever came first. t4, whose normal b
+    is 5x slower and whose file comes first, has no baseline of its own: the stage-wide line judges it."""
+    from stagewatch.backtest.engine import DetectorConfig
+    from tests.streams import run as backtest
+
+    rng = random.Random(17)
+    events = []
+    for k in range(1200):
+        tenant = ("t4", "t1", "t2", "t3")[k % 4]
+        slow = (lambda stage, _t: 5.0 if stage == "b" else 1.0) if tenant == "t4" else (lambda stage, _t: 1.0)
+        events += file_events(PIPE, f"f{k:05d}", T0 + k * 5 * S, rng, slow, tenant=tenant)
+    events.sort(key=lambda e: e.t_us)
+    cfg = BaselineConfig(max_tenants=2)
+    replayed, _, det = backtest(events, PIPE.stages, DetectorConfig(baseline=cfg))
+    assert det.base.admitted["b"] == {"t1", "t2"}
+    streamed = _run(_stream(_warm_chunks(events)), cfg)["anomalies"]
+    flagged_t4 = {a.uid for a in replayed if a.kind == "slow_stage" and a.stage == "b" and a.tenant == "t4"}
+    assert len(flagged_t4) >= 150
+    assert {(a["kind"], a["uid"], a["stage"]) for a in streamed} == {(a.kind, a.uid, a.stage) for a in replayed}
+
+
+def test_a_stage_quiet_for_most_of_the_session_gap_keeps_its_snapshots_whatever_the_interval(
+        tmp_path: Path) -> None:
+    """An interval (420 s) that does not divide the session gap (3600 s): a stage quiet for 58 minutes still
+    has its snapshots when the next files come (the streaming job stopped sending them after 8 intervals,
+    56 minutes, and a new tenant's slow files were judged by no baseline: 40 verdicts of the backtest's lost)."""
+    from stagewatch.cli import main
+
+    first = steady_stream(PIPE, hours=3, every_s=10, seed=5)
+    start = max(e.t_us for e in first) + 58 * 60 * S
+    rng = random.Random(9)
+    later = [e for k in range(200) for e in file_events(
+        PIPE, f"v{k:04d}", start + k * 10 * S, rng, (lambda st, _t: 10.0 if st == "b" else 1.0) if k < 20 else
+        (lambda st, _t: 1.0), tenant="t9" if k < 20 else None)]
+    logs = tmp_path / "logs.jsonl"
+    logs.write_bytes(b"\n".join(_line(ev) for ev in sorted(first + later, key=lambda e: e.t_us)) + b"\n")
+    assert main(["replay", str(logs), "-o", str(tmp_path / "a.jsonl"), "--baseline-interval", "420"]) == 0
+    assert main(["run", "--input_file", str(logs), "--output_dir", str(tmp_path / "out"),
+                 "--baseline_interval_s", "420"]) == 0
+    replayed = {(a["kind"], a["uid"], a["stage"]) for a in map(orjson.loads, (tmp_path / "a.jsonl").read_bytes()
+                                                               .splitlines())}
+    streamed = {(a["kind"], a["uid"], a["stage"]) for f in (tmp_path / "out").glob("anomalies*.jsonl")
+                for a in map(orjson.loads, f.read_bytes().splitlines())}
+    assert len({uid for _, uid, _ in replayed if uid < "v0020"}) == 20
+    assert streamed == replayed
 
 
 def test_run_and_replay_agree_with_the_tail_line(tmp_path: Path) -> None:

@@ -53,7 +53,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--half-life", type=float, metavar="SECONDS", help="baseline half-life (default 10800)")
     p.add_argument("--baseline-interval", type=int, metavar="SECONDS",
                    help="how often baselines fold in what they learned and alert lines are redrawn (default 300; "
-                   "the streaming job's --baseline_interval_s)")
+                   "the streaming job's --baseline_interval_s, which takes 60 to 3600)")
     p.add_argument("--warmup", type=float, metavar="N", help="samples a baseline needs before it judges "
                    "(default 30)")
     p.add_argument("--line", choices=LINE_RULES, help="how alert lines are read: body (default; from the lower "

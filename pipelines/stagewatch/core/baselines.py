@@ -32,6 +32,7 @@ Semantics both drivers reproduce exactly (the backtest in-process, the Beam job 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import chain
 from typing import NamedTuple
@@ -232,12 +233,12 @@ class BaselineStore:
         self.values: dict[BaselineKey, list[float]] = {}
         # Changes whenever the interval or the snapshots do: callers may cache lookups while it stays put.
         self.epoch = 0
-        self.tenants: set[str] = set()
-        self.tenants_over_limit = 0
+        self.admitted: dict[str, set[str]] = {}  # per baseline stage, the tenants with their own baselines
+        self.tenants_over_limit = 0  # values not learned for their tenant: no place left for it
 
     def __setstate__(self, state: dict[str, object]) -> None:
         # A store pickled in a running job's state before these fields existed (``--update``).
-        self.__dict__.update({"values": {}, "epoch": 0, **state})
+        self.__dict__.update({"values": {}, "epoch": 0, "admitted": {}, **state})
 
     def advance(self, t_us: int) -> None:
         """Move to the interval holding ``t_us``. What was learned in the interval just left is folded in as of
@@ -320,17 +321,16 @@ class BaselineStore:
                     self.snaps[key] = snap
         self.pending.clear()
 
-    def tenant_allowed(self, tenant: str | None, n: int = 1) -> bool:
-        """Whether the tenant has its own baselines; ``n`` observations are turned away when it cannot."""
-        if tenant in self.tenants:
-            return True
-        if not tenant or not self.cfg.tenant_baselines:
-            return False
-        if len(self.tenants) >= self.cfg.max_tenants:
-            self.tenants_over_limit += n
-            return False
-        self.tenants.add(tenant)
-        return True
+    def admit(self, stage: str, tenants: Iterable[str | None]) -> set[str]:
+        """The tenants of ``stage`` with their own baselines, once those heard in an interval are let in: new
+        ones in name order while the stage has fewer than ``max_tenants``. Per stage and by name, not by
+        arrival: the streaming job's per-stage roll keeps no arrival order, and admits the same ones (made-up
+        tenant names cannot grow either driver's state without bound)."""
+        have = self.admitted.setdefault(stage, set())
+        if self.cfg.tenant_baselines:
+            fresh = sorted({t for t in tenants if t and t not in have})
+            have.update(fresh[:max(0, self.cfg.max_tenants - len(have))])
+        return have
 
     def lookup(self, stage: str, tenant: str | None) -> tuple[Snapshot | None, bool]:
         """The snapshot that judges a value: the tenant's when warm, else the stage-wide one, else None.
@@ -354,17 +354,22 @@ class BaselineStore:
 
     def _count_values(self) -> None:
         """Bin what ``learn`` heard into ``pending``: every value for its stage-wide key, and for its tenant's
-        key when the tenant has (or gets, first come first served) one of the ``max_tenants`` places. One
+        key when the tenant has (or gets: ``admit``) one of the stage's ``max_tenants`` places. One
         numpy pass over the whole interval: per list, the bookkeeping cost more than the values."""
         heard, self.values = self.values, {}
         targets: dict[BaselineKey, int] = {}
         stage_wide: list[int] = []
         own: list[int] = []
+        by_stage: dict[str, list[str | None]] = {}
+        for stage, tenant in heard:
+            by_stage.setdefault(stage, []).append(tenant)
+        admitted = {stage: self.admit(stage, tenants) for stage, tenants in by_stage.items()}
         for (stage, tenant), values in heard.items():
             stage_wide.append(targets.setdefault((stage, None), len(targets)))
-            if tenant is not None and (tenant in self.tenants or self.tenant_allowed(tenant, len(values))):
+            if tenant is not None and tenant in admitted[stage]:
                 own.append(targets.setdefault((stage, tenant), len(targets)))
             else:
+                self.tenants_over_limit += len(values) if tenant and self.cfg.tenant_baselines else 0
                 own.append(-1)
         sizes = np.fromiter(map(len, heard.values()), dtype=np.int64, count=len(heard))
         bins = bins_of(np.fromiter(chain.from_iterable(heard.values()), dtype=np.float64, count=int(sizes.sum())))

@@ -18,8 +18,8 @@ from stagewatch.core.records import Anomaly
 from stagewatch.core.timeutil import US_PER_MS
 from stagewatch.core.traces import Outbox, Trace, TraceRules
 
-__all__ = ["RARE_OPTIONAL", "STALL_WITHIN_TTL", "Judge", "baseline_stage", "deferred_snapshot", "defers",
-           "judge_measurement", "lookup_at", "stall_deadline"]
+__all__ = ["RARE_OPTIONAL", "STALL_MIN_LINES", "STALL_WITHIN_TTL", "Judge", "baseline_stage", "deferred_snapshot",
+           "defers", "judge_measurement", "lookup_at", "stall_deadline"]
 
 
 def baseline_stage(m: Measurement, rules: TraceRules) -> str:
@@ -32,6 +32,7 @@ def baseline_stage(m: Measurement, rules: TraceRules) -> str:
 Lookup = Callable[[str], tuple[Snapshot | None, bool]]  # the snapshot judging a baseline, for one file
 RARE_OPTIONAL = 0.01  # an optional stage seen less often than this, next to the stage after it, is rare
 STALL_WITHIN_TTL = 0.9  # a stall deadline is at most this share of the session gap after the file's last stage
+STALL_MIN_LINES = 2.0  # ... unless that is less than this many times the awaited stage's line
 
 
 def judge_measurement(
@@ -85,7 +86,11 @@ def stall_deadline(
     # Never later than most of the session gap after the stage the file reached: a file silent that long is
     # stalled, not let go as open in silence when its trace times out (a stage taking minutes has a deadline
     # of hours). The last tenth keeps the stall before the session's end in the streaming job's timers too.
-    allowed_ms = min(allowed_ms, STALL_WITHIN_TTL * rules.ttl_us / US_PER_MS)
+    # Only while that is still twice the awaited stage's line (and min_stall_s): a stage whose line is half
+    # the gap would have its normal files stalled (a 40-minute stage: 101 of them in a review's test).
+    cap_ms = STALL_WITHIN_TTL * rules.ttl_us / US_PER_MS
+    if cap_ms >= max(STALL_MIN_LINES * line_ms, rules.min_stall_ms):
+        allowed_ms = min(allowed_ms, cap_ms)
     # Past the line of the awaited stage, a file is flagged slow *there*: with an optional stage in between it
     # may be in that one instead, and the verdict would name the wrong stage -- none then (its stall still comes).
     return last_t + int(allowed_ms * US_PER_MS), StallInfo(next_i, median_ms, allowed_ms, int(snap.n), by_tenant,

@@ -80,7 +80,7 @@ def _interval(raw: Any) -> int:
     """Whole seconds, 60 to 3600: a fold waits half an interval for late counts (under 30 s, Pub/Sub's
     delivery delays would miss it), and a stage keeps emitting snapshots every interval while it is quiet."""
     text = str(raw if raw is not None else "300").strip()
-    if not text.isdigit() or not 60 <= int(text) <= 3600:
+    if not re.fullmatch(r"[0-9]+", text) or not 60 <= int(text) <= 3600:
         raise ValueError(f"--baseline_interval_s must be whole seconds from 60 to 3600 (e.g. 300), got {raw!r}")
     return int(text)
 

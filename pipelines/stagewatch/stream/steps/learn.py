@@ -125,6 +125,7 @@ class _RollFn(beam.DoFn):
         self._quiet_steps = quiet_steps
         self._grace_us = grace_us
         self._after_fold = Metrics.counter("stagewatch", "baseline_counts_after_fold")
+        self._over_limit = Metrics.counter("stagewatch", "baseline_tenants_over_limit")
 
     @contained("Learn")
     def process(
@@ -167,7 +168,15 @@ class _RollFn(beam.DoFn):
         # Same steps as the in-process store: learn during interval k, fold as of k + 1.
         for k in due:
             by_key: dict[tuple[str, str | None], dict[int, float]] = {}
-            for (tenant, b), n in by_step.pop(k).items():
+            counts = by_step.pop(k)
+            # The tenants with baselines of their own, as the backtest admits them (``BaselineStore.admit``).
+            admitted = store.admit(key, [tenant for tenant, _ in counts])
+            for (tenant, b), n in counts.items():
+                if tenant is not None and tenant not in admitted:
+                    if tenant and self._cfg.tenant_baselines:
+                        store.tenants_over_limit += int(n)
+                        self._over_limit.inc(int(n))
+                    continue
                 bucket = by_key.setdefault((key, tenant), {})
                 bucket[b] = bucket.get(b, 0.0) + n
             store.fold_interval(k, by_key)
@@ -200,7 +209,7 @@ class LearnBaselines(ContainedStep):
 
     def expand(self, measurements: beam.PCollection) -> beam.PCollection:
         rules, cfg = self._rules, self._cfg
-        quiet = max(1, int(rules.ttl_us // cfg.interval_us))
+        quiet = max(1, -(-int(rules.ttl_us) // cfg.interval_us))  # up: a whole gap, however the interval divides it
         # Contained (unlike the other steps' keying, which read one field): it runs the rules on each measurement.
         keyed = self.map(measurements, "KeyByBaseline", lambda r: (
             (baseline_stage(r.m, rules), _shard_of(r.file.uid)),
