@@ -389,3 +389,22 @@ def test_run_and_replay_agree_with_the_tail_line(tmp_path: Path) -> None:
     assert {k for k, _, _ in replayed} >= {"slow_stage", "stalled", "failed"}
     agreement = _agreement(replayed, streamed)
     assert agreement >= 0.99, (agreement, sorted(replayed - streamed)[:10], sorted(streamed - replayed)[:10])
+
+
+def test_a_store_kept_across_an_update_takes_the_new_settings_or_starts_again_for_a_new_interval() -> None:
+    """``--update`` with other settings: the roll's stored baseline keeps its histograms under a new line rule
+    or half-life, and starts again under a new interval (its steps are counted in intervals)."""
+    from stagewatch.core.baselines import BaselineStore
+    from stagewatch.stream.steps.learn import adopt
+
+    held = BaselineStore(BaselineConfig())
+    for k in range(40):
+        held.advance(k * 10 * S)
+        held.learn("b", None, 100.0 + k)
+    held.advance(301 * S)
+    assert held.snaps
+    tail = BaselineConfig(line="tail", half_life_s=3600.0)
+    assert adopt(held, tail) is held and held.cfg == tail and held.snaps
+    fresh = adopt(held, BaselineConfig(interval_s=60))
+    assert fresh is not held and fresh.cfg.interval_s == 60 and fresh.snaps == {} and fresh.step == -1
+    assert adopt(None, tail).cfg == tail

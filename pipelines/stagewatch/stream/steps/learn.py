@@ -41,7 +41,7 @@ from stagewatch.core.verdicts import baseline_stage
 from stagewatch.stream.steps.contain import ContainedStep, contained
 from stagewatch.stream.steps.timers import fire_at, fire_no_later_than, take_due
 
-__all__ = ["LearnBaselines"]
+__all__ = ["LearnBaselines", "adopt"]
 
 # Shards per baseline stage. On Dataflow they bound how many workers count a stage; the in-process runner
 # copies every key's state that a bundle touches, so more shards cost a local run a little each.
@@ -102,6 +102,18 @@ def _interval_of(v: tuple[int, str | None, float]) -> int:
     return v[0]
 
 
+def adopt(held: BaselineStore | None, cfg: BaselineConfig) -> BaselineStore:
+    """The store a stage's roll kept, under the job's settings now: an in-place update (``--update``) may have
+    changed them, and the store carries those it was made with. The same store with the new settings (a new
+    line rule or half-life applies from the next fold), or a new one when the interval changed: its steps,
+    warm-ups and decays are counted in intervals, and read in other units they would be silently wrong --
+    the stage warms up again instead, and what its roll held for the old intervals is dropped."""
+    if held is None or held.cfg.interval_s != cfg.interval_s:
+        return BaselineStore(cfg)
+    held.cfg = cfg
+    return held
+
+
 class _RollFn(beam.DoFn):
     """Per baseline stage: the interval counts of every shard, summed, folded ``grace`` after each interval's
     end.
@@ -126,6 +138,7 @@ class _RollFn(beam.DoFn):
         self._grace_us = grace_us
         self._after_fold = Metrics.counter("stagewatch", "baseline_counts_after_fold")
         self._over_limit = Metrics.counter("stagewatch", "baseline_tenants_over_limit")
+        self._restarted = Metrics.counter("stagewatch", "baselines_restarted_for_a_new_interval")
 
     @contained("Learn")
     def process(
@@ -162,8 +175,12 @@ class _RollFn(beam.DoFn):
     ) -> Iterator[Any]:
         interval = self._cfg.interval_us
         now_step = (int(ts.micros) - self._grace_us) // interval  # the interval that started `grace` ago
-        store: BaselineStore = store_state.read() or BaselineStore(self._cfg)
+        held: BaselineStore | None = store_state.read()
+        store = adopt(held, self._cfg)
         by_step: dict[int, Counts] = pending.read() or {}
+        if held is not None and store is not held:  # counts of intervals in the old units: dropped too
+            self._restarted.inc()
+            by_step = {}
         due = sorted(k for k in by_step if k < now_step)
         # Same steps as the in-process store: learn during interval k, fold as of k + 1.
         for k in due:
