@@ -199,3 +199,18 @@ def test_a_bank_pickled_before_disturbed_runs_were_kept_still_loads() -> None:
     old.__setstate__(state)
     assert old.since.tolist() == [-1] * len(old.steps)
     assert pickle.loads(pickle.dumps(bank)).since.tolist() == bank.since.tolist()
+
+
+def test_a_store_pickled_before_the_tenant_limit_keeps_the_first_tenants_by_name_only() -> None:
+    """The streaming job applied no ``max_tenants`` before 2026-12-05: a store from its state may hold any
+    number of tenants. Loaded (``--update``), the first by name keep their baselines, the others' snapshots
+    are dropped (the stage-wide line judges them, as the backtest does)."""
+    store = BaselineStore(BaselineConfig(max_tenants=2, warmup_n=5))
+    counts = {("b", tenant): {bin_of(100.0): 40.0} for tenant in (None, "zz", "t03", "t01", "t02")}
+    store.fold_interval(0, counts)
+    assert {k[1] for k in store.snaps} == {None, "zz", "t03", "t01", "t02"}
+    state = {k: v for k, v in store.__dict__.items() if k != "admitted"} | {"tenants": set()}
+    old = BaselineStore.__new__(BaselineStore)
+    old.__setstate__(pickle.loads(pickle.dumps(state)))
+    assert old.admitted == {"b": {"t01", "t02"}} and not hasattr(old, "tenants")
+    assert set(old.snaps) == {("b", None), ("b", "t01"), ("b", "t02")}

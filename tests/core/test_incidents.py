@@ -403,3 +403,23 @@ def test_everyone_slow_at_a_stage_does_not_widen_a_customers_stall_there() -> No
                     for i in range(10)])
     scopes = sorted((i.kind, i.scope, i.scope_key or "") for i in tracker.open)
     assert scopes == [("slow_stage", "global", ""), ("stalled", "tenant", "wayne")]
+
+
+def test_made_up_tenant_names_do_not_grow_the_tracker_without_bound() -> None:
+    """Every log line may name a new tenant: the tracker's active tenants and its traffic per tenant forget
+    one a while after it was last heard of (a day before the oldest incident; the traffic's keep), instead of
+    growing for as long as the job runs (11,521 names kept after 48 h in a review's run)."""
+    tracker = IncidentTracker(IncidentConfig())
+    sizes = {}
+    for step in range(48 * 12):  # five-minute intervals for 48 h, 20 new names in each
+        t = T0 + step * 5 * MIN
+        for k in range(20):
+            tenant = f"made-up-{step}-{k}"
+            tracker.seen_tenant(tenant, t)
+            tracker.closed_files(tenant, t, 1)
+        tracker.advance(t)
+        if step + 1 in (30 * 12, 48 * 12):
+            sizes[step + 1] = (len(tracker._active), len(tracker.bar.traffic._per_tenant))
+    (active_30, traffic_30), (active_48, traffic_48) = sizes[30 * 12], sizes[48 * 12]
+    assert active_48 <= 20 * 12 * 26 and traffic_48 <= traffic_30 + 20
+    assert active_48 <= active_30 + 20 * 12

@@ -31,6 +31,7 @@ Semantics both drivers reproduce exactly (the backtest in-process, the Beam job 
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -237,8 +238,14 @@ class BaselineStore:
         self.tenants_over_limit = 0  # values not learned for their tenant: no place left for it
 
     def __setstate__(self, state: dict[str, object]) -> None:
-        # A store pickled in a running job's state before these fields existed (``--update``).
-        self.__dict__.update({"values": {}, "epoch": 0, "admitted": {}, **state})
+        # A store pickled in a running job's state before these fields existed (``--update``). One from before
+        # ``admitted`` may hold any number of tenants (the stream had no limit): the first by name keep theirs.
+        self.__dict__.update({"values": {}, "epoch": 0, **state})
+        if "admitted" not in state:
+            self.admitted, _ = {}, self.__dict__.pop("tenants", None)
+            for stage in {key[0] for key in self.snaps}:
+                self.admit(stage, [key[1] for key in self.snaps if key[0] == stage])
+            self.snaps = {k: v for k, v in self.snaps.items() if k[1] is None or k[1] in self.admitted[k[0]]}
 
     def advance(self, t_us: int) -> None:
         """Move to the interval holding ``t_us``. What was learned in the interval just left is folded in as of
@@ -327,9 +334,8 @@ class BaselineStore:
         arrival: the streaming job's per-stage roll keeps no arrival order, and admits the same ones (made-up
         tenant names cannot grow either driver's state without bound)."""
         have = self.admitted.setdefault(stage, set())
-        if self.cfg.tenant_baselines:
-            fresh = sorted({t for t in tenants if t and t not in have})
-            have.update(fresh[:max(0, self.cfg.max_tenants - len(have))])
+        if self.cfg.tenant_baselines and len(have) < self.cfg.max_tenants:
+            have.update(heapq.nsmallest(self.cfg.max_tenants - len(have), {t for t in tenants if t and t not in have}))
         return have
 
     def lookup(self, stage: str, tenant: str | None) -> tuple[Snapshot | None, bool]:

@@ -103,6 +103,12 @@ class Traffic:
             counts.append((end_us, n))
         while counts and counts[0][0] < end_us - self.keep_us:
             counts.popleft()
+        if end_us > self.__dict__.get("_swept_us", 0):
+            # Once per interval, every tenant: one heard of once (a made-up name in a log line) is forgotten
+            # ``keep_us`` later, not kept for ever.
+            self._swept_us = end_us
+            for name in [name for name, old in self._per_tenant.items() if old[-1][0] < end_us - self.keep_us]:
+                del self._per_tenant[name]
 
     def files(self, tenant: str | None, t_us: int, window_us: int) -> int:
         """Files of ``tenant`` (None: everyone's) in the intervals that ended in (t - window, t], as they stand

@@ -51,6 +51,8 @@ def _event_us(a: Anomaly) -> int:
 
 
 _LATE = frozenset({SLOW_STAGE, STALLED})
+_HOUR_US = 3600 * US_PER_S
+_TENANT_MEMORY_US = 24 * _HOUR_US  # how long before the oldest incident that can count it a tenant is kept
 
 
 def _explains(inc: Incident, key: tuple[str, str]) -> bool:
@@ -270,6 +272,12 @@ class IncidentTracker:
         window = t_us - int(self.cfg.open_window_s * US_PER_S)
         if self._arrived_early and min(self._arrived_early.values()) < window:
             self._arrived_early = {u: t for u, t in self._arrived_early.items() if t >= window}
+        # Tenants last active more than a day before any incident that can still count them: log lines with
+        # made-up tenant names grew this without bound. Once an hour: it is a pass over every tenant.
+        if t_us >= self.__dict__.get("_next_sweep_us", 0):
+            oldest = min([inc.started_us for inc in self.open] + [t_us]) - _TENANT_MEMORY_US
+            self._active = {tenant: last for tenant, last in self._active.items() if last >= oldest}
+            self._next_sweep_us = t_us + _HOUR_US
         horizon = t_us - int(self.cfg.remember_s * US_PER_S)
         while self.resolved and (self.resolved[0].resolved_us or 0) < horizon:
             inc = self.resolved.pop(0)

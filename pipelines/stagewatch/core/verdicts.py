@@ -73,6 +73,7 @@ def stall_deadline(
         return None
     allowed_ms = max(rules.stall_factor * snap.threshold_ms, rules.min_stall_ms)
     median_ms, line_ms = snap.median_ms, snap.threshold_ms
+    path_ms = line_ms  # the lines of every stage the file may still be in, the awaited one's and between
     between = False
     for i in range(from_i + 1, next_i):
         optional, _ = lookup(rules.names[i])
@@ -81,15 +82,17 @@ def stall_deadline(
                 continue
             return None
         allowed_ms += rules.stall_factor * optional.threshold_ms
+        path_ms += optional.threshold_ms
         median_ms += optional.median_ms
         between = True
     # Never later than most of the session gap after the stage the file reached: a file silent that long is
     # stalled, not let go as open in silence when its trace times out (a stage taking minutes has a deadline
     # of hours). The last tenth keeps the stall before the session's end in the streaming job's timers too.
-    # Only while that is still twice the awaited stage's line (and min_stall_s): a stage whose line is half
-    # the gap would have its normal files stalled (a 40-minute stage: 101 of them in a review's test).
+    # Only while that is still twice the lines of the stages it may be in (and min_stall_s): a stage whose
+    # line is half the gap would have its normal files stalled (a 40-minute stage: 101 of them in a review's
+    # test; a 40-minute optional stage before a 1 s one: 37).
     cap_ms = STALL_WITHIN_TTL * rules.ttl_us / US_PER_MS
-    if cap_ms >= max(STALL_MIN_LINES * line_ms, rules.min_stall_ms):
+    if cap_ms >= max(STALL_MIN_LINES * path_ms, rules.min_stall_ms):
         allowed_ms = min(allowed_ms, cap_ms)
     # Past the line of the awaited stage, a file is flagged slow *there*: with an optional stage in between it
     # may be in that one instead, and the verdict would name the wrong stage -- none then (its stall still comes).
