@@ -9,7 +9,8 @@ import random
 import numpy as np
 import pytest
 
-from stagewatch.core.baselines import BaselineConfig, BaselineStore, bin_counts
+from stagewatch.core.baselines import BaselineConfig, BaselineStore
+from stagewatch.core.interval_counts import bin_counts
 from stagewatch.core.sketch import GAMMA, MAX_MS, MIN_MS, HistogramBank, bin_of, bins_of, value_of
 
 pytestmark = pytest.mark.unit

@@ -145,21 +145,6 @@ class Snapshot(NamedTuple):
     learn_ms: float = math.nan
 
 
-def bin_counts(heard: list[tuple[str | None, float]]) -> dict[tuple[str | None, int], float]:
-    """{(tenant, bin): count} of (tenant, value) pairs heard for one baseline stage: every value counts for the
-    stage-wide key (tenant ``None``) and for its tenant's. The streaming job's shards count this way; the
-    store's own learning (``_count_values``) does the same, admitting tenants as it goes."""
-    if not heard:
-        return {}
-    bins = bins_of(np.fromiter((v for _, v in heard), dtype=np.float64, count=len(heard))).tolist()
-    counts: dict[tuple[str | None, int], float] = {}
-    for (tenant, _), b in zip(heard, bins, strict=True):
-        counts[(None, b)] = counts.get((None, b), 0.0) + 1.0
-        if tenant is not None:
-            counts[(tenant, b)] = counts.get((tenant, b), 0.0) + 1.0
-    return counts
-
-
 def make_snapshots(
     bank: HistogramBank, rows: np.ndarray, step: int, cfg: BaselineConfig, prior: np.ndarray
 ) -> list[Snapshot]:

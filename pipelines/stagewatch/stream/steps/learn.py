@@ -34,7 +34,8 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.transforms.window import TimestampedValue
 
-from stagewatch.core.baselines import BaselineConfig, BaselineStore, bin_counts
+from stagewatch.core.baselines import BaselineConfig, BaselineStore
+from stagewatch.core.interval_counts import Counts, admitted_counts, bin_counts
 from stagewatch.core.timeutil import US_PER_S
 from stagewatch.core.traces import TraceRules
 from stagewatch.core.verdicts import baseline_stage
@@ -46,8 +47,6 @@ __all__ = ["LearnBaselines", "adopt"]
 # Shards per baseline stage. On Dataflow they bound how many workers count a stage; the in-process runner
 # copies every key's state that a bundle touches, so more shards cost a local run a little each.
 COUNT_SHARDS = 8
-
-Counts = dict[tuple[str | None, int], float]  # (tenant, or None for the whole stage; bin) -> count
 
 
 def _shard_of(uid: str) -> int:
@@ -184,19 +183,10 @@ class _RollFn(beam.DoFn):
         due = sorted(k for k in by_step if k < now_step)
         # Same steps as the in-process store: learn during interval k, fold as of k + 1.
         for k in due:
-            by_key: dict[tuple[str, str | None], dict[int, float]] = {}
-            counts = by_step.pop(k)
             # The tenants with baselines of their own, as the backtest admits them (``BaselineStore.admit``).
-            admitted = store.admit(key, [tenant for tenant, _ in counts])
-            for (tenant, b), n in counts.items():
-                if tenant is not None and tenant not in admitted:
-                    if tenant and self._cfg.tenant_baselines:
-                        store.tenants_over_limit += int(n)
-                        self._over_limit.inc(int(n))
-                    continue
-                bucket = by_key.setdefault((key, tenant), {})
-                bucket[b] = bucket.get(b, 0.0) + n
-            store.fold_interval(k, by_key)
+            over_limit = store.tenants_over_limit
+            store.fold_interval(k, admitted_counts(store, key, by_step.pop(k)))
+            self._over_limit.inc(store.tenants_over_limit - over_limit)
             last_data.write(k)
         pending.write(by_step)
         store.advance(now_step * interval)
