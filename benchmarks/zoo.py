@@ -10,8 +10,11 @@ incidents from the anomalies; then per kind precision / recall / F1 with the amb
 alerts on normal stage measurements (``slow_stage`` verdicts on a file and stage neither labelled nor ambiguous,
 over the stage measurements no fault touched), the time from each slowdown's start to its first ``slow_stage``
 verdict (and that time less the stage's slow line at the verdict: the part of the wait that is the detector's),
-and the incidents opened. Prints one line per pipeline, then each kind's F1 over the pipelines that had
-anything of that kind (median, p10, minimum): judge a change by this spread, not by one pipeline.
+and the incidents opened (the tracker hears the anomalies, the trace summaries and the arrivals of stalled files,
+as ``replay``'s incidents do). Stalls are scored twice: as first said, and after the arrivals (a file labelled
+slow at the stage it was declared stalled before, that then logged again, scored by its slow verdicts).
+Prints one line per pipeline, then each kind's F1 over the pipelines that had anything of that kind (median,
+p10, minimum): judge a change by this spread, not by one pipeline.
 
 ``--peers``: the same slow_stage scores and false-alert rate for the peers (``stagewatch.evaluation.peers``: a
 static p99 per stage, Beam's RobustZScore and ZScore keyed by stage) on the stage durations stagewatch
@@ -35,6 +38,7 @@ from stagewatch.core.baselines import BaselineConfig
 from stagewatch.core.incidents import IncidentTracker
 from stagewatch.core.kinds import FAILED, SLOW_STAGE, SLOW_TRACE, STALLED
 from stagewatch.core.lines import LINE_RULES
+from stagewatch.core.measurements import Arrival
 from stagewatch.core.stages import StageOrder
 from stagewatch.core.timeutil import parse_rfc3339_us
 from stagewatch.evaluation.peers import BEAM_DETECTORS, beam_series_flags, static_p99_series_flags
@@ -43,6 +47,8 @@ from stagewatch.evaluation.zoo import random_pipeline, simulate_zoo
 from stagewatch.logfiles import iter_lines
 
 KINDS = (SLOW_STAGE, SLOW_TRACE, STALLED, FAILED)
+STALLED_FINAL = "stalled_after_arrivals"
+AFTER_ARRIVALS = "stalled, after arrivals"
 
 
 def _rows(path: Path) -> list[dict[str, Any]]:
@@ -73,10 +79,15 @@ def run_seed(seed: int, max_files: int, work: Path, line: str = "body", peers: b
     tracker = IncidentTracker()
 
     series: list[tuple[int, str, str, float]] = []  # (time, stage, uid, ms): what the peers judge
+    arrived: set[str] = set()  # files declared stalled that logged again after all
 
     def on_anomaly(a: Any) -> None:
         anomalies.append(a.to_dict())
         tracker.add(a)
+
+    def on_arrival(arrival: Arrival) -> None:
+        tracker.arrived(arrival.uid, arrival.t_us)
+        arrived.add(arrival.uid)
 
     def on_summary(summary: Any) -> None:
         tracker.observe_summary(summary)
@@ -86,9 +97,10 @@ def run_seed(seed: int, max_files: int, work: Path, line: str = "body", peers: b
 
     stats = replay(iter_lines([str(out / "logs.jsonl")]), order=StageOrder.parse(pipe.order),
                    cfg=DetectorConfig(baseline=BaselineConfig(line=line, interval_s=interval_s)),
-                   on_anomaly=on_anomaly, on_summary=on_summary)
+                   on_anomaly=on_anomaly, on_summary=on_summary, on_arrival=on_arrival)
     labels, ambiguous = _rows(out / "labels.jsonl"), _rows(out / "ambiguous.jsonl")
     scores, _ = score_kinds(labels, anomalies, ambiguous)
+    final = {s.kind: s for s in score_kinds(labels, anomalies, ambiguous, arrived)[0]}
     by_kind = {s.kind: s for s in scores}
     delays, over_line = [], []
     t0 = parse_rfc3339_us(manifest["start"])
@@ -119,6 +131,9 @@ def run_seed(seed: int, max_files: int, work: Path, line: str = "body", peers: b
         "faults": [f"{f['kind']}x{len(f['stages'])}@{f['factor']:.2f}/{f['scope']}/{f['seconds'] / 60:.0f}min"
                    for f in manifest["faults"]],
         "scores": {k: by_kind[k].to_dict() for k in KINDS if k in by_kind},
+        # Stalls scored after the arrivals: a file slow at the stage it was declared stalled before, that then
+        # logged again, is scored by its slow verdicts (``scoring.score_kinds(..., arrived=...)``).
+        STALLED_FINAL: final[STALLED].to_dict(),
         "false_alerts": by_kind[SLOW_STAGE].fp if SLOW_STAGE in by_kind else 0,
         "normal_stage_measures": manifest["normal_stage_measures"],
         "first_verdict_s": delays,
@@ -143,6 +158,7 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
         f1 = [r["scores"][k]["f1"] for r in results
               if k in r["scores"] and r["scores"][k]["tp"] + r["scores"][k]["fp"] + r["scores"][k]["fn"] > 0]
         kinds[k] = _spread(f1)
+    kinds[AFTER_ARRIVALS] = _spread([r[STALLED_FINAL]["f1"] for r in results if _any(r[STALLED_FINAL])])
     rates = [r["false_alerts"] / r["normal_stage_measures"] for r in results if r["normal_stage_measures"]]
     delays = [d for r in results for d in r["first_verdict_s"]]
     over = [d for r in results for d in r.get("first_verdict_over_line_s", [])]
@@ -215,9 +231,13 @@ def markdown(results: list[dict[str, Any]], summary: dict[str, Any], command: st
             return "—" if s is None or s["tp"] + s["fp"] + s["fn"] == 0 else f"{s['f1']:.2f}"
 
         ss = sc.get(SLOW_STAGE, {"precision": 1, "recall": 1, "f1": 1})
+        stalled = f1(STALLED)
+        after = f1(STALLED, {STALLED: r[STALLED_FINAL]}) if STALLED_FINAL in r else stalled
+        if after != stalled:
+            stalled = f"{stalled} ({after} after arrivals)"
         out.append(f"| {r['seed']} | {r['stages']} | {', '.join(r['families'])} | {r['rate_per_s']} "
                    f"({r['drawn_rate_per_s']}) | {r['hours']} | {'; '.join(r['faults'])} | "
-                   f"{ss['precision']:.2f}/{ss['recall']:.2f}/{ss['f1']:.2f} | {f1(SLOW_TRACE)} | {f1(STALLED)} | "
+                   f"{ss['precision']:.2f}/{ss['recall']:.2f}/{ss['f1']:.2f} | {f1(SLOW_TRACE)} | {stalled} | "
                    f"{f1(FAILED)} | {r['false_alerts']}/{r['normal_stage_measures']} | {r['incidents']} |")
     return "\n".join(out) + "\n"
 

@@ -270,3 +270,28 @@ def test_a_file_flagged_slow_in_progress_then_stalled_there_is_scored_by_its_sta
     s = by_kind(score_kinds(labels, anomalies)[0])
     assert counts(s["stalled"]) == (1, 0, 0)
     assert counts(s["slow_stage"]) == (1, 2, 0)
+
+
+def test_a_slow_file_declared_stalled_that_then_arrived_is_scored_by_its_slow_verdict() -> None:
+    # A stage slowed 20x: its files pass the stall deadline (8x the line) and are declared stalled, then
+    # arrive. The label says slow there; the arrival corrected the stall, so the stall is neither found nor
+    # false -- unless the caller scores the first word only (no arrivals given), or the file had no label.
+    labels = [{"uid": "a", "kind": "slow_stage", "stage": "analyse"},
+              {"uid": "b", "kind": "slow_stage", "stage": "analyse"},
+              {"uid": "c", "kind": "stalled", "stage": "analyse", "time": "2026-06-06T12:00:00Z"}]
+    ambiguous = [{"uid": "e", "kind": "slow_stage", "stage": "analyse"}]
+    stall = {"kind": "stalled", "stage": "analyse", "detected_at": "2026-06-06T12:10:00Z"}
+    anomalies = [
+        {"uid": "a", "kind": "slow_stage", "stage": "analyse", "measure": "in_progress"},  # tp
+        {"uid": "a", **stall},  # arrived: not scored
+        {"uid": "b", **stall},  # never arrived: a false stall (and b's slowness missed)
+        {"uid": "c", **stall},  # tp
+        {"uid": "d", **stall},  # arrived, but nothing was wrong with it: a false stall still
+        {"uid": "e", **stall},  # arrived, ambiguous there: not scored
+        {"uid": "a", "kind": "stalled", "stage": "upload", "detected_at": "2026-06-06T12:20:00Z"},  # another stage
+    ]
+    first = by_kind(score_kinds(labels, anomalies, ambiguous)[0])
+    assert counts(first["stalled"]) == (1, 5, 0)
+    final = by_kind(score_kinds(labels, anomalies, ambiguous, arrived={"a", "d", "e"})[0])
+    assert counts(final["stalled"]) == (1, 3, 0)
+    assert counts(final["slow_stage"]) == counts(first["slow_stage"]) == (1, 0, 1)

@@ -3,7 +3,10 @@
 A label and a verdict match when they name the same file (uid) and the same kind; for ``slow_stage``,
 ``stalled`` and ``failed`` the stage must match too (a verdict at the wrong stage sends people to the wrong
 service). A file flagged slow while still in a stage (``in_progress``) that then stalled there is scored by
-its stall. A verdict of a kind nobody labelled counts as a false positive of that kind.
+its stall; given the files that arrived after their stall (``arrived``), a file labelled slow at the stage it
+was declared stalled before is scored by its slow verdicts -- the stall was the first word, the arrival
+corrected it (a stage slowed 20x passes a deadline of 8x its line). A verdict of a kind nobody labelled counts
+as a false positive of that kind.
 Several verdicts of one kind on one file count once.
 """
 
@@ -16,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from stagewatch.core.anomalies import IN_PROGRESS
-from stagewatch.core.kinds import FILE_KINDS, KINDS, STALLED
+from stagewatch.core.kinds import FILE_KINDS, KINDS, SLOW_STAGE, STALLED
 from stagewatch.core.timeutil import parse_rfc3339_us
 
 __all__ = ["IncidentMatch", "KindScore", "prf", "score_incidents", "score_kinds"]
@@ -66,11 +69,13 @@ def _key(row: dict[str, Any]) -> tuple[str, str, str]:
 
 def score_kinds(
     labels: Iterable[dict[str, Any]], anomalies: Iterable[dict[str, Any]],
-    ambiguous: Iterable[dict[str, Any]] = (),
+    ambiguous: Iterable[dict[str, Any]] = (), arrived: Iterable[str] = (),
 ) -> tuple[list[KindScore], dict[str, float | int | None]]:
     """Per-kind scores, and stall detection delay (seconds from the file's last event to the verdict).
     ``ambiguous``: cases neither to find nor to miss (the zoo's between p99.9 and 1.5x it): a verdict on one
-    is not counted at all."""
+    is not counted at all. ``arrived``: the uids of files declared stalled that logged again after all (the
+    drivers' ``Arrival``s); none given scores every stall as first said."""
+    came = set(arrived)
     truth = {_key(r): r for r in labels}
     unsure = {_key(r) for r in ambiguous} - truth.keys()
     found: dict[tuple[str, str, str], dict[str, Any]] = {}
@@ -81,6 +86,10 @@ def score_kinds(
         if a.get("measure") == IN_PROGRESS and key not in truth and (key[0], STALLED, key[2]) in truth:
             # Flagged slow while still in the stage it then stalled in: true of it, and the stall verdict
             # that followed is what is scored (it is neither a slow stage to find nor a false one).
+            continue
+        if key[1] == STALLED and key[0] in came and key not in truth and (
+                (slow := (key[0], SLOW_STAGE, key[2])) in truth or slow in unsure):
+            # Slow there, declared stalled, then it arrived: what it was is what its slow verdicts say.
             continue
         found.setdefault(key, a)
     scores = []
