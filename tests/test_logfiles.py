@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import random
 from pathlib import Path
 
 import orjson
@@ -116,3 +117,52 @@ def test_missing_inputs_and_an_empty_folder_are_said(tmp_path: Path) -> None:
         expand_inputs([str(tmp_path / "empty")])
     assert expand_inputs(["-"]) == ["-"]
     assert input_problem(str(tmp_path / "fine.json")) is not None  # missing: said, not raised
+
+
+def _day(n: int) -> list[dict]:
+    """``n`` entries a second apart, with some delivery jitter (a few neighbours out of order)."""
+    rows = [{"timestamp": f"2026-06-06T08:{i // 60:02d}:{i % 60:02d}.{i % 7}Z", "jsonPayload": {"uid": f"f{i}"}}
+            for i in range(n)]
+    for i in range(5, n - 1, 17):
+        rows[i], rows[i + 1] = rows[i + 1], rows[i]
+    return rows
+
+
+@pytest.mark.parametrize("shape", ["array", "lines", "gz_lines"])
+def test_entries_exported_newest_first_are_read_oldest_first_and_said(
+        shape: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``gcloud logging read`` prints the newest entry first unless told ``--order=asc``: read as it is, nearly
+    every line of a day was behind the watermark (the backtest dropped them as late) and the streaming job
+    stalled complete files. Such an input is read in reverse, and the user told; one in time order, with its
+    delivery jitter, is read as it is."""
+    rows = _day(400)
+    newest_first = list(reversed(rows))
+    body = {"array": orjson.dumps(newest_first),
+            "lines": b"".join(orjson.dumps(e) + b"\n" for e in newest_first),
+            "gz_lines": gzip.compress(b"".join(orjson.dumps(e) + b"\n" for e in newest_first))}[shape]
+    path = tmp_path / "logs.json"
+    path.write_bytes(body)
+    assert _entries([str(path)]) == rows
+    said = capsys.readouterr().err
+    assert said.count("\n") == 1 and f"{path} lists its entries newest first" in said and "--order=asc" in said
+    path.write_bytes(orjson.dumps(rows))
+    assert _entries([str(path)]) == rows
+    assert capsys.readouterr().err == ""
+
+
+def test_only_a_clear_newest_first_order_is_reversed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Entries without times, with one time, or shuffled, are read as they are; so is a file whose first lines
+    run backwards for a few entries only (a late batch at the start)."""
+    shuffled = _day(300)
+    random.Random(3).shuffle(shuffled)
+    cases: list[list[dict]] = [
+        [{"jsonPayload": {"uid": f"f{i}"}} for i in range(50)],
+        [{"timestamp": "2026-06-06T08:00:00Z", "jsonPayload": {"uid": f"f{i}"}} for i in range(50)],
+        shuffled,
+        list(reversed(_day(6))) + _day(300)[6:],
+    ]
+    for rows in cases:
+        path = tmp_path / "logs.json"
+        path.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in rows))
+        assert _entries([str(path)]) == rows
+    assert capsys.readouterr().err == ""

@@ -7,6 +7,11 @@
 * a folder: its files (hidden ones aside), in name order -- a sink's hourly files sort in time;
 * ``.gz`` of any (by suffix or by content), or ``-`` for standard input.
 
+An input whose entries run newest first -- what ``gcloud logging read`` prints unless told ``--order=asc`` -- is
+read whole and handed on oldest first, and the user told (one line on standard error): read as it is, nearly
+every line of a day was behind the watermark, dropped as late by the backtest, and the streaming job stalled
+complete files. The first ``ORDER_SAMPLE`` entries with a time decide (``newest_first``).
+
 Both drivers read them -- the backtest (``backtest.replay``, ``backtest.front``'s child process) and a local run of
 the streaming job (``stream.file_source``) -- and so does the evaluation; none of them owns it.
 """
@@ -24,7 +29,9 @@ from typing import BinaryIO, NamedTuple
 
 import orjson
 
-__all__ = ["DAMAGE_REASON", "Damage", "expand_inputs", "input_problem", "iter_lines"]
+from stagewatch.core.timeutil import parse_rfc3339_us
+
+__all__ = ["DAMAGE_REASON", "ORDER_SAMPLE", "Damage", "expand_inputs", "input_problem", "iter_lines", "newest_first"]
 
 
 DAMAGE_REASON = "truncated_input"  # a Damage's dead-letter reason and count, in both drivers
@@ -198,6 +205,50 @@ def _read_rest(f: BinaryIO, head: bytes) -> tuple[bytes, BaseException | None]:
     return b"".join(chunks), None
 
 
+ORDER_SAMPLE = 256  # the entries (with a time) of an input's start that decide whether it runs newest first
+
+
+def _entry_time(line: bytes) -> int | None:
+    try:
+        value = orjson.loads(line)
+        stamp = value.get("timestamp") if isinstance(value, dict) else None
+        return parse_rfc3339_us(stamp) if isinstance(stamp, str) else None
+    except (orjson.JSONDecodeError, ValueError):
+        return None
+
+
+def newest_first(lines: Iterable[bytes]) -> bool:
+    """Whether entries run backwards in time: of consecutive ones with different times (``timestamp``, the
+    first ``ORDER_SAMPLE`` that have one), at least 16 later-then-earlier and nine in ten of them. A file in time
+    order has a few neighbours swapped by delivery jitter, and a late batch at its start is a short run
+    backwards, not most of the sample."""
+    times = list(itertools.islice((t for line in lines if (t := _entry_time(line)) is not None), ORDER_SAMPLE))
+    down = sum(1 for a, b in itertools.pairwise(times) if a > b)
+    up = sum(1 for a, b in itertools.pairwise(times) if a < b)
+    return down >= 16 and down >= 9 * up
+
+
+def _say_reversed(path: str) -> None:
+    name = "standard input" if path == "-" else path
+    print(f"stagewatch: {name} lists its entries newest first (gcloud logging read's default; --order=asc "
+          "lists them oldest first): read whole and in reverse", file=sys.stderr)
+
+
+def _peek(lines: Iterator[bytes], head: list[bytes]) -> BaseException | None:
+    """Read on into ``head`` until it holds ``ORDER_SAMPLE`` entries that are not blank; the break of a damaged
+    ``.gz`` met on the way, if any (what was read before it stays in ``head``)."""
+    filled = sum(1 for line in head if line.strip())
+    try:
+        for line in lines:
+            head.append(line)
+            filled += bool(line.strip())
+            if filled >= ORDER_SAMPLE:
+                break
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        return exc
+    return None
+
+
 def iter_lines(
     paths: Iterable[str], on_bytes: Callable[[int], None] | None = None, damaged: list[Damage] | None = None
 ) -> Generator[bytes, None, None]:
@@ -221,17 +272,38 @@ def iter_lines(
             if firsts and _is_document(firsts[0], firsts[1] if len(firsts) > 1 else None):
                 data, broke = _read_rest(f, b"".join(leading))
                 read += len(data)
-                yield from _document_entries(data)
+                entries = _document_entries(data)
+                head = list(itertools.islice(entries, ORDER_SAMPLE))
+                if newest_first(head):
+                    _say_reversed(path)
+                    yield from reversed([*head, *entries])
+                else:
+                    yield from itertools.chain(head, entries)
                 if broke is not None:
                     raise broke
                 continue
-            for line in itertools.chain(leading, lines):
+            broke = _peek(lines, leading)
+            if newest_first(leading):
+                _say_reversed(path)
+                if broke is None:
+                    try:
+                        leading.extend(lines)  # (what a break leaves unread is lost; what came before, kept)
+                    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+                        broke = exc
+                read += sum(map(len, leading))
+                yield from (line.rstrip(b"\r\n") for line in reversed(leading))
+                if broke is not None:
+                    raise broke
+                continue
+            for line in itertools.chain(leading, () if broke is not None else lines):
                 if on_bytes is not None:
                     read += len(line)
                     if read >= _REPORT_BYTES:
                         on_bytes(read)
                         read = 0
                 yield line.rstrip(b"\r\n")
+            if broke is not None:
+                raise broke
         except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
             if damaged is None:
                 raise
