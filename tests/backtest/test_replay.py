@@ -298,3 +298,28 @@ def test_a_zero_dedup_horizon_is_refused() -> None:
 
     with pytest.raises(ValueError, match="dedup horizon must be more than 0 seconds"):
         DetectorConfig(allowed_lateness_s=0, dedup_horizon_s=0)
+
+
+def test_insert_ids_an_application_sets_are_duplicates_only_within_one_file() -> None:
+    """Two workers log stage b with their own counters as insertIds, so files share them. Cloud Logging keeps
+    such lines (a duplicate there repeats the timestamp too), and so does the streaming job, which dedups per
+    file: the backtest dedupped across files and dropped one b in two, leaving those files without b. A line
+    repeated within a file is still one."""
+    t0 = 1_780_000_000_000_000
+
+    def line(uid: str, stage: str, t_us: int, insert_id: str) -> bytes:
+        return orjson.dumps({"insertId": insert_id, "timestamp": format_rfc3339(t_us),
+                             "jsonPayload": {"uid": uid, "stage": stage}})
+
+    lines = []
+    for k in range(40):
+        t = t0 + k * 10_000_000
+        for uid in (f"x{k}", f"y{k}"):
+            lines += [line(uid, "a", t, f"{uid}-a"), line(uid, "b", t + 1_000_000, f"b-{k}"),
+                      line(uid, "c", t + 2_000_000, f"{uid}-c")]
+        lines.append(line(f"x{k}", "c", t + 2_000_000, f"x{k}-c"))  # redelivered
+        lines.append(line(f"y{k}", "b", t + 1_000_000, f"b-{k}"))  # redelivered: the second file with that id
+    summaries: list[Any] = []
+    stats = replay(iter(lines), order=StageOrder.parse("a,b,c"), on_summary=summaries.append)
+    assert stats.counts["duplicates"] == 80
+    assert len(summaries) == 80 and all(s.status == "complete" and len(s.stages) == 3 for s in summaries)

@@ -71,7 +71,8 @@ class StageEvent(NamedTuple):
     reported_ms: float | None  # the latency the log line itself reports, if any
 
     def dedup_key(self) -> str | tuple[str, str, int]:
-        """At-least-once delivery repeats a line: same insertId, or else same uid + stage + time."""
+        """At-least-once delivery repeats a line: same insertId, or else same uid + stage + time -- within one file
+        (both drivers dedup per UID: an application that sets its own insertIds repeats them across files)."""
         return self.insert_id if self.insert_id is not None else (self.uid, self.stage, self.t_us)
 
 
