@@ -13,9 +13,10 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
 from stagewatch.core.events import StageEvent
+from stagewatch.core.outbox import Outbox
 from stagewatch.core.records import event_json
 from stagewatch.core.stages import StageOrder
-from stagewatch.core.traces import Outbox, Trace, TraceRules
+from stagewatch.core.traces import Trace, TraceRules
 from stagewatch.stream.steps.assemble import FAILURES, LATE, SUMMARIES, AssembleTraces, _Recorder
 from tests.streams import T0, Pipeline, S, file_events
 

@@ -28,8 +28,9 @@ from stagewatch.core.baselines import BaselineConfig, BaselineStore
 from stagewatch.core.clock import TimeBounds
 from stagewatch.core.events import StageEvent
 from stagewatch.core.measurements import Arrival
+from stagewatch.core.outbox import Outbox
 from stagewatch.core.timeutil import US_PER_S
-from stagewatch.core.traces import SESSION_GAP_S, Outbox, Trace, TraceRules
+from stagewatch.core.traces import SESSION_GAP_S, Trace, TraceRules
 from stagewatch.core.verdicts import Judge
 
 __all__ = ["Detector", "DetectorConfig", "Ingest"]

@@ -27,12 +27,12 @@ from typing import Any, BinaryIO, Protocol
 from stagewatch.backtest.engine import DetectorConfig, Ingest
 from stagewatch.core.clock import BlockClock, Held
 from stagewatch.core.events import BLANK, Rejected, StageEvent
+from stagewatch.core.outbox import Outbox
 from stagewatch.core.parser import Parser
 from stagewatch.core.privacy import payload_chars
 from stagewatch.core.records import DeadLetter, dead_letter, event_json
 from stagewatch.core.stages import INFER_SAMPLE, StageOrder, infer_from_events
 from stagewatch.core.timeutil import US_PER_S, format_rfc3339
-from stagewatch.core.traces import Outbox
 from stagewatch.logfiles import DAMAGE_REASON, Damage, iter_lines
 
 __all__ = ["Back", "FrontSettings", "FrontStats", "run_front", "run_front_in_child"]

@@ -14,9 +14,10 @@ from stagewatch.core import anomalies
 from stagewatch.core.baselines import END_TO_END, BaselineKey, BaselineStore, Snapshot, judge, seen_n
 from stagewatch.core.evidence import contributors
 from stagewatch.core.measurements import FileRef, Measurement, Part, StallInfo
+from stagewatch.core.outbox import Outbox
 from stagewatch.core.records import Anomaly
 from stagewatch.core.timeutil import US_PER_MS
-from stagewatch.core.traces import Outbox, Trace, TraceRules
+from stagewatch.core.traces import Trace, TraceRules
 
 __all__ = ["RARE_OPTIONAL", "STALL_MIN_LINES", "STALL_WITHIN_TTL", "Judge", "baseline_stage", "deferred_snapshot",
            "defers", "judge_measurement", "lookup_at", "stall_deadline"]

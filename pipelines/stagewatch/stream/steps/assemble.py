@@ -33,9 +33,10 @@ from apache_beam.transforms.window import TimestampedValue
 
 from stagewatch.core.events import StageEvent
 from stagewatch.core.measurements import Measured, Measurement, Progress, StallInfo
+from stagewatch.core.outbox import Outbox
 from stagewatch.core.records import DeadLetter, dead_letter, event_json
 from stagewatch.core.timeutil import US_PER_S, format_rfc3339, parse_rfc3339_us
-from stagewatch.core.traces import Outbox, Trace, TraceRules
+from stagewatch.core.traces import Trace, TraceRules
 from stagewatch.stream.steps.contain import ContainedStep, contained
 from stagewatch.stream.steps.timers import fire_at, fire_no_later_than, take_due
 
