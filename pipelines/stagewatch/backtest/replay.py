@@ -252,7 +252,6 @@ def summary_text(stats: ReplayStats) -> str:
     ]
     extras = {
         "clock-skew gaps clamped": c.get("negative_gaps", 0),
-        "waits after a stage never logged (shown, not judged)": c.get("waits_after_a_missing_stage", 0),
         "verdicts skipped in warm-up": c.get("verdicts_warmup", 0),
         "events after their file closed": sum(v for k, v in c.items() if k.startswith("after_")),
         "repeated stages": c.get("repeated_stage", 0),

@@ -93,8 +93,7 @@ class StageTiming:
     reported_ms: float | None  # what the log line itself reported (httpRequest.latency / duration_ms)
     # ok | slow | warmup (no baseline yet) | failed | start (first event) | skew (clock inversion, clamped)
     # | held (still waiting for the stage before it) | unordered (a stage outside the stage order)
-    # | pending (the streaming job: judged downstream) | after_missing (its wait spans a required stage never
-    # logged: shown, neither judged nor learned)
+    # | pending (the streaming job: judged downstream)
     verdict: str
 
 

@@ -9,9 +9,8 @@ Durations follow the *stage order*, not arrival: a stage's duration is the time 
 before it. When that earlier stage has not been seen yet (clock skew between a customer's host and ours puts
 ``register`` before ``upload``), the stage is *held* for up to ``hold_s`` of event time: if the earlier stage
 turns up, both durations are computed against each other (the inverted gap is clamped to 0 and counted, never
-reported as slowness); if not (a lost or late log line), the stage's wait from the nearest stage that was seen is
-shown (verdict ``after_missing``) but neither judged nor learned: it is two stages' time, and judged against the
-later stage's baseline it paged the wrong stage (one service's lines 90 s late: "c took 3.4 s, usually 987 ms").
+reported as slowness); if not (a lost log line, or a stage some files skip that the order calls required), the
+stage is measured from the nearest stage that was seen.
 
 Timeline of a stall (next stage ``download`` after ``enqueue`` at 12:00:00, download's threshold 20 s,
 ``stall_factor`` 3)::
@@ -34,13 +33,11 @@ from stagewatch.core.records import StageTiming, TraceSummary
 from stagewatch.core.stages import StageOrder
 from stagewatch.core.timeutil import US_PER_MS, US_PER_S, format_rfc3339
 
-__all__ = ["AFTER_MISSING", "SESSION_GAP_S", "Judging", "Trace", "TraceRules"]
+__all__ = ["SESSION_GAP_S", "Judging", "Trace", "TraceRules"]
 
 _MISSING = -2  # predecessor is a required stage not seen yet: hold
 _NONE = -1  # no earlier stage at all: this is where the trace starts
 SESSION_GAP_S = 3600.0  # both drivers' default (--session_gap_s, ttl_s): a file's state lasts this long
-AFTER_MISSING = "after_missing"  # a stage's verdict when its wait spans a required stage never logged
-_UNMEASURED = ("skew", AFTER_MISSING)  # waits that are no stage's own time: not evidence of where time went
 
 
 # Measurement without NamedTuple's Python-level __new__: two per event, and that __new__ was a tenth of judging.
@@ -267,10 +264,6 @@ class Trace:
             out.count("negative_gaps")
             return
         self.durs[i] = gap
-        if j < i - 1 and any(self.times[k] is None and not rules.optional[k] for k in range(j + 1, i)):
-            self.verdicts[i] = AFTER_MISSING  # a required stage between was never logged (module docstring)
-            out.count("waits_after_a_missing_stage")
-            return
         self.verdicts[i] = judging.measure(self, _measurement(Measurement, ("wait", i, gap, ti)), now, out)
 
     def _release_held(
@@ -333,11 +326,9 @@ class Trace:
         return FileRef(self.uid, self.tenant, self.lot)
 
     def parts(self) -> tuple[Part, ...]:
-        """What each stage took, as measured: its wait (not a clamped negative gap, nor one spanning a stage never
-        logged) and the latency its log line reported -- what an end-to-end verdict sets against the stages'
-        baselines (``core.evidence``)."""
-        skip, verdicts = _UNMEASURED, self.verdicts
-        waits = tuple(("wait", i, d) for i, d in enumerate(self.durs) if d is not None and verdicts[i] not in skip)
+        """What each stage took, as measured: its wait (not a clamped negative gap) and the latency its log
+        line reported -- what an end-to-end verdict sets against the stages' baselines (``core.evidence``)."""
+        waits = tuple(("wait", i, d) for i, d in enumerate(self.durs) if d is not None and self.verdicts[i] != "skew")
         if self.reported is None:
             return waits
         return waits + tuple(("latency", i, r) for i, r in enumerate(self.reported) if r is not None)
