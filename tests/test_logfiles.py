@@ -166,3 +166,44 @@ def test_only_a_clear_newest_first_order_is_reversed(tmp_path: Path, capsys: pyt
         path.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in rows))
         assert _entries([str(path)]) == rows
     assert capsys.readouterr().err == ""
+
+
+def test_a_file_in_time_order_that_starts_with_a_newest_first_block_is_read_as_it_is(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A backfill exported newest first, then a sink's files in time order: the whole file was reversed on
+    its first entries (1,459 of 1,625 lines late). Its last entries must run backwards too."""
+    rows = _day(2000)
+    body = list(reversed(rows[:300])) + rows[300:]
+    path = tmp_path / "logs.json"
+    path.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in body))
+    assert _entries([str(path)]) == body
+    path.write_bytes(orjson.dumps(body))
+    assert _entries([str(path)]) == body
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("stamp", ["whole_seconds", "epoch_number"])
+def test_newest_first_is_seen_through_whole_second_times_and_epoch_numbers(
+        stamp: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A busy pipeline logged in whole seconds (50 lines a second: 256 entries hold 5 changes of time), and
+    epoch numbers as times: neither was seen running backwards."""
+    rows = [{"timestamp": (f"2026-06-06T08:{i // 3000:02d}:{i // 50 % 60:02d}Z" if stamp == "whole_seconds"
+                           else 1_780_000_000 + i // 50),
+             "jsonPayload": {"uid": f"f{i}"}} for i in range(50 * 200)]
+    path = tmp_path / "logs.json"
+    path.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in reversed(rows)))
+    assert _entries([str(path)]) == rows
+    assert "newest first" in capsys.readouterr().err
+
+
+def test_the_newest_first_notice_is_one_line_fit_for_a_terminal_and_said_once(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The path comes from outside: its control characters are escaped. A pass that only samples the input (the
+    stage order's check) says nothing."""
+    path = tmp_path / "evil\n\x1b[31mRED\x07.json"
+    path.write_bytes(orjson.dumps(list(reversed(_day(400)))))
+    assert len(list(iter_lines([str(path)], say=False))) == 400
+    assert capsys.readouterr().err == ""
+    assert len(list(iter_lines([str(path)]))) == 400
+    said = capsys.readouterr().err
+    assert said.count("\n") == 1 and "\x1b" not in said and "\x07" not in said and "evil\\n\\x1b[31mRED\\x07" in said

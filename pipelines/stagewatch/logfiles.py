@@ -10,7 +10,7 @@
 An input whose entries run newest first -- what ``gcloud logging read`` prints unless told ``--order=asc`` -- is
 read whole and handed on oldest first, and the user told (one line on standard error): read as it is, nearly
 every line of a day was behind the watermark, dropped as late by the backtest, and the streaming job stalled
-complete files. The first ``ORDER_SAMPLE`` entries with a time decide (``newest_first``).
+complete files. Its first entries and its last must both run backwards (``newest_first``).
 
 Both drivers read them -- the backtest (``backtest.replay``, ``backtest.front``'s child process) and a local run of
 the streaming job (``stream.file_source``) -- and so does the evaluation; none of them owns it.
@@ -23,7 +23,7 @@ import itertools
 import json
 import sys
 import zlib
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
@@ -31,7 +31,8 @@ import orjson
 
 from stagewatch.core.timeutil import parse_rfc3339_us
 
-__all__ = ["DAMAGE_REASON", "ORDER_SAMPLE", "Damage", "expand_inputs", "input_problem", "iter_lines", "newest_first"]
+__all__ = ["DAMAGE_REASON", "ORDER_SAMPLE", "ORDER_SCAN", "Damage", "expand_inputs", "input_problem", "iter_lines",
+           "newest_first"]
 
 
 DAMAGE_REASON = "truncated_input"  # a Damage's dead-letter reason and count, in both drivers
@@ -205,44 +206,89 @@ def _read_rest(f: BinaryIO, head: bytes) -> tuple[bytes, BaseException | None]:
     return b"".join(chunks), None
 
 
-ORDER_SAMPLE = 256  # the entries (with a time) of an input's start that decide whether it runs newest first
+ORDER_SAMPLE = 256  # changes of time between consecutive entries that decide which way an input runs
+ORDER_SCAN = 65_536  # entries read at most to see them (whole-second times on a busy pipeline change rarely)
 
 
-def _entry_time(line: bytes) -> int | None:
+def _entry_time(line: bytes) -> float | None:
+    """The entry's ``timestamp``, in seconds: RFC 3339, or an epoch number (only the order matters here)."""
     try:
         value = orjson.loads(line)
         stamp = value.get("timestamp") if isinstance(value, dict) else None
-        return parse_rfc3339_us(stamp) if isinstance(stamp, str) else None
-    except (orjson.JSONDecodeError, ValueError):
+        if isinstance(stamp, str):
+            return parse_rfc3339_us(stamp) / 1e6
+        return float(stamp) if isinstance(stamp, (int, float)) and not isinstance(stamp, bool) else None
+    except (orjson.JSONDecodeError, ValueError, OverflowError):
         return None
 
 
-def newest_first(lines: Iterable[bytes]) -> bool:
-    """Whether entries run backwards in time: of consecutive ones with different times (``timestamp``, the
-    first ``ORDER_SAMPLE`` that have one), at least 16 later-then-earlier and nine in ten of them. A file in time
-    order has a few neighbours swapped by delivery jitter, and a late batch at its start is a short run
-    backwards, not most of the sample."""
-    times = list(itertools.islice((t for line in lines if (t := _entry_time(line)) is not None), ORDER_SAMPLE))
-    down = sum(1 for a, b in itertools.pairwise(times) if a > b)
-    up = sum(1 for a, b in itertools.pairwise(times) if a < b)
-    return down >= 16 and down >= 9 * up
+class _OrderProbe:
+    """Which way consecutive entries' times run: fed entries one by one until it has seen ``ORDER_SAMPLE``
+    changes of time (equal times, a burst logged at once, say nothing) or ``ORDER_SCAN`` entries."""
+
+    def __init__(self) -> None:
+        self.down = self.up = self.seen = 0
+        self._last: float | None = None
+
+    def add(self, line: bytes) -> bool:
+        """Take one entry; True once enough is seen."""
+        self.seen += 1
+        t = _entry_time(line) if line.strip() else None
+        if t is not None:
+            if self._last is not None and t != self._last:
+                if t < self._last:
+                    self.down += 1
+                else:
+                    self.up += 1
+            self._last = t
+        return self.down + self.up >= ORDER_SAMPLE or self.seen >= ORDER_SCAN
+
+    @property
+    def backwards(self) -> bool:
+        """Later-then-earlier at least 16 times and nine in ten of the changes: a file in time order has a
+        few neighbours swapped by delivery jitter, and a late batch at its start is a short run backwards."""
+        return self.down >= 16 and self.down >= 9 * self.up
+
+
+def newest_first(entries: Iterable[bytes], last: Sequence[bytes] = ()) -> bool:
+    """Whether an input's entries run newest first: its first entries run backwards in time -- and, given its
+    ``last`` entries (the whole input is held by then), so do they: a file in time order that starts with a
+    pasted newest-first block is read as it is."""
+    head = _OrderProbe()
+    for line in entries:
+        if head.add(line):
+            break
+    if not head.backwards:
+        return False
+    if not last:
+        return True
+    tail = _OrderProbe()
+    for line in last[-ORDER_SCAN:]:
+        tail.add(line)
+    return tail.backwards
 
 
 def _say_reversed(path: str) -> None:
-    name = "standard input" if path == "-" else path
+    name = "standard input" if path == "-" else _printable(path)
     print(f"stagewatch: {name} lists its entries newest first (gcloud logging read's default; --order=asc "
           "lists them oldest first): read whole and in reverse", file=sys.stderr)
 
 
+def _printable(text: str) -> str:
+    """One line fit for a terminal: a name from outside (a path) with its control characters escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _peek(lines: Iterator[bytes], head: list[bytes]) -> BaseException | None:
-    """Read on into ``head`` until it holds ``ORDER_SAMPLE`` entries that are not blank; the break of a damaged
-    ``.gz`` met on the way, if any (what was read before it stays in ``head``)."""
-    filled = sum(1 for line in head if line.strip())
+    """Read on into ``head`` until what it holds tells which way the input runs (``_OrderProbe``); the break of
+    a damaged ``.gz`` met on the way, if any (what was read before it stays in ``head``)."""
+    probe = _OrderProbe()
+    if any(probe.add(line) for line in head):
+        return None
     try:
         for line in lines:
             head.append(line)
-            filled += bool(line.strip())
-            if filled >= ORDER_SAMPLE:
+            if probe.add(line):
                 break
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
         return exc
@@ -250,12 +296,14 @@ def _peek(lines: Iterator[bytes], head: list[bytes]) -> BaseException | None:
 
 
 def iter_lines(
-    paths: Iterable[str], on_bytes: Callable[[int], None] | None = None, damaged: list[Damage] | None = None
+    paths: Iterable[str], on_bytes: Callable[[int], None] | None = None, damaged: list[Damage] | None = None,
+    say: bool = True,
 ) -> Generator[bytes, None, None]:
     """Lines of every input in turn, without line endings (an empty line is yielded as ``b""``: the parser
     counts it as blank). ``on_bytes(n)`` hears of the bytes read every megabyte or so, and at the end of each
     input. With ``damaged``, an input that breaks off (a truncated or corrupt ``.gz``) is noted there and the next
-    one read -- its lines up to the break are yielded; without it, the error is raised."""
+    one read -- its lines up to the break are yielded; without it, the error is raised. ``say``: tell the user
+    (standard error) of an input read in reverse -- not on a pass that only samples it."""
     for path in paths:
         f = _open_binary(path)
         read = 0
@@ -273,10 +321,14 @@ def iter_lines(
                 data, broke = _read_rest(f, b"".join(leading))
                 read += len(data)
                 entries = _document_entries(data)
-                head = list(itertools.islice(entries, ORDER_SAMPLE))
+                head = list(itertools.islice(entries, ORDER_SCAN))
                 if newest_first(head):
-                    _say_reversed(path)
-                    yield from reversed([*head, *entries])
+                    whole = [*head, *entries]
+                    if newest_first(whole, whole):
+                        if say:
+                            _say_reversed(path)
+                        whole.reverse()
+                    yield from whole
                 else:
                     yield from itertools.chain(head, entries)
                 if broke is not None:
@@ -284,14 +336,16 @@ def iter_lines(
                 continue
             broke = _peek(lines, leading)
             if newest_first(leading):
-                _say_reversed(path)
                 if broke is None:
                     try:
                         leading.extend(lines)  # (what a break leaves unread is lost; what came before, kept)
                     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
                         broke = exc
+                backwards = newest_first(leading, leading)
+                if backwards and say:
+                    _say_reversed(path)
                 read += sum(map(len, leading))
-                yield from (line.rstrip(b"\r\n") for line in reversed(leading))
+                yield from (line.rstrip(b"\r\n") for line in (reversed(leading) if backwards else leading))
                 if broke is not None:
                     raise broke
                 continue

@@ -84,7 +84,7 @@ def check_stages(order: Any, paths: list[str], mapping: Any, force: bool) -> str
     if order is None or "-" in paths:
         return None
     parser, sample = Parser(mapping), []
-    lines = iter_lines(paths, damaged=[])
+    lines = iter_lines(paths, damaged=[], say=False)
     for raw in lines:
         ev = parser.parse(raw)
         if isinstance(ev, StageEvent):
