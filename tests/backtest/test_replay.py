@@ -323,3 +323,12 @@ def test_insert_ids_an_application_sets_are_duplicates_only_within_one_file() ->
     stats = replay(iter(lines), order=StageOrder.parse("a,b,c"), on_summary=summaries.append)
     assert stats.counts["duplicates"] == 80
     assert len(summaries) == 80 and all(s.status == "complete" and len(s.stages) == 3 for s in summaries)
+    # A line sent again is a duplicate even when the key's first file was forgotten: "u" logs "k" in one dedup
+    # generation (an hour of event time), "v" logs "k" in the next and sends it again in the third.
+    hour = 3_600_000_000
+    timed = [(t0 + i * 30_000_000, line(f"f{i}", "a", t0 + i * 30_000_000, f"f{i}")) for i in range(300)]
+    tv = t0 + hour + 2_000_000
+    timed += [(t0 + 1, line("u", "a", t0 + 1, "k")), (tv, line("v", "a", tv, "k"))]
+    again = [x for _, x in sorted(timed)] + [line("v", "a", tv, "k")]
+    stats = replay(iter(again), order=StageOrder.parse("a,b,c"))
+    assert stats.rejected == {} and stats.counts["duplicates"] == 1

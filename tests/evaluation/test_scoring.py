@@ -287,11 +287,11 @@ def test_a_slow_file_declared_stalled_that_then_arrived_is_scored_by_its_slow_ve
         {"uid": "b", **stall},  # never arrived: a false stall (and b's slowness missed)
         {"uid": "c", **stall},  # tp
         {"uid": "d", **stall},  # arrived, but nothing was wrong with it: a false stall still
-        {"uid": "e", **stall},  # arrived, ambiguous there: not scored
+        {"uid": "e", **stall},  # arrived, ambiguous there (a little over the p99.9): a false stall still
         {"uid": "a", "kind": "stalled", "stage": "upload", "detected_at": "2026-06-06T12:20:00Z"},  # another stage
     ]
     first = by_kind(score_kinds(labels, anomalies, ambiguous)[0])
     assert counts(first["stalled"]) == (1, 5, 0)
     final = by_kind(score_kinds(labels, anomalies, ambiguous, arrived={"a", "d", "e"})[0])
-    assert counts(final["stalled"]) == (1, 3, 0)
+    assert counts(final["stalled"]) == (1, 4, 0)
     assert counts(final["slow_stage"]) == counts(first["slow_stage"]) == (1, 0, 1)

@@ -13,11 +13,13 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.transforms.window import TimestampedValue
 
+from stagewatch.backtest.replay import replay
 from stagewatch.core.baselines import BaselineConfig
 from stagewatch.core.events import StageEvent
 from stagewatch.core.stages import StageOrder
 from stagewatch.core.timeutil import format_rfc3339, parse_rfc3339_us
 from stagewatch.core.traces import TraceRules
+from stagewatch.logfiles import iter_lines
 from stagewatch.stream.local import LocalRunner
 from stagewatch.stream.pipeline import build, construct
 from tests.streams import T0, Pipeline, S, burst, file_events, steady_stream
@@ -437,3 +439,56 @@ def test_an_export_listing_the_newest_entry_first_gives_both_drivers_the_verdict
     assert ("stalled", "stuck", PIPE.stages[-1]) in got["asc"][0]
     assert any(uid == "slow" for _, uid, _ in got["asc"][0])
     assert got["desc"] == got["asc"] and got["asc"][0] == got["asc"][1]
+
+
+def test_a_stalled_file_logging_again_is_an_arrival_a_straggler_or_a_new_trace_alike_in_both_drivers(
+        tmp_path: Path) -> None:
+    """Three files stall before b (8x b's line after a), then log b, reporting 40x b's usual latency:
+    ``back`` 30 minutes after its stall, ``retry`` 90 minutes after, ``again`` 150 minutes after. The streaming
+    job stalls a file downstream of its trace, which stays open: ``back``'s line is in it (an arrival; what was
+    judged of it after the deadline is dropped); the trace is let go a session gap after the file's last line
+    and its mark lasts another gap, so ``retry``'s line is a straggler (dead-lettered) and ``again``'s starts
+    the file's next trace, judged. The backtest closed a stalled trace at its stall with a mark of one gap from
+    there: it judged ``retry``'s line as a new trace where the stream dropped it."""
+    from stagewatch.cli import main
+
+    pipe = Pipeline(stages=("a", "b", "c"), medians={"b": 20.0, "c": 1.0})
+    rng = random.Random(23)
+    events = steady_stream(pipe, hours=6, every_s=20, seed=23)
+    t = T0 + 2 * 3600 * S
+    files = {uid: file_events(pipe, uid, t, rng, drop_from="b") for uid in ("back", "retry", "again")}
+    logs = tmp_path / "logs.jsonl"
+
+    def write(extra: list[StageEvent]) -> None:
+        rows = sorted([*events, *(e for f in files.values() for e in f), *extra], key=lambda e: e.t_us)
+        logs.write_bytes(b"\n".join(orjson.dumps({
+            "insertId": ev.insert_id, "timestamp": format_rfc3339(ev.t_us), "severity": "INFO",
+            "jsonPayload": {"uid": ev.uid, "stage": ev.stage, "tenant": ev.tenant, "lot": ev.lot,
+                            "duration_ms": ev.reported_ms}}) for ev in rows) + b"\n")
+
+    write([])
+    assert main(["replay", str(logs), "-o", str(tmp_path / "first.jsonl")]) == 0
+    stalls = {a["uid"]: parse_rfc3339_us(a["event_time"]) for x in (tmp_path / "first.jsonl").read_bytes().splitlines()
+              if (a := orjson.loads(x))["kind"] == "stalled"}
+    assert set(stalls) == set(files)
+    later = {"back": 30, "retry": 90, "again": 150}
+    write([StageEvent(uid, "b", stalls[uid] + minutes * 60 * S, files[uid][0].tenant, "lot-1", f"{uid}-b", False,
+                      800_000.0) for uid, minutes in later.items()])
+    assert main(["replay", str(logs), "-o", str(tmp_path / "a.jsonl")]) == 0
+    assert main(["run", "--input_file", str(logs), "--output_dir", str(tmp_path / "out")]) == 0
+    replayed = [orjson.loads(x) for x in (tmp_path / "a.jsonl").read_bytes().splitlines()]
+    streamed = [orjson.loads(x) for f in (tmp_path / "out").glob("anomalies*.jsonl")
+                for x in f.read_bytes().splitlines()]
+    # Both lines after a stall within its mark are arrivals (the stream's: tests/stream/test_stalls.py).
+    arrivals: list[Any] = []
+    replay(iter_lines([str(logs)]), order=StageOrder.parse("a,b,c"), on_arrival=arrivals.append)
+    assert sorted(a.uid for a in arrivals) == ["back", "retry"]
+    dead = [orjson.loads(x) for f in (tmp_path / "out").glob("dead_letters*.jsonl")
+            for x in f.read_bytes().splitlines()]
+    assert [d["reason"] for d in dead if '"retry"' in d["line"]] == ["after_close"]
+    for rows in (replayed, streamed):
+        mine = {(a["uid"], a["kind"], a["stage"], a["measure"]) for a in rows if a["uid"] in files}
+        assert {m for m in mine if m[3] not in ("in_progress", "deadline")} == {("again", "slow_stage", "b", "latency")}
+        assert {(uid, "stalled", "b", "deadline") for uid in files} <= mine
+    assert {(a["kind"], a["uid"], a["stage"], a["measure"]) for a in streamed} == {
+        (a["kind"], a["uid"], a["stage"], a["measure"]) for a in replayed}

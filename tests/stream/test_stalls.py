@@ -12,7 +12,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
-from stagewatch.core.measurements import Deadline, FileRef, Progress, StallInfo
+from stagewatch.core.measurements import Deadline, FileRef, Progress, StallInfo, Straggler
 from stagewatch.core.records import Anomaly, StageTiming, TraceSummary
 from stagewatch.core.stages import StageOrder
 from stagewatch.core.timeutil import US_PER_S, format_rfc3339, parse_rfc3339_us
@@ -268,3 +268,31 @@ def test_a_summary_held_by_an_older_release_is_kept_and_the_close_timer_is_not_s
     assert out == []
     assert [s for _, s in held.value] == [old, new]
     assert close.at == [T0 + 7300 * S]
+
+
+def test_a_stalled_files_line_after_its_trace_closed_is_its_arrival() -> None:
+    """``k`` stalled before download (deadline t0 + 60 s); its trace upstream was let go and its next line, a
+    straggler there (dead-lettered ``after_close``), reaches this step as a ``Straggler``: its arrival, once --
+    as the backtest counts any line of a stalled file within its mark. A straggler of a file that did not
+    stall (``m``) says nothing."""
+    stall = StallInfo(DOWNLOAD, 5000.0, 50_000.0, 40, False)
+    p = _progress("k", "enqueue", DOWNLOAD, T0 + 10 * S)
+    records: list[tuple[str, Any, int]] = [
+        ("progress", p, T0 + 10 * S), ("deadline", Deadline(p, T0 + 60 * S, stall), T0 + 10 * S),
+        # (a straggler comes once its trace upstream was let go, a session gap on: long after the stall)
+        ("progress", _progress("n", "enqueue", DOWNLOAD, T0 + 3600 * S), T0 + 3600 * S),
+        ("progress", Straggler("k", "download", T0 + 4000 * S), T0 + 4000 * S),
+        ("progress", Straggler("k", "upload", T0 + 4100 * S), T0 + 4100 * S),
+        ("progress", Straggler("m", "download", T0 + 4000 * S), T0 + 4000 * S),
+    ]
+    stream, watermark = TestStream(), 0
+    for what, record, t_us in records:
+        stream = stream.add_elements([TimestampedValue((what, record), t_us / S)])
+        if t_us > watermark:
+            stream, watermark = stream.advance_watermark_to(t_us / S), t_us
+    stream = stream.advance_watermark_to_infinity()
+    with beam.Pipeline(runner=LocalRunner(), options=_streaming()) as pipeline:
+        out = _watch(pipeline | stream)
+        assert_that(out.stalls | beam.Map(lambda a: (a.kind, a.uid)), equal_to([("stalled", "k")]), label="Stalls")
+        assert_that(out[ARRIVALS] | "Arrivals" >> beam.Map(lambda a: (a.uid, a.stage, a.t_us)),
+                    equal_to([("k", "download", T0 + 4000 * S)]), label="Arrivals")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import heapq
 from bisect import bisect_right
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -109,8 +108,10 @@ class Ingest:
         owner = self._seen_now.get(key)
         if owner is None:
             owner = self._seen_prev.get(key)
-        if owner is not None and (owner == ev.uid or (ev.uid, key) in self._shared_now
-                                  or (ev.uid, key) in self._shared_prev):
+        # (Another file's line with a key, remembered as shared, outlives its first owner's entry by a
+        # generation when it came a generation later: looked up whether or not the owner is still there.)
+        if owner == ev.uid or ((self._shared_now or self._shared_prev)
+                               and ((ev.uid, key) in self._shared_now or (ev.uid, key) in self._shared_prev)):
             self.out.count("duplicates")
             return
         if t < self.watermark:
@@ -195,7 +196,11 @@ class Detector:
         # Decided by the event's time, not by when the mark is forgotten (the stream decides the same way).
         self._closed: dict[str, str] = {}
         self._closed_until: dict[str, int] = {}
-        self._closed_order: deque[tuple[int, str]] = deque()
+        self._closed_order: list[tuple[int, str]] = []  # a heap of (mark's end, uid)
+        # A stalled file's trace as the streaming job still holds it (its stall is declared downstream of the
+        # trace, which stays open): the newest line in it. It is let go a TTL after that, or closes at the
+        # file's terminal stage or a failure; the mark lasts a TTL from there (``_after_stall``).
+        self._open_after_stall: dict[str, int] = {}
 
     # -- input -------------------------------------------------------------------------------------------
 
@@ -246,9 +251,10 @@ class Detector:
                         self._after_close(uid, ev)
                         continue
                     del self._closed[uid], self._closed_until[uid]  # the mark is over: the file's next trace
+                    self._open_after_stall.pop(uid, None)
                 trace = traces[uid] = Trace(uid, len(rules.names))
             if trace.add(ev, rules, judge, wm, out):
-                self._closed_trace(uid, closed_at=t, status=trace.status)
+                self._closed_trace(uid, t, trace)
             else:
                 self._schedule(uid, trace)
         if timers and timers[0][0] <= wm:
@@ -261,9 +267,34 @@ class Detector:
         """An event of a file whose trace closed: counted, not judged."""
         closed = self._closed[uid]
         self.out.count("after_" + closed)
-        if closed == "stalled":  # its first line after the stall: it arrived (once, as in the stream)
+        newest = self._open_after_stall.get(uid)
+        if newest is not None:
+            self._after_stall(uid, ev, newest)
+        elif closed == "stalled":  # its first line after the stall: it arrived (once, as in the stream)
             self.out.arrivals.append(Arrival(uid, ev.stage, ev.t_us))
             self._closed[uid] = "stalled_arrived"
+
+    def _after_stall(self, uid: str, ev: StageEvent, newest: int) -> None:
+        """A line of a stalled file: its first is its arrival (once, as in the stream). Within the trace the
+        streaming job still holds, it moves that trace's end -- or ends it, at the terminal stage or a
+        failure -- and the mark's end follows, a TTL after that trace's; after it, a straggler the stream
+        dead-letters, and the mark stays."""
+        if self._closed[uid] == "stalled":
+            self.out.arrivals.append(Arrival(uid, ev.stage, ev.t_us))
+            self._closed[uid] = "stalled_arrived"
+        ttl = self.rules.ttl_us
+        if ev.t_us >= newest + ttl:
+            return
+        if ev.failed or self.rules.index.get(ev.stage) == self.rules.terminal_i:
+            del self._open_after_stall[uid]
+            self._mark_until(uid, ev.t_us + ttl)
+        elif ev.t_us > newest:
+            self._open_after_stall[uid] = ev.t_us
+            self._mark_until(uid, ev.t_us + 2 * ttl)
+
+    def _mark_until(self, uid: str, until: int) -> None:
+        self._closed_until[uid] = until
+        heapq.heappush(self._closed_order, (until, uid))
 
     def _schedule(self, uid: str, trace: Trace) -> None:
         # Lazy: a trace's timer mostly moves later with each event. Only an *earlier* timer is pushed now;
@@ -294,23 +325,28 @@ class Detector:
                 self.base.advance(t)
                 self.judge.judge_deferred(self.out)
             if trace.on_timer(self.rules, self.judge, self.watermark, self.out, due=t):
-                self._closed_trace(uid, closed_at=t, status=trace.status)
+                self._closed_trace(uid, t, trace)
             else:
                 self._schedule(uid, trace)
 
-    def _closed_trace(self, uid: str, closed_at: int, status: str) -> None:
+    def _closed_trace(self, uid: str, closed_at: int, trace: Trace) -> None:
         self.traces.pop(uid, None)
         self._timer_of.pop(uid, None)
-        self._closed[uid] = status
-        self._closed_until[uid] = closed_at + self.rules.ttl_us
-        self._closed_order.append((closed_at, uid))
+        self._closed[uid] = trace.status
+        self._open_after_stall.pop(uid, None)
+        if trace.status == "stalled":  # the stream's trace of it is still open: let go a TTL after its last line
+            self._open_after_stall[uid] = trace.last_t
+            self._mark_until(uid, trace.last_t + 2 * self.rules.ttl_us)
+        else:
+            self._mark_until(uid, closed_at + self.rules.ttl_us)
 
     def _forget_closed(self, wm: int) -> None:
-        horizon = wm - self.rules.ttl_us
         order = self._closed_order
-        while order and order[0][0] < horizon:
-            closed_at, uid = order.popleft()
-            # Unless the file closed again since (a later trace of it): that mark is another entry.
-            if self._closed_until.get(uid) == closed_at + self.rules.ttl_us:
+        while order and order[0][0] < wm:
+            until, uid = heapq.heappop(order)
+            # Unless the mark moved since (a stalled file's later line, or a later trace of the file closed):
+            # that is another entry.
+            if self._closed_until.get(uid) == until:
                 del self._closed[uid], self._closed_until[uid]
+                self._open_after_stall.pop(uid, None)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-__all__ = ["Arrival", "Deadline", "FileRef", "Measured", "Measurement", "Part", "Progress", "StallInfo"]
+__all__ = ["Arrival", "Deadline", "FileRef", "Measured", "Measurement", "Part", "Progress", "StallInfo", "Straggler"]
 
 
 class Measurement(NamedTuple):
@@ -84,4 +84,13 @@ class Arrival(NamedTuple):
 
     uid: str
     stage: str | None
+    t_us: int
+
+
+class Straggler(NamedTuple):
+    """A line of a file whose trace had closed (the streaming job dead-letters it ``after_close``): the stall
+    watch hears of it, for a stalled file's later line is its arrival, in the backtest too."""
+
+    uid: str
+    stage: str
     t_us: int

@@ -87,9 +87,9 @@ def score_kinds(
             # Flagged slow while still in the stage it then stalled in: true of it, and the stall verdict
             # that followed is what is scored (it is neither a slow stage to find nor a false one).
             continue
-        if key[1] == STALLED and key[0] in came and key not in truth and (
-                (slow := (key[0], SLOW_STAGE, key[2])) in truth or slow in unsure):
-            # Slow there, declared stalled, then it arrived: what it was is what its slow verdicts say.
+        if key[1] == STALLED and key[0] in came and key not in truth and (key[0], SLOW_STAGE, key[2]) in truth:
+            # Clearly slow there, declared stalled, then it arrived: what it was is what its slow verdicts say.
+            # (Not an ambiguous one, a little over the normal p99.9: a stall on it is a false one.)
             continue
         found.setdefault(key, a)
     scores = []

@@ -36,7 +36,7 @@ from stagewatch.stream.local import NAME as LOCAL_RUNNER
 from stagewatch.stream.local import LocalRunner
 from stagewatch.stream.options import ValidatedOptions, validate
 from stagewatch.stream.sinks import PublishAnomalies, WriteJsonl, append_local_rows, clear_local_output
-from stagewatch.stream.steps.assemble import FAILURES, LATE, PROGRESS, SUMMARIES, AssembleTraces
+from stagewatch.stream.steps.assemble import FAILURES, LATE, PROGRESS, STRAGGLERS, SUMMARIES, AssembleTraces
 from stagewatch.stream.steps.contain import ContainedStep
 from stagewatch.stream.steps.dedup import Dedup
 from stagewatch.stream.steps.incidents import TrackIncidents
@@ -85,7 +85,8 @@ def build(
         # stalled); ``WatchStalls`` says nothing past the end either.
         deadlines = deadlines | "UntilEndOfInput" >> beam.Filter(
             lambda d: min(d.deadline_us, overdue_at(d.progress.last_t_us, d.stall) or d.deadline_us) <= end_us)
-    watched = (progress, deadlines, assembled[SUMMARIES], verdicts) | "Stalls" >> step(WatchStalls(rules, end_us))
+    moves = (progress, assembled[STRAGGLERS]) | "ProgressAndStragglers" >> beam.Flatten()
+    watched = (moves, deadlines, assembled[SUMMARIES], verdicts) | "Stalls" >> step(WatchStalls(rules, end_us))
     anomalies = (assembled[FAILURES], watched.stalls) | "AllAnomalies" >> beam.Flatten()
     traces = watched[STALLED_SUMMARIES]
     lots = traces | "Lots" >> step(TrackLots(end_us=end_us))

@@ -32,7 +32,7 @@ from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateS
 from apache_beam.transforms.window import TimestampedValue
 
 from stagewatch.core.events import StageEvent
-from stagewatch.core.measurements import Measured, Measurement, Progress, StallInfo
+from stagewatch.core.measurements import Measured, Measurement, Progress, StallInfo, Straggler
 from stagewatch.core.outbox import Outbox
 from stagewatch.core.records import DeadLetter, dead_letter, event_json
 from stagewatch.core.timeutil import US_PER_S, format_rfc3339, parse_rfc3339_us
@@ -40,12 +40,13 @@ from stagewatch.core.traces import Trace, TraceRules
 from stagewatch.stream.steps.contain import ContainedStep, contained
 from stagewatch.stream.steps.timers import fire_at, fire_no_later_than, take_due
 
-__all__ = ["FAILURES", "LATE", "PROGRESS", "SUMMARIES", "AssembleTraces"]
+__all__ = ["FAILURES", "LATE", "PROGRESS", "STRAGGLERS", "SUMMARIES", "AssembleTraces"]
 
 PROGRESS = "progress"
 FAILURES = "failures"
 SUMMARIES = "summaries"
 LATE = "late"
+STRAGGLERS = "stragglers"  # ``Straggler``: each ``after_close`` dead letter's line, for the stall watch
 
 
 class _Recorder:
@@ -122,6 +123,7 @@ class _AssembleFn(beam.DoFn):
             self._after_close.inc()
             yield beam.pvalue.TaggedOutput(LATE, _dead_letter(
                 ev, "after_close", f"the file's trace already closed ({status}); this event came after it"))
+            yield beam.pvalue.TaggedOutput(STRAGGLERS, Straggler(ev.uid, ev.stage, ev.t_us))
             return
         buffer.add(ev)
         fire_no_later_than(next_fire, fire, ev.t_us)
@@ -179,6 +181,7 @@ class _AssembleFn(beam.DoFn):
                 self._after_close.inc()
                 yield beam.pvalue.TaggedOutput(LATE, _dead_letter(
                     e, "after_close", f"the file's trace already closed ({trace.status}); this event came after it"))
+                yield beam.pvalue.TaggedOutput(STRAGGLERS, Straggler(e.uid, e.stage, e.t_us))
             trace_state.clear()
             closed.write(trace.status)
             closed_until.write(until)
@@ -206,7 +209,7 @@ def _dead_letter(ev: StageEvent, reason: str, detail: str) -> DeadLetter:
 
 class AssembleTraces(ContainedStep):
     """Events (after ``Dedup``) → measurements (main), and tagged ``PROGRESS``, ``FAILURES``, ``SUMMARIES``,
-    ``LATE``."""
+    ``LATE``, ``STRAGGLERS``."""
 
     def __init__(self, rules: TraceRules) -> None:
         super().__init__()
@@ -215,4 +218,4 @@ class AssembleTraces(ContainedStep):
     def expand(self, events: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
         keyed = events | "KeyByUid" >> beam.Map(lambda ev: (ev.uid, ev)).with_output_types(tuple[str, Any])
         return self.pardo(keyed, "AssemblePerUid", _AssembleFn(self._rules),
-                          outputs=(PROGRESS, FAILURES, SUMMARIES, LATE), main="measurements")
+                          outputs=(PROGRESS, FAILURES, SUMMARIES, LATE, STRAGGLERS), main="measurements")

@@ -2,7 +2,8 @@
 
 Three inputs, keyed by UID:
 
-* progress, straight from ``AssembleTraces`` (no judging delay): the file moved on;
+* progress, straight from ``AssembleTraces`` (no judging delay): the file moved on; with it the stragglers,
+  the file's lines after its trace closed (dead-lettered there): a stalled file's first one is its arrival;
 * deadlines, from ``JudgeMeasurements``: when the next stage after a given progress is overdue;
 * summaries, from ``AssembleTraces``: the file closed (complete, failed, or open after its TTL).
 
@@ -35,7 +36,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from stagewatch.core import anomalies
 from stagewatch.core.kinds import SLOW_STAGE
-from stagewatch.core.measurements import Deadline, Progress
+from stagewatch.core.measurements import Deadline, Progress, Straggler
 from stagewatch.core.records import Anomaly, TraceSummary
 from stagewatch.core.timeutil import parse_rfc3339_us
 from stagewatch.core.traces import TraceRules
@@ -84,7 +85,7 @@ class _WatchFn(beam.DoFn):
     @contained("Stalls")
     def process(
         self,
-        kv: tuple[str, Progress | Deadline | TraceSummary | Anomaly],
+        kv: tuple[str, Progress | Deadline | TraceSummary | Anomaly | Straggler],
         ts: Any = beam.DoFn.TimestampParam,
         latest: Any = beam.DoFn.StateParam(LATEST),
         moves: Any = beam.DoFn.StateParam(MOVES),
@@ -110,7 +111,9 @@ class _WatchFn(beam.DoFn):
             held.add((t_us, MEASURE_RANK.get(record.measure or "", len(MEASURE_RANK)), record))
             fire_no_later_than(next_release, release, t_us)
             return
-        if isinstance(record, Progress):
+        if isinstance(record, Straggler):  # after the file's trace closed: a stalled file's arrival, nothing else
+            yield from arrival(stalled, record.uid, record.stage, record.t_us)
+        elif isinstance(record, Progress):
             if record.last_t_us > (latest.read() or -1):
                 latest.write(record.last_t_us)
             add_moves(moves, [(record.last_t_us, record.last_stage)])
@@ -348,7 +351,7 @@ def _held_summaries(held_summary: Any) -> tuple[tuple[int, TraceSummary], ...]:
     return tuple(held)
 
 
-def _uid_of(record: Progress | Deadline | TraceSummary | Anomaly) -> str:
+def _uid_of(record: Progress | Deadline | TraceSummary | Anomaly | Straggler) -> str:
     if isinstance(record, Progress):
         return record.file.uid
     if isinstance(record, Deadline):
