@@ -456,7 +456,7 @@ def test_a_stalled_file_logging_again_is_an_arrival_a_straggler_or_a_new_trace_a
     rng = random.Random(23)
     events = steady_stream(pipe, hours=6, every_s=20, seed=23)
     t = T0 + 2 * 3600 * S
-    files = {uid: file_events(pipe, uid, t, rng, drop_from="b") for uid in ("back", "retry", "again")}
+    files = {uid: file_events(pipe, uid, t, rng, drop_from="b") for uid in ("back", "retry", "again", "held")}
     logs = tmp_path / "logs.jsonl"
 
     def write(extra: list[StageEvent]) -> None:
@@ -472,8 +472,13 @@ def test_a_stalled_file_logging_again_is_an_arrival_a_straggler_or_a_new_trace_a
               if (a := orjson.loads(x))["kind"] == "stalled"}
     assert set(stalls) == set(files)
     later = {"back": 30, "retry": 90, "again": 150}
+    # ``held`` logs its last stage 5 minutes after its stall, without b: the stream's trace holds c for b for
+    # hold_s before it completes, and the mark runs from there -- a line a gap and 10 s after c is a straggler.
+    c_at = stalls["held"] + 300 * S
     write([StageEvent(uid, "b", stalls[uid] + minutes * 60 * S, files[uid][0].tenant, "lot-1", f"{uid}-b", False,
-                      800_000.0) for uid, minutes in later.items()])
+                      800_000.0) for uid, minutes in later.items()]
+          + [StageEvent("held", "c", c_at, files["held"][0].tenant, "lot-1", "held-c", False, None),
+             StageEvent("held", "a", c_at + 3610 * S, files["held"][0].tenant, "lot-1", "held-a2", False, None)])
     assert main(["replay", str(logs), "-o", str(tmp_path / "a.jsonl")]) == 0
     assert main(["run", "--input_file", str(logs), "--output_dir", str(tmp_path / "out")]) == 0
     replayed = [orjson.loads(x) for x in (tmp_path / "a.jsonl").read_bytes().splitlines()]
@@ -482,13 +487,14 @@ def test_a_stalled_file_logging_again_is_an_arrival_a_straggler_or_a_new_trace_a
     # Both lines after a stall within its mark are arrivals (the stream's: tests/stream/test_stalls.py).
     arrivals: list[Any] = []
     replay(iter_lines([str(logs)]), order=StageOrder.parse("a,b,c"), on_arrival=arrivals.append)
-    assert sorted(a.uid for a in arrivals) == ["back", "retry"]
+    assert sorted(a.uid for a in arrivals) == ["back", "held", "retry"]
     dead = [orjson.loads(x) for f in (tmp_path / "out").glob("dead_letters*.jsonl")
             for x in f.read_bytes().splitlines()]
     assert [d["reason"] for d in dead if '"retry"' in d["line"]] == ["after_close"]
     for rows in (replayed, streamed):
-        mine = {(a["uid"], a["kind"], a["stage"], a["measure"]) for a in rows if a["uid"] in files}
-        assert {m for m in mine if m[3] not in ("in_progress", "deadline")} == {("again", "slow_stage", "b", "latency")}
-        assert {(uid, "stalled", "b", "deadline") for uid in files} <= mine
-    assert {(a["kind"], a["uid"], a["stage"], a["measure"]) for a in streamed} == {
-        (a["kind"], a["uid"], a["stage"], a["measure"]) for a in replayed}
+        mine = [(a["uid"], a["kind"], a["stage"], a["measure"]) for a in rows if a["uid"] in files]
+        assert [m for m in mine if m[3] not in ("in_progress", "deadline")] == [("again", "slow_stage", "b", "latency")]
+        stalled = sorted(m[:3] for m in mine if m[1] == "stalled")  # again's next trace waits for c in vain
+        assert stalled == sorted([*((uid, "stalled", "b") for uid in files), ("again", "stalled", "c")])
+    assert sorted((a["kind"], a["uid"], a["stage"], a["measure"]) for a in streamed) == sorted(
+        (a["kind"], a["uid"], a["stage"], a["measure"]) for a in replayed)

@@ -200,7 +200,7 @@ class Detector:
         # A stalled file's trace as the streaming job still holds it (its stall is declared downstream of the
         # trace, which stays open): the newest line in it. It is let go a TTL after that, or closes at the
         # file's terminal stage or a failure; the mark lasts a TTL from there (``_after_stall``).
-        self._open_after_stall: dict[str, int] = {}
+        self._open_after_stall: dict[str, tuple[int, set[int]]] = {}  # uid -> (its newest line, stages seen)
 
     # -- input -------------------------------------------------------------------------------------------
 
@@ -267,30 +267,43 @@ class Detector:
         """An event of a file whose trace closed: counted, not judged."""
         closed = self._closed[uid]
         self.out.count("after_" + closed)
-        newest = self._open_after_stall.get(uid)
-        if newest is not None:
-            self._after_stall(uid, ev, newest)
+        held = self._open_after_stall.get(uid)
+        if held is not None:
+            self._after_stall(uid, ev, *held)
         elif closed == "stalled":  # its first line after the stall: it arrived (once, as in the stream)
             self.out.arrivals.append(Arrival(uid, ev.stage, ev.t_us))
             self._closed[uid] = "stalled_arrived"
 
-    def _after_stall(self, uid: str, ev: StageEvent, newest: int) -> None:
-        """A line of a stalled file: its first is its arrival (once, as in the stream). Within the trace the
-        streaming job still holds, it moves that trace's end -- or ends it, at the terminal stage or a
-        failure -- and the mark's end follows, a TTL after that trace's; after it, a straggler the stream
-        dead-letters, and the mark stays."""
-        if self._closed[uid] == "stalled":
+    def _after_stall(self, uid: str, ev: StageEvent, newest: int, seen: set[int]) -> None:
+        """A line of a stalled file: its first (not a stage it logged before) is its arrival, once. Within the
+        trace the streaming job still holds (``Trace.add`` there: a stage already seen or unknown only moves its
+        end; a new one that failed closes it, so does the terminal stage -- after ``hold_s`` when a required
+        stage before it is missing), the mark's end follows, a TTL after that trace's; after it, a straggler
+        the stream dead-letters."""
+        rules, t = self.rules, ev.t_us
+        i = rules.index.get(ev.stage)
+        straggler = t > newest + rules.ttl_us  # (the stream's trace wakes for its TTL only strictly before a line)
+        # Within the stream's trace a stage logged again moves nothing on: no arrival there (a straggler is one).
+        if self._closed[uid] == "stalled" and (straggler or i is None or i not in seen):
             self.out.arrivals.append(Arrival(uid, ev.stage, ev.t_us))
             self._closed[uid] = "stalled_arrived"
-        ttl = self.rules.ttl_us
-        if ev.t_us >= newest + ttl:
+        if straggler:
             return
-        if ev.failed or self.rules.index.get(ev.stage) == self.rules.terminal_i:
+        closes_at = None
+        if i is not None and i not in seen:
+            seen.add(i)
+            if ev.failed:
+                closes_at = t
+            elif i == rules.terminal_i:
+                # (``Trace._pred``, strict: the nearest stage before it seen, unless a required one comes first)
+                before = next((k for k in range(i - 1, -1, -1) if k in seen or not rules.optional[k]), None)
+                closes_at = t + rules.hold_us if before is not None and before not in seen else t
+        if closes_at is not None:
             del self._open_after_stall[uid]
-            self._mark_until(uid, ev.t_us + ttl)
-        elif ev.t_us > newest:
-            self._open_after_stall[uid] = ev.t_us
-            self._mark_until(uid, ev.t_us + 2 * ttl)
+            self._mark_until(uid, closes_at + rules.ttl_us)
+        elif t > newest:
+            self._open_after_stall[uid] = (t, seen)
+            self._mark_until(uid, t + 2 * rules.ttl_us)
 
     def _mark_until(self, uid: str, until: int) -> None:
         self._closed_until[uid] = until
@@ -335,7 +348,7 @@ class Detector:
         self._closed[uid] = trace.status
         self._open_after_stall.pop(uid, None)
         if trace.status == "stalled":  # the stream's trace of it is still open: let go a TTL after its last line
-            self._open_after_stall[uid] = trace.last_t
+            self._open_after_stall[uid] = (trace.last_t, {i for i, t in enumerate(trace.times) if t is not None})
             self._mark_until(uid, trace.last_t + 2 * self.rules.ttl_us)
         else:
             self._mark_until(uid, closed_at + self.rules.ttl_us)
