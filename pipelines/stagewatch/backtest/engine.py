@@ -26,7 +26,7 @@ from operator import itemgetter
 from stagewatch.core.baselines import BaselineConfig, BaselineStore
 from stagewatch.core.clock import TimeBounds
 from stagewatch.core.events import StageEvent
-from stagewatch.core.measurements import Arrival
+from stagewatch.core.measurements import Arrival, Measurement, StallInfo
 from stagewatch.core.outbox import Outbox
 from stagewatch.core.timeutil import US_PER_S
 from stagewatch.core.traces import SESSION_GAP_S, Trace, TraceRules
@@ -176,6 +176,20 @@ class Ingest:
         self._gen_end += turns * self._dedup_us
 
 
+class _Unjudged:
+    """The ``Judging`` of a stalled file's trace as the streaming job still holds it: nothing is judged after the
+    stall, and it has no deadline (the stream's trace has none: stalls are declared downstream)."""
+
+    def measure(self, trace: Trace, m: Measurement, now: int, out: Outbox) -> str:
+        return "pending"
+
+    def stall_deadline(self, trace: Trace, next_i: int, last_t: int, now: int) -> tuple[int, StallInfo] | None:
+        return None
+
+
+_UNJUDGED = _Unjudged()
+
+
 class Detector:
     """Traces, timers and baselines over the events an ``Ingest`` releases; ``push`` and ``finish`` drive
     both for callers that hold the whole stream in one process."""
@@ -198,9 +212,9 @@ class Detector:
         self._closed_until: dict[str, int] = {}
         self._closed_order: list[tuple[int, str]] = []  # a heap of (mark's end, uid)
         # A stalled file's trace as the streaming job still holds it (its stall is declared downstream of the
-        # trace, which stays open): the newest line in it. It is let go a TTL after that, or closes at the
-        # file's terminal stage or a failure; the mark lasts a TTL from there (``_after_stall``).
-        self._open_after_stall: dict[str, tuple[int, set[int]]] = {}  # uid -> (its newest line, stages seen)
+        # trace, which stays open), fed the file's later lines unjudged: the mark lasts a TTL from when that
+        # trace closes (complete, failed, or let go a TTL after its last line).
+        self._open_after_stall: dict[str, Trace] = {}
 
     # -- input -------------------------------------------------------------------------------------------
 
@@ -247,7 +261,7 @@ class Detector:
             trace = traces.get(uid)
             if trace is None:
                 if uid in self._closed:
-                    if t < self._closed_until[uid]:
+                    if self._within_mark(uid, t):
                         self._after_close(uid, ev)
                         continue
                     del self._closed[uid], self._closed_until[uid]  # the mark is over: the file's next trace
@@ -264,46 +278,39 @@ class Detector:
     # -- internals ---------------------------------------------------------------------------------------
 
     def _after_close(self, uid: str, ev: StageEvent) -> None:
-        """An event of a file whose trace closed: counted, not judged."""
+        """An event of a file whose trace closed: counted, not judged. A stalled file's first line after its
+        stall is its arrival (once, as in the stream) -- within the stream's trace of it, a stage not logged
+        before (one logged again moves nothing on there)."""
         closed = self._closed[uid]
         self.out.count("after_" + closed)
-        held = self._open_after_stall.get(uid)
-        if held is not None:
-            self._after_stall(uid, ev, *held)
-        elif closed == "stalled":  # its first line after the stall: it arrived (once, as in the stream)
+        shadow = self._open_after_stall.get(uid)
+        i = self.rules.index.get(ev.stage)
+        if closed == "stalled" and (shadow is None or i is None or shadow.times[i] is None):
             self.out.arrivals.append(Arrival(uid, ev.stage, ev.t_us))
             self._closed[uid] = "stalled_arrived"
+        if shadow is not None:
+            if shadow.add(ev, self.rules, _UNJUDGED, ev.t_us, Outbox(keep_summaries=False)):
+                self._end_shadow(uid, ev.t_us)
+            else:
+                self._mark_until(uid, shadow.last_t + 2 * self.rules.ttl_us)
 
-    def _after_stall(self, uid: str, ev: StageEvent, newest: int, seen: set[int]) -> None:
-        """A line of a stalled file: its first (not a stage it logged before) is its arrival, once. Within the
-        trace the streaming job still holds (``Trace.add`` there: a stage already seen or unknown only moves its
-        end; a new one that failed closes it, so does the terminal stage -- after ``hold_s`` when a required
-        stage before it is missing), the mark's end follows, a TTL after that trace's; after it, a straggler
-        the stream dead-letters."""
-        rules, t = self.rules, ev.t_us
-        i = rules.index.get(ev.stage)
-        straggler = t > newest + rules.ttl_us  # (the stream's trace wakes for its TTL only strictly before a line)
-        # Within the stream's trace a stage logged again moves nothing on: no arrival there (a straggler is one).
-        if self._closed[uid] == "stalled" and (straggler or i is None or i not in seen):
-            self.out.arrivals.append(Arrival(uid, ev.stage, ev.t_us))
-            self._closed[uid] = "stalled_arrived"
-        if straggler:
-            return
-        closes_at = None
-        if i is not None and i not in seen:
-            seen.add(i)
-            if ev.failed:
-                closes_at = t
-            elif i == rules.terminal_i:
-                # (``Trace._pred``, strict: the nearest stage before it seen, unless a required one comes first)
-                before = next((k for k in range(i - 1, -1, -1) if k in seen or not rules.optional[k]), None)
-                closes_at = t + rules.hold_us if before is not None and before not in seen else t
-        if closes_at is not None:
-            del self._open_after_stall[uid]
-            self._mark_until(uid, closes_at + rules.ttl_us)
-        elif t > newest:
-            self._open_after_stall[uid] = (t, seen)
-            self._mark_until(uid, t + 2 * rules.ttl_us)
+    def _within_mark(self, uid: str, t: int) -> bool:
+        """Whether an event at ``t`` of a closed file is within its mark. A stalled file's trace as the stream
+        holds it is first woken for what falls strictly before ``t`` (as ``Trace.release`` does there): a held
+        terminal stage completes it, a TTL of silence lets it go -- and the mark ends a TTL after that."""
+        shadow = self._open_after_stall.get(uid)
+        rules = self.rules
+        while shadow is not None and (wake := shadow.next_timer(rules)) < t:
+            if shadow.on_timer(rules, _UNJUDGED, wake, Outbox(keep_summaries=False), due=wake):
+                self._end_shadow(uid, wake)
+            elif shadow.next_timer(rules) == wake:
+                break  # (nothing was due after all)
+            shadow = self._open_after_stall.get(uid)
+        return t < self._closed_until[uid]
+
+    def _end_shadow(self, uid: str, closed_at: int) -> None:
+        del self._open_after_stall[uid]
+        self._mark_until(uid, closed_at + self.rules.ttl_us)
 
     def _mark_until(self, uid: str, until: int) -> None:
         self._closed_until[uid] = until
@@ -348,7 +355,8 @@ class Detector:
         self._closed[uid] = trace.status
         self._open_after_stall.pop(uid, None)
         if trace.status == "stalled":  # the stream's trace of it is still open: let go a TTL after its last line
-            self._open_after_stall[uid] = (trace.last_t, {i for i, t in enumerate(trace.times) if t is not None})
+            trace.deadline = trace.stall_info = None  # (it has none there: stalls are declared downstream)
+            self._open_after_stall[uid] = trace
             self._mark_until(uid, trace.last_t + 2 * self.rules.ttl_us)
         else:
             self._mark_until(uid, closed_at + self.rules.ttl_us)
