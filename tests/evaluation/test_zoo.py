@@ -14,8 +14,16 @@ import pytest
 from stagewatch.backtest.replay import replay
 from stagewatch.core.kinds import SLOW_STAGE, STALLED
 from stagewatch.core.stages import StageOrder
+from stagewatch.core.timeutil import parse_rfc3339_us
 from stagewatch.evaluation.scoring import score_kinds
-from stagewatch.evaluation.zoo import FAMILIES, Fault, random_pipeline, simulate_zoo
+from stagewatch.evaluation.zoo import (
+    FAMILIES,
+    STALL_CLEAR,
+    Fault,
+    normal_p999_s,
+    random_pipeline,
+    simulate_zoo,
+)
 from stagewatch.logfiles import iter_lines
 
 pytestmark = pytest.mark.unit
@@ -75,3 +83,34 @@ def test_a_slowdown_labels_its_files_at_its_stage_and_a_stall_where_files_stop(t
     assert all(s.fp == 0 for s in scores)
     scores, _ = score_kinds(labels, guesses)
     assert sum(s.fp for s in scores) == len({(r["uid"], r["kind"], r["stage"]) for r in ambiguous})
+
+
+def test_a_file_stopped_shortly_before_the_input_ends_is_no_stall_label_but_maybe_a_slow_one(
+    tmp_path: Path,
+) -> None:
+    # A stall is only knowable once a file has been held far past its stage's normal: stopped minutes before
+    # the input ends at a stage that can take that long, it is in flight as far as anyone can tell -- and once
+    # held past 1.5x the stage's p99.9, clearly slow there (what a verdict while still in the stage finds).
+    base = random_pipeline(5, max_files=20_000)
+    last = base.stages[-1]
+    span = base.hours * 3600
+    held = STALL_CLEAR * normal_p999_s(base, last.name)
+    assert held < span / 4
+    pipe = replace(base, faults=(Fault(STALLED, (last.name,), 0.5, span - 3 * held, 3 * held, "global", None),))
+    simulate_zoo(pipe, tmp_path)
+    end = max(parse_rfc3339_us(orjson.loads(x)["timestamp"]) for x in (tmp_path / "logs.jsonl").read_bytes()
+              .splitlines())
+    labels, ambiguous = _rows(tmp_path / "labels.jsonl"), _rows(tmp_path / "ambiguous.jsonl")
+    stalls = {r["uid"]: r for r in labels if r["kind"] == STALLED}
+    unknowable = {r["uid"]: r for r in ambiguous if r["kind"] == STALLED}
+    slow = {r["uid"] for r in labels if r["kind"] == SLOW_STAGE and r["uid"] in unknowable}
+    assert stalls and unknowable and slow and not stalls.keys() & unknowable.keys()
+    assert 0.2 <= len(unknowable) / (len(stalls) + len(unknowable)) <= 0.6
+    # The season scales the allowance up by the hour (never down); the sides never cross.
+    held_us = sorted((end - parse_rfc3339_us(r["time"]), r["uid"]) for r in [*stalls.values(),
+                                                                               *unknowable.values()])
+    tier = [0 if uid in stalls else 1 if uid in slow else 2 for _, uid in held_us]
+    assert tier == sorted(tier, reverse=True)
+    assert all(h >= held * 1e6 for h, uid in held_us if uid in stalls)
+    # Every stopped file not yet a stall is a slow stage there, clearly or ambiguously.
+    assert {r["uid"] for r in ambiguous if r["kind"] == SLOW_STAGE} >= unknowable.keys() - slow

@@ -12,8 +12,10 @@ tenant, one lot).
 Labels come from the distribution the simulator draws from, not from what a fault did: a stage duration above
 1.5x the p99.9 of its normal distribution at that hour, for that tenant, is ``slow_stage`` (between the p99.9
 and 1.5x: ambiguous, neither found nor missed); so is an end-to-end time against the p99.9 of the sum, for
-``slow_trace``; a file a stall fault stopped is ``stalled`` at the stage it never reached; one a failure fault
-broke is ``failed`` there. Every label and every ambiguous case is written, so that scoring can leave the
+``slow_trace``; a file a stall fault stopped is ``stalled`` at the stage it never reached, once the input
+ends at least 12x that stage's p99.9 after it stopped (sooner, no one can tell it from a file in flight: the
+stall is ambiguous, and the file is a slow stage there if held past 1.5x the p99.9); one a failure fault broke
+is ``failed`` there. Every label and every ambiguous case is written, so that scoring can leave the
 ambiguous out (``scoring.score_kinds(..., ambiguous=...)``).
 
 Time is bounded by ``max_files``: a pipeline's span is what its rate fills with that many files (at least 3 hours,
@@ -35,10 +37,15 @@ import orjson
 from stagewatch.core.kinds import FAILED, SLOW_STAGE, SLOW_TRACE, STALLED
 from stagewatch.core.timeutil import US_PER_S, format_rfc3339, parse_rfc3339_us
 
-__all__ = ["FAMILIES", "ZooPipeline", "random_pipeline", "simulate_zoo"]
+__all__ = ["CLEAR", "FAMILIES", "STALL_CLEAR", "ZooPipeline", "normal_p999_s", "random_pipeline", "simulate_zoo"]
 
 FAMILIES = ("lognormal", "gamma", "mixture", "heavy_tail", "quantised")
 CLEAR = 1.5  # a duration above CLEAR x the normal p99.9 is clearly slow; between the two, ambiguous
+# A file a stall fault stopped is labelled stalled once it has been held STALL_CLEAR x its stage's normal p99.9
+# by the input's end (the stall allowance, 8x, over the clearly slow line). Held for less, no one can tell a
+# stall yet (ambiguous); held past CLEAR x the p99.9, it is clearly slow in that stage (``slow_stage``), which a
+# verdict while a file is still in its stage finds.
+STALL_CLEAR = 8 * CLEAR
 _SYLLABLES = ("ka", "lo", "mi", "ner", "po", "qua", "ri", "sen", "tor", "vex", "wy", "zu", "bel", "dra", "fen")
 _MC = 50_000  # Monte Carlo draws for an end-to-end p99.9
 _START = "2026-03-02T00:00:00Z"  # a Monday
@@ -200,6 +207,12 @@ def _p999(samples: np.ndarray) -> float:
     return float(np.quantile(samples, 0.999))
 
 
+def normal_p999_s(pipe: ZooPipeline, stage: str) -> float:
+    """A stage's normal p99.9 in seconds at no seasonal load and for a tenant not slow there (the labels' is this
+    times the hour's and the tenant's scale)."""
+    return _Truth(pipe, 0.0, pipe.seed).unit_p999[stage]
+
+
 class _Truth:
     """The p99.9 of each stage and of the end-to-end time, at each hour and for each tenant. A stage's is its
     family's p99.9 (400,000 draws) times the hour's and the tenant's scale -- a quantile scales with its
@@ -261,8 +274,10 @@ def simulate_zoo(pipe: ZooPipeline, outdir: Path) -> dict[str, Any]:
     lines: list[tuple[float, int, bytes]] = []
     labels: list[dict[str, Any]] = []
     ambiguous: list[dict[str, Any]] = []
+    stalls: list[tuple[dict[str, Any], float, float]] = []  # stall labels: (row, entered, normal p99.9 there)
     normal_measures = 0
     seq = n = 0
+    end_s = 0.0  # the last event's time: when the input ends, a stall either shows or it does not
 
     def label(rows: list[dict[str, Any]], uid: str, kind: str, stage: str, tenant: Tenant, lot: str,
               t_s: float, fault: int | None) -> None:
@@ -289,6 +304,7 @@ def simulate_zoo(pipe: ZooPipeline, outdir: Path) -> dict[str, Any]:
                             and f.hits(t, tenant.name, lot) and rng.random() < f.factor), None)
             if stopped is not None:
                 label(labels, uid, STALLED, stage.name, tenant, lot, t, stopped)
+                stalls.append((labels.pop(), t, truth.stage(stage, int(t // 3600), tenant)))
                 break
             scale = truth.scale(stage, int(t // 3600), tenant)
             normal = float(_quantise(stage, _unit(stage, rng, 1) * scale)[0])
@@ -321,6 +337,7 @@ def simulate_zoo(pipe: ZooPipeline, outdir: Path) -> dict[str, Any]:
             elif total > line:
                 label(ambiguous, uid, SLOW_TRACE, "end_to_end", tenant, lot, t, touched)
         for name, true_t, broke in events:
+            end_s = max(end_s, true_t)
             stage = next(s for s in pipe.stages if s.name == name)
             skew = tenant.skew_s if stage.service == pipe.skewed_service else 0.0
             seq += 1
@@ -336,6 +353,13 @@ def simulate_zoo(pipe: ZooPipeline, outdir: Path) -> dict[str, Any]:
             lines.append((delivered, seq, orjson.dumps(entry)))
             if rng.random() < 0.005:  # at least once: a duplicate now and then
                 lines.append((delivered + float(rng.uniform(0.5, 20)), seq, orjson.dumps(entry)))
+    for row, entered_s, p999 in stalls:
+        held = end_s - entered_s
+        if held >= STALL_CLEAR * p999:
+            labels.append(row)
+            continue
+        ambiguous.append(row)
+        (labels if held > CLEAR * p999 else ambiguous).append({**row, "kind": SLOW_STAGE})
     lines.sort()
     with open(outdir / "logs.jsonl", "wb") as out:
         out.writelines(line + b"\n" for _, _, line in lines)
