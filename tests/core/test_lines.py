@@ -156,11 +156,42 @@ def test_a_cold_customer_clearly_slower_than_its_stage_is_judged_by_the_stage_li
     # normal until its own key warmed (zoo 10001: 61 false alerts on one customer).
     stage = Snapshot(1000.0, 3000.0, 500.0, 0.3, 99, 0.0)
     snaps = {("call", None): stage, ("call", "slowco"): Snapshot(2000.0, 9000.0, 12.0, 0.3, -1, 0.0)}
-    snap, by_tenant = judge(snaps, 10, "call", "slowco", chronic_n=5.0)
-    assert not by_tenant and snap == stage._replace(median_ms=2000.0, threshold_ms=6000.0)
+    assert judge(snaps, 10, "call", "slowco", chronic_n=5.0) == (stage._replace(threshold_ms=6000.0), False)
+    # Never above its own young line, never below the stage's, never more than 4x it.
+    snaps[("call", "slowco")] = Snapshot(2000.0, 4500.0, 12.0, 0.3, -1, 0.0)
+    assert judge(snaps, 10, "call", "slowco", chronic_n=5.0) == (stage._replace(threshold_ms=4500.0), False)
+    snaps[("call", "slowco")] = Snapshot(2000.0, 2500.0, 12.0, 0.3, -1, 0.0)
+    assert judge(snaps, 10, "call", "slowco", chronic_n=5.0) == (stage, False)
+    snaps[("call", None)] = stage._replace(median_ms=100.0)  # 20x slower: moved 4x
+    snaps[("call", "slowco")] = Snapshot(2000.0, 90_000.0, 12.0, 0.3, -1, 0.0)
+    assert judge(snaps, 10, "call", "slowco", chronic_n=5.0) == (stage._replace(median_ms=100.0,
+                                                                                threshold_ms=12_000.0), False)
+    snaps[("call", None)] = stage
     # Not clearly slower (its young line, however high, is noise of a few samples), or too few samples to say:
     # the stage's line.
     snaps[("call", "slowco")] = Snapshot(1400.0, 9000.0, 12.0, 0.3, -1, 0.0)
     assert judge(snaps, 10, "call", "slowco", chronic_n=5.0) == (stage, False)
     snaps[("call", "slowco")] = Snapshot(2000.0, 9000.0, 3.0, 0.3, -1, 0.0)
     assert judge(snaps, 10, "call", "slowco", chronic_n=5.0) == (stage, False)
+
+
+def test_one_customer_flooding_a_stage_with_fast_lines_does_not_blind_a_new_customer() -> None:
+    # The stage's median is the flood's 1-2 ms; its tail line holds the other customers' second-long calls. A
+    # newcomer at a second is "clearly slower" than that median -- moved by the ratio (577x), its line was 9
+    # minutes and its stall deadline over an hour (its own young line, borrowing the stage's reach, is no
+    # bound there). The move is at most 4x.
+    rng = np.random.default_rng(23)
+    store = BaselineStore(TAIL)
+    for k in range(24):
+        store.advance(k * store.cfg.interval_us)
+        for t in range(20):
+            store.learning("call", f"t{t:02d}").extend((rng.lognormal(0, 0.3, 10) * 1000).tolist())
+        store.learning("call", "flood").extend(rng.uniform(1, 2, 400).tolist())
+    for k in range(24, 28):
+        store.advance(k * store.cfg.interval_us)
+        store.learning("call", "newco").extend((rng.lognormal(0, 0.3, 5) * 1000).tolist())
+    store.advance(28 * store.cfg.interval_us)
+    stage, _ = store.lookup("call", None)
+    snap, by_tenant = store.lookup("call", "newco")
+    assert stage is not None and snap is not None and not by_tenant
+    assert stage.median_ms < 5 and snap.threshold_ms == pytest.approx(4 * stage.threshold_ms)

@@ -41,7 +41,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from stagewatch.core.lines import BODY_PS, LINE_RULES, TAIL_PS, body_line, tail_line
+from stagewatch.core.lines import BODY_PS, FLOOR_MS, LINE_RULES, TAIL_PS, body_line, tail_line
 from stagewatch.core.sketch import N_BINS, HistogramBank, bin_of, bins_of
 
 __all__ = [
@@ -57,6 +57,8 @@ __all__ = [
 
 #: A cold tenant whose median is this much above its stage's is judged by the stage's line moved by its median.
 SLOWER_TENANT = 1.5
+#: ... by at most this factor (a chronically slow network is a few times slower, not hundreds).
+MAX_TENANT_MOVE = 4.0
 
 END_TO_END = "end_to_end"  # the pseudo-stage under which end-to-end durations are learned and reported
 
@@ -199,13 +201,16 @@ def judge(
         return None, False
     if own is not None and own.n >= chronic_n and own.median_ms > snap.threshold_ms:
         return None, False  # a cold tenant whose normal is beyond the stage's line: still warming up
-    if own is not None and own.n >= chronic_n and own.median_ms > SLOWER_TENANT * snap.median_ms:
+    if own is not None and own.n >= chronic_n and own.median_ms > SLOWER_TENANT * max(snap.median_ms, FLOOR_MS):
         # A cold tenant clearly slower than its stage, not yet beyond the stage's line: the stage's line moved by
-        # its median (judged by the stage's own, its normal paged: zoo 10001, 61 false alerts on one customer).
-        # Its median, not its young line, which a few lines move (the young line's noise flipped verdicts
-        # hours later in the hostile-line fuzz test).
-        ratio = own.median_ms / snap.median_ms
-        return snap._replace(median_ms=own.median_ms, threshold_ms=snap.threshold_ms * ratio), False
+        # its median (judged by the stage's own, its normal paged: zoo 10001, 61 false alerts on one customer),
+        # by at most MAX_TENANT_MOVE and never above its own young line: the stage's line already holds the
+        # slower customers' tails (a stage whose median one fast customer set moved a newcomer's line 577x,
+        # its stall deadline to hours). Its median decides, not its young line, which a few lines move (the
+        # young line alone flipped a verdict two hours later in the hostile-line fuzz test).
+        ratio = min(own.median_ms / max(snap.median_ms, FLOOR_MS), MAX_TENANT_MOVE)
+        return snap._replace(threshold_ms=max(snap.threshold_ms, min(snap.threshold_ms * ratio,
+                                                                     own.threshold_ms))), False
     return snap, False
 
 
@@ -281,13 +286,15 @@ class BaselineStore:
             disturbed = np.full(len(self.pending), np.inf) if tail else None
             for k, (key, counts) in enumerate(self.pending.items()):
                 snap = self.snaps.get(key)
-                if snap is None or (snap.warm_until < old and not tail):
+                cold = snap is not None and snap.warm_until < old
+                if snap is None or (cold and not (tail and key[1] is not None)):
                     continue
                 over_bin[k] = bin_of(snap.threshold_ms if math.isnan(snap.learn_ms) else snap.learn_ms)
-                if snap.warm_until < old:
-                    # Tail rule, a cold key: everything is learned, but what its young line flags is counted,
-                    # so that the share it usually flags is right when it warms up (from 0, it took hours to
-                    # reach a second mode's share, which was held out meanwhile: zoo 10015, 10018).
+                if cold:
+                    # Tail rule, a cold tenant's key: everything is learned, but what its young line flags is
+                    # counted, so that the share it usually flags is right when it warms up (from 0, it took
+                    # hours to reach a second mode's share, which was held out meanwhile: zoo 10015, 10018).
+                    # Not a stage-wide key's: a few lines at its start would decide how it learns for an hour.
                     continue
                 if not tail:
                     if snap.flagged_share < cfg.max_anomaly_share:

@@ -13,9 +13,10 @@ Labels come from the distribution the simulator draws from, not from what a faul
 1.5x the p99.9 of its normal distribution at that hour, for that tenant, is ``slow_stage`` (between the p99.9
 and 1.5x: ambiguous, neither found nor missed); so is an end-to-end time against the p99.9 of the sum, for
 ``slow_trace``; a file a stall fault stopped is ``stalled`` at the stage it never reached, once the input
-ends at least 12x that stage's p99.9 after it stopped (sooner, no one can tell it from a file in flight: the
-stall is ambiguous, and the file is a slow stage there if held past 1.5x the p99.9); one a failure fault broke
-is ``failed`` there. Every label and every ambiguous case is written, so that scoring can leave the
+ends at least 12x that stage's p99.9 (and 10 s) after it stopped, plus the largest clock skew (sooner, no one
+can tell it from a file in flight: the stall is ambiguous, and the file is a slow stage there if held past
+1.5x the p99.9 plus the skew, unless an optional stage it may still be in comes first); one a failure fault
+broke is ``failed`` there. Every label and every ambiguous case is written, so that scoring can leave the
 ambiguous out (``scoring.score_kinds(..., ambiguous=...)``).
 
 Time is bounded by ``max_files``: a pipeline's span is what its rate fills with that many files (at least 3 hours,
@@ -46,6 +47,7 @@ CLEAR = 1.5  # a duration above CLEAR x the normal p99.9 is clearly slow; betwee
 # stall yet (ambiguous); held past CLEAR x the p99.9, it is clearly slow in that stage (``slow_stage``), which a
 # verdict while a file is still in its stage finds.
 STALL_CLEAR = 8 * CLEAR
+MIN_STALL_S = 10.0  # no stall deadline is sooner (docs/detection.md): a fast stage's stall shows after this
 _SYLLABLES = ("ka", "lo", "mi", "ner", "po", "qua", "ri", "sen", "tor", "vex", "wy", "zu", "bel", "dra", "fen")
 _MC = 50_000  # Monte Carlo draws for an end-to-end p99.9
 _START = "2026-03-02T00:00:00Z"  # a Monday
@@ -274,7 +276,9 @@ def simulate_zoo(pipe: ZooPipeline, outdir: Path) -> dict[str, Any]:
     lines: list[tuple[float, int, bytes]] = []
     labels: list[dict[str, Any]] = []
     ambiguous: list[dict[str, Any]] = []
-    stalls: list[tuple[dict[str, Any], float, float]] = []  # stall labels: (row, entered, normal p99.9 there)
+    # Stall labels: (row, entered, normal p99.9 there, whether a verdict while still in the stage is possible --
+    # not after an optional stage, which the file may still be in).
+    stalls: list[tuple[dict[str, Any], float, float, bool]] = []
     normal_measures = 0
     seq = n = 0
     end_s = 0.0  # the last event's time: when the input ends, a stall either shows or it does not
@@ -297,14 +301,17 @@ def simulate_zoo(pipe: ZooPipeline, outdir: Path) -> dict[str, Any]:
         total = 0.0
         touched: int | None = None  # the first fault that slowed one of its stages
         hour = int(t // 3600)
+        skipped = False  # an optional stage skipped since the last one logged
         for stage in pipe.stages[1:]:
             if stage.skip and rng.random() < stage.skip:
+                skipped = True
                 continue
             stopped = next((i for i, f in enumerate(faults) if f.kind == STALLED and stage.name in f.stages
                             and f.hits(t, tenant.name, lot) and rng.random() < f.factor), None)
             if stopped is not None:
                 label(labels, uid, STALLED, stage.name, tenant, lot, t, stopped)
-                stalls.append((labels.pop(), t, truth.stage(stage, int(t // 3600), tenant)))
+                stalls.append((labels.pop(), t, truth.stage(stage, int(t // 3600), tenant),
+                               not (skipped or stage.skip)))
                 break
             scale = truth.scale(stage, int(t // 3600), tenant)
             normal = float(_quantise(stage, _unit(stage, rng, 1) * scale)[0])
@@ -327,6 +334,7 @@ def simulate_zoo(pipe: ZooPipeline, outdir: Path) -> dict[str, Any]:
                              and f.hits(t - duration, tenant.name, lot) and rng.random() < f.factor), None)
             broke = broke_by is not None
             events.append((stage.name, t, broke))
+            skipped = False
             if broke:
                 label(labels, uid, FAILED, stage.name, tenant, lot, t, broke_by)
                 break
@@ -353,13 +361,16 @@ def simulate_zoo(pipe: ZooPipeline, outdir: Path) -> dict[str, Any]:
             lines.append((delivered, seq, orjson.dumps(entry)))
             if rng.random() < 0.005:  # at least once: a duplicate now and then
                 lines.append((delivered + float(rng.uniform(0.5, 20)), seq, orjson.dumps(entry)))
-    for row, entered_s, p999 in stalls:
+    # Held times are in true time; the logs carry the skewed service's offsets, which the margin covers.
+    margin_s = max((abs(t.skew_s) for t in pipe.tenants), default=0.0) if pipe.skewed_service else 0.0
+    for row, entered_s, p999, seen_in_stage in stalls:
         held = end_s - entered_s
-        if held >= STALL_CLEAR * p999:
+        if held >= max(STALL_CLEAR * p999, MIN_STALL_S) + margin_s:
             labels.append(row)
             continue
         ambiguous.append(row)
-        (labels if held > CLEAR * p999 else ambiguous).append({**row, "kind": SLOW_STAGE})
+        clear = seen_in_stage and held > CLEAR * p999 + margin_s
+        (labels if clear else ambiguous).append({**row, "kind": SLOW_STAGE})
     lines.sort()
     with open(outdir / "logs.jsonl", "wb") as out:
         out.writelines(line + b"\n" for _, _, line in lines)
