@@ -286,16 +286,9 @@ class BaselineStore:
             disturbed = np.full(len(self.pending), np.inf) if tail else None
             for k, (key, counts) in enumerate(self.pending.items()):
                 snap = self.snaps.get(key)
-                cold = snap is not None and snap.warm_until < old
-                if snap is None or (cold and not (tail and key[1] is not None)):
+                if snap is None or snap.warm_until < old:
                     continue
                 over_bin[k] = bin_of(snap.threshold_ms if math.isnan(snap.learn_ms) else snap.learn_ms)
-                if cold:
-                    # Tail rule, a cold tenant's key: everything is learned, but what its young line flags is
-                    # counted, so that the share it usually flags is right when it warms up (from 0, it took
-                    # hours to reach a second mode's share, which was held out meanwhile: zoo 10015, 10018).
-                    # Not a stage-wide key's: a few lines at its start would decide how it learns for an hour.
-                    continue
                 if not tail:
                     if snap.flagged_share < cfg.max_anomaly_share:
                         over_weight[k] = cfg.anomaly_weight
