@@ -25,7 +25,8 @@ Semantics both drivers reproduce exactly (the backtest in-process, the Beam job 
   slow network gets its own normal instead of alerting all day, and a slowdown of the stage still exceeds
   every tenant's own line. While a tenant is cold but has ``chronic_n`` samples whose median is already
   above the stage-wide alert line, it is that tenant's normal showing, not an incident: no verdict yet; a
-  median ``SLOWER_TENANT`` x the stage's or more moves the stage's line by as much for it.
+  median ``SLOWER_TENANT`` x the stage's or more moves the stage's line by as much for it (at most
+  ``MAX_TENANT_MOVE`` x, never above its own young line).
 * The busy hours of the day: the baseline is a rolling one whose half-life (3 h) is short next to a day, so
   it follows the daily load curve; the ``at this hour`` in messages is that rolling median.
 """
