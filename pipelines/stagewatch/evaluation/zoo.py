@@ -283,11 +283,15 @@ def simulate_zoo(pipe: ZooPipeline, outdir: Path) -> dict[str, Any]:
     seq = n = 0
     end_s = 0.0  # the last event's time: when the input ends, a stall either shows or it does not
 
+    def label_row(uid: str, kind: str, stage: str, tenant: Tenant, lot: str, t_s: float,
+                  fault: int | None) -> dict[str, Any]:
+        # ``fault``: the index of the fault that made it (manifest's ``faults``); None for the normal tail.
+        return {"uid": uid, "kind": kind, "stage": stage, "tenant": tenant.name, "lot": lot,
+                "time": format_rfc3339(t0_us + int(t_s * US_PER_S)), "fault": fault}
+
     def label(rows: list[dict[str, Any]], uid: str, kind: str, stage: str, tenant: Tenant, lot: str,
               t_s: float, fault: int | None) -> None:
-        # ``fault``: the index of the fault that made it (manifest's ``faults``); None for the normal tail.
-        rows.append({"uid": uid, "kind": kind, "stage": stage, "tenant": tenant.name, "lot": lot,
-                     "time": format_rfc3339(t0_us + int(t_s * US_PER_S)), "fault": fault})
+        rows.append(label_row(uid, kind, stage, tenant, lot, t_s, fault))
 
     for arrival, tenant, lot in _files(pipe, rng):
         n += 1
@@ -309,9 +313,8 @@ def simulate_zoo(pipe: ZooPipeline, outdir: Path) -> dict[str, Any]:
             stopped = next((i for i, f in enumerate(faults) if f.kind == STALLED and stage.name in f.stages
                             and f.hits(t, tenant.name, lot) and rng.random() < f.factor), None)
             if stopped is not None:
-                label(labels, uid, STALLED, stage.name, tenant, lot, t, stopped)
-                stalls.append((labels.pop(), t, truth.stage(stage, int(t // 3600), tenant),
-                               not (skipped or stage.skip)))
+                stalls.append((label_row(uid, STALLED, stage.name, tenant, lot, t, stopped), t,
+                               truth.stage(stage, int(t // 3600), tenant), not (skipped or stage.skip)))
                 break
             scale = truth.scale(stage, int(t // 3600), tenant)
             normal = float(_quantise(stage, _unit(stage, rng, 1) * scale)[0])
