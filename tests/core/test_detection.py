@@ -123,18 +123,48 @@ def test_an_optional_stage_too_rare_to_have_a_baseline_holds_no_deadline_back() 
     assert stalls - {("hostile-0", "z", "acme")} == {("stuck", "z", "b")}  # the line's own file: it stopped there
 
 
-def test_what_a_cold_baseline_saw_is_judged_at_the_next_snapshot() -> None:
-    # A burst: 1,200 files in the first five minutes, before any baseline has a snapshot. Sixty of them are
-    # 10x slow in "b": they are judged against the first snapshot, as of its start -- not lost to the warm-up.
+def test_what_a_cold_baseline_saw_is_judged_from_the_first_tick_it_has_its_warm_up_samples() -> None:
+    # A burst: 1,200 files in the first five minutes, before any baseline has a snapshot. Sixty of them, begun
+    # 50 to 65 s in, are 10x slow in "b": they are judged by the early snapshot of the first 30 s tick after
+    # they were measured (the stage had its warm-up samples within the first tick), as of that tick -- not at
+    # the end of the first five minutes (before early snapshots), and not lost to the warm-up.
+    from stagewatch.core.timeutil import parse_rfc3339_us
+
     pipe, events, start = burst()
     anomalies, _, _ = run(events, pipe.stages)
     slow = {a.uid for a in anomalies if a.kind == "slow_stage" and a.stage == "b"}
     assert {f"f{k:05d}" for k in range(200, 260)} <= slow
     first = [a for a in anomalies if a.uid in {f"f{k:05d}" for k in range(200, 260)} and a.stage == "b"]
-    from stagewatch.core.timeutil import format_rfc3339
-
-    assert {a.detected_at for a in first} == {format_rfc3339(start + 300 * S)}
+    at = sorted({(parse_rfc3339_us(a.detected_at) - start) // S for a in first})
+    assert at == [90, 120]  # ticks: 30 s; the slow stage ended 70-85 s in, its reported latency up to 89 s in
+    for a in first:
+        assert parse_rfc3339_us(a.detected_at) - parse_rfc3339_us(a.event_time) <= 2 * 30 * S
     assert len(slow) <= 60 + 5  # and the burst's normal files are not paged for it
+    # Their end to end names where the time went, by every stage's early snapshots of the same tick.
+    traces = [a for a in anomalies if a.kind == "slow_trace" and a.uid in {f"f{k:05d}" for k in range(200, 260)}]
+    assert len(traces) == 60 and {a.cause_stage for a in traces} == {"b"}
+
+
+def test_an_early_tick_judges_only_what_its_snapshot_can() -> None:
+    # One customer's files 2 s apart: "b" has its 30 warm-up samples a little after 60 s in, so the ticks
+    # before 90 s have no snapshot to judge by. A file whose "b" ended 10x slow 28 s in is judged at the first
+    # tick whose early snapshot is warm (90 s), one 100 s in at the tick after it (120 s), one after the last
+    # early tick (120 s) at the interval's end (300 s), as before early snapshots.
+    pipe = Pipeline(stages=("a", "b", "c"), medians={"b": 2.0, "c": 1.0})
+    rng = random.Random(3)
+    start = T0 - T0 % (300 * S)
+    slow_at = {4: 90, 40: 120, 70: 300}  # file -> when its slow "b" is judged (s after the start)
+
+    def factor(k: int):  # type: ignore[no-untyped-def]
+        return lambda stage, t: 10.0 if stage == "b" and k in slow_at else 1.0
+
+    events = sorted((e for k in range(200)
+                     for e in file_events(pipe, f"f{k:03d}", start + k * 2 * S, rng, factor(k), tenant="t1")),
+                    key=lambda e: e.t_us)
+    anomalies, _, _ = run(events, pipe.stages)
+    judged = {a.uid: (parse_rfc3339_us(a.detected_at) - start) // S for a in anomalies
+              if a.kind == "slow_stage" and a.stage == "b"}
+    assert judged == {f"f{k:03d}": at for k, at in slow_at.items()}
 
 
 def test_stall_fires_when_the_deadline_passes_not_at_the_end_of_input() -> None:

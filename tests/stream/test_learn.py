@@ -12,6 +12,8 @@ from apache_beam.testing.util import assert_that
 from apache_beam.transforms.window import TimestampedValue
 
 from stagewatch.core.baselines import BaselineConfig, BaselineStore
+from stagewatch.core.early import early_snapshots, early_ticks_after
+from stagewatch.core.interval_counts import bin_counts
 from stagewatch.core.measurements import FileRef, Measured, Measurement
 from stagewatch.core.stages import StageOrder
 from stagewatch.core.traces import TraceRules
@@ -50,11 +52,19 @@ def _reference(ms: list[Measured]) -> dict[int, dict]:
 
 @pytest.mark.parametrize("straggler", [False, True], ids=["on_time", "with_a_count_after_its_fold"])
 def test_snapshots_per_interval_match_the_in_process_store(straggler: bool) -> None:
-    """Interval by interval, the same snapshots as the in-process store; with ``straggler``, a measurement of
+    """Interval by interval, the same snapshots as the in-process store, and in the first interval the early
+    snapshots of its first four ticks (``core.early``); with ``straggler``, a measurement of
     the first interval arrives two hours after that interval was folded: it is left out (counted), and the
     store's clock does not go back for it."""
     ms = _measurements()
     want = _reference(ms)
+    want_early = {}
+    for b in early_ticks_after(T0, CFG):
+        for stage in ("b", "c"):
+            heard = [(r.file.tenant, r.m.value_ms) for r in ms if r.now_us < b and baseline_stage(r.m, RULES) == stage]
+            for key, snap in early_snapshots(CFG, stage, T0 // CFG.interval_us, bin_counts(heard)).items():
+                want_early[(key, b)] = snap
+    assert len(want_early) == 4 * 2 * 3  # four ticks, two stages, stage-wide and two tenants
     stream = TestStream()
     for i in range(0, len(ms), 500):
         stream = stream.add_elements([TimestampedValue(r, r.m.t_us / S) for r in ms[i:i + 500]])
@@ -70,6 +80,11 @@ def test_snapshots_per_interval_match_the_in_process_store(straggler: bool) -> N
         by_step: dict[int, dict] = {}
         for (key, snap), step in got:
             by_step.setdefault(step, {})[key] = snap
+        # The first interval's early snapshots: what a fresh baseline folds from what came before each tick.
+        early = by_step.pop(T0 // CFG.interval_us)
+        assert set(early) == set(want_early)
+        for key, snap in want_early.items():
+            assert early[key] == pytest.approx(snap, rel=1e-9, nan_ok=True), key
         compared = 0
         for step, snaps in want.items():
             if not snaps or step not in by_step:

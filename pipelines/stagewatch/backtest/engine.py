@@ -254,9 +254,12 @@ class Detector:
             t = ev.t_us
             if timers and timers[0][0] < t:
                 self._fire_timers(t, strict=True)
+            if t >= judge.next_early_us:
+                judge.judge_early(t, out)
             if t >= base.next_boundary_us:
                 base.advance(t)
                 judge.judge_deferred(out)
+            judge.clock = t
             uid = ev.uid
             trace = traces.get(uid)
             if trace is None:
@@ -341,9 +344,12 @@ class Detector:
                 heapq.heappush(timers, (due, uid))
                 continue
             del timer_of[uid]
+            if t >= self.judge.next_early_us:
+                self.judge.judge_early(t, self.out)
             if t >= self.base.next_boundary_us:
                 self.base.advance(t)
                 self.judge.judge_deferred(self.out)
+            self.judge.clock = t
             if trace.on_timer(self.rules, self.judge, self.watermark, self.out, due=t):
                 self._closed_trace(uid, t, trace)
             else:

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from itertools import chain
 from typing import NamedTuple
@@ -188,7 +188,7 @@ def make_snapshots(
 
 
 def judge(
-    snaps: dict[BaselineKey, Snapshot], step: int, stage: str, tenant: str | None, chronic_n: float
+    snaps: Mapping[BaselineKey, Snapshot], step: int, stage: str, tenant: str | None, chronic_n: float
 ) -> tuple[Snapshot | None, bool]:
     """The snapshot that judges a value: the tenant's when warm, else the stage-wide one, else None.
 
@@ -215,7 +215,7 @@ def judge(
     return snap, False
 
 
-def seen_n(snaps: dict[BaselineKey, Snapshot], stage: str) -> float:
+def seen_n(snaps: Mapping[BaselineKey, Snapshot], stage: str) -> float:
     """How many samples (decayed) a stage's stage-wide baseline holds; 0 before its first fold."""
     snap = snaps.get((stage, None))
     return 0.0 if snap is None else snap.n

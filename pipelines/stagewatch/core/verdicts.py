@@ -8,11 +8,13 @@ a step that sees the measurements of one interval together with that interval's 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from stagewatch.core import anomalies
 from stagewatch.core.baselines import END_TO_END, BaselineKey, BaselineStore, Snapshot, judge, seen_n
+from stagewatch.core.early import EarlyKey, EarlyView, early_snapshots, early_ticks_after
 from stagewatch.core.evidence import contributors
+from stagewatch.core.interval_counts import bin_counts
 from stagewatch.core.measurements import FileRef, Measurement, Part, StallInfo
 from stagewatch.core.outbox import Outbox
 from stagewatch.core.records import Anomaly
@@ -31,6 +33,8 @@ def baseline_stage(m: Measurement, rules: TraceRules) -> str:
 
 
 Lookup = Callable[[str], tuple[Snapshot | None, bool]]  # the snapshot judging a baseline, for one file
+Deferred = tuple[Trace, str | None, Measurement, int]  # waiting for a snapshot: (.., last stage, .., ``Judge.clock``)
+NEVER = 1 << 62  # µs: no early tick due
 RARE_OPTIONAL = 0.01  # an optional stage seen less often than this, next to the stage after it, is rare
 STALL_WITHIN_TTL = 0.9  # a stall deadline is at most this share of the session gap after the file's last stage
 STALL_MIN_LINES = 2.0  # ... unless that is less than this many times the awaited stage's line
@@ -101,7 +105,7 @@ def stall_deadline(
                                                            None if between else line_ms)
 
 
-def defers(snaps: dict[BaselineKey, Snapshot], stage: str) -> bool:
+def defers(snaps: Mapping[BaselineKey, Snapshot], stage: str) -> bool:
     """Whether a measurement its snapshot cannot judge is judged again at the next one: only in a stage's first
     interval (no snapshot of it at all yet -- a job's start, a new stage). The streaming job's second pass
     holds its output watermark until the next snapshot comes, a fold's grace past the interval's end; in every
@@ -110,7 +114,7 @@ def defers(snaps: dict[BaselineKey, Snapshot], stage: str) -> bool:
 
 
 def deferred_snapshot(
-    snaps: dict[BaselineKey, Snapshot], step: int, stage: str, tenant: str | None, chronic_n: float
+    snaps: Mapping[BaselineKey, Snapshot], step: int, stage: str, tenant: str | None, chronic_n: float
 ) -> tuple[Snapshot | None, bool]:
     """What judges a measurement made while its baseline was cold, at the next snapshot: as ``judge``, except
     that a customer's file is judged only by the customer's own baseline. The stage-wide one is young then
@@ -123,7 +127,7 @@ def deferred_snapshot(
     return snap, by_tenant
 
 
-def lookup_at(snaps: dict[BaselineKey, Snapshot], step: int, tenant: str | None, chronic_n: float) -> Lookup:
+def lookup_at(snaps: Mapping[BaselineKey, Snapshot], step: int, tenant: str | None, chronic_n: float) -> Lookup:
     """The snapshot judging each baseline for a file of ``tenant`` in interval ``step``."""
     return lambda stage: judge(snaps, step, stage, tenant, chronic_n)
 
@@ -143,9 +147,15 @@ class Judge:
         self._judged_by: dict[tuple[str, int, str | None], tuple[Snapshot | None, bool, list[float]]] = {}
         self._deadlines: dict[tuple[int, int, str | None], tuple[int, StallInfo] | None] = {}
         # What was measured while its baseline was cold, in the interval ``_deferred_step``: judged once more
-        # against the next interval's snapshots (``judge_deferred``).
-        self._deferred: list[tuple[Trace, str | None, Measurement]] = []
+        # at the first early tick that can (``judge_early``), else against the next interval's snapshots
+        # (``judge_deferred``).
+        self._deferred: list[Deferred] = []
         self._deferred_step = -1
+        self.early: dict[EarlyKey, Snapshot] = {}
+        self.next_early_us = NEVER  # the next early tick boundary with something waiting (drivers test it inline)
+        # The event time of the event or timer being processed, set by the driver: the moment a measurement is
+        # made in the streaming job's terms (``Measured.now_us``), which places it among the early ticks.
+        self.clock = -1
 
     def _renew(self) -> None:
         self._epoch = self.base.epoch
@@ -166,7 +176,8 @@ class Judge:
         if snap is None:
             if defers(self.base.snaps, baseline_stage(m, self.rules)):
                 self._deferred_step = self.base.step
-                self._deferred.append((trace, trace.last_stage(self.rules), m))
+                self._deferred.append((trace, trace.last_stage(self.rules), m, self.clock))
+                self.next_early_us = min(self.next_early_us, next(early_ticks_after(self.clock, self.base.cfg), NEVER))
             elif m.measure == "wait":
                 out.count("verdicts_warmup")
             return "warmup"
@@ -188,38 +199,69 @@ class Judge:
         return verdict
 
     def judge_deferred(self, out: Outbox) -> None:
-        """After a fold: what was measured while its baseline was cold, judged against the snapshots of the
-        interval after the one it was made in, as of that interval's start -- once: a key
-        cold in that one too leaves them unjudged, as the streaming job's second judging pass does.
-        A file declared stalled before then is not judged (the streaming job drops what comes after a
-        stall's deadline). Call it whenever the store moved on (``Detector``)."""
+        """After a fold: what was measured while its baseline was cold, in the interval before, and no early
+        snapshot judged (``judge_early``), judged against the snapshots of the interval after the one it was
+        made in, as of that interval's start -- once: a key cold in that one too leaves them unjudged, as the
+        streaming job's second judging pass does. Call it whenever the store moved on (``Detector``)."""
         if not self._deferred or self.base.step <= self._deferred_step:
             return
         deferred, self._deferred = self._deferred, []
+        self.early.clear()
+        self.next_early_us = NEVER
         step = self._deferred_step + 1
         now = step * self.base.cfg.interval_us
-        rules, snaps, chronic_n = self.rules, self.base.snaps, self.base.cfg.chronic_n
-        for trace, last_stage, m in deferred:
-            if trace.status == "stalled" and trace.deadline is not None and trace.deadline < now:
-                continue
-            tenant = trace.tenant
-            snap, by_tenant = deferred_snapshot(snaps, step, baseline_stage(m, rules), tenant, chronic_n)
-            if snap is None:
-                if m.measure == "wait":
-                    out.count("verdicts_warmup")
-                continue
-            parts = trace.parts() if m.measure == "end_to_end" else ()
-            _, anomaly = judge_measurement(trace.ref(), last_stage, m, snap, by_tenant, rules, now, parts,
-                                           lookup_at(snaps, step, tenant, chronic_n))
-            if anomaly is not None and (m.stage_i < 0 or not (trace.slow >> m.stage_i) & 1):
-                if m.stage_i >= 0:
-                    trace.slow |= 1 << m.stage_i
-                out.anomalies.append(anomaly)
+        for item in deferred:
+            if not self._judge_later(item, self.base.snaps, step, now, out) and item[2].measure == "wait":
+                out.count("verdicts_warmup")
+
+    def judge_early(self, t_us: int, out: Outbox) -> None:
+        """At each early tick boundary before ``t_us`` (``core.early``): the early snapshots of the stages whose
+        measurements wait, and those measurements the tick's snapshots can judge, judged as of it. Call it
+        before an event or a timer at ``t_us`` is processed, once ``t_us`` reaches ``next_early_us``."""
+        cfg, base = self.base.cfg, self.base
+        while self.next_early_us <= t_us:
+            b = self.next_early_us
+            # Every stage still in its first interval, as the streaming job's rolls emit them: a slow file's
+            # end to end names the stages it spent its time in by their early snapshots.
+            heard: dict[str, list[tuple[str | None, float]]] = {}
+            for (stage, tenant), values in base.values.items():
+                if defers(base.snaps, stage):
+                    heard.setdefault(stage, []).extend((tenant, v) for v in values)
+            self.early = {(key, b): snap for stage, pairs in heard.items()
+                          for key, snap in early_snapshots(cfg, stage, self._deferred_step, bin_counts(pairs)).items()}
+            view = EarlyView(base.snaps, self.early, b)
+            rest = [item for item in self._deferred
+                    if item[3] >= b or not self._judge_later(item, view, self._deferred_step + 1, b, out)]
+            self._deferred = rest
+            self.next_early_us = next(early_ticks_after(b, cfg), NEVER) if rest else NEVER
+
+    def _judge_later(self, item: Deferred, snaps: Mapping[BaselineKey, Snapshot], step: int, now: int,
+                     out: Outbox) -> bool:
+        """Judge one deferred measurement by ``snaps`` as of ``now`` (in interval ``step``); False when they
+        cannot judge it yet. A file declared stalled is not judged: its deadline came before ``now`` (a stall
+        due at ``now`` is declared after this), and the streaming job drops what is judged after a deadline."""
+        trace, last_stage, m, _ = item
+        if trace.status == "stalled":
+            return True
+        rules, chronic_n, tenant = self.rules, self.base.cfg.chronic_n, trace.tenant
+        snap, by_tenant = deferred_snapshot(snaps, step, baseline_stage(m, rules), tenant, chronic_n)
+        if snap is None:
+            return False
+        parts = trace.parts() if m.measure == "end_to_end" else ()
+        _, anomaly = judge_measurement(trace.ref(), last_stage, m, snap, by_tenant, rules, now, parts,
+                                       lookup_at(snaps, step, tenant, chronic_n))
+        if anomaly is not None and (m.stage_i < 0 or not (trace.slow >> m.stage_i) & 1):
+            if m.stage_i >= 0:
+                trace.slow |= 1 << m.stage_i
+            out.anomalies.append(anomaly)
+        return True
 
     def drop_deferred(self, out: Outbox) -> None:
         """End of a finite input: what waits for a snapshot that will not come stays unjudged (warm-up)."""
-        out.count("verdicts_warmup", sum(1 for _, _, m in self._deferred if m.measure == "wait"))
+        out.count("verdicts_warmup", sum(1 for item in self._deferred if item[2].measure == "wait"))
         self._deferred = []
+        self.early.clear()
+        self.next_early_us = NEVER
 
     def stall_deadline(self, trace: Trace, next_i: int, last_t: int, now: int) -> tuple[int, StallInfo] | None:
         if self.base.epoch != self._epoch:

@@ -8,12 +8,14 @@ order — at the price of waiting for the end of the previous interval.
 A stage's wait and its reported latency may both cross their lines: they make the same anomaly id; the
 per-file step downstream (``WatchStalls``) passes the one the backtest judged first.
 
-A measurement made in its stage's first interval (no snapshot of the stage yet) is judged once more, against
-the next interval's snapshots, as of that interval's start (``JudgeDeferred``; the backtest's
-``Judge.judge_deferred``; ``verdicts.defers``): a job's first minutes are not lost to the warm-up. The pass
-holds its output watermark, and so the incidents', until that snapshot comes -- a fold's grace past the
-interval's end -- which is why it is for a stage's first interval only. Up to ``end_us`` only: the backtest
-does not move past a finite input's last event.
+A measurement made in its stage's first interval (no snapshot of the stage yet) is judged by the first of the
+stage's early snapshots after it that can (``core.early``; the roll sends them into this interval's side
+input, keyed by their tick), as of that tick; else once more, against the next interval's snapshots, as of
+that interval's start (``JudgeDeferred``; the backtest's ``Judge.judge_early`` and ``Judge.judge_deferred``;
+``verdicts.defers``): a job's first minutes are not lost to the warm-up. The second pass holds its output
+watermark, and so the incidents', until that snapshot comes -- a fold's grace past the interval's end --
+which is why it is for a stage's first interval only. Up to ``end_us`` only: the backtest does not move past
+a finite input's last event.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import FixedWindows, TimestampedValue
 
 from stagewatch.core.baselines import BaselineConfig, judge, seen_n
+from stagewatch.core.early import EarlyView, early_ticks_after
 from stagewatch.core.measurements import Deadline, Measured, Progress
 from stagewatch.core.records import Anomaly
 from stagewatch.core.timeutil import US_PER_S
@@ -50,10 +53,12 @@ class _JudgeFn(beam.DoFn):
     """``deferred``: this is the second pass, over what the first deferred; it judges as of its window's start
     and defers nothing."""
 
-    def __init__(self, rules: TraceRules, cfg: BaselineConfig, deferred: bool = False) -> None:
+    def __init__(self, rules: TraceRules, cfg: BaselineConfig, deferred: bool = False,
+                 end_us: int | None = None) -> None:
         self._rules = rules
         self._cfg = cfg
         self._second = deferred
+        self._end_us = end_us
         self._verdicts = {v: Metrics.counter("stagewatch", f"verdicts_{v}") for v in ("ok", "slow", "warmup")}
         self._deadlines = Metrics.counter("stagewatch", "stall_deadlines")
 
@@ -79,6 +84,19 @@ class _JudgeFn(beam.DoFn):
         stage = baseline_stage(record.m, rules)
         snap, by_tenant = choose(snaps, step, stage, tenant, cfg.chronic_n)
         if snap is None and not self._second and defers(snaps, stage):
+            for b in early_ticks_after(record.now_us, cfg):  # the first early snapshot that can judge it
+                if self._end_us is not None and b > self._end_us:
+                    break  # the backtest does not move past a finite input's last event
+                view = EarlyView(snaps, snaps, b)
+                snap, by_tenant = deferred_snapshot(view, step + 1, stage, tenant, cfg.chronic_n)
+                if snap is not None:
+                    verdict, anomaly = judge_measurement(record.file, record.last_stage, record.m, snap, by_tenant,
+                                                         rules, b, record.parts,
+                                                         lookup_at(view, step + 1, tenant, cfg.chronic_n))
+                    self._verdicts[verdict].inc()
+                    if anomaly is not None:
+                        yield anomaly
+                    return
             next_us = (record.now_us // cfg.interval_us + 1) * cfg.interval_us
             yield beam.pvalue.TaggedOutput(DEFERRED, TimestampedValue(record, next_us / US_PER_S))
             return
@@ -105,7 +123,7 @@ class JudgeMeasurements(ContainedStep):
         interval = self._cfg.interval_s
         side = snapshots | "SnapshotWindows" >> beam.WindowInto(FixedWindows(interval))
         windowed = records | "MeasurementWindows" >> beam.WindowInto(FixedWindows(interval))
-        judged = self.pardo(windowed, "JudgeAgainstSnapshots", _JudgeFn(self._rules, self._cfg),
+        judged = self.pardo(windowed, "JudgeAgainstSnapshots", _JudgeFn(self._rules, self._cfg, end_us=self._end_us),
                             beam.pvalue.AsDict(side), outputs=(DEADLINES, DEFERRED), main="anomalies")
         later = judged[DEFERRED]
         if self._end_us is not None:
