@@ -236,7 +236,8 @@ def test_run_and_replay_report_the_same_anomalies(tmp_path: Path) -> None:
     assert len(want) >= 6 and got == want
 
 
-@pytest.mark.parametrize("cut_s", [None, 89], ids=["whole", "ending_before_the_warm_tick"])
+@pytest.mark.parametrize("cut_s", [None, 89, 200],
+                         ids=["whole", "ending_before_the_warm_tick", "ending_in_the_first_interval"])
 def test_what_a_cold_baseline_saw_is_judged_at_its_first_warm_tick_or_the_next_snapshot_in_both_drivers(
         tmp_path: Path, cut_s: int | None) -> None:
     """One customer's files 2 s apart from the job's start: its stage has its warm-up samples only at the third
@@ -244,7 +245,10 @@ def test_what_a_cold_baseline_saw_is_judged_at_its_first_warm_tick_or_the_next_s
     after the last early tick against the next interval's snapshots (the streaming job's second judging pass)
     -- the same verdicts, made as of the same moments, in both drivers (``tests/core/test_detection.py``: the
     backtest alone). An input that ends before that tick (89 s) has no verdict on them in either: neither
-    driver moves past a finite input's last event."""
+    driver moves past a finite input's last event. One that ends within the first interval (200 s) has the
+    early verdicts, and not the one after the last early tick: the streaming job judges the interval only as
+    its input ends, after the files closed, and still reports them (``WatchStalls`` lets nothing it holds go
+    with a file's state)."""
     from stagewatch.backtest.replay import replay
     from stagewatch.cli import main
     from stagewatch.logfiles import iter_lines
@@ -258,7 +262,7 @@ def test_what_a_cold_baseline_saw_is_judged_at_its_first_warm_tick_or_the_next_s
         tenant="t1")), key=lambda e: e.t_us)
     if cut_s is not None:
         events = [e for e in events if e.t_us < start + cut_s * S]
-        slow_at = {}
+        slow_at = {k: at for k, at in slow_at.items() if at <= cut_s}
     logs = tmp_path / "cold.jsonl"
     logs.write_bytes(b"\n".join(_line(ev) for ev in events) + b"\n")
     replayed: set[tuple[str, str, str, str]] = set()
@@ -271,6 +275,57 @@ def test_what_a_cold_baseline_saw_is_judged_at_its_first_warm_tick_or_the_next_s
     assert {r for r in replayed if r[0] == "slow_stage"} == {
         ("slow_stage", f"f{k:03d}", "b", format_rfc3339(start + at * S)) for k, at in slow_at.items()}
     assert streamed == replayed
+
+
+@pytest.mark.parametrize("then", ["stalls", "arrives"])
+def test_a_new_stage_mid_run_judges_a_waiting_file_at_its_warm_tick_unless_it_stalled_before(
+        tmp_path: Path, then: str) -> None:
+    """An optional stage "x" first appears 10 minutes in and has its warm-up samples at its interval's fourth
+    early tick. A file whose x took 10 s is judged slow there at that tick -- unless it stalled waiting for
+    b before it: the streaming job drops a verdict judged after a file's stall deadline, and the backtest
+    does not judge one (the file's later lines do not undo that). Both drivers: the same verdicts."""
+    from stagewatch.cli import main
+
+    rng = random.Random(1)
+    start = T0 - T0 % (300 * S)
+
+    def path(uid: str, steps: list[tuple[str, int]]) -> list[StageEvent]:
+        return [StageEvent(uid, st, t, "t1", "lot-1", f"{uid}-{i}", False, None) for i, (st, t) in enumerate(steps)]
+
+    def w(median: float) -> int:
+        return int(median * rng.lognormvariate(0, 0.25) * S)
+
+    events: list[StageEvent] = []
+    for i in range(120):  # b and c warm
+        t = start + i * 5 * S
+        tb = t + w(2)
+        events += path(f"p{i:04d}", [("a", t), ("b", tb), ("c", tb + w(1))])
+    for i in range(80):  # x appears
+        t = start + 600 * S + int(i * 3.5 * S)
+        if i == 2:
+            steps = [("a", t), ("x", t + 10 * S)]
+            if then == "arrives":
+                steps += [("b", t + 70 * S), ("c", t + 71 * S)]
+            events += path("slow", steps)
+            continue
+        tx = t + w(1)
+        tb = tx + w(2)
+        events += path(f"q{i:04d}", [("a", t), ("x", tx), ("b", tb), ("c", tb + w(1))])
+    events.sort(key=lambda e: e.t_us)
+    logs = tmp_path / "logs.jsonl"
+    logs.write_bytes(b"\n".join(_line(ev) for ev in events) + b"\n")
+    assert main(["replay", str(logs), "-o", str(tmp_path / "a.jsonl"), "--stages", "a,x?,b,c"]) == 0
+    assert main(["run", "--input_file", str(logs), "--output_dir", str(tmp_path / "out"), "--stages", "a,x?,b,c"]) == 0
+    replayed = {(a["kind"], a["stage"], a["detected_at"]) for a in map(orjson.loads, (tmp_path / "a.jsonl").read_bytes(
+        ).splitlines()) if a["uid"] == "slow"}
+    streamed = {(a["kind"], a["stage"], a["detected_at"]) for f in (tmp_path / "out").glob("anomalies*.jsonl")
+                for a in map(orjson.loads, f.read_bytes().splitlines()) if a["uid"] == "slow"}
+    slow_x = {("slow_stage", "x", format_rfc3339(start + 720 * S))}
+    if then == "stalls":
+        assert {r[:2] for r in replayed} == {r[:2] for r in streamed} == {("slow_stage", "b"), ("stalled", "b")}
+    else:
+        assert slow_x <= replayed and slow_x <= streamed
+        assert {r[:2] for r in replayed} == {r[:2] for r in streamed}
 
 
 def test_a_shorter_baseline_interval_judges_a_burst_sooner_and_both_drivers_agree(tmp_path: Path) -> None:

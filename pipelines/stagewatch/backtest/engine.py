@@ -361,6 +361,8 @@ class Detector:
         self._closed[uid] = trace.status
         self._open_after_stall.pop(uid, None)
         if trace.status == "stalled":  # the stream's trace of it is still open: let go a TTL after its last line
+            if trace.deadline is not None:
+                self.judge.stalled(trace, trace.deadline)
             trace.deadline = trace.stall_info = None  # (it has none there: stalls are declared downstream)
             self._open_after_stall[uid] = trace
             self._mark_until(uid, trace.last_t + 2 * self.rules.ttl_us)

@@ -156,6 +156,7 @@ class Judge:
         # The event time of the event or timer being processed, set by the driver: the moment a measurement is
         # made in the streaming job's terms (``Measured.now_us``), which places it among the early ticks.
         self.clock = -1
+        self.stalls: dict[int, int] = {}  # id of a waiting measurement's trace -> its stall deadline (``stalled``)
 
     def _renew(self) -> None:
         self._epoch = self.base.epoch
@@ -213,6 +214,7 @@ class Judge:
         for item in deferred:
             if not self._judge_later(item, self.base.snaps, step, now, out) and item[2].measure == "wait":
                 out.count("verdicts_warmup")
+        self.stalls.clear()
 
     def judge_early(self, t_us: int, out: Outbox) -> None:
         """At each early tick boundary before ``t_us`` (``core.early``): the early snapshots of the stages whose
@@ -234,14 +236,23 @@ class Judge:
                     if item[3] >= b or not self._judge_later(item, view, self._deferred_step + 1, b, out)]
             self._deferred = rest
             self.next_early_us = next(early_ticks_after(b, cfg), NEVER) if rest else NEVER
+            if not rest:
+                self.stalls.clear()
+
+    def stalled(self, trace: Trace, deadline: int) -> None:
+        """``trace`` was declared stalled at ``deadline``: what it measured and still waits is not judged after
+        it (the driver calls this as it closes the trace)."""
+        if self._deferred:
+            self.stalls[id(trace)] = deadline
 
     def _judge_later(self, item: Deferred, snaps: Mapping[BaselineKey, Snapshot], step: int, now: int,
                      out: Outbox) -> bool:
         """Judge one deferred measurement by ``snaps`` as of ``now`` (in interval ``step``); False when they
-        cannot judge it yet. A file declared stalled is not judged: its deadline came before ``now`` (a stall
-        due at ``now`` is declared after this), and the streaming job drops what is judged after a deadline."""
+        cannot judge it yet. A file declared stalled before ``now`` is not judged, whatever it logged since:
+        the streaming job drops what is judged after a file's stall deadline."""
         trace, last_stage, m, _ = item
-        if trace.status == "stalled":
+        stalled_at = self.stalls.get(id(trace))
+        if stalled_at is not None and stalled_at < now:
             return True
         rules, chronic_n, tenant = self.rules, self.base.cfg.chronic_n, trace.tenant
         snap, by_tenant = deferred_snapshot(snaps, step, baseline_stage(m, rules), tenant, chronic_n)
@@ -261,6 +272,7 @@ class Judge:
         out.count("verdicts_warmup", sum(1 for item in self._deferred if item[2].measure == "wait"))
         self._deferred = []
         self.early.clear()
+        self.stalls.clear()
         self.next_early_us = NEVER
 
     def stall_deadline(self, trace: Trace, next_i: int, last_t: int, now: int) -> tuple[int, StallInfo] | None:

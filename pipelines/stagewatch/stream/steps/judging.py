@@ -65,7 +65,7 @@ class _JudgeFn(beam.DoFn):
     @contained("Judge")
     def process(
         self, record: Measured | Progress, snaps: dict[Any, Any], w: Any = beam.DoFn.WindowParam
-    ) -> Iterator[Anomaly | beam.pvalue.TaggedOutput]:
+    ) -> Iterator[Anomaly | TimestampedValue[Anomaly] | beam.pvalue.TaggedOutput]:
         rules, cfg = self._rules, self._cfg
         step = int(w.start.micros) // cfg.interval_us
         if isinstance(record, Progress):  # when is the next stage overdue?
@@ -94,8 +94,8 @@ class _JudgeFn(beam.DoFn):
                                                          rules, b, record.parts,
                                                          lookup_at(view, step + 1, tenant, cfg.chronic_n))
                     self._verdicts[verdict].inc()
-                    if anomaly is not None:
-                        yield anomaly
+                    if anomaly is not None:  # at the tick it was judged at: WatchStalls orders by it
+                        yield TimestampedValue(anomaly, b / US_PER_S)
                     return
             next_us = (record.now_us // cfg.interval_us + 1) * cfg.interval_us
             yield beam.pvalue.TaggedOutput(DEFERRED, TimestampedValue(record, next_us / US_PER_S))
