@@ -50,12 +50,15 @@ def _reference(ms: list[Measured]) -> dict[int, dict]:
     return by_step
 
 
-@pytest.mark.parametrize("straggler", [False, True], ids=["on_time", "with_a_count_after_its_fold"])
-def test_snapshots_per_interval_match_the_in_process_store(straggler: bool) -> None:
+@pytest.mark.parametrize("straggler, newest_first", [(False, False), (True, False), (False, True)],
+                         ids=["on_time", "with_a_count_after_its_fold", "newest_first_in_each_bundle"])
+def test_snapshots_per_interval_match_the_in_process_store(straggler: bool, newest_first: bool) -> None:
     """Interval by interval, the same snapshots as the in-process store, and in the first interval the early
     snapshots of its first four ticks (``core.early``); with ``straggler``, a measurement of
     the first interval arrives two hours after that interval was folded: it is left out (counted), and the
-    store's clock does not go back for it."""
+    store's clock does not go back for it. ``newest_first``: each bundle of 25 minutes comes newest first (a
+    backlog read out of order): a shard and a roll take their first interval to be the earliest they hear of,
+    not the first to arrive."""
     ms = _measurements()
     want = _reference(ms)
     want_early = {}
@@ -67,7 +70,9 @@ def test_snapshots_per_interval_match_the_in_process_store(straggler: bool) -> N
     assert len(want_early) == 4 * 2 * 3  # four ticks, two stages, stage-wide and two tenants
     stream = TestStream()
     for i in range(0, len(ms), 500):
-        stream = stream.add_elements([TimestampedValue(r, r.m.t_us / S) for r in ms[i:i + 500]])
+        chunk = ms[i:i + 500][::-1] if newest_first else ms[i:i + 500]
+        for part in ([chunk[:250], chunk[250:]] if newest_first else [chunk]):  # separate bundles, newest first
+            stream = stream.add_elements([TimestampedValue(r, r.m.t_us / S) for r in part])
         stream = stream.advance_watermark_to((ms[min(i + 500, len(ms)) - 1].m.t_us // 1000) / 1000)
     if straggler:
         late = ms[0]._replace(file=ms[0].file._replace(uid="late"), m=ms[0].m._replace(value_ms=1e6))
