@@ -217,9 +217,10 @@ class Judge:
         self.stalls.clear()
 
     def judge_early(self, t_us: int, out: Outbox) -> None:
-        """At each early tick boundary before ``t_us`` (``core.early``): the early snapshots of the stages whose
-        measurements wait, and those measurements the tick's snapshots can judge, judged as of it. Call it
-        before an event or a timer at ``t_us`` is processed, once ``t_us`` reaches ``next_early_us``."""
+        """At each early tick boundary up to ``t_us`` (``core.early``) while measurements wait: the early snapshots
+        of every stage in its first interval, and the waiting measurements the tick's snapshots can judge, judged
+        as of it. Call it before an event or a timer at ``t_us`` is processed, once ``t_us`` reaches
+        ``next_early_us``."""
         cfg, base = self.base.cfg, self.base
         while self.next_early_us <= t_us:
             b = self.next_early_us
