@@ -409,6 +409,32 @@ def test_a_stage_taking_minutes_stalls_a_stuck_file_within_the_session_gap_in_bo
         (a["kind"], a["uid"], a["stage"]) for a in replayed}
 
 
+def test_a_stalled_file_that_then_fails_is_reported_failed_by_both_drivers(tmp_path: Path) -> None:
+    """A file stalls before b, then logs b as failed ten minutes later: both drivers report the stall and
+    the failure (before, the backtest said nothing of the failure: the file's trace had closed at its stall,
+    while the streaming job's trace of it, still open, failed)."""
+    from stagewatch.cli import main
+
+    pipe = Pipeline(stages=("a", "b", "c"), medians={"b": 1.0, "c": 1.0})
+    rng = random.Random(23)
+    t = T0 + 2 * 3600 * S
+    stuck = file_events(pipe, "stuck", t, rng, drop_from="b")
+    fails = StageEvent("stuck", "b", t + 600 * S, stuck[0].tenant, stuck[0].lot, "stuck-fail", True, None)
+    events = sorted([*steady_stream(pipe, hours=3, every_s=10, seed=23), *stuck, fails], key=lambda e: e.t_us)
+    logs = tmp_path / "logs.jsonl"
+    logs.write_bytes(b"\n".join(_line(ev, "ERROR" if ev is fails else "INFO") for ev in events) + b"\n")
+    assert main(["replay", str(logs), "-o", str(tmp_path / "a.jsonl")]) == 0
+    assert main(["run", "--input_file", str(logs), "--output_dir", str(tmp_path / "out")]) == 0
+    replayed = [orjson.loads(x) for x in (tmp_path / "a.jsonl").read_bytes().splitlines()]
+    streamed = [orjson.loads(x) for f in (tmp_path / "out").glob("anomalies*.jsonl")
+                for x in f.read_bytes().splitlines()]
+    for rows in (replayed, streamed):
+        assert sorted((a["kind"], a["stage"]) for a in rows if a["uid"] == "stuck") == [
+            ("failed", "b"), ("slow_stage", "b"), ("stalled", "b")]  # slow while still waiting, then stalled
+    assert {(a["kind"], a["uid"], a["stage"]) for a in streamed} == {
+        (a["kind"], a["uid"], a["stage"]) for a in replayed}
+
+
 def test_the_tenant_limit_gives_the_same_tenants_their_own_baselines_in_both_drivers() -> None:
     """``max_tenants`` 2 of four tenants: each stage lets in new tenants by name (t1, t2), not by arrival --
     the streaming job kept no limit at all, and the backtest let in whoever came first. t4, whose normal b

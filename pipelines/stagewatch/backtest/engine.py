@@ -292,7 +292,11 @@ class Detector:
             self.out.arrivals.append(Arrival(uid, ev.stage, ev.t_us))
             self._closed[uid] = "stalled_arrived"
         if shadow is not None:
-            if shadow.add(ev, self.rules, _UNJUDGED, ev.t_us, Outbox(keep_summaries=False)):
+            said = Outbox(keep_summaries=False)
+            closed_now = shadow.add(ev, self.rules, _UNJUDGED, ev.t_us, said)
+            # Its failure is reported (nothing else is judged there): the stream's trace of it fails too.
+            self.out.anomalies.extend(said.anomalies)
+            if closed_now:
                 self._end_shadow(uid, ev.t_us)
             else:
                 self._mark_until(uid, shadow.last_t + 2 * self.rules.ttl_us)
