@@ -38,6 +38,18 @@ def _line(ev: StageEvent, severity: str = "INFO") -> bytes:
     })
 
 
+def _both_drivers(logs: Path, tmp_path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The anomalies of ``stagewatch replay`` and of ``stagewatch run`` on ``logs``, each with its defaults."""
+    from stagewatch.cli import main
+
+    assert main(["replay", str(logs), "-o", str(tmp_path / "a.jsonl")]) == 0
+    assert main(["run", "--input_file", str(logs), "--output_dir", str(tmp_path / "out")]) == 0
+    replayed = [orjson.loads(x) for x in (tmp_path / "a.jsonl").read_bytes().splitlines()]
+    streamed = [orjson.loads(x) for f in (tmp_path / "out").glob("anomalies*.jsonl")
+                for x in f.read_bytes().splitlines()]
+    return replayed, streamed
+
+
 class _Collect(beam.DoFn):
     """Test-only sink: records land in a module-level list (the in-process runner shares the process)."""
 
@@ -386,7 +398,6 @@ def test_a_stage_taking_minutes_stalls_a_stuck_file_within_the_session_gap_in_bo
     """b takes 5 minutes (8x its line: two hours). With their defaults (one session gap, an hour, for both),
     the job and the backtest declare the file stuck before b stalled at the same moment, 54 min after its
     last stage; before, the job let it go as open at the gap and the backtest (6 h) stalled it at 8x the line."""
-    from stagewatch.cli import main
     from stagewatch.stream.parameters import PARAMETERS
 
     assert next(p.default for p in PARAMETERS if p.name == "session_gap_s") == "3600"
@@ -397,11 +408,7 @@ def test_a_stage_taking_minutes_stalls_a_stuck_file_within_the_session_gap_in_bo
     events = sorted([*steady_stream(pipe, hours=4, every_s=20, seed=21), *stuck], key=lambda e: e.t_us)
     logs = tmp_path / "logs.jsonl"
     logs.write_bytes(b"\n".join(_line(ev) for ev in events) + b"\n")
-    assert main(["replay", str(logs), "-o", str(tmp_path / "a.jsonl")]) == 0
-    assert main(["run", "--input_file", str(logs), "--output_dir", str(tmp_path / "out")]) == 0
-    replayed = [orjson.loads(x) for x in (tmp_path / "a.jsonl").read_bytes().splitlines()]
-    streamed = [orjson.loads(x) for f in (tmp_path / "out").glob("anomalies*.jsonl")
-                for x in f.read_bytes().splitlines()]
+    replayed, streamed = _both_drivers(logs, tmp_path)
     for rows in (replayed, streamed):
         stalls = [(a["uid"], a["stage"], parse_rfc3339_us(a["event_time"])) for a in rows if a["kind"] == "stalled"]
         assert stalls == [("stuck", "b", stuck[-1].t_us + 54 * 60 * S)]
@@ -413,7 +420,6 @@ def test_a_stalled_file_that_then_fails_is_reported_failed_by_both_drivers(tmp_p
     """A file stalls before b, then logs b as failed ten minutes later: both drivers report the stall and
     the failure (before, the backtest said nothing of the failure: the file's trace had closed at its stall,
     while the streaming job's trace of it, still open, failed)."""
-    from stagewatch.cli import main
 
     pipe = Pipeline(stages=("a", "b", "c"), medians={"b": 1.0, "c": 1.0})
     rng = random.Random(23)
@@ -423,11 +429,7 @@ def test_a_stalled_file_that_then_fails_is_reported_failed_by_both_drivers(tmp_p
     events = sorted([*steady_stream(pipe, hours=3, every_s=10, seed=23), *stuck, fails], key=lambda e: e.t_us)
     logs = tmp_path / "logs.jsonl"
     logs.write_bytes(b"\n".join(_line(ev, "ERROR" if ev is fails else "INFO") for ev in events) + b"\n")
-    assert main(["replay", str(logs), "-o", str(tmp_path / "a.jsonl")]) == 0
-    assert main(["run", "--input_file", str(logs), "--output_dir", str(tmp_path / "out")]) == 0
-    replayed = [orjson.loads(x) for x in (tmp_path / "a.jsonl").read_bytes().splitlines()]
-    streamed = [orjson.loads(x) for f in (tmp_path / "out").glob("anomalies*.jsonl")
-                for x in f.read_bytes().splitlines()]
+    replayed, streamed = _both_drivers(logs, tmp_path)
     for rows in (replayed, streamed):
         assert sorted((a["kind"], a["stage"]) for a in rows if a["uid"] == "stuck") == [
             ("failed", "b"), ("slow_stage", "b"), ("stalled", "b")]  # slow while still waiting, then stalled
@@ -598,11 +600,7 @@ def test_a_stalled_file_logging_again_is_an_arrival_a_straggler_or_a_new_trace_a
                       800_000.0) for uid, minutes in later.items()]
           + [StageEvent("held", "c", c_at, files["held"][0].tenant, "lot-1", "held-c", False, None),
              StageEvent("held", "a", c_at + 3610 * S, files["held"][0].tenant, "lot-1", "held-a2", False, None)])
-    assert main(["replay", str(logs), "-o", str(tmp_path / "a.jsonl")]) == 0
-    assert main(["run", "--input_file", str(logs), "--output_dir", str(tmp_path / "out")]) == 0
-    replayed = [orjson.loads(x) for x in (tmp_path / "a.jsonl").read_bytes().splitlines()]
-    streamed = [orjson.loads(x) for f in (tmp_path / "out").glob("anomalies*.jsonl")
-                for x in f.read_bytes().splitlines()]
+    replayed, streamed = _both_drivers(logs, tmp_path)
     # Both lines after a stall within its mark are arrivals (the stream's: tests/stream/test_stalls.py).
     arrivals: list[Any] = []
     replay(iter_lines([str(logs)]), order=StageOrder.parse("a,b,c"), on_arrival=arrivals.append)
