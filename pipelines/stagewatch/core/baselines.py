@@ -94,8 +94,9 @@ class BaselineConfig:
     # not learned unless the key usually flags ``mode_share`` of what it sees (a second mode, not a slow share:
     # the one knob between the two). A key holding ``establish_n`` samples learns nothing from a disturbed
     # interval -- one flagging at least ``disturbed_share`` of its values, ``disturbed_ratio`` x its usual share
-    # and ``disturbed_min`` values -- until the disturbance has lasted ``adopt_after_s`` with ``mode_share``
-    # flagged: a change that lasts is how the stage behaves now.
+    # and ``disturbed_min`` values -- nor from the calm interval before one (``HistogramBank.fold``) -- until
+    # the disturbance has lasted ``adopt_after_s`` with ``mode_share`` flagged: a change that lasts is how the
+    # stage behaves now.
     establish_n: float = 200.0
     mode_share: float = 0.15
     disturbed_share: float = 0.01
