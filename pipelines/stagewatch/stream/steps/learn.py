@@ -124,6 +124,11 @@ class _CountBinsFn(beam.DoFn):
 Heard = tuple[int, str | None, float, int]  # (interval, tenant, value, tick within the interval)
 
 
+def _add(into: Counts, counts: Counts) -> None:
+    for bin_key, n in counts.items():
+        into[bin_key] = into.get(bin_key, 0.0) + n
+
+
 def adopt(held: BaselineStore | None, cfg: BaselineConfig) -> BaselineStore:
     """The store a stage's roll kept, under the job's settings now: an in-place update (``--update``) may have
     changed them, and the store carries those it was made with. The same store with the new settings (a new
@@ -187,9 +192,7 @@ class _RollFn(beam.DoFn):
             self._after_fold.inc(int(sum(counts.values())))
             return
         by_step: dict[int, Counts] = pending.read() or {}
-        held = by_step.setdefault(k, {})
-        for bin_key, n in counts.items():
-            held[bin_key] = held.get(bin_key, 0.0) + n
+        _add(by_step.setdefault(k, {}), counts)
         pending.write(by_step)
         fire_no_later_than(next_fire, fire, (k + 1) * self._cfg.interval_us + self._grace_us)
         if tick < 0 or store_state.read() is not None:
@@ -201,9 +204,7 @@ class _RollFn(beam.DoFn):
         boundary = start + (tick + 1) * tick_us(self._cfg)
         if first[0] != k or boundary <= first[2]:  # another interval's; or a tick already emitted: the fold has it
             return
-        ticks = first[1].setdefault(tick, {})
-        for bin_key, n in counts.items():
-            ticks[bin_key] = ticks.get(bin_key, 0.0) + n
+        _add(first[1].setdefault(tick, {}), counts)
         early.write(first)
         fire_no_later_than(next_fire, fire, boundary + self._grace_us)
 
@@ -270,8 +271,7 @@ class _RollFn(beam.DoFn):
             counts: Counts = {}
             for j, part in by_tick.items():
                 if start + (j + 1) * tick <= b:
-                    for bin_key, n in part.items():
-                        counts[bin_key] = counts.get(bin_key, 0.0) + n
+                    _add(counts, part)
             if counts:
                 for baseline_key, snap in early_snapshots(cfg, stage, k, counts).items():
                     yield TimestampedValue(((baseline_key, b), snap), b / US_PER_S)
