@@ -191,7 +191,7 @@ def test_bin_counts_count_each_value_for_the_stage_and_its_tenant() -> None:
 
 def test_a_bank_pickled_before_disturbed_runs_and_held_intervals_were_kept_still_loads() -> None:
     store = BaselineStore(BaselineConfig(line="tail"))
-    feed(store, [100.0 + k % 7 for k in range(300)])
+    feed(store, [100.0 + k % 7 for k in range(1500)], every_s=1.0)  # over hold_n: its last calm interval waits
     bank = store.bank
     state = bank.__reduce_ex__(2)[2]  # (None, {slot: value}), as pickle keeps it
     assert isinstance(state, tuple) and "since" in state[1] and "held" in state[1]
@@ -202,7 +202,7 @@ def test_a_bank_pickled_before_disturbed_runs_and_held_intervals_were_kept_still
     assert old.held == {}
     again = pickle.loads(pickle.dumps(bank))
     assert again.since.tolist() == bank.since.tolist()
-    assert again.held.keys() == bank.held.keys() == {0}  # the key's last calm interval waits
+    assert again.held.keys() == bank.held.keys() == {0}
 
 
 def test_a_store_pickled_before_the_tenant_limit_keeps_the_first_tenants_by_name_only() -> None:

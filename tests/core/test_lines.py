@@ -113,6 +113,22 @@ def test_the_interval_a_slowdown_began_in_is_not_learned_either() -> None:
     assert store.lookup("call", None)[0].n > 600 * 11
 
 
+def test_a_key_disturbed_every_other_interval_still_learns_its_calm_ones() -> None:
+    # A batch job every ten minutes that slows a few files: had each calm interval waited for the next, which
+    # is disturbed, the key would learn nothing, and its line, read from fewer and fewer samples, widen.
+    rng = np.random.default_rng(16)
+    store = BaselineStore(TAIL)
+    for k in range(48):
+        _fold(store, rng.gamma(2.0, 0.5, 100) * 2_000, k)
+    steady = store.lookup("call", None)[0]
+    for k in range(48, 48 + 12 * 12):  # twelve hours
+        batch = rng.gamma(2.0, 0.5, 5) * 200_000 if k % 2 == 0 else np.empty(0)
+        _fold(store, np.concatenate([rng.gamma(2.0, 0.5, 100) * 2_000, batch]), k)
+    now = store.lookup("call", None)[0]
+    assert now.n > 0.4 * steady.n
+    assert now.threshold_ms < 1.2 * steady.threshold_ms
+
+
 def test_a_young_tail_key_learns_a_second_mode_it_flags_often() -> None:
     rng = np.random.default_rng(13)
     store = BaselineStore(TAIL)

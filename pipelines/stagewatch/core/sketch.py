@@ -81,10 +81,12 @@ class HistogramBank:
         self.held: dict[int, tuple[int, np.ndarray, np.ndarray, float, float]] = {}
 
     def __setstate__(self, state: tuple[None, dict[str, object]]) -> None:
-        # A bank pickled in a running job's state before ``since`` existed (``--update``).
+        # A bank pickled in a running job's state before ``since`` or ``held`` existed (``--update``); and one
+        # from a later version, should a job be updated back to this one: what this version lacks is let go.
         slots = state[1]
         for name, value in slots.items():
-            setattr(self, name, value)
+            if name in HistogramBank.__slots__:
+                setattr(self, name, value)
         if "since" not in slots:
             self.since = np.full(len(self.steps), CALM, dtype=np.int64)
         if "held" not in slots:
@@ -114,6 +116,7 @@ class HistogramBank:
         disturbed: np.ndarray | None = None,
         adopt_steps: int = 0,
         adopt_share: float = 0.0,
+        hold: np.ndarray | None = None,
     ) -> np.ndarray:
         """Decay every key in ``pending`` to ``step`` and add its raw counts ``{bin: n}``; returns their rows.
 
@@ -123,10 +126,11 @@ class HistogramBank:
         interval was disturbed: nothing of it is learned -- until the key has been disturbed for ``adopt_steps``
         in a row with at least ``adopt_share`` of an interval over its line: then the change has lasted, and it
         is learned in full. A disturbed interval that is not learned is not counted as seen or flagged either;
-        everything else is, whatever its weight. A calm interval of a key judged that way waits for the key's
-        next one, and is not learned either if that one is disturbed: a slowdown that began late in it has its
-        slow files still in the stage when it ends, flags too few to disturb it, and the fastest of them, under
-        the line, are slow too (zoo 10002: learned, they lifted a tail line 22 %).
+        everything else is, whatever its weight. A calm interval after a calm one, of a key marked in ``hold``
+        (judged that way), waits for the key's next one, and is not learned either if that one is disturbed: a
+        slowdown that began late in it has its slow files still in the stage when it ends, flags too few to
+        disturb it, and the fastest of them, under the line, are slow too (zoo 10002: learned, they lifted a
+        tail line 22 %).
         """
         rows = np.fromiter((self._row(key, step) for key in pending), dtype=np.int64, count=len(pending))
         decay = factor_per_step ** (step - self.steps[rows]).astype(np.float64)
@@ -147,25 +151,29 @@ class HistogramBank:
         over = bb > over_bin[kk]
         weight = np.where(over, cc * over_weight[kk], cc)
         counted = np.ones(len(rows), dtype=bool)
-        hit = hold = np.zeros(len(rows), dtype=bool)
+        hit = waits = np.zeros(len(rows), dtype=bool)
         if disturbed is not None:
             flagged = np.bincount(kk, weights=np.where(over, cc, 0.0), minlength=len(rows))
             hit = flagged >= disturbed
-            since = np.where(hit, np.where(self.since[rows] == CALM, step, self.since[rows]), CALM)
+            calm_before = self.since[rows] == CALM
+            since = np.where(hit, np.where(calm_before, step, self.since[rows]), CALM)
             self.since[rows] = since
             total = np.bincount(kk, weights=cc, minlength=len(rows))
             lasted = hit & (step - since >= adopt_steps) & (flagged >= adopt_share * total)
             weight = np.where(hit[kk], np.where(lasted[kk], cc, 0.0), weight)
             # What a key usually flags is measured on the intervals it learns from.
             counted = ~hit | lasted
-            hold = np.isfinite(disturbed) & ~hit
+            if hold is not None:
+                # Only after a calm one: a key disturbed every other interval (a batch every ten minutes) would
+                # otherwise learn nothing, and its line, read from fewer and fewer samples, widened 1.9x.
+                waits = hold & ~hit & calm_before
         if self.held:
             self._settle(rows, hit, step, factor_per_step)
         seen = np.where(counted[kk], cc, 0.0)
         flagged_now = np.where(over, seen, 0.0)
-        if hold.any():
-            self._hold(rows, hold, kk, bb, weight, seen, flagged_now, step)
-            now = ~hold[kk]
+        if waits.any():
+            self._hold(rows, waits, kk, bb, weight, seen, flagged_now, step)
+            now = ~waits[kk]
             kk, bb, weight, seen, flagged_now = kk[now], bb[now], weight[now], seen[now], flagged_now[now]
         np.add.at(self.weights, (rows[kk], bb), weight)
         np.add.at(self.seen, rows[kk], seen)
@@ -190,8 +198,8 @@ class HistogramBank:
         bounds = np.searchsorted(kk, np.arange(len(rows) + 1))
         for k in np.flatnonzero(hold).tolist():
             a, b = int(bounds[k]), int(bounds[k + 1])
-            self.held[int(rows[k])] = (step, bb[a:b].copy(), weight[a:b].copy(), float(seen[a:b].sum()),
-                                       float(flagged[a:b].sum()))
+            self.held[int(rows[k])] = (step, bb[a:b].astype(np.int16), weight[a:b].copy(),
+                                       float(seen[a:b].sum()), float(flagged[a:b].sum()))
 
     def quantiles(self, rows: np.ndarray, qs: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
         """(totals, values): each row's total weight, and its value at each quantile (rows x len(qs))."""
