@@ -96,9 +96,10 @@ class BaselineConfig:
     # interval -- one flagging at least ``disturbed_share`` of its values, ``disturbed_ratio`` x its usual share
     # and ``disturbed_min`` values -- until the disturbance has lasted ``adopt_after_s`` with ``mode_share``
     # flagged: a change that lasts is how the stage behaves now. A key holding ``hold_n`` learns a calm interval
-    # only once the next one is calm too (``HistogramBank.fold``); a younger one's disturbances are as often its
-    # own line still below a second mode, and holding back its calm intervals kept the line there (zoo 10015 at
-    # 5,000 files: 10 false alerts -> 22 with holding from ``establish_n``).
+    # after a calm one only once the next one is calm too (``HistogramBank.fold``). A younger key reads its
+    # line from below its 99th percentile (``tail_support`` samples above it), its disturbances are as often
+    # that line under a second mode, and holding back its calm intervals kept the line there (zoo 10023 at
+    # 5,000 files: 18 false alerts -> 102 with holding from ``establish_n``).
     establish_n: float = 200.0
     hold_n: float = 1000.0
     mode_share: float = 0.15
