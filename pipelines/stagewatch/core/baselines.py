@@ -20,13 +20,12 @@ Semantics both drivers reproduce exactly (the backtest in-process, the Beam job 
   300 ms stage and a 3 minute stage are judged by the same rule. The threshold is never below ``min_ratio``
   times the 70th percentile. ``line = "tail"`` reads the estimated p99.9 instead.
 * A key is warm while its decayed sample count is at least ``warmup_n`` (the tail rule: enough to read its
-  ``tail_from`` quantile, 100 samples); a cold key makes no verdict (the visible warm-up). A tenant's key is
-  used when warm, else the stage-wide key: one customer's chronically
-  slow network gets its own normal instead of alerting all day, and a slowdown of the stage still exceeds
-  every tenant's own line. While a tenant is cold but has ``chronic_n`` samples whose median is already
-  above the stage-wide alert line, it is that tenant's normal showing, not an incident: no verdict yet; a
-  median ``SLOWER_TENANT`` x the stage's or more moves the stage's line by as much for it (at most
-  ``MAX_TENANT_MOVE`` x, never above its own young line).
+  ``tail_from`` quantile, 100 samples); a cold key makes no verdict (the visible warm-up). A tenant's key is used when
+  warm, else the stage-wide key: one customer's chronically slow network gets its own normal instead of alerting all
+  day, and a slowdown of the stage still exceeds every tenant's own line. While a tenant is cold but has ``chronic_n``
+  samples whose median is already above the stage-wide alert line, it is that tenant's normal showing, not an
+  incident: no verdict yet; a median ``SLOWER_TENANT`` x the stage's or more moves the stage's line by as much for it
+  (at most ``MAX_TENANT_MOVE`` x, never above its own young line).
 * The busy hours of the day: the baseline is a rolling one whose half-life (3 h) is short next to a day, so
   it follows the daily load curve; the ``at this hour`` in messages is that rolling median.
 """
@@ -95,11 +94,8 @@ class BaselineConfig:
     # the one knob between the two). A key holding ``establish_n`` samples learns nothing from a disturbed
     # interval -- one flagging at least ``disturbed_share`` of its values, ``disturbed_ratio`` x its usual share
     # and ``disturbed_min`` values -- until the disturbance has lasted ``adopt_after_s`` with ``mode_share``
-    # flagged: a change that lasts is how the stage behaves now. A key holding ``hold_n`` learns a calm interval
-    # after a calm one only once the next one is calm too (``HistogramBank.fold``). A younger key reads its
-    # line from below its 99th percentile (``tail_support`` samples above it), its disturbances are as often
-    # that line under a second mode, and holding back its calm intervals kept the line there (zoo 10023 at
-    # 5,000 files: 18 false alerts -> 102 with holding from ``establish_n``).
+    # flagged (a change that lasts is how the stage behaves now); and one holding ``hold_n`` nothing from the calm
+    # interval before a disturbed one either (``HistogramBank.fold``, which says why not a younger key).
     establish_n: float = 200.0
     hold_n: float = 1000.0
     mode_share: float = 0.15
@@ -285,12 +281,10 @@ class BaselineStore:
             # flags more than ``max_anomaly_share`` of what it sees: then those values are how the stage
             # behaves now (the way out of a baseline that learned one mode of two at its start), and they
             # count in full. Tail rule: see ``BaselineConfig``.
-            cfg, old = self.cfg, self.step
+            cfg, old, size = self.cfg, self.step, len(self.pending)
             tail = cfg.line == "tail"
-            over_bin = np.full(len(self.pending), 1 << 30, dtype=np.int64)
-            over_weight = np.ones(len(self.pending))
-            disturbed = np.full(len(self.pending), np.inf) if tail else None
-            hold = np.zeros(len(self.pending), dtype=bool)
+            over_bin, over_weight = np.full(size, 1 << 30, dtype=np.int64), np.ones(size)
+            disturbed, hold = (np.full(size, np.inf) if tail else None), np.zeros(size, dtype=bool)
             for k, (key, counts) in enumerate(self.pending.items()):
                 snap = self.snaps.get(key)
                 if snap is None or snap.warm_until < old:
@@ -300,8 +294,7 @@ class BaselineStore:
                     if snap.flagged_share < cfg.max_anomaly_share:
                         over_weight[k] = cfg.anomaly_weight
                     continue
-                # What the key flags is held out, unless it usually flags a common share of what it sees: a
-                # second mode its line has not caught up with, not a slow share.
+                # Held out unless the key usually flags a common share: a second mode, not a slow share.
                 if snap.flagged_share < cfg.mode_share:
                     over_weight[k] = 0.0
                 if snap.n >= cfg.establish_n:
