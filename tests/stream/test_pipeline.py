@@ -38,12 +38,13 @@ def _line(ev: StageEvent, severity: str = "INFO") -> bytes:
     })
 
 
-def _both_drivers(logs: Path, tmp_path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The anomalies of ``stagewatch replay`` and of ``stagewatch run`` on ``logs``, each with its defaults."""
+def _both_drivers(logs: Path, tmp_path: Path, *extra: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The anomalies of ``stagewatch replay`` and of ``stagewatch run`` on ``logs``, each with its defaults and
+    ``extra`` (an option both take alike, e.g. ``--stages``)."""
     from stagewatch.cli import main
 
-    assert main(["replay", str(logs), "-o", str(tmp_path / "a.jsonl")]) == 0
-    assert main(["run", "--input_file", str(logs), "--output_dir", str(tmp_path / "out")]) == 0
+    assert main(["replay", str(logs), "-o", str(tmp_path / "a.jsonl"), *extra]) == 0
+    assert main(["run", "--input_file", str(logs), "--output_dir", str(tmp_path / "out"), *extra]) == 0
     replayed = [orjson.loads(x) for x in (tmp_path / "a.jsonl").read_bytes().splitlines()]
     streamed = [orjson.loads(x) for f in (tmp_path / "out").glob("anomalies*.jsonl")
                 for x in f.read_bytes().splitlines()]
@@ -296,8 +297,6 @@ def test_a_new_stage_mid_run_judges_a_waiting_file_at_its_warm_tick_unless_it_st
     early tick. A file whose x took 10 s is judged slow there at that tick -- unless it stalled waiting for
     b before it: the streaming job drops a verdict judged after a file's stall deadline, and the backtest
     does not judge one (the file's later lines do not undo that). Both drivers: the same verdicts."""
-    from stagewatch.cli import main
-
     rng = random.Random(1)
     start = T0 - T0 % (300 * S)
 
@@ -326,12 +325,8 @@ def test_a_new_stage_mid_run_judges_a_waiting_file_at_its_warm_tick_unless_it_st
     events.sort(key=lambda e: e.t_us)
     logs = tmp_path / "logs.jsonl"
     logs.write_bytes(b"\n".join(_line(ev) for ev in events) + b"\n")
-    assert main(["replay", str(logs), "-o", str(tmp_path / "a.jsonl"), "--stages", "a,x?,b,c"]) == 0
-    assert main(["run", "--input_file", str(logs), "--output_dir", str(tmp_path / "out"), "--stages", "a,x?,b,c"]) == 0
-    replayed = {(a["kind"], a["stage"], a["detected_at"]) for a in map(orjson.loads, (tmp_path / "a.jsonl").read_bytes(
-        ).splitlines()) if a["uid"] == "slow"}
-    streamed = {(a["kind"], a["stage"], a["detected_at"]) for f in (tmp_path / "out").glob("anomalies*.jsonl")
-                for a in map(orjson.loads, f.read_bytes().splitlines()) if a["uid"] == "slow"}
+    rows = _both_drivers(logs, tmp_path, "--stages", "a,x?,b,c")
+    replayed, streamed = ({(a["kind"], a["stage"], a["detected_at"]) for a in r if a["uid"] == "slow"} for r in rows)
     slow_x = {("slow_stage", "x", format_rfc3339(start + 720 * S))}
     if then == "stalls":
         assert {r[:2] for r in replayed} == {r[:2] for r in streamed} == {("slow_stage", "b"), ("stalled", "b")}

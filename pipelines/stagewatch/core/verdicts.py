@@ -156,7 +156,9 @@ class Judge:
         # The event time of the event or timer being processed, set by the driver: the moment a measurement is
         # made in the streaming job's terms (``Measured.now_us``), which places it among the early ticks.
         self.clock = -1
-        self.stalls: dict[int, int] = {}  # id of a waiting measurement's trace -> its stall deadline (``stalled``)
+        # id of a stalled trace -> (the trace, its stall deadline) (``stalled``). The trace is kept while its id is:
+        # once let go, a new trace could be given the same id, and its waiting measurements not be judged.
+        self.stalls: dict[int, tuple[Trace, int]] = {}
 
     def _renew(self) -> None:
         self._epoch = self.base.epoch
@@ -244,7 +246,7 @@ class Judge:
         """``trace`` was declared stalled at ``deadline``: what it measured and still waits is not judged after
         it (the driver calls this as it closes the trace)."""
         if self._deferred:
-            self.stalls[id(trace)] = deadline
+            self.stalls[id(trace)] = (trace, deadline)
 
     def _judge_later(self, item: Deferred, snaps: Mapping[BaselineKey, Snapshot], step: int, now: int,
                      out: Outbox) -> bool:
@@ -252,8 +254,8 @@ class Judge:
         cannot judge it yet. A file declared stalled before ``now`` is not judged, whatever it logged since:
         the streaming job drops what is judged after a file's stall deadline."""
         trace, last_stage, m, _ = item
-        stalled_at = self.stalls.get(id(trace))
-        if stalled_at is not None and stalled_at < now:
+        stalled = self.stalls.get(id(trace))
+        if stalled is not None and stalled[1] < now:
             return True
         rules, chronic_n, tenant = self.rules, self.base.cfg.chronic_n, trace.tenant
         snap, by_tenant = deferred_snapshot(snaps, step, baseline_stage(m, rules), tenant, chronic_n)
