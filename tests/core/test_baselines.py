@@ -189,20 +189,22 @@ def test_bin_counts_count_each_value_for_the_stage_and_its_tenant() -> None:
     assert bin_counts([]) == {}
 
 
-def test_a_bank_pickled_before_disturbed_runs_and_held_intervals_were_kept_still_loads() -> None:
+def test_a_bank_pickled_before_disturbed_runs_held_intervals_and_levels_were_kept_still_loads() -> None:
     store = BaselineStore(BaselineConfig(line="tail"))
     feed(store, [100.0 + k % 7 for k in range(1500)], every_s=1.0)  # over hold_n: its last calm interval waits
     bank = store.bank
     state = bank.__reduce_ex__(2)[2]  # (None, {slot: value}), as pickle keeps it
-    assert isinstance(state, tuple) and "since" in state[1] and "held" in state[1]
-    del state[1]["since"], state[1]["held"]
+    assert isinstance(state, tuple) and {"since", "held", "level", "wobble"} <= state[1].keys()
+    del state[1]["since"], state[1]["held"], state[1]["level"], state[1]["wobble"]
     old = HistogramBank.__new__(HistogramBank)
     old.__setstate__(state)
     assert old.since.tolist() == [-1] * len(old.steps)
     assert old.held == {}
+    assert np.isnan(old.level).all() and not old.wobble.any()  # judged as before until a level is known
     again = pickle.loads(pickle.dumps(bank))
     assert again.since.tolist() == bank.since.tolist()
     assert again.held.keys() == bank.held.keys() == {0}
+    assert again.level[0] == bank.level[0] == pytest.approx(np.log(103.0), abs=0.05)
 
 
 def test_a_store_pickled_before_the_tenant_limit_keeps_the_first_tenants_by_name_only() -> None:

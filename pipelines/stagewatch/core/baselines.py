@@ -10,9 +10,8 @@ Semantics both drivers reproduce exactly (the backtest in-process, the Beam job 
   turns 8x slower for 30 minutes, the baseline has seen those values as a couple of percent of its mass, and
   its quantiles barely move. (Clipping them at the threshold instead, at full weight, raised the threshold 2x
   within the 30 minutes of a simulated slowdown.) A lasting change is still adopted: with a 3 h half-life the
-  slow values reach half of the mass after about ten hours, from then on they are normal and learned at full
-  weight. The ``tail`` line reads the upper tail itself, so it learns nothing over its line nor from a disturbed
-  interval (``BaselineConfig``).
+  slow values reach half of the mass after about ten hours, then they are normal and learned at full weight.
+  The ``tail`` line reads the tail itself: it learns nothing over it nor from a disturbed interval.
 * The line (``stagewatch.core.lines``): by default ``median * exp(k * s)``, where ``s`` is the spread of the
   *lower half* of log-durations (median minus first quartile) scaled to a normal sigma. Slowness only ever
   adds mass above the median, so the lower half barely moves while an incident is learned (the interquartile
@@ -89,20 +88,20 @@ class BaselineConfig:
     # upper mode is not seen yet: the zoo's young mixture stages paged at 1.0-1.9x such lines.
     tail_from: float = 0.9
     young_widen: float = 0.25  # how much wider a line read from few samples is (``lines.tail_line``)
-    # The tail rule reads the history, so the history is kept clean. What its line or the body line flags is
-    # not learned unless the key usually flags ``mode_share`` of what it sees (a second mode, not a slow share:
-    # the one knob between the two). A key holding ``establish_n`` samples learns nothing from a disturbed
-    # interval -- one flagging at least ``disturbed_share`` of its values, ``disturbed_ratio`` x its usual share
-    # and ``disturbed_min`` values -- until the disturbance has lasted ``adopt_after_s`` with ``mode_share``
-    # flagged (a change that lasts is how the stage behaves now); and one holding ``hold_n`` nothing from the calm
-    # interval before a disturbed one either (``HistogramBank.fold``, which says why not a younger key).
+    # The tail rule reads the history, so it keeps it clean. What its line or the body line flags is not learned unless
+    # the key usually flags ``mode_share`` of what it sees (a second mode, not a slow share: the one knob between the
+    # two). A key of ``establish_n`` samples learns nothing from a disturbed interval (flagging ``disturbed_share`` of
+    # its values, ``disturbed_ratio`` x its usual share, ``disturbed_min`` values; its median ``shift_ratio`` x its
+    # recent level) until it lasts ``adopt_after_s`` with ``mode_share`` flagged; one of ``hold_n`` nothing from the
+    # calm interval before either (``HistogramBank.fold``).
     establish_n: float = 200.0
     hold_n: float = 1000.0
     mode_share: float = 0.15
     disturbed_share: float = 0.01
     disturbed_ratio: float = 3.0
     disturbed_min: float = 3.0
-    adopt_after_s: float = 3 * 3600.0
+    adopt_after_s: float = 6 * 3600.0
+    shift_ratio: float = 1.25
     tenant_baselines: bool = True
     max_tenants: int = 5000
 
@@ -115,8 +114,8 @@ class BaselineConfig:
             raise ValueError("anomaly_weight must be between 0 and 1")
         if self.line not in LINE_RULES:
             raise ValueError(f"line must be one of {', '.join(LINE_RULES)}, not {self.line!r}")
-        if self.margin < 1 or self.tail_support < 1 or self.young_widen < 0 or self.adopt_after_s <= 0:
-            raise ValueError("margin >= 1, tail_support >= 1, young_widen >= 0 and adopt_after_s > 0 are required")
+        if min(self.margin, self.tail_support, self.shift_ratio) < 1 or self.young_widen < 0 or self.adopt_after_s <= 0:
+            raise ValueError("margin, tail_support, shift_ratio >= 1, young_widen >= 0, adopt_after_s > 0 required")
         if not 0 <= self.tail_from < 0.999:
             raise ValueError("tail_from must be at least 0 and below 0.999")
 
@@ -276,20 +275,21 @@ class BaselineStore:
     def _roll(self, step: int) -> None:
         """Fold ``pending`` (learned during ``self.step``) into the histograms as of ``step``; new snapshots."""
         if self.pending:
-            # What was learned during the interval that ends now was judged against the lines in force during
-            # it. Body rule: values over a warm key's line weigh ``anomaly_weight`` -- unless that key already
-            # flags more than ``max_anomaly_share`` of what it sees: then those values are how the stage
-            # behaves now (the way out of a baseline that learned one mode of two at its start), and they
-            # count in full. Tail rule: see ``BaselineConfig``.
+            # What was learned during the interval that ends now was judged against the lines in force during it. Body
+            # rule: values over a warm key's line weigh ``anomaly_weight`` -- unless the key already flags more than
+            # ``max_anomaly_share`` of what it sees: then they are how the stage behaves now (the way out of a baseline
+            # that learned one mode of two at its start) and count in full. Tail rule: ``BaselineConfig``.
             cfg, old, size = self.cfg, self.step, len(self.pending)
             tail = cfg.line == "tail"
             over_bin, over_weight = np.full(size, 1 << 30, dtype=np.int64), np.ones(size)
+            line_bin = over_bin.copy()  # the alert line's bin, where the learning cut is the body line's
             disturbed, hold = (np.full(size, np.inf) if tail else None), np.zeros(size, dtype=bool)
             for k, (key, counts) in enumerate(self.pending.items()):
                 snap = self.snaps.get(key)
                 if snap is None or snap.warm_until < old:
                     continue
                 over_bin[k] = bin_of(snap.threshold_ms if math.isnan(snap.learn_ms) else snap.learn_ms)
+                line_bin[k] = bin_of(snap.threshold_ms)
                 if not tail:
                     if snap.flagged_share < cfg.max_anomaly_share:
                         over_weight[k] = cfg.anomaly_weight
@@ -308,7 +308,7 @@ class BaselineStore:
             rows = self.bank.fold(
                 self.pending, step, cfg.decay_per_interval, over_bin, over_weight,  # type: ignore[arg-type]
                 disturbed, max(1, round(cfg.adopt_after_s / cfg.interval_s)), cfg.mode_share, hold,
-            )
+                math.log(cfg.shift_ratio), line_bin)
             keys = list(self.pending)
             # Stage-wide keys first: a tenant's snapshot borrows the spread and reach of its stage's new one.
             stage_wide = np.array([k[1] is None for k in keys])

@@ -26,6 +26,8 @@ _INV_LOG_GAMMA = 1.0 / _LOG_GAMMA
 _LOG_MIN = math.log(MIN_MS)
 N_BINS = math.ceil((math.log(MAX_MS) - _LOG_MIN) * _INV_LOG_GAMMA) + 2
 _LAST = N_BINS - 1
+SHIFT_MIN_N = 10  # an interval with fewer values has no median to tell a shift by: judged by what it flags alone
+LEVEL_ALPHA = 0.3  # how much of a learned interval's median moves a key's level: a few intervals' memory
 CALM = -1  # ``HistogramBank.since`` of a key that is not in a run of disturbed intervals
 # Representative value of each bin: its geometric middle; bin 0 stands for "at most MIN_MS".
 _VALUES = np.concatenate(([MIN_MS], MIN_MS * np.exp((np.arange(1, N_BINS) - 0.5) * _LOG_GAMMA)))
@@ -66,7 +68,7 @@ class HistogramBank:
     backtest's time.
     """
 
-    __slots__ = ("flagged", "held", "rows", "seen", "since", "steps", "weights")
+    __slots__ = ("flagged", "held", "level", "rows", "seen", "since", "steps", "weights", "wobble")
 
     def __init__(self, capacity: int = 64) -> None:
         self.weights = np.zeros((capacity, N_BINS), dtype=np.float64)
@@ -79,6 +81,10 @@ class HistogramBank:
         # A watched key's last calm interval, waiting for the next (``fold``): row -> (its step, bins, weights,
         # seen, flagged).
         self.held: dict[int, tuple[int, np.ndarray, np.ndarray, float, float]] = {}
+        # The log of a key's recent interval medians (NaN before one is known) and how much they wobble around it
+        # (a mean square): a disturbance moves the body abruptly, the load's daily curve moves it gradually.
+        self.level = np.full(capacity, np.nan)
+        self.wobble = np.zeros(capacity)
 
     def __setstate__(self, state: tuple[None, dict[str, object]]) -> None:
         # A bank pickled in a running job's state before ``since`` or ``held`` existed (``--update``); and one
@@ -91,6 +97,8 @@ class HistogramBank:
             self.since = np.full(len(self.steps), CALM, dtype=np.int64)
         if "held" not in slots:
             self.held = {}
+        if "level" not in slots:
+            self.level, self.wobble = np.full(len(self.steps), np.nan), np.zeros(len(self.steps))
 
     def _row(self, key: object, step: int) -> int:
         r = self.rows.get(key)
@@ -103,6 +111,8 @@ class HistogramBank:
                 self.seen = np.concatenate([self.seen, np.zeros(grow)])
                 self.flagged = np.concatenate([self.flagged, np.zeros(grow)])
                 self.since = np.concatenate([self.since, np.full(grow, CALM, dtype=np.int64)])
+                self.level = np.concatenate([self.level, np.full(grow, np.nan)])
+                self.wobble = np.concatenate([self.wobble, np.zeros(grow)])
             self.steps[r] = step
         return r
 
@@ -117,23 +127,31 @@ class HistogramBank:
         adopt_steps: int = 0,
         adopt_share: float = 0.0,
         hold: np.ndarray | None = None,
+        shift: float = 0.0,
+        line_bin: np.ndarray | None = None,
     ) -> np.ndarray:
         """Decay every key in ``pending`` to ``step`` and add its raw counts ``{bin: n}``; returns their rows.
 
-        Per key (in ``pending`` order): counts in bins above ``over_bin`` were over that key's line while
-        they were learned; they count ``over_weight`` each and as flagged. When the counts over the line are at
-        least ``disturbed`` (a count per key, ``inf`` for a key not judged that way; none when omitted), the
-        interval was disturbed: nothing of it is learned -- until the key has been disturbed for ``adopt_steps``
-        in a row with at least ``adopt_share`` of an interval over its line: then the change has lasted, and it
-        is learned in full. A disturbed interval that is not learned is not counted as seen or flagged either;
-        everything else is, whatever its weight. A calm interval after a calm one, of a key marked in ``hold``
-        (judged that way), waits for the key's next one, and is not learned either if that one is disturbed: a
-        slowdown that began late in it has its slow files still in the stage when it ends, flags too few to
-        disturb it, and the fastest of them, under the line, are slow too (zoo 10002: learned, they lifted a
-        tail line 22 %). The caller marks only keys whose line is read near their tail (``BaselineConfig.hold_n``):
-        a younger key's line is extrapolated from below its 99th percentile, its disturbances are as often that
-        line under a second mode, and holding back its calm intervals kept the line there (zoo 10023 at 5,000
-        files: 18 false alerts -> 102 when held from 200 samples).
+        Per key (in ``pending`` order): counts in bins above ``over_bin`` were over that key's line while they were
+        learned; they count ``over_weight`` each and as flagged. When the counts over the line are at least
+        ``disturbed`` (a count per key, ``inf`` for a key not judged that way; none when omitted) and the interval's
+        median rose more than ``shift`` (a log ratio) over the key's recent level, and more than its intervals' medians
+        usually wobble, the interval was disturbed: nothing of it is learned -- until the key has been disturbed for
+        ``adopt_steps`` in a row with at least ``adopt_share`` of an interval over its line: then the change has lasted,
+        and it is learned in full. A slowdown moves the body at once; the load's daily curve moves it a percent or two
+        an interval while flagging as much, over a line that lags it -- such an interval is learned, with what it put
+        over the learning line up to the alert line (``line_bin``): zoo 10004's three hours of the curve judged
+        disturbed, then adopted at once; zoo 10022's two-mode stage, whose upper mode the body line cuts, judged
+        disturbed every interval and frozen for hours. Not what the alert line flags: a few files of one lot 20x slower,
+        where the median stays, lifted an end-to-end line 8.6x. A disturbed interval that is not learned is not counted
+        as seen or flagged either; everything else is, whatever its weight. A calm interval after a calm one, of a key
+        marked in ``hold`` (judged that way), waits for the key's next one, and is not learned either if that one is
+        disturbed: a slowdown that began late in it has its slow files still in the stage when it ends, flags too few to
+        disturb it, and the fastest of them, under the line, are slow too (zoo 10002: learned, they lifted a tail line
+        22 %). The caller marks only keys whose line is read near their tail (``BaselineConfig.hold_n``): a younger
+        key's line is extrapolated from below its 99th percentile, its disturbances are as often that line under a
+        second mode, and holding back its calm intervals kept the line there (zoo 10023 at 5,000 files: 18 false alerts
+        -> 102 when held from 200 samples).
         """
         rows = np.fromiter((self._row(key, step) for key in pending), dtype=np.int64, count=len(pending))
         decay = factor_per_step ** (step - self.steps[rows]).astype(np.float64)
@@ -156,16 +174,27 @@ class HistogramBank:
         counted = np.ones(len(rows), dtype=bool)
         hit = waits = np.zeros(len(rows), dtype=bool)
         if disturbed is not None:
+            assert line_bin is not None
             flagged = np.bincount(kk, weights=np.where(over, cc, 0.0), minlength=len(rows))
-            hit = flagged >= disturbed
+            total = np.bincount(kk, weights=cc, minlength=len(rows))
+            median = self._medians(kk, bb, cc, total)
+            level, wobble = self.level[rows], self.wobble[rows]
+            rise = median - level
+            moved = np.isnan(level) | (total < SHIFT_MIN_N) | (rise > np.maximum(shift, 3.0 * np.sqrt(wobble)))
+            busy = flagged >= disturbed
+            hit = busy & moved
+            weight = np.where((busy & ~moved)[kk] & (bb <= line_bin[kk]), cc, weight)
             calm_before = self.since[rows] == CALM
             since = np.where(hit, np.where(calm_before, step, self.since[rows]), CALM)
             self.since[rows] = since
-            total = np.bincount(kk, weights=cc, minlength=len(rows))
             lasted = hit & (step - since >= adopt_steps) & (flagged >= adopt_share * total)
             weight = np.where(hit[kk], np.where(lasted[kk], cc, 0.0), weight)
             # What a key usually flags is measured on the intervals it learns from.
             counted = ~hit | lasted
+            known = counted & (total >= SHIFT_MIN_N)
+            first = np.isnan(level)
+            self.level[rows] = np.where(known, np.where(first, median, level + LEVEL_ALPHA * rise), level)
+            self.wobble[rows] = np.where(known & ~first, (1 - LEVEL_ALPHA) * wobble + LEVEL_ALPHA * rise**2, wobble)
             if hold is not None:
                 # Only after a calm one: a key disturbed every other interval (a batch every ten minutes) would
                 # otherwise learn nothing, and its line, read from fewer and fewer samples, widened 1.9x.
@@ -182,6 +211,19 @@ class HistogramBank:
         np.add.at(self.seen, rows[kk], seen)
         np.add.at(self.flagged, rows[kk], flagged_now)
         return rows
+
+    @staticmethod
+    def _medians(kk: np.ndarray, bb: np.ndarray, cc: np.ndarray, total: np.ndarray) -> np.ndarray:
+        """The log of each row's median value in this interval's counts (entry ``kk`` of row, bin ``bb``, count
+        ``cc``)."""
+        if not len(cc):
+            return np.zeros(len(total))
+        order = np.lexsort((bb, kk))
+        cum = np.cumsum(cc[order])
+        starts = np.searchsorted(kk[order], np.arange(len(total)))
+        before = np.where(starts > 0, cum[np.maximum(starts - 1, 0)], 0.0)
+        at = np.minimum(np.searchsorted(cum, before + total / 2), len(cum) - 1)
+        return np.log(_VALUES[bb[order][at]])
 
     def _settle(self, rows: np.ndarray, hit: np.ndarray, step: int, factor_per_step: float) -> None:
         """Learn each touched row's held interval, decayed to ``step``, unless this interval disturbed it."""
