@@ -194,17 +194,26 @@ def test_a_bank_pickled_before_disturbed_runs_held_intervals_and_levels_were_kep
     feed(store, [100.0 + k % 7 for k in range(1500)], every_s=1.0)  # over hold_n: its last calm interval waits
     bank = store.bank
     state = bank.__reduce_ex__(2)[2]  # (None, {slot: value}), as pickle keeps it
-    assert isinstance(state, tuple) and {"since", "held", "level", "wobble"} <= state[1].keys()
-    del state[1]["since"], state[1]["held"], state[1]["level"], state[1]["wobble"]
+    assert isinstance(state, tuple) and {"since", "held", "level"} <= state[1].keys()
+    del state[1]["since"], state[1]["held"], state[1]["level"]
     old = HistogramBank.__new__(HistogramBank)
     old.__setstate__(state)
     assert old.since.tolist() == [-1] * len(old.steps)
     assert old.held == {}
-    assert np.isnan(old.level).all() and not old.wobble.any()  # judged as before until a level is known
+    assert np.isnan(old.level).all()  # judged as before until a level is known
     again = pickle.loads(pickle.dumps(bank))
     assert again.since.tolist() == bank.since.tolist()
     assert again.held.keys() == bank.held.keys() == {0}
     assert again.level[0] == bank.level[0] == pytest.approx(np.log(103.0), abs=0.05)
+
+
+def test_a_bank_grown_past_its_first_rows_keeps_a_level_for_each() -> None:
+    bank = HistogramBank(capacity=4)
+    never = np.full(9, 1 << 30)
+    for step in range(2):
+        bank.fold({f"k{i}": {100 + i: 20.0} for i in range(9)}, step, 0.99, never, np.ones(9), np.full(9, np.inf))
+    assert len(bank.level) == len(bank.steps) >= 9
+    assert np.exp(bank.level[:9]) == pytest.approx([value_of(100 + i) for i in range(9)])
 
 
 def test_a_store_pickled_before_the_tenant_limit_keeps_the_first_tenants_by_name_only() -> None:

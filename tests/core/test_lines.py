@@ -252,3 +252,23 @@ def test_a_few_files_far_over_the_line_are_not_learned_when_the_body_does_not_mo
         _fold(store, values, k)
     # What the body line flags under the alert line is learned in such an interval: the line rose 12 %.
     assert _line(store) < 1.25 * before
+
+
+def test_a_slowdown_that_ramps_up_is_a_disturbance_and_so_is_one_after_an_adopted_change() -> None:
+    # Each step under 1.25x, but the level follows a third of the way an interval: a ramp outruns it. And a bar
+    # read from how much past medians rose would have risen ahead of the ramp, or stayed high after an adopted
+    # change (a review: a 1.2x-per-interval ramp, and a 3x step after an adopted 5x one, learned as the load).
+    rng = np.random.default_rng(20)
+    store = _steady_gamma(rng)
+    before = _line(store)
+    for k, scale in enumerate(1.2 ** np.arange(1, 7), start=24):
+        _fold(store, rng.gamma(2.0, 0.5, 600) * 20_000 * scale, k)
+    assert _line(store) < 1.1 * before
+    adopted = _steady_gamma(rng)
+    for k in range(24, 24 + 76):  # 5x for six hours and more: adopted
+        _fold(adopted, rng.gamma(2.0, 0.5, 600) * 100_000, k)
+    line = _line(adopted)
+    assert line > 3 * before
+    for k in range(100, 104):
+        _fold(adopted, rng.gamma(2.0, 0.5, 600) * 300_000, k)
+        assert _line(adopted) < 1.1 * line

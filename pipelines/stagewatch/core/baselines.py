@@ -289,11 +289,11 @@ class BaselineStore:
                 if snap is None or snap.warm_until < old:
                     continue
                 over_bin[k] = bin_of(snap.threshold_ms if math.isnan(snap.learn_ms) else snap.learn_ms)
-                line_bin[k] = bin_of(snap.threshold_ms)
                 if not tail:
                     if snap.flagged_share < cfg.max_anomaly_share:
                         over_weight[k] = cfg.anomaly_weight
                     continue
+                line_bin[k] = bin_of(snap.threshold_ms)
                 # Held out unless the key usually flags a common share: a second mode, not a slow share.
                 if snap.flagged_share < cfg.mode_share:
                     over_weight[k] = 0.0

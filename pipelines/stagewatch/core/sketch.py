@@ -68,7 +68,7 @@ class HistogramBank:
     backtest's time.
     """
 
-    __slots__ = ("flagged", "held", "level", "rows", "seen", "since", "steps", "weights", "wobble")
+    __slots__ = ("flagged", "held", "level", "rows", "seen", "since", "steps", "weights")
 
     def __init__(self, capacity: int = 64) -> None:
         self.weights = np.zeros((capacity, N_BINS), dtype=np.float64)
@@ -81,10 +81,9 @@ class HistogramBank:
         # A watched key's last calm interval, waiting for the next (``fold``): row -> (its step, bins, weights,
         # seen, flagged).
         self.held: dict[int, tuple[int, np.ndarray, np.ndarray, float, float]] = {}
-        # The log of a key's recent interval medians (NaN before one is known) and how much they wobble around it
-        # (a mean square): a disturbance moves the body abruptly, the load's daily curve moves it gradually.
+        # The log of a key's recent interval medians (NaN before one is known): a disturbance moves the body
+        # abruptly, the load's daily curve moves it gradually.
         self.level = np.full(capacity, np.nan)
-        self.wobble = np.zeros(capacity)
 
     def __setstate__(self, state: tuple[None, dict[str, object]]) -> None:
         # A bank pickled in a running job's state before ``since`` or ``held`` existed (``--update``); and one
@@ -98,7 +97,7 @@ class HistogramBank:
         if "held" not in slots:
             self.held = {}
         if "level" not in slots:
-            self.level, self.wobble = np.full(len(self.steps), np.nan), np.zeros(len(self.steps))
+            self.level = np.full(len(self.steps), np.nan)
 
     def _row(self, key: object, step: int) -> int:
         r = self.rows.get(key)
@@ -112,7 +111,6 @@ class HistogramBank:
                 self.flagged = np.concatenate([self.flagged, np.zeros(grow)])
                 self.since = np.concatenate([self.since, np.full(grow, CALM, dtype=np.int64)])
                 self.level = np.concatenate([self.level, np.full(grow, np.nan)])
-                self.wobble = np.concatenate([self.wobble, np.zeros(grow)])
             self.steps[r] = step
         return r
 
@@ -135,20 +133,20 @@ class HistogramBank:
         Per key (in ``pending`` order): counts in bins above ``over_bin`` were over that key's line while they were
         learned; they count ``over_weight`` each and as flagged. When the counts over the line are at least
         ``disturbed`` (a count per key, ``inf`` for a key not judged that way; none when omitted) and the interval's
-        median rose more than ``shift`` (a log ratio) over the key's recent level, and more than its intervals' medians
-        usually wobble, the interval was disturbed: nothing of it is learned -- until the key has been disturbed for
-        ``adopt_steps`` in a row with at least ``adopt_share`` of an interval over its line: then the change has lasted,
-        and it is learned in full. A slowdown moves the body at once; the load's daily curve moves it a percent or two
-        an interval while flagging as much, over a line that lags it -- such an interval is learned, with what it put
-        over the learning line up to the alert line (``line_bin``): zoo 10004's three hours of the curve judged
-        disturbed, then adopted at once; zoo 10022's two-mode stage, whose upper mode the body line cuts, judged
-        disturbed every interval and frozen for hours. Not what the alert line flags: a few files of one lot 20x slower,
-        where the median stays, lifted an end-to-end line 8.6x. A disturbed interval that is not learned is not counted
-        as seen or flagged either; everything else is, whatever its weight. A calm interval after a calm one, of a key
-        marked in ``hold`` (judged that way), waits for the key's next one, and is not learned either if that one is
-        disturbed: a slowdown that began late in it has its slow files still in the stage when it ends, flags too few to
-        disturb it, and the fastest of them, under the line, are slow too (zoo 10002: learned, they lifted a tail line
-        22 %). The caller marks only keys whose line is read near their tail (``BaselineConfig.hold_n``): a younger
+        median rose more than ``shift`` (a log ratio) over the key's recent level, and by more than three standard
+        errors of a median of its values, the interval was disturbed: nothing of it is learned -- until the key has been
+        disturbed for ``adopt_steps`` in a row with at least ``adopt_share`` of an interval over its line: then the
+        change has lasted, and it is learned in full. A slowdown moves the body at once; the load's daily curve moves it
+        a percent or two an interval while flagging as much, over a line that lags it -- such an interval is learned,
+        with what it put over the learning line up to the alert line (``line_bin``): zoo 10004's three hours of the
+        curve judged disturbed, then adopted at once; zoo 10022's two-mode stage, whose upper mode the body line cuts,
+        judged disturbed every interval and frozen for hours. Not what the alert line flags: a few files of one lot 20x
+        slower, where the median stays, lifted an end-to-end line 8.6x. A disturbed interval that is not learned is not
+        counted as seen or flagged either; everything else is, whatever its weight. A calm interval after a calm one, of
+        a key marked in ``hold`` (judged that way), waits for the key's next one, and is not learned either if that one
+        is disturbed: a slowdown that began late in it has its slow files still in the stage when it ends, flags too few
+        to disturb it, and the fastest of them, under the line, are slow too (zoo 10002: learned, they lifted a tail
+        line 22 %). The caller marks only keys whose line is read near their tail (``BaselineConfig.hold_n``): a younger
         key's line is extrapolated from below its 99th percentile, its disturbances are as often that line under a
         second mode, and holding back its calm intervals kept the line there (zoo 10023 at 5,000 files: 18 false alerts
         -> 102 when held from 200 samples).
@@ -174,13 +172,16 @@ class HistogramBank:
         counted = np.ones(len(rows), dtype=bool)
         hit = waits = np.zeros(len(rows), dtype=bool)
         if disturbed is not None:
-            assert line_bin is not None
+            line_bin = over_bin if line_bin is None else line_bin
             flagged = np.bincount(kk, weights=np.where(over, cc, 0.0), minlength=len(rows))
             total = np.bincount(kk, weights=cc, minlength=len(rows))
-            median = self._medians(kk, bb, cc, total)
-            level, wobble = self.level[rows], self.wobble[rows]
+            q25, median, q75 = self._quartiles(kk, bb, cc, total)
+            level = self.level[rows]
             rise = median - level
-            moved = np.isnan(level) | (total < SHIFT_MIN_N) | (rise > np.maximum(shift, 3.0 * np.sqrt(wobble)))
+            # Beyond the median's own noise too: three standard errors of a median of ``total`` values spread as
+            # the interval's quartiles say (a young or slow key's intervals hold a few dozen values).
+            noise = 3.0 * 1.2533 * (q75 - q25) / 1.349 / np.sqrt(np.maximum(total, 1.0))
+            moved = np.isnan(level) | (total < SHIFT_MIN_N) | (rise > np.maximum(shift, noise))
             busy = flagged >= disturbed
             hit = busy & moved
             weight = np.where((busy & ~moved)[kk] & (bb <= line_bin[kk]), cc, weight)
@@ -194,7 +195,6 @@ class HistogramBank:
             known = counted & (total >= SHIFT_MIN_N)
             first = np.isnan(level)
             self.level[rows] = np.where(known, np.where(first, median, level + LEVEL_ALPHA * rise), level)
-            self.wobble[rows] = np.where(known & ~first, (1 - LEVEL_ALPHA) * wobble + LEVEL_ALPHA * rise**2, wobble)
             if hold is not None:
                 # Only after a calm one: a key disturbed every other interval (a batch every ten minutes) would
                 # otherwise learn nothing, and its line, read from fewer and fewer samples, widened 1.9x.
@@ -213,16 +213,18 @@ class HistogramBank:
         return rows
 
     @staticmethod
-    def _medians(kk: np.ndarray, bb: np.ndarray, cc: np.ndarray, total: np.ndarray) -> np.ndarray:
-        """The log of each row's median value in this interval's counts (entry ``kk`` of row, bin ``bb``, count
-        ``cc``)."""
+    def _quartiles(kk: np.ndarray, bb: np.ndarray, cc: np.ndarray, total: np.ndarray) -> np.ndarray:
+        """The log of each row's quartiles (3 x rows) in this interval's counts (entry ``kk`` of row, bin ``bb``,
+        count ``cc``; the lower value at a tie, as ``quantiles``). A row with no counts gets its neighbour's, which
+        its total of 0 keeps from being read."""
         if not len(cc):
-            return np.zeros(len(total))
+            return np.zeros((3, len(total)))
         order = np.lexsort((bb, kk))
         cum = np.cumsum(cc[order])
         starts = np.searchsorted(kk[order], np.arange(len(total)))
         before = np.where(starts > 0, cum[np.maximum(starts - 1, 0)], 0.0)
-        at = np.minimum(np.searchsorted(cum, before + total / 2), len(cum) - 1)
+        targets = before[None, :] + np.array([[0.25], [0.5], [0.75]]) * total[None, :]
+        at = np.minimum(np.searchsorted(cum, targets), len(cum) - 1)
         return np.log(_VALUES[bb[order][at]])
 
     def _settle(self, rows: np.ndarray, hit: np.ndarray, step: int, factor_per_step: float) -> None:
