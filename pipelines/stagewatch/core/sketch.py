@@ -140,16 +140,16 @@ class HistogramBank:
         a percent or two an interval while flagging as much, over a line that lags it -- such an interval is learned,
         with what it put over the learning line up to the alert line (``line_bin``): zoo 10004's three hours of the
         curve judged disturbed, then adopted at once; zoo 10022's two-mode stage, whose upper mode the body line cuts,
-        judged disturbed every interval and frozen for hours. Not what the alert line flags: a few files of one lot 20x
-        slower, where the median stays, lifted an end-to-end line 8.6x. A disturbed interval that is not learned is not
-        counted as seen or flagged either; everything else is, whatever its weight. A calm interval after a calm one, of
-        a key marked in ``hold`` (judged that way), waits for the key's next one, and is not learned either if that one
-        is disturbed: a slowdown that began late in it has its slow files still in the stage when it ends, flags too few
-        to disturb it, and the fastest of them, under the line, are slow too (zoo 10002: learned, they lifted a tail
-        line 22 %). The caller marks only keys whose line is read near their tail (``BaselineConfig.hold_n``): a younger
-        key's line is extrapolated from below its 99th percentile, its disturbances are as often that line under a
-        second mode, and holding back its calm intervals kept the line there (zoo 10023 at 5,000 files: 18 false alerts
-        -> 102 when held from 200 samples).
+        judged disturbed every interval and frozen for hours. Not what the alert line flags: learned (a variant), a few
+        files of one lot 20x slower, where the median stays, lifted an end-to-end line 8.6x. A disturbed interval that
+        is not learned is not counted as seen or flagged either; everything else is, whatever its weight. A calm
+        interval after a calm one, of a key marked in ``hold`` (judged that way), waits for the key's next one, and is
+        not learned either if that one is disturbed: a slowdown that began late in it has its slow files still in the
+        stage when it ends, flags too few to disturb it, and the fastest of them, under the line, are slow too (zoo
+        10002: learned, they lifted a tail line 22 %). The caller marks only keys whose line is read near their tail
+        (``BaselineConfig.hold_n``): a younger key's line is extrapolated from below its 99th percentile, its
+        disturbances are as often that line under a second mode, and holding back its calm intervals kept the line there
+        (zoo 10023 at 5,000 files: 18 false alerts -> 102 when held from 200 samples).
         """
         rows = np.fromiter((self._row(key, step) for key in pending), dtype=np.int64, count=len(pending))
         decay = factor_per_step ** (step - self.steps[rows]).astype(np.float64)
