@@ -28,6 +28,9 @@ N_BINS = math.ceil((math.log(MAX_MS) - _LOG_MIN) * _INV_LOG_GAMMA) + 2
 _LAST = N_BINS - 1
 SHIFT_MIN_N = 10  # an interval with fewer values has no median to tell a shift by: judged by what it flags alone
 LEVEL_ALPHA = 0.3  # how much of a learned interval's median moves a key's level: a few intervals' memory
+# A median of n values whose logs spread with sigma s is off by about sqrt(pi / 2) s / sqrt(n) (one standard
+# error); a normal's interquartile range is 1.349 sigmas.
+_MEDIAN_SE, _IQR_SIGMAS = 1.2533, 1.349
 CALM = -1  # ``HistogramBank.since`` of a key that is not in a run of disturbed intervals
 # Representative value of each bin: its geometric middle; bin 0 stands for "at most MIN_MS".
 _VALUES = np.concatenate(([MIN_MS], MIN_MS * np.exp((np.arange(1, N_BINS) - 0.5) * _LOG_GAMMA)))
@@ -180,7 +183,7 @@ class HistogramBank:
             rise = median - level
             # Beyond the median's own noise too: three standard errors of a median of ``total`` values spread as
             # the interval's quartiles say (a young or slow key's intervals hold a few dozen values).
-            noise = 3.0 * 1.2533 * (q75 - q25) / 1.349 / np.sqrt(np.maximum(total, 1.0))
+            noise = 3.0 * _MEDIAN_SE * (q75 - q25) / _IQR_SIGMAS / np.sqrt(np.maximum(total, 1.0))
             moved = np.isnan(level) | (total < SHIFT_MIN_N) | (rise > np.maximum(shift, noise))
             busy = flagged >= disturbed
             hit = busy & moved
