@@ -610,3 +610,28 @@ def test_a_stalled_file_logging_again_is_an_arrival_a_straggler_or_a_new_trace_a
         assert stalled == sorted([*((uid, "stalled", "b") for uid in files), ("again", "stalled", "c")])
     assert sorted((a["kind"], a["uid"], a["stage"], a["measure"]) for a in streamed) == sorted(
         (a["kind"], a["uid"], a["stage"], a["measure"]) for a in replayed)
+
+
+def test_a_wait_after_a_skipped_optional_stage_is_judged_by_its_own_path_in_both_drivers(tmp_path: Path) -> None:
+    """c's wait from a (b skipped, an eighth of the files) takes 3 s where from b it takes 100 ms: each path
+    is its own baseline (``TraceRules.skip_names``) in both drivers -- no false alert on the skipping files once
+    it is warm, a file 10x over its path's usual flagged with that path's median, and the same verdicts."""
+    full = Pipeline(stages=("a", "b", "c"), medians={"b": 0.5, "c": 0.1})
+    skipping = Pipeline(stages=("a", "c"), medians={"c": 3.0})
+    rng = random.Random(4)
+    events: list[StageEvent] = []
+    for k in range(1800):
+        events += file_events(skipping if k % 8 == 3 else full, f"f{k:05d}", T0 + k * 3 * S, rng)
+    t = T0 + 1800 * 3 * S
+    events += file_events(skipping, "slow-skip", t, rng, factor=lambda stage, _: 10.0)
+    events += [e for k in range(40) for e in file_events(full, f"n{k}", t + (k + 1) * 3 * S, rng)]
+    events.sort(key=lambda e: e.t_us)
+    logs = tmp_path / "logs.jsonl"
+    logs.write_bytes(b"\n".join(_line(ev) for ev in events) + b"\n")
+    rows = _both_drivers(logs, tmp_path, "--stages", "a,b?,c")
+    replayed, streamed = ({(a["kind"], a["uid"], a["stage"], a["message"]) for a in r} for r in rows)
+    assert replayed == streamed
+    # (End to end is one baseline across the paths: the skipping files' 3 s are slow_trace under the body line.)
+    assert {uid for kind, uid, _, _ in replayed if kind == "slow_stage"} == {"slow-skip"}
+    (message,) = [m for kind, uid, _, m in replayed if kind == "slow_stage" and uid == "slow-skip"]
+    assert "(since a, b skipped); usually 3.0 s" in message or "(since a, b skipped); usually 2.9 s" in message

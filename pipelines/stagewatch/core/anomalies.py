@@ -48,10 +48,11 @@ def _anomaly(kind: str, file: FileRef, stage: str, last_stage: str | None, t_us:
 
 
 def slow(file: FileRef, stage: str, last_stage: str | None, m: Measurement, snap: Snapshot, by_tenant: bool,
-         now_us: int, named: tuple[tuple[str, float], ...] = ()) -> Anomaly:
+         now_us: int, named: tuple[tuple[str, float], ...] = (), since: str = "") -> Anomaly:
     """``slow_stage`` (a stage's wait or reported latency) or ``slow_trace`` (``m`` end to end) over ``snap``'s
     line; ``stage`` is the stage's name (``end_to_end`` for a whole file). ``named``: for a whole file, the
-    stages that added most over their usual, and by how much (``core.evidence``)."""
+    stages that added most over their usual, and by how much (``core.evidence``). ``since``: for a wait across
+    skipped optional stages, what it was measured from (its usual is that path's)."""
     ratio = m.value_ms / snap.threshold_ms
     return _anomaly(
         SLOW_TRACE if m.measure == "end_to_end" else SLOW_STAGE, file, stage, last_stage, m.t_us, now_us,
@@ -64,7 +65,7 @@ def slow(file: FileRef, stage: str, last_stage: str | None, m: Measurement, snap
         severity="critical" if ratio >= 2 else "warning",
         measure=m.measure,
         message=slow_message(stage, file.uid, m.value_ms, snap.median_ms, snap.threshold_ms, by_tenant, file.tenant,
-                             m.measure) + where_it_went(named),
+                             m.measure, since) + where_it_went(named),
         cause_stage=named[0][0] if named else None,
     )
 
@@ -132,7 +133,7 @@ def failed(file: FileRef, stage: str, last_stage: str | None, t_us: int, observe
 
 def slow_message(
     stage: str, uid: str, observed_ms: float, median_ms: float, threshold_ms: float, tenant_baseline: bool,
-    tenant: str | None, measure: str = "wait",
+    tenant: str | None, measure: str = "wait", since: str = "",
 ) -> str:
     whose = f" for {tenant}" if tenant_baseline and tenant else ""
     if stage == END_TO_END:
@@ -140,7 +141,7 @@ def slow_message(
     elif measure == "latency":
         head = f"{stage} of {uid} took {format_duration_ms(observed_ms)} (as its log line reports)"
     else:
-        head = f"{stage} of {uid} took {format_duration_ms(observed_ms)}"
+        head = f"{stage} of {uid} took {format_duration_ms(observed_ms)}" + (f" ({since})" if since else "")
     return (
         f"{head}; usually {format_duration_ms(median_ms)}{whose} at this hour, "
         f"alert above {format_duration_ms(threshold_ms)}"

@@ -30,13 +30,18 @@ def contributors(
     parts: Sequence[Part], lookup: Callable[[str], tuple[Snapshot | None, bool]], rules: TraceRules
 ) -> tuple[tuple[str, float], ...]:
     """(stage, ms over its usual) of the stages that made the file slow, largest first. ``parts``: the file's
-    measurements as (measure, stage index, ms); ``lookup``: the snapshot judging a baseline for this file.
+    measurements as (measure, stage index, ms, the stage a wait was measured from); ``lookup``: the snapshot
+    judging a baseline for this file.
     A stage measured twice (its wait and its reported latency) is named once, by the larger excess; a stage
     whose baseline is still cold is not named."""
     best: dict[str, float] = {}
-    for measure, i, value_ms in parts:
-        name = rules.latency_names[i] if measure == "latency" else rules.names[i]
+    for part in parts:
+        measure, i, value_ms = part[:3]
+        after_i = part[3] if len(part) > 3 else -1  # three in records made before it was kept
+        name = rules.latency_names[i] if measure == "latency" else rules.wait_name(after_i, i)
         snap, _ = lookup(name)
+        if snap is None and measure == "wait":  # cold: the first warm one of the stage's other paths
+            snap = next((found for key in rules.wait_keys[i] if (found := lookup(key)[0]) is not None), None)
         if snap is None:
             continue
         excess = value_ms - snap.median_ms

@@ -14,12 +14,15 @@ __all__ = ["Arrival", "Deadline", "FileRef", "Measured", "Measurement", "Part", 
 
 class Measurement(NamedTuple):
     """One thing a trace measured: a stage's ``wait`` or reported ``latency`` (``stage_i``), or the
-    ``end_to_end`` duration (``stage_i`` -1), at event time ``t_us``."""
+    ``end_to_end`` duration (``stage_i`` -1), at event time ``t_us``. ``after_i``: for a wait measured across
+    skipped optional stages, the stage it was measured from (its own baseline: ``TraceRules.wait_name``); -1
+    otherwise, and in records made before it was kept."""
 
     measure: str
     stage_i: int
     value_ms: float
     t_us: int
+    after_i: int = -1
 
 
 class StallInfo(NamedTuple):
@@ -44,7 +47,9 @@ class FileRef(NamedTuple):
     lot: str | None
 
 
-Part = tuple[str, int, float]  # one of a file's stage measurements: (measure, stage index, ms)
+# One of a file's stage measurements: (measure, stage index, ms, the stage a wait across skipped optional stages
+# was measured from or -1). Records made before that was kept carry three.
+Part = tuple[str, int, float, int]
 
 
 class Measured(NamedTuple):

@@ -22,7 +22,6 @@ Timeline of a stall (next stage ``download`` after ``enqueue`` at 12:00:00, down
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Protocol
 
 from stagewatch.core import anomalies
@@ -30,14 +29,13 @@ from stagewatch.core.events import StageEvent
 from stagewatch.core.measurements import FileRef, Measurement, Part, StallInfo
 from stagewatch.core.outbox import Outbox
 from stagewatch.core.records import StageTiming, TraceSummary
-from stagewatch.core.stages import StageOrder
-from stagewatch.core.timeutil import US_PER_MS, US_PER_S, format_rfc3339
+from stagewatch.core.timeutil import US_PER_MS, format_rfc3339
+from stagewatch.core.trace_rules import SESSION_GAP_S, TraceRules
 
 __all__ = ["SESSION_GAP_S", "Judging", "Trace", "TraceRules"]
 
 _MISSING = -2  # predecessor is a required stage not seen yet: hold
 _NONE = -1  # no earlier stage at all: this is where the trace starts
-SESSION_GAP_S = 3600.0  # both drivers' default (--session_gap_s, ttl_s): a file's state lasts this long
 
 
 # Measurement without NamedTuple's Python-level __new__: two per event, and that __new__ was a tenth of judging.
@@ -55,39 +53,6 @@ class Judging(Protocol):
     def stall_deadline(self, trace: Trace, next_i: int, last_t: int, now: int) -> tuple[int, StallInfo] | None:
         """When the next stage is overdue, and what to say then; None when no baseline can tell yet."""
         ...
-
-
-@dataclass(frozen=True)
-class TraceRules:
-    order: StageOrder
-    hold_s: float = 30.0
-    stall_factor: float = 8.0
-    # Never declare a stall sooner than this: clocks of different hosts disagree by seconds.
-    min_stall_s: float = 10.0
-    ttl_s: float = SESSION_GAP_S  # a file silent this long is let go (a stall deadline comes before it)
-
-    def __post_init__(self) -> None:
-        if self.hold_s < 0 or self.stall_factor < 1 or self.ttl_s <= 0 or self.min_stall_s < 0:
-            raise ValueError("hold_s >= 0, stall_factor >= 1, min_stall_s >= 0 and ttl_s > 0 are required")
-        # Derived lookups, computed once (frozen, so via object.__setattr__).
-        object.__setattr__(self, "index", self.order.index)
-        object.__setattr__(self, "names", self.order.stages)
-        # Reported latencies are learned under their own key: "upload" waits and "upload" RPC times differ.
-        object.__setattr__(self, "latency_names", tuple(f"{s} (reported)" for s in self.order.stages))
-        object.__setattr__(self, "optional", tuple(s in self.order.optional for s in self.order.stages))
-        object.__setattr__(self, "terminal_i", self.order.index[self.order.terminal])
-        object.__setattr__(self, "hold_us", int(self.hold_s * US_PER_S))
-        object.__setattr__(self, "ttl_us", int(self.ttl_s * US_PER_S))
-        object.__setattr__(self, "min_stall_ms", self.min_stall_s * 1000.0)
-
-    index: dict[str, int] = field(init=False, repr=False, compare=False)
-    names: tuple[str, ...] = field(init=False, repr=False, compare=False)
-    latency_names: tuple[str, ...] = field(init=False, repr=False, compare=False)
-    optional: tuple[bool, ...] = field(init=False, repr=False, compare=False)
-    terminal_i: int = field(init=False, repr=False, compare=False)
-    hold_us: int = field(init=False, repr=False, compare=False)
-    ttl_us: int = field(init=False, repr=False, compare=False)
-    min_stall_ms: float = field(init=False, repr=False, compare=False)
 
 
 class Trace:
@@ -167,7 +132,7 @@ class Trace:
                 self.reported = [None] * len(times)
             self.reported[i] = reported
             # The latency the log line itself reports (an RPC's own time) is judged on its own baseline.
-            judging.measure(self, _measurement(Measurement, ("latency", i, reported, t)), now, out)
+            judging.measure(self, _measurement(Measurement, ("latency", i, reported, t, -1)), now, out)
         # The usual case, inlined: the stage before this one is already there.
         j = i - 1 if i and times[i - 1] is not None else self._pred(i, rules, strict=True)
         if j == _MISSING:
@@ -264,7 +229,8 @@ class Trace:
             out.count("negative_gaps")
             return
         self.durs[i] = gap
-        self.verdicts[i] = judging.measure(self, _measurement(Measurement, ("wait", i, gap, ti)), now, out)
+        after = j if j < i - 1 and (j, i) in rules.skip_names else -1
+        self.verdicts[i] = judging.measure(self, _measurement(Measurement, ("wait", i, gap, ti, after)), now, out)
 
     def _release_held(
         self, rules: TraceRules, judging: Judging, now: int, out: Outbox, expire_before: int | None
@@ -328,10 +294,20 @@ class Trace:
     def parts(self) -> tuple[Part, ...]:
         """What each stage took, as measured: its wait (not a clamped negative gap) and the latency its log
         line reported -- what an end-to-end verdict sets against the stages' baselines (``core.evidence``)."""
-        waits = tuple(("wait", i, d) for i, d in enumerate(self.durs) if d is not None and self.verdicts[i] != "skew")
+        verdicts = self.verdicts
+        if None not in self.times:  # the usual case: every wait from the stage before it
+            waits: list[Part] = [("wait", i, d, -1) for i, d in enumerate(self.durs)
+                                 if d is not None and verdicts[i] != "skew"]
+        else:
+            waits, last = [], -1  # last: the nearest stage before i the file logged, its wait's start
+            for i, (d, t) in enumerate(zip(self.durs, self.times, strict=True)):
+                if d is not None and verdicts[i] != "skew":
+                    waits.append(("wait", i, d, last if 0 <= last < i - 1 else -1))
+                if t is not None:
+                    last = i
         if self.reported is None:
-            return waits
-        return waits + tuple(("latency", i, r) for i, r in enumerate(self.reported) if r is not None)
+            return tuple(waits)
+        return (*waits, *(("latency", i, r, -1) for i, r in enumerate(self.reported) if r is not None))
 
     def last_stage(self, rules: TraceRules) -> str | None:
         """The furthest stage this file reached."""

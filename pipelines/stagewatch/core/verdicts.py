@@ -26,10 +26,15 @@ __all__ = ["RARE_OPTIONAL", "STALL_MIN_LINES", "STALL_WITHIN_TTL", "Judge", "bas
 
 
 def baseline_stage(m: Measurement, rules: TraceRules) -> str:
-    """The baseline a measurement is judged and learned under."""
+    """The baseline a measurement is judged and learned under. A wait across skipped optional stages has its
+    path's: while that is cold, the wait is not judged (its files are still flagged in the stage and stalled by
+    the stage's other paths' lines: ``stall_deadline``). Judged by another path's line meanwhile, zoo 10018's
+    skewed customers were paged 60 times in two hours."""
     if m.measure == "end_to_end":
         return END_TO_END
-    return rules.latency_names[m.stage_i] if m.measure == "latency" else rules.names[m.stage_i]
+    if m.measure == "latency":
+        return rules.latency_names[m.stage_i]
+    return rules.wait_name(m.after_i, m.stage_i)
 
 
 Lookup = Callable[[str], tuple[Snapshot | None, bool]]  # the snapshot judging a baseline, for one file
@@ -52,9 +57,18 @@ def judge_measurement(
     if m.value_ms <= snap.threshold_ms:
         return "ok", None
     if m.measure != "end_to_end":
-        return "slow", anomalies.slow(file, rules.names[m.stage_i], last_stage, m, snap, by_tenant, now)
+        return "slow", anomalies.slow(file, rules.names[m.stage_i], last_stage, m, snap, by_tenant, now,
+                                      since=_since(m, rules))
     named = contributors(parts, lookup, rules) if lookup is not None else ()
     return "slow", anomalies.slow(file, END_TO_END, last_stage, m, snap, by_tenant, now, named)
+
+
+def _since(m: Measurement, rules: TraceRules) -> str:
+    """"since a, b skipped" for a wait judged by the baseline of its path across skipped optional stages."""
+    if m.measure != "wait" or (m.after_i, m.stage_i) not in rules.skip_names:
+        return ""
+    skipped = ", ".join(rules.names[m.after_i + 1:m.stage_i])  # at most MAX_SKIPPED of them
+    return f"since {rules.names[m.after_i]}, {skipped} skipped"
 
 
 def stall_deadline(
@@ -73,7 +87,21 @@ def stall_deadline(
     stage in as optional; the fuzz test drew one, and it left every file after it without a deadline: 22 stalls
     unreported). A common one still warming up holds the deadline back: calling its files stalled would close
     them before it learned anything from them, and it would never warm up (725 false stalls in the test)."""
-    snap, by_tenant = lookup(rules.names[next_i])
+    # The awaited stage's waits have a baseline per path: from the stage before it, and across skipped optional
+    # stages (``TraceRules.skip_names``) -- which may be longer (zoo 10018: a skewed clock on the stage before
+    # the skipped one's service). The longest line of the file's warm ones; else of the stage's other warm ones
+    # (an optional stage almost every file skips leaves the stage's own cold).
+    keys = rules.wait_keys[next_i]
+    mine = keys if len(keys) == 1 else [rules.names[next_i], *(
+        rules.skip_names[(j, next_i)] for j in range(from_i, next_i - 1) if (j, next_i) in rules.skip_names)]
+    snap, by_tenant = None, False
+    for group in (mine, keys):
+        for key in group:
+            found, own = lookup(key)
+            if found is not None and (snap is None or found.threshold_ms > snap.threshold_ms):
+                snap, by_tenant = found, own
+        if snap is not None:
+            break
     if snap is None:
         return None
     allowed_ms = max(rules.stall_factor * snap.threshold_ms, rules.min_stall_ms)
@@ -83,7 +111,7 @@ def stall_deadline(
     for i in range(from_i + 1, next_i):
         optional, _ = lookup(rules.names[i])
         if optional is None:
-            if seen(rules.names[i]) < RARE_OPTIONAL * seen(rules.names[next_i]):
+            if seen(rules.names[i]) < RARE_OPTIONAL * sum(map(seen, keys)):  # the awaited stage's, all paths
                 continue
             return None
         allowed_ms += rules.stall_factor * optional.threshold_ms
@@ -144,7 +172,8 @@ class Judge:
         self.rules = rules
         self.base = base
         self._epoch = -1
-        self._judged_by: dict[tuple[str, int, str | None], tuple[Snapshot | None, bool, list[float]]] = {}
+        self._judged_by: dict[tuple[str, int, int, str | None],
+                              tuple[Snapshot | None, bool, list[float], str]] = {}
         self._deadlines: dict[tuple[int, int, str | None], tuple[int, StallInfo] | None] = {}
         # What was measured while its baseline was cold, in the interval ``_deferred_step``: judged once more
         # at the first early tick that can (``judge_early``), else against the next interval's snapshots
@@ -168,16 +197,16 @@ class Judge:
     def measure(self, trace: Trace, m: Measurement, now: int, out: Outbox) -> str:
         if self.base.epoch != self._epoch:
             self._renew()
-        key = (m.measure, m.stage_i, trace.tenant)
+        key = (m.measure, m.stage_i, m.after_i, trace.tenant)
         entry = self._judged_by.get(key)
         if entry is None:
             stage = baseline_stage(m, self.rules)
             snap, by_tenant = self.base.lookup(stage, trace.tenant)
-            entry = self._judged_by[key] = (snap, by_tenant, self.base.learning(stage, trace.tenant))
-        snap, by_tenant, learning = entry
+            entry = self._judged_by[key] = (snap, by_tenant, self.base.learning(stage, trace.tenant), stage)
+        snap, by_tenant, learning, stage = entry
         learning.append(m.value_ms)  # learned as of the interval's end: after every verdict made in it
         if snap is None:
-            if defers(self.base.snaps, baseline_stage(m, self.rules)):
+            if defers(self.base.snaps, stage):
                 self._deferred_step = self.base.step
                 self._deferred.append((trace, trace.last_stage(self.rules), m, self.clock))
                 self.next_early_us = min(self.next_early_us, next(early_ticks_after(self.clock, self.base.cfg), NEVER))
