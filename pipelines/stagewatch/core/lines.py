@@ -102,7 +102,15 @@ def tail_line(
     reach = logs[rows, top] + slope * reach_z * widen + math.log(cfg.margin) - logs[:, 1]
     has_prior = ~np.isnan(prior_reach)
     prior = np.where(has_prior, prior_reach, 0.0)
-    reach = np.where(has_prior, (n * reach + cfg.prior_n * prior) / (n + cfg.prior_n), reach)
+    # A young tenant's reach is read from the few samples above its ``tail_from`` quantile (10 of 100), not from
+    # all of them as the body rule's spread is: the stage's reach weighs ``prior_n`` of *those* (500 samples in
+    # all at 0.9). Weighed as 50 samples, a two-mode stage's customer keys (zoo 10015, 10018: 100-300 samples)
+    # swung between 0.5x and 27x the normal p99.9 within the hour, and paged at the low end. That weight only
+    # widens the tenant's line; it narrows it as 50 samples, as before: a customer whose spread is wider than its
+    # stage's would otherwise page on its own normal (a review's case: at 0.19x its p99.9).
+    prior_n = cfg.prior_n / (1.0 - cfg.tail_from)
+    before = (n * reach + cfg.prior_n * prior) / (n + cfg.prior_n)
+    reach = np.where(has_prior, np.maximum(before, (n * reach + prior_n * prior) / (n + prior_n)), reach)
     q50 = q[:, 1]
     # Never within min_excess_ms of the median: a 2 ms call taking 6 ms is not what anyone gets paged for.
     threshold = np.maximum(q50 * np.exp(reach), q50 + cfg.min_excess_ms)
