@@ -50,6 +50,15 @@ def file_events(
     return out
 
 
+def mixed_stream(pick: Callable[[int], Pipeline], n: int, every_s: float, rng: random.Random) -> list[StageEvent]:
+    """``n`` files ``every_s`` apart from T0, the k-th along ``pick(k)``'s stages (files of one pipeline taking
+    different paths: some skip an optional stage)."""
+    events: list[StageEvent] = []
+    for k in range(n):
+        events += file_events(pick(k), f"f{k:05d}", T0 + int(k * every_s * S), rng)
+    return events
+
+
 def steady_stream(
     pipe: Pipeline,
     hours: float,

@@ -18,7 +18,7 @@ from stagewatch.core.measurements import Measurement
 from stagewatch.core.stages import StageOrder
 from stagewatch.core.traces import TraceRules
 from stagewatch.core.verdicts import baseline_stage
-from tests.streams import T0, Pipeline, S, file_events, run
+from tests.streams import T0, Pipeline, S, file_events, mixed_stream, run
 
 pytestmark = pytest.mark.unit
 
@@ -33,12 +33,7 @@ def _waits(events: list[StageEvent]) -> list[StageEvent]:
 
 def _day(seed: int) -> list[StageEvent]:
     """Four hours, a file every 2 s; one in eight skips b."""
-    rng = random.Random(seed)
-    events = []
-    for k in range(7200):
-        pipe = SKIPPING if k % 8 == 3 else FULL
-        events += file_events(pipe, f"f{k:05d}", T0 + k * 2 * S, rng)
-    return _waits(events)
+    return _waits(mixed_stream(lambda k: SKIPPING if k % 8 == 3 else FULL, 7200, 2, random.Random(seed)))
 
 
 @pytest.mark.parametrize("line", ["body", "tail"])
@@ -108,9 +103,7 @@ def test_a_path_too_rare_to_warm_is_flagged_in_the_stage_and_stalled_by_its_stag
     via_b = Pipeline(stages=("a", "b", "c"), medians={"b": 0.5, "c": 1.0})
     skipping = Pipeline(stages=("a", "c"), medians={"c": 1.0})
     rng = random.Random(9)
-    events: list[StageEvent] = []
-    for k in range(6000):
-        events += file_events(via_b if k % 300 == 7 else skipping, f"f{k:05d}", T0 + k * 2 * S, rng)
+    events = mixed_stream(lambda k: via_b if k % 300 == 7 else skipping, 6000, 2, rng)
     t = T0 + 6000 * 2 * S
     events += file_events(via_b, "stuck-after-b", t, rng, drop_from="c")
     events += file_events(via_b, "slow-via-b", t + S, rng, factor=lambda stage, _: 30.0 if stage == "c" else 1.0)

@@ -22,7 +22,7 @@ from stagewatch.core.traces import TraceRules
 from stagewatch.logfiles import iter_lines
 from stagewatch.stream.local import LocalRunner
 from stagewatch.stream.pipeline import build, construct
-from tests.streams import T0, Pipeline, S, burst, file_events, steady_stream
+from tests.streams import T0, Pipeline, S, burst, file_events, mixed_stream, steady_stream
 
 pytestmark = pytest.mark.pipeline
 
@@ -619,9 +619,7 @@ def test_a_wait_after_a_skipped_optional_stage_is_judged_by_its_own_path_in_both
     full = Pipeline(stages=("a", "b", "c"), medians={"b": 0.5, "c": 0.1})
     skipping = Pipeline(stages=("a", "c"), medians={"c": 3.0})
     rng = random.Random(4)
-    events: list[StageEvent] = []
-    for k in range(1800):
-        events += file_events(skipping if k % 8 == 3 else full, f"f{k:05d}", T0 + k * 3 * S, rng)
+    events = mixed_stream(lambda k: skipping if k % 8 == 3 else full, 1800, 3, rng)
     t = T0 + 1800 * 3 * S
     events += file_events(skipping, "slow-skip", t, rng, factor=lambda stage, _: 10.0)
     events += [e for k in range(40) for e in file_events(full, f"n{k}", t + (k + 1) * 3 * S, rng)]
