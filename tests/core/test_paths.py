@@ -15,7 +15,7 @@ from stagewatch.core.baselines import BaselineConfig
 from stagewatch.core.events import StageEvent
 from stagewatch.core.evidence import contributors
 from stagewatch.core.measurements import Measurement
-from stagewatch.core.stages import StageOrder
+from stagewatch.core.stages import StageOrder, infer_stage_order
 from stagewatch.core.traces import TraceRules
 from stagewatch.core.verdicts import baseline_stage
 from tests.streams import T0, Pipeline, S, file_events, mixed_stream, run
@@ -72,6 +72,10 @@ def test_only_optional_stages_make_a_path_and_records_from_before_it_keep_the_st
     assert rules.wait_name(2, 4) == "e"
     assert baseline_stage(Measurement("wait", 3, 5.0, T0, 0), rules) == "d (after a)"
     assert baseline_stage(Measurement("latency", 3, 5.0, T0, -1), rules) == "d (reported)"
+    # An order inferred from the data has none: a stray line there may add an optional stage every file skips,
+    # and another sample (after a restart) not.
+    inferred = infer_stage_order([[(1, "a"), (2, "c")]] * 9 + [[(1, "a"), (2, "b"), (3, "c")]])
+    assert inferred.optional == {"b"} and TraceRules(inferred).skip_names == {}
     # Keys stay unique whatever the stages are called (an order inferred from the data may hold any line's name).
     odd = TraceRules(StageOrder(("a", "b", "c", "c (after a)", "a (reported)"), frozenset({"b"})))
     assert odd.skip_names == {(0, 2): "c (after a) #2"} and odd.latency_names[0] == "a (reported) #2"

@@ -28,6 +28,11 @@ class StageOrder:
 
     stages: tuple[str, ...]
     optional: frozenset[str] = field(default_factory=frozenset)
+    # Whether a wait across its skipped optional stages has a baseline of its own (``TraceRules.skip_names``): in
+    # an order the user gave, yes; in one inferred from the data, no -- a stray line there adds an optional stage
+    # every file then skips, and would move every file's wait after it onto a new, cold baseline (the hostile-line
+    # fuzz test: half the streaming job's verdicts changed).
+    paths: bool = field(default=True, compare=False)
 
     def __post_init__(self) -> None:
         if not self.stages:
@@ -119,4 +124,4 @@ def infer_stage_order(traces: Iterable[Sequence[tuple[int, str]]]) -> StageOrder
                     optional.add(s)
             break
         optional.add(candidate)
-    return StageOrder(tuple(ordered_names), frozenset(optional))
+    return StageOrder(tuple(ordered_names), frozenset(optional), paths=False)

@@ -47,7 +47,7 @@ class TraceRules:
         object.__setattr__(self, "skip_names", {
             (j, i): _unique(f"{names[i]} (after {names[j]})", taken)
             for i in range(len(names)) for j in range(max(i - 1 - MAX_SKIPPED, 0), i - 1)
-            if all(opt[j + 1:i])
+            if all(opt[j + 1:i]) and self.order.paths
         })
         # Per stage, the baselines of its waits (its own first): a cold one is judged by a warm one of these.
         object.__setattr__(self, "wait_keys", tuple(
