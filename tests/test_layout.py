@@ -156,7 +156,9 @@ def test_matplotlib_only_in_the_report() -> None:
 
 def _loaded_after(statement: str) -> set[str]:
     code = f"import sys; {statement}; print('\\n'.join(sorted({{m.split('.')[0] for m in sys.modules}})))"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    # The child's stderr in the failure: a CalledProcessError alone says only "exit status 1".
+    assert done.returncode == 0, done.stderr[-4000:]
     return set(done.stdout.split())
 
 

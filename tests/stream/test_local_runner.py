@@ -167,8 +167,9 @@ def test_bug_a_an_empty_bundle_at_a_side_input_crashes_beams_runner_and_not_the_
         timer.cancel()
         child.kill()
         child.wait()
-    assert any("AttributeError: 'NoneType' object has no attribute 'max_timestamp'" in line for line in seen)
-    assert not any(line.startswith("finished") for line in seen)
+    output = "".join(seen)[-4000:]  # the child's output in the failure, not just "assert False"
+    assert any("AttributeError: 'NoneType' object has no attribute 'max_timestamp'" in line for line in seen), output
+    assert not any(line.startswith("finished") for line in seen), output
     beam_bugs.empty_bundle_side_input(LocalRunner(fixes=()))  # the corrections alone: it finishes
 
 
