@@ -124,6 +124,27 @@ def spliced(valid: list[bytes], hostile: list[tuple[str, str, bytes]], seed: int
     return out
 
 
+def straggled(valid: list[bytes], lead_s: float) -> tuple[list[bytes], list[bytes]]:
+    """Two inputs alike but for one line: a file's line moved later in the day's order, behind the newest time
+    before it by 20-40 s of event time -- a straggler, within the allowed lateness (60 s), after a line of its own
+    file 10 s or more older than that newest time --; and the same with a line of another file dated ``lead_s``
+    ahead of that newest time just before the straggler (a writer whose clock runs fast, believed: well within
+    ``max_ahead_s``)."""
+    at = len(valid) // 2
+    times = [_time_us(x) for x in valid]
+    newest = max(t for t in times[:at] if t is not None)
+    uids = [e["jsonPayload"].get("uid") if isinstance(e := _entry(x), dict) and isinstance(e.get("jsonPayload"), dict)
+            else None for x in valid]
+    j = next(j for j in range(at - 1, 0, -1)
+             if (t := times[j]) is not None and newest - 40 * US_PER_S <= t <= newest - 20 * US_PER_S
+             and any(uids[k] == uids[j] and t < (times[k] or 0) <= newest - 10 * US_PER_S
+                     for k in range(j + 1, at)))
+    rest = valid[:j] + valid[j + 1:at]
+    entry = _with(orjson.loads(valid[j]), jsonPayload__uid="hostile-ahead", insertId="hostile-ahead",
+                  timestamp=format_rfc3339(newest + int(lead_s * US_PER_S)))
+    return [*rest, valid[j], *valid[at:]], [*rest, orjson.dumps(entry), valid[j], *valid[at:]]
+
+
 Verdict = tuple[str, str, str, str]
 
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stagewatch.core.clock import AFTER, BEFORE, BLOCK, FUTURE, TOO_OLD, BlockClock, TimeBounds
+from stagewatch.core.clock import AFTER, BEFORE, BLOCK, FUTURE, PULL_LINES, TOO_OLD, BlockClock, Pull, TimeBounds
 from stagewatch.core.timeutil import US_PER_S
 
 T0 = 1_780_000_000 * US_PER_S  # 2026-05-28
@@ -121,3 +121,25 @@ def test_a_sparse_steady_log_loses_nothing_at_its_end(gap_s: int, n: int) -> Non
     times = [T0 + k * gap_s * US_PER_S for k in range(n)]
     assert _judge(times) == [None] * n
     assert _judge([*times, times[-1] + 80 * 365 * 24 * HOUR]) == [None] * n + [FUTURE]  # a lone far line still is
+
+
+@given(st.lists(st.integers(0, 10**12), max_size=40), st.integers(1, PULL_LINES - 1), st.integers(1, 10**9))
+def test_fewer_than_pull_lines_ahead_do_not_move_what_the_watermark_follows(times: list[int], ahead: int,
+                                                                              lead: int) -> None:
+    """``Pull`` follows the PULL_LINES-th newest time: lines ahead of all the rest, fewer than that, move it no
+    further than the newest of the rest."""
+    pull = Pull()
+    for t in times:
+        pull.push(t)
+    before = pull.time
+    top = max(times, default=-1)
+    for k in range(ahead):
+        pull.push(top + lead + k)
+    every = sorted([-1] * PULL_LINES + times + [top + lead + k for k in range(ahead)])
+    assert pull.time <= max(top, before) and pull.time == every[-PULL_LINES]
+
+
+def test_a_log_in_order_is_followed_a_few_lines_behind() -> None:
+    pull = Pull()
+    seen = [pull.push(t) for t in range(10)]
+    assert seen == [-1] * (PULL_LINES - 1) + list(range(10 - PULL_LINES + 1))

@@ -12,7 +12,7 @@ import pytest
 from stagewatch.cli import main
 from stagewatch.evaluation.simulate import SHORT_FAULTS, SHORT_HOURS, SHORT_START, SimConfig, simulate_to_dir
 from stagewatch.store.readers import read_table
-from tests.hostile import hostile_lines, spliced
+from tests.hostile import hostile_lines, spliced, straggled
 
 pytestmark = pytest.mark.pipeline
 
@@ -38,6 +38,19 @@ def test_hostile_lines_change_no_verdict_of_the_streaming_job(tmp_path: Path) ->
     assert got == want and len(want) > 100
     rejected = Counter(outcome for _, outcome, _ in cases if outcome not in ("blank", "event"))
     assert dead - want_dead == rejected
+
+
+def test_a_line_ahead_of_the_clock_makes_no_straggler_late_in_the_stream(tmp_path: Path) -> None:
+    """As in the backtest (``tests/backtest/test_hostile_lines.py``): a line 55 s ahead, under the allowed lateness,
+    does not pull the file source's watermark, and a straggler of a file that moved on stays on time."""
+    simulate_to_dir(SimConfig(seed=5, start=SHORT_START, hours=SHORT_HOURS, peak_rate_per_min=3,
+                              faults=SHORT_FAULTS), tmp_path)
+    want_lines, got_lines = straggled((tmp_path / "logs.jsonl").read_bytes().splitlines(), 55)
+    (tmp_path / "want.jsonl").write_bytes(b"\n".join(want_lines) + b"\n")
+    (tmp_path / "got.jsonl").write_bytes(b"\n".join(got_lines) + b"\n")
+    want, want_dead = _run(tmp_path / "want.jsonl", tmp_path / "want")
+    got, dead = _run(tmp_path / "got.jsonl", tmp_path / "got")
+    assert dead == want_dead and got == want and len(want) > 100
 
 
 def test_a_truncated_gz_is_run_up_to_the_break_and_said_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

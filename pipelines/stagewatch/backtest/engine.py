@@ -5,8 +5,9 @@ Beam's watermark replaces ``Ingest``; Beam's keyed state and event-time timers r
 timer heap here; the baselines become bin counts in keyed shards, folded per stage and interval and shared
 as a side input. The per-UID logic is ``Trace`` in both.
 
-Watermark: ``max event time seen - allowed_lateness`` -- of the event times within the allowed lateness of
-the front's robust clock (``cap_lead``). Events are buffered and released in event-time order as the watermark
+Watermark: ``the 4th newest event time seen - allowed_lateness`` (``core.clock.Pull``: one line ahead of the
+rest does not pull it) -- of the event times within the allowed lateness of the front's robust clock
+(``cap_lead``). Events are buffered and released in event-time order as the watermark
 passes them; an event older than the watermark when it arrives is *late* (dead-lettered with that reason).
 Timers (stall deadlines, skew holds, TTL) fire when the watermark passes them; before an event at time ``t``
 is processed, every timer earlier than ``t`` has fired.
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 
 from stagewatch.core.baselines import BaselineConfig, BaselineStore
-from stagewatch.core.clock import TimeBounds
+from stagewatch.core.clock import Pull, TimeBounds
 from stagewatch.core.events import StageEvent
 from stagewatch.core.measurements import Arrival, Measurement, StallInfo
 from stagewatch.core.outbox import Outbox
@@ -89,7 +90,7 @@ class Ingest:
         self._release_at = _RELEASE_EVERY
         self._released_wm = -1
         self._lead_cap = 1 << 62  # the newest an event may be and still pull the watermark: see ``cap_lead``
-        self._pulled = -1  # the newest event time that pulled it
+        self._pull = Pull()  # what it follows: not one line's time, a few lines'
         # Dedup: two generations of keys, rotated every horizon of event time: O(1) per event, bounded. Per file,
         # as the streaming job keys its dedup (by UID): an application that sets its own insertIds (a worker's
         # counter) repeats them across files, and Cloud Logging keeps those lines. Each key maps to the file
@@ -126,14 +127,12 @@ class Ingest:
             self._shared_now.add((ev.uid, key))
         buffer = self._buffer
         buffer.append(ev)
-        if t > self._pulled:
-            if t > self.max_seen:
-                self.max_seen = t
-            if t <= self._lead_cap:
-                self._pulled = t
-                wm = t - self._lateness_us
-                if wm > self.watermark:
-                    self.watermark = wm
+        if t > self.max_seen:
+            self.max_seen = t
+        if t > self._pull.time and t <= self._lead_cap:
+            wm = self._pull.push(t) - self._lateness_us
+            if wm > self.watermark:
+                self.watermark = wm
         if len(buffer) >= self._release_at or self.watermark - self._released_wm >= _RELEASE_AFTER_US:
             self.advance(self.watermark)
 

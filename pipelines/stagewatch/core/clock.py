@@ -32,6 +32,7 @@ Timeline (blocks of 4 for the picture; one before and one after)::
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -40,7 +41,8 @@ from typing import Generic, TypeVar
 
 from stagewatch.core.timeutil import US_PER_S, format_rfc3339
 
-__all__ = ["AFTER", "BEFORE", "BLOCK", "FUTURE", "TIME_REASONS", "TOO_OLD", "BlockClock", "Held", "TimeBounds"]
+__all__ = ["AFTER", "BEFORE", "BLOCK", "FUTURE", "PULL_LINES", "TIME_REASONS", "TOO_OLD", "BlockClock", "Held", "Pull",
+           "TimeBounds"]
 
 FUTURE = "future"
 TOO_OLD = "too_old"
@@ -49,6 +51,7 @@ BLOCK = 16  # events per block of a file's robust clock: its resolution
 BEFORE = 7  # blocks behind a block, and
 AFTER = 9  # blocks ahead of it, whose median is its clock: ahead of half the window, so that a pause does not
 # make the lines after it look like the future
+PULL_LINES = 4  # lines that must have reached a time before a file's watermark follows it: ``Pull``
 
 T = TypeVar("T")
 
@@ -183,3 +186,31 @@ class Held(Generic[T]):
     def take(self) -> list[T]:
         items, self._items, self._chars = self._items, [], 0
         return items
+
+
+class Pull:
+    """What a file's watermark follows (both drivers reading a file: ``Ingest``, the local file source): the
+    ``PULL_LINES``-th newest event time believed, not the newest. A line within ``max_ahead_s`` is believed -- a
+    writer's clock may run fast -- but alone it would pull the watermark as far ahead as it is, up to the
+    allowed lateness (beyond, ``cap_lead`` stops it): a line 57 s ahead, under 60 s of lateness, made a
+    straggler 2 s behind its own file's next line late, one baseline sample fewer, and every in-progress verdict
+    of that stage moved (the streaming job's fuzz test). Now fewer than ``PULL_LINES`` lines cannot move it. In a
+    log in order, what it costs is the time of three lines: the watermark trails the newest event by that and the
+    allowed lateness."""
+
+    __slots__ = ("_newest",)
+
+    def __init__(self, lines: int = PULL_LINES) -> None:
+        self._newest = [-1] * lines  # a min-heap of the newest times: its root is the one followed
+
+    @property
+    def time(self) -> int:
+        """The time the watermark follows (-1 before ``PULL_LINES`` times)."""
+        return self._newest[0]
+
+    def push(self, t_us: int) -> int:
+        """Take an event time; return the time followed now."""
+        newest = self._newest
+        if t_us > newest[0]:
+            heapq.heapreplace(newest, t_us)
+        return newest[0]

@@ -12,7 +12,7 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
-from stagewatch.core.clock import BlockClock, Held, TimeBounds
+from stagewatch.core.clock import BlockClock, Held, Pull, TimeBounds
 from stagewatch.core.events import StageEvent
 from stagewatch.core.parser import Parser
 from stagewatch.core.records import DEAD_LINE_CHARS
@@ -29,8 +29,8 @@ def file_stream(
     """A local file as a stream: lines in file order, each stamped with the time it "arrives" at -- the
     file's robust clock (``core/clock.py``), the same the backtest judges event times against, so the
     parsing step dead-letters the same lines as ``future`` or ``too_old`` --, the watermark following the
-    newest believed event time minus the allowed lateness: what a Pub/Sub source with a timestamp attribute
-    does, without letting one line from the future move it.
+    newest believed event times minus the allowed lateness: what a Pub/Sub source with a timestamp attribute
+    does, without letting one line from the future move it (the fourth newest: ``core.clock.Pull``).
 
     The watermark moves at least every ``step_us`` of event time (and every ``chunk`` lines): a jump larger
     than a baseline interval would close many intervals at once, and the snapshots of an interval would
@@ -50,7 +50,8 @@ def file_stream(
     clock: BlockClock[tuple[bytes, int]] = BlockClock()
     early: Held[bytes] = Held()  # rejected lines read before the clock knows a time
     newest = 0
-    pulled = 0  # what the watermark follows: the newest believed time within the lateness of its clock
+    pull = Pull()
+    pulled = 0  # what the watermark follows: the 4th newest believed time within the lateness of its clock
     advanced = -1
 
     def emit() -> None:
@@ -71,8 +72,8 @@ def file_stream(
         for raw, t_us in block:
             if bounds.verdict(t_us, at) is None:
                 newest = max(newest, t_us)
-                if t_us <= at + lateness_us:  # further ahead of the clock it does not pull: Ingest.cap_lead
-                    pulled = max(pulled, t_us)
+                if pull.time < t_us <= at + lateness_us:  # further ahead of the clock it does not: Ingest.cap_lead
+                    pulled = pull.push(t_us)  # a few lines' time, not one's: core.clock.Pull, as Ingest
             batch.append(TimestampedValue(raw, Timestamp(micros=at)))  # judged again, the same way, when parsed
             emit()  # event by event, as a Pub/Sub source's watermark would follow them
 
