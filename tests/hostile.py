@@ -124,12 +124,13 @@ def spliced(valid: list[bytes], hostile: list[tuple[str, str, bytes]], seed: int
     return out
 
 
-def straggled(valid: list[bytes], lead_s: float) -> tuple[list[bytes], list[bytes]]:
-    """Two inputs alike but for one line: a file's line moved later in the day's order, behind the newest time
+def straggled(valid: list[bytes], lead_s: float, lines: int = 1, copies: int = 1) -> tuple[list[bytes], list[bytes]]:
+    """Two inputs alike but for a few lines: a file's line moved later in the day's order, behind the newest time
     before it by 20-40 s of event time -- a straggler, within the allowed lateness (60 s), after a line of its own
-    file 10 s or more older than that newest time --; and the same with a line of another file dated ``lead_s``
-    ahead of that newest time just before the straggler (a writer whose clock runs fast, believed: well within
-    ``max_ahead_s``)."""
+    file 10 s or more older than that newest time --; and the same with, just before the straggler, ``lines``
+    lines of other files dated ``lead_s`` ahead of that newest time (a writer whose clock runs fast, believed:
+    well within ``max_ahead_s``), each sent ``copies`` times (at-least-once delivery). A watermark that followed
+    the newest line would have passed the straggler (and, in the streaming job, its file's line before it)."""
     at = len(valid) // 2
     times = [_time_us(x) for x in valid]
     newest = max(t for t in times[:at] if t is not None)
@@ -139,10 +140,12 @@ def straggled(valid: list[bytes], lead_s: float) -> tuple[list[bytes], list[byte
              if (t := times[j]) is not None and newest - 40 * US_PER_S <= t <= newest - 20 * US_PER_S
              and any(uids[k] == uids[j] and t < (times[k] or 0) <= newest - 10 * US_PER_S
                      for k in range(j + 1, at)))
+    assert (times[j] or 0) < newest + (lead_s - 60) * US_PER_S  # behind what the newest line alone would pull
     rest = valid[:j] + valid[j + 1:at]
-    entry = _with(orjson.loads(valid[j]), jsonPayload__uid="hostile-ahead", insertId="hostile-ahead",
-                  timestamp=format_rfc3339(newest + int(lead_s * US_PER_S)))
-    return [*rest, valid[j], *valid[at:]], [*rest, orjson.dumps(entry), valid[j], *valid[at:]]
+    stamp = format_rfc3339(newest + int(lead_s * US_PER_S))
+    ahead = [orjson.dumps(_with(orjson.loads(valid[j]), jsonPayload__uid=f"hostile-ahead-{n}",
+                                insertId=f"hostile-ahead-{n}", timestamp=stamp)) for n in range(lines)]
+    return [*rest, valid[j], *valid[at:]], [*rest, *(ahead * copies), valid[j], *valid[at:]]
 
 
 Verdict = tuple[str, str, str, str]

@@ -130,19 +130,32 @@ def test_a_line_a_few_minutes_ahead_does_not_make_the_minutes_before_it_late(cle
     assert len(verdicts & wanted) / len(verdicts | wanted) >= 0.99
 
 
-@pytest.mark.parametrize("lead_s", [55, 180])
-def test_a_line_ahead_of_the_clock_makes_no_straggler_late(clean: Path, tmp_path: Path, lead_s: int) -> None:
-    """A line ahead of the file's clock does not pull the watermark at all: a straggler 20-40 s behind, within the
-    allowed lateness, stays on time. Until 2026-12-06 a line up to the allowed lateness (60 s) ahead pulled it as
-    far, and the straggler was late -- one baseline sample fewer, and every in-progress verdict of that stage
-    moved (the streaming job's fuzz test found it, Jaccard 0.55)."""
-    want_lines, got_lines = straggled(clean.read_bytes().splitlines(), lead_s)
+@pytest.mark.parametrize(("lead_s", "lines", "copies"), [(55, 1, 1), (55, 1, 4), (55, 3, 1), (180, 1, 1)],
+                         ids=["one_line", "one_line_sent_four_times", "three_lines", "beyond_the_lateness"])
+def test_a_line_ahead_of_the_clock_makes_no_straggler_late(clean: Path, tmp_path: Path, lead_s: int, lines: int,
+                                                           copies: int) -> None:
+    """Up to three lines ahead of the rest do not pull the watermark past the rest's own times (``core.clock.Pull``;
+    a repeat counts once): a straggler 20-40 s behind, within the allowed lateness, stays on time. Until 2026-12-06
+    a line up to the allowed lateness (60 s) ahead pulled it as far, and the straggler was late -- a baseline
+    sample fewer, and every in-progress verdict of that stage moved (the streaming job's fuzz test found it,
+    Jaccard 0.55). Further ahead than the lateness, a line never pulled it (``cap_lead``): the last case."""
+    want_lines, got_lines = straggled(clean.read_bytes().splitlines(), lead_s, lines, copies)
     (tmp_path / "want.jsonl").write_bytes(b"\n".join(want_lines) + b"\n")
     (tmp_path / "got.jsonl").write_bytes(b"\n".join(got_lines) + b"\n")
     want, _, want_stats = _replay(tmp_path / "want.jsonl", tmp_path / "want", "1")
     got, _, stats = _replay(tmp_path / "got.jsonl", tmp_path / "got", "1")
-    assert stats["events"] == want_stats["events"] + 1 and stats["late"] == want_stats["late"]
+    assert stats["events"] == want_stats["events"] + lines * copies and stats["late"] == want_stats["late"]
+    assert stats["duplicates"] == want_stats["duplicates"] + lines * (copies - 1)
     assert _verdicts(got) == _verdicts(want) and len(want) > 100
+
+
+def test_four_lines_ahead_pull_the_watermark_as_one_did(clean: Path, tmp_path: Path) -> None:
+    """The bound, pinned: four lines ahead of the rest, within a lateness of each other, are a writer whose
+    clock runs fast, and the watermark follows them (docs/input.md): the straggler is late."""
+    _, got_lines = straggled(clean.read_bytes().splitlines(), 55, lines=4)
+    (tmp_path / "got.jsonl").write_bytes(b"\n".join(got_lines) + b"\n")
+    _, dead, _ = _replay(tmp_path / "got.jsonl", tmp_path / "got", "1")
+    assert [d["reason"] for d in dead].count("late") == 1
 
 
 @pytest.mark.parametrize("where", ["middle", "end"])

@@ -26,6 +26,7 @@ from operator import itemgetter
 
 from stagewatch.core.baselines import BaselineConfig, BaselineStore
 from stagewatch.core.clock import Pull, TimeBounds
+from stagewatch.core.dedup import DEDUP_HORIZON_S, REPEAT, TAKEN, FirstSeen
 from stagewatch.core.events import StageEvent
 from stagewatch.core.measurements import Arrival, Measurement, StallInfo
 from stagewatch.core.outbox import Outbox
@@ -46,7 +47,7 @@ _RELEASE_AFTER_US = 5_000_000
 @dataclass(frozen=True)
 class DetectorConfig:
     allowed_lateness_s: float = 60.0
-    dedup_horizon_s: float = 3600.0
+    dedup_horizon_s: float = DEDUP_HORIZON_S
     hold_s: float = 30.0
     stall_factor: float = 8.0
     min_stall_s: float = 10.0
@@ -91,46 +92,26 @@ class Ingest:
         self._released_wm = -1
         self._lead_cap = 1 << 62  # the newest an event may be and still pull the watermark: see ``cap_lead``
         self._pull = Pull()  # what it follows: not one line's time, a few lines'
-        # Dedup: two generations of keys, rotated every horizon of event time: O(1) per event, bounded. Per file,
-        # as the streaming job keys its dedup (by UID): an application that sets its own insertIds (a worker's
-        # counter) repeats them across files, and Cloud Logging keeps those lines. Each key maps to the file
-        # that first logged it; another file's line with it is remembered as (uid, key), in ``_shared_*`` --
-        # a tuple per line in the common case cost the backtest 4 %.
-        self._dedup_us = int(cfg.dedup_horizon_s * US_PER_S)
-        self._seen_now: dict[object, str] = {}
-        self._seen_prev: dict[object, str] = {}
-        self._shared_now: set[tuple[str, object]] = set()
-        self._shared_prev: set[tuple[str, object]] = set()
-        self._gen_end = -1
+        self._pulled = -1  # the time it follows (``Pull.time``, kept here: ``push`` is per event)
+        self._dedup = FirstSeen(int(cfg.dedup_horizon_s * US_PER_S))
 
     def push(self, ev: StageEvent) -> None:
+        taken = self._dedup.take(ev, self.watermark)
+        if taken != TAKEN:
+            if taken == REPEAT:
+                self.out.count("duplicates")
+            else:
+                self.out.count("late")
+                self.late.append((ev, self.watermark))
+            return
         t = ev.t_us
-        key = ev.insert_id if ev.insert_id is not None else (ev.uid, ev.stage, t)
-        owner = self._seen_now.get(key)
-        if owner is None:
-            owner = self._seen_prev.get(key)
-        # (Another file's line with a key, remembered as shared, outlives its first owner's entry by a
-        # generation when it came a generation later: looked up whether or not the owner is still there.)
-        if owner == ev.uid or ((self._shared_now or self._shared_prev)
-                               and ((ev.uid, key) in self._shared_now or (ev.uid, key) in self._shared_prev)):
-            self.out.count("duplicates")
-            return
-        if t < self.watermark:
-            self.out.count("late")
-            self.late.append((ev, self.watermark))
-            return
-        if t > self._gen_end:
-            self._rotate_dedup(t)
-        if owner is None:
-            self._seen_now[key] = ev.uid
-        else:
-            self._shared_now.add((ev.uid, key))
         buffer = self._buffer
         buffer.append(ev)
         if t > self.max_seen:
             self.max_seen = t
-        if t > self._pull.time and t <= self._lead_cap:
-            wm = self._pull.push(t) - self._lateness_us
+        if self._pulled < t <= self._lead_cap:
+            self._pulled = pulled = self._pull.push(t)
+            wm = pulled - self._lateness_us
             if wm > self.watermark:
                 self.watermark = wm
         if len(buffer) >= self._release_at or self.watermark - self._released_wm >= _RELEASE_AFTER_US:
@@ -162,17 +143,6 @@ class Ingest:
         self.release(buffer, wm)
         # What stays buffered is within the allowed lateness; wait for a batch's worth of new events.
         self._release_at = len(self._buffer) + _RELEASE_EVERY
-
-    def _rotate_dedup(self, t: int) -> None:
-        if self._gen_end < 0:
-            self._gen_end = t + self._dedup_us
-            return
-        # As many rotations as horizons passed -- counted, not walked: a gap of years costs what one costs.
-        turns = -(-(t - self._gen_end) // self._dedup_us)
-        self._seen_prev = self._seen_now if turns == 1 else {}
-        self._shared_prev = self._shared_now if turns == 1 else set()
-        self._seen_now, self._shared_now = {}, set()
-        self._gen_end += turns * self._dedup_us
 
 
 class _Unjudged:

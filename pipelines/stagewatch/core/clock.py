@@ -190,13 +190,15 @@ class Held(Generic[T]):
 
 class Pull:
     """What a file's watermark follows (both drivers reading a file: ``Ingest``, the local file source): the
-    ``PULL_LINES``-th newest event time believed, not the newest. A line within ``max_ahead_s`` is believed -- a
-    writer's clock may run fast -- but alone it would pull the watermark as far ahead as it is, up to the
-    allowed lateness (beyond, ``cap_lead`` stops it): a line 57 s ahead, under 60 s of lateness, made a
-    straggler 2 s behind its own file's next line late, one baseline sample fewer, and every in-progress verdict
-    of that stage moved (the streaming job's fuzz test). Now fewer than ``PULL_LINES`` lines cannot move it. In a
-    log in order, what it costs is the time of three lines: the watermark trails the newest event by that and the
-    allowed lateness."""
+    ``PULL_LINES``-th newest event time of the lines taken (a repeat is not: ``core.dedup``), not the newest. A
+    line within ``max_ahead_s`` is believed -- a writer's clock may run fast -- but alone it would pull the
+    watermark as far ahead as it is, up to the allowed lateness (beyond, ``cap_lead`` stops it): a line 57 s
+    ahead, under 60 s of lateness, made a straggler 2 s behind its own file's next line late, one baseline sample
+    fewer, and every in-progress verdict of that stage moved (the streaming job's fuzz test). Now up to three
+    lines ahead of the rest move it no further than the rest's own third newest time; four of them, within a
+    lateness of each other, pull it as one did before (a writer whose clock runs 55 s fast and logs four lines a
+    minute). In a log in order, what it costs is the time of three lines: the watermark trails the newest event
+    by that and the allowed lateness."""
 
     __slots__ = ("_newest",)
 

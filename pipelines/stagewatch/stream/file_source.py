@@ -13,10 +13,12 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from stagewatch.core.clock import BlockClock, Held, Pull, TimeBounds
+from stagewatch.core.dedup import DEDUP_HORIZON_S, TAKEN, FirstSeen
 from stagewatch.core.events import StageEvent
 from stagewatch.core.parser import Parser
 from stagewatch.core.records import DEAD_LINE_CHARS
 from stagewatch.core.stages import INFER_SAMPLE
+from stagewatch.core.timeutil import US_PER_S
 from stagewatch.logfiles import Damage, expand_inputs, iter_lines
 
 __all__ = ["file_stream"]
@@ -47,11 +49,14 @@ def file_stream(
     stream = TestStream()
     batch: list[Any] = []
     sample: list[StageEvent] = []
-    clock: BlockClock[tuple[bytes, int]] = BlockClock()
+    clock: BlockClock[tuple[bytes, StageEvent]] = BlockClock()
     early: Held[bytes] = Held()  # rejected lines read before the clock knows a time
     newest = 0
-    pull = Pull()
-    pulled = 0  # what the watermark follows: the 4th newest believed time within the lateness of its clock
+    # What the watermark follows: the 4th newest believed time within the lateness of its clock, of the lines the
+    # backtest takes (``Ingest``: a repeat is not taken -- four copies of one line ahead are one line --, nor is a
+    # line behind the watermark).
+    pull, seen = Pull(), FirstSeen(int(DEDUP_HORIZON_S * US_PER_S))
+    pulled = -1
     advanced = -1
 
     def emit() -> None:
@@ -65,15 +70,17 @@ def file_stream(
                 stream = stream.advance_watermark_to(watermark / 1e6)
                 advanced = watermark
 
-    def arrived(block: list[tuple[bytes, int]], at: int) -> None:
+    def arrived(block: list[tuple[bytes, StageEvent]], at: int) -> None:
         nonlocal newest, pulled
         if early:
             batch.extend(TimestampedValue(raw, Timestamp(micros=at)) for raw in early.take())
-        for raw, t_us in block:
+        for raw, ev in block:
+            t_us = ev.t_us
             if bounds.verdict(t_us, at) is None:
                 newest = max(newest, t_us)
-                if pull.time < t_us <= at + lateness_us:  # further ahead of the clock it does not: Ingest.cap_lead
-                    pulled = pull.push(t_us)  # a few lines' time, not one's: core.clock.Pull, as Ingest
+                taken = seen.take(ev, pulled - lateness_us) == TAKEN  # as Ingest takes it: not a repeat, nor late
+                if taken and pulled < t_us <= at + lateness_us:  # further ahead of the clock it does not: cap_lead
+                    pulled = pull.push(t_us)
             batch.append(TimestampedValue(raw, Timestamp(micros=at)))  # judged again, the same way, when parsed
             emit()  # event by event, as a Pub/Sub source's watermark would follow them
 
@@ -82,7 +89,7 @@ def file_stream(
         if isinstance(ev, StageEvent):
             if len(sample) < INFER_SAMPLE:
                 sample.append(ev)
-            if (done := clock.push((raw, ev.t_us), ev.t_us)) is not None:
+            if (done := clock.push((raw, ev), ev.t_us)) is not None:
                 arrived(*done)
         elif clock.now < 0:
             if early.add(raw, min(len(raw), keep)):  # a long run of junk before the first event: at the epoch

@@ -63,10 +63,11 @@ PARAMETERS: tuple[Parameter, ...] = (
               "events of the file within another gap after that are dead-lettered (after_close).",
               _NUMBER_RE, "3600", float),
     Parameter("allowed_lateness_s", "Allowed lateness (seconds)",
-              "Local runs (--input_file): the watermark trails the newest event time by this much, as the "
-              "backtest's does; from Pub/Sub on StagewatchLocalRunner it trails the oldest line of each pull by "
-              "this much (on Dataflow the watermark is Dataflow's estimate). Either way, an event older than "
-              "what its file already processed is dead-lettered with reason late.",
+              "Local runs (--input_file): the watermark trails the fourth newest event time by this much (one "
+              "line ahead of the rest does not pull it), as the backtest's does; from Pub/Sub on "
+              "StagewatchLocalRunner it trails the oldest line of each pull by this much (on Dataflow the "
+              "watermark is Dataflow's estimate). Either way, an event older than what its file already processed "
+              "is dead-lettered with reason late.",
               _NUMBER_RE, "60", float),
     Parameter("max_ahead_s", "Furthest event time ahead (seconds)",
               "An event dated further ahead than this of the time its line arrived (the processing time; for "

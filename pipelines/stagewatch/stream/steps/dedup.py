@@ -12,6 +12,7 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.utils.timestamp import Timestamp
 
+from stagewatch.core.dedup import DEDUP_HORIZON_S
 from stagewatch.core.events import StageEvent
 from stagewatch.core.timeutil import US_PER_S
 from stagewatch.stream.steps.contain import ContainedStep, contained
@@ -67,7 +68,7 @@ class _FirstSeenFn(beam.DoFn):
 class Dedup(ContainedStep):
     """At-least-once delivery repeats lines: keep the first of each insertId (else uid + stage + time)."""
 
-    def __init__(self, horizon_s: float = 3600.0) -> None:
+    def __init__(self, horizon_s: float = DEDUP_HORIZON_S) -> None:
         super().__init__()
         self._horizon_s = horizon_s
 
