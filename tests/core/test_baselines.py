@@ -11,6 +11,7 @@ import pytest
 
 from stagewatch.core.baselines import BaselineConfig, BaselineStore
 from stagewatch.core.interval_counts import bin_counts
+from stagewatch.core.judged_by import lookup
 from stagewatch.core.sketch import GAMMA, MAX_MS, MIN_MS, HistogramBank, bin_of, bins_of, value_of
 
 pytestmark = pytest.mark.unit
@@ -31,7 +32,7 @@ def feed(store: BaselineStore, values: list[float], start_s: int = 0, every_s: f
 
 
 def line(store: BaselineStore, stage: str = "call", tenant: str | None = None) -> float:
-    snap, _ = store.lookup(stage, tenant)
+    snap, _ = lookup(store, stage, tenant)
     assert snap is not None
     return snap.threshold_ms
 
@@ -90,12 +91,12 @@ def test_flagged_values_weigh_a_tenth_until_they_are_common() -> None:
     store = BaselineStore()
     rng = random.Random(5)
     end = feed(store, [100 * rng.lognormvariate(0, 0.2) for _ in range(1000)])
-    before = store.lookup("call", None)[0]
+    before = lookup(store, "call", None)[0]
     assert before is not None
     bank, row = store.bank, store.bank.rows[("call", None)]
     total, step = float(bank.weights[row].sum()), int(bank.steps[row])
     feed(store, [before.threshold_ms * 3] * 20, start_s=end, every_s=1)  # 20 s: one interval, one fold
-    after = store.lookup("call", None)[0]
+    after = lookup(store, "call", None)[0]
     assert after is not None
     decay = store.cfg.decay_per_interval ** (int(bank.steps[row]) - step)
     assert float(bank.weights[row].sum()) == pytest.approx(total * decay + 20 * 0.1, rel=1e-6)
@@ -106,11 +107,11 @@ def test_flagged_values_weigh_a_tenth_until_they_are_common() -> None:
 def test_warm_up_and_going_cold_after_a_long_silence() -> None:
     store = BaselineStore(BaselineConfig(warmup_n=30))
     end = feed(store, [10.0] * 20)
-    assert store.lookup("call", None)[0] is None  # 20 samples: still warming up
+    assert lookup(store, "call", None)[0] is None  # 20 samples: still warming up
     end = feed(store, [10.0] * 20, start_s=end)
-    assert store.lookup("call", None)[0] is not None
+    assert lookup(store, "call", None)[0] is not None
     store.advance(int((end + 5 * 3 * 3600) * S))  # five half-lives later, 40 samples weigh about 1
-    assert store.lookup("call", None)[0] is None
+    assert lookup(store, "call", None)[0] is None
 
 
 def test_tenant_baseline_judges_when_warm_and_chronic_tenant_is_not_an_incident() -> None:
@@ -125,11 +126,11 @@ def test_tenant_baseline_judges_when_warm_and_chronic_tenant_is_not_an_incident(
         t += 5
         if k == 45:  # slowhome has 5 samples, far above the stage-wide line: it is warming up
             store.advance((t + 300) * S)
-            assert store.lookup("upload", "slowhome") == (None, False)
+            assert lookup(store, "upload", "slowhome") == (None, True)  # its own normal: withheld
     store.advance((t + 300) * S)
-    snap, by_tenant = store.lookup("upload", "slowhome")
+    snap, by_tenant = lookup(store, "upload", "slowhome")
     assert by_tenant and snap is not None and 40_000 < snap.median_ms < 60_000
-    stage_snap, by_tenant = store.lookup("upload", "new-tenant")
+    stage_snap, by_tenant = lookup(store, "upload", "new-tenant")
     assert not by_tenant and stage_snap is not None and stage_snap.median_ms < 10_000
 
 
@@ -159,8 +160,8 @@ def test_learning_is_counted_per_key_when_the_interval_is_folded() -> None:
     store.advance(300 * S)
     assert store.epoch > epoch
     assert store.admitted == {"call": {"first"}, "other": {"second"}} and store.tenants_over_limit == 20
-    assert store.lookup("call", None)[0].n == 50  # type: ignore[union-attr]
-    assert store.lookup("call", "first") == (store.snaps[("call", "first")], True)
+    assert lookup(store, "call", None)[0].n == 50  # type: ignore[union-attr]
+    assert lookup(store, "call", "first") == (store.snaps[("call", "first")], True)
     assert store.snaps[("call", "first")].n == 20
     assert ("call", "second") not in store.snaps
 
@@ -174,7 +175,7 @@ def test_a_store_pickled_before_learning_was_deferred_still_loads() -> None:
     old.__setstate__(state)
     restored = pickle.loads(pickle.dumps(old))
     feed(restored, [10.0] * 5, start_s=end)
-    assert restored.lookup("call", None)[0] is not None
+    assert lookup(restored, "call", None)[0] is not None
 
 
 def test_bin_counts_count_each_value_for_the_stage_and_its_tenant() -> None:

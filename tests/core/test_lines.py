@@ -8,7 +8,8 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from stagewatch.core.baselines import BaselineConfig, BaselineStore, Snapshot, judge
+from stagewatch.core.baselines import BaselineConfig, BaselineStore, Snapshot
+from stagewatch.core.judged_by import judge, lookup
 
 pytestmark = pytest.mark.unit
 
@@ -28,7 +29,7 @@ def _fold(store: BaselineStore, values: np.ndarray, interval: int, stage: str = 
 
 
 def _line(store: BaselineStore, stage: str = "call", tenant: str | None = None) -> float:
-    snap, _ = store.lookup(stage, tenant)
+    snap, _ = lookup(store, stage, tenant)
     assert snap is not None
     return snap.threshold_ms
 
@@ -123,7 +124,7 @@ def test_the_interval_a_slowdown_began_in_is_not_learned_either() -> None:
     for k in range(28, 40):
         _fold(store, rng.gamma(2.0, 0.5, 600) * 20_000, k)
     assert _line(store) == pytest.approx(before, rel=0.05)
-    assert store.lookup("call", None)[0].n > 600 * 11
+    assert lookup(store, "call", None)[0].n > 600 * 11
 
 
 def test_a_key_disturbed_every_other_interval_still_learns_its_calm_ones() -> None:
@@ -133,11 +134,11 @@ def test_a_key_disturbed_every_other_interval_still_learns_its_calm_ones() -> No
     store = BaselineStore(TAIL)
     for k in range(48):
         _fold(store, rng.gamma(2.0, 0.5, 100) * 2_000, k)
-    steady = store.lookup("call", None)[0]
+    steady = lookup(store, "call", None)[0]
     for k in range(48, 48 + 12 * 12):  # twelve hours
         batch = rng.gamma(2.0, 0.5, 5) * 200_000 if k % 2 == 0 else np.empty(0)
         _fold(store, np.concatenate([rng.gamma(2.0, 0.5, 100) * 2_000, batch]), k)
-    now = store.lookup("call", None)[0]
+    now = lookup(store, "call", None)[0]
     assert now.n > 0.4 * steady.n
     assert now.threshold_ms < 1.2 * steady.threshold_ms
 
@@ -160,9 +161,9 @@ def test_a_tail_key_judges_once_it_can_read_its_90th_percentile() -> None:
     rng = np.random.default_rng(14)
     store = BaselineStore(TAIL)
     _fold(store, rng.lognormal(0, 0.5, 99) * 100, 0)
-    assert store.lookup("call", None) == (None, False)
+    assert lookup(store, "call", None) == (None, False)
     _fold(store, rng.lognormal(0, 0.5, 10) * 100, 1)
-    snap, _ = store.lookup("call", None)
+    snap, _ = lookup(store, "call", None)
     assert snap is not None and snap.n >= 100
     assert BaselineStore().cfg.warm_n == 30 and TAIL.warm_n == 100
 
@@ -212,8 +213,8 @@ def test_one_customer_flooding_a_stage_with_fast_lines_does_not_blind_a_new_cust
         store.advance(k * store.cfg.interval_us)
         store.learning("call", "newco").extend((rng.lognormal(0, 0.3, 5) * 1000).tolist())
     store.advance(28 * store.cfg.interval_us)
-    stage, _ = store.lookup("call", None)
-    snap, by_tenant = store.lookup("call", "newco")
+    stage, _ = lookup(store, "call", None)
+    snap, by_tenant = lookup(store, "call", "newco")
     assert stage is not None and snap is not None and not by_tenant
     assert stage.median_ms < 5 and snap.threshold_ms == pytest.approx(4 * stage.threshold_ms)
 
@@ -237,7 +238,7 @@ def test_a_two_mode_stage_whose_upper_mode_the_body_line_cuts_keeps_learning() -
             flagged += int((values > _line(store)).sum())
             seen += len(values)
         _fold(store, values, k)
-    assert store.lookup("call", None)[0].n > 10_000
+    assert lookup(store, "call", None)[0].n > 10_000
     assert flagged / seen < 1 / 1000, flagged  # 3 of 7,800: the line is read from a mode it used to cut
 
 
@@ -291,7 +292,7 @@ def _customer_lines(small: Draw, big: Draw, seed: int, per_interval: int = 3) ->
         store.learning("call", "small").extend(small(rng, per_interval).tolist())
         store.learning("call", "big").extend(big(rng, 60).tolist())
         store.advance((k + 1) * store.cfg.interval_us)
-        snap, own = store.lookup("call", "small")
+        snap, own = lookup(store, "call", "small")
         if own:
             assert snap is not None
             ratios.append(snap.threshold_ms / p999)

@@ -11,13 +11,14 @@ import random
 import pytest
 
 from stagewatch.backtest.engine import DetectorConfig
-from stagewatch.core.baselines import BaselineConfig
+from stagewatch.core.baselines import BaselineConfig, Snapshot
 from stagewatch.core.events import StageEvent
 from stagewatch.core.evidence import contributors
+from stagewatch.core.judged_by import lookup
 from stagewatch.core.measurements import Measurement
 from stagewatch.core.stages import StageOrder, infer_stage_order
 from stagewatch.core.traces import TraceRules
-from stagewatch.core.verdicts import baseline_stage
+from stagewatch.core.verdicts import baseline_stage, stall_deadline
 from tests.streams import T0, Pipeline, S, file_events, mixed_stream, run
 
 pytestmark = pytest.mark.unit
@@ -90,12 +91,12 @@ def test_a_slow_files_evidence_reads_a_skipped_paths_wait_against_that_paths_bas
     events.sort(key=lambda e: e.t_us)
     _, _, det = run(events, rules.names, optional=frozenset({"b"}))
 
-    def lookup(stage: str):  # type: ignore[no-untyped-def]
-        return det.base.lookup(stage, None)
+    def found(stage: str):  # type: ignore[no-untyped-def]
+        return lookup(det.base, stage, None)
 
     # A skipping file whose c took 2.5 s, under its path's usual: nothing over. Old three-field parts: c's own.
-    assert contributors((("wait", 2, 2_500.0, 0),), lookup, rules) == ()
-    ((stage, excess),) = contributors((("wait", 2, 2_500.0),), lookup, rules)  # type: ignore[arg-type]
+    assert contributors((("wait", 2, 2_500.0, 0),), found, rules) == ()
+    ((stage, excess),) = contributors((("wait", 2, 2_500.0),), found, rules)  # type: ignore[arg-type]
     assert stage == "c" and excess > 2_000
 
 
@@ -121,3 +122,41 @@ def test_a_path_too_rare_to_warm_is_flagged_in_the_stage_and_stalled_by_its_stag
     # Both are flagged slow while still waiting for c, at that line (the stuck one before it is stalled).
     slow = {(a.uid, a.measure) for a in anomalies if a.kind == "slow_stage"}
     assert slow == {("slow-via-b", "in_progress"), ("stuck-after-b", "in_progress")}
+
+
+@pytest.mark.parametrize("line", ["body", "tail"])
+def test_a_chronically_slow_customer_on_a_path_it_rarely_takes_is_not_judged_by_the_other_customers_line(
+        line: str) -> None:
+    """A customer 5x slower at c (its network), one file in twenty, four of which skip b in the day: its key of
+    the path has too few samples to tell it is slow, its key of c has plenty. Read from the path's key alone, the
+    path's stage-wide line -- the other customers' -- judged its skipping files, in c and at their end; and the
+    path's line, withheld for it, let the stall watch fall back on the stage's others (zoo 20013, not one the zoo
+    was tuned on: 96 false alerts on such a customer)."""
+    rng = random.Random(11)
+    skipping_slow = {407, 2407, 4407, 6407}
+    events: list[StageEvent] = []
+    for k in range(7200):
+        slow = k % 20 == 7
+        pipe = SKIPPING if (k in skipping_slow if slow else k % 8 == 3) else FULL
+        events += file_events(pipe, f"f{k:05d}", T0 + k * 2 * S, rng, tenant="slowco" if slow else None,
+                              factor=(lambda stage, _: 5.0 if stage == "c" else 1.0) if slow else lambda s, _: 1.0)
+    events = _waits(events)
+    events.sort(key=lambda e: e.t_us)
+    anomalies, _, _ = run(events, ("a", "b", "c"), DetectorConfig(baseline=BaselineConfig(line=line)),
+                          optional=frozenset({"b"}))
+    paged = [a for a in anomalies if a.tenant == "slowco" and a.kind in ("slow_stage", "stalled")]
+    assert paged == [], [(a.kind, a.uid, a.stage, a.measure, a.threshold_ms) for a in paged]
+
+
+def test_a_customer_withheld_at_a_stage_has_no_deadline_from_another_paths_line() -> None:
+    """The stall watch's line for a file in b, awaiting c: c's, for this customer -- withheld (its normal is beyond
+    the stage's line: (None, True)) -- is not stood in for by the line of c's path from a, the other customers'
+    (zoo 20013: in-progress false alerts on the customer's files at the optional stage)."""
+    rules = TraceRules(StageOrder(("a", "b", "c"), frozenset({"b"})))
+    path = Snapshot(3000.0, 9000.0, 500.0, 0.3, 99, 0.0)
+    withheld = {"c": (None, True), "c (after a)": (path, False), "b": (Snapshot(500.0, 1500.0, 500.0, 0.3, 99, 0.0),
+                                                                         False)}
+    assert stall_deadline(1, 2, T0, lambda key: withheld[key], rules, lambda key: 500.0) is None
+    cold = {**withheld, "c": (None, False)}  # cold, not withheld: the path's line stands in, as before
+    found = stall_deadline(1, 2, T0, lambda key: cold[key], rules, lambda key: 500.0)
+    assert found is not None and found[1].line_ms == 9000.0

@@ -14,6 +14,7 @@ from apache_beam.transforms.window import TimestampedValue
 from stagewatch.core.baselines import BaselineConfig, BaselineStore
 from stagewatch.core.early import early_snapshots, early_ticks_after
 from stagewatch.core.interval_counts import bin_counts
+from stagewatch.core.judged_by import lookup
 from stagewatch.core.measurements import FileRef, Measured, Measurement
 from stagewatch.core.stages import StageOrder
 from stagewatch.core.traces import TraceRules
@@ -111,7 +112,7 @@ def _reference_anomalies(ms: list[Measured]) -> set[tuple]:
     for r in ms:
         store.advance(r.m.t_us)
         stage = baseline_stage(r.m, RULES)
-        snap, by_tenant = store.lookup(stage, r.file.tenant)
+        snap, by_tenant = lookup(store, stage, r.file.tenant)
         _, a = judge_measurement(r.file, r.last_stage, r.m, snap, by_tenant, RULES, 0)
         if a is not None:
             out.add((a.anomaly_id, a.kind, a.uid, a.stage, round(a.observed_ms or 0, 3)))

@@ -23,8 +23,8 @@ Semantics both drivers reproduce exactly (the backtest in-process, the Beam job 
   warm, else the stage-wide key: one customer's chronically slow network gets its own normal instead of alerting all
   day, and a slowdown of the stage still exceeds every tenant's own line. While a tenant is cold but has ``chronic_n``
   samples whose median is already above the stage-wide alert line, it is that tenant's normal showing, not an
-  incident: no verdict yet; a median ``SLOWER_TENANT`` x the stage's or more moves the stage's line by as much for it
-  (at most ``MAX_TENANT_MOVE`` x, never above its own young line).
+  incident: no verdict yet; a median clearly slower than the stage's moves the stage's line by as much for it
+  (``stagewatch.core.judged_by``).
 * The busy hours of the day: the baseline is a rolling one whose half-life (3 h) is short next to a day, so
   it follows the daily load curve; the ``at this hour`` in messages is that rolling median.
 """
@@ -33,14 +33,14 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import chain
 from typing import NamedTuple
 
 import numpy as np
 
-from stagewatch.core.lines import BODY_PS, FLOOR_MS, LINE_RULES, TAIL_PS, body_line, tail_line
+from stagewatch.core.lines import BODY_PS, LINE_RULES, TAIL_PS, body_line, tail_line
 from stagewatch.core.sketch import N_BINS, HistogramBank, bin_of, bins_of
 
 __all__ = [
@@ -49,15 +49,9 @@ __all__ = [
     "BaselineKey",
     "BaselineStore",
     "Snapshot",
-    "judge",
     "make_snapshots",
-    "seen_n",
 ]
 
-#: A cold tenant whose median is this much above its stage's is judged by the stage's line moved by its median.
-SLOWER_TENANT = 1.5
-#: ... by at most this factor (a chronically slow network is a few times slower, not hundreds).
-MAX_TENANT_MOVE = 4.0
 
 END_TO_END = "end_to_end"  # the pseudo-stage under which end-to-end durations are learned and reported
 
@@ -187,40 +181,6 @@ def make_snapshots(
     ]
 
 
-def judge(
-    snaps: Mapping[BaselineKey, Snapshot], step: int, stage: str, tenant: str | None, chronic_n: float
-) -> tuple[Snapshot | None, bool]:
-    """The snapshot that judges a value: the tenant's when warm, else the stage-wide one, else None.
-
-    The flag says whether the tenant's own baseline was used.
-    """
-    own = snaps.get((stage, tenant)) if tenant is not None else None
-    if own is not None and own.warm_until >= step:
-        return own, True
-    snap = snaps.get((stage, None))
-    if snap is None or snap.warm_until < step:
-        return None, False
-    if own is not None and own.n >= chronic_n and own.median_ms > snap.threshold_ms:
-        return None, False  # a cold tenant whose normal is beyond the stage's line: still warming up
-    if own is not None and own.n >= chronic_n and own.median_ms > SLOWER_TENANT * max(snap.median_ms, FLOOR_MS):
-        # A cold tenant clearly slower than its stage, not yet beyond the stage's line: the stage's line moved by
-        # its median (judged by the stage's own, its normal paged: zoo 10001, 61 false alerts on one customer),
-        # by at most MAX_TENANT_MOVE and never above its own young line: the stage's line already holds the
-        # slower customers' tails (a stage whose median one fast customer set moved a newcomer's line 577x,
-        # its stall deadline to hours). Its median decides, not its young line, which a few lines move (the
-        # young line alone flipped a verdict two hours later in the hostile-line fuzz test).
-        ratio = min(own.median_ms / max(snap.median_ms, FLOOR_MS), MAX_TENANT_MOVE)
-        return snap._replace(threshold_ms=max(snap.threshold_ms, min(snap.threshold_ms * ratio,
-                                                                     own.threshold_ms))), False
-    return snap, False
-
-
-def seen_n(snaps: Mapping[BaselineKey, Snapshot], stage: str) -> float:
-    """How many samples (decayed) a stage's stage-wide baseline holds; 0 before its first fold."""
-    snap = snaps.get((stage, None))
-    return 0.0 if snap is None else snap.n
-
-
 class BaselineStore:
     """All baselines of one stream, for the in-process driver. The Beam driver keeps the same per-key state."""
 
@@ -339,13 +299,6 @@ class BaselineStore:
         if self.cfg.tenant_baselines and len(have) < self.cfg.max_tenants:
             have.update(heapq.nsmallest(self.cfg.max_tenants - len(have), {t for t in tenants if t and t not in have}))
         return have
-
-    def lookup(self, stage: str, tenant: str | None) -> tuple[Snapshot | None, bool]:
-        """The snapshot that judges a value: the tenant's when warm, else the stage-wide one, else None.
-
-        The flag says whether the tenant's own baseline was used.
-        """
-        return judge(self.snaps, self.step, stage, tenant, self.cfg.chronic_n)
 
     def learn(self, stage: str, tenant: str | None, value_ms: float) -> None:
         """Count one observation for the stage-wide key and the tenant's; how much it weighs is decided when

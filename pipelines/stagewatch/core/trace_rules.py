@@ -49,6 +49,8 @@ class TraceRules:
             for i in range(len(names)) for j in range(max(i - 1 - MAX_SKIPPED, 0), i - 1)
             if all(opt[j + 1:i]) and self.order.paths
         })
+        # Per path baseline, its stage's own: what tells a chronically slow customer (``core.judged_by``).
+        object.__setattr__(self, "path_stage", {name: names[i] for (_, i), name in self.skip_names.items()})
         # Per stage, the baselines of its waits (its own first): a cold one is judged by a warm one of these.
         object.__setattr__(self, "wait_keys", tuple(
             (names[i], *(name for (j, k), name in self.skip_names.items() if k == i)) for i in range(len(names))))
@@ -67,6 +69,7 @@ class TraceRules:
     latency_names: tuple[str, ...] = field(init=False, repr=False, compare=False)
     optional: tuple[bool, ...] = field(init=False, repr=False, compare=False)
     skip_names: dict[tuple[int, int], str] = field(init=False, repr=False, compare=False)
+    path_stage: dict[str, str] = field(init=False, repr=False, compare=False)
     wait_keys: tuple[tuple[str, ...], ...] = field(init=False, repr=False, compare=False)
     terminal_i: int = field(init=False, repr=False, compare=False)
     hold_us: int = field(init=False, repr=False, compare=False)

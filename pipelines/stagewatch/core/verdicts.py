@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from stagewatch.core import anomalies
-from stagewatch.core.baselines import END_TO_END, BaselineKey, BaselineStore, Snapshot, judge, seen_n
+from stagewatch.core.baselines import END_TO_END, BaselineKey, BaselineStore, Snapshot
 from stagewatch.core.early import EarlyKey, EarlyView, early_snapshots, early_ticks_after
 from stagewatch.core.evidence import contributors
 from stagewatch.core.interval_counts import bin_counts
+from stagewatch.core.judged_by import judge, lookup, seen_n
 from stagewatch.core.measurements import FileRef, Measurement, Part, StallInfo
 from stagewatch.core.outbox import Outbox
 from stagewatch.core.records import Anomaly
@@ -98,6 +99,10 @@ def stall_deadline(
     for group in (mine, keys):
         for key in group:
             found, own = lookup(key)
+            if found is None and own:
+                # A customer whose normal there is beyond the stage's line: no deadline while its key warms, as
+                # no verdict -- not the line of another path, the other customers' (zoo 20013: 96 false alerts).
+                return None
             if found is not None and (snap is None or found.threshold_ms > snap.threshold_ms):
                 snap, by_tenant = found, own
         if snap is not None:
@@ -142,22 +147,26 @@ def defers(snaps: Mapping[BaselineKey, Snapshot], stage: str) -> bool:
 
 
 def deferred_snapshot(
-    snaps: Mapping[BaselineKey, Snapshot], step: int, stage: str, tenant: str | None, chronic_n: float
+    snaps: Mapping[BaselineKey, Snapshot], step: int, stage: str, tenant: str | None, chronic_n: float,
+    base: str | None = None,
 ) -> tuple[Snapshot | None, bool]:
     """What judges a measurement made while its baseline was cold, at the next snapshot: as ``judge``, except
     that a customer's file is judged only by the customer's own baseline. The stage-wide one is young then
     too, and learned from little else than what it judges; a customer whose normal is its own (a slow
     network, a skewed clock) is only told apart by its own key (a simulated day: its first minutes' waits,
     judged by a 36-sample stage-wide line, opened an incident on that customer's normal)."""
-    snap, by_tenant = judge(snaps, step, stage, tenant, chronic_n)
+    snap, by_tenant = judge(snaps, step, stage, tenant, chronic_n, base)
     if tenant is not None and not by_tenant:
         return None, False
     return snap, by_tenant
 
 
-def lookup_at(snaps: Mapping[BaselineKey, Snapshot], step: int, tenant: str | None, chronic_n: float) -> Lookup:
+def lookup_at(
+    snaps: Mapping[BaselineKey, Snapshot], step: int, tenant: str | None, chronic_n: float, rules: TraceRules
+) -> Lookup:
     """The snapshot judging each baseline for a file of ``tenant`` in interval ``step``."""
-    return lambda stage: judge(snaps, step, stage, tenant, chronic_n)
+    path_stage = rules.path_stage
+    return lambda stage: judge(snaps, step, stage, tenant, chronic_n, path_stage.get(stage))
 
 
 class Judge:
@@ -201,7 +210,7 @@ class Judge:
         entry = self._judged_by.get(key)
         if entry is None:
             stage = baseline_stage(m, self.rules)
-            snap, by_tenant = self.base.lookup(stage, trace.tenant)
+            snap, by_tenant = lookup(self.base, stage, trace.tenant, self.rules.path_stage.get(stage))
             entry = self._judged_by[key] = (snap, by_tenant, self.base.learning(stage, trace.tenant), stage)
         snap, by_tenant, learning, stage = entry
         learning.append(m.value_ms)  # learned as of the interval's end: after every verdict made in it
@@ -219,7 +228,7 @@ class Judge:
             tenant = trace.tenant
             verdict, anomaly = judge_measurement(trace.ref(), trace.last_stage(self.rules), m, snap, by_tenant,
                                                  self.rules, now, trace.parts(),
-                                                 lambda stage: self.base.lookup(stage, tenant))
+                                                 self._lookup(tenant))
         else:
             verdict, anomaly = judge_measurement(trace.ref(), trace.last_stage(self.rules), m, snap, by_tenant,
                                                  self.rules, now)
@@ -287,12 +296,13 @@ class Judge:
         if stalled is not None and stalled[1] < now:
             return True
         rules, chronic_n, tenant = self.rules, self.base.cfg.chronic_n, trace.tenant
-        snap, by_tenant = deferred_snapshot(snaps, step, baseline_stage(m, rules), tenant, chronic_n)
+        stage = baseline_stage(m, rules)
+        snap, by_tenant = deferred_snapshot(snaps, step, stage, tenant, chronic_n, rules.path_stage.get(stage))
         if snap is None:
             return False
         parts = trace.parts() if m.measure == "end_to_end" else ()
         _, anomaly = judge_measurement(trace.ref(), last_stage, m, snap, by_tenant, rules, now, parts,
-                                       lookup_at(snaps, step, tenant, chronic_n))
+                                       lookup_at(snaps, step, tenant, chronic_n, rules))
         if anomaly is not None and (m.stage_i < 0 or not (trace.slow >> m.stage_i) & 1):
             if m.stage_i >= 0:
                 trace.slow |= 1 << m.stage_i
@@ -307,6 +317,11 @@ class Judge:
         self.stalls.clear()
         self.next_early_us = NEVER
 
+    def _lookup(self, tenant: str | None) -> Lookup:
+        """The snapshot judging each baseline for a file of ``tenant`` now."""
+        base, path_stage = self.base, self.rules.path_stage
+        return lambda stage: lookup(base, stage, tenant, path_stage.get(stage))
+
     def stall_deadline(self, trace: Trace, next_i: int, last_t: int, now: int) -> tuple[int, StallInfo] | None:
         if self.base.epoch != self._epoch:
             self._renew()
@@ -317,6 +332,6 @@ class Judge:
             tenant = trace.tenant
             # Cached as the allowed wait (a deadline after a stage seen at time 0): the same for every file.
             found = self._deadlines[key] = stall_deadline(
-                trace.furthest, next_i, 0, lambda stage: self.base.lookup(stage, tenant), self.rules,
+                trace.furthest, next_i, 0, self._lookup(tenant), self.rules,
                 lambda stage: seen_n(self.base.snaps, stage))
         return None if found is None else (last_t + found[0], found[1])

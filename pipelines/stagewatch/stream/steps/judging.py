@@ -27,8 +27,9 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import FixedWindows, TimestampedValue
 
-from stagewatch.core.baselines import BaselineConfig, judge, seen_n
+from stagewatch.core.baselines import BaselineConfig
 from stagewatch.core.early import EarlyView, early_ticks_after
+from stagewatch.core.judged_by import judge, seen_n
 from stagewatch.core.measurements import Deadline, Measured, Progress
 from stagewatch.core.records import Anomaly
 from stagewatch.core.timeutil import US_PER_S
@@ -71,7 +72,7 @@ class _JudgeFn(beam.DoFn):
         if isinstance(record, Progress):  # when is the next stage overdue?
             tenant = record.file.tenant
             found = stall_deadline(rules.index[record.last_stage], record.next_i, record.last_t_us,
-                                   lookup_at(snaps, step, tenant, cfg.chronic_n), rules,
+                                   lookup_at(snaps, step, tenant, cfg.chronic_n, rules), rules,
                                    lambda stage: seen_n(snaps, stage))
             if found is not None:
                 self._deadlines.inc()
@@ -82,17 +83,18 @@ class _JudgeFn(beam.DoFn):
         tenant = record.file.tenant
         choose = deferred_snapshot if self._second else judge
         stage = baseline_stage(record.m, rules)
-        snap, by_tenant = choose(snaps, step, stage, tenant, cfg.chronic_n)
+        base = rules.path_stage.get(stage)
+        snap, by_tenant = choose(snaps, step, stage, tenant, cfg.chronic_n, base)
         if snap is None and not self._second and defers(snaps, stage):
             for b in early_ticks_after(record.now_us, cfg):  # the first early snapshot that can judge it
                 if self._end_us is not None and b > self._end_us:
                     break  # the backtest does not move past a finite input's last event
                 view = EarlyView(snaps, snaps, b)
-                snap, by_tenant = deferred_snapshot(view, step + 1, stage, tenant, cfg.chronic_n)
+                snap, by_tenant = deferred_snapshot(view, step + 1, stage, tenant, cfg.chronic_n, base)
                 if snap is not None:
                     verdict, anomaly = judge_measurement(record.file, record.last_stage, record.m, snap, by_tenant,
                                                          rules, b, record.parts,
-                                                         lookup_at(view, step + 1, tenant, cfg.chronic_n))
+                                                         lookup_at(view, step + 1, tenant, cfg.chronic_n, rules))
                     self._verdicts[verdict].inc()
                     if anomaly is not None:  # at the tick it was judged at: WatchStalls orders by it
                         yield TimestampedValue(anomaly, b / US_PER_S)
@@ -102,7 +104,7 @@ class _JudgeFn(beam.DoFn):
             return
         now = step * cfg.interval_us if self._second else record.now_us
         verdict, anomaly = judge_measurement(record.file, record.last_stage, record.m, snap, by_tenant, rules,
-                                             now, record.parts, lookup_at(snaps, step, tenant, cfg.chronic_n))
+                                             now, record.parts, lookup_at(snaps, step, tenant, cfg.chronic_n, rules))
         self._verdicts[verdict].inc()
         if anomaly is not None:
             yield anomaly
