@@ -30,6 +30,7 @@ from stagewatch.backtest.engine import DetectorConfig
 from stagewatch.backtest.replay import replay
 from stagewatch.core import verdicts
 from stagewatch.core.baselines import END_TO_END, BaselineConfig, Snapshot
+from stagewatch.core.judged_by import lookup
 from stagewatch.core.lines import LINE_RULES
 from stagewatch.evaluation.delag import read_delag, to_log_lines
 
@@ -51,11 +52,11 @@ def capture(path: str, line: str) -> list[tuple[int, bool, float, np.ndarray]]:
 
     def measure(self: verdicts.Judge, trace: Any, m: Any, now: int, out: Any) -> str:
         if m.measure == "end_to_end":
-            e2e, _ = self.base.lookup(END_TO_END, trace.tenant)
+            e2e, _ = lookup(self.base, END_TO_END, trace.tenant)
             calls = []
             for i, value in enumerate(trace.reported or ()):
                 if value is not None:
-                    snap, _ = self.base.lookup(self.rules.latency_names[i], trace.tenant)
+                    snap, _ = lookup(self.base, self.rules.latency_names[i], trace.tenant)
                     if snap is not None:
                         calls.append(_u(value, snap))
             if e2e is not None:

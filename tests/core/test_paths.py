@@ -11,14 +11,14 @@ import random
 import pytest
 
 from stagewatch.backtest.engine import DetectorConfig
-from stagewatch.core.baselines import BaselineConfig, Snapshot
+from stagewatch.core.baselines import BaselineConfig
 from stagewatch.core.events import StageEvent
 from stagewatch.core.evidence import contributors
 from stagewatch.core.judged_by import lookup
 from stagewatch.core.measurements import Measurement
 from stagewatch.core.stages import StageOrder, infer_stage_order
 from stagewatch.core.traces import TraceRules
-from stagewatch.core.verdicts import baseline_stage, stall_deadline
+from stagewatch.core.verdicts import baseline_stage
 from tests.streams import T0, Pipeline, S, file_events, mixed_stream, run
 
 pytestmark = pytest.mark.unit
@@ -147,16 +147,3 @@ def test_a_chronically_slow_customer_on_a_path_it_rarely_takes_is_not_judged_by_
     paged = [a for a in anomalies if a.tenant == "slowco" and a.kind in ("slow_stage", "stalled")]
     assert paged == [], [(a.kind, a.uid, a.stage, a.measure, a.threshold_ms) for a in paged]
 
-
-def test_a_customer_withheld_at_a_stage_has_no_deadline_from_another_paths_line() -> None:
-    """The stall watch's line for a file in b, awaiting c: c's, for this customer -- withheld (its normal is beyond
-    the stage's line: (None, True)) -- is not stood in for by the line of c's path from a, the other customers'
-    (zoo 20013: in-progress false alerts on the customer's files at the optional stage)."""
-    rules = TraceRules(StageOrder(("a", "b", "c"), frozenset({"b"})))
-    path = Snapshot(3000.0, 9000.0, 500.0, 0.3, 99, 0.0)
-    withheld = {"c": (None, True), "c (after a)": (path, False), "b": (Snapshot(500.0, 1500.0, 500.0, 0.3, 99, 0.0),
-                                                                         False)}
-    assert stall_deadline(1, 2, T0, lambda key: withheld[key], rules, lambda key: 500.0) is None
-    cold = {**withheld, "c": (None, False)}  # cold, not withheld: the path's line stands in, as before
-    found = stall_deadline(1, 2, T0, lambda key: cold[key], rules, lambda key: 500.0)
-    assert found is not None and found[1].line_ms == 9000.0
