@@ -208,6 +208,32 @@ def test_a_bank_pickled_before_disturbed_runs_held_intervals_and_levels_were_kep
     assert again.level[0] == bank.level[0] == pytest.approx(np.log(103.0), abs=0.05)
 
 
+def test_a_bank_pickled_before_keys_were_watched_loads_with_its_keys_watched_for_long() -> None:
+    # A running job updated in place: its keys must not go cold for the watch (``BaselineConfig.watch_for``),
+    # and what the first quartile's level is stays unknown until its next learned interval.
+    rng = random.Random(9)
+    store = BaselineStore(BaselineConfig(line="tail"))
+    minute = [60_000.0 * rng.lognormvariate(0, 0.7) for _ in range(700)]  # a one-minute stage, p99.9 8.6 min
+    end = feed(store, minute[:400], every_s=1.0)
+    assert lookup(store, "call", None)[0] is None  # watched for 1,000 s: under 3x its p99.9
+    control = pickle.loads(pickle.dumps(store))
+    state = pickle.loads(pickle.dumps(store.bank)).__reduce_ex__(2)[2]
+    assert isinstance(state, tuple) and {"born", "level25"} <= state[1].keys()
+    del state[1]["born"], state[1]["level25"]
+    old = HistogramBank.__new__(HistogramBank)
+    old.__setstate__(state)
+    assert np.isnan(old.level25).all()
+    store.bank = old
+    store_state = {k: v for k, v in store.__dict__.items() if k != "cut_short_us"}
+    loaded = BaselineStore.__new__(BaselineStore)
+    loaded.__setstate__(pickle.loads(pickle.dumps(store_state)))
+    assert loaded.cut_short_us == 0
+    feed(loaded, minute[400:450], start_s=end, every_s=1.0)
+    assert lookup(loaded, "call", None)[0] is not None  # watched for long
+    feed(control, minute[400:450], start_s=end, every_s=1.0)
+    assert lookup(control, "call", None)[0] is None  # watched for 1,650 s
+
+
 def test_a_bank_grown_past_its_first_rows_keeps_a_level_for_each() -> None:
     bank = HistogramBank(capacity=4)
     never = np.full(9, 1 << 30)

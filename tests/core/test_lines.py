@@ -4,6 +4,7 @@ kept clean -- a disturbed interval is not learned, a lasting change and a young 
 from __future__ import annotations
 
 from collections.abc import Callable
+from statistics import NormalDist
 
 import numpy as np
 import pytest
@@ -277,6 +278,34 @@ def test_a_slowdown_that_ramps_up_is_a_disturbance_and_so_is_one_after_an_adopte
         assert _line(adopted) < 1.1 * line
 
 
+def test_a_mild_slowdown_of_a_narrow_stage_is_a_disturbance_though_few_files_cross_its_line() -> None:
+    # Zoo 20017: a stage 1.66x slower for 40 minutes put 0-6 of ~500 files an interval over its tail line, too few
+    # to disturb it; learned, its line rose from 1.35x to 1.8x the p99.9, and files at 1.5-1.7x went unflagged.
+    # Its first quartile moved as far as its median: the whole body moved.
+    rng = np.random.default_rng(21)
+
+    def narrow(n: int) -> np.ndarray:
+        return rng.gamma(15.0, 1 / 15, n) * 2_500
+
+    store = BaselineStore(TAIL)
+    for k in range(36):
+        _fold(store, narrow(500), k)
+    before = _line(store)
+    for k in range(36, 44):  # 1.4x: 0-2 of 500 over the line; learned, it rose 27 % in 40 minutes
+        _fold(store, narrow(500) * 1.4, k)
+    assert _line(store) < 1.05 * before, _line(store) / before
+    # A two-mode stage whose median crosses between its modes every other interval is not disturbed by it: it
+    # goes on learning (its first quartile stays in the lower mode).
+    mixed = BaselineStore(TAIL)
+    for k in range(60):
+        upper = 0.45 if k % 2 else 0.55
+        _fold(mixed, rng.lognormal(0, 0.15, 500) * np.where(rng.random(500) < upper, 4.0, 1.0) * 1_000, k)
+    snap, _ = lookup(mixed, "call", None)
+    decay = mixed.cfg.decay_per_interval
+    everything = 500 * (1 - decay**60) / (1 - decay)  # what it holds when it learned every interval
+    assert snap is not None and snap.n > 0.95 * everything, snap.n / everything  # 0.61-0.87 on a variant
+
+
 Draw = Callable[[np.random.Generator, int], np.ndarray]
 
 
@@ -300,18 +329,21 @@ def _customer_lines(small: Draw, big: Draw, seed: int, per_interval: int = 3) ->
     return ratios
 
 
-def test_a_young_customer_borrows_its_stages_reach_more_to_widen_its_line_than_to_narrow_it() -> None:
+def test_a_young_customer_borrows_its_stages_reach_fitted_to_its_own_spread() -> None:
     # Its own reach is read from the few samples above its 90th percentile. On a two-mode stage, weighed against
     # the stage's as 50 samples, it swung down to 0.96x the normal p99.9 in eight hours (zoo 10015, 10018: false
-    # alerts there); the stage's now weighs as 50 of those samples (500 in all).
+    # alerts there); the stage's now weighs as 50 of those samples (500 in all). Either way: it only widened the
+    # line, as 50 samples, and its own reach across the gap between the modes put it at 15-26x the p99.9 here
+    # (zoo 20024: at 12x, a customer's stalled files were neither slow nor stalled).
     def mixture(rng: np.random.Generator, n: int) -> np.ndarray:
         return rng.lognormal(0, 0.2, n) * np.where(rng.random(n) < 0.25, 4.7, 1.0) * 3000
 
     for seed in range(1, 6):
-        assert min(_customer_lines(mixture, mixture, seed)) >= 1.0, seed
-    # A customer whose spread is wider than its stage's: the stage's narrower reach still weighs as 50 samples
-    # (its line at 0.8x its p99.9 here, as before); weighed as 500 it put the line at 0.19x (a review's case: 16 %
-    # of its normal calls paged).
+        ratios = _customer_lines(mixture, mixture, seed)
+        assert min(ratios) >= 1.0 and max(ratios) <= 4.0, (seed, min(ratios), max(ratios))
+    # A customer whose spread is wider than its stage's: the stage's reach as is put its line at 0.19x its p99.9
+    # weighed as 500 samples (a review's case: 16 % of its normal calls paged), and at 0.8x weighed as 50. Fitted
+    # to the customer's spread (its 90th percentile 8x as far from its median as the stage's), it is over it.
     def wide(rng: np.random.Generator, n: int) -> np.ndarray:
         return rng.lognormal(0, 0.8, n) * 100
 
@@ -319,4 +351,58 @@ def test_a_young_customer_borrows_its_stages_reach_more_to_widen_its_line_than_t
         return rng.lognormal(0, 0.1, n) * 100
 
     ratios = _customer_lines(wide, tight, 1)
-    assert min(ratios) >= 0.6 and float(np.median(ratios)) >= 0.75, (min(ratios), float(np.median(ratios)))
+    assert min(ratios) >= 1.0, min(ratios)
+
+
+def test_a_stage_whose_body_shifts_back_and_forth_by_itself_goes_on_learning() -> None:
+    # A stage 1.6x slower every other quarter of an hour (a batch job beside it): each slow quarter lifts its whole
+    # body, and held out every time, a third of it was learned and its slow phases paged 0.14-1.2 % of their files
+    # (a review's case). Held out for about an hour of intervals in three hours, it is learned as it goes.
+    rng = np.random.default_rng(5)
+    store = BaselineStore(TAIL)
+    flagged = seen = 0
+    for k in range(288):
+        slow = (k // 3) % 2 == 1
+        values = rng.lognormal(np.log(100 * (1.6 if slow else 1.0)), 0.2, 500)
+        if k >= 24 and slow:
+            flagged += int((values > _line(store)).sum())
+            seen += len(values)
+        _fold(store, values, k)
+    decay = store.cfg.decay_per_interval
+    snap, _ = lookup(store, "call", None)
+    assert snap is not None and snap.n > 0.55 * 500 * (1 - decay**288) / (1 - decay), snap.n
+    assert flagged / seen < 1 / 2000, flagged / seen
+
+
+def test_a_wide_customer_of_a_whole_millisecond_stage_is_not_capped_at_its_stages_line() -> None:
+    # The stage's quantiles sit in one bin: how much wider the customer is cannot be read, so its young line is not
+    # held to twice the stage's (capped, a customer of 15 calls an interval paged on 9.9 % of them: a review's
+    # case; a customer that small never reads its 99th percentile).
+    rng = np.random.default_rng(1)
+    store = BaselineStore(TAIL)
+    flagged = seen = 0
+    for k in range(300):
+        mine = rng.lognormal(np.log(2.0), 1.0, 15)
+        if k >= 200:
+            snap, own = lookup(store, "call", "wide")
+            assert snap is not None and own
+            flagged += int((mine > snap.threshold_ms).sum())
+            seen += len(mine)
+        _fold(store, mine, k, tenant="wide", others=np.ceil(rng.lognormal(np.log(1.5), 0.1, 3000)))
+    assert flagged / seen < 0.01, flagged / seen
+
+
+def test_a_young_customers_borrowed_reach_is_fitted_only_to_a_spread_clearly_wider_than_its_stages() -> None:
+    # How much farther its highest readable quantile sits from its median than its stage's does, less 0.25: read
+    # from a hundred samples that ratio wanders, and taken as it came it widened young customers' end-to-end lines
+    # on the simulated days by a few percent (15 of 2,962 slow files unflagged).
+    from stagewatch.core.lines import TAIL_PS, _fitted_prior
+
+    z = np.array([NormalDist().inv_cdf(p) for p in TAIL_PS])
+    stage = np.log(1000.0) + 0.3 * z
+    customers = np.stack([np.log(1000.0) + 0.3 * 1.2 * z, np.log(1000.0) + 0.3 * 3.0 * z])
+    prior = np.full(2, 1.5)
+    fitted, read = _fitted_prior(prior, customers, np.array([3, 3]), np.exp(np.stack([stage, stage])), TAIL)
+    margin = np.log(TAIL.margin)
+    assert read.all()
+    assert fitted == pytest.approx([1.5, (1.5 - margin) * 2.75 + margin])

@@ -66,7 +66,7 @@ def test_snapshots_per_interval_match_the_in_process_store(straggler: bool, newe
     for b in early_ticks_after(T0, CFG):
         for stage in ("b", "c"):
             heard = [(r.file.tenant, r.m.value_ms) for r in ms if r.now_us < b and baseline_stage(r.m, RULES) == stage]
-            for key, snap in early_snapshots(CFG, stage, T0 // CFG.interval_us, bin_counts(heard)).items():
+            for key, snap in early_snapshots(CFG, stage, T0 // CFG.interval_us, bin_counts(heard), b).items():
                 want_early[(key, b)] = snap
     assert len(want_early) == 4 * 2 * 3  # four ticks, two stages, stage-wide and two tenants
     stream = TestStream()

@@ -82,6 +82,11 @@ class BaselineConfig:
     # upper mode is not seen yet: the zoo's young mixture stages paged at 1.0-1.9x such lines.
     tail_from: float = 0.9
     young_widen: float = 0.25  # how much wider a line read from few samples is (``lines.tail_line``)
+    # Under the tail rule a key judges once it has been watched for ``watch_for`` x its alert line, and from then on:
+    # before that, the slowest of the files it has seen enter are still in the stage, and the durations it learned
+    # are the fast ones (zoo 20020: a one-minute stage's line at 0.6x its p99.9 eight minutes after the start, 17
+    # false alerts). Not the body rule's: drawn at about 2x the p99.9, it was over it from the first interval.
+    watch_for: float = 2.0
     # The tail rule reads the history, so it keeps it clean. What its line or the body line flags is not learned unless
     # the key usually flags ``mode_share`` of what it sees (a second mode, not a slow share: the one knob between the
     # two). A key of ``establish_n`` samples learns nothing from a disturbed interval (flagging ``disturbed_share`` of
@@ -95,6 +100,9 @@ class BaselineConfig:
     disturbed_ratio: float = 3.0
     disturbed_min: float = 3.0
     adopt_after_s: float = 6 * 3600.0
+    # An interval whose whole body moved up is disturbed however little it flags -- for this long of intervals,
+    # decayed as the counts are (``HistogramBank.fold``).
+    lift_for_s: float = 3600.0
     shift_ratio: float = 1.25
     tenant_baselines: bool = True
     max_tenants: int = 5000
@@ -110,6 +118,8 @@ class BaselineConfig:
             raise ValueError(f"line must be one of {', '.join(LINE_RULES)}, not {self.line!r}")
         if min(self.margin, self.tail_support, self.shift_ratio) < 1 or self.young_widen < 0 or self.adopt_after_s <= 0:
             raise ValueError("margin, tail_support, shift_ratio >= 1, young_widen >= 0, adopt_after_s > 0 required")
+        if self.watch_for < 0:
+            raise ValueError("watch_for must be at least 0")
         if not 0 <= self.tail_from < 0.999:
             raise ValueError("tail_from must be at least 0 and below 0.999")
 
@@ -147,24 +157,34 @@ class Snapshot(NamedTuple):
 
 
 def make_snapshots(
-    bank: HistogramBank, rows: np.ndarray, step: int, cfg: BaselineConfig, prior: np.ndarray
-) -> list[Snapshot]:
-    """Median, spread and alert line of each row. ``prior`` holds (spread, reach) of the stage-wide key for a
-    tenant's key (a young tenant borrows them), NaN for a stage-wide key. Under the tail rule the snapshot
-    also carries the line over which values are held out of learning: the lower of the two lines."""
-    n, q = bank.quantiles(rows, BODY_PS)
+    bank: HistogramBank, rows: np.ndarray, step: int, cfg: BaselineConfig, prior: np.ndarray,
+    prior_q: np.ndarray | None = None, cut_short_us: int = 0,
+) -> tuple[list[Snapshot], np.ndarray | None]:
+    """Median, spread and alert line of each row, and under the tail rule each row's quantiles at ``TAIL_PS``.
+    ``prior`` holds (spread, reach) of the stage-wide key for a tenant's key (a young tenant borrows them), NaN for
+    a stage-wide key; ``prior_q`` the stage-wide key's quantiles at ``TAIL_PS`` (NaN rows for none), which fit the
+    borrowed reach to the tenant; ``cut_short_us``, how much of the last interval had not happened yet (an early
+    snapshot's: ``core.early``). Under the tail rule the snapshot also carries the line over which values are held
+    out of learning: the lower of the two lines."""
+    tail = cfg.line == "tail"
+    # One pass over the rows for both rules' quantiles: the rolls are much of a backtest's time.
+    n, q_all = bank.quantiles(rows, BODY_PS + TAIL_PS if tail else BODY_PS)
+    q = q_all[:, : len(BODY_PS)]
     spread, threshold = body_line(n, q, prior[:, 0], cfg)
     reach = learn = np.full(len(n), np.nan)
-    if cfg.line == "tail":
-        _, q_tail = bank.quantiles(rows, TAIL_PS)
-        reach, tail_threshold = tail_line(n, q_tail, prior[:, 1], cfg)
-        # What the body line flags is held out of learning too: a slow share (DeLag: a tenth of the calls at
+    q_tail = None
+    if tail:
+        q_tail = q_all[:, len(BODY_PS):]
+        reach, tail_threshold = tail_line(n, q_tail, prior[:, 1], cfg, prior_q)
+    # What the body line flags is held out of learning too: a slow share (DeLag: a tenth of the calls at
         # 2.3x the median, where the normal p99.9 is 1.7x) sits just under a tail line read with it, and once
         # learned it is the tail -- the line rose 3x within hours and never flagged it again.
         learn = np.minimum(threshold, tail_threshold)
         threshold = tail_threshold
     warm_n = cfg.warm_n
     warm = n >= warm_n
+    if tail:
+        warm &= bank.watched(rows, step, threshold * cfg.watch_for * 1000.0, cfg.interval_us, cut_short_us)
     warm_until = np.where(
         warm,
         step + np.floor(np.log(warm_n / np.maximum(n, 1e-300)) / math.log(cfg.decay_per_interval)),
@@ -178,7 +198,7 @@ def make_snapshots(
             q[:, 1].tolist(), threshold.tolist(), n.tolist(), spread.tolist(),
             warm_until.astype(np.int64).tolist(), share.tolist(), reach.tolist(), learn.tolist(), strict=True,
         )
-    ]
+    ], q_tail
 
 
 class BaselineStore:
@@ -198,11 +218,13 @@ class BaselineStore:
         self.epoch = 0
         self.admitted: dict[str, set[str]] = {}  # per baseline stage, the tenants with their own baselines
         self.tenants_over_limit = 0  # values not learned for their tenant: no place left for it
+        # How much of the interval just folded had not happened yet: an early snapshot's store (``core.early``).
+        self.cut_short_us = 0
 
     def __setstate__(self, state: dict[str, object]) -> None:
         # A store pickled in a running job's state before these fields existed (``--update``). One from before
         # ``admitted`` may hold any number of tenants (the stream had no limit): the first by name keep theirs.
-        self.__dict__.update({"values": {}, "epoch": 0, **state})
+        self.__dict__.update({"values": {}, "epoch": 0, "cut_short_us": 0, **state})
         if "admitted" not in state:
             self.admitted, _ = {}, self.__dict__.pop("tenants", None)
             for stage in {key[0] for key in self.snaps}:
@@ -268,8 +290,9 @@ class BaselineStore:
             rows = self.bank.fold(
                 self.pending, step, cfg.decay_per_interval, over_bin, over_weight,  # type: ignore[arg-type]
                 disturbed, max(1, round(cfg.adopt_after_s / cfg.interval_s)), cfg.mode_share, hold,
-                math.log(cfg.shift_ratio), line_bin)
+                math.log(cfg.shift_ratio), line_bin, cfg.lift_for_s / cfg.interval_s)
             keys = list(self.pending)
+            stage_q: dict[str, np.ndarray] = {}  # a stage-wide key's quantiles, for its tenants' fit
             # Stage-wide keys first: a tenant's snapshot borrows the spread and reach of its stage's new one.
             stage_wide = np.array([k[1] is None for k in keys])
             for part in (stage_wide, ~stage_wide):
@@ -285,9 +308,14 @@ class BaselineStore:
                     ],
                     dtype=np.float64,
                 ).reshape(len(part_keys), 2)
-                for key, snap in zip(part_keys, make_snapshots(self.bank, rows[part], step, self.cfg, prior),
-                                     strict=True):
+                none = np.full(len(TAIL_PS), np.nan)
+                prior_q = np.array([stage_q.get(k[0], none) if k[1] else none for k in part_keys]).reshape(
+                    len(part_keys), len(TAIL_PS))
+                snaps, q_tail = make_snapshots(self.bank, rows[part], step, self.cfg, prior, prior_q, self.cut_short_us)
+                for k, (key, snap) in enumerate(zip(part_keys, snaps, strict=True)):
                     self.snaps[key] = snap
+                    if q_tail is not None and key[1] is None:
+                        stage_q[key[0]] = q_tail[k]
         self.pending.clear()
 
     def admit(self, stage: str, tenants: Iterable[str | None]) -> set[str]:

@@ -43,11 +43,15 @@ def early_ticks_after(t_us: int, cfg: BaselineConfig) -> Iterator[int]:
     return iter(range((t_us // tick + 1) * tick, start + EARLY_TICKS * tick + 1, tick))
 
 
-def early_snapshots(cfg: BaselineConfig, stage: str, step: int, counts: Counts) -> dict[BaselineKey, Snapshot]:
-    """What a fresh baseline of ``stage`` folds from ``counts`` (measured in interval ``step`` so far): each key's
-    snapshot as of the next interval, as the stage's first fold would make it from these counts alone. The
-    same tenants get keys of their own as in that fold (``BaselineStore.admit``)."""
+def early_snapshots(
+    cfg: BaselineConfig, stage: str, step: int, counts: Counts, at_us: int
+) -> dict[BaselineKey, Snapshot]:
+    """What a fresh baseline of ``stage`` folds from ``counts`` (measured in interval ``step`` before tick boundary
+    ``at_us``): each key's snapshot as of the next interval, as the stage's first fold would make it from these
+    counts alone, but watched only until ``at_us`` (``BaselineConfig.watch_for``). The same tenants get keys of
+    their own as in that fold (``BaselineStore.admit``)."""
     fresh = BaselineStore(cfg)
+    fresh.cut_short_us = (step + 1) * cfg.interval_us - at_us
     fresh.fold_interval(step, admitted_counts(fresh, stage, counts))
     return fresh.snaps
 

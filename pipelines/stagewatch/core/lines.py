@@ -42,6 +42,12 @@ TAIL_PS = (0.25, 0.5, 0.75, 0.9, 0.97, 0.99, 0.997, 0.999)
 _PS = np.array(TAIL_PS)
 _Z = np.array([NormalDist().inv_cdf(p) for p in TAIL_PS])
 _Z_TARGET = NormalDist().inv_cdf(0.999)
+# How far a young tenant's spread may widen its stage's reach that it borrows (``_fitted_prior``), less what its
+# few samples make that ratio wander by (as such, it widened young customers' end-to-end lines on the simulated days
+# by a few percent, and 15 slow files of 2,962 went unflagged).
+_MAX_FIT, _FIT_NOISE = 8.0, 0.25
+# A tenant's line reading below its ``_READS_OWN`` quantile is at most ``_MAX_OVER`` x its stage's so fitted.
+_READS_OWN, _MAX_OVER = 0.99, 2.0
 
 
 def body_line(
@@ -75,10 +81,11 @@ def body_line(
 
 
 def tail_line(
-    n: np.ndarray, q: np.ndarray, prior_reach: np.ndarray, cfg: BaselineConfig
+    n: np.ndarray, q: np.ndarray, prior_reach: np.ndarray, cfg: BaselineConfig, prior_q: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """(reach, threshold) of each row from its quantiles at ``TAIL_PS`` (``q`` unfloored); ``reach`` is the log
-    of the line over the median, which a young tenant borrows from its stage (``prior_reach``, NaN if none).
+    of the line over the median, which a young tenant borrows from its stage (``prior_reach``, NaN if none), fitted
+    to the tenant's own spread by the stage's quantiles at ``TAIL_PS`` (``prior_q``, NaN rows if none).
 
     The estimate starts at the highest quantile the key has enough samples to read (at least
     ``cfg.tail_support`` of them above it) and goes on to p99.9 at the local slope of log-duration against the
@@ -102,16 +109,49 @@ def tail_line(
     reach = logs[rows, top] + slope * reach_z * widen + math.log(cfg.margin) - logs[:, 1]
     has_prior = ~np.isnan(prior_reach)
     prior = np.where(has_prior, prior_reach, 0.0)
+    fitted = np.zeros(len(n), dtype=bool)
+    if prior_q is not None:
+        fit, fitted = _fitted_prior(prior, logs, top, prior_q, cfg)
+        prior = np.where(has_prior, fit, prior)
     # A young tenant's reach is read from the few samples above its ``tail_from`` quantile (10 of 100), not from
     # all of them as the body rule's spread is: the stage's reach weighs ``prior_n`` of *those* (500 samples in
     # all at 0.9). Weighed as 50 samples, a two-mode stage's customer keys (zoo 10015, 10018: 100-300 samples)
     # swung between 0.5x and 27x the normal p99.9 within the hour, and paged at the low end. That weight only
-    # widens the tenant's line; it narrows it as 50 samples, as before: a customer whose spread is wider than its
-    # stage's would otherwise page on its own normal (a review's case: at 0.19x its p99.9).
+    # widens the tenant's line; it narrows it as 50 samples: a stage's own line can be the low one (zoo 10011: a
+    # whole-millisecond stage's at 0.81x its p99.9), and weighed as 500 it pulled its customers' down to 0.88x.
     prior_n = cfg.prior_n / (1.0 - cfg.tail_from)
     before = (n * reach + cfg.prior_n * prior) / (n + cfg.prior_n)
-    reach = np.where(has_prior, np.maximum(before, (n * reach + prior_n * prior) / (n + prior_n)), reach)
+    blended = np.maximum(before, (n * reach + prior_n * prior) / (n + prior_n))
+    # Nor does a tenant reading below its 99th percentile go far beyond its stage's line fitted to it: its reach
+    # across the gap between a two-mode stage's modes put one of 110 samples at 12x its p99.9 (zoo 20024: its
+    # stalled files were neither slow nor stalled), and others at 15-26x (``tests/core/test_lines.py``). Only where
+    # the fit was read: a whole-millisecond stage's quantiles in one bin tell nothing of how much wider a customer
+    # is, and capped at the stage's, a customer of 15 calls an interval and a spread of 1 paged on 10 % of them
+    # (a review's case) -- a customer that small never reads its 99th percentile.
+    young = (_PS[top] < _READS_OWN) & fitted
+    capped = np.where(young, np.minimum(blended, prior + math.log(_MAX_OVER)), blended)
+    reach = np.where(has_prior, capped, reach)
     q50 = q[:, 1]
     # Never within min_excess_ms of the median: a 2 ms call taking 6 ms is not what anyone gets paged for.
     threshold = np.maximum(q50 * np.exp(reach), q50 + cfg.min_excess_ms)
     return reach, threshold
+
+
+def _fitted_prior(
+    prior: np.ndarray, logs: np.ndarray, top: np.ndarray, prior_q: np.ndarray, cfg: BaselineConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """The stage's reach fitted to a tenant's spread, and whether the fit could be read: its distance from the
+    median, beyond the margin, times how much farther from its median the tenant's highest readable quantile is
+    than the stage's same quantile, less ``_FIT_NOISE``. A tenant slower by a factor keeps the stage's reach; a
+    customer twice as spread (a lognormal twice as wide) gets 1.75x its reach (borrowed as is, a customer wider
+    than its stage was put at 0.19x its p99.9: a review's case).
+    """
+    rows = np.arange(len(top))
+    stage_logs = np.log(np.maximum(np.nan_to_num(prior_q, nan=FLOOR_MS), FLOOR_MS))
+    own = logs[rows, top] - logs[:, 1]
+    stage = stage_logs[rows, top] - stage_logs[:, 1]
+    # Whole-millisecond quantiles can sit in one bin: a ratio of nothing tells nothing, the stage's reach stands.
+    read = (own > 0) & (stage > 0) & ~np.isnan(prior_q[:, 1])
+    ratio = np.where(read, own / np.maximum(stage, 1e-12), 1.0)
+    margin = math.log(cfg.margin)
+    return (prior - margin) * np.clip(ratio - _FIT_NOISE, 1.0, _MAX_FIT) + margin, read

@@ -266,8 +266,9 @@ class Judge:
             for (stage, tenant), values in base.values.items():
                 if defers(base.snaps, stage):
                     heard.setdefault(stage, []).extend((tenant, v) for v in values)
+            step = self._deferred_step
             self.early = {(key, b): snap for stage, pairs in heard.items()
-                          for key, snap in early_snapshots(cfg, stage, self._deferred_step, bin_counts(pairs)).items()}
+                          for key, snap in early_snapshots(cfg, stage, step, bin_counts(pairs), b).items()}
             view = EarlyView(base.snaps, self.early, b)
             rest = [item for item in self._deferred
                     if item[3] >= b or not self._judge_later(item, view, self._deferred_step + 1, b, out)]

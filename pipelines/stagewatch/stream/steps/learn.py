@@ -273,7 +273,7 @@ class _RollFn(beam.DoFn):
                 if start + (j + 1) * tick <= b:
                     _add(counts, part)
             if counts:
-                for baseline_key, snap in early_snapshots(cfg, stage, k, counts).items():
+                for baseline_key, snap in early_snapshots(cfg, stage, k, counts, b).items():
                     yield TimestampedValue(((baseline_key, b), snap), b / US_PER_S)
             first[2] = b
 
