@@ -176,7 +176,7 @@ def make_snapshots(
     if tail:
         q_tail = q_all[:, len(BODY_PS):]
         reach, tail_threshold = tail_line(n, q_tail, prior[:, 1], cfg, prior_q)
-    # What the body line flags is held out of learning too: a slow share (DeLag: a tenth of the calls at
+        # What the body line flags is held out of learning too: a slow share (DeLag: a tenth of the calls at
         # 2.3x the median, where the normal p99.9 is 1.7x) sits just under a tail line read with it, and once
         # learned it is the tail -- the line rose 3x within hours and never flagged it again.
         learn = np.minimum(threshold, tail_threshold)
