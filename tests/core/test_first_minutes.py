@@ -9,6 +9,7 @@ import pytest
 
 from stagewatch.core.baselines import BaselineConfig, BaselineStore
 from stagewatch.core.early import early_snapshots
+from stagewatch.core.interval_counts import bin_counts
 from stagewatch.core.judged_by import lookup
 from stagewatch.core.sketch import HistogramBank, bin_of
 
@@ -76,10 +77,7 @@ def test_an_early_snapshot_counts_only_the_part_of_the_interval_before_its_tick(
     # has been watched long enough, 30 s into it not -- the slowest files that entered then are still in it.
     cfg = BaselineConfig(line="tail", watch_for=2.0)
     rng = np.random.default_rng(3)
-    counts: dict[tuple[str | None, int], float] = {}
-    for value in rng.lognormal(np.log(20_000.0), 0.2, 2_000):
-        key = (None, bin_of(float(value)))
-        counts[key] = counts.get(key, 0.0) + 1.0
+    counts = bin_counts([(None, float(v)) for v in rng.lognormal(np.log(20_000.0), 0.2, 2_000)])
     step = 1_000
     start = step * cfg.interval_us
     at_end = early_snapshots(cfg, "b", step, counts, start + cfg.interval_us)

@@ -308,9 +308,11 @@ class BaselineStore:
                     ],
                     dtype=np.float64,
                 ).reshape(len(part_keys), 2)
-                none = np.full(len(TAIL_PS), np.nan)
-                prior_q = np.array([stage_q.get(k[0], none) if k[1] else none for k in part_keys]).reshape(
-                    len(part_keys), len(TAIL_PS))
+                prior_q = None
+                if tail:  # the body rule fits nothing
+                    none = np.full(len(TAIL_PS), np.nan)
+                    prior_q = np.array([stage_q.get(k[0], none) if k[1] else none for k in part_keys]).reshape(
+                        len(part_keys), len(TAIL_PS))
                 snaps, q_tail = make_snapshots(self.bank, rows[part], step, self.cfg, prior, prior_q, self.cut_short_us)
                 for k, (key, snap) in enumerate(zip(part_keys, snaps, strict=True)):
                     self.snaps[key] = snap
