@@ -124,6 +124,11 @@ class HistogramBank:
         self.born[rows[enough]] = WATCHED
         return enough
 
+    def in_a_run(self, key: object) -> bool:
+        """Whether ``key`` is in a run of disturbed intervals (``fold``)."""
+        r = self.rows.get(key)
+        return r is not None and bool(self.since[r] != CALM)
+
     def _row(self, key: object, step: int) -> int:
         r = self.rows.get(key)
         if r is None:
@@ -156,6 +161,7 @@ class HistogramBank:
         shift: float = 0.0,
         line_bin: np.ndarray | None = None,
         lift_steps: float = math.inf,
+        parent: np.ndarray | None = None,
     ) -> np.ndarray:
         """Decay every key in ``pending`` to ``step`` and add its raw counts ``{bin: n}``; returns their rows.
 
@@ -213,6 +219,7 @@ class HistogramBank:
             # the interval's quartiles say (a young or slow key's intervals hold a few dozen values).
             noise = 3.0 * _MEDIAN_SE * (q75 - q25) / _IQR_SIGMAS / np.sqrt(np.maximum(total, 1.0))
             moved = np.isnan(level) | (total < SHIFT_MIN_N) | (rise > np.maximum(shift, noise))
+            calm_before = self.since[rows] == CALM
             busy = flagged >= disturbed
             # Or its first quartile rose as its median did, over its own level: the whole body moved. A mild
             # slowdown of a narrow stage puts few files over its tail line (zoo 20017: 1.66x, 4 of 351), and
@@ -228,9 +235,22 @@ class HistogramBank:
                       & (total >= SHIFT_MIN_N) & (q25 - level25 > np.maximum(shift, noise))
                       & (self.lifts[rows] < lift_steps))
             self.lifts[rows] += lifted
-            hit = (busy & moved) | lifted
+            # Nor does an interval of a few values end a run while their median sits as high: two files, both under
+            # the line, are a third of such intervals in a slowdown that puts two thirds over it.
+            still = ~calm_before & np.isfinite(disturbed) & (total > 0) & (total < SHIFT_MIN_N) & (rise > shift)
+            hit = (busy & moved) | lifted | still
+            if parent is not None:
+                # A key's ``parent`` (its index in ``pending``, -1 for none) disturbed: so is the key if it flags at
+                # least half the parent's share -- one slowdown of both, which a few files an interval cannot show on
+                # their own (zoo 20006, held out: a tenant of 3-7 files an interval learned a 4.3x slowdown its
+                # stage held out whenever only one of three came in over its line).
+                p = np.maximum(parent, 0)
+                share = flagged / np.maximum(total, 1.0)
+                alike = (flagged > 0) & (2 * share >= share[p])
+                # And one already in a run goes on with it on an interval too small to tell (none over the line:
+                # a sixth of such a customer's intervals, with its own median unknown as all of them are small).
+                hit |= (parent >= 0) & hit[p] & (total > 0) & (alike | (~calm_before & (total < SHIFT_MIN_N)))
             weight = np.where((busy & ~moved)[kk] & (bb <= line_bin[kk]), cc, weight)
-            calm_before = self.since[rows] == CALM
             since = np.where(hit, np.where(calm_before, step, self.since[rows]), CALM)
             self.since[rows] = since
             lasted = hit & (step - since >= adopt_steps) & (flagged >= adopt_share * total)
