@@ -190,6 +190,9 @@ def make_snapshots(
         step + np.floor(np.log(warm_n / np.maximum(n, 1e-300)) / math.log(cfg.decay_per_interval)),
         -1,
     )
+    if tail:  # a stage-wide key in a run stays warm: no line stands in for its own
+        run = bank.run_warm_until(rows, n, step, max(1, round(cfg.adopt_after_s / cfg.interval_s)))
+        warm_until = np.where(np.isnan(prior[:, 1]), np.maximum(warm_until, run), warm_until)
     seen = bank.seen[rows]
     share = np.where(seen > 0, bank.flagged[rows] / np.maximum(seen, 1e-300), 0.0)
     return [
@@ -266,9 +269,11 @@ class BaselineStore:
             over_bin, over_weight = np.full(size, 1 << 30, dtype=np.int64), np.ones(size)
             line_bin = over_bin.copy()  # the alert line's bin, where the learning cut is the body line's
             disturbed, hold = (np.full(size, np.inf) if tail else None), np.zeros(size, dtype=bool)
+            median = np.full(size, np.nan)  # the log of each warm key's learned median
             for k, (key, counts) in enumerate(self.pending.items()):
                 snap = self.snaps.get(key)
-                if snap is None or snap.warm_until < old:
+                # A key in a run holds it out though cold (learned raw, a review's case: a line 27-80x).
+                if snap is None or (snap.warm_until < old and not self.bank.in_a_run(key)):
                     continue
                 over_bin[k] = bin_of(snap.threshold_ms if math.isnan(snap.learn_ms) else snap.learn_ms)
                 if not tail:
@@ -276,6 +281,7 @@ class BaselineStore:
                         over_weight[k] = cfg.anomaly_weight
                     continue
                 line_bin[k] = bin_of(snap.threshold_ms)
+                median[k] = math.log(max(snap.median_ms, 1e-3))
                 # Held out unless the key usually flags a common share: a second mode, not a slow share.
                 if snap.flagged_share < cfg.mode_share:
                     over_weight[k] = 0.0
@@ -294,7 +300,7 @@ class BaselineStore:
                 self.pending, step, cfg.decay_per_interval, over_bin, over_weight,  # type: ignore[arg-type]
                 disturbed, max(1, round(cfg.adopt_after_s / cfg.interval_s)), cfg.mode_share, hold,
                 math.log(cfg.shift_ratio), line_bin, cfg.lift_for_s / cfg.interval_s,
-                self._parents() if tail else None)
+                self._parents() if tail else None, median)
             keys = list(self.pending)
             stage_q: dict[str, np.ndarray] = {}  # a stage-wide key's quantiles, for its tenants' fit
             # Stage-wide keys first: a tenant's snapshot borrows the spread and reach of its stage's new one.

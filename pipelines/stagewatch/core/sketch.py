@@ -129,6 +129,15 @@ class HistogramBank:
         r = self.rows.get(key)
         return r is not None and bool(self.since[r] != CALM)
 
+    def run_warm_until(self, rows: np.ndarray, n: np.ndarray, step: int, adopt_steps: int) -> np.ndarray:
+        """The step until which each row (of ``n`` samples) stays warm for its run of disturbed intervals (-1: in
+        none): through the run, and at least until it could be adopted. It learns nothing meanwhile, and decay alone
+        moves none of its quantiles (its line widens a little as its count falls); cold, a stage-wide key of five
+        files an interval had no line at all from 3.9 h into a slowdown until it was adopted (a review's case)."""
+        since = self.since[rows]
+        running = (since != CALM) & (n > 0)
+        return np.where(running, np.maximum(since + adopt_steps, step + 1), -1)
+
     def _row(self, key: object, step: int) -> int:
         r = self.rows.get(key)
         if r is None:
@@ -162,6 +171,7 @@ class HistogramBank:
         line_bin: np.ndarray | None = None,
         lift_steps: float = math.inf,
         parent: np.ndarray | None = None,
+        median: np.ndarray | None = None,
     ) -> np.ndarray:
         """Decay every key in ``pending`` to ``step`` and add its raw counts ``{bin: n}``; returns their rows.
 
@@ -212,9 +222,9 @@ class HistogramBank:
             line_bin = over_bin if line_bin is None else line_bin
             flagged = np.bincount(kk, weights=np.where(over, cc, 0.0), minlength=len(rows))
             total = np.bincount(kk, weights=cc, minlength=len(rows))
-            q25, median, q75 = self._quartiles(kk, bb, cc, total)
+            q25, now, q75 = self._quartiles(kk, bb, cc, total)
             level = self.level[rows]
-            rise = median - level
+            rise = now - level
             # Beyond the median's own noise too: three standard errors of a median of ``total`` values spread as
             # the interval's quartiles say (a young or slow key's intervals hold a few dozen values).
             noise = 3.0 * _MEDIAN_SE * (q75 - q25) / _IQR_SIGMAS / np.sqrt(np.maximum(total, 1.0))
@@ -235,23 +245,33 @@ class HistogramBank:
                       & (total >= SHIFT_MIN_N) & (q25 - level25 > np.maximum(shift, noise))
                       & (self.lifts[rows] < lift_steps))
             self.lifts[rows] += lifted
-            # Nor does an interval of a few values end a run while their median sits as high: two files, both under
-            # the line, are a third of such intervals in a slowdown that puts two thirds over it.
-            still = ~calm_before & np.isfinite(disturbed) & (total > 0) & (total < SHIFT_MIN_N) & (rise > shift)
+            # Nor does an interval of a few values end a run while any of them is over the line (a calm key flags
+            # one in 2,000) or their median sits as high, beyond its noise: one of three files over the line, or
+            # none of two, are a third of such intervals in a slowdown that puts two thirds over it.
+            judged = np.isfinite(disturbed)
+            small = (total > 0) & (total < SHIFT_MIN_N)
+            # Against the key's level, or where it has none (no interval of ten values yet), its learned median
+            # (``median``, the log of each snapshot's; NaN for none).
+            base = level if median is None else np.where(np.isnan(level), median, level)
+            high = now - base > np.maximum(shift, noise)
+            going_on = ~calm_before & small & ((flagged > 0) | high)
+            still = judged & going_on
             hit = (busy & moved) | lifted | still
             if parent is not None:
                 # A key's ``parent`` (its index in ``pending``, -1 for none) disturbed: so is the key if it flags at
-                # least half the parent's share -- one slowdown of both, which a few files an interval cannot show on
-                # their own (zoo 20006, held out: a tenant of 3-7 files an interval learned a 4.3x slowdown its
-                # stage held out whenever only one of three came in over its line).
+                # least half the parent's share and its median rose too -- one slowdown of both, which a few files
+                # an interval cannot show on their own (zoo 20006, held out: a tenant of 3-7 files an interval
+                # learned a 4.3x slowdown its stage held out whenever only one of three came in over its line). Not
+                # on what it flags alone: a customer whose line sits under a second mode of its own flags as much,
+                # and another customer's slowdown froze it (a review's case: 19-49 intervals of 60 not learned).
                 p = np.maximum(parent, 0)
                 share = flagged / np.maximum(total, 1.0)
                 alike = (flagged > 0) & (2 * share >= share[p])
-                # And one already in a run goes on with it on an interval too small to tell (none over the line:
-                # a sixth of such a customer's intervals, with its own median unknown as all of them are small).
-                hit |= (parent >= 0) & hit[p] & (total > 0) & (alike | (~calm_before & (total < SHIFT_MIN_N)))
+                hit |= (parent >= 0) & hit[p] & alike & high
             weight = np.where((busy & ~moved)[kk] & (bb <= line_bin[kk]), cc, weight)
-            since = np.where(hit, np.where(calm_before, step, self.since[rows]), CALM)
+            # An interval with no values tells nothing: a run goes on through it.
+            since = np.where(hit, np.where(calm_before, step, self.since[rows]),
+                             np.where(total > 0, CALM, self.since[rows]))
             self.since[rows] = since
             lasted = hit & (step - since >= adopt_steps) & (flagged >= adopt_share * total)
             weight = np.where(hit[kk], np.where(lasted[kk], cc, 0.0), weight)
@@ -261,7 +281,7 @@ class HistogramBank:
             first = np.isnan(level)
             # A change that lasted is the level from now on: followed a third of the way an interval, the body
             # stayed lifted over it for intervals more, and a second step then was taken in as part of the first.
-            self.level[rows] = np.where(known, np.where(first | lasted, median, level + LEVEL_ALPHA * rise), level)
+            self.level[rows] = np.where(known, np.where(first | lasted, now, level + LEVEL_ALPHA * rise), level)
             anew = np.isnan(level25) | lasted
             self.level25[rows] = np.where(known, np.where(anew, q25, level25 + LEVEL_ALPHA * (q25 - level25)), level25)
             if hold is not None:
