@@ -196,7 +196,9 @@ class HistogramBank:
         10002: learned, they lifted a tail line 22 %). The caller marks only keys whose line is read near their tail
         (``BaselineConfig.hold_n``): a younger key's line is extrapolated from below its 99th percentile, its
         disturbances are as often that line under a second mode, and holding back its calm intervals kept the line there
-        (zoo 10023 at 5,000 files: 18 false alerts -> 102 when held from 200 samples).
+        (zoo 10023 at 5,000 files: 18 false alerts -> 102 when held from 200 samples). ``parent`` (each key's
+        stage-wide key's index in ``pending``, -1 for none) and ``median`` (the log of each key's learned median, NaN
+        for none) serve keys of a few values an interval, whose intervals tell little on their own (below).
         """
         rows = np.fromiter((self._row(key, step) for key in pending), dtype=np.int64, count=len(pending))
         decay = factor_per_step ** (step - self.steps[rows]).astype(np.float64)
@@ -245,7 +247,7 @@ class HistogramBank:
                       & (total >= SHIFT_MIN_N) & (q25 - level25 > np.maximum(shift, noise))
                       & (self.lifts[rows] < lift_steps))
             self.lifts[rows] += lifted
-            # Nor does an interval of a few values end a run while any of them is over the line (a calm key flags
+            # An interval of a few values does not end a run while any of them is over the line (a calm key flags
             # one in 2,000) or their median sits as high, beyond its noise: one of three files over the line, or
             # none of two, are a third of such intervals in a slowdown that puts two thirds over it.
             judged = np.isfinite(disturbed)
