@@ -138,6 +138,10 @@ class BaselineConfig:
     def decay_per_interval(self) -> float:
         return 0.5 ** (self.interval_s / self.half_life_s)
 
+    @property
+    def adopt_steps(self) -> int:
+        return max(1, round(self.adopt_after_s / self.interval_s))
+
 
 class Snapshot(NamedTuple):
     """What a key knows at the start of an interval."""
@@ -191,8 +195,7 @@ def make_snapshots(
         -1,
     )
     if tail:  # a stage-wide key in a run stays warm: no line stands in for its own
-        run = bank.run_warm_until(rows, n, step, max(1, round(cfg.adopt_after_s / cfg.interval_s)))
-        warm_until = np.where(np.isnan(prior[:, 1]), np.maximum(warm_until, run), warm_until)
+        warm_until = np.maximum(warm_until, bank.run_warm_until(rows, n, step, cfg.adopt_steps, np.isnan(prior[:, 1])))
     seen = bank.seen[rows]
     share = np.where(seen > 0, bank.flagged[rows] / np.maximum(seen, 1e-300), 0.0)
     return [
@@ -285,9 +288,8 @@ class BaselineStore:
                 # Held out unless the key usually flags a common share: a second mode, not a slow share.
                 if snap.flagged_share < cfg.mode_share:
                     over_weight[k] = 0.0
-                # And one whose count decayed under ``establish_n`` in a run of disturbed intervals, until the run
-                # ends: learning nothing for hours, a tenant's fell to 176 and it learned the rest of a 4.3x slowdown,
-                # its line rising to 20x its p99.9 (zoo 20006, held out).
+                # And one whose count decayed under ``establish_n`` in a run, until it ends: learning nothing, a
+                # tenant's fell to 176 and it learned the rest of a 4.3x slowdown (zoo 20006, held out).
                 if snap.n >= cfg.establish_n or self.bank.in_a_run(key):
                     # An interval flagging far more than the key usually does: its values under the line are
                     # slow too (an 8x slowdown leaves 40 % of a gamma stage's files under it), and learning them
@@ -298,7 +300,7 @@ class BaselineStore:
                     hold[k] = snap.n >= cfg.hold_n
             rows = self.bank.fold(
                 self.pending, step, cfg.decay_per_interval, over_bin, over_weight,  # type: ignore[arg-type]
-                disturbed, max(1, round(cfg.adopt_after_s / cfg.interval_s)), cfg.mode_share, hold,
+                disturbed, cfg.adopt_steps, cfg.mode_share, hold,
                 math.log(cfg.shift_ratio), line_bin, cfg.lift_for_s / cfg.interval_s,
                 self._parents() if tail else None, median)
             keys = list(self.pending)
@@ -333,8 +335,7 @@ class BaselineStore:
     def _parents(self) -> np.ndarray:
         """Each pending key's stage-wide key's index in ``pending`` (-1 for a stage-wide key, or none pending)."""
         at = {key[0]: k for k, key in enumerate(self.pending) if key[1] is None}
-        return np.fromiter((at.get(key[0], -1) if key[1] is not None else -1 for key in self.pending),
-                           dtype=np.int64, count=len(self.pending))
+        return np.array([at.get(key[0], -1) if key[1] is not None else -1 for key in self.pending], dtype=np.int64)
 
     def admit(self, stage: str, tenants: Iterable[str | None]) -> set[str]:
         """The tenants of ``stage`` with their own baselines, once those heard in an interval are let in: new

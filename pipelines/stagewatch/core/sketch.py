@@ -129,13 +129,15 @@ class HistogramBank:
         r = self.rows.get(key)
         return r is not None and bool(self.since[r] != CALM)
 
-    def run_warm_until(self, rows: np.ndarray, n: np.ndarray, step: int, adopt_steps: int) -> np.ndarray:
-        """The step until which each row (of ``n`` samples) stays warm for its run of disturbed intervals (-1: in
-        none): through the run, and at least until it could be adopted. It learns nothing meanwhile, and decay alone
-        moves none of its quantiles (its line widens a little as its count falls); cold, a stage-wide key of five
-        files an interval had no line at all from 3.9 h into a slowdown until it was adopted (a review's case)."""
+    def run_warm_until(self, rows: np.ndarray, n: np.ndarray, step: int, adopt_steps: int, which: np.ndarray
+                       ) -> np.ndarray:
+        """The step until which each of ``which`` rows (of ``n`` samples) stays warm for its run of disturbed
+        intervals (-1: in none, or not one of them): through the run, and at least until it could be adopted. It
+        learns nothing meanwhile, and decay alone moves none of its quantiles (its line widens a little as its count
+        falls); cold, a stage-wide key of five files an interval had no line at all from 3.9 h into a slowdown until
+        it was adopted (a review's case)."""
         since = self.since[rows]
-        running = (since != CALM) & (n > 0)
+        running = which & (since != CALM) & (n > 0)
         return np.where(running, np.maximum(since + adopt_steps, step + 1), -1)
 
     def _row(self, key: object, step: int) -> int:
@@ -243,21 +245,20 @@ class HistogramBank:
             # held out for good (a review's case: a third of such a stage learned, and its high phase paged).
             level25 = self.level25[rows]
             self.lifts[rows] *= decay
-            lifted = (np.isfinite(disturbed) & moved & ~np.isnan(level) & ~np.isnan(level25)
+            judged = np.isfinite(disturbed)
+            lifted = (judged & moved & ~np.isnan(level) & ~np.isnan(level25)
                       & (total >= SHIFT_MIN_N) & (q25 - level25 > np.maximum(shift, noise))
                       & (self.lifts[rows] < lift_steps))
             self.lifts[rows] += lifted
             # An interval of a few values does not end a run while any of them is over the line (a calm key flags
             # one in 2,000) or their median sits as high, beyond its noise: one of three files over the line, or
             # none of two, are a third of such intervals in a slowdown that puts two thirds over it.
-            judged = np.isfinite(disturbed)
             small = (total > 0) & (total < SHIFT_MIN_N)
             # Against the key's level, or where it has none (no interval of ten values yet), its learned median
             # (``median``, the log of each snapshot's; NaN for none).
             base = level if median is None else np.where(np.isnan(level), median, level)
             high = now - base > np.maximum(shift, noise)
-            going_on = ~calm_before & small & ((flagged > 0) | high)
-            still = judged & going_on
+            still = judged & ~calm_before & small & ((flagged > 0) | high)
             hit = (busy & moved) | lifted | still
             if parent is not None:
                 # A key's ``parent`` (its index in ``pending``, -1 for none) disturbed: so is the key if it flags at
