@@ -47,7 +47,7 @@ def test_a_young_two_mode_stage_line_is_not_read_across_the_gap_between_its_mode
     # The slope between the 75th and 90th percentiles spans the gap below the upper mode: extrapolated at it, the
     # line sat at 13.6x the true p99.9 in the median (up to 51x), and a 2.7x slowdown of such a stage went
     # unflagged (zoo 20004, held out: 15 of 19 clearly slow files). Where the slope between the next two
-    # quantiles up is less than two thirds of it, the line is extrapolated at that one.
+    # quantiles up, and the body's, are each less than two thirds of it, the line is extrapolated at the former.
     ratios, _ = _young_lines(_two_mode, range(30))
     assert np.median(ratios) <= 2.0, np.median(ratios)  # 1.28 now
     assert ratios.max() <= 12.0, ratios.max()  # 10.0 now
@@ -55,7 +55,7 @@ def test_a_young_two_mode_stage_line_is_not_read_across_the_gap_between_its_mode
 
 @pytest.mark.parametrize("sigma", [0.6, 0.9])
 def test_a_young_wide_lognormal_stage_line_is_left_as_it_was(sigma: float) -> None:
-    # Neither rule may pull down the line of a stage with one wide mode. From a hundred samples its slopes are
+    # The rule may not pull down the line of a stage with one wide mode. From a hundred samples its slopes are
     # noisy, and the pair above the third quartile less than two thirds as steep as the one below it by chance
     # (sigma 0.9: 1 normal call in 900 paged, 1 in 2,300 before); a gap is steeper than the body too (1 in 1,900).
     def wide(rng: np.random.Generator, n: int) -> np.ndarray:
