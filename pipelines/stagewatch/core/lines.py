@@ -123,7 +123,7 @@ def tail_line(
     widen = 1.0 + cfg.young_widen * (1.0 + reach_z) / np.sqrt(np.maximum(n * (1.0 - _PS[top]), 1.0))
     reach = logs[rows, top] + slope * reach_z * widen + math.log(cfg.margin) - logs[:, 1]
     has_prior = ~np.isnan(prior_reach)
-    prior = np.where(has_prior, prior_reach, 0.0)
+    prior = as_is = np.where(has_prior, prior_reach, 0.0)
     fitted = np.zeros(len(n), dtype=bool)
     if prior_q is not None:
         fit, fitted = _fitted_prior(prior, logs, top, prior_q, cfg)
@@ -143,8 +143,13 @@ def tail_line(
     # the fit was read: a whole-millisecond stage's quantiles in one bin tell nothing of how much wider a customer
     # is, and capped at the stage's, a customer of 15 calls an interval and a spread of 1 paged on 10 % of them
     # (a review's case) -- a customer that small never reads its 99th percentile.
+    # Nor is the fitted reach taken beyond the larger of the tenant's own and its stage's unfitted: read at a 90th
+    # percentile inside an upper mode its stage lacks, a customer looked 6x as wide as its stage, and its line rose
+    # to 17x its p99.9 in its first two hours (the median of twenty seeds; 82,000x at worst: its stall deadline days
+    # away; ``tests/core/test_customer_shapes.py``).
     young = (_PS[top] < _READS_OWN) & fitted
-    capped = np.where(young, np.minimum(blended, prior + math.log(_MAX_OVER)), blended)
+    ceiling = np.minimum(prior, np.maximum(reach, as_is)) + math.log(_MAX_OVER)
+    capped = np.where(young, np.minimum(blended, ceiling), blended)
     reach = np.where(has_prior, capped, reach)
     q50 = q[:, 1]
     # Never within min_excess_ms of the median: a 2 ms call taking 6 ms is not what anyone gets paged for.
