@@ -1,5 +1,5 @@
-"""A customer shaped unlike its stage: an upper mode the stage lacks. Its young line, fitted to its spread, is not
-taken across the gap below that mode beyond what its own tail says."""
+"""A customer shaped unlike its stage -- an upper mode the stage lacks, a heavy tail: its young line, its stage's
+reach fitted to its spread, is taken neither far beyond what its own tail says nor down to it."""
 
 from __future__ import annotations
 
@@ -46,12 +46,37 @@ def _customer(seed: int, mine: int, intervals: int) -> list[tuple[float, bool] |
 def test_a_young_customers_line_is_not_fitted_far_beyond_its_own_tail() -> None:
     # Its 90th percentile sits in its upper mode, its stage's in the one mode: read there, the customer looked 6x
     # wider than its stage, and the stage's reach so fitted put its young line, at its highest in its first two
-    # hours, at 17x its p99.9 in the median over twenty seeds and 82,000x at worst (its stall deadline: days). The
-    # fit goes no further than the larger of its own reach and its stage's: 5.2x and 15x.
+    # hours, at 82,000x its p99.9 at worst over twenty seeds (its stall deadline: months). The fit goes no further
+    # than 8x the larger of its own line and its stage's as borrowed: 118x at worst; 17x in the median, as before.
     worst = []
     for seed in range(20):
         ratios = [j[0] for j in _customer(seed, 40, 24) if j is not None and j[1]]
         assert ratios, seed
         worst.append(max(ratios))
-    assert max(worst) < 20, sorted(worst)[-3:]
-    assert np.median(worst) < 6, np.median(worst)
+    assert max(worst) < 200, sorted(worst)[-3:]
+
+
+def test_a_heavy_tailed_customers_line_is_not_held_to_its_own_young_reading() -> None:
+    # A Pareto customer (alpha 1.5) of a narrow stage: its own line, read at a lognormal slope from its 90th
+    # percentile, is the low one, and the fit held to it put the line under its p99.9 -- what is over the line is
+    # not learned, and it went on down: 16.5 of its normal calls paged per seed over three hours, 7.0 with the fit
+    # unbounded, 7.7 held to 8x (a review's case).
+    def pareto(rng: np.random.Generator, n: int) -> np.ndarray:
+        return (rng.pareto(1.5, n) + 1) * 1000
+
+    truth = np.sort(pareto(np.random.default_rng(999), 400_000))
+    paged = []
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        store = BaselineStore(TAIL)
+        expected = 0.0
+        for k in range(36):
+            store.advance(k * store.cfg.interval_us)
+            snap, _ = lookup(store, "call", "t")
+            if snap is not None:
+                expected += 60 * (1 - np.searchsorted(truth, snap.threshold_ms, side="right") / len(truth))
+            store.learning("call", "t").extend(pareto(rng, 60).tolist())
+            for j in range(4):
+                store.learning("call", f"o{j}").extend((rng.lognormal(0, 0.1, 100) * 1000).tolist())
+        paged.append(expected)
+    assert np.mean(paged) < 10, np.mean(paged)
