@@ -3,23 +3,14 @@ reach fitted to its spread, is taken neither far beyond what its own tail says n
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import pytest
 
-from stagewatch.core.baselines import BaselineConfig, BaselineStore
+from stagewatch.core.baselines import BaselineStore
 from stagewatch.core.judged_by import lookup
+from tests.core.test_young_lines import TAIL, _two_mode  # a quarter of the calls 4.4x slower
 
 pytestmark = pytest.mark.unit
-
-TAIL = BaselineConfig(line="tail")
-Draw = Callable[[np.random.Generator, int], np.ndarray]
-
-
-def _two_mode(rng: np.random.Generator, n: int) -> np.ndarray:
-    """A customer a quarter of whose calls take 4.4x as long (large files, another code path)."""
-    return rng.lognormal(0, 0.2, n) * np.where(rng.random(n) < 0.25, 4.4, 1.0) * 1000
 
 
 def _one_mode(rng: np.random.Generator, n: int) -> np.ndarray:
