@@ -92,7 +92,7 @@ class BaselineConfig:
     # two). A key of ``establish_n`` samples learns nothing from a disturbed interval (flagging ``disturbed_share`` of
     # its values, ``disturbed_ratio`` x its usual share, ``disturbed_min`` values; its median ``shift_ratio`` x its
     # recent level) until it lasts ``adopt_after_s`` with ``mode_share`` flagged; one of ``hold_n`` nothing from the
-    # calm interval before either (``HistogramBank.fold``).
+    # calm interval before either, and it learns a calm one up to its line (``HistogramBank.fold``).
     establish_n: float = 200.0
     hold_n: float = 1000.0
     mode_share: float = 0.15

@@ -198,7 +198,10 @@ class HistogramBank:
         10002: learned, they lifted a tail line 22 %). The caller marks only keys whose line is read near their tail
         (``BaselineConfig.hold_n``): a younger key's line is extrapolated from below its 99th percentile, its
         disturbances are as often that line under a second mode, and holding back its calm intervals kept the line there
-        (zoo 10023 at 5,000 files: 18 false alerts -> 102 when held from 200 samples). ``parent`` (each key's
+        (zoo 10023 at 5,000 files: 18 false alerts -> 102 when held from 200 samples). Such a key learns a calm
+        interval up to its alert line too: a two-mode stage's upper mode that its body line cuts, flagged under
+        ``adopt_share`` and held out, left the tail learned without the top of the mode (zoo 30022: its line at
+        0.76-0.83x its p99.9 for twenty hours, 197 false alerts). ``parent`` (each key's
         stage-wide key's index in ``pending``, -1 for none) and ``median`` (the log of each key's learned median, NaN
         for none) serve keys of a few values an interval, whose intervals tell little on their own (below).
         """
@@ -271,7 +274,8 @@ class HistogramBank:
                 share = flagged / np.maximum(total, 1.0)
                 alike = (flagged > 0) & (2 * share >= share[p])
                 hit |= (parent >= 0) & hit[p] & alike & high
-            weight = np.where((busy & ~moved)[kk] & (bb <= line_bin[kk]), cc, weight)
+            upto = busy & ~moved if hold is None else (busy & ~moved) | hold  # a disturbed one is not learned (below)
+            weight = np.where(upto[kk] & (bb <= line_bin[kk]), cc, weight)
             # An interval with no values tells nothing: a run goes on through it.
             since = np.where(hit, np.where(calm_before, step, self.since[rows]),
                              np.where(total > 0, CALM, self.since[rows]))
