@@ -43,3 +43,28 @@ def test_a_two_mode_stage_line_stays_over_its_upper_mode(factor: float) -> None:
         paged = 1 - np.searchsorted(truth, np.array(lines), side="right") / len(truth)
         assert paged.mean() <= 1 / 2000, (seed, paged.mean(), min(lines) / p999)
         assert min(lines) >= 1.1 * p999, (seed, min(lines) / p999)
+
+
+def test_a_heavy_tailed_customers_line_does_not_sink_under_its_tail_once_mature() -> None:
+    # A Pareto customer (alpha 1.5, 60 calls an interval) of a narrow stage: its body line sits far under its tail,
+    # so most of that tail was held out of learning as a slow share, and its line went on down as it matured: 1.5 %
+    # of its normal calls paged over twelve hours (0.36 % over its first three). Learned up to its line once it
+    # holds 1,000 samples: 0.19 %. What is over the line is still held out; that it pages at all is a limit.
+    def pareto(rng: np.random.Generator, n: int) -> np.ndarray:
+        return (rng.pareto(1.5, n) + 1) * 1000
+
+    truth = np.sort(pareto(np.random.default_rng(999), 400_000))
+    paged, judged = 0.0, 0
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        store = BaselineStore(TAIL)
+        for k in range(144):
+            store.advance(k * store.cfg.interval_us)
+            snap, _ = lookup(store, "call", "t")
+            if snap is not None:
+                paged += 60 * (1 - np.searchsorted(truth, snap.threshold_ms, side="right") / len(truth))
+                judged += 60
+            store.learning("call", "t").extend(pareto(rng, 60).tolist())
+            for j in range(4):
+                store.learning("call", f"o{j}").extend((rng.lognormal(0, 0.1, 100) * 1000).tolist())
+    assert paged / judged <= 0.004, paged / judged  # 0.0019 now (0.0145 before)
