@@ -235,12 +235,29 @@ def test_a_bank_pickled_before_keys_were_watched_loads_with_its_keys_watched_for
     assert lookup(control, "call", None)[0] is None  # watched for 1,650 s
 
 
+def test_a_bank_pickled_before_the_long_run_share_loads_with_its_recent_share_as_that() -> None:
+    # A running job updated in place: what a key flags in the long run (``HistogramBank.fold``: a mature key learns
+    # an interval flagging no more than 3x that up to its alert line) starts from the best there is, its recent share.
+    store = BaselineStore(BaselineConfig(line="tail"))
+    feed(store, [100.0 + k % 7 for k in range(1500)], every_s=1.0)
+    state = pickle.loads(pickle.dumps(store.bank)).__reduce_ex__(2)[2]
+    assert isinstance(state, tuple) and {"long_seen", "long_flagged"} <= state[1].keys()
+    del state[1]["long_seen"], state[1]["long_flagged"]
+    old = HistogramBank.__new__(HistogramBank)
+    old.__setstate__(state)
+    assert old.long_seen.tolist() == store.bank.seen.tolist() and old.long_seen is not old.seen
+    assert old.long_flagged.tolist() == store.bank.flagged.tolist()
+    again = pickle.loads(pickle.dumps(store.bank))
+    assert again.long_seen.tolist() == store.bank.long_seen.tolist()
+    assert store.bank.long_seen[0] > store.bank.seen[0] > 0  # decayed more slowly
+
+
 def test_a_bank_grown_past_its_first_rows_keeps_a_level_for_each() -> None:
     bank = HistogramBank(capacity=4)
     never = np.full(9, 1 << 30)
     for step in range(2):
         bank.fold({f"k{i}": {100 + i: 20.0} for i in range(9)}, step, 0.99, never, np.ones(9), np.full(9, np.inf))
-    assert len(bank.level) == len(bank.steps) >= 9
+    assert len(bank.level) == len(bank.steps) == len(bank.long_seen) == len(bank.long_flagged) >= 9
     assert np.exp(bank.level[:9]) == pytest.approx([value_of(100 + i) for i in range(9)])
 
 

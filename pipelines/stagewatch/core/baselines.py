@@ -92,7 +92,7 @@ class BaselineConfig:
     # two). A key of ``establish_n`` samples learns nothing from a disturbed interval (flagging ``disturbed_share`` of
     # its values, ``disturbed_ratio`` x its usual share, ``disturbed_min`` values; its median ``shift_ratio`` x its
     # recent level) until it lasts ``adopt_after_s`` with ``mode_share`` flagged; one of ``hold_n`` nothing from the
-    # calm interval before either (``HistogramBank.fold``).
+    # calm interval before either, and learns a calm one up to its line if usual for it (``HistogramBank.fold``).
     establish_n: float = 200.0
     hold_n: float = 1000.0
     mode_share: float = 0.15
@@ -302,7 +302,7 @@ class BaselineStore:
                 self.pending, step, cfg.decay_per_interval, over_bin, over_weight,  # type: ignore[arg-type]
                 disturbed, cfg.adopt_steps, cfg.mode_share, hold,
                 math.log(cfg.shift_ratio), line_bin, cfg.lift_for_s / cfg.interval_s,
-                self._parents() if tail else None, median)
+                self._parents() if tail else None, median, cfg.disturbed_ratio * hold)
             keys = list(self.pending)
             stage_q: dict[str, np.ndarray] = {}  # a stage-wide key's quantiles, for its tenants' fit
             # Stage-wide keys first: a tenant's snapshot borrows the spread and reach of its stage's new one.

@@ -33,6 +33,9 @@ LEVEL_ALPHA = 0.3  # how much of a learned interval's median moves a key's level
 _MEDIAN_SE, _IQR_SIGMAS = 1.2533, 1.349
 CALM = -1  # ``HistogramBank.since`` of a key that is not in a run of disturbed intervals
 WATCHED = np.iinfo(np.int64).min // 4  # ``HistogramBank.born`` of a key watched long enough
+# How much more slowly a key's long-run share over its line decays than its counts (``HistogramBank.fold``): with a
+# 3 h half-life, a day's.
+LONG_RUN = 8.0
 # Representative value of each bin: its geometric middle; bin 0 stands for "at most MIN_MS".
 _VALUES = np.concatenate(([MIN_MS], MIN_MS * np.exp((np.arange(1, N_BINS) - 0.5) * _LOG_GAMMA)))
 
@@ -72,13 +75,18 @@ class HistogramBank:
     backtest's time.
     """
 
-    __slots__ = ("born", "flagged", "held", "level", "level25", "lifts", "rows", "seen", "since", "steps", "weights")
+    __slots__ = ("born", "flagged", "held", "level", "level25", "lifts", "long_flagged", "long_seen", "rows", "seen",
+                 "since", "steps", "weights")
 
     def __init__(self, capacity: int = 64) -> None:
         self.weights = np.zeros((capacity, N_BINS), dtype=np.float64)
         self.steps = np.zeros(capacity, dtype=np.int64)
         self.seen = np.zeros(capacity, dtype=np.float64)
         self.flagged = np.zeros(capacity, dtype=np.float64)
+        # The same two counts decayed ``LONG_RUN`` times more slowly: what share of its values a key flags in the
+        # long run, which a slow share that came later does not reach for hours (``fold``).
+        self.long_seen = np.zeros(capacity, dtype=np.float64)
+        self.long_flagged = np.zeros(capacity, dtype=np.float64)
         # The step at which a key's current run of disturbed intervals began; CALM while it is calm.
         self.since = np.full(capacity, CALM, dtype=np.int64)
         self.rows: dict[object, int] = {}
@@ -113,6 +121,8 @@ class HistogramBank:
             self.lifts = np.zeros(len(self.steps))
         if "born" not in slots:  # keys of a job that ran before: watched for long
             self.born = np.full(len(self.steps), WATCHED, dtype=np.int64)
+        if "long_seen" not in slots:  # their recent share is the best there is of their long-run one
+            self.long_seen, self.long_flagged = self.seen.copy(), self.flagged.copy()
 
     def watched(self, rows: np.ndarray, step: int, need_us: np.ndarray, interval_us: int, cut_short_us: int = 0
                 ) -> np.ndarray:
@@ -150,6 +160,8 @@ class HistogramBank:
                 self.steps = np.concatenate([self.steps, np.zeros(grow, dtype=np.int64)])
                 self.seen = np.concatenate([self.seen, np.zeros(grow)])
                 self.flagged = np.concatenate([self.flagged, np.zeros(grow)])
+                self.long_seen = np.concatenate([self.long_seen, np.zeros(grow)])
+                self.long_flagged = np.concatenate([self.long_flagged, np.zeros(grow)])
                 self.since = np.concatenate([self.since, np.full(grow, CALM, dtype=np.int64)])
                 self.level = np.concatenate([self.level, np.full(grow, np.nan)])
                 self.level25 = np.concatenate([self.level25, np.full(grow, np.nan)])
@@ -174,6 +186,7 @@ class HistogramBank:
         lift_steps: float = math.inf,
         parent: np.ndarray | None = None,
         median: np.ndarray | None = None,
+        upto_ratio: np.ndarray | None = None,
     ) -> np.ndarray:
         """Decay every key in ``pending`` to ``step`` and add its raw counts ``{bin: n}``; returns their rows.
 
@@ -198,7 +211,15 @@ class HistogramBank:
         10002: learned, they lifted a tail line 22 %). The caller marks only keys whose line is read near their tail
         (``BaselineConfig.hold_n``): a younger key's line is extrapolated from below its 99th percentile, its
         disturbances are as often that line under a second mode, and holding back its calm intervals kept the line there
-        (zoo 10023 at 5,000 files: 18 false alerts -> 102 when held from 200 samples). ``parent`` (each key's
+        (zoo 10023 at 5,000 files: 18 false alerts -> 102 when held from 200 samples). A calm interval flagging no
+        more than ``upto_ratio`` (per key; 0 for none) x the key's long-run share is learned up to the alert line
+        too: what the key has flagged all along is how it behaves. A two-mode stage's upper mode that its body line
+        cuts, flagged under ``adopt_share`` and held out, left the tail learned without the top of the mode (zoo
+        30022: its line at 0.76-0.83x its p99.9 for twenty hours, 197 false alerts). A slow share that came later
+        is not learned so until the long-run share, decayed ``LONG_RUN`` times more slowly than the counts, has
+        followed it (about twelve hours for a share of 1 %; learned at once, a review's: half of a six-hour 3x
+        slowdown of 1-5 % of a key's values went unflagged) -- nor by a key younger than about half a day, whose
+        long run is short (below). ``parent`` (each key's
         stage-wide key's index in ``pending``, -1 for none) and ``median`` (the log of each key's learned median, NaN
         for none) serve keys of a few values an interval, whose intervals tell little on their own (below).
         """
@@ -207,6 +228,9 @@ class HistogramBank:
         self.weights[rows] *= decay[:, None]
         self.seen[rows] *= decay
         self.flagged[rows] *= decay
+        long_decay = decay ** (1.0 / LONG_RUN)
+        self.long_seen[rows] *= long_decay
+        self.long_flagged[rows] *= long_decay
         self.steps[rows] = step
         which: list[int] = []
         bins: list[int] = []
@@ -271,7 +295,15 @@ class HistogramBank:
                 share = flagged / np.maximum(total, 1.0)
                 alike = (flagged > 0) & (2 * share >= share[p])
                 hit |= (parent >= 0) & hit[p] & alike & high
-            weight = np.where((busy & ~moved)[kk] & (bb <= line_bin[kk]), cc, weight)
+            upto = busy & ~moved  # a disturbed one is not learned (below)
+            if upto_ratio is not None:
+                # Over the history the key has, and as unflagged what it has not: a key a few hours old has no long
+                # run, and a slow share that came an hour after it did was soon most of what it had (a review's case:
+                # 2 % of a key's calls 3x slower two hours in, 0.96 of its clearly slow calls flagged, 0.28 so).
+                had = np.maximum(self.long_seen[rows], LONG_RUN * self.seen[rows])
+                long_share = self.long_flagged[rows] / np.maximum(had, 1e-300)
+                upto |= flagged <= upto_ratio * long_share * total
+            weight = np.where(upto[kk] & (bb <= line_bin[kk]), cc, weight)
             # An interval with no values tells nothing: a run goes on through it.
             since = np.where(hit, np.where(calm_before, step, self.since[rows]),
                              np.where(total > 0, CALM, self.since[rows]))
@@ -302,6 +334,8 @@ class HistogramBank:
         np.add.at(self.weights, (rows[kk], bb), weight)
         np.add.at(self.seen, rows[kk], seen)
         np.add.at(self.flagged, rows[kk], flagged_now)
+        np.add.at(self.long_seen, rows[kk], seen)
+        np.add.at(self.long_flagged, rows[kk], flagged_now)
         return rows
 
     @staticmethod
@@ -330,6 +364,8 @@ class HistogramBank:
             self.weights[r, bins] += weights * decay  # a held interval's bins are distinct
             self.seen[r] += seen * decay
             self.flagged[r] += flagged * decay
+            self.long_seen[r] += seen * decay ** (1.0 / LONG_RUN)
+            self.long_flagged[r] += flagged * decay ** (1.0 / LONG_RUN)
 
     def _hold(self, rows: np.ndarray, hold: np.ndarray, kk: np.ndarray, bb: np.ndarray, weight: np.ndarray,
               seen: np.ndarray, flagged: np.ndarray, step: int) -> None:

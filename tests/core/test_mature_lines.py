@@ -1,0 +1,98 @@
+"""A mature tail key's line (thousands of samples, reading its p99.9) on a two-mode stage whose upper mode its body
+line cuts: what is over the body line and under the alert line is that mode, and it is learned."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stagewatch.core.baselines import BaselineStore
+from stagewatch.core.judged_by import lookup
+from tests.core.test_young_lines import TAIL, Draw
+
+pytestmark = pytest.mark.unit
+
+
+def _two_mode(factor: float) -> Draw:
+    def draw(rng: np.random.Generator, n: int) -> np.ndarray:
+        return rng.lognormal(0, 0.2, n) * np.where(rng.random(n) < 0.25, factor, 1.0) * 1000
+
+    return draw
+
+
+@pytest.mark.parametrize("factor", [2.2, 2.5, 2.85])
+def test_a_two_mode_stage_line_stays_over_its_upper_mode(factor: float) -> None:
+    # A quarter of the calls 2.2-2.85x slower: the body line (about 3x the median) cuts that mode, so the key flags
+    # 3-15 % of what it sees -- under ``mode_share``, a slow share, not a mode. What it flagged was held out of
+    # learning, the tail was learned without the top of the mode, and the line sank under the p99.9 and stayed: at
+    # 2.5x, 0.86x the p99.9 and 0.66 % of normal calls paged in its second day (zoo 30022: 197 false alerts at
+    # 2.85x). A key of a day's history learns a calm interval up to its alert line when it flags what it always has.
+    draw = _two_mode(factor)
+    truth = np.sort(draw(np.random.default_rng(999), 400_000))
+    p999 = float(np.quantile(truth, 0.999))
+    for seed in range(2):
+        rng = np.random.default_rng(seed)
+        store = BaselineStore(TAIL)
+        lines = []
+        for k in range(432):  # a day and a half of five-minute intervals, 300 calls each
+            store.advance(k * store.cfg.interval_us)
+            snap, _ = lookup(store, "call", None)
+            if k >= 288 and snap is not None:
+                lines.append(snap.threshold_ms)
+            store.learning("call", None).extend(draw(rng, 300).tolist())
+        paged = 1 - np.searchsorted(truth, np.array(lines), side="right") / len(truth)
+        assert paged.mean() <= 1 / 2000, (seed, paged.mean(), min(lines) / p999)
+        assert min(lines) >= 1.1 * p999, (seed, min(lines) / p999)
+
+
+def test_a_heavy_tailed_customers_line_does_not_sink_under_its_tail_once_mature() -> None:
+    # A Pareto customer (alpha 1.5, 60 calls an interval) of a narrow stage: its body line sits far under its tail,
+    # so most of that tail was held out of learning as a slow share, and its line went on down as it matured: 2.9 %
+    # of its normal calls paged in the twelve hours after its first day (0.36 % over its first three). Learned up
+    # to its line: 0.22 %. What is over the line is still held out; that it pages at all is a limit.
+    def pareto(rng: np.random.Generator, n: int) -> np.ndarray:
+        return (rng.pareto(1.5, n) + 1) * 1000
+
+    truth = np.sort(pareto(np.random.default_rng(999), 400_000))
+    paged, judged = 0.0, 0
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        store = BaselineStore(TAIL)
+        for k in range(432):
+            store.advance(k * store.cfg.interval_us)
+            snap, _ = lookup(store, "call", "t")
+            if snap is not None and k >= 288:
+                paged += 60 * (1 - np.searchsorted(truth, snap.threshold_ms, side="right") / len(truth))
+                judged += 60
+            store.learning("call", "t").extend(pareto(rng, 60).tolist())
+            for j in range(4):
+                store.learning("call", f"o{j}").extend((rng.lognormal(0, 0.1, 100) * 1000).tolist())
+    assert paged / judged <= 0.006, paged / judged  # 0.0022 now (0.029 before)
+
+
+@pytest.mark.parametrize("hours", [2, 24])
+def test_a_slow_share_that_comes_later_is_not_learned_as_a_mode(hours: int) -> None:
+    # What a key has flagged all along is learned up to its line; a slow share that comes later is not: 1 % of a
+    # key's 300 calls an interval 3x slower for six hours, on a stage of one mode, ``hours`` after its first call.
+    # Learned at once, the line rose over it within hours and half of its clearly slow calls went unflagged
+    # (reviews' cases: 0.50 flagged after a day; measured against the key's share over the last day, 0.99 after a
+    # day but 0.61 two hours in, its day not yet had). Now as when all of it was held out (0.99).
+    truth = np.sort(np.random.default_rng(999).lognormal(0, 0.2, 400_000) * 1000)
+    clear = 1.5 * float(np.quantile(truth, 0.999))
+    found, slow = 0, 0
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        store = BaselineStore(TAIL)
+        start = 12 * hours
+        for k in range(start + 72):
+            store.advance(k * store.cfg.interval_us)
+            values = rng.lognormal(0, 0.2, 300) * 1000
+            if k >= start:
+                values[:3] *= 3.0
+                snap, _ = lookup(store, "call", None)
+                assert snap is not None
+                clearly = values[:3][values[:3] > clear]
+                found += int((clearly > snap.threshold_ms).sum())
+                slow += len(clearly)
+            store.learning("call", None).extend(values.tolist())
+    assert found / slow >= 0.85, found / slow
