@@ -299,7 +299,8 @@ class HistogramBank:
             if upto_ratio is not None:
                 # Over the history the key has, and as unflagged what it has not: a key a few hours old has no long
                 # run, and a slow share that came an hour after it did was soon most of what it had (a review's case:
-                # 2 % of a key's calls 3x slower two hours in, 0.96 of its clearly slow calls flagged, 0.28 so).
+                # 2 % of a key's calls 3x slower two hours in: 0.96 of its clearly slow calls flagged, 0.28 without
+                # this).
                 had = np.maximum(self.long_seen[rows], LONG_RUN * self.seen[rows])
                 long_share = self.long_flagged[rows] / np.maximum(had, 1e-300)
                 upto |= flagged <= upto_ratio * long_share * total
