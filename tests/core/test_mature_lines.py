@@ -8,6 +8,7 @@ import pytest
 
 from stagewatch.core.baselines import BaselineStore
 from stagewatch.core.judged_by import lookup
+from tests.core.test_customer_shapes import pareto_customer_paged
 from tests.core.test_young_lines import TAIL, Draw
 
 pytestmark = pytest.mark.unit
@@ -50,23 +51,7 @@ def test_a_heavy_tailed_customers_line_does_not_sink_under_its_tail_once_mature(
     # so most of that tail was held out of learning as a slow share, and its line went on down as it matured: 2.9 %
     # of its normal calls paged in the twelve hours after its first day (0.36 % over its first three). Learned up
     # to its line: 0.22 %. What is over the line is still held out; that it pages at all is a limit.
-    def pareto(rng: np.random.Generator, n: int) -> np.ndarray:
-        return (rng.pareto(1.5, n) + 1) * 1000
-
-    truth = np.sort(pareto(np.random.default_rng(999), 400_000))
-    paged, judged = 0.0, 0
-    for seed in range(10):
-        rng = np.random.default_rng(seed)
-        store = BaselineStore(TAIL)
-        for k in range(432):
-            store.advance(k * store.cfg.interval_us)
-            snap, _ = lookup(store, "call", "t")
-            if snap is not None and k >= 288:
-                paged += 60 * (1 - np.searchsorted(truth, snap.threshold_ms, side="right") / len(truth))
-                judged += 60
-            store.learning("call", "t").extend(pareto(rng, 60).tolist())
-            for j in range(4):
-                store.learning("call", f"o{j}").extend((rng.lognormal(0, 0.1, 100) * 1000).tolist())
+    paged, judged = pareto_customer_paged(10, 432, judged_from=288)
     assert paged / judged <= 0.006, paged / judged  # 0.0022 now (0.029 before)
 
 

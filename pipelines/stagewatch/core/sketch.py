@@ -365,8 +365,9 @@ class HistogramBank:
             self.weights[r, bins] += weights * decay  # a held interval's bins are distinct
             self.seen[r] += seen * decay
             self.flagged[r] += flagged * decay
-            self.long_seen[r] += seen * decay ** (1.0 / LONG_RUN)
-            self.long_flagged[r] += flagged * decay ** (1.0 / LONG_RUN)
+            long_decay = decay ** (1.0 / LONG_RUN)
+            self.long_seen[r] += seen * long_decay
+            self.long_flagged[r] += flagged * long_decay
 
     def _hold(self, rows: np.ndarray, hold: np.ndarray, kk: np.ndarray, bb: np.ndarray, weight: np.ndarray,
               seen: np.ndarray, flagged: np.ndarray, step: int) -> None:
