@@ -12,7 +12,18 @@ import pytest
 from stagewatch.core.baselines import BaselineConfig, BaselineStore
 from stagewatch.core.interval_counts import bin_counts
 from stagewatch.core.judged_by import lookup
-from stagewatch.core.sketch import GAMMA, MAX_MS, MIN_MS, HistogramBank, bin_of, bins_of, value_of
+from stagewatch.core.sketch import (
+    BIRTH_EACH,
+    BIRTH_PARTS,
+    CALM,
+    GAMMA,
+    MAX_MS,
+    MIN_MS,
+    HistogramBank,
+    bin_of,
+    bins_of,
+    value_of,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -252,12 +263,29 @@ def test_a_bank_pickled_before_the_long_run_share_loads_with_its_recent_share_as
     assert store.bank.long_seen[0] > store.bank.seen[0] > 0  # decayed more slowly
 
 
+def test_a_bank_pickled_before_the_first_shares_loads_with_keys_born_flagging_nothing() -> None:
+    # A running job updated in place: its keys' first values are gone, and they count as having flagged none of them
+    # -- what they were judged by before (a key learns up to its alert line what it flagged from its start).
+    store = BaselineStore(BaselineConfig(line="tail"))
+    feed(store, [100.0 + k % 7 for k in range(1500)], every_s=1.0)
+    assert store.bank.birth_seen[0, 0] > 0  # judged from its second interval on
+    state = pickle.loads(pickle.dumps(store.bank)).__reduce_ex__(2)[2]
+    assert isinstance(state, tuple) and {"birth_seen", "birth_flagged"} <= state[1].keys()
+    del state[1]["birth_seen"], state[1]["birth_flagged"]
+    old = HistogramBank.__new__(HistogramBank)
+    old.__setstate__(state)
+    assert old.birth_seen.shape == old.birth_flagged.shape == (len(old.steps), BIRTH_PARTS)
+    assert (old.birth_seen >= BIRTH_EACH).all() and not old.birth_flagged.any()
+
+
 def test_a_bank_grown_past_its_first_rows_keeps_a_level_for_each() -> None:
     bank = HistogramBank(capacity=4)
     never = np.full(9, 1 << 30)
     for step in range(2):
         bank.fold({f"k{i}": {100 + i: 20.0} for i in range(9)}, step, 0.99, never, np.ones(9), np.full(9, np.inf))
     assert len(bank.level) == len(bank.steps) == len(bank.long_seen) == len(bank.long_flagged) >= 9
+    assert len(bank.birth_seen) == len(bank.birth_flagged) == len(bank.steps)
+    assert (bank.since[9:] == CALM).all() and np.isnan(bank.level[9:]).all() and not bank.weights[9:].any()
     assert np.exp(bank.level[:9]) == pytest.approx([value_of(100 + i) for i in range(9)])
 
 
