@@ -36,8 +36,9 @@ WATCHED = np.iinfo(np.int64).min // 4  # ``HistogramBank.born`` of a key watched
 # How much more slowly a key's long-run share over its line decays than its counts (``HistogramBank.fold``): with a
 # 3 h half-life, a day's.
 LONG_RUN = 8.0
-# What a key flagged from its start (``HistogramBank.fold``): the least share over its line in the ``BIRTH_PARTS`` parts
-# of its first judged values (``BIRTH_EACH`` or more each, an interval at least), from ``BIRTH_MIN`` (a mode).
+# What a key flagged from its start (``HistogramBank.fold``; ``birth_seen`` and ``birth_flagged``, undecayed): the least
+# share over its line in ``BIRTH_PARTS`` parts of its first judged values (``BIRTH_EACH`` or more each, an interval at
+# least), from ``BIRTH_MIN`` (a mode).
 BIRTH_PARTS, BIRTH_EACH, BIRTH_MIN = 3, 333.0, 0.02
 _NEW_ROW = {"since": CALM, "level": np.nan, "level25": np.nan}  # what a new row of these holds (``HistogramBank``)
 # Representative value of each bin: its geometric middle; bin 0 stands for "at most MIN_MS".
@@ -91,7 +92,6 @@ class HistogramBank:
         # long run, which a slow share that came later does not reach for hours (``fold``).
         self.long_seen = np.zeros(capacity, dtype=np.float64)
         self.long_flagged = np.zeros(capacity, dtype=np.float64)
-        # The same two counts, undecayed, in each part of a key's first judged values (``BIRTH_PARTS``).
         self.birth_seen = np.zeros((capacity, BIRTH_PARTS), dtype=np.float64)
         self.birth_flagged = np.zeros((capacity, BIRTH_PARTS), dtype=np.float64)
         # The step at which a key's current run of disturbed intervals began; CALM while it is calm.
@@ -131,8 +131,8 @@ class HistogramBank:
         if "long_seen" not in slots:  # their recent share is the best there is of their long-run one
             self.long_seen, self.long_flagged = self.seen.copy(), self.flagged.copy()
         if "birth_seen" not in slots:  # keys of a job that ran before: born flagging nothing, as they were judged
-            self.birth_seen = np.full((len(self.steps), BIRTH_PARTS), BIRTH_EACH)
-            self.birth_flagged = np.zeros((len(self.steps), BIRTH_PARTS))
+            self.birth_seen, self.birth_flagged = np.zeros((2, len(self.steps), BIRTH_PARTS))
+            self.birth_seen[: len(self.rows)] = BIRTH_EACH
 
     def watched(self, rows: np.ndarray, step: int, need_us: np.ndarray, interval_us: int, cut_short_us: int = 0
                 ) -> np.ndarray:
@@ -164,12 +164,11 @@ class HistogramBank:
         r = self.rows.get(key)
         if r is None:
             r = self.rows[key] = len(self.rows)
-            if r >= len(self.steps):  # every per-row array doubles; a new row holds 0 but where ``_NEW_ROW`` says
-                grow = len(self.steps)
+            if r >= len(self.steps):  # full (r rows): each per-row array doubles, new rows 0 but as ``_NEW_ROW`` says
                 for name in HistogramBank.__slots__:
                     have = getattr(self, name)
                     if isinstance(have, np.ndarray):
-                        more = np.full((grow, *have.shape[1:]), _NEW_ROW.get(name, 0), dtype=have.dtype)
+                        more = np.full((r, *have.shape[1:]), _NEW_ROW.get(name, 0), dtype=have.dtype)
                         setattr(self, name, np.concatenate([have, more]))
             self.steps[r] = self.born[r] = step
         return r
@@ -224,8 +223,7 @@ class HistogramBank:
         followed it (about twelve hours for a share of 1 %; learned at once, a review's: half of a six-hour 3x
         slowdown of 1-5 % of a key's values went unflagged) -- nor by a key younger than about half a day, whose
         long run is short, unless it flagged as much from its start (below). ``parent`` (each key's stage-wide key's
-        index in ``pending``, -1 for none) and ``median`` (the log of each key's learned median, NaN for none) serve
-        keys of a few values an interval, whose intervals tell little on their own (below).
+        index in ``pending``; -1: none) and ``median`` (its learned median's log; NaN: none) serve keys of few values.
         """
         rows = np.fromiter((self._row(key, step) for key in pending), dtype=np.int64, count=len(pending))
         decay = factor_per_step ** (step - self.steps[rows]).astype(np.float64)
@@ -304,13 +302,15 @@ class HistogramBank:
                 # Over the history the key has, and as unflagged what it has not: a key a few hours old has no long
                 # run, and a slow share that came an hour after it did was soon most of what it had (a review's case:
                 # 2 % of a key's calls 3x slower two hours in: 0.96 of its clearly slow calls flagged, 0.28 without
-                # this). Or what it flagged from its start: the least share in the parts of its first judged values, not
-                # all of which a later share is in (zoo 30007: a two-mode stage's young customer keys, 19 false alerts).
+                # this). Or, while young, what it flagged from its start: the least share in the parts of its first
+                # judged values, not all of which a later share is in (zoo 30007: a two-mode stage's young customers, 19
+                # false alerts); not for good (a review's case: a key born into a slow share missed later ones days on).
                 had = np.maximum(self.long_seen[rows], LONG_RUN * self.seen[rows])
                 long_share = self.long_flagged[rows] / np.maximum(had, 1e-300)
                 born = self.birth_seen[rows]
                 birth = (self.birth_flagged[rows] / np.maximum(born, 1)).min(axis=1) * (born >= BIRTH_EACH).all(axis=1)
-                long_share = np.maximum(long_share, np.where(birth >= BIRTH_MIN, birth, 0.0))
+                young = upto_ratio * self.long_seen[rows] < had  # until its long run vouches for a mode: ~13 h
+                long_share = np.maximum(long_share, np.where(young & (birth >= BIRTH_MIN), birth, 0.0))
                 upto |= flagged <= upto_ratio * long_share * total
             weight = np.where(upto[kk] & (bb <= line_bin[kk]), cc, weight)
             # An interval with no values tells nothing: a run goes on through it.
