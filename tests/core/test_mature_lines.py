@@ -23,6 +23,32 @@ def _two_mode(factor: float) -> Draw:
     return draw
 
 
+def _truth(factor: float) -> np.ndarray:
+    """The two-mode stage's normal distribution: 400,000 sorted draws."""
+    return np.sort(_two_mode(factor)(np.random.default_rng(999), 400_000))
+
+
+def _two_mode_lines(factor: float, seed: int, calls: int, intervals: int, judged_from: int) -> np.ndarray:
+    """A key of a two-mode stage (a quarter of its ``calls`` an interval ``factor`` x slower): its lines from interval
+    ``judged_from`` on."""
+    draw = _two_mode(factor)
+    rng = np.random.default_rng(seed)
+    store = BaselineStore(TAIL)
+    lines = []
+    for k in range(intervals):
+        store.advance(k * store.cfg.interval_us)
+        snap, _ = lookup(store, "call", None)
+        if k >= judged_from and snap is not None:
+            lines.append(snap.threshold_ms)
+        store.learning("call", None).extend(draw(rng, calls).tolist())
+    return np.array(lines)
+
+
+def _paged(truth: np.ndarray, lines: np.ndarray) -> float:
+    """The mean share of normal calls over the lines."""
+    return float((1 - np.searchsorted(truth, lines, side="right") / len(truth)).mean())
+
+
 @pytest.mark.parametrize("factor", [2.2, 2.5, 2.85])
 def test_a_two_mode_stage_line_stays_over_its_upper_mode(factor: float) -> None:
     # A quarter of the calls 2.2-2.85x slower: the body line (about 3x the median) cuts that mode, so the key flags
@@ -30,21 +56,13 @@ def test_a_two_mode_stage_line_stays_over_its_upper_mode(factor: float) -> None:
     # learning, the tail was learned without the top of the mode, and the line sank under the p99.9 and stayed: at
     # 2.5x, 0.86x the p99.9 and 0.66 % of normal calls paged in its second day (zoo 30022: 197 false alerts at
     # 2.85x). A key of a day's history learns a calm interval up to its alert line when it flags what it always has.
-    draw = _two_mode(factor)
-    truth = np.sort(draw(np.random.default_rng(999), 400_000))
+    truth = _truth(factor)
     p999 = float(np.quantile(truth, 0.999))
     for seed in range(2):
-        rng = np.random.default_rng(seed)
-        store = BaselineStore(TAIL)
-        lines = []
-        for k in range(432):  # a day and a half of five-minute intervals, 300 calls each
-            store.advance(k * store.cfg.interval_us)
-            snap, _ = lookup(store, "call", None)
-            if k >= 288 and snap is not None:
-                lines.append(snap.threshold_ms)
-            store.learning("call", None).extend(draw(rng, 300).tolist())
-        paged = 1 - np.searchsorted(truth, np.array(lines), side="right") / len(truth)
-        assert paged.mean() <= 1 / 2000, (seed, paged.mean(), min(lines) / p999)
+        # a day and a half of five-minute intervals, 300 calls each, judged in the second day
+        lines = _two_mode_lines(factor, seed, 300, 432, 288)
+        paged = _paged(truth, lines)
+        assert paged <= 1 / 2000, (seed, paged, min(lines) / p999)
         assert min(lines) >= 1.1 * p999, (seed, min(lines) / p999)
 
 
@@ -54,20 +72,10 @@ def test_a_young_two_mode_keys_line_stays_over_its_upper_mode(calls: int) -> Non
     # mode from its first judged values, and learns it up to its line once it has ``hold_n`` samples. Held out until
     # half a day in, its line sank to 0.90x the p99.9 within hours and paged 0.10-0.25 % of normal calls (zoo 30007:
     # 20 false alerts in its first three hours, 19 of them on such a stage's customers).
-    draw = _two_mode(2.5)
-    truth = np.sort(draw(np.random.default_rng(999), 400_000))
+    truth = _truth(2.5)
     for seed in range(3):
-        rng = np.random.default_rng(seed)
-        store = BaselineStore(TAIL)
-        lines = []
-        for k in range(96):
-            store.advance(k * store.cfg.interval_us)
-            snap, _ = lookup(store, "call", None)
-            if k >= 12 and snap is not None:
-                lines.append(snap.threshold_ms)
-            store.learning("call", None).extend(draw(rng, calls).tolist())
-        paged = 1 - np.searchsorted(truth, np.array(lines), side="right") / len(truth)
-        assert paged.mean() <= 1 / 2000, (seed, paged.mean())
+        paged = _paged(truth, _two_mode_lines(2.5, seed, calls, 96, 12))
+        assert paged <= 1 / 2000, (seed, paged)
 
 
 def test_a_heavy_tailed_customers_line_does_not_sink_under_its_tail_once_mature() -> None:
