@@ -87,10 +87,11 @@ def test_a_heavy_tailed_customers_line_does_not_sink_under_its_tail_once_mature(
     assert paged / judged <= 0.006, paged / judged  # 0.0022 now (0.029 before)
 
 
-def _slow_share_found(calls: int, start: int, slow: Callable[[np.random.Generator], np.ndarray]) -> float:
+def _slow_share_found(calls: int, start: int, slow: Callable[[np.random.Generator], np.ndarray],
+                      median_ms: float = 1000.0) -> float:
     """The share of a slow share's clearly slow calls over the line (five seeds): a key of one mode and ``calls`` calls
     an interval, from interval ``start`` on for six hours the calls ``slow(rng)`` marks 3x slower."""
-    truth = np.sort(np.random.default_rng(999).lognormal(0, 0.2, 400_000) * 1000)
+    truth = np.sort(np.random.default_rng(999).lognormal(0, 0.2, 400_000) * median_ms)
     clear = 1.5 * float(np.quantile(truth, 0.999))
     found, slowed = 0, 0
     for seed in range(5):
@@ -98,7 +99,7 @@ def _slow_share_found(calls: int, start: int, slow: Callable[[np.random.Generato
         store = BaselineStore(TAIL)
         for k in range(start + 72):
             store.advance(k * store.cfg.interval_us)
-            values = rng.lognormal(0, 0.2, calls) * 1000
+            values = rng.lognormal(0, 0.2, calls) * median_ms
             if k >= start:
                 marked = slow(rng)
                 values[marked] *= 3.0
@@ -111,14 +112,21 @@ def _slow_share_found(calls: int, start: int, slow: Callable[[np.random.Generato
     return found / slowed
 
 
-@pytest.mark.parametrize("hours", [2, 24])
-def test_a_slow_share_that_comes_later_is_not_learned_as_a_mode(hours: int) -> None:
-    # What a key has flagged all along is learned up to its line; a slow share that comes later is not: 1 % of a
-    # key's 300 calls an interval 3x slower for six hours, on a stage of one mode, ``hours`` after its first call.
-    # Learned at once, the line rose over it within hours and half of its clearly slow calls went unflagged
-    # (reviews' cases: 0.50 flagged after a day; measured against the key's share over the last day, 0.99 after a
-    # day but 0.61 two hours in, its day not yet had). Now as when all of it was held out (0.99).
-    found = _slow_share_found(300, 12 * hours, lambda rng: np.arange(3))
+@pytest.mark.parametrize(("hours", "slowed", "median_ms"),
+                         [(2, 3, 1000), (24, 3, 1000), (2, 12, 1000), (24, 12, 1000), (24, 9, 1000), (24, 12, 1012),
+                          (24, 12, 100)])
+def test_a_slow_share_that_comes_later_is_not_learned_as_a_mode(hours: int, slowed: int, median_ms: float) -> None:
+    # What a key has flagged all along is learned up to its line; a slow share that comes later is not: ``slowed``
+    # of a key's 300 calls an interval (1-4 %) 3x slower for six hours, on a stage of one mode, ``hours`` after its
+    # first call. Learned at once, the line rose over it within hours and half of its clearly slow calls went
+    # unflagged (reviews' cases: 0.50 flagged after a day; measured against the key's share over the last day, 0.99
+    # after a day but 0.61 two hours in, its day not yet had). Now as when all of it was held out (0.99).
+    # From 3 %, an interval flags three times what the key usually does with its median where it was -- the way the
+    # load's daily curve does -- and was learned as that curve is, up to the alert line: 0.16-0.61 flagged (a review's
+    # case). Not learned at all when a quarter of what it flags is over the alert line too: 1.00. Only not learned
+    # over the body line then (a first version): 1.00 at a median of 1,000 ms, 0.34 at 1,012 or 100 ms, where the
+    # two lines fall in one bin and the slow calls just under them were learned.
+    found = _slow_share_found(300, 12 * hours, lambda rng: np.arange(slowed), median_ms)
     assert found >= 0.85, found
 
 
