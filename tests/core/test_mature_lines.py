@@ -90,7 +90,8 @@ def test_a_heavy_tailed_customers_line_does_not_sink_under_its_tail_once_mature(
 def _slow_share_found(calls: int, start: int, slow: Callable[[np.random.Generator], np.ndarray],
                       median_ms: float = 1000.0) -> float:
     """The share of a slow share's clearly slow calls over the line (five seeds): a key of one mode and ``calls`` calls
-    an interval, from interval ``start`` on for six hours the calls ``slow(rng)`` marks 3x slower."""
+    an interval and a median of ``median_ms``, from interval ``start`` on for six hours the calls ``slow(rng)`` marks
+    3x slower."""
     truth = np.sort(np.random.default_rng(999).lognormal(0, 0.2, 400_000) * median_ms)
     clear = 1.5 * float(np.quantile(truth, 0.999))
     found, slowed = 0, 0

@@ -40,6 +40,7 @@ LONG_RUN = 8.0
 # share over its line in ``BIRTH_PARTS`` parts of its first judged values (``BIRTH_EACH`` or more each, an interval at
 # least), from ``BIRTH_MIN`` (a mode).
 BIRTH_PARTS, BIRTH_EACH, BIRTH_MIN = 3, 333.0, 0.02
+PAGED_SHARE, PAGED_MIN = 0.25, 3.0  # a busy interval this much over the alert line too is a slow share (``fold``)
 _NEW_ROW = {"since": CALM, "level": np.nan, "level25": np.nan}  # what a new row of these holds (``HistogramBank``)
 # Representative value of each bin: its geometric middle; bin 0 stands for "at most MIN_MS".
 _VALUES = np.concatenate(([MIN_MS], MIN_MS * np.exp((np.arange(1, N_BINS) - 0.5) * _LOG_GAMMA)))
@@ -283,9 +284,8 @@ class HistogramBank:
             base = level if median is None else np.where(np.isnan(level), median, level)
             high = now - base > np.maximum(shift, noise)
             still = judged & ~calm_before & small & ((flagged > 0) | high)
-            # Or it put a quarter of what it flags over the alert line too: a slow share (below).
             paged = np.bincount(kk, weights=np.where(bb > line_bin[kk], cc, 0.0), minlength=len(rows))
-            hit = (busy & (moved | (paged >= np.maximum(3.0, flagged / 4)))) | lifted | still
+            hit = (busy & (moved | (paged >= np.maximum(PAGED_MIN, PAGED_SHARE * flagged)))) | lifted | still
             if parent is not None:
                 # A key's ``parent`` (its index in ``pending``, -1 for none) disturbed: so is the key if it flags at
                 # least half the parent's share and its median rose too -- one slowdown of both, which a few files
