@@ -52,8 +52,9 @@ _READS_OWN, _MAX_OVER, _OWN_FIT = 0.99, 2.0, 8.0
 # A key reading no higher than its 90th percentile (``_P90``), whose slope is over ``_GAP`` x the pair's above and
 # the body's, goes on at the pair's above.
 _P90, _GAP = TAIL_PS.index(0.9), 1.5
-# Log-duration per unit of z: Pareto's tail with alpha 1 rises about 3 between the 99th and 99.7th percentiles.
-_STEEP = 3.0
+# Log-duration per unit of z over which a pair is a gap, not a tail: Pareto's tail rises 2.86 / alpha between the
+# 99th and 99.7th percentiles, under 2 for alpha over 1.43 (and it steepens above, which no gap does).
+_STEEP = 2.0
 
 
 def body_line(
@@ -122,10 +123,10 @@ def tail_line(
     above = slopes[rows, np.minimum(top, _P90)]
     gap = (top <= _P90) & (above > 0) & (slope > _GAP * above) & (slope > _GAP * slopes[:, 0])
     slope = np.where(gap, above, slope)
-    # At any quantile, a slope steeper than a tail with a finite mean has (``_STEEP``) and far steeper than both the
-    # pair above and the body's is the gap below a narrow upper mode (a cache miss: 9 % of a 3 ms call's calls at
-    # 85 ms); extrapolated at it, such lines came out at up to 10^5x their p99.9 (312,145,453 ms on DeLag's
-    # E-Shopper 011). The mode's width is the larger of those two.
+    # At any quantile, a slope steeper than a heavy tail's (``_STEEP``) and far steeper than both the pair above and
+    # the body's is the gap below a narrow upper mode (a cache miss: 9 % of a 3 ms call's calls at 85 ms);
+    # extrapolated at it, such lines came out at up to 10^5x their p99.9 (312,145,453 ms on DeLag's E-Shopper 011).
+    # The mode's width is the larger of those two.
     beyond = slopes[rows, np.minimum(top, len(TAIL_PS) - 2)]
     width = np.maximum(beyond, slopes[:, 0])
     slope = np.where((slope > _STEEP) & (slope > _GAP * width), width, slope)
