@@ -10,20 +10,10 @@ import numpy as np
 import pytest
 
 from stagewatch.core.baselines import BaselineConfig, BaselineStore
+from stagewatch.core.bins import GAMMA, MAX_MS, MIN_MS, bin_of, bins_of, value_of
 from stagewatch.core.interval_counts import bin_counts
 from stagewatch.core.judged_by import lookup
-from stagewatch.core.sketch import (
-    BIRTH_EACH,
-    BIRTH_PARTS,
-    CALM,
-    GAMMA,
-    MAX_MS,
-    MIN_MS,
-    HistogramBank,
-    bin_of,
-    bins_of,
-    value_of,
-)
+from stagewatch.core.sketch import BIRTH_EACH, BIRTH_PARTS, CALM, HistogramBank
 
 pytestmark = pytest.mark.unit
 

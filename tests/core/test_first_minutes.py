@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from stagewatch.core.baselines import BaselineConfig, BaselineStore
+from stagewatch.core.bins import bin_of
 from stagewatch.core.early import early_snapshots
 from stagewatch.core.interval_counts import bin_counts
 from stagewatch.core.judged_by import lookup
-from stagewatch.core.sketch import HistogramBank, bin_of
+from stagewatch.core.sketch import HistogramBank
 
 pytestmark = pytest.mark.unit
 

@@ -40,17 +40,11 @@ from typing import NamedTuple
 
 import numpy as np
 
+from stagewatch.core.bins import N_BINS, bin_of, bins_of
 from stagewatch.core.lines import BODY_PS, LINE_RULES, TAIL_PS, body_line, tail_line
-from stagewatch.core.sketch import N_BINS, HistogramBank, bin_of, bins_of
+from stagewatch.core.sketch import HistogramBank
 
-__all__ = [
-    "END_TO_END",
-    "BaselineConfig",
-    "BaselineKey",
-    "BaselineStore",
-    "Snapshot",
-    "make_snapshots",
-]
+__all__ = ["END_TO_END", "BaselineConfig", "BaselineKey", "BaselineStore", "Snapshot", "make_snapshots"]
 
 
 END_TO_END = "end_to_end"  # the pseudo-stage under which end-to-end durations are learned and reported

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from stagewatch.core.baselines import BaselineKey, BaselineStore
-from stagewatch.core.sketch import bins_of
+from stagewatch.core.bins import bins_of
 
 __all__ = ["Counts", "admitted_counts", "bin_counts"]
 

@@ -2,8 +2,9 @@
 
 Why not a library sketch (DDSketch, t-digest, KLL)? A rolling baseline must forget: yesterday's traffic must
 weigh less than the last hour's. Those sketches only grow; decaying them means rebuilding. Log-spaced bins with
-a relative width ``GAMMA`` give the same guarantee as DDSketch (every quantile within ±2 % of the true value),
-and decay is one vector multiply. Memory is fixed: ``N_BINS`` float64 (~5 KiB) per key whatever the traffic.
+a relative width ``GAMMA`` (``stagewatch.core.bins``) give the same guarantee as DDSketch (every quantile within
+±2 % of the true value), and decay is one vector multiply. Memory is fixed: ``N_BINS`` float64 (~5 KiB) per key
+whatever the traffic.
 
 Counts arrive as sparse ``{bin: count}`` dictionaries (one interval's learning) and are folded in with
 ``HistogramBank.fold``; adding counts is commutative, which lets a distributed driver combine partial counts
@@ -16,16 +17,11 @@ import math
 
 import numpy as np
 
-__all__ = ["CALM", "GAMMA", "MAX_MS", "MIN_MS", "N_BINS", "HistogramBank", "bin_of", "bins_of", "value_of"]
+from stagewatch.core.bins import BIN_VALUES as _VALUES
+from stagewatch.core.bins import LAST_BIN, N_BINS
 
-GAMMA = 1.04  # relative bin width: quantiles are exact to about ±2 %
-MIN_MS = 0.1  # values below (including clamped zero gaps) share bin 0
-MAX_MS = 30 * 24 * 3600 * 1000.0  # 30 days; longer values share the last bin
-_LOG_GAMMA = math.log(GAMMA)
-_INV_LOG_GAMMA = 1.0 / _LOG_GAMMA
-_LOG_MIN = math.log(MIN_MS)
-N_BINS = math.ceil((math.log(MAX_MS) - _LOG_MIN) * _INV_LOG_GAMMA) + 2
-_LAST = N_BINS - 1
+__all__ = ["CALM", "HistogramBank"]
+
 SHIFT_MIN_N = 10  # an interval with fewer values has no median to tell a shift by: judged by what it flags alone
 LEVEL_ALPHA = 0.3  # how much of a learned interval's median moves a key's level: a few intervals' memory
 # A median of n values whose logs spread with sigma s is off by about sqrt(pi / 2) s / sqrt(n) (one standard
@@ -42,33 +38,6 @@ LONG_RUN = 8.0
 BIRTH_PARTS, BIRTH_EACH, BIRTH_MIN = 3, 333.0, 0.02
 PAGED_SHARE, PAGED_MIN = 0.25, 3.0  # a busy interval this much over the alert line too is a slow share (``fold``)
 _NEW_ROW = {"since": CALM, "level": np.nan, "level25": np.nan}  # what a new row of these holds (``HistogramBank``)
-# Representative value of each bin: its geometric middle; bin 0 stands for "at most MIN_MS".
-_VALUES = np.concatenate(([MIN_MS], MIN_MS * np.exp((np.arange(1, N_BINS) - 0.5) * _LOG_GAMMA)))
-
-
-def bin_of(value_ms: float) -> int:
-    """The bin of a duration in milliseconds."""
-    if value_ms <= MIN_MS:
-        return 0
-    b = int((math.log(value_ms) - _LOG_MIN) * _INV_LOG_GAMMA) + 1
-    return b if b < _LAST else _LAST
-
-
-def bins_of(values: np.ndarray) -> np.ndarray:
-    """``bin_of`` of each value, vectorised, bin for bin the same. numpy's log may differ from ``math.log`` in
-    the last bit, which moves a value across a border only when it lies within a hair of one: those few are
-    binned again by ``bin_of`` itself."""
-    above = values > MIN_MS
-    x = (np.log(np.where(above, values, MIN_MS)) - _LOG_MIN) * _INV_LOG_GAMMA
-    bins = np.where(above, np.minimum(x.astype(np.int64) + 1, _LAST), 0)
-    hair = np.flatnonzero(above & (np.abs(x - np.rint(x)) < 1e-6))
-    for i in hair.tolist():
-        bins[i] = bin_of(float(values[i]))
-    return bins
-
-
-def value_of(b: int) -> float:
-    return float(_VALUES[b])
 
 
 class HistogramBank:
@@ -397,4 +366,4 @@ class HistogramBank:
         cum = np.cumsum(self.weights[rows], axis=1)
         totals = cum[:, -1]
         idx = np.stack([(cum < q * totals[:, None]).sum(axis=1) for q in qs], axis=1)
-        return totals, _VALUES[np.minimum(idx, _LAST)]
+        return totals, _VALUES[np.minimum(idx, LAST_BIN)]
