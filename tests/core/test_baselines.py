@@ -253,6 +253,26 @@ def test_a_bank_pickled_before_the_long_run_share_loads_with_its_recent_share_as
     assert store.bank.long_seen[0] > store.bank.seen[0] > 0  # decayed more slowly
 
 
+def test_a_bank_pickled_before_the_long_run_share_over_the_alert_line_loads_with_none() -> None:
+    # A running job updated in place: what its keys paged in the long run is not known, so none counts as steady
+    # (``STEADY_MIN``) until it has paged again; a calm interval it held, of five fields then, is still learned.
+    store = BaselineStore(BaselineConfig(line="tail"))
+    end = feed(store, [100.0 + k % 7 for k in range(1500)], every_s=1.0)
+    assert store.bank.held.keys() == {0} and len(store.bank.held[0]) == 6
+    state = pickle.loads(pickle.dumps(store.bank)).__reduce_ex__(2)[2]
+    assert isinstance(state, tuple) and "long_paged" in state[1]
+    del state[1]["long_paged"]
+    state[1]["held"] = {r: held[:5] for r, held in state[1]["held"].items()}
+    old = HistogramBank.__new__(HistogramBank)
+    old.__setstate__(state)
+    assert old.long_paged.shape == old.long_seen.shape and not old.long_paged.any()
+    seen = old.long_seen[0]
+    store.bank = old
+    feed(store, [100.0 + k % 7 for k in range(300)], start_s=end, every_s=1.0)
+    assert store.bank.long_seen[0] > seen  # the interval of five fields settled, and the key learned on
+    assert all(len(held) == 6 for held in store.bank.held.values())
+
+
 def test_a_bank_pickled_before_the_first_shares_loads_with_keys_born_flagging_nothing() -> None:
     # A running job updated in place: its keys' first values are gone, and they count as having flagged none of them
     # -- what they were judged by before (a key learns up to its alert line what it flagged from its start).

@@ -36,6 +36,9 @@ LONG_RUN = 8.0
 # share over its line in ``BIRTH_PARTS`` parts of its first judged values (``BIRTH_EACH`` or more each, an interval at
 # least), from ``BIRTH_MIN`` (a mode).
 BIRTH_PARTS, BIRTH_EACH, BIRTH_MIN = 3, 333.0, 0.02
+# A key whose long-run share over its alert line is at least this (eight times a calm lognormal key's, 1 in 4,000)
+# learns a calm interval paging no more than usual over that line too (``fold``).
+STEADY_MIN = 0.002
 PAGED_SHARE, PAGED_MIN = 0.25, 3.0  # a busy interval this much over the alert line too is a slow share (``fold``)
 _NEW_ROW = {"since": CALM, "level": np.nan, "level25": np.nan}  # what a new row of these holds (``HistogramBank``)
 
@@ -51,7 +54,7 @@ class HistogramBank:
     """
 
     __slots__ = ("birth_flagged", "birth_seen", "born", "flagged", "held", "level", "level25", "lifts", "long_flagged",
-                 "long_seen", "rows", "seen", "since", "steps", "weights")
+                 "long_paged", "long_seen", "rows", "seen", "since", "steps", "weights")
 
     def __init__(self, capacity: int = 64) -> None:
         self.weights = np.zeros((capacity, N_BINS), dtype=np.float64)
@@ -62,14 +65,15 @@ class HistogramBank:
         # long run, which a slow share that came later does not reach for hours (``fold``).
         self.long_seen = np.zeros(capacity, dtype=np.float64)
         self.long_flagged = np.zeros(capacity, dtype=np.float64)
+        self.long_paged = np.zeros(capacity, dtype=np.float64)  # the same of those over the alert line (``fold``)
         self.birth_seen = np.zeros((capacity, BIRTH_PARTS), dtype=np.float64)
         self.birth_flagged = np.zeros((capacity, BIRTH_PARTS), dtype=np.float64)
         # The step at which a key's current run of disturbed intervals began; CALM while it is calm.
         self.since = np.full(capacity, CALM, dtype=np.int64)
         self.rows: dict[object, int] = {}
         # A watched key's last calm interval, waiting for the next (``fold``): row -> (its step, bins, weights,
-        # seen, flagged).
-        self.held: dict[int, tuple[int, np.ndarray, np.ndarray, float, float]] = {}
+        # seen, flagged, paged).
+        self.held: dict[int, tuple[int, np.ndarray, np.ndarray, float, float, float]] = {}
         # The log of a key's recent interval medians (NaN before one is known): a disturbance moves the body
         # abruptly, the load's daily curve moves it gradually.
         self.level = np.full(capacity, np.nan)
@@ -95,6 +99,8 @@ class HistogramBank:
             self.born = np.full(len(self.steps), WATCHED, dtype=np.int64)
         if "long_seen" not in slots:  # their recent share is the best there is of their long-run one
             self.long_seen, self.long_flagged = self.seen.copy(), self.flagged.copy()
+        if "long_paged" not in slots:  # nothing known of it: nothing steady over the alert line yet
+            self.long_paged = np.zeros(len(self.steps))
         if "birth_seen" not in slots:  # keys of a job that ran before: born flagging nothing, as they were judged
             self.birth_seen, self.birth_flagged = np.zeros((2, len(self.steps), BIRTH_PARTS))
             self.birth_seen[: len(self.rows)] = BIRTH_EACH
@@ -190,7 +196,14 @@ class HistogramBank:
         is not learned so until the long-run share, decayed ``LONG_RUN`` times more slowly than the counts, has
         followed it (about twelve hours for a share of 1 %; learned at once, a review's: half of a six-hour 3x
         slowdown of 1-5 % of a key's values went unflagged) -- nor by a key younger than about half a day, whose
-        long run is short, unless it flagged as much from its start (below). ``parent`` (each key's stage-wide key's
+        long run is short, unless it flagged as much from its start (below). Such an interval is learned over the alert
+        line too when the key's long-run share over *that* line (``long_paged``, over all it has seen) is
+        ``STEADY_MIN`` or more and the interval pages no more than ``upto_ratio`` x it: a narrow upper mode under
+        ``adopt_share`` (a cache miss: 5 % or 1 % of a 10 ms call's calls at 100 ms), under a line read while young,
+        was held out for good, and 5 % or 1 % of the key's normal calls paged for days (a review's cases). Not on
+        the share over the learning line: a key whose alert line is over its mode flags that mode over its body line
+        for good, and a later slow share was learned within two hours (a review's: 0.04-0.23 of it flagged on a
+        two-mode or cache-miss key, 1.0 before). ``parent`` (each key's stage-wide key's
         index in ``pending``; -1: none) and ``median`` (its learned median's log; NaN: none) serve keys of few values.
         """
         rows = np.fromiter((self._row(key, step) for key in pending), dtype=np.int64, count=len(pending))
@@ -201,6 +214,7 @@ class HistogramBank:
         long_decay = decay ** (1.0 / LONG_RUN)
         self.long_seen[rows] *= long_decay
         self.long_flagged[rows] *= long_decay
+        self.long_paged[rows] *= long_decay
         self.steps[rows] = step
         which: list[int] = []
         bins: list[int] = []
@@ -215,7 +229,7 @@ class HistogramBank:
         over = bb > over_bin[kk]
         weight = np.where(over, cc * over_weight[kk], cc)
         counted = np.ones(len(rows), dtype=bool)
-        hit = waits = np.zeros(len(rows), dtype=bool)
+        hit = waits = steady = np.zeros(len(rows), dtype=bool)
         if disturbed is not None:
             line_bin = over_bin if line_bin is None else line_bin
             flagged = np.bincount(kk, weights=np.where(over, cc, 0.0), minlength=len(rows))
@@ -280,8 +294,11 @@ class HistogramBank:
                 birth = (self.birth_flagged[rows] / np.maximum(born, 1)).min(axis=1) * (born >= BIRTH_EACH).all(axis=1)
                 young = upto_ratio * self.long_seen[rows] < had  # until its long run vouches for a mode: ~13 h
                 long_share = np.maximum(long_share, np.where(young & (birth >= BIRTH_MIN), birth, 0.0))
-                upto |= flagged <= upto_ratio * long_share * total
-            weight = np.where(upto[kk] & (bb <= line_bin[kk]), cc, weight)
+                usual = flagged <= upto_ratio * long_share * total
+                upto |= usual
+                paged_share = self.long_paged[rows] / np.maximum(self.long_seen[rows], 1e-300)
+                steady = usual & (paged_share >= STEADY_MIN) & (paged <= upto_ratio * paged_share * total)
+            weight = np.where(upto[kk] & ((bb <= line_bin[kk]) | steady[kk]), cc, weight)
             # An interval with no values tells nothing: a run goes on through it.
             since = np.where(hit, np.where(calm_before, step, self.since[rows]),
                              np.where(total > 0, CALM, self.since[rows]))
@@ -305,6 +322,7 @@ class HistogramBank:
             self._settle(rows, hit, step, factor_per_step)
         seen = np.where(counted[kk], cc, 0.0)
         flagged_now = np.where(over, seen, 0.0)
+        paged_now = np.where(bb > line_bin[kk], seen, 0.0) if line_bin is not None else np.zeros(len(seen))
         if disturbed is not None and upto_ratio is not None:
             part = (self.birth_seen[rows] >= BIRTH_EACH).sum(axis=1)  # the part of its first values a key is in
             into = ((part < BIRTH_PARTS) & (over_bin < N_BINS))[kk]  # ... while it has one, and is judged
@@ -312,14 +330,16 @@ class HistogramBank:
             np.add.at(self.birth_seen, at, seen[into])
             np.add.at(self.birth_flagged, at, flagged_now[into])
         if waits.any():
-            self._hold(rows, waits, kk, bb, weight, seen, flagged_now, step)
+            self._hold(rows, waits, kk, bb, weight, seen, flagged_now, paged_now, step)
             now = ~waits[kk]
             kk, bb, weight, seen, flagged_now = kk[now], bb[now], weight[now], seen[now], flagged_now[now]
+            paged_now = paged_now[now]
         np.add.at(self.weights, (rows[kk], bb), weight)
         np.add.at(self.seen, rows[kk], seen)
         np.add.at(self.flagged, rows[kk], flagged_now)
         np.add.at(self.long_seen, rows[kk], seen)
         np.add.at(self.long_flagged, rows[kk], flagged_now)
+        np.add.at(self.long_paged, rows[kk], paged_now)
         return rows
 
     @staticmethod
@@ -343,7 +363,7 @@ class HistogramBank:
             held = self.held.pop(r, None)
             if held is None or disturbed_now:
                 continue
-            at, bins, weights, seen, flagged = held
+            at, bins, weights, seen, flagged, *paged = held  # held by a version before ``long_paged``: 5 of them
             decay = factor_per_step ** (step - at)
             self.weights[r, bins] += weights * decay  # a held interval's bins are distinct
             self.seen[r] += seen * decay
@@ -351,15 +371,16 @@ class HistogramBank:
             long_decay = decay ** (1.0 / LONG_RUN)
             self.long_seen[r] += seen * long_decay
             self.long_flagged[r] += flagged * long_decay
+            self.long_paged[r] += sum(paged) * long_decay
 
     def _hold(self, rows: np.ndarray, hold: np.ndarray, kk: np.ndarray, bb: np.ndarray, weight: np.ndarray,
-              seen: np.ndarray, flagged: np.ndarray, step: int) -> None:
+              seen: np.ndarray, flagged: np.ndarray, paged: np.ndarray, step: int) -> None:
         """Keep the rows' counts of this interval (entries ``kk`` of each row are contiguous) for their next."""
         bounds = np.searchsorted(kk, np.arange(len(rows) + 1))
         for k in np.flatnonzero(hold).tolist():
             a, b = int(bounds[k]), int(bounds[k + 1])
             self.held[int(rows[k])] = (step, bb[a:b].astype(np.int16), weight[a:b].copy(),
-                                       float(seen[a:b].sum()), float(flagged[a:b].sum()))
+                                       float(seen[a:b].sum()), float(flagged[a:b].sum()), float(paged[a:b].sum()))
 
     def quantiles(self, rows: np.ndarray, qs: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
         """(totals, values): each row's total weight, and its value at each quantile (rows x len(qs))."""
