@@ -13,7 +13,7 @@ from stagewatch.core.baselines import BaselineConfig, BaselineStore
 from stagewatch.core.bins import GAMMA, MAX_MS, MIN_MS, bin_of, bins_of, value_of
 from stagewatch.core.interval_counts import bin_counts
 from stagewatch.core.judged_by import lookup
-from stagewatch.core.sketch import BIRTH_EACH, BIRTH_PARTS, CALM, HistogramBank
+from stagewatch.core.sketch import BIRTH_EACH, BIRTH_PARTS, CALM, LONG_RUN, HistogramBank
 
 pytestmark = pytest.mark.unit
 
@@ -255,22 +255,22 @@ def test_a_bank_pickled_before_the_long_run_share_loads_with_its_recent_share_as
 
 def test_a_bank_pickled_before_the_long_run_share_over_the_alert_line_loads_with_none() -> None:
     # A running job updated in place: what its keys paged in the long run is not known, so none counts as steady
-    # (``STEADY_MIN``) until it has paged again; a calm interval it held, of five fields then, is still learned.
+    # (``STEADY_MIN``) until it has paged again; the calm interval a key held is learned, as having paged nothing.
     store = BaselineStore(BaselineConfig(line="tail"))
-    end = feed(store, [100.0 + k % 7 for k in range(1500)], every_s=1.0)
-    assert store.bank.held.keys() == {0} and len(store.bank.held[0]) == 6
-    state = pickle.loads(pickle.dumps(store.bank)).__reduce_ex__(2)[2]
-    assert isinstance(state, tuple) and "long_paged" in state[1]
-    del state[1]["long_paged"]
-    state[1]["held"] = {r: held[:5] for r, held in state[1]["held"].items()}
+    feed(store, [100.0 + k % 7 for k in range(1500)], every_s=1.0)
+    bank = store.bank
+    assert bank.held.keys() == bank.held_paged.keys() == {0} and len(bank.held[0]) == 5  # as a version before kept it
+    state = pickle.loads(pickle.dumps(bank)).__reduce_ex__(2)[2]
+    assert isinstance(state, tuple) and {"long_paged", "held_paged"} <= state[1].keys()
+    del state[1]["long_paged"], state[1]["held_paged"]
     old = HistogramBank.__new__(HistogramBank)
     old.__setstate__(state)
-    assert old.long_paged.shape == old.long_seen.shape and not old.long_paged.any()
-    seen = old.long_seen[0]
-    store.bank = old
-    feed(store, [100.0 + k % 7 for k in range(300)], start_s=end, every_s=1.0)
-    assert store.bank.long_seen[0] > seen  # the interval of five fields settled, and the key learned on
-    assert all(len(held) == 6 for held in store.bank.held.values())
+    assert old.long_paged.shape == old.long_seen.shape and not old.long_paged.any() and old.held_paged == {}
+    at, seen = old.held[0][0], old.held[0][3]
+    before = old.long_seen[0]
+    old._settle(np.array([0]), np.array([False]), at + 1, 0.5)
+    assert old.long_seen[0] == pytest.approx(before + seen * 0.5 ** (1 / LONG_RUN)) and seen > 0
+    assert old.long_paged[0] == 0.0 and old.held == {}
 
 
 def test_a_bank_pickled_before_the_first_shares_loads_with_keys_born_flagging_nothing() -> None:

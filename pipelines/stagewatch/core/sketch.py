@@ -53,8 +53,8 @@ class HistogramBank:
     backtest's time.
     """
 
-    __slots__ = ("birth_flagged", "birth_seen", "born", "flagged", "held", "level", "level25", "lifts", "long_flagged",
-                 "long_paged", "long_seen", "rows", "seen", "since", "steps", "weights")
+    __slots__ = ("birth_flagged", "birth_seen", "born", "flagged", "held", "held_paged", "level", "level25", "lifts",
+                 "long_flagged", "long_paged", "long_seen", "rows", "seen", "since", "steps", "weights")
 
     def __init__(self, capacity: int = 64) -> None:
         self.weights = np.zeros((capacity, N_BINS), dtype=np.float64)
@@ -72,8 +72,10 @@ class HistogramBank:
         self.since = np.full(capacity, CALM, dtype=np.int64)
         self.rows: dict[object, int] = {}
         # A watched key's last calm interval, waiting for the next (``fold``): row -> (its step, bins, weights,
-        # seen, flagged, paged).
-        self.held: dict[int, tuple[int, np.ndarray, np.ndarray, float, float, float]] = {}
+        # seen, flagged); and what of it was over the alert line, apart: a job updated back to a version that knew
+        # five fields still loads it (``__setstate__`` lets go of what it lacks).
+        self.held: dict[int, tuple[int, np.ndarray, np.ndarray, float, float]] = {}
+        self.held_paged: dict[int, float] = {}
         # The log of a key's recent interval medians (NaN before one is known): a disturbance moves the body
         # abruptly, the load's daily curve moves it gradually.
         self.level = np.full(capacity, np.nan)
@@ -92,6 +94,8 @@ class HistogramBank:
                 setattr(self, name, value)
         if "held" not in slots:
             self.held = {}
+        if "held_paged" not in slots:  # what a held interval paged was not kept: none
+            self.held_paged = {}
         for name in ("since", "level", "level25", "lifts"):  # each row as a new one's
             if name not in slots:
                 setattr(self, name, np.full(len(self.steps), _NEW_ROW.get(name, 0.0)))
@@ -229,7 +233,7 @@ class HistogramBank:
         over = bb > over_bin[kk]
         weight = np.where(over, cc * over_weight[kk], cc)
         counted = np.ones(len(rows), dtype=bool)
-        hit = waits = steady = np.zeros(len(rows), dtype=bool)
+        hit, waits, steady = (np.zeros(len(rows), dtype=bool) for _ in range(3))
         if disturbed is not None:
             line_bin = over_bin if line_bin is None else line_bin
             flagged = np.bincount(kk, weights=np.where(over, cc, 0.0), minlength=len(rows))
@@ -360,10 +364,10 @@ class HistogramBank:
     def _settle(self, rows: np.ndarray, hit: np.ndarray, step: int, factor_per_step: float) -> None:
         """Learn each touched row's held interval, decayed to ``step``, unless this interval disturbed it."""
         for r, disturbed_now in zip(rows.tolist(), hit.tolist(), strict=True):
-            held = self.held.pop(r, None)
+            held, paged = self.held.pop(r, None), self.held_paged.pop(r, 0.0)
             if held is None or disturbed_now:
                 continue
-            at, bins, weights, seen, flagged, *paged = held  # held by a version before ``long_paged``: 5 of them
+            at, bins, weights, seen, flagged = held
             decay = factor_per_step ** (step - at)
             self.weights[r, bins] += weights * decay  # a held interval's bins are distinct
             self.seen[r] += seen * decay
@@ -371,7 +375,7 @@ class HistogramBank:
             long_decay = decay ** (1.0 / LONG_RUN)
             self.long_seen[r] += seen * long_decay
             self.long_flagged[r] += flagged * long_decay
-            self.long_paged[r] += sum(paged) * long_decay
+            self.long_paged[r] += paged * long_decay
 
     def _hold(self, rows: np.ndarray, hold: np.ndarray, kk: np.ndarray, bb: np.ndarray, weight: np.ndarray,
               seen: np.ndarray, flagged: np.ndarray, paged: np.ndarray, step: int) -> None:
@@ -380,7 +384,8 @@ class HistogramBank:
         for k in np.flatnonzero(hold).tolist():
             a, b = int(bounds[k]), int(bounds[k + 1])
             self.held[int(rows[k])] = (step, bb[a:b].astype(np.int16), weight[a:b].copy(),
-                                       float(seen[a:b].sum()), float(flagged[a:b].sum()), float(paged[a:b].sum()))
+                                       float(seen[a:b].sum()), float(flagged[a:b].sum()))
+            self.held_paged[int(rows[k])] = float(paged[a:b].sum())
 
     def quantiles(self, rows: np.ndarray, qs: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
         """(totals, values): each row's total weight, and its value at each quantile (rows x len(qs))."""
