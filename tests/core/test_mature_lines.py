@@ -94,8 +94,9 @@ def test_a_narrow_upper_mode_a_key_always_had_is_learned_however_small(share: fl
     # A 10 ms call with ``share`` of its calls at 100 ms from its first (a cache miss), 100 calls an interval. The
     # line, read below that mode while the key is young, flags it; under ``mode_share`` it was a slow share, held out
     # of learning for good, and the key paged 5 % or 1 % of its normal calls for days (a review's case). What a key
-    # flags steadily (``STEADY_MIN``) and no more than usual is learned over its line too: the line rises over such
-    # a mode about 1.5 h in at 5 %, 20-23 h in at 1 % (its long run follows it; a 1 % share that comes later too).
+    # pages steadily over its alert line (``STEADY_MIN``), no more than usual, is learned over it too: the line rises
+    # over such a mode about 1.5 h in at 5 %, 20-23 h in at 1 % (its long run follows it; a 1 % share that comes later
+    # too).
     draw = _cache_miss(share)
     truth = np.sort(draw(np.random.default_rng(999), 400_000))
     for seed in range(2):

@@ -326,7 +326,9 @@ class HistogramBank:
             self._settle(rows, hit, step, factor_per_step)
         seen = np.where(counted[kk], cc, 0.0)
         flagged_now = np.where(over, seen, 0.0)
-        paged_now = np.where(bb > line_bin[kk], seen, 0.0) if line_bin is not None else np.zeros(len(seen))
+        # What was over the alert line: only the tail rule's keys (judged by ``disturbed``) learn by it and count it.
+        tail = disturbed is not None
+        paged_now = np.where(bb > line_bin[kk], seen, 0.0) if line_bin is not None and tail else np.zeros(len(seen))
         if disturbed is not None and upto_ratio is not None:
             part = (self.birth_seen[rows] >= BIRTH_EACH).sum(axis=1)  # the part of its first values a key is in
             into = ((part < BIRTH_PARTS) & (over_bin < N_BINS))[kk]  # ... while it has one, and is judged
@@ -343,7 +345,8 @@ class HistogramBank:
         np.add.at(self.flagged, rows[kk], flagged_now)
         np.add.at(self.long_seen, rows[kk], seen)
         np.add.at(self.long_flagged, rows[kk], flagged_now)
-        np.add.at(self.long_paged, rows[kk], paged_now)
+        if tail:
+            np.add.at(self.long_paged, rows[kk], paged_now)
         return rows
 
     @staticmethod
