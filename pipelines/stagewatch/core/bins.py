@@ -10,7 +10,9 @@ import math
 
 import numpy as np
 
-__all__ = ["BIN_VALUES", "GAMMA", "LAST_BIN", "MAX_MS", "MIN_MS", "N_BINS", "bin_of", "bins_of", "value_of"]
+__all__ = [
+    "BIN_VALUES", "GAMMA", "LAST_BIN", "MAX_MS", "MIN_MS", "N_BINS", "bin_of", "bins_of", "quartiles_of", "value_of",
+]
 
 GAMMA = 1.04  # relative bin width: quantiles are exact to about ±2 %
 MIN_MS = 0.1  # values below (including clamped zero gaps) share bin 0
@@ -47,3 +49,18 @@ def bins_of(values: np.ndarray) -> np.ndarray:
 
 def value_of(b: int) -> float:
     return float(BIN_VALUES[b])
+
+
+def quartiles_of(kk: np.ndarray, bb: np.ndarray, cc: np.ndarray, total: np.ndarray) -> np.ndarray:
+    """The log of each row's quartiles (3 x rows) in one interval's counts (entry ``kk`` of row, bin ``bb``, count
+    ``cc``; the lower value at a tie, as ``HistogramBank.quantiles``). A row with no counts gets its neighbour's,
+    which its total of 0 keeps from being read."""
+    if not len(cc):
+        return np.zeros((3, len(total)))
+    order = np.lexsort((bb, kk))
+    cum = np.cumsum(cc[order])
+    starts = np.searchsorted(kk[order], np.arange(len(total)))
+    before = np.where(starts > 0, cum[np.maximum(starts - 1, 0)], 0.0)
+    targets = before[None, :] + np.array([[0.25], [0.5], [0.75]]) * total[None, :]
+    at = np.minimum(np.searchsorted(cum, targets), len(cum) - 1)
+    return np.log(BIN_VALUES[bb[order][at]])

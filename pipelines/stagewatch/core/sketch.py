@@ -18,7 +18,7 @@ import math
 import numpy as np
 
 from stagewatch.core.bins import BIN_VALUES as _VALUES
-from stagewatch.core.bins import LAST_BIN, N_BINS
+from stagewatch.core.bins import LAST_BIN, N_BINS, quartiles_of
 
 __all__ = ["CALM", "HistogramBank"]
 
@@ -238,7 +238,7 @@ class HistogramBank:
             line_bin = over_bin if line_bin is None else line_bin
             flagged = np.bincount(kk, weights=np.where(over, cc, 0.0), minlength=len(rows))
             total = np.bincount(kk, weights=cc, minlength=len(rows))
-            q25, now, q75 = self._quartiles(kk, bb, cc, total)
+            q25, now, q75 = quartiles_of(kk, bb, cc, total)
             level = self.level[rows]
             rise = now - level
             # Beyond the median's own noise too: three standard errors of a median of ``total`` values spread as
@@ -348,21 +348,6 @@ class HistogramBank:
         if tail:
             np.add.at(self.long_paged, rows[kk], paged_now)
         return rows
-
-    @staticmethod
-    def _quartiles(kk: np.ndarray, bb: np.ndarray, cc: np.ndarray, total: np.ndarray) -> np.ndarray:
-        """The log of each row's quartiles (3 x rows) in this interval's counts (entry ``kk`` of row, bin ``bb``,
-        count ``cc``; the lower value at a tie, as ``quantiles``). A row with no counts gets its neighbour's, which
-        its total of 0 keeps from being read."""
-        if not len(cc):
-            return np.zeros((3, len(total)))
-        order = np.lexsort((bb, kk))
-        cum = np.cumsum(cc[order])
-        starts = np.searchsorted(kk[order], np.arange(len(total)))
-        before = np.where(starts > 0, cum[np.maximum(starts - 1, 0)], 0.0)
-        targets = before[None, :] + np.array([[0.25], [0.5], [0.75]]) * total[None, :]
-        at = np.minimum(np.searchsorted(cum, targets), len(cum) - 1)
-        return np.log(_VALUES[bb[order][at]])
 
     def _settle(self, rows: np.ndarray, hit: np.ndarray, step: int, factor_per_step: float) -> None:
         """Learn each touched row's held interval, decayed to ``step``, unless this interval disturbed it."""
