@@ -89,17 +89,17 @@ def _cache_miss(share: float) -> Draw:
     return draw
 
 
-@pytest.mark.parametrize(("share", "hours", "calls"), [(0.05, 3, 100), (0.01, 24, 100), (0.05, 8, 300), (0.03, 8, 300)])
+@pytest.mark.parametrize(("share", "hours", "calls"), [(0.05, 3, 100), (0.01, 24, 100), (0.05, 2, 300), (0.03, 8, 300)])
 def test_a_narrow_upper_mode_a_key_always_had_is_learned_however_small(share: float, hours: int, calls: int) -> None:
     # A 10 ms call with ``share`` of its calls at 100 ms from its first (a cache miss), ``calls`` calls an interval.
     # The line, read below that mode while the key is young, flags it; under ``mode_share`` it was a slow share, held
     # out of learning for good, and the key paged 5 % or 1 % of its normal calls for days (a review's case). What a key
     # pages steadily over its alert line (``STEADY_MIN``), no more than usual, is learned over it too: the line rises
     # over such a mode about 1.5 h in at 5 %, 20-23 h in at 1 % (its long run follows it; a 1 % share that comes later
-    # too). At 300 calls the key has ``establish_n`` values when its line falls under the mode, takes its first
-    # interval paging it for a disturbed one, and is in a run from then on: nothing learned, its count decayed to 0,
-    # 5 % paged for days (three seeds of four at 42 h). A run that outlives the key's history is adopted: its line is
-    # over the mode 6.3-6.8 h in.
+    # too). At 300 calls the key has ``establish_n`` values when its line falls under the mode, took its first
+    # interval paging it for a disturbed one, and was in a run from then on: nothing learned, its count decayed to 0,
+    # 5 % or 3 % paged for days. Not when its own histogram holds as much over its line (``OWN_RATIO``): over a 5 %
+    # mode within 45 minutes; a 3 % one is learned as session 20's calm intervals are, by 7 h.
     draw = _cache_miss(share)
     truth = np.sort(draw(np.random.default_rng(999), 400_000))
     for seed in range(2):
@@ -161,12 +161,11 @@ def test_a_slow_share_that_comes_later_is_not_learned_as_a_mode(hours: int, slow
 
 
 @pytest.mark.parametrize("hours", [2, 6])
-def test_a_long_slow_share_on_a_young_key_is_not_adopted_as_its_history(hours: int) -> None:
-    # A run of disturbed intervals that dwarfs what a key learned before it is adopted, whatever it flags
-    # (``OUTGROWN``): a key in a run from its first intervals has nothing else to go by. Not a key of a few hours: 3 %
-    # of its calls 3x slower for twelve hours, from its second or sixth hour, were adopted six hours in when the run
-    # only had to show the key as much as its long run held (0.89 and 0.57 of the clearly slow calls flagged; 1.00
-    # before).
+def test_a_long_slow_share_on_a_young_key_is_neither_its_shape_nor_adopted(hours: int) -> None:
+    # A key of a few hours, 3 % of its calls 3x slower for twelve hours from its second or sixth hour: its histogram
+    # holds nothing over its line, so the share is no shape of its own (``OWN_RATIO``), and flagging under
+    # ``mode_share`` it is not adopted. A first fix for the 5 % mode above adopted a run of six hours that showed the
+    # key as much as its long run held, whatever it flagged: 0.89 and 0.57 of the clearly slow calls flagged (1.00).
     found = _slow_share_found(300, 12 * hours, lambda rng: np.arange(9), lasting=144)
     assert found >= 0.95, found
 

@@ -85,9 +85,8 @@ class BaselineConfig:
     # the key usually flags ``mode_share`` of what it sees (a second mode, not a slow share: the one knob between the
     # two). A key of ``establish_n`` samples learns nothing from a disturbed interval (flagging ``disturbed_share`` of
     # its values, ``disturbed_ratio`` x its usual share, ``disturbed_min`` values; its median ``shift_ratio`` x its
-    # recent level) until it lasts ``adopt_after_s`` with ``mode_share`` flagged (any share once the run dwarfs what the
-    # key learned before it: ``sketch.OUTGROWN``); one of ``hold_n`` nothing from the calm interval before either, and
-    # learns a calm one up to its line if usual for it (``HistogramBank.fold``).
+    # recent level) until it lasts ``adopt_after_s`` with ``mode_share`` flagged; one of ``hold_n`` nothing from the
+    # calm interval before either, and learns a calm one up to its line if usual for it (``HistogramBank.fold``).
     establish_n: float = 200.0
     hold_n: float = 1000.0
     mode_share: float = 0.15

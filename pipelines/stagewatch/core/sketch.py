@@ -39,11 +39,7 @@ BIRTH_PARTS, BIRTH_EACH, BIRTH_MIN = 3, 333.0, 0.02
 # A key whose long-run share over its alert line is at least this (eight times a calm lognormal key's, 1 in 4,000)
 # learns a calm interval paging no more than usual over that line too (``fold``).
 STEADY_MIN = 0.002
-# A run of disturbed intervals is adopted whatever it flags once it shows a key, in ``adopt_steps`` at its rate, this
-# many times what the key's long run holds (``fold``): a key in a run from its first hour or so; one of a day's
-# history or more after four to six days of it. At once as much: a key of 2-8 hours adopted a 3 % slow share that
-# came then and lasted twelve hours (0.57-0.89 of its clearly slow calls flagged where 1.00 were).
-OUTGROWN = 8.0
+OWN_RATIO = 3.0  # an interval paging up to this x what a key's histogram holds over its line is its shape (``fold``)
 PAGED_SHARE, PAGED_MIN = 0.25, 3.0  # a busy interval this much over the alert line too is a slow share (``fold``)
 _NEW_ROW = {"since": CALM, "level": np.nan, "level25": np.nan}  # what a new row of these holds (``HistogramBank``)
 
@@ -180,10 +176,9 @@ class HistogramBank:
         errors of a median of its values -- or its first quartile rose as much over its own level, whatever it flags
         (at most ``lift_steps`` such intervals, decayed) -- the interval was disturbed: nothing of it is learned --
         until the key has been disturbed for ``adopt_steps`` in a row with at least ``adopt_share`` of an interval
-        over its line (or any share, once the run dwarfs what the key learned before it: ``OUTGROWN``): then the
-        change has lasted, it is learned in full, and its median and quartile are the key's levels. A slowdown moves
-        the body at once; the load's daily curve moves it a percent or two an interval while flagging as much, over a
-        line that lags it -- such an interval is learned, with what it put over the learning
+        over its line: then the change has lasted, it is learned in full, and its median and quartile are the key's
+        levels. A slowdown moves the body at once; the load's daily curve moves it a percent or two an interval while
+        flagging as much, over a line that lags it -- such an interval is learned, with what it put over the learning
         line up to the alert line (``line_bin``): zoo 10004's three hours of the curve judged disturbed, then adopted
         at once; zoo 10022's two-mode stage, whose upper mode the body line cuts, judged disturbed every interval and
         frozen for hours. Unless a quarter of what it flags (three values at least) is over the alert line too: it is
@@ -278,7 +273,18 @@ class HistogramBank:
             high = now - base > np.maximum(shift, noise)
             still = judged & ~calm_before & small & ((flagged > 0) | high)
             paged = np.bincount(kk, weights=np.where(bb > line_bin[kk], cc, 0.0), minlength=len(rows))
-            hit = (busy & (moved | (paged >= np.maximum(PAGED_MIN, PAGED_SHARE * flagged)))) | lifted | still
+            # Unless the key's own histogram holds that much over its alert line already (``STEADY_MIN`` or more, and
+            # the interval pages no more than 3x it): a line read under a mode the key learned, not a slow share. A
+            # key of 200-300 values an interval with a 5 % mode, whose young line fell under it, took its first such
+            # interval for a disturbed one, every next one too (its usual share stays 0 in a run), and paged 5 % of
+            # its calls for days, its count decayed to 0. A key's line sits over nearly all it learned otherwise.
+            sharp = busy & ~moved & (paged >= np.maximum(PAGED_MIN, PAGED_SHARE * flagged))
+            ask = np.flatnonzero(sharp)  # few, if any: the rows of every key are a backtest's time otherwise
+            learned = self.weights[rows[ask]]
+            above = np.where(np.arange(N_BINS)[None, :] > line_bin[ask, None], learned, 0.0).sum(axis=1)
+            own = above / np.maximum(learned.sum(axis=1), 1e-300)
+            sharp[ask] &= (own < STEADY_MIN) | (paged[ask] > OWN_RATIO * own * total[ask])
+            hit = (busy & moved) | sharp | lifted | still
             if parent is not None:
                 # A key's ``parent`` (its index in ``pending``, -1 for none) disturbed: so is the key if it flags at
                 # least half the parent's share and its median rose too -- one slowdown of both, which a few files
@@ -313,11 +319,7 @@ class HistogramBank:
             since = np.where(hit, np.where(calm_before, step, self.since[rows]),
                              np.where(total > 0, CALM, self.since[rows]))
             self.since[rows] = since
-            # Or whatever it flags once the run dwarfs the key's history: it shows the key in ``adopt_steps`` at this
-            # rate ``OUTGROWN`` x what its long run holds. A key under a narrow mode of 5 % from its second interval
-            # (its young line under it) was in a run for good, learned nothing and paged 5 % of its calls for days.
-            outlived = OUTGROWN * self.long_seen[rows] < adopt_steps * total
-            lasted = hit & (step - since >= adopt_steps) & ((flagged >= adopt_share * total) | outlived)
+            lasted = hit & (step - since >= adopt_steps) & (flagged >= adopt_share * total)
             weight = np.where(hit[kk], np.where(lasted[kk], cc, 0.0), weight)
             # What a key usually flags is measured on the intervals it learns from.
             counted = ~hit | lasted
