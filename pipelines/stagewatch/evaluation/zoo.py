@@ -17,7 +17,8 @@ ends at least 12x that stage's p99.9 (and 10 s) after it stopped, plus the large
 can tell it from a file in flight: the stall is ambiguous, and the file is a slow stage there if held past
 1.5x the p99.9 plus the skew, unless an optional stage it may still be in comes first); one a failure fault
 broke is ``failed`` there. Every label and every ambiguous case is written, so that scoring can leave the
-ambiguous out (``scoring.score_kinds(..., ambiguous=...)``).
+ambiguous out (``scoring.score_kinds(..., ambiguous=...)``); a slow stage's with its true duration and the p99.9 it
+was labelled against (``duration_ms``, ``p999_ms``), or how long a stalled file was held (``held_s``).
 
 Time is bounded by ``max_files``: a pipeline's span is what its rate fills with that many files (at least 3 hours,
 faults after the first; at most 36 hours); above ``max_files / 3 h`` the rate is lowered to fit, and the manifest
@@ -284,14 +285,17 @@ def simulate_zoo(pipe: ZooPipeline, outdir: Path) -> dict[str, Any]:
     end_s = 0.0  # the last event's time: when the input ends, a stall either shows or it does not
 
     def label_row(uid: str, kind: str, stage: str, tenant: Tenant, lot: str, t_s: float,
-                  fault: int | None) -> dict[str, Any]:
+                  fault: int | None, **measured: float) -> dict[str, Any]:
         # ``fault``: the index of the fault that made it (manifest's ``faults``); None for the normal tail.
+        # ``measured``: a slow stage's true duration and the p99.9 it was labelled against (``duration_ms``,
+        # ``p999_ms``), which no clock skew moves: what ``benchmarks/zoo_lines.py`` sets a line against.
         return {"uid": uid, "kind": kind, "stage": stage, "tenant": tenant.name, "lot": lot,
-                "time": format_rfc3339(t0_us + int(t_s * US_PER_S)), "fault": fault}
+                "time": format_rfc3339(t0_us + int(t_s * US_PER_S)), "fault": fault,
+                **{k: round(v, 3) for k, v in measured.items()}}
 
     def label(rows: list[dict[str, Any]], uid: str, kind: str, stage: str, tenant: Tenant, lot: str,
-              t_s: float, fault: int | None) -> None:
-        rows.append(label_row(uid, kind, stage, tenant, lot, t_s, fault))
+              t_s: float, fault: int | None, **measured: float) -> None:
+        rows.append(label_row(uid, kind, stage, tenant, lot, t_s, fault, **measured))
 
     for arrival, tenant, lot in _files(pipe, rng):
         n += 1
@@ -327,10 +331,9 @@ def simulate_zoo(pipe: ZooPipeline, outdir: Path) -> dict[str, Any]:
             t += duration
             total += duration
             line = truth.stage(stage, int((t - duration) // 3600), tenant)
-            if duration > CLEAR * line:
-                label(labels, uid, SLOW_STAGE, stage.name, tenant, lot, t, cause)
-            elif duration > line:
-                label(ambiguous, uid, SLOW_STAGE, stage.name, tenant, lot, t, cause)
+            if duration > line:
+                label(labels if duration > CLEAR * line else ambiguous, uid, SLOW_STAGE, stage.name, tenant, lot, t,
+                      cause, duration_ms=duration * 1000, p999_ms=line * 1000)
             elif factor == 1.0:
                 normal_measures += 1
             broke_by = next((i for i, f in enumerate(faults) if f.kind == FAILED and stage.name in f.stages
@@ -373,7 +376,7 @@ def simulate_zoo(pipe: ZooPipeline, outdir: Path) -> dict[str, Any]:
             continue
         ambiguous.append(row)
         clear = seen_in_stage and held > CLEAR * p999 + margin_s
-        (labels if clear else ambiguous).append({**row, "kind": SLOW_STAGE})
+        (labels if clear else ambiguous).append({**row, "kind": SLOW_STAGE, "held_s": round(held, 3)})
     lines.sort()
     with open(outdir / "logs.jsonl", "wb") as out:
         out.writelines(line + b"\n" for _, _, line in lines)
