@@ -29,15 +29,17 @@ import orjson
 
 from stagewatch.backtest import engine
 from stagewatch.backtest.replay import replay
-from stagewatch.core.anomalies import IN_PROGRESS, Anomaly
+from stagewatch.cli.common import read_jsonl
+from stagewatch.core.anomalies import Anomaly
 from stagewatch.core.baselines import BaselineConfig, BaselineStore, Snapshot
 from stagewatch.core.judged_by import lookup
-from stagewatch.core.kinds import SLOW_STAGE, STALLED
+from stagewatch.core.kinds import SLOW_STAGE
 from stagewatch.core.lines import LINE_RULES
 from stagewatch.core.records import TraceSummary
 from stagewatch.core.stages import StageOrder
 from stagewatch.core.timeutil import parse_rfc3339_us
 from stagewatch.core.trace_rules import TraceRules
+from stagewatch.evaluation.scoring import matched
 from stagewatch.evaluation.zoo import ZooPipeline, random_pipeline, simulate_zoo
 from stagewatch.logfiles import iter_lines
 
@@ -62,10 +64,6 @@ class _Recording(BaselineStore):
         for name, tenant in self.watched:
             snap, own = lookup(self, name, tenant, self.path_stage.get(name))
             self.history.setdefault((name, tenant), []).append((start_us, snap, own))
-
-
-def _rows(path: Path) -> list[dict[str, Any]]:
-    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
 
 
 def _simulated(seed: int, workdir: Path, max_files: int) -> tuple[Path, ZooPipeline]:
@@ -95,14 +93,12 @@ def _judged_by(rules: TraceRules, summary: TraceSummary | None, stage: str) -> t
 
 def explain(pipe: ZooPipeline, out: Path, line: str) -> str:
     """The table for ``pipe``, simulated into ``out``."""
-    every = _rows(out / "labels.jsonl")
+    every, ambiguous = read_jsonl(str(out / "labels.jsonl")), read_jsonl(str(out / "ambiguous.jsonl"))
     labels = [r for r in every if r["kind"] == SLOW_STAGE]
     if any("p999_ms" not in r and "held_s" not in r for r in labels):
         raise ValueError(f"{out} was simulated before its labels carried their p99.9: remove it, or give another "
                          "--workdir")
     files = orjson.loads(out.joinpath("manifest.json").read_bytes())["files"]
-    stalled = {(r["uid"], r["stage"]) for r in every if r["kind"] == STALLED}
-    unsure = {(r["uid"], r["stage"]) for r in _rows(out / "ambiguous.jsonl") if r["kind"] == SLOW_STAGE}
     order = StageOrder.parse(pipe.order)
     rules = TraceRules(order)
     _Recording.watched = {(name, r["tenant"]) for r in labels for name in rules.wait_keys[rules.index[r["stage"]]]}
@@ -126,9 +122,11 @@ def explain(pipe: ZooPipeline, out: Path, line: str) -> str:
                on_summary=on_summary)
     finally:
         engine.BaselineStore = BaselineStore  # type: ignore[misc]
-    flagged: dict[tuple[str, str], dict[str, Any]] = {}
-    for a in verdicts:
-        flagged.setdefault((a["uid"], a["stage"]), a)
+    # Matched as the zoo scores them (``scoring.matched``): what is found, and what is a false alert.
+    truth, found = matched(every, verdicts, ambiguous)
+    flagged = {(uid, stage): a for (uid, _, stage), a in found.items()}
+    false = [a for key, a in found.items() if key not in truth]
+    folds = {key: [h[0] for h in history] for key, history in _Recording.history.items()}
     text = [f"zoo {pipe.seed} ({pipe.order}; {files} files), {line} line: {len(labels)} clearly slow stages, "
             f"{sum((r['uid'], r['stage']) in flagged for r in labels)} found", "",
             "| | file | time | stage | tenant | cause | x its p99.9 | measured longer by | line x its p99.9 "
@@ -147,7 +145,7 @@ def explain(pipe: ZooPipeline, out: Path, line: str) -> str:
         # Found: the line the verdict was drawn at. Missed: the line in force when its wait was judged (at its
         # logged time), from the fold before -- not an early snapshot's in a key's first interval.
         history = _Recording.history.get((name, r["tenant"]), [])
-        i = bisect.bisect_right([h[0] for h in history], parse_rfc3339_us(logged or r["time"])) - 1
+        i = bisect.bisect_right(folds.get((name, r["tenant"]), []), parse_rfc3339_us(logged or r["time"])) - 1
         _, snap, own = history[i] if i >= 0 else (0, None, False)
         recorded = _Recording.in_force[(uid, r["stage"])] = None if snap is None else snap.threshold_ms
         line_ms = verdict["threshold_ms"] if verdict else recorded
@@ -156,18 +154,10 @@ def explain(pipe: ZooPipeline, out: Path, line: str) -> str:
             f" ({name})" if name != r["stage"] else "")
         text.append(f"{head}| {cause} | {r['duration_ms'] / p999:.2f} | {offset:.0f} ms | {ratio} | {by} "
                     f"| {0 if snap is None else snap.n:.0f} |")
-    labelled = {(r["uid"], r["stage"]) for r in labels}
-    # What the zoo counts as a false alert (``scoring.score_kinds``): a file and stage neither labelled nor
-    # ambiguous, but for a verdict while in the stage on a file that then stalled there; once each.
-    false: dict[tuple[str, str], dict[str, Any]] = {}
-    for a in verdicts:
-        key = (a["uid"], a["stage"])
-        if key not in labelled and key not in unsure and not (a["measure"] == IN_PROGRESS and key in stalled):
-            false.setdefault(key, a)
     text += ["", f"{len(false)} false alerts", ""]
     text += [f"- {a['uid']} {a['event_time'][:19]} {a['stage']} ({a.get('tenant')}): {a['observed_ms']:.1f} ms, "
              f"line {a['threshold_ms']:.1f} ms ({a['measure']})"
-             for a in sorted(false.values(), key=lambda a: a["event_time"])]
+             for a in sorted(false, key=lambda a: a["event_time"])]
     return "\n".join(text) + "\n"
 
 

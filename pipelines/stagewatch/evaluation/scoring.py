@@ -22,7 +22,7 @@ from stagewatch.core.anomalies import IN_PROGRESS
 from stagewatch.core.kinds import FILE_KINDS, KINDS, SLOW_STAGE, STALLED
 from stagewatch.core.timeutil import parse_rfc3339_us
 
-__all__ = ["IncidentMatch", "KindScore", "prf", "score_incidents", "score_kinds"]
+__all__ = ["IncidentMatch", "KindScore", "matched", "prf", "score_incidents", "score_kinds"]
 
 _STAGED = frozenset(k.name for k in FILE_KINDS.values() if k.names_stage)
 
@@ -67,18 +67,19 @@ def _key(row: dict[str, Any]) -> tuple[str, str, str]:
     return (row["uid"], kind, stage)
 
 
-def score_kinds(
+Key = tuple[str, str, str]  # (uid, kind, stage): stage "" for the kinds that name none
+
+
+def matched(
     labels: Iterable[dict[str, Any]], anomalies: Iterable[dict[str, Any]],
     ambiguous: Iterable[dict[str, Any]] = (), arrived: Iterable[str] = (),
-) -> tuple[list[KindScore], dict[str, float | int | None]]:
-    """Per-kind scores, and stall detection delay (seconds from the file's last event to the verdict).
-    ``ambiguous``: cases neither to find nor to miss (the zoo's between p99.9 and 1.5x it): a verdict on one
-    is not counted at all. ``arrived``: the uids of files declared stalled that logged again after all (the
-    drivers' ``Arrival``s); none given scores every stall as first said."""
+) -> tuple[dict[Key, dict[str, Any]], dict[Key, dict[str, Any]]]:
+    """The labels and the verdicts ``score_kinds`` scores, by key (the first verdict of each): a verdict found
+    and not labelled is a false positive of its kind."""
     came = set(arrived)
     truth = {_key(r): r for r in labels}
     unsure = {_key(r) for r in ambiguous} - truth.keys()
-    found: dict[tuple[str, str, str], dict[str, Any]] = {}
+    found: dict[Key, dict[str, Any]] = {}
     for a in anomalies:
         key = _key(a)
         if key in unsure:
@@ -92,6 +93,18 @@ def score_kinds(
             # (Not an ambiguous one, a little over the normal p99.9: a stall on it is a false one.)
             continue
         found.setdefault(key, a)
+    return truth, found
+
+
+def score_kinds(
+    labels: Iterable[dict[str, Any]], anomalies: Iterable[dict[str, Any]],
+    ambiguous: Iterable[dict[str, Any]] = (), arrived: Iterable[str] = (),
+) -> tuple[list[KindScore], dict[str, float | int | None]]:
+    """Per-kind scores, and stall detection delay (seconds from the file's last event to the verdict).
+    ``ambiguous``: cases neither to find nor to miss (the zoo's between p99.9 and 1.5x it): a verdict on one
+    is not counted at all. ``arrived``: the uids of files declared stalled that logged again after all (the
+    drivers' ``Arrival``s); none given scores every stall as first said."""
+    truth, found = matched(labels, anomalies, ambiguous, arrived)
     scores = []
     kinds = list(KINDS) + sorted(({k[1] for k in truth} | {k[1] for k in found}) - set(KINDS))
     for kind in kinds:
