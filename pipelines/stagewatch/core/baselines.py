@@ -41,8 +41,8 @@ from typing import NamedTuple
 import numpy as np
 
 from stagewatch.core.bins import N_BINS, bin_of, bins_of
-from stagewatch.core.lines import BODY_PS, LINE_RULES, TAIL_PS, body_line, level_moved, tail_line
-from stagewatch.core.sketch import LEVEL_ALPHA, HistogramBank
+from stagewatch.core.lines import BODY_PS, LINE_RULES, TAIL_PS, body_line, tail_line
+from stagewatch.core.sketch import HistogramBank
 
 __all__ = ["END_TO_END", "BaselineConfig", "BaselineKey", "BaselineStore", "Snapshot", "make_snapshots"]
 
@@ -174,11 +174,6 @@ def make_snapshots(
     if tail:
         q_tail = q_all[:, len(BODY_PS):]
         reach, tail_threshold = tail_line(n, q_tail, prior[:, 1], cfg, prior_q)
-        # Down with the key's recent level, past a daily curve's busy hours (``lines.level_moved``); still never
-        # within min_excess_ms of the median. The learning cut (below) comes down with it.
-        down = level_moved(bank.level[rows], q_tail, bank.seen[rows] * (1.0 - cfg.decay_per_interval), LEVEL_ALPHA,
-                           math.log(cfg.shift_ratio))
-        tail_threshold = np.maximum(tail_threshold * np.exp(down), q_tail[:, 1] + cfg.min_excess_ms)
         # What the body line flags is held out of learning too: a slow share (DeLag: a tenth of the calls at
         # 2.3x the median, where the normal p99.9 is 1.7x) sits just under a tail line read with it, and once
         # learned it is the tail -- the line rose 3x within hours and never flagged it again.

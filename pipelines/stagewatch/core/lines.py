@@ -25,7 +25,7 @@ import numpy as np
 if TYPE_CHECKING:
     from stagewatch.core.baselines import BaselineConfig
 
-__all__ = ["BODY_PS", "FLOOR_MS", "LINE_RULES", "TAIL_PS", "body_line", "level_moved", "tail_line"]
+__all__ = ["BODY_PS", "FLOOR_MS", "LINE_RULES", "TAIL_PS", "body_line", "tail_line"]
 
 LINE_RULES = ("body", "tail")
 FLOOR_MS = 1.0  # below a millisecond, log spreads are clock resolution, not behaviour
@@ -188,27 +188,3 @@ def _fitted_prior(
     ratio = np.where(read, own / np.maximum(stage, 1e-12), 1.0)
     margin = math.log(cfg.margin)
     return (prior - margin) * np.clip(ratio - _FIT_NOISE, 1.0, _MAX_FIT) + margin, read
-
-
-def level_moved(level: np.ndarray, q: np.ndarray, per_interval: np.ndarray, alpha: float, most: float) -> np.ndarray:
-    """The log ratio (0 or less) a tail line moves down by to follow its key's recent level (``HistogramBank.level``:
-    the log of its calm intervals' medians, followed ``alpha`` of the way an interval) under the median of its
-    histogram (``q``: quantiles at ``TAIL_PS``), less twice what that level wanders by on its own, and at most
-    ``most``; 0 where no level is known. ``per_interval``: how many values an interval brings the key.
-
-    Why: the histogram remembers hours (a 3 h half-life), and the load's daily curve moves a stage within them. Past
-    the busy hours, its tail is the busy hours' (zoo 10002: a gamma stage's customer lines at 1.79x the p99.9 of the
-    hour in the median, and 697 files of an 8.9x slowdown under them). Down only: a mild slowdown that the store
-    does not hold out (1.3-1.5x, of several stages at once) lifts the level too, and a line that followed it up
-    missed 6 of such files in zoo 10017, 20008 and 30009; a line under a rising curve's busy hour still sat over
-    that hour's p99.9 (``tests/core/test_seasonal_lines.py``).
-    """
-    q = np.maximum(q, FLOOR_MS)
-    median = np.log(q[:, 1])
-    sigma = (np.log(q[:, 2]) - np.log(q[:, 0])) / (2 * _HALF_IQR_TO_SIGMA)
-    # A median of n values is off by ~1.25 sigma / sqrt(n); followed ``alpha`` of the way, the level keeps
-    # alpha / (2 - alpha) of that variance. And a duration logged in whole milliseconds is off by up to one.
-    wander = np.sqrt(alpha / (2 - alpha)) * 1.2533 * sigma / np.sqrt(np.maximum(per_interval, 1.0))
-    wander = np.hypot(wander, FLOOR_MS / q[:, 1])
-    d = np.nan_to_num(level - median, nan=0.0)
-    return np.clip(d + 2 * wander, -most, 0.0)
