@@ -41,7 +41,7 @@ from typing import NamedTuple
 import numpy as np
 
 from stagewatch.core.bins import N_BINS, bin_of, bins_of
-from stagewatch.core.lines import BODY_PS, LINE_RULES, TAIL_PS, body_line, tail_line
+from stagewatch.core.lines import BODY_PS, LINE_RULES, TAIL_PS, body_line, level_moved, tail_line
 from stagewatch.core.sketch import HistogramBank
 
 __all__ = ["END_TO_END", "BaselineConfig", "BaselineKey", "BaselineStore", "Snapshot", "make_snapshots"]
@@ -174,11 +174,17 @@ def make_snapshots(
     if tail:
         q_tail = q_all[:, len(BODY_PS):]
         reach, tail_threshold = tail_line(n, q_tail, prior[:, 1], cfg, prior_q)
+        # Down with the key's levels of the last hour (``lines.level_moved``), not within min_excess_ms of the median;
+        # the learning cut is the unlowered line's (lowered, a fast share wore a tail to 0.90x its p99.9: a review's).
+        fresh = (bank.level_at[rows] >= step - round(3600 / cfg.interval_s))[:, None]  # a level of the last hour
+        levels = np.where(fresh, np.stack([bank.level25[rows], bank.level[rows], bank.level75[rows]], 1), np.nan)
+        down = level_moved(levels, q_tail, bank.seen[rows], cfg)
+        lowered = np.maximum(tail_threshold * np.exp(down), q_tail[:, 1] + cfg.min_excess_ms)
         # What the body line flags is held out of learning too: a slow share (DeLag: a tenth of the calls at
         # 2.3x the median, where the normal p99.9 is 1.7x) sits just under a tail line read with it, and once
         # learned it is the tail -- the line rose 3x within hours and never flagged it again.
         learn = np.minimum(threshold, tail_threshold)
-        threshold = tail_threshold
+        threshold = lowered
     warm_n = cfg.warm_n
     warm = n >= warm_n
     if tail:

@@ -41,7 +41,7 @@ BIRTH_PARTS, BIRTH_EACH, BIRTH_MIN = 3, 333.0, 0.02
 STEADY_MIN = 0.002
 OWN_RATIO = 3.0  # an interval paging up to this x what a key's histogram holds over its line is its shape (``fold``)
 PAGED_SHARE, PAGED_MIN = 0.25, 3.0  # a busy interval this much over the alert line too is a slow share (``fold``)
-_NEW_ROW = {"since": CALM, "level": np.nan, "level25": np.nan}  # what a new row of these holds (``HistogramBank``)
+_NEW_ROW = {"since": CALM, "level": np.nan, "level25": np.nan, "level75": np.nan, "level_at": CALM}  # a new row's
 
 
 class HistogramBank:
@@ -54,8 +54,9 @@ class HistogramBank:
     backtest's time.
     """
 
-    __slots__ = ("birth_flagged", "birth_seen", "born", "flagged", "held", "held_paged", "level", "level25", "lifts",
-                 "long_flagged", "long_paged", "long_seen", "rows", "seen", "since", "steps", "weights")
+    __slots__ = ("birth_flagged", "birth_seen", "born", "flagged", "held", "held_paged", "level", "level25", "level75",
+                 "level_at", "lifts", "long_flagged", "long_paged", "long_seen", "rows", "seen", "since", "steps",
+                 "weights")
 
     def __init__(self, capacity: int = 64) -> None:
         self.weights = np.zeros((capacity, N_BINS), dtype=np.float64)
@@ -80,7 +81,8 @@ class HistogramBank:
         # The log of a key's recent interval medians (NaN before one is known): a disturbance moves the body
         # abruptly, the load's daily curve moves it gradually.
         self.level = np.full(capacity, np.nan)
-        self.level25 = np.full(capacity, np.nan)  # the same of their first quartiles
+        self.level25, self.level75 = np.full((2, capacity), np.nan)  # the same of their first and third quartiles
+        self.level_at = np.full(capacity, CALM, dtype=np.int64)  # the step they last moved at (CALM: never)
         self.lifts = np.zeros(capacity)  # decayed count of the intervals not learned for a lifted body (``fold``)
         # The step at which each key was first folded (its first values learned in the interval before): how long it
         # has been watched (``watched``); WATCHED once that was long enough.
@@ -97,7 +99,7 @@ class HistogramBank:
             self.held = {}
         if "held_paged" not in slots:  # what a held interval paged was not kept: none
             self.held_paged = {}
-        for name in ("since", "level", "level25", "lifts"):  # each row as a new one's
+        for name in ("since", "level", "level25", "level75", "level_at", "lifts"):  # each row as a new one's
             if name not in slots:
                 setattr(self, name, np.full(len(self.steps), _NEW_ROW.get(name, 0.0)))
         if "born" not in slots:  # keys of a job that ran before: watched for long
@@ -328,8 +330,10 @@ class HistogramBank:
             # A change that lasted is the level from now on: followed a third of the way an interval, the body
             # stayed lifted over it for intervals more, and a second step then was taken in as part of the first.
             self.level[rows] = np.where(known, np.where(first | lasted, now, level + LEVEL_ALPHA * rise), level)
-            anew = np.isnan(level25) | lasted
-            self.level25[rows] = np.where(known, np.where(anew, q25, level25 + LEVEL_ALPHA * (q25 - level25)), level25)
+            for lq, qq in ((self.level25, q25), (self.level75, q75)):  # the third's: ``lines.level_moved``
+                old = lq[rows]
+                lq[rows] = np.where(known, np.where(np.isnan(old) | lasted, qq, old + LEVEL_ALPHA * (qq - old)), old)
+            self.level_at[rows] = np.where(known, step, self.level_at[rows])
             if hold is not None:
                 # Only after a calm one: a key disturbed every other interval (a batch every ten minutes) would
                 # otherwise learn nothing, and its line, read from fewer and fewer samples, widened 1.9x.
