@@ -210,8 +210,8 @@ def level_moved(levels: np.ndarray, q: np.ndarray, seen: np.ndarray, cfg: Baseli
     """
     q = np.maximum(q[:, :3], FLOOR_MS)
     sigma = (np.log(q[:, 2]) - np.log(q[:, 0])) / (2 * _HALF_IQR_TO_SIGMA)
-    # A median of n values is off by ~1.25 sigma / sqrt(n), a quartile by ~1.36; followed ``alpha`` of the way, a
-    # level keeps alpha / (2 - alpha) of that variance. And a duration logged in whole milliseconds is off by one.
+    # A median of n values is off by ~1.25 sigma / sqrt(n), a quartile by ~1.36; followed ``LEVEL_ALPHA`` (a) of the
+    # way, a level keeps a / (2 - a) of that variance. And a duration logged in whole milliseconds is off by one.
     per_interval = seen * (1.0 - cfg.decay_per_interval)
     wander = np.sqrt(LEVEL_ALPHA / (2 - LEVEL_ALPHA)) * sigma / np.sqrt(np.maximum(per_interval, 1.0))
     noise = np.hypot(np.array([1.3626, 1.2533, 1.3626])[None, :] * wander[:, None], FLOOR_MS / q)
