@@ -61,6 +61,8 @@ setup(
             *REPORT,
             "pytest>=8",
             "pytest-timeout>=2.3",
+            # Two test processes at once: the Beam and emulator tests mostly wait (pyproject.toml's addopts).
+            "pytest-xdist>=3.5",
             "hypothesis>=6.100",
             "ruff>=0.6",
             "mypy>=1.10",
