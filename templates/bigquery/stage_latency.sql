@@ -19,6 +19,7 @@ WITH waits AS (
     AND t.first_time < TIMESTAMP(DATE_ADD(@day, INTERVAL 1 DAY))
     AND MOD(DATE_DIFF(@day, DATE(t.first_time), DAY), 7) = 0  -- the same weekday
     AND s.duration_ms IS NOT NULL  -- a file's first stage has no wait
+    AND IFNULL(s.verdict, '') != 'skew'  -- a negative wait, kept as 0: a clock's error, not a wait (clock_skew.sql)
   -- One wait per file and stage: a retried streaming insert can write a trace twice.
   QUALIFY ROW_NUMBER() OVER (PARTITION BY t.uid, s.stage ORDER BY t.closed_at DESC) = 1
 ),

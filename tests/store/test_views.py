@@ -40,18 +40,20 @@ def _us(text: str) -> int:
 
 def trace(uid: str, first: str, waits: list[tuple[str, float]], *, tenant: str | None = "acme",
           lot: str | None = None, status: str = "complete") -> dict[str, Any]:
-    """A trace summary: ``detect`` at ``first``, then each (stage, wait in ms) after the one before."""
+    """A trace summary: ``detect`` at ``first``, then each (stage, wait in ms) after the one before; a negative wait
+    is written as the trace does (``skew``, 0 ms, and counted in ``negative_gaps``)."""
     t = _us(first)
     stages = [{"stage": "detect", "time": format_rfc3339(t), "duration_ms": None, "reported_ms": None,
                "verdict": "start"}]
     for stage, wait_ms in waits:
         t += int(wait_ms * US_PER_MS)
-        stages.append({"stage": stage, "time": format_rfc3339(t), "duration_ms": float(wait_ms), "reported_ms": None,
-                       "verdict": "ok"})
+        stages.append({"stage": stage, "time": format_rfc3339(t), "duration_ms": max(0.0, float(wait_ms)),
+                       "reported_ms": None, "verdict": "ok" if wait_ms >= 0 else "skew"})
     row = {"uid": uid, "tenant": tenant, "lot": lot, "status": status, "first_time": stages[0]["time"],
-           "last_time": stages[-1]["time"],
+           "last_time": max(s["time"] for s in stages),
            "end_to_end_ms": (t - _us(first)) / US_PER_MS if status == "complete" else None,
-           "stages": stages, "missing_stages": [], "negative_gaps": 0, "closed_at": stages[-1]["time"]}
+           "stages": stages, "missing_stages": [], "negative_gaps": sum(w < 0 for _, w in waits),
+           "closed_at": max(s["time"] for s in stages)}
     assert row_problems("traces", row) == []
     return row
 
@@ -90,8 +92,8 @@ def bq() -> Iterator[tuple[Any, str]]:
     try:
         tables, views = create_all(client, dataset)
         assert sorted(tables) == sorted(TABLES)
-        assert sorted(views) == ["incidents_today", "lot_durations_today", "slowest_tenants_today",
-                                 "stage_latency_today"]
+        assert sorted(views) == ["clock_skew_today", "incidents_today", "lot_durations_today",
+                                 "slowest_tenants_today", "stage_latency_today"]
         yield client, dataset
     finally:
         client.delete_dataset(dataset, delete_contents=True, not_found_ok=True)
@@ -182,6 +184,27 @@ def test_slowest_tenants_rank_by_p95_end_to_end_with_counts_and_anomalies(bq: tu
         "anomalies": 2}
     assert hooli == {"tenant": "hooli", "p50_ms": None, "p95_ms": None, "files": 1, "complete": 0, "stalled": 0,
                      "failed": 0, "open": 1, "anomalies": 0}
+
+
+@pytest.mark.integration
+def test_clock_skew_names_the_customers_and_stages_whose_waits_came_out_negative(bq: tuple[Any, str]) -> None:
+    t = f"{DAY}T12:00:00Z"
+    insert(bq, "traces", [
+        # wayne's uploader runs 2.5 s ahead: its waits at upload come out negative, all but one slow file's.
+        *[trace(f"w{i}", t, [("upload", -2500 + i), ("analyse", 900)], tenant="wayne") for i in range(3)],
+        trace("w-slow", t, [("upload", 400), ("analyse", 900)], tenant="wayne"),
+        trace("w0", t, [("upload", -2500), ("analyse", 900)], tenant="wayne"),  # a retried insert: counted once
+        # acme's clock is right but for one file; hooli's never inverts, and is not listed.
+        trace("a1", t, [("upload", -5), ("analyse", 900)], tenant="acme"),
+        *[trace(f"a{i}", t, [("upload", 100), ("analyse", 900)], tenant="acme") for i in range(2, 5)],
+        trace("h1", t, [("upload", 100), ("analyse", 900)], tenant="hooli"),
+        trace("n1", t, [("upload", -10)], tenant=None),
+        trace("w-the-day-before", "2026-06-05T23:59:59Z", [("upload", -2500)], tenant="wayne"),
+        trace("w-the-day-after", "2026-06-07T00:00:00Z", [("upload", -2500)], tenant="wayne"),
+    ])
+    got = [(r["tenant"], r["stage"], r["negative"], r["waits"], r["negative_share"])
+           for r in answer(bq, "clock_skew", day=DAY)]
+    assert got == [(None, "upload", 1, 1, 1.0), ("wayne", "upload", 3, 4, 0.75), ("acme", "upload", 1, 4, 0.25)]
 
 
 @pytest.mark.integration
@@ -297,6 +320,7 @@ def test_each_view_answers_as_its_query_does_for_today(bq: tuple[Any, str]) -> N
         trace("t1", f"{day}T00:00:01Z", [("upload", 300)], lot="lot-1"),
         trace("t2", f"{day}T00:00:02Z", [("upload", 100)], lot="lot-1", tenant="wayne"),
         trace("b1", f"{week_before}T00:00:01Z", [("upload", 100)]),
+        trace("s1", f"{day}T00:00:03Z", [("upload", -2500)], tenant="wayne"),
     ])
     insert(bq, "anomalies", [anomaly("t1", "slow_stage", "upload", f"{day}T00:00:01.3Z")])
     insert(bq, "incidents", [incident("i1", "opened", f"{day}T00:00:02Z", f"{day}T00:00:01Z", 5, ["t1"])])
@@ -350,8 +374,8 @@ def test_cli_creates_the_views_and_runs_a_query_and_a_view(capsys: pytest.Captur
         assert main(["bigquery", "create", "--dataset", dataset]) == 0
         said = capsys.readouterr().out
         assert "tables created: anomalies, traces, dead_letters, incidents, lots" in said
-        assert "views created or replaced: incidents_today, lot_durations_today, slowest_tenants_today, " \
-               "stage_latency_today" in said
+        assert "views created or replaced: clock_skew_today, incidents_today, lot_durations_today, " \
+               "slowest_tenants_today, stage_latency_today" in said
         assert main(["bigquery", "create", "--dataset", dataset]) == 0
         assert "tables created: none (all there)" in capsys.readouterr().out
         assert client.insert_rows_json(f"{dataset}.traces", [trace("x1", f"{DAY}T10:00:00Z", [("upload", 250)])]) == []
