@@ -1,9 +1,11 @@
 -- Where is stagewatch blind from a skewed clock? Per customer and stage, the files begun on @day whose wait at
--- that stage came out negative: the stage was logged before the one it follows, so the clock of one of the two
--- services (a customer's own uploader, most often) is ahead of the other's for that customer. Such a wait is
--- neither learned nor judged (the stage's verdict `skew`, counted as `negative_gaps`): where most of a customer's
--- waits at a stage are, a slowdown there pages no one. With how many of its waits there were, and the share.
--- Files with no tenant are counted under a NULL tenant.
+-- that stage came out negative: the stage was logged before the one it follows, so for that customer the host
+-- of the stage before (a customer's own uploader, most often) runs ahead of this stage's. Such a wait is neither
+-- learned nor judged (the stage's verdict `skew`, counted as `negative_gaps`): where most of a customer's waits
+-- at a stage are, a slowdown of that wait is not seen until it outgrows the skew (a latency the stage's line
+-- reports is still judged). With how many of its waits there were, and the share. A clock ahead by more than
+-- the 30 s a stage waits for the one before it is not listed: that stage is then measured from the one before
+-- that. Files with no tenant are counted under a NULL tenant.
 --
 -- Partitions read: traces, first_time on @day.
 --

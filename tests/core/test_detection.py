@@ -279,6 +279,28 @@ def test_clock_skew_negative_gaps_are_clamped_counted_never_slow() -> None:
     assert all(st.duration_ms is None or st.duration_ms >= 0 for s in summaries for st in s.stages)
 
 
+def test_a_negative_wait_stays_skew_in_the_summary_when_the_stages_reported_latency_pages() -> None:
+    """The wait was a clock's error and not measured; the page came from the latency the line reported, and is in
+    the anomalies. The summary says "skew" (as the streaming job's does, and as the BigQuery query clock_skew
+    counts), not "slow" over a 0 ms wait."""
+    pipe = Pipeline(stages=("detect", "upload", "register", "done"),
+                    medians={"upload": 5.0, "register": 0.3, "done": 1.0})
+    rng = random.Random(12)
+    events: list[StageEvent] = []
+    for k in range(1200):
+        evs = file_events(pipe, f"f{k:04d}", T0 + k * 10 * S, rng, tenant="skewed")
+        # The customer's host clock runs 2 s ahead; from file 1100 on, register reports 40x its usual latency.
+        late = k >= 1100
+        events += [e._replace(t_us=e.t_us + 2 * S) if e.stage in ("detect", "upload") else
+                   e._replace(reported_ms=e.reported_ms * 40) if late and e.stage == "register" else e for e in evs]
+    events.sort(key=lambda e: e.t_us)
+    anomalies, summaries, _ = run(events, pipe.stages)
+    paged = {a.uid for a in anomalies if a.stage == "register" and a.measure == "latency"}
+    assert len(paged) > 50
+    register = {s.uid: next(st for st in s.stages if st.stage == "register") for s in summaries}
+    assert {(register[uid].verdict, register[uid].duration_ms) for uid in paged} == {("skew", 0.0)}
+
+
 def test_trace_memory_released_on_completion_and_ttl() -> None:
     pipe = Pipeline(stages=("a", "b", "c"), medians={"b": 1.0, "c": 1.0})
     rng = random.Random(11)

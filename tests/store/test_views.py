@@ -49,9 +49,11 @@ def trace(uid: str, first: str, waits: list[tuple[str, float]], *, tenant: str |
         t += int(wait_ms * US_PER_MS)
         stages.append({"stage": stage, "time": format_rfc3339(t), "duration_ms": max(0.0, float(wait_ms)),
                        "reported_ms": None, "verdict": "ok" if wait_ms >= 0 else "skew"})
-    row = {"uid": uid, "tenant": tenant, "lot": lot, "status": status, "first_time": stages[0]["time"],
+    # A trace's first and last times are its earliest and latest stage's (``Trace``), whatever their order.
+    first_us = min(_us(s["time"]) for s in stages)
+    row = {"uid": uid, "tenant": tenant, "lot": lot, "status": status, "first_time": format_rfc3339(first_us),
            "last_time": max(s["time"] for s in stages),
-           "end_to_end_ms": (t - _us(first)) / US_PER_MS if status == "complete" else None,
+           "end_to_end_ms": (t - first_us) / US_PER_MS if status == "complete" else None,
            "stages": stages, "missing_stages": [], "negative_gaps": sum(w < 0 for _, w in waits),
            "closed_at": max(s["time"] for s in stages)}
     assert row_problems("traces", row) == []
@@ -189,8 +191,11 @@ def test_slowest_tenants_rank_by_p95_end_to_end_with_counts_and_anomalies(bq: tu
 @pytest.mark.integration
 def test_clock_skew_names_the_customers_and_stages_whose_waits_came_out_negative(bq: tuple[Any, str]) -> None:
     t = f"{DAY}T12:00:00Z"
+    held = trace("a5", t, [("upload", 100)], tenant="acme", status="open")
+    held["stages"][1].update(duration_ms=None, verdict="held")
     insert(bq, "traces", [
-        # wayne's uploader runs 2.5 s ahead: its waits at upload come out negative, all but one slow file's.
+        # wayne's host of `detect` runs 2.5 s ahead of the upload service: its waits at upload, the stage after,
+        # come out negative, all but one slow file's.
         *[trace(f"w{i}", t, [("upload", -2500 + i), ("analyse", 900)], tenant="wayne") for i in range(3)],
         trace("w-slow", t, [("upload", 400), ("analyse", 900)], tenant="wayne"),
         trace("w0", t, [("upload", -2500), ("analyse", 900)], tenant="wayne"),  # a retried insert: counted once
@@ -198,9 +203,11 @@ def test_clock_skew_names_the_customers_and_stages_whose_waits_came_out_negative
         trace("a1", t, [("upload", -5), ("analyse", 900)], tenant="acme"),
         *[trace(f"a{i}", t, [("upload", 100), ("analyse", 900)], tenant="acme") for i in range(2, 5)],
         trace("h1", t, [("upload", 100), ("analyse", 900)], tenant="hooli"),
+        held,  # a stage waiting for the one before it when the trace closed: no wait, not counted
         trace("n1", t, [("upload", -10)], tenant=None),
-        trace("w-the-day-before", "2026-06-05T23:59:59Z", [("upload", -2500)], tenant="wayne"),
-        trace("w-the-day-after", "2026-06-07T00:00:00Z", [("upload", -2500)], tenant="wayne"),
+        # Dated by their first stage's time: upload's, 2.5 s before detect's.
+        trace("w-the-day-before", "2026-06-06T00:00:02Z", [("upload", -2500)], tenant="wayne"),
+        trace("w-the-day-after", "2026-06-07T00:00:02.5Z", [("upload", -2500)], tenant="wayne"),
     ])
     got = [(r["tenant"], r["stage"], r["negative"], r["waits"], r["negative_share"])
            for r in answer(bq, "clock_skew", day=DAY)]

@@ -349,9 +349,12 @@ class Trace:
         if out.summaries is None:
             return
         reported = self.reported
+        verdicts, slow = self.verdicts, self.slow
+        # A wait that came out negative stays "skew" when the stage's reported latency paged (that page is in the
+        # anomalies): the wait was a clock's error, and the streaming job's summary says "skew" there too.
         stages = [StageTiming(rules.names[i], format_rfc3339(t), self.durs[i],
                               reported[i] if reported is not None else None,
-                              "slow" if (self.slow >> i) & 1 else self.verdicts[i] or "held")
+                              "slow" if (slow >> i) & 1 and verdicts[i] != "skew" else verdicts[i] or "held")
                   for i, t in enumerate(self.times) if t is not None]
         stages += [StageTiming(name, format_rfc3339(t), None, None, "unordered") for name, t in self.unordered or ()]
         stages.sort(key=lambda s: s.time)
