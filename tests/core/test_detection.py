@@ -263,17 +263,25 @@ def test_duplicates_count_once_by_insert_id_or_by_uid_stage_time() -> None:
     assert len(summaries) == len({e.uid for e in events})
 
 
-def test_clock_skew_negative_gaps_are_clamped_counted_never_slow() -> None:
-    pipe = Pipeline(stages=("detect", "upload", "register", "done"),
-                    medians={"upload": 5.0, "register": 0.3, "done": 1.0})
-    rng = random.Random(10)
+_SKEWED = Pipeline(stages=("detect", "upload", "register", "done"),
+                   medians={"upload": 5.0, "register": 0.3, "done": 1.0})
+
+
+def _skewed_customer(files: int, seed: int, latency_x40_from: int | None = None) -> list[StageEvent]:
+    """A customer whose host clock runs 2 s ahead: its lines (detect, upload) are stamped late, so register's wait
+    comes out negative. From file ``latency_x40_from`` on, register reports 40x its usual latency."""
+    rng = random.Random(seed)
     events: list[StageEvent] = []
-    for k in range(2000):
-        evs = file_events(pipe, f"f{k}", T0 + k * 10 * S, rng, tenant="skewed")
-        # The customer's host clock runs 2 s ahead: its lines (detect, upload) are stamped late.
-        events += [e._replace(t_us=e.t_us + 2 * S) if e.stage in ("detect", "upload") else e for e in evs]
-    events.sort(key=lambda e: e.t_us)
-    anomalies, summaries, det = run(events, pipe.stages)
+    for k in range(files):
+        late = latency_x40_from is not None and k >= latency_x40_from
+        events += [e._replace(t_us=e.t_us + 2 * S) if e.stage in ("detect", "upload") else
+                   e._replace(reported_ms=e.reported_ms * 40) if late and e.stage == "register" else e
+                   for e in file_events(_SKEWED, f"f{k}", T0 + k * 10 * S, rng, tenant="skewed")]
+    return sorted(events, key=lambda e: e.t_us)
+
+
+def test_clock_skew_negative_gaps_are_clamped_counted_never_slow() -> None:
+    anomalies, summaries, det = run(_skewed_customer(2000, seed=10), _SKEWED.stages)
     assert det.out.counts["negative_gaps"] > 1500
     assert [a for a in anomalies if a.stage == "register"] == []
     assert all(st.duration_ms is None or st.duration_ms >= 0 for s in summaries for st in s.stages)
@@ -283,18 +291,7 @@ def test_a_negative_wait_stays_skew_in_the_summary_when_the_stages_reported_late
     """The wait was a clock's error and not measured; the page came from the latency the line reported, and is in
     the anomalies. The summary says "skew" (as the streaming job's does, and as the BigQuery query clock_skew
     counts), not "slow" over a 0 ms wait."""
-    pipe = Pipeline(stages=("detect", "upload", "register", "done"),
-                    medians={"upload": 5.0, "register": 0.3, "done": 1.0})
-    rng = random.Random(12)
-    events: list[StageEvent] = []
-    for k in range(1200):
-        evs = file_events(pipe, f"f{k:04d}", T0 + k * 10 * S, rng, tenant="skewed")
-        # The customer's host clock runs 2 s ahead; from file 1100 on, register reports 40x its usual latency.
-        late = k >= 1100
-        events += [e._replace(t_us=e.t_us + 2 * S) if e.stage in ("detect", "upload") else
-                   e._replace(reported_ms=e.reported_ms * 40) if late and e.stage == "register" else e for e in evs]
-    events.sort(key=lambda e: e.t_us)
-    anomalies, summaries, _ = run(events, pipe.stages)
+    anomalies, summaries, _ = run(_skewed_customer(1200, seed=12, latency_x40_from=1100), _SKEWED.stages)
     paged = {a.uid for a in anomalies if a.stage == "register" and a.measure == "latency"}
     assert len(paged) > 50
     register = {s.uid: next(st for st in s.stages if st.stage == "register") for s in summaries}

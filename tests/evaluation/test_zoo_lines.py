@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -17,22 +17,16 @@ from stagewatch.core.stages import StageOrder
 from stagewatch.evaluation.scoring import score_kinds
 from stagewatch.evaluation.zoo import Fault, random_pipeline, simulate_zoo
 from stagewatch.logfiles import iter_lines
+from tests import benchmark_scripts
 
 pytestmark = pytest.mark.unit
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "zoo_lines.py"
-
 
 def _rows(path: Path) -> list[dict[str, object]]:
     return [orjson.loads(line) for line in path.read_bytes().splitlines()]
 
 
-def _script():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("zoo_lines", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def _script() -> Any:
+    return benchmark_scripts.load("zoo_lines")
 
 
 def test_each_clearly_slow_stage_is_shown_with_the_line_that_judged_it(tmp_path: Path) -> None:
