@@ -192,6 +192,10 @@ def _fitted_prior(
     return (prior - margin) * np.clip(ratio - _FIT_NOISE, 1.0, _MAX_FIT) + margin, read
 
 
+# How far a first quartile, a median and a third quartile of n values stray, in sigma / sqrt(n) (``level_moved``).
+_LEVEL_ERROR = np.array([1.3626, 1.2533, 1.3626])
+
+
 def level_moved(levels: np.ndarray, q: np.ndarray, seen: np.ndarray, cfg: BaselineConfig) -> np.ndarray:
     """The log ratio (0 or less) a tail line moves down by to follow its key's recent levels (``levels``, rows x 3:
     ``HistogramBank.level25``, ``level`` and ``level75``, the logs of its calm intervals' quartiles and medians,
@@ -214,7 +218,7 @@ def level_moved(levels: np.ndarray, q: np.ndarray, seen: np.ndarray, cfg: Baseli
     # way, a level keeps a / (2 - a) of that variance. And a duration logged in whole milliseconds is off by one.
     per_interval = seen * (1.0 - cfg.decay_per_interval)
     wander = np.sqrt(LEVEL_ALPHA / (2 - LEVEL_ALPHA)) * sigma / np.sqrt(np.maximum(per_interval, 1.0))
-    noise = np.hypot(np.array([1.3626, 1.2533, 1.3626])[None, :] * wander[:, None], FLOOR_MS / q)
+    noise = np.hypot(_LEVEL_ERROR[None, :] * wander[:, None], FLOOR_MS / q)
     moves = levels - np.log(q) + 2 * noise
     least, most_moved = moves.max(axis=1), moves.min(axis=1)  # NaN where any is: not a load
     alike = (least < 0) & (most_moved >= 2 * least)
