@@ -2,7 +2,7 @@
 their true normal distributions (``stagewatch.evaluation.zoo``), with the defaults a user gets.
 
     python benchmarks/zoo.py [--seeds 10001-10030] [--max-files 100000] [--workdir DIR] [--line body|tail]
-                             [--peers] [--json FILE] [--markdown FILE]
+                             [--order given|inferred] [--peers] [--json FILE] [--markdown FILE]
 
 Seeds from 10001 up are the benchmark's; the tests draw theirs below 100. For each seed: a random pipeline, its
 logs, labels and ambiguous cases, ``replay`` with the stage order given (``--stages``, optional stages marked),
@@ -73,7 +73,7 @@ def _peer_scores(series: list[tuple[str, str, float]], labels: list[dict[str, An
 
 
 def run_seed(seed: int, max_files: int, work: Path, line: str = "body", peers: bool = False,
-             interval_s: int = 300) -> dict[str, Any]:
+             interval_s: int = 300, inferred: bool = False) -> dict[str, Any]:
     out = work / f"zoo-{seed}"
     pipe = random_pipeline(seed, max_files)
     manifest = simulate_zoo(pipe, out)
@@ -97,7 +97,8 @@ def run_seed(seed: int, max_files: int, work: Path, line: str = "body", peers: b
             series.extend((parse_rfc3339_us(st.time), st.stage, summary.uid, st.duration_ms)
                           for st in summary.stages if st.duration_ms is not None and st.verdict != "skew")
 
-    stats = replay(iter_lines([str(out / "logs.jsonl")]), order=StageOrder.parse(pipe.order),
+    given = StageOrder.parse(pipe.order)
+    stats = replay(iter_lines([str(out / "logs.jsonl")]), order=None if inferred else given,
                    cfg=DetectorConfig(baseline=BaselineConfig(line=line, interval_s=interval_s)),
                    on_anomaly=on_anomaly, on_summary=on_summary, on_arrival=on_arrival)
     labels, ambiguous = _rows(out / "labels.jsonl"), _rows(out / "ambiguous.jsonl")
@@ -129,6 +130,7 @@ def run_seed(seed: int, max_files: int, work: Path, line: str = "body", peers: b
         "drawn_rate_per_s": round(pipe.drawn_rate_per_s, 3),
         "hours": round(pipe.hours, 2),
         "files": manifest["files"],
+        **({"order_inferred": str(stats.order), "order_right": stats.order == given} if inferred else {}),
         "events": stats.events,
         "faults": [f"{f['kind']}x{len(f['stages'])}@{f['factor']:.2f}/{f['scope']}/{f['seconds'] / 60:.0f}min"
                    for f in manifest["faults"]],
@@ -290,6 +292,8 @@ def main() -> int:
                     help="files per pipeline at most: bounds the time; a faster drawn rate is lowered to fit")
     ap.add_argument("--workdir", default="/tmp/stagewatch-zoo")
     ap.add_argument("--line", choices=LINE_RULES, default="body", help="the alert line rule (docs/detection.md)")
+    ap.add_argument("--order", choices=("given", "inferred"), default="given",
+                    help="the stage order replay is given (the true one), or infers from the logs as for a user")
     ap.add_argument("--baseline-interval", type=int, default=300, metavar="SECONDS",
                     help="how often baselines are folded (replay --baseline-interval)")
     ap.add_argument("--peers", action="store_true",
@@ -299,7 +303,8 @@ def main() -> int:
     args = ap.parse_args()
     results = []
     for seed in _seeds(args.seeds):
-        r = run_seed(seed, args.max_files, Path(args.workdir), args.line, args.peers, args.baseline_interval)
+        r = run_seed(seed, args.max_files, Path(args.workdir), args.line, args.peers, args.baseline_interval,
+                     args.order == "inferred")
         results.append(r)
         f1s = " ".join(f"{k} {v['f1']:.2f}" for k, v in r["scores"].items() if v["tp"] + v["fp"] + v["fn"])
         print(f"zoo {seed}: {r['stages']} stages, {r['files']:,} files, {r['incidents']} incidents; {f1s}",
