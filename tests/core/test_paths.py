@@ -73,10 +73,32 @@ def test_only_optional_stages_make_a_path_and_records_from_before_it_keep_the_st
     assert rules.wait_name(2, 4) == "e"
     assert baseline_stage(Measurement("wait", 3, 5.0, T0, 0), rules) == "d (after a)"
     assert baseline_stage(Measurement("latency", 3, 5.0, T0, -1), rules) == "d (reported)"
-    # An order inferred from the data has none: a stray line there may add an optional stage every file skips,
-    # and another sample (after a restart) not.
+    # An order inferred from the data has them across an optional stage PATH_FROM of the files take (one in ten
+    # here), and none across a stage of stray lines (one in a hundred): another sample, after a restart, may not
+    # have that line, and the keys would move with it.
     inferred = infer_stage_order([[(1, "a"), (2, "c")]] * 9 + [[(1, "a"), (2, "b"), (3, "c")]])
-    assert inferred.optional == {"b"} and TraceRules(inferred).skip_names == {}
+    assert inferred.optional == {"b"} and TraceRules(inferred).skip_names == {(0, 2): "c (after a)"}
+    stray = infer_stage_order([[(1, "a"), (2, "c")]] * 99 + [[(1, "a"), (2, "b"), (3, "c")]])
+    assert stray.optional == {"b"} and TraceRules(stray).skip_names == {}
+    # Nor does a stray stage between a common optional one and the next take that path away or add one; no path
+    # ends at it either.
+    both = infer_stage_order([[(1, "a"), (3, "c")]] * 60 + [[(1, "a"), (2, "b"), (3, "c")]] * 39
+                             + [[(1, "a"), (2, "b"), (2.5, "x"), (3, "c")]])
+    assert both.stages == ("a", "b", "x", "c") and both.optional == {"b", "x"}
+    assert TraceRules(both).skip_names == {(0, 3): "c (after a)"}
+    # Nor does one count towards MAX_SKIPPED: b, c and d skipped are still a path (a review's case: one file
+    # [a, b, x, c, d, e] moved 43 of 600 files' waits to e's own baseline).
+    three = infer_stage_order([[(10 * f + t, s) for t, s in ((1, "a"), (2, "b"), (4, "c"), (5, "d"), (6, "e"))
+                                 if s in "ae" or (f >> t) & 1] for f in range(640)]
+                              + [[(1, "a"), (2, "b"), (3, "x"), (4, "c"), (5, "d"), (6, "e")]])
+    assert three.stages == ("a", "b", "x", "c", "d", "e") and three.optional == {"b", "x", "c", "d"}
+    assert TraceRules(three).skip_names[(0, 5)] == "e (after a)"
+    # A stray stage named as a path's or a reported latency's baseline takes neither away: its own wait is
+    # learned there, one value as any line's.
+    named = infer_stage_order([[(1, "a"), (3, "c")]] * 60 + [[(1, "a"), (2, "b"), (3, "c")]] * 39
+                              + [[(1, "a"), (2, "c (after a)"), (2, "c (reported)"), (3, "c")]])
+    kept = TraceRules(named)
+    assert kept.wait_name(0, named.index["c"]) == "c (after a)" and "c (reported)" in kept.latency_names
     # Keys stay unique whatever the stages are called (an order inferred from the data may hold any line's name).
     odd = TraceRules(StageOrder(("a", "b", "c", "c (after a)", "a (reported)"), frozenset({"b"})))
     assert odd.skip_names == {(0, 2): "c (after a) #2"} and odd.latency_names[0] == "a (reported) #2"

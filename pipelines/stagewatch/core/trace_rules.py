@@ -32,23 +32,25 @@ class TraceRules:
         object.__setattr__(self, "index", self.order.index)
         object.__setattr__(self, "names", self.order.stages)
         # Reported latencies are learned under their own key: "upload" waits and "upload" RPC times differ.
-        # The keys named here clash with no stage's nor end to end's, whatever the stages are called (an order
-        # inferred from the data may hold a stage some line named "c (reported)"; a stage named "end_to_end" is
-        # still its own, as before).
+        # The keys named here clash with no stage's nor end to end's, whatever the stages are called (a stage named
+        # "end_to_end" is still its own, as before) -- but for an inferred order's stray stages (optional, with no
+        # paths: ``StageOrder.paths``): a line naming its stage "c (reported)" or "c (after a)" would move that
+        # baseline, every file's on it, to a cold "... #2"; as it is, its own wait is learned there, one value as
+        # any line's.
         names = self.order.stages
-        taken = {*names, END_TO_END}
-        object.__setattr__(self, "latency_names", tuple(_unique(f"{s} (reported)", taken) for s in names))
         object.__setattr__(self, "optional", opt := tuple(s in self.order.optional for s in names))
+        common = self.order.optional if self.order.paths is None else self.order.paths
+        stray = tuple(o and s not in common for s, o in zip(names, opt, strict=True))
+        taken = {*(s for s, x in zip(names, stray, strict=True) if not x), END_TO_END}
+        object.__setattr__(self, "latency_names", tuple(_unique(f"{s} (reported)", taken) for s in names))
         # A wait measured across skipped optional stages has a baseline of its own: it spans another path (zoo
         # 10018: with the optional stage skipped, the stage before is on another service, and two customers'
         # skewed clocks there put 0.9 s and 2.9 s on a 4 ms wait -- a second mode a quarter of the files take).
-        # Across at most MAX_SKIPPED of them: an order inferred from the data may hold hundreds of optional
-        # stages some stray lines named, and paths across all would be their square.
+        # Across at most MAX_SKIPPED of them, and at least one: stray stages count for nothing, a path neither
+        # starts nor ends at one, and a stray line's stage neither adds a path to another stage nor takes one
+        # away (an order inferred from the data may hold hundreds some stray lines named).
         object.__setattr__(self, "skip_names", {
-            (j, i): _unique(f"{names[i]} (after {names[j]})", taken)
-            for i in range(len(names)) for j in range(max(i - 1 - MAX_SKIPPED, 0), i - 1)
-            if all(opt[j + 1:i]) and self.order.paths
-        })
+            (j, i): _unique(f"{names[i]} (after {names[j]})", taken) for i, j in _paths(opt, stray)})
         # Per path baseline, its stage's own: what tells a chronically slow customer (``core.judged_by``).
         object.__setattr__(self, "path_stage", {name: names[i] for (_, i), name in self.skip_names.items()})
         # Per stage, the baselines of its waits (its own first): a cold one is judged by a warm one of these.
@@ -75,6 +77,27 @@ class TraceRules:
     hold_us: int = field(init=False, repr=False, compare=False)
     ttl_us: int = field(init=False, repr=False, compare=False)
     min_stall_ms: float = field(init=False, repr=False, compare=False)
+
+
+def _paths(optional: tuple[bool, ...], stray: tuple[bool, ...]) -> list[tuple[int, int]]:
+    """(i, j) for each path: from stage ``j`` to stage ``i`` across 1 to ``MAX_SKIPPED`` optional stages that are not
+    stray (and any stray ones), none required; ``i`` ascending, then ``j``."""
+    out: list[tuple[int, int]] = []
+    for i in range(len(optional)):
+        if stray[i]:
+            continue
+        starts: list[int] = []
+        skipped = 0
+        for j in range(i - 1, 0, -1):  # j: the stage skipped; j - 1, the candidate start
+            if not optional[j]:
+                break
+            skipped += not stray[j]
+            if skipped > MAX_SKIPPED:
+                break
+            if skipped and not stray[j - 1]:
+                starts.append(j - 1)
+        out.extend((i, j) for j in reversed(starts))
+    return out
 
 
 def _unique(name: str, taken: set[str]) -> str:
