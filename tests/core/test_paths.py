@@ -93,12 +93,15 @@ def test_only_optional_stages_make_a_path_and_records_from_before_it_keep_the_st
                               + [[(1, "a"), (2, "b"), (3, "x"), (4, "c"), (5, "d"), (6, "e")]])
     assert three.stages == ("a", "b", "x", "c", "d", "e") and three.optional == {"b", "x", "c", "d"}
     assert TraceRules(three).skip_names[(0, 5)] == "e (after a)"
-    # A stray stage named as a path's or a reported latency's baseline takes neither away: its own wait is
-    # learned there, one value as any line's.
+    # A stray stage named as a path's or a reported latency's baseline (or end to end's) takes neither: its own
+    # waits have a key of their own.
     named = infer_stage_order([[(1, "a"), (3, "c")]] * 60 + [[(1, "a"), (2, "b"), (3, "c")]] * 39
-                              + [[(1, "a"), (2, "c (after a)"), (2, "c (reported)"), (3, "c")]])
+                              + [[(1, "a"), (2, "c (after a)"), (2, "c (reported)"), (2, "end_to_end"), (3, "c")]])
     kept = TraceRules(named)
     assert kept.wait_name(0, named.index["c"]) == "c (after a)" and "c (reported)" in kept.latency_names
+    assert {kept.wait_name(-1, named.index[s]) for s in ("c (after a)", "c (reported)", "end_to_end")} == {
+        "c (after a) #2", "c (reported) #2", "end_to_end #2"}
+    assert kept.keys[named.index["c"]] == "c" and kept.wait_keys[named.index["c"]] == ("c", "c (after a)")
     # Keys stay unique whatever the stages are called (an order inferred from the data may hold any line's name).
     odd = TraceRules(StageOrder(("a", "b", "c", "c (after a)", "a (reported)"), frozenset({"b"})))
     assert odd.skip_names == {(0, 2): "c (after a) #2"} and odd.latency_names[0] == "a (reported) #2"

@@ -258,6 +258,18 @@ def test_a_few_files_starting_at_made_up_stages_change_nothing_else() -> None:
     assert infer_stage_order([*traces, odd]).optional == frozenset({"pre", *(s for _, s in odd)})
 
 
+@pytest.mark.parametrize("hostile", [["notify", "x1", "x2"], ["notify", "x1", "x2", "x3", "x4"], ["index", "x1", "x2"]])
+def test_one_file_of_made_up_stages_does_not_reorder_the_real_ones(hostile: list[str]) -> None:
+    # A review's: such a file handed the real stage beside its made-up ones a win over each, put it before the
+    # stages it follows and made another the terminal stage -- every stall then unreported.
+    stages = ["ingest", "scan", "ocr", "index", "notify"]
+    traces = make_traces(stages, 400, 17, optional={"ocr": 0.7})
+    order = infer_stage_order([*traces, [(T0 + k * S, s) for k, s in enumerate(hostile)]])
+    assert [s for s in order.stages if s in stages] == stages and order.terminal == "notify"
+    assert order.optional == frozenset({"ocr", "x1", "x2", "x3", "x4"} & {"ocr", *hostile})
+    assert order.paths == frozenset({"ocr"})
+
+
 @pytest.mark.parametrize("late_s", [30, 60, 90])
 def test_a_service_whose_lines_come_late_is_still_required(late_s: int) -> None:
     # The sample is in arrival order: a file that reached the end near its close may not have the lagging

@@ -1,15 +1,16 @@
 """Stage order: given (``--stages``, a config file) or inferred from the data.
 
 Inference asks, for every pair of stages seen together in a trace, which one usually comes first, and ranks
-stages by how many others they usually precede (a Copeland count, ties broken by mean position). A majority
-vote, so clock skew that swaps two adjacent stages in a minority of traces does not change the order. The
+stages by how many of the common ones (``PATH_FROM`` as many files as the most common stage) they usually precede
+(a Copeland count, ties broken by mean position): a stage of a few stray lines neither wins nor loses a place. A
+majority vote, so clock skew that swaps two adjacent stages in a minority of traces does not change the order. The
 terminal stage is the last one that at least ``OPTIONAL_BELOW`` as many files reach as the most common stage.
 Among the files that reached it, a stage fewer than ``OPTIONAL_BELOW`` of them have is optional (a trace that skips
 it is not waiting for it); and so is one that more than one in ten of them skip (``REQUIRED_FROM``), counted among
 those first seen before its place -- a file already in flight when the sample began lost the stages before its
 first, which it did not skip -- that reached the end before half the sample's events are dated, so that a
 service whose lines arrive late has half the sample to catch up in; when those are at least ``MIN_PAST`` files and
-most of the files that reached the end then (a few files starting at a made-up stage are not the evidence).
+half the files that reached the end then (a few files starting at a made-up stage are not the evidence).
 
 Why one in ten, not one in two: a stage that a fifth to a half of the files skip (a scan only some customers
 need), taken for required, had every file that skipped it flagged as slow "still in" it and then stalled there
@@ -118,9 +119,14 @@ def infer_stage_order(traces: Iterable[Sequence[tuple[int, str]]]) -> StageOrder
     if not seen:
         raise ValueError("cannot infer the stage order: no events with a uid and a stage")
     stages = list(seen)
+    # Wins count against the common stages only (``PATH_FROM`` as many files as the most common one has): a stage
+    # of a few stray lines takes none from them, nor gives any -- one file [d, x1, x2] had handed d two wins, put it
+    # before c and made c the terminal stage (a review's case: every stall unreported). A rare stage is placed by
+    # its wins over the common ones.
+    common = [b for b in stages if seen[b] >= PATH_FROM * max(seen.values())]
     wins = dict.fromkeys(stages, 0.0)
     for a in stages:
-        for b in stages:
+        for b in common:
             if a != b:
                 ab, ba = before.get((a, b), 0), before.get((b, a), 0)
                 if ab > ba:

@@ -33,10 +33,11 @@ class TraceRules:
         object.__setattr__(self, "names", self.order.stages)
         # Reported latencies are learned under their own key: "upload" waits and "upload" RPC times differ.
         # The keys named here clash with no stage's nor end to end's, whatever the stages are called (a stage named
-        # "end_to_end" is still its own, as before) -- but for an inferred order's stray stages (optional, with no
-        # paths: ``StageOrder.paths``): a line naming its stage "c (reported)" or "c (after a)" would move that
-        # baseline, every file's on it, to a cold "... #2"; as it is, its own wait is learned there, one value as
-        # any line's.
+        # "end_to_end" in an order given is still its own, as before) -- and an inferred order's stray stages
+        # (optional, with no paths: ``StageOrder.paths``) yield theirs: a line naming its stage "c (reported)" or
+        # "c (after a)" had moved that baseline, every file's on it, to a cold "... #2"; sharing it instead, the
+        # stray stage lent the real key's line to the stall deadline of every file that might be in it (a review's
+        # case: 44 verdicts of other files changed). Its waits are learned under "c (reported) #2".
         names = self.order.stages
         object.__setattr__(self, "optional", opt := tuple(s in self.order.optional for s in names))
         common = self.order.optional if self.order.paths is None else self.order.paths
@@ -51,11 +52,15 @@ class TraceRules:
         # away (an order inferred from the data may hold hundreds some stray lines named).
         object.__setattr__(self, "skip_names", {
             (j, i): _unique(f"{names[i]} (after {names[j]})", taken) for i, j in _paths(opt, stray)})
+        # Per stage, the baseline of its waits from the stage before: its name, but for a stray stage whose name
+        # another key has (above).
+        object.__setattr__(self, "keys", tuple(
+            _unique(s, taken) if x else s for s, x in zip(names, stray, strict=True)))
         # Per path baseline, its stage's own: what tells a chronically slow customer (``core.judged_by``).
-        object.__setattr__(self, "path_stage", {name: names[i] for (_, i), name in self.skip_names.items()})
+        object.__setattr__(self, "path_stage", {name: self.keys[i] for (_, i), name in self.skip_names.items()})
         # Per stage, the baselines of its waits (its own first): a cold one is judged by a warm one of these.
         object.__setattr__(self, "wait_keys", tuple(
-            (names[i], *(name for (j, k), name in self.skip_names.items() if k == i)) for i in range(len(names))))
+            (self.keys[i], *(name for (j, k), name in self.skip_names.items() if k == i)) for i in range(len(names))))
         object.__setattr__(self, "terminal_i", self.order.index[self.order.terminal])
         object.__setattr__(self, "hold_us", int(self.hold_s * US_PER_S))
         object.__setattr__(self, "ttl_us", int(self.ttl_s * US_PER_S))
@@ -64,11 +69,12 @@ class TraceRules:
     def wait_name(self, after_i: int, i: int) -> str:
         """The baseline of stage ``i``'s wait from ``after_i``: the path's across skipped optional stages, or the
         stage's own (-1: from the stage before it, or across a lost line of a required one)."""
-        return self.names[i] if after_i < 0 else self.skip_names.get((after_i, i), self.names[i])
+        return self.keys[i] if after_i < 0 else self.skip_names.get((after_i, i), self.keys[i])
 
     index: dict[str, int] = field(init=False, repr=False, compare=False)
     names: tuple[str, ...] = field(init=False, repr=False, compare=False)
     latency_names: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    keys: tuple[str, ...] = field(init=False, repr=False, compare=False)
     optional: tuple[bool, ...] = field(init=False, repr=False, compare=False)
     skip_names: dict[tuple[int, int], str] = field(init=False, repr=False, compare=False)
     path_stage: dict[str, str] = field(init=False, repr=False, compare=False)

@@ -93,7 +93,7 @@ def stall_deadline(
     # the skipped one's service). The longest line of the file's warm ones; else of the stage's other warm ones
     # (an optional stage almost every file skips leaves the stage's own cold).
     keys = rules.wait_keys[next_i]
-    mine = keys if len(keys) == 1 else [rules.names[next_i], *(
+    mine = keys if len(keys) == 1 else [rules.keys[next_i], *(
         rules.skip_names[(j, next_i)] for j in range(from_i, next_i - 1) if (j, next_i) in rules.skip_names)]
     snap, by_tenant = None, False
     for group in (mine, keys):
@@ -110,9 +110,9 @@ def stall_deadline(
     path_ms = line_ms  # the lines of every stage the file may still be in, the awaited one's and between
     between = False
     for i in range(from_i + 1, next_i):
-        optional, _ = lookup(rules.names[i])
+        optional, _ = lookup(rules.keys[i])
         if optional is None:
-            if seen(rules.names[i]) < RARE_OPTIONAL * sum(map(seen, keys)):  # the awaited stage's, all paths
+            if seen(rules.keys[i]) < RARE_OPTIONAL * sum(map(seen, keys)):  # the awaited stage's, all paths
                 continue
             return None
         allowed_ms += rules.stall_factor * optional.threshold_ms
