@@ -69,6 +69,12 @@ def _mistakes(sim: Path, tmp: Path) -> list[tuple[list[str], str]]:
         (["replay", logs, "-o", out, "--warmup", "-5"], "--warmup must be at least 1 (samples)"),
         (["replay", logs, "-o", out, "--stall-factor", "0.5"], "--stall-factor must be at least 1"),
         (["run", "--input_file", logs, "--output_dir", str(tmp / "o"), "--stall_factor", "abc"], "(a factor)"),
+        # Beam drops an option it does not know, with a warning in the log, and the job runs without it.
+        (["run", "--input_file", logs, "--output_dir", str(tmp / "o"), "--alert-lin", "tail"],
+         "--alert-lin is an option of neither stagewatch run nor Beam, which would drop it and run without it; "
+         "did you mean --alert_line?"),
+        (["run", "--input_file", logs, "--output_dir", str(tmp / "o"), "--stage=detect,upload"],
+         "did you mean --stages?"),
         (["run", "--input_subscription", "projects/p/subscriptions/s", "--output_topic",
           "projects/my-proj/topics/t"], "PROJECT: 6 to 30"),
         (["evaluate", "labels", logs, str(sim / "labels.jsonl")], "give LABELS first, then ANOMALIES"),
@@ -86,6 +92,17 @@ def test_every_mistake_is_one_line_and_exit_2(sim: Path, tmp_path: Path, capsys:
                  and not line.startswith(" ")]
         assert code == 2, (argv, code, err)
         assert "Traceback" not in err and len(lines) == 1 and says in lines[0], (argv, err)
+
+
+def test_run_takes_the_alert_line_by_replays_name_and_beams_options_as_they_come() -> None:
+    from stagewatch.cli import build_parser
+    from stagewatch.cli.run import pipeline_argv, unknown_flags
+
+    args, extra = build_parser().parse_known_args(["run", "--input_file", "x", "--line", "tail", "--runner",
+                                                   "DirectRunner", "--num_workers=2", "--streaming"])
+    args.pipeline_args = extra
+    assert args.alert_line == "tail" and "--alert_line=tail" in pipeline_argv(args)
+    assert unknown_flags(extra) == [] and unknown_flags([*extra, "--num-workerz", "2"]) == ["--num-workerz"]
 
 
 def test_force_runs_with_the_order_given_and_says_so(sim: Path, tmp_path: Path,

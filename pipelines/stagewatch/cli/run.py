@@ -14,7 +14,10 @@ import time
 
 from stagewatch.cli.common import for_terminal
 
-__all__ = ["add", "pipeline_argv"]
+__all__ = ["REPLAY_NAMES", "add", "pipeline_argv", "unknown_flags"]
+
+#: The job's parameters that ``stagewatch replay`` calls otherwise, by the parameter's name.
+REPLAY_NAMES = {"alert_line": ("line",)}
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -31,8 +34,10 @@ def add(sub: argparse._SubParsersAction) -> None:
         epilog="example: stagewatch run --input_file sim/logs.jsonl --output_dir out",
     )
     for param in PARAMETERS:
-        # Dashes or underscores: replay's flags have dashes, Beam's (and the template's) underscores.
-        spellings = dict.fromkeys((f"--{param.name}", f"--{param.name.replace('_', '-')}"))
+        # Dashes or underscores: replay's flags have dashes, Beam's (and the template's) underscores; and replay's
+        # own name where it has another (``--line tail`` was dropped by Beam as unknown: the job ran the body line).
+        spellings = dict.fromkeys((f"--{param.name}", f"--{param.name.replace('_', '-')}",
+                                   *(f"--{a}" for a in REPLAY_NAMES.get(param.name, ()))))
         text = param.help + (f" (default {param.default})" if param.default else "")
         p.add_argument(*spellings, dest=param.name, metavar=param.name.upper(),
                        help=text.replace("%", "%%"))  # argparse formats help with %: "30 %" crashed --help
@@ -50,6 +55,44 @@ def pipeline_argv(args: argparse.Namespace) -> list[str]:
     return ours + list(args.pipeline_args)
 
 
+def unknown_flags(argv: list[str]) -> list[str]:
+    """The options on ``argv`` (as ``--name``) that neither the job nor the installed Beam knows. A local runner
+    drops them with a warning in the log, and the job runs without what they asked for; DataflowRunner hands them
+    to the service, which may know them."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    opts = PipelineOptions(argv)
+    known = opts.get_all_options()
+    names = [name for name in opts.get_all_options(retain_unknown_options=True) if name not in known]
+    # As typed: Beam reads --alert-lin as alert_lin.
+    typed = {t[2:].split("=", 1)[0].replace("-", "_"): t.split("=", 1)[0] for t in argv if t.startswith("--")}
+    return [typed.get(name, f"--{name}") for name in names]
+
+
+def _refuse_unknown(args: argparse.Namespace) -> None:
+    import difflib
+    import logging
+
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+    from stagewatch.stream.parameters import PARAMETERS
+
+    beam_log = logging.getLogger("apache_beam.options.pipeline_options")
+    level = beam_log.level
+    beam_log.setLevel(logging.ERROR)  # its "Discarding unparseable args" warning: the one line below says it
+    try:
+        runner = PipelineOptions(pipeline_argv(args)).view_as(StandardOptions).runner or ""
+        unknown = [] if "dataflow" in runner.lower() else unknown_flags(list(args.pipeline_args))
+    finally:
+        beam_log.setLevel(level)
+    if unknown:
+        ours = [f"--{p.name}" for p in PARAMETERS]
+        close = difflib.get_close_matches("--" + unknown[0][2:].replace("-", "_"), ours, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise ValueError(f"{unknown[0]} is an option of neither stagewatch run nor Beam, which would drop it and run "
+                         f"without it; {hint}stagewatch run --help lists the job's")
+
+
 def _run(args: argparse.Namespace) -> int:
     from stagewatch.cli.replay import TRUNCATED_INPUT
     from stagewatch.core.records import DeadLetter
@@ -57,6 +100,7 @@ def _run(args: argparse.Namespace) -> int:
     from stagewatch.stream.pipeline import run
     from stagewatch.stream.sinks import local_output_summary
 
+    _refuse_unknown(args)
     opts = validate_argv(pipeline_argv(args))  # the flags first, then the input they name
     forced = None
     if opts.input_file:
