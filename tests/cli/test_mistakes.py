@@ -75,6 +75,13 @@ def _mistakes(sim: Path, tmp: Path) -> list[tuple[list[str], str]]:
          "did you mean --alert_line?"),
         (["run", "--input_file", logs, "--output_dir", str(tmp / "o"), "--stage=detect,upload"],
          "did you mean --stages?"),
+        (["run", "--input_file", logs, "--output_dir", str(tmp / "o"), "--streamng"], "did you mean --streaming?"),
+        (["run", "--input_file", logs, "--output_dir", str(tmp / "o"), "-o", "out"], "did you mean --output_dir"),
+        (["run", "--input_file", logs, logs, "--output_dir", str(tmp / "o")], "is the value of no option"),
+        (["run", "--input_file", logs, "--output_dir", str(tmp / "o"), "--streaming", "false"],
+         "false is the value of no option"),
+        (["run", "--input_file", logs, "--output_dir", str(tmp / "o"), "--", "--line", "tail"],
+         "Beam reads no option after --"),
         (["run", "--input_subscription", "projects/p/subscriptions/s", "--output_topic",
           "projects/my-proj/topics/t"], "PROJECT: 6 to 30"),
         (["evaluate", "labels", logs, str(sim / "labels.jsonl")], "give LABELS first, then ANOMALIES"),
@@ -102,7 +109,12 @@ def test_run_takes_the_alert_line_by_replays_name_and_beams_options_as_they_come
                                                    "DirectRunner", "--num_workers=2", "--streaming"])
     args.pipeline_args = extra
     assert args.alert_line == "tail" and "--alert_line=tail" in pipeline_argv(args)
-    assert unknown_flags(extra) == [] and unknown_flags([*extra, "--num-workerz", "2"]) == ["--num-workerz"]
+    assert unknown_flags(extra) == [] and unknown_flags([*extra, "--num-workerz", "2"]) == ["--num-workerz", "2"]
+    assert unknown_flags(["--experiments=a", "--experiments=b", "--setup_file", "./setup.py", "--save_main_session",
+                          "--sdk_location", "-", "--project", "p", "--region", "europe-west1"]) == []
+    for replay_name, ours in (("--half-life", "half_life_s"), ("--max-ahead", "max_ahead_s")):
+        args, extra = build_parser().parse_known_args(["run", "--input_file", "x", replay_name, "60"])
+        assert getattr(args, ours) == "60" and not extra
 
 
 def test_force_runs_with_the_order_given_and_says_so(sim: Path, tmp_path: Path,

@@ -2,7 +2,7 @@
 
 The job's own flags are the template's parameters (``stream.parameters``), parsed here like every other command's;
 whatever else is on the command line is Beam's (``--runner``, ``--project``, ``--region``, ...) and is passed on
-to it untouched.
+to it -- on a local runner, once Beam is known to read all of it (``unknown_flags``).
 """
 
 from __future__ import annotations
@@ -16,8 +16,11 @@ from stagewatch.cli.common import for_terminal
 
 __all__ = ["REPLAY_NAMES", "add", "pipeline_argv", "unknown_flags"]
 
-#: The job's parameters that ``stagewatch replay`` calls otherwise, by the parameter's name.
-REPLAY_NAMES = {"alert_line": ("line",)}
+#: The job's parameters that ``stagewatch replay`` calls otherwise (the same units), by the parameter's name.
+REPLAY_NAMES = {"alert_line": ("line",), "half_life_s": ("half-life",), "baseline_interval_s": ("baseline-interval",),
+                "max_ahead_s": ("max-ahead",), "max_age_s": ("max-age",), "allowed_lateness_s": ("allowed-lateness",)}
+#: The runners that drop what Beam does not know (no --runner: the job's local one); others may hand it on.
+LOCAL_RUNNERS = frozenset({"", "stagewatchlocal", "direct", "switchingdirect", "bundlebaseddirect"})
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -56,17 +59,14 @@ def pipeline_argv(args: argparse.Namespace) -> list[str]:
 
 
 def unknown_flags(argv: list[str]) -> list[str]:
-    """The options on ``argv`` (as ``--name``) that neither the job nor the installed Beam knows. A local runner
-    drops them with a warning in the log, and the job runs without what they asked for; DataflowRunner hands them
-    to the service, which may know them."""
+    """What on ``argv`` neither the job nor the installed Beam reads, as typed: options it does not know (and the
+    word after one), words that are no option's value, and all after ``--``. A local runner drops them with a
+    warning in the log, and the job runs without what they asked for."""
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    opts = PipelineOptions(argv)
-    known = opts.get_all_options()
-    names = [name for name in opts.get_all_options(retain_unknown_options=True) if name not in known]
-    # As typed: Beam reads --alert-lin as alert_lin.
-    typed = {t[2:].split("=", 1)[0].replace("-", "_"): t.split("=", 1)[0] for t in argv if t.startswith("--")}
-    return [typed.get(name, f"--{name}") for name in names]
+    parsers: list[argparse.ArgumentParser] = []  # Beam's own parser of every option it knows, as it builds it
+    PipelineOptions(argv).get_all_options(add_extra_args_fn=parsers.append)
+    return parsers[0].parse_known_args(argv)[1]
 
 
 def _refuse_unknown(args: argparse.Namespace) -> None:
@@ -82,15 +82,26 @@ def _refuse_unknown(args: argparse.Namespace) -> None:
     beam_log.setLevel(logging.ERROR)  # its "Discarding unparseable args" warning: the one line below says it
     try:
         runner = PipelineOptions(pipeline_argv(args)).view_as(StandardOptions).runner or ""
-        unknown = [] if "dataflow" in runner.lower() else unknown_flags(list(args.pipeline_args))
+        local = runner.lower().removesuffix("runner") in LOCAL_RUNNERS
+        unknown = unknown_flags(list(args.pipeline_args)) if local else []
+        known = [f"--{name}" for name in PipelineOptions([]).get_all_options()]
     finally:
         beam_log.setLevel(level)
-    if unknown:
-        ours = [f"--{p.name}" for p in PARAMETERS]
-        close = difflib.get_close_matches("--" + unknown[0][2:].replace("-", "_"), ours, n=1)
-        hint = f"did you mean {close[0]}? " if close else ""
-        raise ValueError(f"{unknown[0]} is an option of neither stagewatch run nor Beam, which would drop it and run "
-                         f"without it; {hint}stagewatch run --help lists the job's")
+    if not unknown:
+        return
+    what = unknown[0]
+    if what == "--":
+        raise ValueError(f"Beam reads no option after --, and would run without {' '.join(unknown[1:3])}: drop the --")
+    if not what.startswith("-"):
+        raise ValueError(f"{what} is the value of no option, and Beam would run without it (several log files: "
+                         "give their folder as --input_file); stagewatch run --help lists the job's options")
+    ours = [f"--{p.name}" for p in PARAMETERS]
+    name = what.split("=", 1)[0]
+    close = ["--output_dir (a folder)"] if name == "-o" else difflib.get_close_matches(  # replay's -o FILE
+        "--" + name.lstrip("-").replace("-", "_"), [*ours, *known], n=1, cutoff=0.8)
+    hint = f"did you mean {close[0]}? " if close else ""
+    raise ValueError(f"{name} is an option of neither stagewatch run nor Beam, which would drop it and run without it; "
+                     f"{hint}stagewatch run --help lists the job's")
 
 
 def _run(args: argparse.Namespace) -> int:
