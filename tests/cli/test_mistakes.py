@@ -103,7 +103,8 @@ def test_every_mistake_is_one_line_and_exit_2(sim: Path, tmp_path: Path, capsys:
 
 def test_run_takes_the_alert_line_by_replays_name_and_beams_options_as_they_come() -> None:
     from stagewatch.cli import build_parser
-    from stagewatch.cli.run import pipeline_argv, unknown_flags
+    from stagewatch.cli.run import pipeline_argv
+    from stagewatch.stream.unread import unknown_flags
 
     args, extra = build_parser().parse_known_args(["run", "--input_file", "x", "--line", "tail", "--runner",
                                                    "DirectRunner", "--num_workers=2", "--streaming"])

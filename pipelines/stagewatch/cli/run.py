@@ -2,7 +2,7 @@
 
 The job's own flags are the template's parameters (``stream.parameters``), parsed here like every other command's;
 whatever else is on the command line is Beam's (``--runner``, ``--project``, ``--region``, ...) and is passed on
-to it -- on a local runner, once Beam is known to read all of it (``unknown_flags``).
+to it -- on a local runner, once Beam is known to read all of it (``stream.unread``).
 """
 
 from __future__ import annotations
@@ -14,13 +14,11 @@ import time
 
 from stagewatch.cli.common import for_terminal
 
-__all__ = ["REPLAY_NAMES", "add", "pipeline_argv", "unknown_flags"]
+__all__ = ["REPLAY_NAMES", "add", "pipeline_argv"]
 
 #: The job's parameters that ``stagewatch replay`` calls otherwise (the same units), by the parameter's name.
 REPLAY_NAMES = {"alert_line": ("line",), "half_life_s": ("half-life",), "baseline_interval_s": ("baseline-interval",),
                 "max_ahead_s": ("max-ahead",), "max_age_s": ("max-age",), "allowed_lateness_s": ("allowed-lateness",)}
-#: The runners that drop what Beam does not know (no --runner: the job's local one); others may hand it on.
-LOCAL_RUNNERS = frozenset({"", "stagewatchlocal", "direct", "switchingdirect", "bundlebaseddirect"})
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -58,35 +56,13 @@ def pipeline_argv(args: argparse.Namespace) -> list[str]:
     return ours + list(args.pipeline_args)
 
 
-def unknown_flags(argv: list[str]) -> list[str]:
-    """What on ``argv`` neither the job nor the installed Beam reads, as typed: options it does not know (and the
-    word after one), words that are no option's value, and all after ``--``. A local runner drops them with a
-    warning in the log, and the job runs without what they asked for."""
-    from apache_beam.options.pipeline_options import PipelineOptions
-
-    parsers: list[argparse.ArgumentParser] = []  # Beam's own parser of every option it knows, as it builds it
-    PipelineOptions(argv).get_all_options(add_extra_args_fn=parsers.append)
-    return parsers[0].parse_known_args(argv)[1]
-
-
 def _refuse_unknown(args: argparse.Namespace) -> None:
     import difflib
-    import logging
-
-    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
     from stagewatch.stream.parameters import PARAMETERS
+    from stagewatch.stream.unread import beam_options, unread
 
-    beam_log = logging.getLogger("apache_beam.options.pipeline_options")
-    level = beam_log.level
-    beam_log.setLevel(logging.ERROR)  # its "Discarding unparseable args" warning: the one line below says it
-    try:
-        runner = PipelineOptions(pipeline_argv(args)).view_as(StandardOptions).runner or ""
-        local = runner.lower().removesuffix("runner") in LOCAL_RUNNERS
-        unknown = unknown_flags(list(args.pipeline_args)) if local else []
-        known = [f"--{name}" for name in PipelineOptions([]).get_all_options()]
-    finally:
-        beam_log.setLevel(level)
+    unknown = unread(pipeline_argv(args), list(args.pipeline_args))
     if not unknown:
         return
     what = unknown[0]
@@ -98,7 +74,7 @@ def _refuse_unknown(args: argparse.Namespace) -> None:
     ours = [f"--{p.name}" for p in PARAMETERS]
     name = what.split("=", 1)[0]
     close = ["--output_dir (a folder)"] if name == "-o" else difflib.get_close_matches(  # replay's -o FILE
-        "--" + name.lstrip("-").replace("-", "_"), [*ours, *known], n=1, cutoff=0.8)
+        "--" + name.lstrip("-").replace("-", "_"), [*ours, *beam_options()], n=1, cutoff=0.8)
     hint = f"did you mean {close[0]}? " if close else ""
     raise ValueError(f"{name} is an option of neither stagewatch run nor Beam, which would drop it and run without it; "
                      f"{hint}stagewatch run --help lists the job's")
