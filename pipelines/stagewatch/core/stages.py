@@ -32,7 +32,7 @@ __all__ = ["INFER_SAMPLE", "MIN_PAST", "OPTIONAL_BELOW", "PATH_FROM", "REQUIRED_
            "infer_from_events", "infer_stage_order"]
 
 OPTIONAL_BELOW = 0.5  # of the files: fewer reach a candidate terminal stage, it is not the terminal one
-REQUIRED_FROM = 0.9  # of the files that reached the end past a stage's place: fewer have it, it is optional
+REQUIRED_FROM = 0.9  # of the files first seen before a stage's place that reached the end: fewer have it, optional
 PATH_FROM = 0.05  # ... at least this many have an inferred optional stage: the waits across it have their own baselines
 MIN_PAST = 20  # files that REQUIRED_FROM is read from, at least (one missing of ten is not one in ten)
 # Events the order is inferred from when none is given: the first this many of the input, in its order.
