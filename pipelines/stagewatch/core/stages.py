@@ -73,6 +73,11 @@ class StageOrder:
         return cls(tuple(n.rstrip("?") for n in names), optional)
 
     @property
+    def with_paths(self) -> frozenset[str]:
+        """The optional stages whose skips have baselines of their own (``paths``, resolved)."""
+        return self.optional if self.paths is None else self.paths
+
+    @property
     def index(self) -> dict[str, int]:
         return {s: i for i, s in enumerate(self.stages)}
 
@@ -100,16 +105,13 @@ def infer_stage_order(traces: Iterable[Sequence[tuple[int, str]]]) -> StageOrder
     seen: dict[str, int] = defaultdict(int)
     firsts: list[dict[str, int]] = []  # per trace, each stage's earliest time
     for trace in traces:
-        ordered = sorted(trace)
-        names: list[str] = []
         first: dict[str, int] = {}
-        for t, name in ordered:
-            if name not in first:
-                first[name] = t
-                names.append(name)
-        if not names:
+        for t, name in sorted(trace):
+            first.setdefault(name, t)
+        if not first:
             continue
         firsts.append(first)
+        names = list(first)  # in the order first seen
         denominator = max(len(names) - 1, 1)
         for i, a in enumerate(names):
             seen[a] += 1
@@ -135,7 +137,6 @@ def infer_stage_order(traces: Iterable[Sequence[tuple[int, str]]]) -> StageOrder
                     wins[a] += 0.5
     mean_pos = {s: pos_sum[s] / seen[s] for s in stages}
     ordered_names = sorted(stages, key=lambda s: (-wins[s], mean_pos[s], s))
-    terminal_candidates = [s for s in reversed(ordered_names)]
     optional: set[str] = set()
     # Half the sample's events are dated before this: a file that reached the end by then has had half the
     # sample's time for a lagging service's lines to come in (the sample is in arrival order).
@@ -143,7 +144,7 @@ def infer_stage_order(traces: Iterable[Sequence[tuple[int, str]]]) -> StageOrder
     mid_us = times[(len(times) - 1) // 2]
     # The terminal stage is the last stage that most traces reaching the end share; presence is measured
     # among traces that reached it, so files still in flight do not make late stages look optional.
-    for candidate in terminal_candidates:
+    for candidate in reversed(ordered_names):
         reached = [first for first in firsts if candidate in first]
         if len(reached) >= OPTIONAL_BELOW * max(seen.values()):
             more, paths = _optional(reached, ordered_names, candidate, mid_us)

@@ -40,7 +40,7 @@ class TraceRules:
         # case: 44 verdicts of other files changed). Its waits are learned under "c (reported) #2".
         names = self.order.stages
         object.__setattr__(self, "optional", opt := tuple(s in self.order.optional for s in names))
-        common = self.order.optional if self.order.paths is None else self.order.paths
+        common = self.order.with_paths
         stray = tuple(o and s not in common for s, o in zip(names, opt, strict=True))
         taken = {*(s for s, x in zip(names, stray, strict=True) if not x), END_TO_END}
         object.__setattr__(self, "latency_names", tuple(_unique(f"{s} (reported)", taken) for s in names))
