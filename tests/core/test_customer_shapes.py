@@ -79,3 +79,92 @@ def test_a_heavy_tailed_customers_line_is_not_held_to_its_own_young_reading() ->
     # unbounded, 7.7 held to 8x (a review's case).
     paged, _ = pareto_customer_paged(20, 36)
     assert paged / 20 < 10, paged / 20
+
+
+def _small_beside_others(small: float, sigma: float, intervals: int = 96) -> list[tuple[float, object, bool, float]]:
+    """A customer of one file an interval (``small`` x the others' median, lognormal ``sigma``) beside others making
+    sixty calls an interval (lognormal 0.4): each interval once the stage's key is warm, (its key's count, the
+    snapshot judging it, whether as its own, the stage-wide line)."""
+    rng = np.random.default_rng(21)
+    store = BaselineStore(TAIL)
+    out: list[tuple[float, object, bool, float]] = []
+    for k in range(intervals):
+        store.advance(k * store.cfg.interval_us)
+        store.learning("call", "small").extend((rng.lognormal(0, sigma, 1) * 100 * small).tolist())
+        store.learning("call", None).extend((rng.lognormal(0, 0.4, 60) * 100).tolist())
+        store.advance((k + 1) * store.cfg.interval_us)
+        snap, own = lookup(store, "call", "small")
+        stage, _ = lookup(store, "call", None)
+        mine = store.snaps.get(("call", "small"))
+        if stage is None:
+            continue
+        out.append((0.0 if mine is None else mine.n, snap, own, stage.threshold_ms))
+    return out
+
+
+def test_a_small_customer_like_its_stage_is_judged_by_the_stages_line_as_its_own() -> None:
+    # One file an interval: three hours' half-life hold about 52 of its samples, never the 100 its tail key judges
+    # from. From its 30th its verdicts are its own (they count towards its incident, ``bar.Bar.tenant_met``), by the
+    # line a cold customer is judged by -- the stage's, moved by its median when it is slower -- with its own median
+    # and count: its young line agrees with that line.
+    from stagewatch.core.verdicts import deferred_snapshot
+
+    for slower in (1.0, 4.0):
+        course = _small_beside_others(slower, 0.4)
+        assert len(course) > 80 and all(n < 100 for n, *_ in course)
+        for n, snap, own, stage_line in course:
+            assert snap is not None
+            assert own == (n >= 30), (slower, n, own)
+            if own:
+                assert snap.n == n and snap.median_ms == pytest.approx(100 * slower, rel=0.5)  # type: ignore[attr-defined]
+                line = snap.threshold_ms  # type: ignore[attr-defined]
+                assert line == stage_line if slower == 1.0 else 2.5 * stage_line < line <= 4 * stage_line, slower
+    # A measurement judged late (its stage was cold then) is still judged only by a customer's warm key of its own.
+    rng = np.random.default_rng(3)
+    store = BaselineStore(TAIL)
+    for k in range(60):
+        store.advance(k * store.cfg.interval_us)
+        store.learning("call", "small").extend((rng.lognormal(0, 0.4, 1) * 100).tolist())
+        store.learning("call", None).extend((rng.lognormal(0, 0.4, 60) * 100).tolist())
+        store.advance((k + 1) * store.cfg.interval_us)
+    assert lookup(store, "call", "small")[1]
+    assert deferred_snapshot(store.snaps, store.step, "call", "small", store.cfg.chronic_n) == (None, False)
+
+
+def test_a_small_customer_much_wider_than_its_stage_keeps_the_stages_verdicts() -> None:
+    # Its young line is over 1.5x the stage's: what the stage's line flags of it may be its normal (the stage's line
+    # pages 2.7 % of a lognormal of sigma 1.0 where the stage's is 0.4), so those verdicts stay the stage's and open
+    # no incident of its own.
+    course = _small_beside_others(1.0, 1.0)
+    judged = [(snap, own) for n, snap, own, _ in course if n >= 30]
+    assert judged and not any(own for _, own in judged)
+
+
+@pytest.mark.parametrize("line", ["tail", "body"])
+def test_a_customer_gone_quiet_is_not_counted_on_the_samples_it_no_longer_holds(line: str) -> None:
+    # Four files an interval for 20 intervals, then none while the others go on: its snapshot keeps the count it had
+    # at its last fold, its decayed count falls under 30 within hours. From then on the stage's line judges it as the
+    # stage's (a review's case: marked its own two hours on). Under the body line a customer's key of 30 is warm, and
+    # the stage's line never judges it as its own.
+    from stagewatch.core.baselines import BaselineConfig
+
+    rng = np.random.default_rng(4)
+    store = BaselineStore(BaselineConfig(line=line))
+    marked = []
+    for k in range(140):
+        store.advance(k * store.cfg.interval_us)
+        if k < 20:
+            store.learning("call", "quiet").extend((rng.lognormal(0, 0.4, 4) * 100).tolist())
+        store.learning("call", None).extend((rng.lognormal(0, 0.4, 60) * 100).tolist())
+        store.advance((k + 1) * store.cfg.interval_us)
+        _, own = lookup(store, "call", "quiet")
+        mine = store.snaps[("call", "quiet")] if k >= 19 else None
+        if mine is not None and mine.warm_until < store.step and own:
+            marked.append(k)
+    decay = store.cfg.decay_per_interval
+    if line == "body":
+        assert marked == []
+    else:  # judged by the stage's line as its own only while it still holds 30 (decayed)
+        n20 = store.snaps[("call", "quiet")].n
+        last = 20 + int(np.floor(np.log(30 / n20) / np.log(decay)))
+        assert marked and max(marked) <= last < 139, (marked[-3:], last)

@@ -75,7 +75,8 @@ class Bar:
         """Whether ``tenant``'s anomalies in ``queue`` (one cause, ``tenant_window_s``) are too many for its
         traffic -- and its own, not the first of a slowdown that reaches everyone. Only verdicts of the
         tenant's own baseline count: against everyone's, a customer's normal can look slow (a simulated day:
-        one customer's first register waits after midnight, before its own baseline warmed up)."""
+        one customer's first register waits after midnight, before its own baseline warmed up) -- or those its young
+        key agrees with (``judged_by._as_its_own``)."""
         cfg = self.cfg
         units = cfg.slow_trace_factor
         if self.noise.rate(key, t, units, self.traffic) is None:

@@ -8,25 +8,19 @@ Semantics both drivers reproduce exactly (the backtest in-process, the Beam job 
 * Score first, then learn. Under the default (``body``) line a value above the key's threshold (above its bin)
   is learned at a tenth of the weight (``anomaly_weight``). That is why an incident stays flagged: when a stage
   turns 8x slower for 30 minutes, the baseline has seen those values as a couple of percent of its mass, and
-  its quantiles barely move. (Clipping them at the threshold instead, at full weight, raised the threshold 2x
-  within the 30 minutes of a simulated slowdown.) A lasting change is still adopted: with a 3 h half-life the
-  slow values reach half of the mass after about ten hours, then they are normal and learned at full weight.
-  The ``tail`` line reads the tail itself: it learns nothing over it nor from a disturbed interval.
-* The line (``stagewatch.core.lines``): by default ``median * exp(k * s)``, where ``s`` is the spread of the
-  *lower half* of log-durations (median minus first quartile) scaled to a normal sigma. Slowness only ever
-  adds mass above the median, so the lower half barely moves while an incident is learned (the interquartile
-  range grew 50 % in a simulated 30-minute 8x slowdown; the lower half grows about 10 %). Scale-free: a
-  300 ms stage and a 3 minute stage are judged by the same rule. The threshold is never below ``min_ratio``
+  its quantiles barely move (clipped at the threshold at full weight, they raised it 2x within the 30 minutes). A
+  lasting change is still adopted: with a 3 h half-life the slow values reach half of the mass after about ten
+  hours, then they are normal. The ``tail`` line learns nothing over it nor from a disturbed interval.
+* The line (``stagewatch.core.lines``): by default ``median * exp(k * s)``, where ``s`` is the spread of
+  the *lower half* of log-durations (median minus first quartile) scaled to a normal sigma. Slowness only ever adds
+  mass above the median, so the lower half barely moves while an incident is learned (the interquartile range grew
+  50 % in a simulated 30-minute 8x slowdown; the lower half about 10 %). Scale-free, and never below ``min_ratio``
   times the 70th percentile. ``line = "tail"`` reads the estimated p99.9 instead.
 * A key is warm while its decayed sample count is at least ``warmup_n`` (the tail rule: enough to read its
-  ``tail_from`` quantile, 100 samples); a cold key makes no verdict (the visible warm-up). A tenant's key is used when
-  warm, else the stage-wide key: one customer's chronically slow network gets its own normal instead of alerting all
-  day, and a slowdown of the stage still exceeds every tenant's own line. While a tenant is cold but has ``chronic_n``
-  samples whose median is already above the stage-wide alert line, it is that tenant's normal showing, not an
-  incident: no verdict yet; a median clearly slower than the stage's moves the stage's line by as much for it
-  (``stagewatch.core.judged_by``).
-* The busy hours of the day: the baseline is a rolling one whose half-life (3 h) is short next to a day, so
-  it follows the daily load curve; the ``at this hour`` in messages is that rolling median.
+  ``tail_from`` quantile, 100 samples); a cold key makes no verdict (the visible warm-up). A tenant's key is used
+  when warm, else the stage-wide key, moved or withheld for it (``stagewatch.core.judged_by``).
+* The busy hours of the day: the baseline's half-life (3 h) is short next to a day, so it follows the daily load
+  curve; the ``at this hour`` in messages is that rolling median.
 """
 
 from __future__ import annotations
@@ -152,6 +146,8 @@ class Snapshot(NamedTuple):
     # The line over which values are held out of learning, when not the alert line (NaN): the tail rule holds
     # out what the body line flags too.
     learn_ms: float = math.nan
+    # Under the tail rule, a customer's cold key: the last interval it holds ``warmup_n`` (``judged_by._as_its_own``).
+    young_until: int = -1
 
 
 def make_snapshots(
@@ -196,13 +192,17 @@ def make_snapshots(
     )
     if tail:  # a stage-wide key in a run stays warm: no line stands in for its own
         warm_until = np.maximum(warm_until, bank.run_warm_until(rows, n, step, cfg.adopt_steps, np.isnan(prior[:, 1])))
+    young = ~np.isnan(prior[:, 1]) & (warm_until < step) & (n >= cfg.warmup_n)  # a reach to borrow: the tail rule's
+    held = np.floor(np.log(cfg.warmup_n / np.maximum(n, cfg.warmup_n)) / math.log(cfg.decay_per_interval))
+    young_until = np.where(young, step + held, -1)
     seen = bank.seen[rows]
     share = np.where(seen > 0, bank.flagged[rows] / np.maximum(seen, 1e-300), 0.0)
     return [
         Snapshot(*values)
         for values in zip(
             q[:, 1].tolist(), threshold.tolist(), n.tolist(), spread.tolist(),
-            warm_until.astype(np.int64).tolist(), share.tolist(), reach.tolist(), learn.tolist(), strict=True,
+            warm_until.astype(np.int64).tolist(), share.tolist(), reach.tolist(), learn.tolist(),
+            young_until.astype(np.int64).tolist(), strict=True,
         )
     ], q_tail
 

@@ -68,7 +68,9 @@ class Anomaly:
     threshold_ms: float | None  # the alert line (for stalls: the deadline after the last stage)
     score: float | None  # observed / threshold: 1.0 is on the alert line
     baseline_n: int | None  # (decayed) number of samples behind the baseline
-    baseline: str | None  # "tenant" when the tenant's own baseline judged, "stage" for the stage-wide one
+    # "tenant" when the tenant's own baseline judged (or its young key agreed with the stage's line that did:
+    # ``judged_by._as_its_own``), "stage" for the stage-wide one
+    baseline: str | None
     severity: str  # "warning", "error" or "critical"
     # What was measured: "wait" (since the previous stage's event), "latency" (reported by the log line),
     # "end_to_end", "deadline" (a stall); None for a failure.

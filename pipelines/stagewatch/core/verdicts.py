@@ -151,10 +151,11 @@ def deferred_snapshot(
     too, and learned from little else than what it judges; a customer whose normal is its own (a slow
     network, a skewed clock) is only told apart by its own key (a simulated day: its first minutes' waits,
     judged by a 36-sample stage-wide line, opened an incident on that customer's normal)."""
-    snap, by_tenant = judge(snaps, step, stage, tenant, chronic_n, base)
-    if tenant is not None and not by_tenant:
-        return None, False
-    return snap, by_tenant
+    if tenant is not None:
+        own = snaps.get((stage, tenant))
+        if own is None or own.warm_until < step:
+            return None, False
+    return judge(snaps, step, stage, tenant, chronic_n, base)
 
 
 def lookup_at(
