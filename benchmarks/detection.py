@@ -1,6 +1,6 @@
 """Detection quality on simulated days, with the defaults a user gets, on seeds the tests do not use.
 
-    python benchmarks/detection.py [--seeds 101 102 103 104 105] [--workdir DIR] [--line body|tail]
+    python benchmarks/detection.py [--seeds 101 102 103 104 105] [--workdir DIR] [--line tail|body]
                                    [--baseline-interval SECONDS] [--markdown FILE]
 
 For each seed: ``stagewatch simulate`` (a full day, standard faults), ``stagewatch replay`` with no options,
@@ -21,13 +21,15 @@ from stagewatch.backtest.engine import DetectorConfig
 from stagewatch.backtest.replay import replay
 from stagewatch.core.baselines import BaselineConfig
 from stagewatch.core.kinds import KINDS
-from stagewatch.core.lines import LINE_RULES
+from stagewatch.core.lines import DEFAULT_LINE, LINE_RULES
 from stagewatch.evaluation.scoring import KindScore, score_kinds
 from stagewatch.evaluation.simulate import SimConfig, simulate_to_dir
 from stagewatch.logfiles import iter_lines
 
 
-def run_seed(seed: int, work: Path, line: str = "body", interval_s: int = 300) -> tuple[list[KindScore], dict, int]:
+def run_seed(
+    seed: int, work: Path, line: str = DEFAULT_LINE, interval_s: int = 300
+) -> tuple[list[KindScore], dict, int]:
     out = work / f"seed-{seed}"
     if not (out / "logs.jsonl").exists():
         simulate_to_dir(SimConfig(seed=seed), out)
@@ -53,7 +55,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[101, 102, 103, 104, 105])
     ap.add_argument("--workdir", default="/tmp/stagewatch-detection")
-    ap.add_argument("--line", choices=LINE_RULES, default="body", help="the alert line rule (docs/detection.md)")
+    ap.add_argument("--line", choices=LINE_RULES, default=DEFAULT_LINE, help="the alert line rule (docs/detection.md)")
     ap.add_argument("--baseline-interval", type=int, default=300, metavar="SECONDS",
                     help="how often baselines are folded (replay --baseline-interval)")
     ap.add_argument("--markdown", help="write the tables (markdown) here")
@@ -79,13 +81,13 @@ def main() -> int:
     print(f"lowest per-seed F1: {worst:.3f}")
     if args.markdown:
         cmd = "python benchmarks/detection.py --seeds " + " ".join(map(str, args.seeds)) + (
-            f" --line {args.line}" if args.line != "body" else "")
+            f" --line {args.line}" if args.line != DEFAULT_LINE else "")
         stamp = datetime.date.today().isoformat()
         delay_text = "; ".join(
             f"seed {seed}: median {d['median_s']} s, p95 {d['p95_s']} s"
             for seed, d in zip(args.seeds, delays, strict=True)
         )
-        setting = "" if args.line == "body" else f" but the {args.line} line"
+        setting = "" if args.line == DEFAULT_LINE else f" but the {args.line} line"
         Path(args.markdown).write_text(
             f"# Detection on simulated days\n\nProduced by `{cmd}` on {stamp}, default settings{setting}.\n\n"
             f"{text}\n\nLowest per-seed F1: {worst:.3f}.\n\nStall detection delay (last event of the file to "

@@ -1,7 +1,7 @@
 """Detection on the pipeline zoo: many random pipelines the detector was not tuned on, scored against labels from
 their true normal distributions (``stagewatch.evaluation.zoo``), with the defaults a user gets.
 
-    python benchmarks/zoo.py [--seeds 10001-10030] [--max-files 100000] [--workdir DIR] [--line body|tail]
+    python benchmarks/zoo.py [--seeds 10001-10030] [--max-files 100000] [--workdir DIR] [--line tail|body]
                              [--order given|inferred] [--peers] [--json FILE] [--markdown FILE]
 
 Seeds from 10001 up are the benchmark's; the tests draw theirs below 100. For each seed: a random pipeline, its
@@ -39,7 +39,7 @@ from stagewatch.backtest.replay import replay
 from stagewatch.core.baselines import BaselineConfig
 from stagewatch.core.incidents import IncidentTracker
 from stagewatch.core.kinds import FAILED, SLOW_STAGE, SLOW_TRACE, STALLED
-from stagewatch.core.lines import LINE_RULES
+from stagewatch.core.lines import DEFAULT_LINE, LINE_RULES
 from stagewatch.core.measurements import Arrival
 from stagewatch.core.stages import StageOrder
 from stagewatch.core.timeutil import parse_rfc3339_us
@@ -72,7 +72,7 @@ def _peer_scores(series: list[tuple[str, str, float]], labels: list[dict[str, An
     return out
 
 
-def run_seed(seed: int, max_files: int, work: Path, line: str = "body", peers: bool = False,
+def run_seed(seed: int, max_files: int, work: Path, line: str = DEFAULT_LINE, peers: bool = False,
              interval_s: int = 300, inferred: bool = False) -> dict[str, Any]:
     out = work / f"zoo-{seed}"
     pipe = random_pipeline(seed, max_files)
@@ -291,7 +291,7 @@ def main() -> int:
     ap.add_argument("--max-files", type=int, default=100_000,
                     help="files per pipeline at most: bounds the time; a faster drawn rate is lowered to fit")
     ap.add_argument("--workdir", default="/tmp/stagewatch-zoo")
-    ap.add_argument("--line", choices=LINE_RULES, default="body", help="the alert line rule (docs/detection.md)")
+    ap.add_argument("--line", choices=LINE_RULES, default=DEFAULT_LINE, help="the alert line rule (docs/detection.md)")
     ap.add_argument("--order", choices=("given", "inferred"), default="given",
                     help="the stage order replay is given (the true one), or infers from the logs as for a user")
     ap.add_argument("--baseline-interval", type=int, default=300, metavar="SECONDS",

@@ -14,7 +14,9 @@ import pytest
 
 from stagewatch.backtest import front
 from stagewatch.backtest import replay as replay_mod
+from stagewatch.backtest.engine import DetectorConfig
 from stagewatch.backtest.replay import replay, replay_files
+from stagewatch.core.baselines import BaselineConfig
 from stagewatch.core.events import FieldMapping, StageEvent
 from stagewatch.core.parser import Parser
 from stagewatch.core.stages import StageOrder
@@ -195,7 +197,9 @@ def test_judging_by_a_snapshot_looked_up_once_per_interval_changes_nothing(
     assert {a["kind"] for a in cached[1]} >= {"slow_stage", "slow_trace", "stalled", "failed"}
 
 
-def _replay_files(paths: list[str], processes: int) -> tuple[dict, list, list, list, list, int]:
+def _replay_files(
+    paths: list[str], processes: int, cfg: DetectorConfig | None = None
+) -> tuple[dict, list, list, list, list, int]:
     records: dict[str, list] = {"anomalies": [], "summaries": [], "dead": [], "arrivals": []}
     read = [0]
 
@@ -203,7 +207,7 @@ def _replay_files(paths: list[str], processes: int) -> tuple[dict, list, list, l
         read[0] += n
 
     stats = replay_files(
-        paths, processes=processes, on_bytes=on_bytes,
+        paths, processes=processes, on_bytes=on_bytes, cfg=cfg,
         on_anomaly=lambda a: records["anomalies"].append(a.to_dict()),
         on_summary=lambda s: records["summaries"].append(s.to_dict()),
         on_dead_letter=lambda d: records["dead"].append(d.to_dict()),
@@ -216,7 +220,8 @@ def _replay_files(paths: list[str], processes: int) -> tuple[dict, list, list, l
 def test_reading_in_a_second_process_gives_the_same_records_in_the_same_order(day: Path, tmp_path: Path) -> None:
     """``processes=2`` moves reading, parsing, dedup and ordering into a child process: the back must hear
     exactly the same calls. The inputs: a .gz whose first lines are junk (dead letters held until the first
-    event time), a late event, and the simulated day (every fault, duplicates, skew, junk)."""
+    event time), a late event, and the simulated day (every fault, duplicates, skew, junk). Under the body line some
+    of that day's stalled files then arrive, so arrivals are heard too (under the tail line none do)."""
     logs = (day / "logs.jsonl").read_bytes().splitlines(keepends=True)
     first = orjson.loads(logs[5])
     late = dict(first, insertId="late-1", timestamp=format_rfc3339(
@@ -227,7 +232,8 @@ def test_reading_in_a_second_process_gives_the_same_records_in_the_same_order(da
     rest = tmp_path / "rest.jsonl"
     rest.write_bytes(b"".join(logs[2000:]))
     paths = [str(head), str(rest)]
-    one, two = _replay_files(paths, processes=1), _replay_files(paths, processes=2)
+    body = DetectorConfig(baseline=BaselineConfig(line="body"))
+    one, two = _replay_files(paths, processes=1, cfg=body), _replay_files(paths, processes=2, cfg=body)
     assert one == two
     figures, anomalies, summaries, dead, arrivals, read = one
     assert summaries and len(summaries) == sum(figures["traces"].values())

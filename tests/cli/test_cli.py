@@ -118,17 +118,20 @@ def test_config_file_sets_stages_fields_and_settings(tmp_path: Path) -> None:
     assert main(["replay", str(logs), "--config", str(bad)]) == 2
 
 
-def test_the_tail_line_is_chosen_by_flag_or_config_alike(sim: Path, tmp_path: Path) -> None:
-    cfg = tmp_path / "tail.toml"
-    cfg.write_text('[baseline]\nline = "tail"\n')
+def test_the_body_line_is_chosen_by_flag_or_config_alike(sim: Path, tmp_path: Path) -> None:
+    cfg = tmp_path / "body.toml"
+    cfg.write_text('[baseline]\nline = "body"\n')
     logs = str(sim / "logs.jsonl")
-    assert main(["replay", logs, "--line", "tail", "-o", str(tmp_path / "flag.jsonl")]) == 0
+    assert main(["replay", logs, "--line", "body", "-o", str(tmp_path / "flag.jsonl")]) == 0
     assert main(["replay", logs, "--config", str(cfg), "-o", str(tmp_path / "config.jsonl")]) == 0
-    assert main(["replay", logs, "-o", str(tmp_path / "body.jsonl")]) == 0
+    assert main(["replay", logs, "-o", str(tmp_path / "default.jsonl")]) == 0
+    assert main(["replay", logs, "--line", "tail", "-o", str(tmp_path / "tail.jsonl")]) == 0
     flag, config = _lines(tmp_path / "flag.jsonl"), _lines(tmp_path / "config.jsonl")
     assert flag == config and flag
-    # The rule is in force: its lines are not the body rule's.
-    assert {a["threshold_ms"] for a in flag} != {a["threshold_ms"] for a in _lines(tmp_path / "body.jsonl")}
+    # The rule is in force: its lines are not the tail rule's, which is the default.
+    default = _lines(tmp_path / "default.jsonl")
+    assert default == _lines(tmp_path / "tail.jsonl") and default
+    assert {a["threshold_ms"] for a in flag} != {a["threshold_ms"] for a in default}
 
 
 def test_the_report_without_matplotlib_says_which_extra_to_install(

@@ -18,6 +18,8 @@ from stagewatch.core.sketch import BIRTH_EACH, BIRTH_PARTS, CALM, LONG_RUN, Hist
 pytestmark = pytest.mark.unit
 
 S = 1_000_000
+# Tests of the body line's rules, and of what either line does alike with the body's smaller warm-up (30 samples).
+BODY = BaselineConfig(line="body")
 
 
 def feed(store: BaselineStore, values: list[float], start_s: int = 0, every_s: float = 5.0,
@@ -74,7 +76,7 @@ def test_a_common_second_mode_is_normal_not_an_incident() -> None:
 
 def test_a_baseline_that_learned_one_mode_adopts_the_second_when_it_becomes_common() -> None:
     rng = random.Random(3)
-    store = BaselineStore()
+    store = BaselineStore(BODY)
     end = feed(store, [2.0 + rng.random() for _ in range(500)])
     assert line(store) < 47  # 47 ms is an anomaly for a 2 ms call
     feed(store, [rng.choice([2.0, 47.0]) + rng.random() for _ in range(3000)], start_s=end)
@@ -89,7 +91,7 @@ def test_whole_millisecond_logging_does_not_make_every_millisecond_an_alert() ->
 
 
 def test_flagged_values_weigh_a_tenth_until_they_are_common() -> None:
-    store = BaselineStore()
+    store = BaselineStore(BODY)
     rng = random.Random(5)
     end = feed(store, [100 * rng.lognormvariate(0, 0.2) for _ in range(1000)])
     before = lookup(store, "call", None)[0]
@@ -106,7 +108,7 @@ def test_flagged_values_weigh_a_tenth_until_they_are_common() -> None:
 
 
 def test_warm_up_and_going_cold_after_a_long_silence() -> None:
-    store = BaselineStore(BaselineConfig(warmup_n=30))
+    store = BaselineStore(BaselineConfig(warmup_n=30, line="body"))
     end = feed(store, [10.0] * 20)
     assert lookup(store, "call", None)[0] is None  # 20 samples: still warming up
     end = feed(store, [10.0] * 20, start_s=end)
@@ -150,7 +152,7 @@ def test_binning_an_interval_at_once_bins_each_value_as_bin_of() -> None:
 def test_learning_is_counted_per_key_when_the_interval_is_folded() -> None:
     """Values learned in an interval reach the stage-wide key and the tenant's (within ``max_tenants``, new
     tenants of an interval in name order) when the interval is folded; the store's epoch moves with every fold."""
-    store = BaselineStore(BaselineConfig(max_tenants=1, warmup_n=5))
+    store = BaselineStore(BaselineConfig(max_tenants=1, warmup_n=5, line="body"))
     store.advance(0)
     epoch = store.epoch
     for tenant in ("second", "first", None, "second", "first"):  # "second" comes first: names decide
@@ -169,7 +171,7 @@ def test_learning_is_counted_per_key_when_the_interval_is_folded() -> None:
 
 def test_a_store_pickled_before_learning_was_deferred_still_loads() -> None:
     """A running job's state holds pickled stores; ``--update`` must not break them."""
-    store = BaselineStore()
+    store = BaselineStore(BODY)
     end = feed(store, [10.0] * 40)
     state = {k: v for k, v in store.__dict__.items() if k not in ("values", "epoch")}
     old = BaselineStore.__new__(BaselineStore)

@@ -8,9 +8,14 @@ from collections import Counter
 import pytest
 
 from stagewatch.backtest.engine import DetectorConfig
+from stagewatch.core.baselines import BaselineConfig
 from stagewatch.core.events import StageEvent
 from stagewatch.core.timeutil import parse_rfc3339_us
 from tests.streams import T0, Pipeline, S, burst, diurnal, file_events, run, steady_stream
+
+# The body line judges from 30 samples and flags a slow share present from the start (up to 30 %); the tail line, the
+# default, waits for 100 and learns such a share as the stage's upper mode (docs/detection.md, "Which line").
+BODY = DetectorConfig(baseline=BaselineConfig(line="body"))
 
 pytestmark = pytest.mark.unit
 
@@ -124,14 +129,15 @@ def test_an_optional_stage_too_rare_to_have_a_baseline_holds_no_deadline_back() 
 
 
 def test_what_a_cold_baseline_saw_is_judged_from_the_first_tick_it_has_its_warm_up_samples() -> None:
-    # A burst: 1,200 files in the first five minutes, before any baseline has a snapshot. Sixty of them, begun
-    # 50 to 65 s in, are 10x slow in "b": they are judged by the early snapshot of the first 30 s tick after
+    # The body line (``BODY``). A burst: 1,200 files in the first five minutes, before any baseline has a snapshot.
+    # Sixty of them, begun 50 to 65 s in, are 10x slow in "b": they are judged by the early snapshot of the first 30 s
+    # tick after
     # they were measured (the stage had its warm-up samples within the first tick), as of that tick -- not at
     # the end of the first five minutes (before early snapshots), and not lost to the warm-up.
     from stagewatch.core.timeutil import parse_rfc3339_us
 
     pipe, events, start = burst()
-    anomalies, _, _ = run(events, pipe.stages)
+    anomalies, _, _ = run(events, pipe.stages, BODY)
     slow = {a.uid for a in anomalies if a.kind == "slow_stage" and a.stage == "b"}
     assert {f"f{k:05d}" for k in range(200, 260)} <= slow
     first = [a for a in anomalies if a.uid in {f"f{k:05d}" for k in range(200, 260)} and a.stage == "b"]
@@ -146,10 +152,10 @@ def test_what_a_cold_baseline_saw_is_judged_from_the_first_tick_it_has_its_warm_
 
 
 def test_an_early_tick_judges_only_what_its_snapshot_can() -> None:
-    # One customer's files 2 s apart: "b" has its 30 warm-up samples a little after 60 s in, so the ticks
-    # before 90 s have no snapshot to judge by. A file whose "b" ended 10x slow 28 s in is judged at the first
-    # tick whose early snapshot is warm (90 s), one 100 s in at the tick after it (120 s), one after the last
-    # early tick (120 s) at the interval's end (300 s), as before early snapshots.
+    # The body line (``BODY``). One customer's files 2 s apart: "b" has its 30 warm-up samples a little after 60 s
+    # in, so the ticks before 90 s have no snapshot to judge by. A file whose "b" ended 10x slow 28 s in is judged at
+    # the first tick whose early snapshot is warm (90 s), one 100 s in at the tick after it (120 s), one after the
+    # last early tick (120 s) at the interval's end (300 s), as before early snapshots.
     pipe = Pipeline(stages=("a", "b", "c"), medians={"b": 2.0, "c": 1.0})
     rng = random.Random(3)
     start = T0 - T0 % (300 * S)
@@ -161,7 +167,7 @@ def test_an_early_tick_judges_only_what_its_snapshot_can() -> None:
     events = sorted((e for k in range(200)
                      for e in file_events(pipe, f"f{k:03d}", start + k * 2 * S, rng, factor(k), tenant="t1")),
                     key=lambda e: e.t_us)
-    anomalies, _, _ = run(events, pipe.stages)
+    anomalies, _, _ = run(events, pipe.stages, BODY)
     judged = {a.uid: (parse_rfc3339_us(a.detected_at) - start) // S for a in anomalies
               if a.kind == "slow_stage" and a.stage == "b"}
     assert judged == {f"f{k:03d}": at for k, at in slow_at.items()}

@@ -16,6 +16,7 @@ pytestmark = pytest.mark.unit
 
 S = 1_000_000
 TAIL = BaselineConfig(line="tail")
+BODY = BaselineConfig(line="body")
 
 
 def _fold(store: BaselineStore, values: np.ndarray, interval: int, stage: str = "call",
@@ -67,7 +68,7 @@ def test_the_tail_line_sits_just_above_each_family_p999(family: str) -> None:
         assert line <= 1.6 * p999, (family, line / p999)
     # The body rule pages on the upper mode of the mixture: that is what the tail rule is for.
     if family == "mixture 25% x4":
-        body = BaselineStore()
+        body = BaselineStore(BODY)
         for k in range(8):
             _fold(body, draw(3000), k)
         assert _line(body) < 4 * 800
@@ -166,7 +167,7 @@ def test_a_tail_key_judges_once_it_can_read_its_90th_percentile() -> None:
     _fold(store, rng.lognormal(0, 0.5, 10) * 100, 1)
     snap, _ = lookup(store, "call", None)
     assert snap is not None and snap.n >= 100
-    assert BaselineStore().cfg.warm_n == 30 and TAIL.warm_n == 100
+    assert BODY.warm_n == 30 and TAIL.warm_n == 100 and BaselineStore().cfg == TAIL  # the tail line: the default
 
 
 def test_the_line_rule_is_checked() -> None:

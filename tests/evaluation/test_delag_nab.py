@@ -108,12 +108,16 @@ def test_evaluate_nab_end_to_end_on_a_small_fake_corpus(tmp_path: Path) -> None:
     for k in range(200, 210):
         values[k] = 900.0  # a spike inside the window 195-215
     _fake_nab(tmp_path, values, (195, 215))
-    res = evaluate_nab(tmp_path)
+    res = evaluate_nab(tmp_path, "body")
     assert res["published"] == {"good": 100.0}
     assert all(f["windows"] == 1 and f["detected"] == 1 for f in res["files"])
     assert res["score"] > 50
-    assert main(["evaluate", "nab", str(tmp_path), "--markdown", str(tmp_path / "nab.md")]) == 0
-    assert "stagewatch:" in (tmp_path / "nab.md").read_text()
+    assert main(["evaluate", "nab", str(tmp_path), "--line", "body", "--markdown", str(tmp_path / "nab.md")]) == 0
+    text = (tmp_path / "nab.md").read_text()
+    assert "stagewatch:" in text and "but the body line" in text
+    # Twelve values an hour never give a key the 100 samples the tail line (the default) judges from.
+    tail = evaluate_nab(tmp_path)
+    assert tail["line"] == "tail" and all(f["windows"] == 1 and f["detected"] == 0 for f in tail["files"])
 
 
 def test_published_subset_normalisation(tmp_path: Path) -> None:
@@ -171,7 +175,7 @@ def test_evaluate_delag_with_beam_peers(tmp_path: Path) -> None:
     d = _delag_csv(tmp_path / "toy" / "000.csv", rows=400)
     res = evaluate_delag([str(tmp_path / "toy" / "000.csv")], beam=True)
     row = res.per_file[d.name]
-    assert set(row) == {"stagewatch", "stagewatch, tail line", "static p99", "Beam RobustZScore", "Beam ZScore"}
+    assert set(row) == {"stagewatch", "stagewatch, body line", "static p99", "Beam RobustZScore", "Beam ZScore"}
     sw = row["stagewatch"]
     assert sw.tp >= 1 and sw.named_right == sw.named
     assert row["Beam ZScore"].tp + row["Beam ZScore"].fn == int((d.labels != 0).sum())

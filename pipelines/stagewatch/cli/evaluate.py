@@ -11,6 +11,8 @@ from typing import Any
 
 import orjson
 
+from stagewatch.core.lines import DEFAULT_LINE, LINE_RULES
+
 __all__ = ["add"]
 
 
@@ -51,6 +53,8 @@ def add(sub: argparse._SubParsersAction) -> None:
                            "request-latency series, beside the published detectors' scores on the same series.")
     nab.add_argument("nab_dir", nargs="?", default="../shared/data/nab", metavar="NAB_DIR",
                      help="the NAB data folder (default ../shared/data/nab)")
+    nab.add_argument("--line", choices=LINE_RULES, default=DEFAULT_LINE,
+                     help=f"the alert line rule (default {DEFAULT_LINE}; docs/detection.md)")
     nab.add_argument("--markdown", metavar="FILE", help="write the tables here (markdown)")
     nab.set_defaults(func=_nab)
 
@@ -154,8 +158,9 @@ def _nab(args: argparse.Namespace) -> int:
     root = args.nab_dir
     if not (Path(root) / "labels" / "combined_windows.json").is_file():
         raise ValueError(f"{root} is not a NAB data folder (labels/combined_windows.json missing)")
-    res = evaluate_nab(root)
-    text = markdown(res, "stagewatch evaluate nab " + root)
+    res = evaluate_nab(root, args.line)
+    chosen = "" if args.line == DEFAULT_LINE else f" --line {args.line}"
+    text = markdown(res, f"stagewatch evaluate nab {root}{chosen}")
     if args.markdown:
         Path(args.markdown).write_text(text, encoding="utf-8")
     print(text)

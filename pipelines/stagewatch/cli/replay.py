@@ -56,8 +56,8 @@ def add(sub: argparse._SubParsersAction) -> None:
                    "the streaming job's --baseline_interval_s, which takes 60 to 3600)")
     p.add_argument("--warmup", type=float, metavar="N", help="samples a baseline needs before it judges "
                    "(default 30)")
-    p.add_argument("--line", choices=LINE_RULES, help="how alert lines are read: body (default; from the lower "
-                   "half of each stage's durations) or tail (from its estimated p99.9); docs/detection.md")
+    p.add_argument("--line", choices=LINE_RULES, help="how alert lines are read: tail (default; from each stage's "
+                   "estimated p99.9) or body (from the lower half of its durations); docs/detection.md")
     add_uid_key_options(p)
     p.add_argument("--dead-letter-payload", choices=PAYLOADS,
                    help="how much of a rejected line its dead letter keeps: trimmed (the first 1,000 characters; "

@@ -5,17 +5,17 @@ Semantics both drivers reproduce exactly (the backtest in-process, the Beam job 
 * Time is cut into intervals of ``interval_s`` of event time. Verdicts made during interval ``k`` use the
   *snapshot* taken at the start of ``k``: everything learned in intervals ``< k``, decayed to ``k``.
   Learning within an interval is a sum of bin counts, so its order does not matter.
-* Score first, then learn. Under the default (``body``) line a value above the key's threshold (above its bin)
+* Score first, then learn. Under the ``body`` line a value above the key's threshold (above its bin)
   is learned at a tenth of the weight (``anomaly_weight``). That is why an incident stays flagged: when a stage
   turns 8x slower for 30 minutes, the baseline has seen those values as a couple of percent of its mass, and
   its quantiles barely move (clipped at the threshold at full weight, they raised it 2x within the 30 minutes). A
   lasting change is still adopted: with a 3 h half-life the slow values reach half of the mass after about ten
-  hours, then they are normal. The ``tail`` line learns nothing over it nor from a disturbed interval.
-* The line (``stagewatch.core.lines``): by default ``median * exp(k * s)``, where ``s`` is the spread of
+  hours, then they are normal. The ``tail`` line (the default) learns nothing over it nor from a disturbed interval.
+* The line (``stagewatch.core.lines``): under the body rule ``median * exp(k * s)``, where ``s`` is the spread of
   the *lower half* of log-durations (median minus first quartile) scaled to a normal sigma. Slowness only ever adds
   mass above the median, so the lower half barely moves while an incident is learned (the interquartile range grew
   50 % in a simulated 30-minute 8x slowdown; the lower half about 10 %). Scale-free, and never below ``min_ratio``
-  times the 70th percentile. ``line = "tail"`` reads the estimated p99.9 instead.
+  times the 70th percentile. ``line = "tail"``, the default, reads the estimated p99.9 instead.
 * A key is warm while its decayed sample count is at least ``warmup_n`` (the tail rule: enough to read its
   ``tail_from`` quantile, 100 samples); a cold key makes no verdict (the visible warm-up). A tenant's key is used
   when warm, else the stage-wide key, moved or withheld for it (``stagewatch.core.judged_by``).
@@ -35,7 +35,7 @@ from typing import NamedTuple
 import numpy as np
 
 from stagewatch.core.bins import N_BINS, bin_of, bins_of
-from stagewatch.core.lines import BODY_PS, LINE_RULES, TAIL_PS, body_line, level_moved, tail_line
+from stagewatch.core.lines import BODY_PS, DEFAULT_LINE, LINE_RULES, TAIL_PS, body_line, level_moved, tail_line
 from stagewatch.core.sketch import HistogramBank
 
 __all__ = ["END_TO_END", "BaselineConfig", "BaselineKey", "BaselineStore", "Snapshot", "make_snapshots"]
@@ -51,7 +51,7 @@ class BaselineConfig:
     interval_s: int = 300
     half_life_s: float = 3 * 3600.0
     warmup_n: float = 30.0
-    line: str = "body"  # how the alert line is read: "body" or "tail" (``stagewatch.core.lines``)
+    line: str = DEFAULT_LINE  # how the alert line is read: "tail" or "body" (``stagewatch.core.lines``)
     # The body rule: median x exp(k x the lower half's spread), at least min_ratio x the 70th percentile.
     k: float = 4.0
     min_ratio: float = 1.65  # the line is at least this x the 70th percentile (1 - max_anomaly_share)

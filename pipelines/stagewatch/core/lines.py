@@ -1,15 +1,16 @@
 """Alert lines: where a key's normal durations end, read from its decayed histogram by one of two rules.
 
-* ``body`` (the default): ``median * exp(k * s)`` with ``s`` the spread of the *lower half* of log-durations,
+* ``body``: ``median * exp(k * s)`` with ``s`` the spread of the *lower half* of log-durations,
   and never below ``min_ratio`` x the 70th percentile. It assumes that up to 30 % of what a stage does may be
   anomalous, so a slow subpopulation present from the first minute (DeLag's requests: 20 % slowed 1.3-4x from
   the start) is still caught. Its cost: a stage whose normal tail is not lognormal-like pages on it -- a second
   mode under 30 % of the files, a gamma or a wide lognormal stage (the pipeline zoo: 1.9 % of normal stage
   measurements flagged).
-* ``tail``: the estimated p99.9 of the key's own normal distribution times ``margin``, read from the highest
-  quantile the key has enough samples for and extrapolated at the tail's local slope. It bounds false alerts
-  per normal file whatever the family (``benchmarks/lines.md``), but it trusts the history it learned: what was
-  there from the start is normal to it. The store keeps that history clean (``BaselineConfig``).
+* ``tail`` (the default, ``DEFAULT_LINE``): the estimated p99.9 of the key's own normal distribution times
+  ``margin``, read from the highest quantile the key has enough samples for and extrapolated at the tail's local
+  slope. It bounds false alerts per normal file whatever the family (``benchmarks/lines.md``), but it trusts the
+  history it learned: what was there from the start is normal to it. The store keeps that history clean
+  (``BaselineConfig``).
 
 Both are pure functions of quantiles, so both drivers compute the same lines.
 """
@@ -27,9 +28,11 @@ from stagewatch.core.sketch import LEVEL_ALPHA
 if TYPE_CHECKING:
     from stagewatch.core.baselines import BaselineConfig
 
-__all__ = ["BODY_PS", "FLOOR_MS", "LINE_RULES", "TAIL_PS", "body_line", "level_moved", "tail_line"]
+__all__ = ["BODY_PS", "DEFAULT_LINE", "FLOOR_MS", "LINE_RULES", "TAIL_PS", "body_line", "level_moved", "tail_line"]
 
 LINE_RULES = ("body", "tail")
+#: The rule a user gets who names none (``docs/detection.md``, "Which line").
+DEFAULT_LINE = "tail"
 FLOOR_MS = 1.0  # below a millisecond, log spreads are clock resolution, not behaviour
 
 # Distance from the first quartile to the median of a standard normal: turns it into a sigma.

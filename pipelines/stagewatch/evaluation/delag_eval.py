@@ -17,6 +17,7 @@ import orjson
 from stagewatch.backtest.engine import DetectorConfig
 from stagewatch.backtest.replay import replay
 from stagewatch.core.baselines import BaselineConfig
+from stagewatch.core.lines import DEFAULT_LINE, LINE_RULES
 from stagewatch.core.records import Anomaly
 from stagewatch.evaluation.delag import ROW_EVERY_S, read_delag, slowed_calls, to_log_lines
 from stagewatch.evaluation.peers import BEAM_DETECTORS, beam_flags, static_p99_flags
@@ -62,7 +63,7 @@ class DelagResult:
     totals: dict[str, dict[str, Tally]] = field(default_factory=dict)  # system -> detector -> tally
 
 
-def _stagewatch(path: str, line: str = "body", every_s: float = ROW_EVERY_S) -> tuple[set[int], Tally]:
+def _stagewatch(path: str, line: str = DEFAULT_LINE, every_s: float = ROW_EVERY_S) -> tuple[set[int], Tally]:
     d = read_delag(path)
     index = {u: k for k, u in enumerate(d.uids)}
     worst: dict[int, Anomaly] = {}
@@ -117,8 +118,8 @@ def evaluate_delag(
         labels = [int(x) for x in d.labels]
         system = d.name.split("/")[0]
         _, sw = _stagewatch(path)
-        _, tail = _stagewatch(path, "tail")
-        row = {"stagewatch": sw, "stagewatch, tail line": tail}
+        other = next(rule for rule in LINE_RULES if rule != DEFAULT_LINE)
+        row = {"stagewatch": sw, f"stagewatch, {other} line": _stagewatch(path, other)[1]}
         for every in spacings:
             row[f"stagewatch, {every:g} s apart"] = _stagewatch(path, every_s=every)[1]
         p99 = Tally()
@@ -139,8 +140,8 @@ def markdown(res: DelagResult, command: str) -> str:
     lines = [
         "# DeLag: per-request detection, stagewatch beside its peers",
         "",
-        f"Produced by `{command}` on {datetime.date.today().isoformat()}; stagewatch with its default settings, "
-        "and with `line = \"tail\"` (docs/detection.md). Requests are "
+        f"Produced by `{command}` on {datetime.date.today().isoformat()}; stagewatch with its default settings "
+        f"(the {DEFAULT_LINE} line), and with the other line rule (docs/detection.md). Requests are "
         f"{ROW_EVERY_S:g} s apart unless a row says otherwise.",
         "A request is flagged when any of its calls (or its end-to-end latency) is; label = `anomaly != 0`.",
         "",

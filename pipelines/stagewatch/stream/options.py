@@ -17,7 +17,7 @@ from typing import Any
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from stagewatch.core.clock import TimeBounds
-from stagewatch.core.lines import LINE_RULES
+from stagewatch.core.lines import DEFAULT_LINE, LINE_RULES
 from stagewatch.core.privacy import PAYLOADS, default_payload
 from stagewatch.core.stages import StageOrder
 from stagewatch.secrets import UidKey
@@ -161,7 +161,7 @@ def validate(opts: PipelineOptions) -> ValidatedOptions:
         stall_factor=_number("stall_factor", o.get("stall_factor"), 1, strict=False),
         half_life_s=_number("half_life_s", o.get("half_life_s"), 0, strict=True),
         baseline_interval_s=_interval(o.get("baseline_interval_s")),
-        alert_line=_choice("alert_line", o.get("alert_line") or "body", LINE_RULES),
+        alert_line=_choice("alert_line", o.get("alert_line") or DEFAULT_LINE, LINE_RULES),
         uid_key=(key := _uid_key(o, local=path is not None)),
         dead_letter_payload=_payload(o.get("dead_letter_payload"), hashed=key is not None),
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from stagewatch.core.lines import DEFAULT_LINE
 from stagewatch.store.schemas import DATASET_RE, PROJECT_PATTERN
 
 __all__ = ["PARAMETERS", "SUBSCRIPTION_RE", "TOPIC_RE", "Parameter"]
@@ -88,10 +89,11 @@ PARAMETERS: tuple[Parameter, ...] = (
               "the first verdicts sooner, for more work per stage and tenant; replay's --baseline-interval.",
               r"^[0-9]+$", "300", int),
     Parameter("alert_line", "Alert line rule",
-              "How each stage's alert line is read from its baseline: body (the default: from the lower half "
-              "of its durations; catches a slow share of up to 30 % present from the start) or tail (from "
-              "the estimated p99.9 of its own durations; fewest false alerts on stages with a second mode or a "
-              "long tail). docs/detection.md compares them.", r"^(body|tail)$", "body"),
+              "How each stage's alert line is read from its baseline: tail (the default: from the estimated "
+              "p99.9 of its own durations; a bounded false-alert rate whatever their shape) or body (from the "
+              "lower half of its durations; also catches a slow share of up to 30 % present from the start, but "
+              "pages on stages with a second mode or a long tail). docs/detection.md compares them.",
+              r"^(tail|body)$", DEFAULT_LINE),
     Parameter("hash_uids", "Hash file uids",
               "true: every uid is replaced by a keyed hash (HMAC-SHA256) when its line is parsed, so no table or "
               "message holds a raw uid; the key is read by each worker from uid_key_secret (or, for local runs, "
