@@ -261,7 +261,8 @@ def test_what_a_cold_baseline_saw_is_judged_at_its_first_warm_tick_or_the_next_s
     driver moves past a finite input's last event. One that ends within the first interval (200 s) has the
     early verdicts, and not the one after the last early tick: the streaming job judges the interval only as
     its input ends, after the files closed, and still reports them (``WatchStalls`` lets nothing it holds go
-    with a file's state)."""
+    with a file's state). The body line (30 warm-up samples; the tail line's 100 come later)."""
+    from stagewatch.backtest.engine import DetectorConfig
     from stagewatch.backtest.replay import replay
     from stagewatch.cli import main
     from stagewatch.logfiles import iter_lines
@@ -279,8 +280,9 @@ def test_what_a_cold_baseline_saw_is_judged_at_its_first_warm_tick_or_the_next_s
     logs = tmp_path / "cold.jsonl"
     logs.write_bytes(b"\n".join(_line(ev) for ev in events) + b"\n")
     replayed: set[tuple[str, str, str, str]] = set()
-    replay(iter_lines([str(logs)]), on_anomaly=lambda a: replayed.add((a.kind, a.uid, a.stage, a.detected_at)))
-    assert main(["run", "--input_file", str(logs), "--output_dir", str(tmp_path / "out")]) == 0
+    replay(iter_lines([str(logs)]), on_anomaly=lambda a: replayed.add((a.kind, a.uid, a.stage, a.detected_at)),
+           cfg=DetectorConfig(baseline=BaselineConfig(line="body")))
+    assert main(["run", "--input_file", str(logs), "--output_dir", str(tmp_path / "out"), "--line", "body"]) == 0
     streamed = {
         (a["kind"], a["uid"], a["stage"], a["detected_at"])
         for f in (tmp_path / "out").glob("anomalies*.jsonl") for a in map(orjson.loads, f.read_bytes().splitlines())
@@ -296,7 +298,8 @@ def test_a_new_stage_mid_run_judges_a_waiting_file_at_its_warm_tick_unless_it_st
     """An optional stage "x" first appears 10 minutes in and has its warm-up samples at its interval's fourth
     early tick. A file whose x took 10 s is judged slow there at that tick -- unless it stalled waiting for
     b before it: the streaming job drops a verdict judged after a file's stall deadline, and the backtest
-    does not judge one (the file's later lines do not undo that). Both drivers: the same verdicts."""
+    does not judge one (the file's later lines do not undo that). Both drivers: the same verdicts. The body line
+    (its 30 warm-up samples)."""
     rng = random.Random(1)
     start = T0 - T0 % (300 * S)
 
@@ -325,7 +328,7 @@ def test_a_new_stage_mid_run_judges_a_waiting_file_at_its_warm_tick_unless_it_st
     events.sort(key=lambda e: e.t_us)
     logs = tmp_path / "logs.jsonl"
     logs.write_bytes(b"\n".join(_line(ev) for ev in events) + b"\n")
-    rows = _both_drivers(logs, tmp_path, "--stages", "a,x?,b,c")
+    rows = _both_drivers(logs, tmp_path, "--stages", "a,x?,b,c", "--line", "body")
     replayed, streamed = ({(a["kind"], a["stage"], a["detected_at"]) for a in r if a["uid"] == "slow"} for r in rows)
     slow_x = {("slow_stage", "x", format_rfc3339(start + 720 * S))}
     if then == "stalls":
@@ -368,14 +371,15 @@ def test_a_burst_at_the_start_is_judged_from_the_first_ticks_and_both_drivers_ag
     """With the default five-minute interval: the burst's slow files are judged by the early snapshots of the
     30 s ticks after them (``core.early``), 90 and 120 s in, not at the end of the first five minutes --
     by the streaming job too, whose roll sends those snapshots into the interval's side input, and the two
-    drivers make the same verdicts as of the same moments."""
+    drivers make the same verdicts as of the same moments. The body line: the tail line learns a slow share there
+    from the first minutes as the stage's upper mode (``tests/core/test_detection.py``)."""
     from stagewatch.cli import main
 
     _, events, start = burst(n=1600)
     logs = tmp_path / "burst.jsonl"
     logs.write_bytes(b"\n".join(_line(ev) for ev in events) + b"\n")
-    assert main(["replay", str(logs), "-o", str(tmp_path / "a.jsonl")]) == 0
-    assert main(["run", "--input_file", str(logs), "--output_dir", str(tmp_path / "out")]) == 0
+    assert main(["replay", str(logs), "-o", str(tmp_path / "a.jsonl"), "--line", "body"]) == 0
+    assert main(["run", "--input_file", str(logs), "--output_dir", str(tmp_path / "out"), "--line", "body"]) == 0
 
     def verdicts(rows: list[dict[str, Any]]) -> set[tuple[str, str, str, str]]:
         return {(a["kind"], a["uid"], a["stage"], a["detected_at"]) for a in rows}
@@ -435,7 +439,8 @@ def test_a_stalled_file_that_then_fails_is_reported_failed_by_both_drivers(tmp_p
 def test_the_tenant_limit_gives_the_same_tenants_their_own_baselines_in_both_drivers() -> None:
     """``max_tenants`` 2 of four tenants: each stage lets in new tenants by name (t1, t2), not by arrival --
     the streaming job kept no limit at all, and the backtest let in whoever came first. t4, whose normal b
-    is 5x slower and whose file comes first, has no baseline of its own: the stage-wide line judges it."""
+    is 5x slower and whose file comes first, has no baseline of its own: the stage-wide line judges it (the body line:
+    the tail line takes a quarter of the files 5x slower for the stage's upper mode)."""
     from stagewatch.backtest.engine import DetectorConfig
     from tests.streams import run as backtest
 
@@ -446,7 +451,7 @@ def test_the_tenant_limit_gives_the_same_tenants_their_own_baselines_in_both_dri
         slow = (lambda stage, _t: 5.0 if stage == "b" else 1.0) if tenant == "t4" else (lambda stage, _t: 1.0)
         events += file_events(PIPE, f"f{k:05d}", T0 + k * 5 * S, rng, slow, tenant=tenant)
     events.sort(key=lambda e: e.t_us)
-    cfg = BaselineConfig(max_tenants=2)
+    cfg = BaselineConfig(max_tenants=2, line="body")
     replayed, _, det = backtest(events, PIPE.stages, DetectorConfig(baseline=cfg))
     assert det.base.admitted["b"] == {"t1", "t2"}
     streamed = _run(_stream(_warm_chunks(events)), cfg)["anomalies"]
