@@ -150,6 +150,11 @@ class Snapshot(NamedTuple):
     young_until: int = -1
 
 
+def _holds_until(n: np.ndarray, count: float, step: int, cfg: BaselineConfig) -> np.ndarray:
+    """The last interval from ``step`` in which decayed counts ``n`` (of at least ``count``) stay ``count`` or more."""
+    return step + np.floor(np.log(count / np.maximum(n, count)) / math.log(cfg.decay_per_interval))
+
+
 def make_snapshots(
     bank: HistogramBank, rows: np.ndarray, step: int, cfg: BaselineConfig, prior: np.ndarray,
     prior_q: np.ndarray | None = None, cut_short_us: int = 0,
@@ -185,16 +190,11 @@ def make_snapshots(
     warm = n >= warm_n
     if tail:
         warm &= bank.watched(rows, step, threshold * cfg.watch_for * 1000.0, cfg.interval_us, cut_short_us)
-    warm_until = np.where(
-        warm,
-        step + np.floor(np.log(warm_n / np.maximum(n, 1e-300)) / math.log(cfg.decay_per_interval)),
-        -1,
-    )
+    warm_until = np.where(warm, _holds_until(n, warm_n, step, cfg), -1)
     if tail:  # a stage-wide key in a run stays warm: no line stands in for its own
         warm_until = np.maximum(warm_until, bank.run_warm_until(rows, n, step, cfg.adopt_steps, np.isnan(prior[:, 1])))
     young = ~np.isnan(prior[:, 1]) & (warm_until < step) & (n >= cfg.warmup_n)  # a reach to borrow: the tail rule's
-    held = np.floor(np.log(cfg.warmup_n / np.maximum(n, cfg.warmup_n)) / math.log(cfg.decay_per_interval))
-    young_until = np.where(young, step + held, -1)
+    young_until = np.where(young, _holds_until(n, cfg.warmup_n, step, cfg), -1)
     seen = bank.seen[rows]
     share = np.where(seen > 0, bank.flagged[rows] / np.maximum(seen, 1e-300), 0.0)
     return [

@@ -113,12 +113,12 @@ def evaluate_delag(
     beam_by_detector = (
         {det: _beam_flags_cached(res.files, det, cache_dir) for det in BEAM_DETECTORS} if beam else {}
     )
+    other = next(rule for rule in LINE_RULES if rule != DEFAULT_LINE)
     for path in res.files:
         d = read_delag(path)
         labels = [int(x) for x in d.labels]
         system = d.name.split("/")[0]
         _, sw = _stagewatch(path)
-        other = next(rule for rule in LINE_RULES if rule != DEFAULT_LINE)
         row = {"stagewatch": sw, f"stagewatch, {other} line": _stagewatch(path, other)[1]}
         for every in spacings:
             row[f"stagewatch, {every:g} s apart"] = _stagewatch(path, every_s=every)[1]
