@@ -81,11 +81,12 @@ def test_a_heavy_tailed_customers_line_is_not_held_to_its_own_young_reading() ->
     assert paged / 20 < 10, paged / 20
 
 
-def _small_beside_others(small: float, sigma: float, intervals: int = 96) -> list[tuple[float, object, bool, float]]:
+def _small_beside_others(small: float, sigma: float, intervals: int = 96, seed: int = 21
+                         ) -> list[tuple[float, object, bool, float]]:
     """A customer of one file an interval (``small`` x the others' median, lognormal ``sigma``) beside others making
     sixty calls an interval (lognormal 0.4): each interval once the stage's key is warm, (its key's count, the
     snapshot judging it, whether as its own, the stage-wide line)."""
-    rng = np.random.default_rng(21)
+    rng = np.random.default_rng(seed)
     store = BaselineStore(TAIL)
     out: list[tuple[float, object, bool, float]] = []
     for k in range(intervals):
@@ -103,10 +104,10 @@ def _small_beside_others(small: float, sigma: float, intervals: int = 96) -> lis
 
 
 def test_a_small_customer_like_its_stage_is_judged_by_the_stages_line_as_its_own() -> None:
-    # One file an interval: three hours' half-life hold about 52 of its samples, never the 100 its tail key judges
-    # from. From its 30th its verdicts are its own (they count towards its incident, ``bar.Bar.tenant_met``), by the
-    # line a cold customer is judged by -- the stage's, moved by its median when it is slower -- with its own median
-    # and count: its young line agrees with that line.
+    # One file an interval: in its first eight hours it holds fewer than the 100 samples its tail key judges from
+    # (at three hours' half-life it never held more than about 52). From its 30th its verdicts are its own (they
+    # count towards its incident, ``bar.Bar.tenant_met``), by the line a cold customer is judged by -- the stage's,
+    # moved by its median when it is slower -- with its own median and count: its young line agrees with that line.
     from stagewatch.core.verdicts import deferred_snapshot
 
     for slower in (1.0, 4.0):
@@ -134,22 +135,30 @@ def test_a_small_customer_like_its_stage_is_judged_by_the_stages_line_as_its_own
 def test_a_small_customer_much_wider_than_its_stage_keeps_the_stages_verdicts() -> None:
     # Its young line is over 1.5x the stage's: what the stage's line flags of it may be its normal (the stage's line
     # pages 2.7 % of a lognormal of sigma 1.0 where the stage's is 0.4), so those verdicts stay the stage's and open
-    # no incident of its own.
-    course = _small_beside_others(1.0, 1.0)
-    judged = [(snap, own) for n, snap, own, _ in course if n >= 30]
-    assert judged and not any(own for _, own in judged)
+    # no incident of its own. Read from 30-100 samples, its young line now and then comes out narrow: over twenty
+    # seeds, 5.1 % of the intervals it is judged in count as its own (8.4 % forgetting at three hours' half-life, when
+    # seed 21 alone, this test's before, had none); half the seeds none.
+    owns = []
+    for seed in range(21, 41):
+        judged = [own for n, _, own, _ in _small_beside_others(1.0, 1.0, seed=seed) if n >= 30]
+        assert judged, seed
+        owns.append(sum(judged) / len(judged))
+    assert float(np.mean(owns)) <= 0.07 and float(np.median(owns)) == 0.0, owns
 
 
 @pytest.mark.parametrize("line", ["tail", "body"])
-def test_a_customer_gone_quiet_is_not_counted_on_the_samples_it_no_longer_holds(line: str) -> None:
+@pytest.mark.parametrize("kept", [True, False])
+def test_a_customer_gone_quiet_is_not_counted_on_the_samples_it_no_longer_holds(line: str, kept: bool) -> None:
     # Four files an interval for 20 intervals, then none while the others go on: its snapshot keeps the count it had
-    # at its last fold, its decayed count falls under 30 within hours. From then on the stage's line judges it as the
-    # stage's (a review's case: marked its own two hours on). Under the body line a customer's key of 30 is warm, and
-    # the stage's line never judges it as its own.
+    # at its last fold, its decayed count falls under 30 -- within hours at three hours' half-life, within days as a
+    # key under ``keep_n`` forgets (``core.forgetting``). From then on the stage's line judges it as the stage's (a
+    # review's case: marked its own two hours on, its count long decayed). Under the body line a customer's key of
+    # 30 is warm, and the stage's line never judges it as its own.
     from stagewatch.core.baselines import BaselineConfig
 
     rng = np.random.default_rng(4)
-    store = BaselineStore(BaselineConfig(line=line))
+    cfg = BaselineConfig(line=line)
+    store = BaselineStore(cfg if kept else BaselineConfig(line=line, longest_half_life_s=cfg.half_life_s))
     marked = []
     for k in range(140):
         store.advance(k * store.cfg.interval_us)
@@ -161,10 +170,13 @@ def test_a_customer_gone_quiet_is_not_counted_on_the_samples_it_no_longer_holds(
         mine = store.snaps[("call", "quiet")] if k >= 19 else None
         if mine is not None and mine.warm_until < store.step and own:
             marked.append(k)
-    decay = store.cfg.decay_per_interval
     if line == "body":
         assert marked == []
     else:  # judged by the stage's line as its own only while it still holds 30 (decayed)
+        from stagewatch.core.forgetting import holds_until
+
         n20 = store.snaps[("call", "quiet")].n
-        last = 20 + int(np.floor(np.log(30 / n20) / np.log(decay)))
-        assert marked and max(marked) <= last < 139, (marked[-3:], last)
+        last = int(holds_until(np.array([n20]), 30, 20, store.cfg.decay_per_interval, store.cfg.keep)[0])
+        assert marked and max(marked) <= last, (marked[-3:], last)
+        assert (last < 139) != kept, last  # hours; days as a quiet key forgets
+        assert kept == (max(marked) == 139)

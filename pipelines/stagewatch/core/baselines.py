@@ -11,14 +11,12 @@ Semantics both drivers reproduce exactly (the backtest in-process, the Beam job 
   its quantiles barely move (clipped at the threshold at full weight, they raised it 2x within the 30 minutes). A
   lasting change is still adopted: with a 3 h half-life the slow values reach half of the mass after about ten
   hours, then they are normal. The ``tail`` line (the default) learns nothing over it nor from a disturbed interval.
-* The line (``stagewatch.core.lines``): under the body rule ``median * exp(k * s)``, where ``s`` is the spread of
-  the *lower half* of log-durations (median minus first quartile) scaled to a normal sigma. Slowness only ever adds
-  mass above the median, so the lower half barely moves while an incident is learned (the interquartile range grew
-  50 % in a simulated 30-minute 8x slowdown; the lower half about 10 %). Scale-free, and never below ``min_ratio``
-  times the 70th percentile. ``line = "tail"``, the default, reads the estimated p99.9 instead.
+* The line (``stagewatch.core.lines``): the tail rule's estimated p99.9 (the default) or the body rule's multiple of
+  the lower half's spread over the median.
 * A key is warm while its decayed sample count is at least ``warmup_n`` (the tail rule: enough to read its
   ``tail_from`` quantile, 100 samples); a cold key makes no verdict (the visible warm-up). A tenant's key is used
-  when warm, else the stage-wide key, moved or withheld for it (``stagewatch.core.judged_by``).
+  when warm, else the stage-wide key, moved or withheld for it (``stagewatch.core.judged_by``). A key under
+  ``keep_n`` forgets more slowly (``stagewatch.core.forgetting``): a stage of a few files an hour is judged.
 * The busy hours of the day: the baseline's half-life (3 h) is short next to a day, so it follows the daily load
   curve; the ``at this hour`` in messages is that rolling median.
 """
@@ -35,6 +33,7 @@ from typing import NamedTuple
 import numpy as np
 
 from stagewatch.core.bins import N_BINS, bin_of, bins_of
+from stagewatch.core.forgetting import holds_until
 from stagewatch.core.lines import BODY_PS, DEFAULT_LINE, LINE_RULES, TAIL_PS, body_line, level_moved, tail_line
 from stagewatch.core.sketch import HistogramBank
 
@@ -50,6 +49,7 @@ BaselineKey = tuple[str, str | None]  # (stage or END_TO_END, tenant or None for
 class BaselineConfig:
     interval_s: int = 300
     half_life_s: float = 3 * 3600.0
+    longest_half_life_s: float = 7 * 24 * 3600.0  # a key's under ``keep_n`` (``core.forgetting``)
     warmup_n: float = 30.0
     line: str = DEFAULT_LINE  # how the alert line is read: "tail" or "body" (``stagewatch.core.lines``)
     # The body rule: median x exp(k x the lower half's spread), at least min_ratio x the 70th percentile.
@@ -96,8 +96,8 @@ class BaselineConfig:
     max_tenants: int = 5000
 
     def __post_init__(self) -> None:
-        if self.interval_s <= 0 or self.half_life_s <= 0:
-            raise ValueError("baseline interval and half-life must be positive")
+        if self.interval_s <= 0 or min(self.half_life_s, self.longest_half_life_s) <= 0:
+            raise ValueError("baseline interval and half-lives must be positive")
         if self.warmup_n < 1 or self.k <= 0 or self.min_ratio < 1:
             raise ValueError("warmup_n >= 1, k > 0 and min_ratio >= 1 are required")
         if not 0 <= self.anomaly_weight <= 1:
@@ -106,10 +106,8 @@ class BaselineConfig:
             raise ValueError(f"line must be one of {', '.join(LINE_RULES)}, not {self.line!r}")
         if min(self.margin, self.tail_support, self.shift_ratio) < 1 or self.young_widen < 0 or self.adopt_after_s <= 0:
             raise ValueError("margin, tail_support, shift_ratio >= 1, young_widen >= 0, adopt_after_s > 0 required")
-        if self.watch_for < 0:
-            raise ValueError("watch_for must be at least 0")
-        if not 0 <= self.tail_from < 0.999:
-            raise ValueError("tail_from must be at least 0 and below 0.999")
+        if self.watch_for < 0 or not 0 <= self.tail_from < 0.999:
+            raise ValueError("watch_for must be at least 0, tail_from at least 0 and below 0.999")
 
     @property
     def interval_us(self) -> int:
@@ -118,13 +116,20 @@ class BaselineConfig:
     @property
     def warm_n(self) -> float:
         """The decayed sample count from which a key judges: the tail rule needs its ``tail_from`` quantile."""
-        if self.line == "tail":
-            return max(self.warmup_n, round(self.tail_support / (1.0 - self.tail_from), 6))  # 10 / 0.1: 100
-        return self.warmup_n
+        tail_n = round(self.tail_support / (1.0 - self.tail_from), 6)  # 10 / 0.1: 100
+        return max(self.warmup_n, tail_n) if self.line == "tail" else self.warmup_n
 
     @property
     def decay_per_interval(self) -> float:
         return 0.5 ** (self.interval_s / self.half_life_s)
+
+    @property
+    def keep_n(self) -> float:  # the count under which a key forgets slowly (``core.forgetting``): 1.5x warm_n
+        return 1.5 * self.warm_n
+
+    @property
+    def keep(self) -> tuple[float, float]:  # ``keep_n`` and the decay an interval under it
+        return self.keep_n, 0.5 ** (self.interval_s / max(self.half_life_s, self.longest_half_life_s))
 
     @property
     def adopt_steps(self) -> int:
@@ -148,11 +153,6 @@ class Snapshot(NamedTuple):
     learn_ms: float = math.nan
     # Under the tail rule, a customer's cold key: the last interval it holds ``warmup_n`` (``judged_by._as_its_own``).
     young_until: int = -1
-
-
-def _holds_until(n: np.ndarray, count: float, step: int, cfg: BaselineConfig) -> np.ndarray:
-    """The last interval from ``step`` in which decayed counts ``n`` (of at least ``count``) stay ``count`` or more."""
-    return step + np.floor(np.log(count / np.maximum(n, count)) / math.log(cfg.decay_per_interval))
 
 
 def make_snapshots(
@@ -190,11 +190,11 @@ def make_snapshots(
     warm = n >= warm_n
     if tail:
         warm &= bank.watched(rows, step, threshold * cfg.watch_for * 1000.0, cfg.interval_us, cut_short_us)
-    warm_until = np.where(warm, _holds_until(n, warm_n, step, cfg), -1)
+    warm_until = np.where(warm, holds_until(n, warm_n, step, cfg.decay_per_interval, cfg.keep), -1)
     if tail:  # a stage-wide key in a run stays warm: no line stands in for its own
         warm_until = np.maximum(warm_until, bank.run_warm_until(rows, n, step, cfg.adopt_steps, np.isnan(prior[:, 1])))
     young = ~np.isnan(prior[:, 1]) & (warm_until < step) & (n >= cfg.warmup_n)  # a reach to borrow: the tail rule's
-    young_until = np.where(young, _holds_until(n, cfg.warmup_n, step, cfg), -1)
+    young_until = np.where(young, holds_until(n, cfg.warmup_n, step, cfg.decay_per_interval, cfg.keep), -1)
     seen = bank.seen[rows]
     share = np.where(seen > 0, bank.flagged[rows] / np.maximum(seen, 1e-300), 0.0)
     return [
@@ -302,7 +302,7 @@ class BaselineStore:
                 self.pending, step, cfg.decay_per_interval, over_bin, over_weight,  # type: ignore[arg-type]
                 disturbed, cfg.adopt_steps, cfg.mode_share, hold,
                 math.log(cfg.shift_ratio), line_bin, cfg.lift_for_s / cfg.interval_s,
-                self._parents() if tail else None, median, cfg.disturbed_ratio * hold)
+                self._parents() if tail else None, median, cfg.disturbed_ratio * hold, cfg.keep)
             keys = list(self.pending)
             stage_q: dict[str, np.ndarray] = {}  # a stage-wide key's quantiles, for its tenants' fit
             # Stage-wide keys first: a tenant's snapshot borrows the spread and reach of its stage's new one.
@@ -312,14 +312,9 @@ class BaselineStore:
                     continue
                 part_keys = [k for k, p in zip(keys, part.tolist(), strict=True) if p]
                 nothing = (np.nan, np.nan)
-                prior = np.array(
-                    [
-                        nothing if k[1] is None or (k[0], None) not in self.snaps
-                        else (self.snaps[(k[0], None)].spread, self.snaps[(k[0], None)].reach)
-                        for k in part_keys
-                    ],
-                    dtype=np.float64,
-                ).reshape(len(part_keys), 2)
+                prior = np.array([nothing if k[1] is None or (k[0], None) not in self.snaps
+                                  else (self.snaps[(k[0], None)].spread, self.snaps[(k[0], None)].reach)
+                                  for k in part_keys], dtype=np.float64).reshape(len(part_keys), 2)
                 prior_q = None
                 if tail:  # the body rule fits nothing
                     none = np.full(len(TAIL_PS), np.nan)

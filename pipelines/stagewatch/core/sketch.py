@@ -19,6 +19,7 @@ import numpy as np
 
 from stagewatch.core.bins import BIN_VALUES as _VALUES
 from stagewatch.core.bins import LAST_BIN, N_BINS, quartiles_of
+from stagewatch.core.forgetting import decay_factors
 
 __all__ = ["CALM", "HistogramBank"]
 
@@ -61,8 +62,7 @@ class HistogramBank:
     def __init__(self, capacity: int = 64) -> None:
         self.weights = np.zeros((capacity, N_BINS), dtype=np.float64)
         self.steps = np.zeros(capacity, dtype=np.int64)
-        self.seen = np.zeros(capacity, dtype=np.float64)
-        self.flagged = np.zeros(capacity, dtype=np.float64)
+        self.seen, self.flagged = np.zeros((2, capacity), dtype=np.float64)
         # The same two counts decayed ``LONG_RUN`` times more slowly: what share of its values a key flags in the
         # long run, which a slow share that came later does not reach for hours (``fold``).
         self.long_seen = np.zeros(capacity, dtype=np.float64)
@@ -168,6 +168,7 @@ class HistogramBank:
         parent: np.ndarray | None = None,
         median: np.ndarray | None = None,
         upto_ratio: np.ndarray | None = None,
+        keep: tuple[float, float] | None = None,
     ) -> np.ndarray:
         """Decay every key in ``pending`` to ``step`` and add its raw counts ``{bin: n}``; returns their rows.
 
@@ -210,11 +211,11 @@ class HistogramBank:
         was held out for good, and 5 % or 1 % of the key's normal calls paged for days (a review's cases). Not on
         the share over the learning line: a key whose alert line is over its mode flags that mode over its body line
         for good, and a later slow share was learned within two hours (a review's: 0.04-0.23 of it flagged on a
-        two-mode or cache-miss key, 1.0 before). ``parent`` (each key's stage-wide key's
-        index in ``pending``; -1: none) and ``median`` (its learned median's log; NaN: none) serve keys of few values.
+        two-mode or cache-miss key, 1.0 before). ``parent`` (each key's stage-wide key's index in ``pending``; -1: none)
+        and ``median`` (its learned median's log; NaN: none) serve keys of few values. ``keep``: ``forgetting``'s.
         """
         rows = np.fromiter((self._row(key, step) for key in pending), dtype=np.int64, count=len(pending))
-        decay = factor_per_step ** (step - self.steps[rows]).astype(np.float64)
+        decay = decay_factors(self.weights, rows, (step - self.steps[rows]).astype(np.float64), factor_per_step, keep)
         self.weights[rows] *= decay[:, None]
         self.seen[rows] *= decay
         self.flagged[rows] *= decay
