@@ -486,6 +486,26 @@ def test_a_stage_quiet_for_most_of_the_session_gap_keeps_its_snapshots_whatever_
     assert streamed == replayed
 
 
+def test_a_quiet_stage_silent_for_longer_than_the_session_gap_is_judged_alike_by_both_drivers(tmp_path: Path) -> None:
+    """A file every six minutes for 20 hours (kept: ``core.forgetting``), 90 minutes of silence, then a file 8x slow
+    in b and one that never reaches c. The streaming job's per-stage roll stopped sending snapshots a session gap
+    after the stage's last data (a review's case: the backtest flagged both, the streaming job neither, the stuck
+    file left open); it goes on while a key of the stage still judges."""
+    pipe = Pipeline(stages=("a", "b", "c"), medians={"b": 2.0, "c": 30.0})
+    first = steady_stream(pipe, hours=20, every_s=360, seed=4)
+    later = max(e.t_us for e in first) + 90 * 60 * S
+    rng = random.Random(4)
+    events = first + file_events(pipe, "slow", later, rng, factor=lambda stage, t: 8.0 if stage == "b" else 1.0)
+    events += file_events(pipe, "stuck", later + 60 * S, rng, drop_from="c")
+    events += [e for k in range(15) for e in file_events(pipe, f"after{k}", later + (k + 1) * 360 * S, rng)]
+    logs = tmp_path / "logs.jsonl"
+    logs.write_bytes(b"\n".join(_line(ev) for ev in sorted(events, key=lambda e: e.t_us)) + b"\n")
+    replayed, streamed = _both_drivers(logs, tmp_path)
+    key = {(a["kind"], a["uid"], a["stage"], a["measure"]) for a in replayed}
+    assert ("slow_stage", "slow", "b", "in_progress") in key and ("stalled", "stuck", "c", "deadline") in key, key
+    assert {(a["kind"], a["uid"], a["stage"], a["measure"]) for a in streamed} == key
+
+
 def test_run_and_replay_agree_with_the_tail_line(tmp_path: Path) -> None:
     """``alert_line = tail`` keeps its history clean (disturbed intervals, modes, adoption) in the shared core:
     both drivers report the same anomalies on a zoo pipeline with a 16x tenant slowdown, stalls and failures."""

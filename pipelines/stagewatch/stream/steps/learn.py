@@ -257,7 +257,10 @@ class _RollFn(beam.DoFn):
         for k2, snap in store.snaps.items():
             yield TimestampedValue((k2, snap), now_step * interval / US_PER_S)
         quiet_since = last_data.read()
-        looping = by_step or (quiet_since is not None and now_step - quiet_since < self._quiet_steps)
+        # On while a key of the stage still judges (``core.forgetting``: a quiet key, days): its snapshots are what the
+        # next files, and the stall deadlines of those in it, are judged by -- as the backtest's store still has them.
+        judging = any(max(s.warm_until, s.young_until) > now_step for s in store.snaps.values())
+        looping = by_step or judging or (quiet_since is not None and now_step - quiet_since < self._quiet_steps)
         steps = [now_step + 1] + [k + 1 for k in by_step] if looping else []
         fire_at(next_fire, fire, [step * interval + self._grace_us for step in steps])
 
