@@ -123,6 +123,37 @@ def test_a_sparse_steady_log_loses_nothing_at_its_end(gap_s: int, n: int) -> Non
     assert _judge([*times, times[-1] + 80 * 365 * 24 * HOUR]) == [None] * n + [FUTURE]  # a lone far line still is
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_quiet_log_of_bursts_loses_no_more_than_its_last_two_files_at_its_end(seed: int) -> None:
+    """Eight lines a file within a minute, a file every 20-90 minutes (a pipeline of a few files an hour): the last
+    blocks' centred clock lags their later lines by more than max_ahead_s, and each file's first line is further
+    than that from the line believed before it -- a simulated quiet pipeline's last 18 files were dead-lettered as
+    future. Such a line is believed when the BLOCK lines after it do not put it ahead of them."""
+    rng = random.Random(seed)
+    times: list[int] = []
+    t = T0
+    for _ in range(200):
+        t += int(rng.uniform(20, 90) * 60 * US_PER_S)
+        times += sorted(t + int(rng.uniform(0, 60) * US_PER_S) for _ in range(8))
+    verdicts = _judge(times)
+    assert verdicts[: -2 * 8] == [None] * (len(times) - 2 * 8)
+    # Far lines among its last ones are not believed for it, however many agree with each other: ten in a row
+    # anywhere in the last 160 were, vouched for by the median of the lines after them (a review's case), and
+    # moved the watermark. A run at its very end only within a day of the lines before it, BLOCK lines at least.
+    # (Eleven lines 15 minutes after a file, in a log whose files are 20-90 minutes apart, are a file like any.)
+    for before_end in (17, 40, 100, 150):
+        for far_s in (15 * 60, 80 * 365 * 24 * 3600):
+            far = [times[-before_end] + (far_s + k) * US_PER_S for k in range(11)]
+            at = len(times) - before_end
+            verdicts = _judge(times[:at] + far + times[at:])
+            if far_s > 24 * 3600:
+                assert verdicts[at: at + len(far)] == [FUTURE] * len(far), before_end
+            real = verdicts[:at] + verdicts[at + len(far):]
+            assert real[: -2 * 8] == [None] * (len(real) - 2 * 8), (before_end, far_s)
+    far = [times[-1] + 80 * 365 * 24 * HOUR + k for k in range(BLOCK - 1)]
+    assert _judge(times + far)[-len(far):] == [FUTURE] * len(far)
+
+
 @given(st.lists(st.integers(0, 10**12), max_size=40), st.integers(1, PULL_LINES - 1), st.integers(1, 10**9))
 def test_fewer_than_pull_lines_ahead_do_not_move_what_the_watermark_follows(times: list[int], ahead: int,
                                                                               lead: int) -> None:

@@ -36,7 +36,7 @@ import heapq
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
-from itertools import chain, islice
+from itertools import accumulate, chain, islice
 from typing import Generic, TypeVar
 
 from stagewatch.core.timeutil import US_PER_S, format_rfc3339
@@ -52,6 +52,7 @@ BEFORE = 7  # blocks behind a block, and
 AFTER = 9  # blocks ahead of it, whose median is its clock: ahead of half the window, so that a pause does not
 # make the lines after it look like the future
 PULL_LINES = 4  # lines that must have reached a time before a file's watermark follows it: ``Pull``
+END_PAUSE_US = 24 * 3600 * US_PER_S  # at the end of a file, the longest pause a run of lines is believed after
 
 T = TypeVar("T")
 
@@ -139,7 +140,13 @@ class BlockClock(Generic[T]):
         more) the later lines of the last blocks would be more than ``max_ahead_s`` ahead of it: with
         ``bounds``, each held line is returned on its own, and one that its block's clock would call future is
         judged against the newest line believed before it instead, when that is near enough -- a steady tail
-        goes through, a lone far line after it does not."""
+        goes through, a lone far line after it does not -- or else, when ``BLOCK`` lines or more follow it and it is
+        within ``END_PAUSE_US`` of that newest line, against the earliest of all the lines after it: in a log of a
+        few files an hour each file's first line comes more than ``max_ahead_s`` after the line before it, and the
+        last 18 files of a simulated quiet pipeline were lost as future (now its last two at most). Against the
+        median of the lines after it instead, ten far lines anywhere in the last 160 were believed, and moved the
+        watermark (a review's case); now a run of far lines is believed only if no line after it is more than
+        ``max_ahead_s`` behind it, ``BLOCK`` of them at least, and never a day or more past the lines before it."""
         if self._block:
             self._waiting.append((self._block, self._block_t))
             self._block, self._block_t = [], []
@@ -147,6 +154,9 @@ class BlockClock(Generic[T]):
         if bounds is not None and self._before:
             last = max((t for t in self._before[-1] if bounds.verdict(t, self.now) is None), default=-1)
         out: list[tuple[list[T], int]] = []
+        held = [t for _, times in self._waiting for t in times]  # every line's time still held, in file order
+        earliest_after = list(accumulate(reversed([*held[1:], 1 << 62]), min))[::-1]  # k: of the lines after line k
+        judged = 0
         while self._waiting:
             times = self._waiting[0][1]
             items, at = self._judge(min(len(self._before), max(1, len(self._waiting) - 1)))
@@ -154,9 +164,13 @@ class BlockClock(Generic[T]):
                 out.append((items, at))
                 continue
             for item, t in zip(items, times, strict=True):
+                judged += 1
                 clock = at
                 if bounds.verdict(t, at) == FUTURE and last >= 0 and bounds.verdict(t, last) is None:
                     clock = max(at, last)
+                elif (bounds.verdict(t, at) == FUTURE and len(held) - judged >= BLOCK and last >= 0
+                      and t - last < END_PAUSE_US):
+                    clock = max(at, min(t, earliest_after[judged - 1]))
                 if bounds.verdict(t, clock) is None:
                     last = max(last, t)
                 out.append(([item], clock))
