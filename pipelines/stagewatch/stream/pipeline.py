@@ -77,7 +77,7 @@ def build(
     events = parsed.events | "Dedup" >> step(Dedup())
     assembled = events | "Assemble" >> step(AssembleTraces(rules))
     measurements, progress = assembled.measurements, assembled[PROGRESS]
-    snapshots = measurements | "Learn" >> step(LearnBaselines(rules, baseline))
+    snapshots = measurements | "Learn" >> step(LearnBaselines(rules, baseline, end_us=end_us))
     to_judge = (measurements, progress) | "ToJudge" >> beam.Flatten()
     verdicts, deadlines = (to_judge, snapshots) | "Judge" >> step(JudgeMeasurements(rules, baseline, end_us))
     if end_us is not None:

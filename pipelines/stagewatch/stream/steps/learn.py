@@ -13,7 +13,8 @@ Output: at the end of each interval *k*, every key's snapshot for interval *k + 
 the judging step as a side input. In a stage's first interval, also its early snapshots (``core.early``) as
 ``(((stage, tenant), tick boundary), Snapshot)``, timestamped at the boundary: the shards send that
 interval's first ticks' counts tick by tick. A stage keeps emitting each interval while it has seen data within the
-trace TTL, so a quiet interval still has its snapshots; then it stops (a finite input's end does not loop).
+trace TTL, or a key of it is warm (``core.forgetting``: days), so a quiet interval still has its snapshots; then it
+stops (and past a finite input's end, ``end_us``, it does not go on for its warm keys).
 
 Timeline for one stage, intervals of 5 min, grace 2.5 min::
 
@@ -165,10 +166,11 @@ class _RollFn(beam.DoFn):
     FOLDED = ReadModifyWriteStateSpec("folded_before_step", VarIntCoder())
     FIRE = TimerSpec("fire", TimeDomain.WATERMARK)
 
-    def __init__(self, cfg: BaselineConfig, quiet_steps: int, grace_us: int) -> None:
+    def __init__(self, cfg: BaselineConfig, quiet_steps: int, grace_us: int, end_us: int | None = None) -> None:
         if grace_us + EARLY_TICKS * tick_us(cfg) >= cfg.interval_us:
             raise ValueError("the fold's grace must end an early tick's snapshots inside their interval")
         self._cfg = cfg
+        self._end_us = end_us
         self._quiet_steps = quiet_steps
         self._grace_us = grace_us
         self._after_fold = Metrics.counter("stagewatch", "baseline_counts_after_fold")
@@ -257,9 +259,12 @@ class _RollFn(beam.DoFn):
         for k2, snap in store.snaps.items():
             yield TimestampedValue((k2, snap), now_step * interval / US_PER_S)
         quiet_since = last_data.read()
-        # On while a key of the stage still judges (``core.forgetting``: a quiet key, days): its snapshots are what the
-        # next files, and the stall deadlines of those in it, are judged by -- as the backtest's store still has them.
-        judging = any(max(s.warm_until, s.young_until) > now_step for s in store.snaps.values())
+        # On while a key of the stage is still warm (``core.forgetting``: days): its snapshots are what the next files,
+        # and the stall deadlines of those in it, are judged by -- as the backtest's store still has them (a young
+        # customer's count only with a warm stage key). Not past a finite input's end: that is not the passage of time
+        # (a local run kept firing each stage's roll for the days its keys stayed warm, twice as long: a review's).
+        judging = (self._end_us is None or now_step * interval <= self._end_us) and any(
+            s.warm_until > now_step for s in store.snaps.values())
         looping = by_step or judging or (quiet_since is not None and now_step - quiet_since < self._quiet_steps)
         steps = [now_step + 1] + [k + 1 for k in by_step] if looping else []
         fire_at(next_fire, fire, [step * interval + self._grace_us for step in steps])
@@ -289,11 +294,13 @@ class LearnBaselines(ContainedStep):
     ``pipeline._file_stream``).
     """
 
-    def __init__(self, rules: TraceRules, cfg: BaselineConfig | None = None, grace_s: float | None = None) -> None:
+    def __init__(self, rules: TraceRules, cfg: BaselineConfig | None = None, grace_s: float | None = None,
+                 end_us: int | None = None) -> None:
         super().__init__()
         self._rules = rules
         self._cfg = cfg or BaselineConfig()
         self._grace_s = self._cfg.interval_s / 2 if grace_s is None else grace_s
+        self._end_us = end_us  # a finite input's last event time: no roll goes on past it for its warm keys
 
     def expand(self, measurements: beam.PCollection) -> beam.PCollection:
         rules, cfg = self._rules, self._cfg
@@ -307,4 +314,4 @@ class LearnBaselines(ContainedStep):
         keyed = keyed | "TypedKeys" >> beam.Map(lambda kv: kv).with_output_types(tuple[tuple[str, int], Any])
         counts = self.pardo(keyed, "CountBins", _CountBinsFn(cfg)).main
         typed = counts | "Typed" >> beam.Map(lambda kv: kv).with_output_types(tuple[str, Any])
-        return self.pardo(typed, "RollPerStage", _RollFn(cfg, quiet, int(self._grace_s * US_PER_S))).main
+        return self.pardo(typed, "RollPerStage", _RollFn(cfg, quiet, int(self._grace_s * US_PER_S), self._end_us)).main
