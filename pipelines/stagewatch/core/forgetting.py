@@ -32,13 +32,10 @@ def decay_factors(weights: np.ndarray, rows: np.ndarray, gaps: np.ndarray, per_s
     return per_step ** above * slowest ** (gaps - above)
 
 
-def holds_until(n: np.ndarray, count: float, step: int, per_step: float, keep: tuple[float, float] | None = None
-                ) -> np.ndarray:
+def holds_until(n: np.ndarray, count: float, step: int, per_step: float, keep: tuple[float, float]) -> np.ndarray:
     """The last interval from ``step`` in which counts ``n`` (of at least ``count``, at most ``keep``'s count) stay
     ``count`` or more, decaying as ``decay_factors`` does."""
     n = np.maximum(n, count)
-    if keep is None:
-        return step + np.floor(np.log(count / n) / np.log(per_step))
     kept, slowest = keep
     above = _steps_above(n, kept, per_step, np.full(len(n), np.inf))
     return step + np.floor(above + np.log(count / np.minimum(n, kept)) / np.log(slowest))

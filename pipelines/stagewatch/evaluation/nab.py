@@ -203,8 +203,9 @@ def published_subset_scores(root: str | Path, names: Sequence[str]) -> dict[str,
 def evaluate_nab(root: str | Path, line: str = DEFAULT_LINE) -> dict[str, Any]:
     """NAB's standard-profile score of stagewatch with ``line``'s rule, per file, and the published detectors'.
 
-    A series of five-minute samples is 12 values an hour: three hours' half-life hold about 52 of them, which the body
-    line judges from (30) and the tail line, the default, never does (100)."""
+    A series of five-minute samples is 12 values an hour: three hours' half-life would hold about 52 of them, which the
+    body line judges from (30) and the tail line, the default, not (100); a key under 150 forgets at a week's half-life
+    (``core.forgetting``), and the tail line judges a series from about ten hours in."""
     root = Path(root)
     aws = sorted(f"realAWSCloudwatch/{p.name}" for p in (root / "data" / "realAWSCloudwatch").glob("*.csv"))
     names = [*aws, "realKnownCause/ec2_request_latency_system_failure.csv"]
