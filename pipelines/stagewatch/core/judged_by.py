@@ -80,8 +80,9 @@ def _as_its_own(snap: Snapshot, own: Snapshot | None, step: int) -> tuple[Snapsh
     Why: only a customer's own verdicts count towards its incident (``bar.Bar.tenant_met``: against everyone's line,
     a customer's normal can look slow), and under the tail line a key judges from 100 samples: a customer of a few
     files an hour has that many only after hours or days (``core.forgetting``), and the quickstart's customer whose
-    uploads were 30x slow, 40 files in, opened no incident of its own. Its young line alone is no line to judge by: read from few samples it runs wide
-    (judged by it, a mild slowdown's files went unflagged: zoo 30007, slow_stage F1 0.71 -> 0.50), and judged by
+    uploads were 30x slow, 40 files in, opened no incident of its own. Its young line alone is no line to judge by:
+    read from few samples it runs wide (judged by it, a mild slowdown's files went unflagged: zoo 30007, slow_stage
+    F1 0.71 -> 0.50), and judged by
     the lower of the two, customers narrower than their stage below and as wide above were paged at 0.8x their
     p99.9 (a review's case). Where it is much higher -- a customer wider than its stage, or with a second mode --
     what the stage's line flags may be its normal, and stays the stage's (such a customer's normal files, 1-2 % of
